@@ -1,0 +1,278 @@
+//! `wfd dev`: the whole platform in one process. UAA, the Cloud Controller and the log
+//! cache share the API port; the router has its own; one cell serves its rep API on an
+//! ephemeral loopback port. State lives under the data dir, so a restart on the same
+//! dir brings every org, app and droplet back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::distributions::{Alphanumeric, DistString};
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use wf_messaging::Bus;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Where the databases, blobstore and cell state live.
+    #[arg(long, default_value = "./.wasmfoundry", env = "WFD_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Port of the CC V3 API, UAA and the log cache (0: any free port).
+    #[arg(long, default_value_t = 9022)]
+    pub api_port: u16,
+    /// Port of the router, where apps are served (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub router_port: u16,
+    /// Address the API and the router listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen_address: IpAddr,
+    /// The shared domain app routes are made under.
+    #[arg(long, default_value = "apps.localhost")]
+    pub apps_domain: String,
+    /// The admin user's password; else the one stored in the data dir, else a new one.
+    #[arg(long, env = "WFD_ADMIN_PASSWORD")]
+    pub admin_password: Option<String>,
+    /// Memory the cell offers to app instances, in MB.
+    #[arg(long, default_value_t = 16_384)]
+    pub cell_memory_mb: u64,
+    /// Seconds between convergence passes and nsync bulk syncs (CF: 30).
+    #[arg(long, default_value_t = 30)]
+    pub sync_interval: u64,
+    /// Stop when standard input closes (for supervisors and test harnesses that own
+    /// this process through a pipe).
+    #[arg(long, hide = true)]
+    pub stop_on_stdin_close: bool,
+}
+
+/// Runs the platform until Ctrl-C (or SIGTERM).
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let admin_password = admin_password(&data_dir, args.admin_password.as_deref())?;
+    let signing_secret = secret_file(&data_dir.join("blob-signing-secret"))?;
+
+    let api_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.api_port))
+        .await
+        .with_context(|| format!("binding the API port {}", args.api_port))?;
+    let router_listener =
+        TcpListener::bind(SocketAddr::new(args.listen_address, args.router_port))
+            .await
+            .with_context(|| format!("binding the router port {}", args.router_port))?;
+    let rep_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the rep port")?;
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let router_addr = router_listener.local_addr()?;
+
+    let cancel = CancellationToken::new();
+    let bus = Bus::in_process();
+    let sync_interval = Duration::from_secs(args.sync_interval.max(1));
+
+    let logs = Arc::new(wf_loggregator::LogStore::new(
+        wf_loggregator::DEFAULT_MAX_ENVELOPES_PER_SOURCE,
+    ));
+    let mut tasks = vec![wf_loggregator::spawn_ingest(
+        bus.clone(),
+        logs.clone(),
+        cancel.clone(),
+    )];
+
+    let bbs = wf_bbs::Bbs::open(
+        wf_bbs::BbsConfig {
+            database_url: sqlite_url(&data_dir.join("bbs.db")),
+            convergence_interval: sync_interval,
+            ..Default::default()
+        },
+        bus.clone(),
+    )
+    .await
+    .context("opening the BBS")?;
+    tasks.push(bbs.run(cancel.clone()));
+
+    let uaa = wf_uaa::Uaa::open(wf_uaa::UaaConfig {
+        database_url: sqlite_url(&data_dir.join("uaa.db")),
+        issuer: format!("{api_url}/oauth/token"),
+        admin_password: admin_password.clone(),
+        signing_key_path: data_dir.join("uaa-signing-key.pem"),
+        ..Default::default()
+    })
+    .await
+    .context("opening UAA")?;
+
+    let controller = wf_controller::Controller::open(
+        wf_controller::ControllerConfig {
+            database_url: sqlite_url(&data_dir.join("cc.db")),
+            blobstore_dir: data_dir.join("blobstore"),
+            external_url: api_url.clone(),
+            uaa_url: api_url.clone(),
+            apps_domain: args.apps_domain.clone(),
+            signing_secret,
+            sync_interval,
+            ..Default::default()
+        },
+        bbs.clone(),
+        bus.clone(),
+        uaa.verifier(),
+        logs.clone(),
+    )
+    .await
+    .context("opening the Cloud Controller")?;
+    tasks.push(controller.run(cancel.clone()));
+
+    let api = controller.router().merge(uaa.router());
+    let api_cancel = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(api_listener, api.into_make_service())
+            .with_graceful_shutdown(async move { api_cancel.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    }));
+
+    let router_cancel = cancel.clone();
+    let router_bus = bus.clone();
+    tasks.push(tokio::spawn(async move {
+        let config = wf_router::RouterConfig::default();
+        if let Err(e) = wf_router::run(config, router_listener, router_bus, router_cancel).await {
+            tracing::error!(error = %e, "router failed");
+        }
+    }));
+
+    let cell_config = wf_host::CellConfig {
+        cell_id: "cell-0".to_string(),
+        data_dir: data_dir.join("cell"),
+        memory_mb: args.cell_memory_mb,
+        advertise_address: "127.0.0.1".to_string(),
+        ..Default::default()
+    };
+    let cell_cancel = cancel.clone();
+    let cell_bbs = bbs.clone();
+    let cell_bus = bus.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = wf_host::run(cell_config, rep_listener, cell_bbs, cell_bus, cell_cancel).await
+        {
+            tracing::error!(error = %e, "cell failed");
+        }
+    }));
+
+    println!("Wasmfoundry is running (data dir {}).", data_dir.display());
+    println!("api: {api_url}");
+    println!("router: http://{router_addr} (apps at http://<app>.{}:{})", args.apps_domain, router_addr.port());
+    println!("admin password: {admin_password}");
+    println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
+
+    wait_for_stop(args.stop_on_stdin_close).await;
+    tracing::info!("stopping");
+    cancel.cancel();
+    let stopped = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some components did not stop within 10 s");
+    }
+    Ok(())
+}
+
+async fn wait_for_stop(stop_on_stdin_close: bool) {
+    let stdin_closed = async {
+        if !stop_on_stdin_close {
+            return std::future::pending().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+        _ = stdin_closed => {}
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data dir {}", dir.display()))?;
+    set_private(dir, 0o700)?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving the data dir {}", dir.display()))
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// The admin password: the flag wins and is remembered; else the stored one; else a
+/// new random one, stored.
+fn admin_password(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-password");
+    if let Some(password) = flag {
+        anyhow::ensure!(!password.is_empty(), "--admin-password must not be empty");
+        write_private(&path, password)?;
+        return Ok(password.to_string());
+    }
+    secret_text_file(&path)
+}
+
+fn secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    secret_text_file(path).map(String::into_bytes)
+}
+
+/// Reads a secret stored in the data dir, creating a random one the first time.
+fn secret_text_file(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let s = s.trim();
+            anyhow::ensure!(!s.is_empty(), "{} is empty", path.display());
+            Ok(s.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
+            write_private(path, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    set_private(path, 0o600)
+}
+
+fn set_private(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_password_is_generated_once_and_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = admin_password(dir.path(), None).unwrap();
+        assert_eq!(first.len(), 24);
+        assert_eq!(admin_password(dir.path(), None).unwrap(), first);
+        assert_eq!(admin_password(dir.path(), Some("s3cret")).unwrap(), "s3cret");
+        assert_eq!(admin_password(dir.path(), None).unwrap(), "s3cret");
+        assert!(admin_password(dir.path(), Some("")).is_err());
+    }
+}

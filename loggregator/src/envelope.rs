@@ -1,0 +1,185 @@
+//! The Loggregator v2 envelope, in the JSON shape of the RLP gateway: int64 fields as
+//! strings, log payloads base64. Every component that emits logs or metrics builds these.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Subject on the message bus that carries envelopes (JSON, one envelope a message).
+pub const ENVELOPE_SUBJECT: &str = "loggregator.envelopes";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unix time in nanoseconds.
+    #[serde(with = "i64_as_string")]
+    pub timestamp: i64,
+    /// For app logs the app guid; for platform components their name.
+    pub source_id: String,
+    /// For app logs the instance index.
+    #[serde(default)]
+    pub instance_id: String,
+    /// `source_type` (APP/PROC/WEB, STG, RTR, API, CELL) and other tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub message: EnvelopeMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvelopeMessage {
+    Log(Log),
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogType {
+    #[serde(rename = "OUT")]
+    Out,
+    #[serde(rename = "ERR")]
+    Err,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Log {
+    /// Raw bytes of the line, base64 in JSON.
+    #[serde(with = "bytes_as_base64")]
+    pub payload: Vec<u8>,
+    #[serde(rename = "type")]
+    pub log_type: LogType,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    pub name: String,
+    #[serde(with = "u64_as_string", default)]
+    pub delta: u64,
+    #[serde(with = "u64_as_string", default)]
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gauge {
+    pub metrics: BTreeMap<String, GaugeValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaugeValue {
+    pub unit: String,
+    pub value: f64,
+}
+
+impl Envelope {
+    /// A log line from `source_id`/`instance_id` with the given `source_type` tag.
+    pub fn log(
+        source_id: &str,
+        instance_id: &str,
+        source_type: &str,
+        log_type: LogType,
+        payload: impl Into<Vec<u8>>,
+    ) -> Self {
+        let mut tags = BTreeMap::new();
+        tags.insert("source_type".to_string(), source_type.to_string());
+        Envelope {
+            timestamp: now_ns(),
+            source_id: source_id.to_string(),
+            instance_id: instance_id.to_string(),
+            tags,
+            message: EnvelopeMessage::Log(Log {
+                payload: payload.into(),
+                log_type,
+            }),
+        }
+    }
+
+    /// The `source_type` tag, if any.
+    pub fn source_type(&self) -> Option<&str> {
+        self.tags.get("source_type").map(String::as_str)
+    }
+}
+
+/// Unix time now, in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+mod i64_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            S(String),
+            N(i64),
+        }
+        match Either::deserialize(d)? {
+            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
+            Either::N(n) => Ok(n),
+        }
+    }
+}
+
+mod u64_as_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            S(String),
+            N(u64),
+        }
+        match Either::deserialize(d)? {
+            Either::S(s) => s.parse().map_err(serde::de::Error::custom),
+            Either::N(n) => Ok(n),
+        }
+    }
+}
+
+mod bytes_as_base64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_envelope_has_the_rlp_gateway_json_shape() {
+        let mut e = Envelope::log("app-guid", "0", "APP/PROC/WEB", LogType::Out, "hi");
+        e.timestamp = 1_700_000_000_000_000_000;
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["timestamp"], "1700000000000000000");
+        assert_eq!(v["log"]["payload"], base64::engine::general_purpose::STANDARD.encode("hi"));
+        assert_eq!(v["log"]["type"], "OUT");
+        assert_eq!(v["tags"]["source_type"], "APP/PROC/WEB");
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+}

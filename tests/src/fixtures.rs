@@ -1,0 +1,1 @@
+//! Fixture apps (written by the host helper).

@@ -1,0 +1,7 @@
+//! End-to-end tests of Wasmfoundry: the harness that starts the real platform and
+//! drives it as a user would ([`platform`]), and the fixture apps built from
+//! `tests/apps/` for wasm32-wasip2 ([`fixtures`]). The tests themselves live in
+//! `tests/tests/`.
+
+pub mod fixtures;
+pub mod platform;

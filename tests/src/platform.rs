@@ -1,0 +1,361 @@
+//! The shared end-to-end harness: starts the real platform (`wfd dev`) as a child
+//! process on ephemeral ports, drives it with the real `wf` CLI, and reaches apps
+//! through the router, as a user would.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The admin password every test platform is started with.
+pub const ADMIN_PASSWORD: &str = "admin-test-password";
+/// The apps domain of test platforms.
+pub const APPS_DOMAIN: &str = "apps.test.local";
+
+/// Path of a binary of this workspace (`wf`, `wfd`), built by `cargo build --bins`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A running `wfd dev`. Dropping it stops the platform.
+pub struct Platform {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    pub data_dir: PathBuf,
+    pub api_url: String,
+    pub router_addr: SocketAddr,
+    // Keeps a temporary data dir alive as long as the platform.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Platform {
+    /// The platform shared by the tests of one test binary; tests stay independent by
+    /// working in an org and space of their own ([`Platform::user`]).
+    pub fn shared() -> &'static Platform {
+        static SHARED: OnceLock<Platform> = OnceLock::new();
+        SHARED.get_or_init(Platform::start)
+    }
+
+    /// A new platform on a fresh data dir.
+    pub fn start() -> Platform {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let mut platform = Platform::start_on(temp.path());
+        platform._temp = Some(temp);
+        platform
+    }
+
+    /// A new platform on `data_dir` (which may hold a previous platform's state).
+    pub fn start_on(data_dir: &Path) -> Platform {
+        let mut child = Command::new(binary("wfd"))
+            .args(["dev", "--data-dir"])
+            .arg(data_dir)
+            .args(["--api-port", "0", "--router-port", "0"])
+            .args(["--apps-domain", APPS_DOMAIN])
+            .args(["--admin-password", ADMIN_PASSWORD])
+            .args(["--sync-interval", "2", "--stop-on-stdin-close"])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting wfd");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("wfd stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut api_url, mut router_addr) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while api_url.is_none() || router_addr.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!("wfd dev did not report its ports within 120 s"),
+            };
+            if let Some(url) = line.strip_prefix("api: ") {
+                api_url = Some(url.trim().to_string());
+            } else if let Some(rest) = line.strip_prefix("router: http://") {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                router_addr = Some(addr.parse().expect("router address"));
+            }
+        }
+        Platform {
+            child: Some(child),
+            stdin,
+            data_dir: data_dir.to_path_buf(),
+            api_url: api_url.unwrap_or_default(),
+            router_addr: router_addr.expect("router address"),
+            _temp: None,
+        }
+    }
+
+    /// Stops the platform the way an operator would (it closes its stdin, which
+    /// `--stop-on-stdin-close` treats like Ctrl-C), waiting for it to exit.
+    pub fn stop(&mut self) {
+        self.stdin.take();
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wfd dev did not stop within 20 s of being asked to");
+        }
+    }
+
+    /// A `wf` user logged in as admin, with an org and space of their own targeted.
+    pub fn user(&self) -> Wf {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let wf = Wf::new(&format!("org-{n}"), &format!("space-{n}"));
+        wf.login(self);
+        wf.ok(&["create-org", &wf.org]);
+        wf.ok(&["create-space", &wf.space, "-o", &wf.org]);
+        wf.ok(&["target", "-o", &wf.org, "-s", &wf.space]);
+        wf
+    }
+
+    /// GET `path` on the app at `host` (without the apps domain) through the router.
+    pub fn get(&self, host: &str, path: &str) -> HttpResponse {
+        http_get(self.router_addr, &format!("{host}.{APPS_DOMAIN}"), path)
+    }
+
+    /// Polls `GET path` through the router until `accept` holds, or panics after
+    /// `within` with the last response.
+    pub fn wait_for(
+        &self,
+        host: &str,
+        path: &str,
+        within: Duration,
+        accept: impl Fn(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        let deadline = Instant::now() + within;
+        loop {
+            let resp = self.get(host, path);
+            if accept(&resp) {
+                return resp;
+            }
+            if Instant::now() > deadline {
+                panic!("{host}{path} did not answer as expected within {within:?}; last: {resp:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `wf` CLI with a config home of its own, working in one org and space.
+pub struct Wf {
+    home: tempfile::TempDir,
+    pub org: String,
+    pub space: String,
+}
+
+impl Wf {
+    pub fn new(org: &str, space: &str) -> Wf {
+        Wf {
+            home: tempfile::tempdir().expect("WF_HOME"),
+            org: org.to_string(),
+            space: space.to_string(),
+        }
+    }
+
+    /// Points at `platform` and logs in as admin (the org and space are not targeted).
+    pub fn login(&self, platform: &Platform) {
+        self.ok(&["api", &platform.api_url]);
+        self.ok(&["auth", "admin", ADMIN_PASSWORD]);
+    }
+
+    /// Pushes fixture app `fixture` as `name`; returns the push output.
+    pub fn push_fixture(&self, name: &str, fixture: &str) -> String {
+        let wasm = crate::fixtures::fixture_wasm(fixture);
+        self.ok(&["push", name, "-p", wasm.to_str().expect("utf-8 path")])
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(binary("wf"))
+            .args(args)
+            .env("WF_HOME", self.home.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running wf")
+    }
+
+    /// Runs `wf args`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert!(
+            out.status.success(),
+            "wf {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            args.join(" "),
+            out.status
+        );
+        stdout
+    }
+
+    /// Runs `wf args`, asserting failure; returns stdout and stderr together.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let (stdout, stderr) = texts(&out);
+        assert!(
+            !out.status.success(),
+            "wf {} succeeded but should have failed:\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            args.join(" ")
+        );
+        format!("{stdout}{stderr}")
+    }
+
+    /// The current access token, as `bearer <jwt>`.
+    pub fn token(&self) -> String {
+        self.ok(&["oauth-token"]).trim().to_string()
+    }
+
+    /// The guid of app `name` in the targeted space.
+    pub fn app_guid(&self, name: &str) -> String {
+        self.ok(&["app", name, "--guid"]).trim().to_string()
+    }
+
+    /// `wf curl path`, parsed as JSON.
+    pub fn curl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["curl"];
+        all.extend_from_slice(args);
+        let body = self.ok(&all);
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("wf curl {args:?}: {e}: {body}"))
+    }
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// 0 when the connection failed.
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`, as curl would send it.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
+    let failed = |e: std::io::Error| HttpResponse {
+        status: 0,
+        headers: vec![],
+        body: e.to_string(),
+    };
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wf-tests\r\nConnection: close\r\n\r\n");
+    if let Err(e) = stream.write_all(request.as_bytes()) {
+        return failed(e);
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw) {
+        return failed(e);
+    }
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi");
+        assert_eq!((r.status, r.body.as_str(), r.header("x-a")), (200, "hi", Some("b")));
+        let r = parse_response(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+        assert_eq!((r.status, r.body.as_str()), (404, "abcde"));
+    }
+}

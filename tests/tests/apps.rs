@@ -1,0 +1,168 @@
+//! A developer's everyday app lifecycle against the real platform: push a wasm app,
+//! reach it through the router, scale it, crash it, stop, start and delete it.
+//! The tests share one platform; each works in an org and space of its own, with app
+//! names no other test uses.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use wf_tests::platform::Platform;
+
+const START_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn push_hello_and_reach_it_through_the_router() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+
+    let out = wf.push_fixture("hello", "hello");
+    assert!(out.contains("Staging app"), "push output:\n{out}");
+    assert!(out.contains("running"), "push ends with the app summary:\n{out}");
+
+    let resp = platform.get("hello", "/");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, "hello from 0\n");
+    assert!(resp.header("x-vcap-request-id").is_some(), "{resp:?}");
+
+    let apps = wf.ok(&["apps"]);
+    assert!(apps.contains("hello") && apps.contains("started"), "{apps}");
+    let app = wf.ok(&["app", "hello"]);
+    assert!(app.contains("#0") && app.contains("running"), "{app}");
+
+    // Staging logs, the cell's logs and the app's own stdout are all in the log cache.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = wf.ok(&["logs", "hello", "--recent"]);
+        let complete = logs.contains("[STG/")
+            && logs.contains("[APP/PROC/WEB/0] OUT listening on")
+            && logs.contains("[APP/PROC/WEB/0] OUT GET /");
+        if complete {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs incomplete:\n{logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn unknown_routes_get_the_router_error() {
+    let platform = Platform::shared();
+    let resp = platform.get("nobody-home", "/");
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.header("x-cf-routererror"), Some("unknown_route"));
+}
+
+#[test]
+fn scaling_to_three_serves_three_instances_and_back_to_one() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("scaler", "hello");
+
+    wf.ok(&["scale", "scaler", "-i", "3"]);
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + START_WITHIN;
+    while seen.len() < 3 {
+        assert!(Instant::now() < deadline, "only saw {seen:?}");
+        let resp = platform.get("scaler", "/");
+        if resp.status == 200 {
+            seen.insert(resp.body);
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let expected: BTreeSet<String> = (0..3).map(|i| format!("hello from {i}\n")).collect();
+    assert_eq!(seen, expected);
+    let app = wf.ok(&["app", "scaler"]);
+    assert!(app.contains("#2"), "{app}");
+
+    wf.ok(&["scale", "scaler", "-i", "1"]);
+    // Once the extra instances are gone, only index 0 answers, every time.
+    let deadline = Instant::now() + START_WITHIN;
+    let mut only_zero_in_a_row = 0;
+    while only_zero_in_a_row < 20 {
+        assert!(Instant::now() < deadline, "instances 1 and 2 kept serving");
+        let resp = platform.get("scaler", "/");
+        if resp.status == 200 && resp.body == "hello from 0\n" {
+            only_zero_in_a_row += 1;
+        } else {
+            only_zero_in_a_row = 0;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_crashed_instance_is_restarted() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("crashy", "crasher");
+    assert_eq!(platform.get("crashy", "/").body, "crasher 0\n");
+
+    let guid = wf.app_guid("crashy");
+    let process = wf.curl_json(&[&format!("/v3/apps/{guid}/processes/web")]);
+    let process_guid = process["guid"].as_str().expect("process guid").to_string();
+
+    platform.get("crashy", "/crash");
+    // The instance comes back (CF restarts the first crashes at once)...
+    platform.wait_for("crashy", "/", START_WITHIN, |r| {
+        r.status == 200 && r.body == "crasher 0\n"
+    });
+    // ... and the crash is on record: the cell logged why the instance stopped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = wf.ok(&["logs", "crashy", "--recent"]);
+        if logs.contains("ERR crashing") && logs.contains("Exited with status 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "crash not logged:\n{logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = wf.curl_json(&[&format!("/v3/processes/{process_guid}/stats")]);
+    assert_eq!(stats["resources"][0]["state"], "RUNNING", "{stats}");
+}
+
+#[test]
+fn stop_start_restart_and_delete() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("cycler", "hello");
+
+    wf.ok(&["stop", "cycler"]);
+    platform.wait_for("cycler", "/", START_WITHIN, |r| r.status == 404);
+    let app = wf.ok(&["app", "cycler"]);
+    assert!(app.contains("stopped"), "{app}");
+
+    wf.ok(&["start", "cycler"]);
+    platform.wait_for("cycler", "/", START_WITHIN, |r| r.status == 200);
+
+    wf.ok(&["restart", "cycler"]);
+    platform.wait_for("cycler", "/", START_WITHIN, |r| r.status == 200);
+
+    wf.ok(&["delete", "cycler", "-f"]);
+    platform.wait_for("cycler", "/", START_WITHIN, |r| r.status == 404);
+    let err = wf.fails(&["app", "cycler"]);
+    assert!(err.contains("App 'cycler' not found"), "{err}");
+}
+
+#[test]
+fn the_app_sees_its_cf_environment() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("envy", "env");
+    let resp = platform.get("envy", "/");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let env: serde_json::Value = serde_json::from_str(&resp.body).expect("env JSON");
+    assert_eq!(env["CF_INSTANCE_INDEX"], "0");
+    assert!(env["PORT"].as_str().is_some_and(|p| p.parse::<u16>().is_ok()), "{env}");
+    assert!(env["CF_INSTANCE_GUID"].as_str().is_some_and(|g| !g.is_empty()));
+    assert!(env["MEMORY_LIMIT"].as_str().is_some_and(|m| m.ends_with('m')));
+    assert_eq!(env["VCAP_SERVICES"], "{}");
+    let vcap: serde_json::Value =
+        serde_json::from_str(env["VCAP_APPLICATION"].as_str().expect("VCAP_APPLICATION"))
+            .expect("VCAP_APPLICATION is JSON");
+    assert_eq!(vcap["application_name"], "envy");
+    assert_eq!(vcap["space_name"], wf.space.as_str());
+    assert_eq!(vcap["organization_name"], wf.org.as_str());
+    let uris = vcap["application_uris"].to_string();
+    assert!(uris.contains("envy."), "{vcap}");
+}
