@@ -1,20 +1,43 @@
 //! Diego's BBS: the DesiredLRP, ActualLRP and Task records, convergence, the auction
-//! that places work on cells, cell presence and locks (Locket), and the route-emitter.
+//! that places work on cells, cell presence and domains, and the route-emitter.
 //!
 //! [`Bbs`] is the service layer over the BBS database; the controller, the cells and
-//! the background loops ([`Bbs::run`]) all go through it.
+//! the background loops ([`Bbs::run`]) all go through it. Records live in SQLite or
+//! PostgreSQL through sqlx's `Any` driver ([`schema`] creates the tables); every change
+//! is announced on [`Bbs::subscribe`].
+//!
+//! Writers are serialized by one in-process lock: a BBS process is the only writer of
+//! its database (Diego elects a single active BBS), and SQLite cannot upgrade a read
+//! transaction to a write one while another connection writes.
 
+mod auction;
+mod convergence;
+mod db;
+mod lrp;
 pub mod models;
+mod presence;
 pub mod rep;
+pub mod restart;
+mod route_emitter;
+mod schema;
+mod task;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sqlx::AnyPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
 pub use models::*;
+use rep::RepClient;
+
+/// How many events a slow subscriber may fall behind before it sees `Lagged`.
+const EVENT_BUFFER: usize = 16_384;
+
+/// Longest `placement_error` / `crash_reason` kept, as in Diego.
+const MAX_REASON_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BbsError {
@@ -32,8 +55,8 @@ pub enum BbsError {
     },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("database migration: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the database schema is version {found}, newer than this BBS ({supported})")]
+    SchemaVersion { found: i64, supported: i64 },
 }
 
 /// BBS settings; defaults are Diego's.
@@ -43,7 +66,7 @@ pub struct BbsConfig {
     pub database_url: String,
     /// Time between convergence passes (Diego: 30 s).
     pub convergence_interval: Duration,
-    /// An UNCLAIMED ActualLRP older than this is auctioned again (Diego: 30 s).
+    /// An UNCLAIMED ActualLRP (or PENDING Task) older than this is auctioned again (Diego: 30 s).
     pub unclaimed_retry: Duration,
     /// How often the route-emitter re-publishes every route (CF: 20 s).
     pub register_interval: Duration,
@@ -83,178 +106,373 @@ pub struct TaskFilter {
     pub cell_id: Option<String>,
 }
 
-/// The BBS service.
+/// The BBS service. The record operations live beside their records: DesiredLRPs and
+/// ActualLRPs in `lrp`, Tasks in `task`, domains and cells in `presence`.
 pub struct Bbs {
-    _private: (),
+    config: BbsConfig,
+    pool: AnyPool,
+    bus: Bus,
+    rep: RepClient,
+    events: broadcast::Sender<BbsEvent>,
+    /// Held by every writer, see the module docs.
+    write: tokio::sync::Mutex<()>,
+    auction: auction::Queue,
 }
 
-#[allow(unused_variables)]
 impl Bbs {
-    /// Connects to the database, runs migrations, and returns the service. Background
+    /// Connects to the database, creates the schema, and returns the service. Background
     /// work starts with [`Bbs::run`].
     pub async fn open(config: BbsConfig, bus: Bus) -> Result<Arc<Bbs>, BbsError> {
-        todo!()
+        let pool = db::connect(&config.database_url).await?;
+        schema::create(&pool).await?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Ok(Arc::new(Bbs {
+            rep: RepClient::new(config.rep_timeout),
+            config,
+            pool,
+            bus,
+            events,
+            write: tokio::sync::Mutex::new(()),
+            auction: auction::Queue::default(),
+        }))
     }
 
     /// Runs convergence, the auctioneer and the route-emitter until `cancel`.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
-        todo!()
+        let bbs = self.clone();
+        tokio::spawn(async move {
+            // Whatever waited for placement while no auctioneer ran goes first.
+            if let Err(e) = bbs.auction_all_waiting().await {
+                tracing::warn!(error = %e, "cannot queue waiting work for the auction");
+            }
+            let loops = [
+                tokio::spawn(convergence::run(bbs.clone(), cancel.clone())),
+                tokio::spawn(auction::run(bbs.clone(), cancel.clone())),
+                tokio::spawn(route_emitter::run(bbs.clone(), cancel.clone())),
+            ];
+            for result in futures::future::join_all(loops).await {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "a BBS loop panicked");
+                }
+            }
+        })
     }
 
     /// Every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<BbsEvent> {
-        todo!()
+        self.events.subscribe()
     }
 
-    // --- DesiredLRPs ---
+    /// Publishes the events of a committed change, queues its auctions and sends its rep
+    /// calls. Rep calls run in their own tasks: a rep may call back into the BBS before
+    /// it answers.
+    fn apply(&self, changes: Changes) {
+        for event in changes.events {
+            // No subscriber is not an error.
+            let _ = self.events.send(event);
+        }
+        self.auction.push(changes.auction_lrps, changes.auction_tasks);
+        for call in changes.rep_calls {
+            let rep = self.rep.clone();
+            tokio::spawn(async move { call.send(&rep).await });
+        }
+    }
+}
 
-    /// Creates the DesiredLRP and its UNCLAIMED ActualLRPs, and asks for their auction.
-    pub async fn desire_lrp(&self, lrp: DesiredLrp) -> Result<(), BbsError> {
-        todo!()
+/// What one write did, applied by [`Bbs::apply`] once it is committed.
+#[derive(Default)]
+struct Changes {
+    events: Vec<BbsEvent>,
+    auction_lrps: Vec<ActualLrpKey>,
+    auction_tasks: Vec<String>,
+    rep_calls: Vec<RepCall>,
+}
+
+enum RepCall {
+    StopLrp {
+        rep_url: String,
+        process_guid: String,
+        instance_guid: String,
+    },
+    CancelTask {
+        rep_url: String,
+        task_guid: String,
+    },
+}
+
+impl RepCall {
+    async fn send(self, rep: &RepClient) {
+        let result = match &self {
+            RepCall::StopLrp {
+                rep_url,
+                process_guid,
+                instance_guid,
+            } => rep.stop_lrp_instance(rep_url, process_guid, instance_guid).await,
+            RepCall::CancelTask { rep_url, task_guid } => rep.cancel_task(rep_url, task_guid).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "rep call failed");
+        }
+    }
+}
+
+/// Unix time in nanoseconds, the unit of `since`, `created_at` and friends.
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| duration_ns(d))
+}
+
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Diego's guid rule: `^[a-zA-Z0-9_-]+$`.
+fn validate_guid(field: &str, guid: &str) -> Result<(), BbsError> {
+    let valid = !guid.is_empty()
+        && guid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(BbsError::InvalidRecord(format!(
+            "{field} {guid:?} must match ^[a-zA-Z0-9_-]+$"
+        )))
+    }
+}
+
+fn truncate_reason(reason: &str) -> String {
+    match reason.char_indices().nth(MAX_REASON_LEN) {
+        Some((end, _)) => reason[..end].to_string(),
+        None => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Shared fixtures for the unit tests: an in-memory BBS, DesiredLRPs, and a fake rep
+    //! served over real HTTP.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+
+    use super::*;
+    use crate::rep::{CellState, LrpSummary, Work};
+
+    pub async fn open(bus: Bus) -> Arc<Bbs> {
+        Bbs::open(BbsConfig::default(), bus).await.unwrap()
     }
 
-    /// Scales (creating or retiring ActualLRPs at once), re-routes or re-annotates.
-    pub async fn update_desired_lrp(
-        &self,
-        process_guid: &str,
-        update: DesiredLrpUpdate,
-    ) -> Result<(), BbsError> {
-        todo!()
+    pub fn desired(guid: &str, instances: u32) -> DesiredLrp {
+        DesiredLrp {
+            process_guid: guid.into(),
+            domain: CF_APPS_DOMAIN.into(),
+            instances,
+            memory_mb: 256,
+            disk_mb: 1024,
+            ports: vec![8080],
+            routes: Routes {
+                cf_router: vec![CfRoute {
+                    hostnames: vec![format!("{guid}.apps.localhost")],
+                    port: 8080,
+                    route_service_url: None,
+                    isolation_segment: None,
+                }],
+            },
+            start_timeout_ms: 60_000,
+            check_definition: None,
+            log_guid: "app-guid".into(),
+            log_source: "APP/PROC/WEB".into(),
+            metric_tags: [("app_name".to_string(), "hello".to_string())].into(),
+            annotation: String::new(),
+            placement_tags: vec![],
+            action: RunAction {
+                droplet_uri: "http://blobstore/droplet".into(),
+                droplet_sha256: "abc".into(),
+                command: String::new(),
+                env: vec![],
+            },
+            modification_tag: ModificationTag::default(),
+        }
     }
 
-    /// Removes the DesiredLRP and retires all of its ActualLRPs.
-    pub async fn remove_desired_lrp(&self, process_guid: &str) -> Result<(), BbsError> {
-        todo!()
+    pub fn key(guid: &str, index: u32) -> ActualLrpKey {
+        ActualLrpKey {
+            process_guid: guid.into(),
+            index,
+            domain: CF_APPS_DOMAIN.into(),
+        }
     }
 
-    pub async fn desired_lrps(&self, filter: &DesiredLrpFilter) -> Result<Vec<DesiredLrp>, BbsError> {
-        todo!()
+    pub fn instance(guid: &str, cell: &str) -> ActualLrpInstanceKey {
+        ActualLrpInstanceKey {
+            instance_guid: guid.into(),
+            cell_id: cell.into(),
+        }
     }
 
-    pub async fn desired_lrp_by_process_guid(&self, process_guid: &str) -> Result<DesiredLrp, BbsError> {
-        todo!()
+    pub fn net_info(host_port: u16) -> NetInfo {
+        NetInfo {
+            address: "127.0.0.1".into(),
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port,
+            }],
+            instance_address: "127.0.0.1".into(),
+        }
     }
 
-    // --- ActualLRPs (called by reps) ---
-
-    pub async fn actual_lrps(&self, filter: &ActualLrpFilter) -> Result<Vec<ActualLrp>, BbsError> {
-        todo!()
+    pub async fn actual(bbs: &Bbs, guid: &str, index: u32) -> Option<ActualLrp> {
+        let filter = ActualLrpFilter {
+            process_guid: Some(guid.into()),
+            index: Some(index),
+            ..Default::default()
+        };
+        bbs.actual_lrps(&filter).await.unwrap().into_iter().next()
     }
 
-    pub async fn claim_actual_lrp(
-        &self,
-        key: &ActualLrpKey,
-        instance_key: &ActualLrpInstanceKey,
-    ) -> Result<(), BbsError> {
-        todo!()
+    /// Polls `check` until it holds, failing the test after 5 s.
+    pub async fn eventually<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    pub async fn start_actual_lrp(
-        &self,
-        key: &ActualLrpKey,
-        instance_key: &ActualLrpInstanceKey,
-        net_info: NetInfo,
-    ) -> Result<(), BbsError> {
-        todo!()
+    /// A rep that accepts all work and records what it was asked to do.
+    #[derive(Clone)]
+    pub struct FakeRep {
+        pub url: String,
+        pub state: Arc<Mutex<CellState>>,
+        pub work: Arc<Mutex<Vec<Work>>>,
+        pub stops: Arc<Mutex<Vec<(String, String)>>>,
     }
 
-    /// Records a crash and applies CF's restart rule (immediate restart for the first
-    /// crashes, then backoff; never after 200).
-    pub async fn crash_actual_lrp(
-        &self,
-        key: &ActualLrpKey,
-        instance_key: &ActualLrpInstanceKey,
-        reason: &str,
-    ) -> Result<(), BbsError> {
-        todo!()
+    impl FakeRep {
+        pub async fn start(cell_id: &str, zone: &str, memory_mb: u64) -> FakeRep {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let total = Resources {
+                memory_mb,
+                disk_mb: 100_000,
+                containers: 100,
+            };
+            let rep = FakeRep {
+                url: url.clone(),
+                state: Arc::new(Mutex::new(CellState {
+                    cell_id: cell_id.into(),
+                    rep_url: url,
+                    zone: zone.into(),
+                    available_resources: total,
+                    total_resources: total,
+                    lrps: vec![],
+                    tasks: vec![],
+                    starting_container_count: 0,
+                    evacuating: false,
+                    placement_tags: vec![],
+                })),
+                work: Arc::default(),
+                stops: Arc::default(),
+            };
+            let app = Router::new()
+                .route("/state", get(state))
+                .route("/work", post(work))
+                .route("/v1/lrps/{pg}/instances/{ig}/stop", post(stop))
+                .with_state(rep.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            rep
+        }
+
+        pub fn presence(&self) -> CellPresence {
+            let state = self.state.lock().unwrap();
+            CellPresence {
+                cell_id: state.cell_id.clone(),
+                rep_url: self.url.clone(),
+                zone: state.zone.clone(),
+                capacity: state.total_resources,
+                placement_tags: vec![],
+            }
+        }
+
+        pub fn lrp_work(&self) -> Vec<crate::rep::LrpWork> {
+            let work = self.work.lock().unwrap();
+            work.iter().flat_map(|w| w.lrps.clone()).collect()
+        }
     }
 
-    /// Removes the ActualLRP held by `instance_key` (the instance stopped on its cell).
-    pub async fn remove_actual_lrp(
-        &self,
-        key: &ActualLrpKey,
-        instance_key: &ActualLrpInstanceKey,
-    ) -> Result<(), BbsError> {
-        todo!()
+    async fn state(State(rep): State<FakeRep>) -> Json<CellState> {
+        Json(rep.state.lock().unwrap().clone())
     }
 
-    // --- Tasks ---
-
-    pub async fn desire_task(
-        &self,
-        task_guid: &str,
-        domain: &str,
-        definition: TaskDefinition,
-    ) -> Result<(), BbsError> {
-        todo!()
+    async fn work(State(rep): State<FakeRep>, Json(work): Json<Work>) -> Json<Work> {
+        {
+            let mut state = rep.state.lock().unwrap();
+            for lrp in &work.lrps {
+                state.available_resources.memory_mb -= u64::from(lrp.desired.memory_mb);
+                state.lrps.push(LrpSummary {
+                    process_guid: lrp.key.process_guid.clone(),
+                    index: lrp.key.index,
+                    domain: lrp.key.domain.clone(),
+                    instance_guid: lrp.instance_guid.clone(),
+                });
+            }
+            state.tasks.extend(work.tasks.iter().map(|t| t.task_guid.clone()));
+        }
+        rep.work.lock().unwrap().push(work);
+        Json(Work::default())
     }
 
-    pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, BbsError> {
-        todo!()
+    async fn stop(State(rep): State<FakeRep>, Path((pg, ig)): Path<(String, String)>) {
+        rep.stops.lock().unwrap().push((pg, ig));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::desired;
+    use super::*;
+
+    #[tokio::test]
+    async fn records_persist_in_a_sqlite_file() {
+        let path = std::env::temp_dir().join(format!("wf-bbs-{}.db", new_guid()));
+        let config = BbsConfig {
+            database_url: format!("sqlite://{}?mode=rwc", path.display()),
+            ..Default::default()
+        };
+        let bbs = Bbs::open(config.clone(), Bus::in_process()).await.unwrap();
+        bbs.desire_lrp(desired("web", 2)).await.unwrap();
+        drop(bbs);
+
+        let reopened = Bbs::open(config, Bus::in_process()).await.unwrap();
+        let lrp = reopened.desired_lrp_by_process_guid("web").await.unwrap();
+        assert_eq!(lrp.instances, 2);
+        let actuals = reopened.actual_lrps(&ActualLrpFilter::default()).await.unwrap();
+        assert_eq!(actuals.len(), 2);
+        drop(reopened);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 
-    pub async fn task_by_guid(&self, task_guid: &str) -> Result<Task, BbsError> {
-        todo!()
-    }
-
-    /// PENDING -> RUNNING on `cell_id`; `Ok(false)` if it already runs there.
-    pub async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool, BbsError> {
-        todo!()
-    }
-
-    pub async fn complete_task(
-        &self,
-        task_guid: &str,
-        cell_id: &str,
-        failed: bool,
-        failure_reason: &str,
-        result: &str,
-    ) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    /// Cancels a task: it completes as failed ("task was cancelled") and its cell stops it.
-    pub async fn cancel_task(&self, task_guid: &str) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    /// COMPLETED -> RESOLVING: the consumer took the result.
-    pub async fn resolving_task(&self, task_guid: &str) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    /// Deletes a RESOLVING task.
-    pub async fn delete_task(&self, task_guid: &str) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    // --- Domains and cells ---
-
-    pub async fn upsert_domain(&self, domain: &str, ttl: Duration) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    /// The domains that are fresh now.
-    pub async fn domains(&self) -> Result<Vec<String>, BbsError> {
-        todo!()
-    }
-
-    /// Creates or refreshes a cell's presence, which expires after `ttl`.
-    pub async fn set_cell_presence(&self, presence: &CellPresence, ttl: Duration) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    pub async fn remove_cell_presence(&self, cell_id: &str) -> Result<(), BbsError> {
-        todo!()
-    }
-
-    /// Cells whose presence has not expired.
-    pub async fn cells(&self) -> Result<Vec<CellPresence>, BbsError> {
-        todo!()
-    }
-
-    /// One convergence pass (the loop in [`Bbs::run`] calls it every interval).
-    pub async fn converge(&self) -> Result<(), BbsError> {
-        todo!()
+    #[test]
+    fn guids_follow_diego_rules() {
+        assert!(validate_guid("process_guid", "abc-123_x").is_ok());
+        assert!(validate_guid("process_guid", "").is_err());
+        assert!(validate_guid("process_guid", "a/b").is_err());
+        assert_eq!(truncate_reason(&"x".repeat(2000)).len(), MAX_REASON_LEN);
     }
 }

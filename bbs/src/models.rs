@@ -123,10 +123,17 @@ pub struct ActualLrpKey {
     pub domain: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Which instance holds an ActualLRP; empty (both fields "") while it is UNCLAIMED or CRASHED.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct ActualLrpInstanceKey {
     pub instance_guid: String,
     pub cell_id: String,
+}
+
+impl ActualLrpInstanceKey {
+    pub fn is_empty(&self) -> bool {
+        self.instance_guid.is_empty() && self.cell_id.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,12 +160,34 @@ pub enum ActualLrpState {
     Crashed,
 }
 
+impl ActualLrpState {
+    /// The state's name as Diego spells it (`UNCLAIMED`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActualLrpState::Unclaimed => "UNCLAIMED",
+            ActualLrpState::Claimed => "CLAIMED",
+            ActualLrpState::Running => "RUNNING",
+            ActualLrpState::Crashed => "CRASHED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Presence {
     Ordinary,
     Evacuating,
     Suspect,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Ordinary => "ORDINARY",
+            Presence::Evacuating => "EVACUATING",
+            Presence::Suspect => "SUSPECT",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +215,18 @@ pub enum TaskState {
     Running,
     Completed,
     Resolving,
+}
+
+impl TaskState {
+    /// The state's name as Diego spells it (`PENDING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Completed => "COMPLETED",
+            TaskState::Resolving => "RESOLVING",
+        }
+    }
 }
 
 /// Stage an app: fetch the package, run the buildpacks, upload the droplet.

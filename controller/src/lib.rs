@@ -1,1 +1,137 @@
-//! wf-controller
+//! Cloud Controller: the CF V3 API (orgs, spaces, apps, packages, builds, droplets,
+//! processes, routes), the blobstore, and the bridge to Diego: staging tasks, and
+//! desired LRPs kept in sync with the apps (nsync).
+
+mod api;
+mod auth;
+mod blobstore;
+mod db;
+mod error;
+mod logs;
+mod nsync;
+mod signed_urls;
+mod staging;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wf_bbs::Bbs;
+use wf_loggregator::{Envelope, LogStore, LogType};
+use wf_messaging::Bus;
+use wf_uaa::TokenVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("controller database error: {0}")]
+    Database(String),
+    #[error("blobstore error: {0}")]
+    Blobstore(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub database_url: String,
+    /// Local blobstore root (packages, droplets).
+    pub blobstore_dir: PathBuf,
+    /// How cells reach this API (signed blob URLs are made under it).
+    pub external_url: String,
+    /// The shared domain app routes go under.
+    pub apps_domain: String,
+    pub uaa_url: String,
+    /// Key for signed blob URLs.
+    pub signing_secret: Vec<u8>,
+    /// nsync bulk sync / staging scan interval (CF: 30 s).
+    pub sync_interval: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            database_url: "sqlite::memory:".into(),
+            blobstore_dir: PathBuf::from("blobstore"),
+            external_url: "http://127.0.0.1:9022".into(),
+            apps_domain: "apps.localhost".into(),
+            uaa_url: "http://127.0.0.1:9022".into(),
+            signing_secret: b"change-me".to_vec(),
+            sync_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Controller {
+    config: ControllerConfig,
+    /// `external_url` without a trailing slash: the base of every link.
+    base_url: String,
+    db: db::Db,
+    blobs: blobstore::Blobstore,
+    signer: signed_urls::UrlSigner,
+    bbs: Arc<Bbs>,
+    bus: Bus,
+    verifier: TokenVerifier,
+    logs: Arc<LogStore>,
+    /// nsync passes (per app and bulk) run one at a time, so that a bulk pass working
+    /// from an older read of the database cannot undo a newer per-app change.
+    nsync_lock: tokio::sync::Mutex<()>,
+}
+
+impl Controller {
+    pub async fn open(
+        config: ControllerConfig,
+        bbs: Arc<Bbs>,
+        bus: Bus,
+        verifier: TokenVerifier,
+        logs: Arc<LogStore>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let db = db::Db::connect(&config.database_url)
+            .await
+            .map_err(|e| ControllerError::Database(e.to_string()))?;
+        db.ensure_shared_domain(&config.apps_domain)
+            .await
+            .map_err(|e| ControllerError::Database(e.to_string()))?;
+        let blobs = blobstore::Blobstore::open(&config.blobstore_dir)
+            .await
+            .map_err(|e| ControllerError::Blobstore(e.to_string()))?;
+        let base_url = config.external_url.trim_end_matches('/').to_string();
+        let signer = signed_urls::UrlSigner::new(&base_url, &config.signing_secret);
+        Ok(Arc::new(Controller {
+            base_url,
+            db,
+            blobs,
+            signer,
+            bbs,
+            bus,
+            verifier,
+            logs,
+            nsync_lock: tokio::sync::Mutex::new(()),
+            config,
+        }))
+    }
+
+    /// The V3 API, the internal blob URLs and the log cache API.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        let authorizer = Arc::new(logs::LogAccess::new(self.clone()));
+        api::router(self.clone())
+            .merge(signed_urls::router(self.clone()))
+            .merge(wf_loggregator::log_cache_router(
+                self.logs.clone(),
+                authorizer,
+            ))
+    }
+
+    /// Staging completion and nsync bulk sync, until cancelled.
+    pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let staging = tokio::spawn(staging::run(self.clone(), cancel.clone()));
+        let nsync = tokio::spawn(nsync::run(self.clone(), cancel));
+        tokio::spawn(async move {
+            let _ = tokio::join!(staging, nsync);
+        })
+    }
+
+    /// Publishes one log line of `app_guid` (source type `API`, `STG`, ...).
+    fn emit_log(&self, app_guid: &str, source_type: &str, line: &str) {
+        let envelope = Envelope::log(app_guid, "0", source_type, LogType::Out, line);
+        wf_loggregator::emit(&self.bus, &envelope);
+    }
+}

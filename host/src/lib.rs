@@ -1,1 +1,167 @@
-//! wf-host
+//! The cell: a rep (Diego's cell agent) in front of a wasmtime executor. It keeps its
+//! presence in the BBS, answers the auctioneer (`/state`, `/work`), runs ActualLRPs and
+//! staging Tasks as wasm instances, health-checks them and reports their lifecycle.
+//!
+//! - `rep`: the rep's HTTP API;
+//! - `cell`: resources, containers, and the bulk sync with the BBS;
+//! - `instance`: one ActualLRP instance from claim to crash or removal;
+//! - `tasks` and `stager`: Tasks, staging among them;
+//! - `executor`: wasmtime, compiled-component cache, the instance sandbox;
+//! - `droplets`: the droplet download cache.
+
+mod cell;
+mod droplets;
+mod executor;
+mod instance;
+mod rep;
+mod stager;
+mod tasks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wf_bbs::Bbs;
+use wf_messaging::Bus;
+
+use crate::cell::Cell;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    #[error("cell I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("wasm runtime error: {0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Bbs(#[from] wf_bbs::BbsError),
+}
+
+#[derive(Debug, Clone)]
+pub struct CellConfig {
+    pub cell_id: String,
+    pub zone: String,
+    /// Droplet cache and instance directories.
+    pub data_dir: PathBuf,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub max_containers: u32,
+    /// The address instances are reached at (what goes into `router.register`).
+    pub advertise_address: String,
+    /// How often the cell refreshes its presence (Locket: 5 s).
+    pub presence_interval: Duration,
+    /// How long the presence lives without a refresh (Locket: 15 s).
+    pub presence_ttl: Duration,
+    /// Time between bulk syncs with the BBS (Diego's rep: 30 s).
+    pub bulk_sync_interval: Duration,
+    /// How long containers get to stop when the cell shuts down.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for CellConfig {
+    fn default() -> Self {
+        CellConfig {
+            cell_id: "cell-0".into(),
+            zone: "z1".into(),
+            data_dir: PathBuf::from("cell"),
+            memory_mb: 16_384,
+            disk_mb: 65_536,
+            max_containers: 1_000,
+            advertise_address: "127.0.0.1".into(),
+            presence_interval: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(15),
+            bulk_sync_interval: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the cell until cancelled: rep API on `rep_listener`, presence, bulk sync.
+/// On cancel it stops every instance (removing its ActualLRP) and its presence.
+pub async fn run(
+    config: CellConfig,
+    rep_listener: TcpListener,
+    bbs: Arc<Bbs>,
+    bus: Bus,
+    cancel: CancellationToken,
+) -> Result<(), CellError> {
+    let addr = rep_listener.local_addr()?;
+    let rep_url = if addr.ip().is_unspecified() {
+        format!("http://{}:{}", config.advertise_address, addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    // Instance and staging scratch space from a previous run is garbage now.
+    for scratch in ["instances", "staging"] {
+        let dir = config.data_dir.join(scratch);
+        if tokio::fs::try_exists(&dir).await? {
+            tokio::fs::remove_dir_all(&dir).await?;
+        }
+    }
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let executor = executor::Executor::new().map_err(|e| CellError::Runtime(e.to_string()))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| CellError::Runtime(format!("creating the HTTP client: {e}")))?;
+    let cell = Arc::new(Cell::new(config, rep_url, bbs, bus, executor, http));
+    tracing::info!(cell_id = %cell.config.cell_id, rep_url = %cell.rep_url, "cell started");
+
+    // Stops the loops when the rep server ends, whether cancelled or failed.
+    let stopping = cancel.child_token();
+    let presence = tokio::spawn(presence_loop(cell.clone(), stopping.clone()));
+    let sync = tokio::spawn(bulk_sync_loop(cell.clone(), stopping.clone()));
+    let shutdown = stopping.clone();
+    let served = axum::serve(rep_listener, rep::router(cell.clone()))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    stopping.cancel();
+    let _ = tokio::join!(presence, sync);
+
+    cell.shutdown(cell.config.shutdown_grace).await;
+    if let Err(e) = cell.bbs.remove_cell_presence(&cell.config.cell_id).await {
+        tracing::warn!(error = %e, "removing cell presence failed");
+    }
+    tracing::info!(cell_id = %cell.config.cell_id, "cell stopped");
+    served.map_err(CellError::Io)
+}
+
+/// Keeps the cell's presence fresh until `stop`.
+async fn presence_loop(cell: Arc<Cell>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cell.config.presence_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let presence = cell.presence();
+        let refreshed = tokio::time::timeout(
+            cell.config.presence_interval,
+            cell.bbs
+                .set_cell_presence(&presence, cell.config.presence_ttl),
+        );
+        match refreshed.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "refreshing cell presence failed"),
+            Err(_) => tracing::warn!("refreshing cell presence timed out"),
+        }
+    }
+}
+
+/// Bulk-syncs with the BBS at start and every interval until `stop`.
+async fn bulk_sync_loop(cell: Arc<Cell>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(cell.config.bulk_sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = cell.bulk_sync() => {}
+        }
+    }
+}

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Subject on the message bus that carries envelopes (JSON, one envelope a message).
@@ -168,6 +167,8 @@ mod bytes_as_base64 {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     #[test]

@@ -2,5 +2,12 @@
 //! and its read API.
 
 pub mod envelope;
+pub mod store;
+pub mod api;
 
 pub use envelope::{Envelope, EnvelopeMessage, LogType, ENVELOPE_SUBJECT};
+pub use store::{
+    emit, spawn_ingest, LogStore, ReadQuery, SourceMeta, DEFAULT_MAX_ENVELOPES_PER_SOURCE,
+    DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
+};
+pub use api::{log_cache_router, AccessDecision, SourceAuthorizer};

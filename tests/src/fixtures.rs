@@ -1,1 +1,60 @@
-//! Fixture apps (written by the host helper).
+//! The fixture apps of `tests/apps/`, built from source for wasm32-wasip2 the first
+//! time a test asks for one. Cargo's lock on the target dir keeps parallel test
+//! binaries from building over each other; within a process the build runs once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The fixture apps (`tests/apps/<name>`, package `fixture-<name>`).
+pub const FIXTURES: &[&str] = &["hello", "crasher", "env"];
+
+/// Path of the built `fixture-<name>.wasm` (a wasip2 component); builds all fixtures
+/// on first use. Panics if the build fails or `name` is not a fixture.
+pub fn fixture_wasm(name: &str) -> PathBuf {
+    assert!(FIXTURES.contains(&name), "no fixture app named {name:?}");
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = match BUILT.get_or_init(build_all) {
+        Ok(dir) => dir,
+        Err(e) => panic!("building the fixture apps failed: {e}"),
+    };
+    let wasm = dir.join(format!("fixture-{name}.wasm"));
+    assert!(wasm.is_file(), "{} missing after the build", wasm.display());
+    wasm
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+}
+
+/// Builds every fixture in release mode into `target/wasm-fixtures`, away from the
+/// host build so the two never contend for the same artifacts.
+fn build_all() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let target_dir = root.join("target").join("wasm-fixtures");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        // Small artifacts compile faster on the cell; the workspace's release profile
+        // keeps line tables for the platform's own binaries.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true");
+    for name in FIXTURES {
+        cmd.args(["-p", &format!("fixture-{name}")]);
+    }
+    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(target_dir.join("wasm32-wasip2").join("release"))
+}

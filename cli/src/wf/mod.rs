@@ -1,1 +1,288 @@
-//! `wf`: the developer CLI.
+//! `wf`: the developer CLI, a client of the Cloud Controller V3 API, UAA and the Log
+//! Cache that behaves like the cf CLI (same commands, messages and exit codes).
+
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod output;
+pub mod package;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use client::{Client, ClientError};
+use config::{Config, ConfigError};
+use package::PackageError;
+
+#[derive(Debug, Parser)]
+#[command(name = "wf", version, about = "The Wasmfoundry command line client")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set or view the target API endpoint
+    Api {
+        /// The API URL, e.g. http://127.0.0.1:9022
+        url: Option<String>,
+    },
+    /// Log in with a username and password (non-interactive)
+    Auth { username: String, password: String },
+    /// Print the current access token
+    OauthToken,
+    /// Create an org
+    CreateOrg { name: String },
+    /// List all orgs
+    Orgs,
+    /// Delete an org
+    DeleteOrg {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Create a space
+    CreateSpace {
+        name: String,
+        /// Org (default: the targeted org)
+        #[arg(short = 'o')]
+        org: Option<String>,
+    },
+    /// List the spaces of the targeted org
+    Spaces,
+    /// Delete a space
+    DeleteSpace {
+        name: String,
+        /// Org (default: the targeted org)
+        #[arg(short = 'o')]
+        org: Option<String>,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Set or view the targeted org and space
+    Target {
+        #[arg(short = 'o')]
+        org: Option<String>,
+        #[arg(short = 's')]
+        space: Option<String>,
+    },
+    /// Push a new app or sync changes to an existing app
+    Push(PushArgs),
+    /// List all apps in the targeted space
+    Apps,
+    /// Display the health and status of an app
+    App {
+        name: String,
+        /// Print only the app's guid
+        #[arg(long)]
+        guid: bool,
+    },
+    /// Change the instance count or memory limit of an app
+    Scale {
+        name: String,
+        /// Number of instances
+        #[arg(short = 'i')]
+        instances: Option<u32>,
+        /// Memory limit (e.g. 256M, 1G)
+        #[arg(short = 'm')]
+        memory: Option<String>,
+    },
+    /// Start an app
+    Start { name: String },
+    /// Stop an app
+    Stop { name: String },
+    /// Stop all instances of an app, then start them again
+    Restart { name: String },
+    /// Delete an app
+    Delete {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+        /// Also delete the routes mapped to the app
+        #[arg(short = 'r')]
+        delete_routes: bool,
+    },
+    /// Tail or show recent logs of an app
+    Logs {
+        name: String,
+        /// Dump recent logs instead of tailing
+        #[arg(long)]
+        recent: bool,
+    },
+    /// Execute a raw request; the response body is printed as is
+    Curl {
+        /// API path, e.g. /v3/apps
+        path: String,
+        /// HTTP method (default GET, or POST when -d is given)
+        #[arg(short = 'X')]
+        method: Option<String>,
+        /// Request body, or @FILE to read it from a file
+        #[arg(short = 'd')]
+        data: Option<String>,
+        /// Extra header, 'Name: value' (repeatable)
+        #[arg(short = 'H')]
+        headers: Vec<String>,
+    },
+    /// List the routes of the targeted space
+    Routes,
+    /// Show all environment variables of an app
+    Env { name: String },
+    /// Set an environment variable of an app
+    SetEnv {
+        name: String,
+        key: String,
+        value: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    pub name: String,
+    /// Path to a .wasm file, a .zip, or an app directory (default: the current directory)
+    #[arg(short = 'p')]
+    pub path: Option<PathBuf>,
+    /// Number of instances
+    #[arg(short = 'i')]
+    pub instances: Option<u32>,
+    /// Memory limit (e.g. 256M, 1G)
+    #[arg(short = 'm')]
+    pub memory: Option<String>,
+    /// Do not start the app after pushing
+    #[arg(long)]
+    pub no_start: bool,
+    /// Buildpack to stage with (repeatable)
+    #[arg(short = 'b')]
+    pub buildpacks: Vec<String>,
+}
+
+/// Why a command failed; printed after `FAILED`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// A failure explained in the cf CLI's words.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<client::ApiError> for Error {
+    fn from(e: client::ApiError) -> Self {
+        Error::Client(e.into())
+    }
+}
+
+/// Parses the command line, runs the command, and maps failure to `FAILED` + exit 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("FAILED");
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command against the config in `$WF_HOME` (else `~/.wf`).
+pub fn run(command: Command) -> Result<(), Error> {
+    let path = Config::default_path()?;
+    let config = Config::load(&path)?;
+    let mut client = Client::new(config, path)?;
+    let c = &mut client;
+    use commands::{apps, curl, logs, orgs, push, routes, session};
+    match command {
+        Command::Api { url } => session::api(c, url),
+        Command::Auth { username, password } => session::auth(c, &username, &password),
+        Command::OauthToken => session::oauth_token(c),
+        Command::Target { org, space } => session::target(c, org, space),
+        Command::CreateOrg { name } => orgs::create_org(c, &name),
+        Command::Orgs => orgs::orgs(c),
+        Command::DeleteOrg { name, force } => orgs::delete_org(c, &name, force),
+        Command::CreateSpace { name, org } => orgs::create_space(c, &name, org),
+        Command::Spaces => orgs::spaces(c),
+        Command::DeleteSpace { name, org, force } => orgs::delete_space(c, &name, org, force),
+        Command::Push(args) => push::push(c, args),
+        Command::Apps => apps::apps(c),
+        Command::App { name, guid } => apps::app(c, &name, guid),
+        Command::Scale {
+            name,
+            instances,
+            memory,
+        } => apps::scale(c, &name, instances, memory),
+        Command::Start { name } => apps::start(c, &name),
+        Command::Stop { name } => apps::stop(c, &name),
+        Command::Restart { name } => apps::restart(c, &name),
+        Command::Delete {
+            name,
+            force,
+            delete_routes,
+        } => apps::delete(c, &name, force, delete_routes),
+        Command::Logs { name, recent } => logs::logs(c, &name, recent),
+        Command::Curl {
+            path,
+            method,
+            data,
+            headers,
+        } => curl::curl(c, &path, method, data, &headers),
+        Command::Routes => routes::routes(c),
+        Command::Env { name } => apps::env(c, &name),
+        Command::SetEnv { name, key, value } => apps::set_env(c, &name, &key, &value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_cf_style_flags() {
+        let cli = Cli::try_parse_from([
+            "wf",
+            "push",
+            "hello",
+            "-p",
+            "x.wasm",
+            "-i",
+            "3",
+            "-m",
+            "256M",
+            "--no-start",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Push(args) => {
+                assert_eq!(args.name, "hello");
+                assert_eq!(args.instances, Some(3));
+                assert_eq!(args.memory.as_deref(), Some("256M"));
+                assert!(args.no_start);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from([
+            "wf", "curl", "-X", "POST", "/v3/apps", "-d", "{}", "-H", "A: b",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Curl { ref headers, .. } if headers == &["A: b"]));
+        assert!(Cli::try_parse_from(["wf", "scale", "x", "-i", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["wf", "oauth-token"]).is_ok());
+        assert!(Cli::try_parse_from(["wf", "set-env", "a", "K", "V"]).is_ok());
+    }
+}

@@ -1,0 +1,386 @@
+//! Row access to the BBS tables. Each record is stored whole as JSON beside the columns
+//! queries filter on; every function takes a connection so callers choose between the
+//! pool and a transaction.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::models::{ActualLrp, ActualLrpKey, CellPresence, DesiredLrp, Presence, Task};
+use crate::{ActualLrpFilter, BbsError, DesiredLrpFilter, TaskFilter};
+
+/// How long SQLite waits for another writer (another process on the same file).
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Opens the pool: SQLite in WAL mode with a busy timeout, one connection for an
+/// in-memory database (each connection would otherwise get its own), or PostgreSQL.
+pub(crate) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let memory = sqlite && (url.starts_with("sqlite::memory:") || url.contains("mode=memory"));
+    let mut options = AnyPoolOptions::new();
+    options = if memory {
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options.max_connections(8)
+    };
+    if sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options.connect(url).await?;
+    if sqlite && !memory {
+        sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(&pool).await?;
+    }
+    Ok(pool)
+}
+
+fn decode<T: DeserializeOwned>(row: &AnyRow) -> Result<T, BbsError> {
+    let json: String = row.try_get("json")?;
+    serde_json::from_str(&json).map_err(|e| BbsError::InvalidRecord(format!("stored record: {e}")))
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<String, BbsError> {
+    serde_json::to_string(record).map_err(|e| BbsError::InvalidRecord(e.to_string()))
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// A `SELECT json FROM ...` with `col = $n` conditions added one by one.
+struct Select {
+    sql: String,
+    args: Vec<Arg>,
+    conditions: usize,
+}
+
+impl Select {
+    fn from(table: &str) -> Self {
+        Select {
+            sql: format!("SELECT json FROM {table}"),
+            args: Vec::new(),
+            conditions: 0,
+        }
+    }
+
+    fn condition(&mut self, text: &str) {
+        self.sql
+            .push_str(if self.conditions == 0 { " WHERE " } else { " AND " });
+        self.sql.push_str(text);
+        self.conditions += 1;
+    }
+
+    fn eq(mut self, column: &str, value: Option<Arg>) -> Self {
+        if let Some(value) = value {
+            self.args.push(value);
+            let n = self.args.len();
+            self.condition(&format!("{column} = ${n}"));
+        }
+        self
+    }
+
+    fn one_of(mut self, column: &str, values: Option<&[String]>) -> Self {
+        let Some(values) = values else { return self };
+        if values.is_empty() {
+            self.condition("1 = 0");
+            return self;
+        }
+        let mut list = String::new();
+        for value in values {
+            self.args.push(Arg::Text(value.clone()));
+            let sep = if list.is_empty() { "" } else { ", " };
+            let _ = write!(list, "{sep}${}", self.args.len());
+        }
+        self.condition(&format!("{column} IN ({list})"));
+        self
+    }
+
+    async fn fetch<T: DeserializeOwned>(
+        mut self,
+        conn: &mut AnyConnection,
+        order_by: &str,
+    ) -> Result<Vec<T>, BbsError> {
+        self.sql.push_str(" ORDER BY ");
+        self.sql.push_str(order_by);
+        let mut query = sqlx::query(&self.sql);
+        for arg in self.args {
+            query = match arg {
+                Arg::Text(s) => query.bind(s),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(conn).await?;
+        rows.iter().map(decode).collect()
+    }
+}
+
+fn text(value: &Option<String>) -> Option<Arg> {
+    value.clone().map(Arg::Text)
+}
+
+// --- DesiredLRPs ---
+
+pub(crate) async fn desired_lrp(
+    conn: &mut AnyConnection,
+    process_guid: &str,
+) -> Result<Option<DesiredLrp>, BbsError> {
+    let row = sqlx::query("SELECT json FROM desired_lrps WHERE process_guid = $1")
+        .bind(process_guid)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(crate) async fn desired_lrps(
+    conn: &mut AnyConnection,
+    filter: &DesiredLrpFilter,
+) -> Result<Vec<DesiredLrp>, BbsError> {
+    Select::from("desired_lrps")
+        .eq("domain", text(&filter.domain))
+        .one_of("process_guid", filter.process_guids.as_deref())
+        .fetch(conn, "process_guid")
+        .await
+}
+
+pub(crate) async fn put_desired_lrp(conn: &mut AnyConnection, lrp: &DesiredLrp) -> Result<(), BbsError> {
+    sqlx::query(
+        "INSERT INTO desired_lrps
+            (process_guid, domain, instances, modification_tag_epoch, modification_tag_index, json)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (process_guid) DO UPDATE SET
+            domain = excluded.domain, instances = excluded.instances,
+            modification_tag_epoch = excluded.modification_tag_epoch,
+            modification_tag_index = excluded.modification_tag_index, json = excluded.json",
+    )
+    .bind(lrp.process_guid.clone())
+    .bind(lrp.domain.clone())
+    .bind(i64::from(lrp.instances))
+    .bind(lrp.modification_tag.epoch.clone())
+    .bind(i64::from(lrp.modification_tag.index))
+    .bind(encode(lrp)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_desired_lrp(conn: &mut AnyConnection, process_guid: &str) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM desired_lrps WHERE process_guid = $1")
+        .bind(process_guid)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// --- ActualLRPs (the ORDINARY rows) ---
+
+pub(crate) async fn actual_lrp(
+    conn: &mut AnyConnection,
+    key: &ActualLrpKey,
+) -> Result<Option<ActualLrp>, BbsError> {
+    let row = sqlx::query(
+        "SELECT json FROM actual_lrps WHERE process_guid = $1 AND idx = $2 AND presence = $3",
+    )
+    .bind(key.process_guid.clone())
+    .bind(i64::from(key.index))
+    .bind(Presence::Ordinary.as_str())
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(crate) async fn actual_lrps(
+    conn: &mut AnyConnection,
+    filter: &ActualLrpFilter,
+) -> Result<Vec<ActualLrp>, BbsError> {
+    Select::from("actual_lrps")
+        .eq("domain", text(&filter.domain))
+        .eq("cell_id", text(&filter.cell_id))
+        .eq("process_guid", text(&filter.process_guid))
+        .eq("idx", filter.index.map(|i| Arg::Int(i64::from(i))))
+        .fetch(conn, "process_guid, idx")
+        .await
+}
+
+pub(crate) async fn put_actual_lrp(conn: &mut AnyConnection, lrp: &ActualLrp) -> Result<(), BbsError> {
+    sqlx::query(
+        "INSERT INTO actual_lrps
+            (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (process_guid, idx, presence) DO UPDATE SET
+            domain = excluded.domain, instance_guid = excluded.instance_guid,
+            cell_id = excluded.cell_id, state = excluded.state, since = excluded.since,
+            json = excluded.json",
+    )
+    .bind(lrp.key.process_guid.clone())
+    .bind(i64::from(lrp.key.index))
+    .bind(lrp.presence.as_str())
+    .bind(lrp.key.domain.clone())
+    .bind(lrp.instance_key.instance_guid.clone())
+    .bind(lrp.instance_key.cell_id.clone())
+    .bind(lrp.state.as_str())
+    .bind(lrp.since)
+    .bind(encode(lrp)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_actual_lrp(conn: &mut AnyConnection, key: &ActualLrpKey) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM actual_lrps WHERE process_guid = $1 AND idx = $2 AND presence = $3")
+        .bind(key.process_guid.clone())
+        .bind(i64::from(key.index))
+        .bind(Presence::Ordinary.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// --- Tasks ---
+
+pub(crate) async fn task(conn: &mut AnyConnection, task_guid: &str) -> Result<Option<Task>, BbsError> {
+    let row = sqlx::query("SELECT json FROM tasks WHERE task_guid = $1")
+        .bind(task_guid)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(decode).transpose()
+}
+
+pub(crate) async fn tasks(conn: &mut AnyConnection, filter: &TaskFilter) -> Result<Vec<Task>, BbsError> {
+    Select::from("tasks")
+        .eq("domain", text(&filter.domain))
+        .eq("cell_id", text(&filter.cell_id))
+        .fetch(conn, "task_guid")
+        .await
+}
+
+pub(crate) async fn put_task(conn: &mut AnyConnection, task: &Task) -> Result<(), BbsError> {
+    sqlx::query(
+        "INSERT INTO tasks (task_guid, domain, state, cell_id, updated_at, json)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (task_guid) DO UPDATE SET
+            domain = excluded.domain, state = excluded.state, cell_id = excluded.cell_id,
+            updated_at = excluded.updated_at, json = excluded.json",
+    )
+    .bind(task.task_guid.clone())
+    .bind(task.domain.clone())
+    .bind(task.state.as_str())
+    .bind(task.cell_id.clone())
+    .bind(task.updated_at)
+    .bind(encode(task)?)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_task(conn: &mut AnyConnection, task_guid: &str) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM tasks WHERE task_guid = $1")
+        .bind(task_guid)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// --- Domains and cell presences ---
+
+pub(crate) async fn upsert_domain(conn: &mut AnyConnection, name: &str, expires_at: i64) -> Result<(), BbsError> {
+    sqlx::query(
+        "INSERT INTO domains (name, expires_at) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+    )
+    .bind(name)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn fresh_domains(conn: &mut AnyConnection, now: i64) -> Result<Vec<String>, BbsError> {
+    let rows = sqlx::query("SELECT name FROM domains WHERE expires_at > $1 ORDER BY name")
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get("name"))
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn cell_is_present(conn: &mut AnyConnection, cell_id: &str, now: i64) -> Result<bool, BbsError> {
+    let row = sqlx::query("SELECT cell_id FROM cell_presences WHERE cell_id = $1 AND expires_at > $2")
+        .bind(cell_id)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(crate) async fn put_cell_presence(
+    conn: &mut AnyConnection,
+    presence: &CellPresence,
+    expires_at: i64,
+) -> Result<(), BbsError> {
+    sqlx::query(
+        "INSERT INTO cell_presences (cell_id, json, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (cell_id) DO UPDATE SET json = excluded.json, expires_at = excluded.expires_at",
+    )
+    .bind(presence.cell_id.clone())
+    .bind(encode(presence)?)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_cell_presence(conn: &mut AnyConnection, cell_id: &str) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM cell_presences WHERE cell_id = $1")
+        .bind(cell_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn cells(conn: &mut AnyConnection, now: i64) -> Result<Vec<CellPresence>, BbsError> {
+    let rows = sqlx::query("SELECT json FROM cell_presences WHERE expires_at > $1 ORDER BY cell_id")
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// The present cells' rep URLs by cell id.
+pub(crate) async fn rep_urls(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String, String>, BbsError> {
+    Ok(cells(conn, now)
+        .await?
+        .into_iter()
+        .map(|cell| (cell.cell_id, cell.rep_url))
+        .collect())
+}
+
+/// Deletes expired domains and cell presences.
+pub(crate) async fn delete_expired(conn: &mut AnyConnection, now: i64) -> Result<(), BbsError> {
+    sqlx::query("DELETE FROM domains WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM cell_presences WHERE expires_at <= $1")
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Push-to-first-200: the time from `wf push` starting to the first 200 answered by the
+# app through the router, for the `hello` fixture (a prebuilt wasm), N times on one
+# `wfd dev` (fresh data dir). Prints each run and the median.
+#
+#   bench/push-to-first-200.sh            # debug build (dependencies optimized)
+#   PROFILE=release bench/push-to-first-200.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${PROFILE:-debug}
+N=${N:-5}
+flag=""; [ "$PROFILE" = release ] && flag="--release"
+cargo build -q $flag -p wf-cli --bins
+cargo build -q --release --target wasm32-wasip2 -p fixture-hello
+WASM=target/wasm32-wasip2/release/fixture-hello.wasm
+BIN=target/$PROFILE
+
+work=$(mktemp -d)
+trap 'kill $wfd_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+export WF_HOME=$work/wf
+mkfifo "$work/stdin"
+"$BIN/wfd" dev --data-dir "$work/data" --api-port 0 --router-port 0 \
+    --apps-domain apps.bench.local --admin-password bench --stop-on-stdin-close \
+    < "$work/stdin" > "$work/wfd.out" 2> "$work/wfd.err" &
+wfd_pid=$!
+exec 3> "$work/stdin"
+for _ in $(seq 1 600); do grep -q '^router: ' "$work/wfd.out" 2>/dev/null && break; sleep 0.1; done
+api=$(sed -n 's/^api: //p' "$work/wfd.out")
+router=$(sed -n 's#^router: http://\([^ ]*\).*#\1#p' "$work/wfd.out")
+"$BIN/wf" api "$api" > /dev/null
+"$BIN/wf" auth admin bench > /dev/null
+"$BIN/wf" create-org bench > /dev/null
+"$BIN/wf" create-space bench -o bench > /dev/null
+"$BIN/wf" target -o bench -s bench > /dev/null
+
+times=()
+for i in $(seq 1 "$N"); do
+    start=$(date +%s%N)
+    "$BIN/wf" push "hello$i" -p "$WASM" > "$work/push$i.out"
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: hello$i.apps.bench.local" "http://$router/")" = 200 ]; do
+        sleep 0.01
+    done
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    times+=("$ms")
+    echo "run $i: push to first 200 in ${ms} ms"
+done
+sorted=($(printf '%s\n' "${times[@]}" | sort -n))
+echo "median push-to-first-200 ($PROFILE build, $N runs): ${sorted[$((N / 2))]} ms"

@@ -1,0 +1,127 @@
+//! The droplet format: a gzipped tar of `app.wasm`, the app's other files under
+//! `app/`, and `droplet.json`; writing it after staging and unpacking it on a cell.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use crate::{DropletMetadata, StagingError, DROPLET_APP_DIR, DROPLET_METADATA, DROPLET_WASM};
+
+/// Writes the droplet of the app in `app_dir` (whose wasm is `wasm_name`); returns its size.
+pub fn write(
+    droplet: &Path,
+    app_dir: &Path,
+    wasm_name: &str,
+    metadata: &DropletMetadata,
+) -> Result<u64, StagingError> {
+    let fail = |e: std::io::Error| crate::io_error("writing", "the droplet", e);
+    let file = File::create(droplet).map_err(fail)?;
+    let mut tar = tar::Builder::new(GzEncoder::new(
+        BufWriter::new(file),
+        flate2::Compression::fast(),
+    ));
+    tar.follow_symlinks(false);
+    tar.append_path_with_name(app_dir.join(wasm_name), DROPLET_WASM)
+        .map_err(fail)?;
+    append_dir(
+        &mut tar,
+        app_dir,
+        Path::new(DROPLET_APP_DIR),
+        Some(wasm_name),
+    )
+    .map_err(fail)?;
+    let json = serde_json::to_vec_pretty(metadata)
+        .map_err(|e| StagingError::Staging(format!("encoding droplet.json: {e}")))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(json.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, DROPLET_METADATA, json.as_slice())
+        .map_err(fail)?;
+    let gz = tar.into_inner().map_err(fail)?;
+    let writer = gz.finish().map_err(fail)?;
+    writer
+        .into_inner()
+        .map_err(|e| fail(e.into_error()))?
+        .sync_all()
+        .map_err(fail)?;
+    Ok(std::fs::metadata(droplet).map_err(fail)?.len())
+}
+
+/// Adds the regular files and directories under `dir` as `prefix/...`, leaving out
+/// `skip` at the top level (the wasm, stored once as `app.wasm`).
+fn append_dir<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    prefix: &Path,
+    skip: Option<&str>,
+) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if skip.is_some_and(|s| name == s) {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        let inner = prefix.join(&name);
+        if kind.is_dir() {
+            tar.append_dir(&inner, entry.path())?;
+            append_dir(tar, &entry.path(), &inner, None)?;
+        } else if kind.is_file() {
+            tar.append_path_with_name(entry.path(), &inner)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `droplet` into `dest` and returns its metadata, checking that it holds
+/// only files and directories inside `dest` and that `app.wasm` matches its sha256.
+pub fn unpack(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingError> {
+    let invalid = |what: String| StagingError::InvalidPackage(format!("invalid droplet: {what}"));
+    let file = File::open(droplet).map_err(|e| invalid(e.to_string()))?;
+    std::fs::create_dir_all(dest)
+        .map_err(|e| crate::io_error("creating", "the droplet directory", e))?;
+    let mut archive = tar::Archive::new(GzDecoder::new(std::io::BufReader::new(file)));
+    archive.set_preserve_permissions(false);
+    for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
+        let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            let path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(invalid(format!(
+                "entry {path:?} is neither a file nor a directory"
+            )));
+        }
+        // `unpack_in` refuses entries that would land outside `dest`.
+        let inside = entry.unpack_in(dest).map_err(|e| invalid(e.to_string()))?;
+        if !inside {
+            return Err(invalid("an entry points outside the droplet".to_string()));
+        }
+    }
+    let json = std::fs::read(dest.join(DROPLET_METADATA))
+        .map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
+    let metadata: DropletMetadata =
+        serde_json::from_slice(&json).map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
+    if metadata.wasm != DROPLET_WASM {
+        return Err(invalid(format!(
+            "its wasm is {:?}, not {DROPLET_WASM}",
+            metadata.wasm
+        )));
+    }
+    let wasm = std::fs::read(dest.join(DROPLET_WASM))
+        .map_err(|e| invalid(format!("{}: {e}", metadata.wasm)))?;
+    if crate::sha256_hex(&wasm) != metadata.wasm_sha256 {
+        return Err(invalid(format!(
+            "{} does not match its sha256",
+            metadata.wasm
+        )));
+    }
+    Ok(metadata)
+}

@@ -1,0 +1,653 @@
+//! The V3 API client of `wf`: resolves paths against the API endpoint, sends the UAA
+//! bearer token (refreshing it with the `refresh_token` grant when the API answers 401),
+//! follows pagination and async jobs, and turns CF error bodies into [`ApiError`]s.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::config::{Config, ConfigError};
+
+/// How long a single request may take (uploads included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `wf` waits for an async job (`/v3/jobs/...`) to finish.
+const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// The UAA client the cf CLI uses: public, empty secret.
+const UAA_CLIENT: &str = "cf";
+
+/// A CF API error: the HTTP status and the first entry of the `errors` array.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ApiError {
+    pub status: u16,
+    /// The CF error code (`10010`), 0 when the body carried none.
+    pub code: u64,
+    /// The CF error title (`CF-ResourceNotFound`), empty when the body carried none.
+    pub title: String,
+    pub detail: String,
+}
+
+impl ApiError {
+    /// Parses a CF (`{"errors": [...]}`) or UAA (`{"error", "error_description"}`) error
+    /// body; anything else becomes a generic error carrying the body.
+    pub fn from_response(status: u16, body: &str) -> ApiError {
+        let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        if let Some(first) = json["errors"].get(0) {
+            return ApiError {
+                status,
+                code: first["code"].as_u64().unwrap_or_default(),
+                title: first["title"].as_str().unwrap_or_default().to_string(),
+                detail: first["detail"]
+                    .as_str()
+                    .or_else(|| first["title"].as_str())
+                    .unwrap_or("Unknown error")
+                    .to_string(),
+            };
+        }
+        if let Some(error) = json["error"].as_str() {
+            return ApiError {
+                status,
+                code: 0,
+                title: error.to_string(),
+                detail: json["error_description"]
+                    .as_str()
+                    .unwrap_or(error)
+                    .to_string(),
+            };
+        }
+        let body = body.trim();
+        let detail = if body.is_empty() {
+            format!("The server answered {status} with no details.")
+        } else {
+            format!("The server answered {status}: {body}")
+        };
+        ApiError {
+            status,
+            code: 0,
+            title: String::new(),
+            detail,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status == 404
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("No API endpoint set. Use 'wf api' to set an endpoint.")]
+    NoApi,
+    #[error("Not logged in. Use 'wf auth' to log in.")]
+    NotLoggedIn,
+    #[error("Authentication has expired or was revoked. Use 'wf auth' to log in again.")]
+    SessionExpired,
+    #[error("Credentials were rejected, please try again.")]
+    BadCredentials,
+    #[error("Request error: {message}\nTIP: Is the platform running, and is the API endpoint ('wf api') right?")]
+    Connection { message: String },
+    #[error("Invalid response from {url}: {message}")]
+    BadResponse { url: String, message: String },
+    #[error("Timed out after {seconds} s waiting for {what}.")]
+    Timeout { what: String, seconds: u64 },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl ClientError {
+    fn connection(e: reqwest::Error) -> ClientError {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        ClientError::Connection { message }
+    }
+
+    /// The API error behind this error, if the API answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A raw answer, as `wf curl` shows it.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// A JSON answer of the API.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    /// The `Location` header: the job of an async operation.
+    pub location: Option<String>,
+    pub json: Value,
+}
+
+/// What the API root (`GET /`) says about the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootInfo {
+    pub uaa: Option<String>,
+    pub log_cache: Option<String>,
+    pub version: Option<String>,
+}
+
+impl RootInfo {
+    pub fn from_json(root: &Value) -> RootInfo {
+        let href = |link: &str| {
+            root["links"][link]["href"]
+                .as_str()
+                .map(|s| s.trim_end_matches('/').to_string())
+        };
+        RootInfo {
+            uaa: href("uaa").or_else(|| href("login")),
+            log_cache: href("log_cache"),
+            version: root["links"]["cloud_controller_v3"]["meta"]["version"]
+                .as_str()
+                .map(str::to_string),
+        }
+    }
+}
+
+/// The API client, owning the config so it can persist refreshed tokens and targets.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    config: Config,
+    config_path: PathBuf,
+}
+
+impl Client {
+    pub fn new(config: Config, config_path: PathBuf) -> Result<Client, ClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("wf/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::connection)?;
+        Ok(Client {
+            http,
+            config,
+            config_path,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    pub fn save_config(&self) -> Result<(), ClientError> {
+        Ok(self.config.save(&self.config_path)?)
+    }
+
+    pub fn api_url(&self) -> Result<&str, ClientError> {
+        self.config.api.as_deref().ok_or(ClientError::NoApi)
+    }
+
+    /// Fails unless an endpoint is set and a user is logged in.
+    pub fn require_login(&self) -> Result<(), ClientError> {
+        self.api_url()?;
+        match self.config.access_token {
+            Some(_) => Ok(()),
+            None => Err(ClientError::NotLoggedIn),
+        }
+    }
+
+    /// The logged-in user's name, read from the access token.
+    pub fn user_name(&self) -> String {
+        self.config
+            .access_token
+            .as_deref()
+            .and_then(token_user_name)
+            .unwrap_or_else(|| "unknown user".to_string())
+    }
+
+    /// `path` against the API endpoint; absolute URLs are kept.
+    fn url(&self, path: &str) -> Result<String, ClientError> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return Ok(path.to_string());
+        }
+        let api = self.api_url()?;
+        let sep = if path.starts_with('/') { "" } else { "/" };
+        Ok(format!("{api}{sep}{path}"))
+    }
+
+    /// The Log Cache URL: the root's `log_cache` link, else the API endpoint.
+    pub fn log_cache_url(&self) -> Result<String, ClientError> {
+        match &self.config.log_cache {
+            Some(url) => Ok(url.clone()),
+            None => Ok(self.api_url()?.to_string()),
+        }
+    }
+
+    /// Reads the API root of `api_url` (no token needed).
+    pub fn discover(&self, api_url: &str) -> Result<RootInfo, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{api_url}/"))
+            .header("Accept", "application/json")
+            .send()
+            .map_err(ClientError::connection)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().map_err(ClientError::connection)?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        let root: Value = serde_json::from_str(&body).map_err(|e| ClientError::BadResponse {
+            url: api_url.to_string(),
+            message: format!("{e}; is this a Cloud Foundry API endpoint?"),
+        })?;
+        Ok(RootInfo::from_json(&root))
+    }
+
+    fn uaa_url(&self) -> Result<String, ClientError> {
+        match &self.config.uaa {
+            Some(url) => Ok(url.clone()),
+            None => Ok(self.api_url()?.to_string()),
+        }
+    }
+
+    /// Logs in with the `password` grant and stores the tokens.
+    pub fn password_grant(&mut self, username: &str, password: &str) -> Result<(), ClientError> {
+        let url = format!("{}/oauth/token", self.uaa_url()?);
+        let resp = self
+            .http
+            .post(&url)
+            .basic_auth(UAA_CLIENT, Some(""))
+            .header("Accept", "application/json")
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ])
+            .send()
+            .map_err(ClientError::connection)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().map_err(ClientError::connection)?;
+        match status {
+            200..=299 => self.store_tokens(&url, &body),
+            401 => Err(ClientError::BadCredentials),
+            _ => Err(ApiError::from_response(status, &body).into()),
+        }
+    }
+
+    /// Gets a new access token with the `refresh_token` grant and stores it.
+    pub fn refresh(&mut self) -> Result<(), ClientError> {
+        let refresh_token = self
+            .config
+            .refresh_token
+            .clone()
+            .ok_or(ClientError::NotLoggedIn)?;
+        let url = format!("{}/oauth/token", self.uaa_url()?);
+        let resp = self
+            .http
+            .post(&url)
+            .header("Accept", "application/json")
+            .form(&[
+                ("client_id", UAA_CLIENT),
+                ("client_secret", ""),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.as_str()),
+            ])
+            .send()
+            .map_err(ClientError::connection)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().map_err(ClientError::connection)?;
+        match status {
+            200..=299 => self.store_tokens(&url, &body),
+            400 | 401 => Err(ClientError::SessionExpired),
+            _ => Err(ApiError::from_response(status, &body).into()),
+        }
+    }
+
+    fn store_tokens(&mut self, url: &str, body: &str) -> Result<(), ClientError> {
+        let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let access = json["access_token"]
+            .as_str()
+            .ok_or_else(|| ClientError::BadResponse {
+                url: url.to_string(),
+                message: "no access_token in the token response".to_string(),
+            })?;
+        self.config.access_token = Some(access.to_string());
+        if let Some(refresh) = json["refresh_token"].as_str() {
+            self.config.refresh_token = Some(refresh.to_string());
+        }
+        self.save_config()
+    }
+
+    /// Sends the request `build` makes with the bearer token; on 401 refreshes the token
+    /// once and sends it again.
+    fn send_authorized(
+        &mut self,
+        build: impl Fn(&reqwest::blocking::Client, &str) -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let token = self
+            .config
+            .access_token
+            .clone()
+            .ok_or(ClientError::NotLoggedIn)?;
+        let resp = build(&self.http, &format!("bearer {token}"))
+            .send()
+            .map_err(ClientError::connection)?;
+        if resp.status().as_u16() != 401 || self.config.refresh_token.is_none() {
+            return Ok(resp);
+        }
+        self.refresh()?;
+        let token = self
+            .config
+            .access_token
+            .clone()
+            .ok_or(ClientError::NotLoggedIn)?;
+        build(&self.http, &format!("bearer {token}"))
+            .send()
+            .map_err(ClientError::connection)
+    }
+
+    /// Any request, answered as is (`wf curl`).
+    pub fn raw(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<String>,
+    ) -> Result<RawResponse, ClientError> {
+        let url = self.url(path)?;
+        let resp = self.send_authorized(|http, auth| {
+            let mut req = http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, auth);
+            let has_content_type = headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            if body.is_some() && !has_content_type {
+                req = req.header("Content-Type", "application/json");
+            }
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            if let Some(body) = &body {
+                req = req.body(body.clone());
+            }
+            req
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().map_err(ClientError::connection)?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A JSON request; non-2xx answers become [`ApiError`]s.
+    pub fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ApiResponse, ClientError> {
+        let url = self.url(path)?;
+        let resp = self.send_authorized(|http, auth| {
+            let req = http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, auth)
+                .header("Accept", "application/json");
+            match body {
+                Some(body) => req.json(body),
+                None => req,
+            }
+        })?;
+        json_response(&url, resp)
+    }
+
+    pub fn get(&mut self, path: &str) -> Result<Value, ClientError> {
+        Ok(self.call(Method::GET, path, None)?.json)
+    }
+
+    /// GET that answers `None` on 404.
+    pub fn get_optional(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
+        match self.get(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Api(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn patch(&mut self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        Ok(self.call(Method::PATCH, path, Some(body))?.json)
+    }
+
+    /// POST; when the API answers with a job, waits for it.
+    pub fn post(&mut self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let resp = self.call(Method::POST, path, Some(body))?;
+        if resp.status == 202 {
+            if let Some(job) = &resp.location {
+                self.wait_for_job(job)?;
+            }
+        }
+        Ok(resp.json)
+    }
+
+    /// DELETE, waiting for the delete job to finish.
+    pub fn delete(&mut self, path: &str) -> Result<(), ClientError> {
+        let resp = self.call(Method::DELETE, path, None)?;
+        if let Some(job) = resp.location.filter(|_| resp.status == 202) {
+            self.wait_for_job(&job)?;
+        }
+        Ok(())
+    }
+
+    /// Polls a `/v3/jobs/...` resource until it is COMPLETE (or FAILED: its first error).
+    pub fn wait_for_job(&mut self, job: &str) -> Result<(), ClientError> {
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            let job_json = self.get(job)?;
+            match job_json["state"].as_str().unwrap_or_default() {
+                "COMPLETE" => return Ok(()),
+                "FAILED" => {
+                    let body = serde_json::json!({"errors": job_json["errors"]}).to_string();
+                    let mut err = ApiError::from_response(422, &body);
+                    if err.title.is_empty() {
+                        err.detail = format!("Job {} failed.", job_json["guid"]);
+                    }
+                    return Err(err.into());
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Timeout {
+                    what: format!("job {job}"),
+                    seconds: JOB_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every resource of a list endpoint, following `pagination.next`.
+    pub fn list(&mut self, path: &str) -> Result<Vec<Value>, ClientError> {
+        let mut all = Vec::new();
+        let mut next = Some(path.to_string());
+        // Bounded so a server that loops its `next` links cannot hang the CLI.
+        for _ in 0..1000 {
+            let Some(page_path) = next.take() else { break };
+            let page = self.get(&page_path)?;
+            if let Some(resources) = page["resources"].as_array() {
+                all.extend(resources.iter().cloned());
+            }
+            next = page["pagination"]["next"]["href"]
+                .as_str()
+                .map(str::to_string);
+        }
+        Ok(all)
+    }
+
+    /// The first resource of a list query, if any.
+    pub fn first(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
+        let page = self.get(path)?;
+        Ok(page["resources"].get(0).cloned())
+    }
+
+    /// Uploads `zip` as the bits of package `package_guid` (multipart field `bits`).
+    pub fn upload_bits(&mut self, package_guid: &str, zip: Vec<u8>) -> Result<Value, ClientError> {
+        let url = self.url(&format!("/v3/packages/{package_guid}/upload"))?;
+        let resp = self.send_authorized(|http, auth| {
+            let bits = reqwest::blocking::multipart::Part::bytes(zip.clone())
+                .file_name("app.zip")
+                .mime_str("application/zip")
+                .unwrap_or_else(|_| reqwest::blocking::multipart::Part::bytes(zip.clone()));
+            let form = reqwest::blocking::multipart::Form::new()
+                .text("resources", "[]")
+                .part("bits", bits);
+            http.post(&url)
+                .header(AUTHORIZATION, auth)
+                .header("Accept", "application/json")
+                .multipart(form)
+        })?;
+        Ok(json_response(&url, resp)?.json)
+    }
+}
+
+fn json_response(url: &str, resp: Response) -> Result<ApiResponse, ClientError> {
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp.text().map_err(ClientError::connection)?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::from_response(status, &body).into());
+    }
+    let json = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).map_err(|e| ClientError::BadResponse {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?
+    };
+    Ok(ApiResponse {
+        status,
+        location,
+        json,
+    })
+}
+
+/// The `user_name` (else `client_id`) claim of a JWT, read without verifying it: only
+/// for display.
+pub fn token_user_name(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["user_name"]
+        .as_str()
+        .or_else(|| claims["client_id"].as_str())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cf_errors() {
+        let body =
+            r#"{"errors":[{"code":10010,"title":"CF-ResourceNotFound","detail":"App not found"}]}"#;
+        let e = ApiError::from_response(404, body);
+        assert_eq!(
+            e,
+            ApiError {
+                status: 404,
+                code: 10010,
+                title: "CF-ResourceNotFound".into(),
+                detail: "App not found".into()
+            }
+        );
+        assert!(e.is_not_found());
+        assert_eq!(e.to_string(), "App not found");
+    }
+
+    #[test]
+    fn parses_uaa_errors_and_junk() {
+        let e = ApiError::from_response(
+            401,
+            r#"{"error":"unauthorized","error_description":"Bad credentials"}"#,
+        );
+        assert_eq!(
+            (e.title.as_str(), e.detail.as_str()),
+            ("unauthorized", "Bad credentials")
+        );
+        let e = ApiError::from_response(502, "upstream down");
+        assert_eq!(
+            (e.code, e.detail.as_str()),
+            (0, "The server answered 502: upstream down")
+        );
+        let e = ApiError::from_response(500, "");
+        assert!(e.detail.contains("500"), "{e}");
+    }
+
+    #[test]
+    fn reads_the_root_links() {
+        let root = serde_json::json!({"links": {
+            "uaa": {"href": "http://uaa/"},
+            "log_cache": {"href": "http://lc"},
+            "cloud_controller_v3": {"href": "http://api/v3", "meta": {"version": "3.180.0"}}
+        }});
+        let info = RootInfo::from_json(&root);
+        assert_eq!(info.uaa.as_deref(), Some("http://uaa"));
+        assert_eq!(info.log_cache.as_deref(), Some("http://lc"));
+        assert_eq!(info.version.as_deref(), Some("3.180.0"));
+        let login_only = serde_json::json!({"links": {"login": {"href": "http://login"}}});
+        assert_eq!(
+            RootInfo::from_json(&login_only).uaa.as_deref(),
+            Some("http://login")
+        );
+    }
+
+    #[test]
+    fn reads_the_user_from_a_token() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"user_name":"admin","client_id":"cf"}"#);
+        assert_eq!(
+            token_user_name(&format!("h.{payload}.s")).as_deref(),
+            Some("admin")
+        );
+        assert_eq!(token_user_name("garbage"), None);
+        assert_eq!(token_user_name("a.!!!.c"), None);
+    }
+
+    #[test]
+    fn resolves_paths_against_the_endpoint() {
+        let config = Config {
+            api: Some("http://api".into()),
+            ..Config::default()
+        };
+        let client = Client::new(config, PathBuf::from("/nonexistent")).unwrap();
+        assert_eq!(client.url("/v3/apps").unwrap(), "http://api/v3/apps");
+        assert_eq!(client.url("v3/apps").unwrap(), "http://api/v3/apps");
+        assert_eq!(client.url("http://other/x").unwrap(), "http://other/x");
+        let client = Client::new(Config::default(), PathBuf::from("/nonexistent")).unwrap();
+        assert!(matches!(client.url("/v3"), Err(ClientError::NoApi)));
+    }
+}

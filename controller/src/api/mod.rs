@@ -1,0 +1,452 @@
+//! The CF V3 API: its routes, the request extractors every handler shares (JSON
+//! bodies, list parameters), CF's pagination, and the pieces of the resource shapes
+//! (links, timestamps, metadata, relationships).
+
+mod apps;
+mod builds;
+mod orgs;
+mod packages;
+mod processes;
+mod root;
+mod routes;
+
+pub use apps::STACK;
+pub use routes::{route_url, APP_PORT};
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::auth::User;
+use crate::db::{self, App, Filter, JobState, Page, Space};
+use crate::error::ApiError;
+use crate::Controller;
+
+/// Largest package upload.
+const MAX_PACKAGE_BYTES: usize = 1 << 30;
+const DEFAULT_PER_PAGE: u32 = 50;
+const MAX_PER_PAGE: u32 = 5000;
+
+type Ctl = axum::extract::State<Arc<Controller>>;
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/", get(root::root))
+        .route("/v3", get(root::v3))
+        .route("/v3/info", get(root::info))
+        .route("/v3/jobs/{guid}", get(root::job))
+        .route("/v3/resource_matches", post(root::resource_matches))
+        .route(
+            "/v3/organizations",
+            get(orgs::list_orgs).post(orgs::create_org),
+        )
+        .route(
+            "/v3/organizations/{guid}",
+            get(orgs::show_org)
+                .patch(orgs::update_org)
+                .delete(orgs::delete_org),
+        )
+        .route(
+            "/v3/spaces",
+            get(orgs::list_spaces).post(orgs::create_space),
+        )
+        .route(
+            "/v3/spaces/{guid}",
+            get(orgs::show_space)
+                .patch(orgs::update_space)
+                .delete(orgs::delete_space),
+        )
+        .route("/v3/apps", get(apps::list).post(apps::create))
+        .route(
+            "/v3/apps/{guid}",
+            get(apps::show).patch(apps::update).delete(apps::delete),
+        )
+        .route("/v3/apps/{guid}/actions/start", post(apps::start))
+        .route("/v3/apps/{guid}/actions/stop", post(apps::stop))
+        .route("/v3/apps/{guid}/actions/restart", post(apps::restart))
+        .route(
+            "/v3/apps/{guid}/relationships/current_droplet",
+            get(apps::current_droplet_relationship).patch(apps::set_current_droplet),
+        )
+        .route(
+            "/v3/apps/{guid}/droplets/current",
+            get(apps::current_droplet),
+        )
+        .route("/v3/apps/{guid}/env", get(apps::env))
+        .route(
+            "/v3/apps/{guid}/environment_variables",
+            get(apps::environment_variables).patch(apps::update_environment_variables),
+        )
+        .route("/v3/apps/{guid}/processes", get(processes::list_for_app))
+        .route(
+            "/v3/apps/{guid}/processes/{type}",
+            get(processes::show_for_app).patch(processes::update_for_app),
+        )
+        .route(
+            "/v3/apps/{guid}/processes/{type}/actions/scale",
+            post(processes::scale_for_app),
+        )
+        .route(
+            "/v3/apps/{guid}/processes/{type}/stats",
+            get(processes::stats_for_app),
+        )
+        .route("/v3/apps/{guid}/packages", get(packages::list_for_app))
+        .route("/v3/apps/{guid}/builds", get(builds::list_builds_for_app))
+        .route(
+            "/v3/apps/{guid}/droplets",
+            get(builds::list_droplets_for_app),
+        )
+        .route("/v3/apps/{guid}/routes", get(routes::list_for_app))
+        .route("/v3/packages", get(packages::list).post(packages::create))
+        .route("/v3/packages/{guid}", get(packages::show))
+        .route(
+            "/v3/packages/{guid}/upload",
+            post(packages::upload).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
+        )
+        .route(
+            "/v3/builds",
+            get(builds::list_builds).post(builds::create_build),
+        )
+        .route("/v3/builds/{guid}", get(builds::show_build))
+        .route("/v3/droplets", get(builds::list_droplets))
+        .route("/v3/droplets/{guid}", get(builds::show_droplet))
+        .route("/v3/processes", get(processes::list))
+        .route(
+            "/v3/processes/{guid}",
+            get(processes::show).patch(processes::update),
+        )
+        .route("/v3/processes/{guid}/actions/scale", post(processes::scale))
+        .route("/v3/processes/{guid}/stats", get(processes::stats))
+        .route("/v3/routes", get(routes::list).post(routes::create))
+        .route(
+            "/v3/routes/{guid}",
+            get(routes::show).delete(routes::delete),
+        )
+        .route(
+            "/v3/routes/{guid}/destinations",
+            get(routes::destinations)
+                .post(routes::add_destinations)
+                .patch(routes::replace_destinations),
+        )
+        .route(
+            "/v3/routes/{guid}/destinations/{destination_guid}",
+            delete(routes::remove_destination),
+        )
+        .route("/v3/domains", get(routes::list_domains))
+        .route("/v3/domains/{guid}", get(routes::show_domain))
+        .with_state(controller)
+}
+
+// --- extractors ---
+
+/// A JSON request body. Unlike axum's `Json` it needs no content type (CF clients and
+/// `curl -d` often send none), and its failures are CF errors: a body that is not JSON
+/// is CF-MessageParseError, JSON of the wrong shape CF-UnprocessableEntity.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::MessageParse(e.body_text()))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+        _ => ApiError::MessageParse(e.to_string()),
+    })
+}
+
+/// The query of a list request: filters, `page`, `per_page` and `order_by`.
+pub struct ListParams {
+    path: String,
+    params: Vec<(String, String)>,
+    page: Page,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(|e| ApiError::BadQueryParameter(e.body_text()))?;
+        ListParams::parse(parts.uri.path(), params)
+    }
+}
+
+impl ListParams {
+    fn parse(path: &str, params: Vec<(String, String)>) -> Result<ListParams, ApiError> {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let number = |name: &str, default: u32, max: u32| -> Result<u32, ApiError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadQueryParameter(format!("{name} must be between 1 and {max}"))
+                    }),
+            }
+        };
+        let page = number("page", 1, u32::MAX)?;
+        let per_page = number("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)?;
+        let order = get("order_by").unwrap_or("created_at");
+        let (order_by, descending) = match order.strip_prefix('-') {
+            Some(field) => (field, true),
+            None => (order.trim_start_matches('+'), false),
+        };
+        let page = Page {
+            page,
+            per_page,
+            order_by: order_by.to_string(),
+            descending,
+        };
+        Ok(ListParams {
+            path: path.to_string(),
+            params,
+            page,
+        })
+    }
+
+    /// The values of a comma-list filter, if it was given.
+    pub fn values(&self, name: &str) -> Option<Vec<String>> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+    }
+
+    /// Adds `column IN (values of param)` when `param` was given.
+    pub fn filter(&self, filter: Filter, param: &str, column: &str) -> Filter {
+        match self.values(param) {
+            Some(values) => filter.any_of(column, &values),
+            None => filter,
+        }
+    }
+
+    /// Adds `column IN (select)` with the values of `param` when it was given.
+    pub fn filter_in(&self, filter: Filter, param: &str, column: &str, select: &str) -> Filter {
+        match self.values(param) {
+            Some(values) => filter.in_select(column, select, &values),
+            None => filter,
+        }
+    }
+
+    fn page_href(&self, controller: &Controller, page: u64) -> Value {
+        let mut query: Vec<String> = self
+            .params
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "per_page")
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        query.push(format!("page={page}"));
+        query.push(format!("per_page={}", self.page.per_page));
+        json!({"href": format!("{}{}?{}", controller.base_url, self.path, query.join("&"))})
+    }
+}
+
+/// Percent-encodes a query component.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A CF list response.
+pub fn paginated(
+    controller: &Controller,
+    params: &ListParams,
+    total: u64,
+    resources: Vec<Value>,
+) -> Response {
+    let per_page = u64::from(params.page.per_page);
+    let total_pages = total.div_ceil(per_page).max(1);
+    let page = u64::from(params.page.page);
+    let next = (page < total_pages).then(|| params.page_href(controller, page + 1));
+    let previous = (page > 1).then(|| params.page_href(controller, (page - 1).min(total_pages)));
+    Json(json!({
+        "pagination": {
+            "total_results": total,
+            "total_pages": total_pages,
+            "first": params.page_href(controller, 1),
+            "last": params.page_href(controller, total_pages),
+            "next": next,
+            "previous": previous,
+        },
+        "resources": resources,
+    }))
+    .into_response()
+}
+
+// --- shape pieces ---
+
+pub fn href(controller: &Controller, path: &str) -> Value {
+    json!({"href": format!("{}{path}", controller.base_url)})
+}
+
+/// A stored timestamp as CF shows it: RFC 3339 UTC to the second.
+pub fn cf_time(stored: &str) -> String {
+    match stored.get(..19) {
+        Some(seconds) => format!("{seconds}Z"),
+        None => stored.to_string(),
+    }
+}
+
+pub fn metadata() -> Value {
+    json!({"labels": {}, "annotations": {}})
+}
+
+pub fn to_one(guid: Option<&str>) -> Value {
+    match guid {
+        Some(guid) => json!({"data": {"guid": guid}}),
+        None => json!({"data": null}),
+    }
+}
+
+pub fn created(body: Value) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+pub fn ok(body: Value) -> Response {
+    Json(body).into_response()
+}
+
+/// The guid at `relationships.<name>.data.guid` of a request body.
+pub fn relationship_guid(body: &Value, name: &str) -> Option<String> {
+    body.pointer(&format!("/relationships/{name}/data/guid"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+// --- loading with authorization ---
+
+pub async fn load_space(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<Space, ApiError> {
+    match controller.db.get::<Space>(guid).await? {
+        Some(space) if user.can_access_space(&space.guid) => Ok(space),
+        _ => Err(ApiError::not_found("Space")),
+    }
+}
+
+pub async fn load_app(controller: &Controller, user: &User, guid: &str) -> Result<App, ApiError> {
+    match controller.db.get::<App>(guid).await? {
+        Some(app) if user.can_access_space(&app.space_guid) => Ok(app),
+        _ => Err(ApiError::not_found("App")),
+    }
+}
+
+/// Records a finished asynchronous operation and answers `202 Accepted` pointing at
+/// its job (the work itself is done by the time the client polls).
+pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult {
+    let guid = db::new_guid();
+    let now = db::now();
+    controller
+        .db
+        .insert(
+            "jobs",
+            vec![
+                ("guid", guid.clone().into()),
+                ("operation", operation.into()),
+                ("state", JobState::Complete.into()),
+                ("errors", "[]".into()),
+                ("created_at", now.clone().into()),
+                ("updated_at", now.into()),
+            ],
+        )
+        .await?;
+    let location = format!("{}/v3/jobs/{guid}", controller.base_url);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_that_are_not_json_are_parse_errors() {
+        let err = parse_json::<Value>(b"{not json").unwrap_err();
+        assert!(matches!(err, ApiError::MessageParse(_)), "{err:?}");
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Named {
+            name: String,
+        }
+        let err = parse_json::<Named>(br#"{"name": 3}"#).unwrap_err();
+        assert!(matches!(err, ApiError::Unprocessable(_)), "{err:?}");
+        assert_eq!(parse_json::<Value>(b"  ").unwrap(), json!({}));
+    }
+
+    #[test]
+    fn list_params_parse_paging_and_filters() {
+        let params = vec![
+            ("names".to_string(), "a,b,".to_string()),
+            ("order_by".to_string(), "-name".to_string()),
+            ("per_page".to_string(), "2".to_string()),
+        ];
+        let list = ListParams::parse("/v3/apps", params).unwrap();
+        assert_eq!(
+            list.values("names"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(list.values("space_guids"), None);
+        assert_eq!(
+            list.page,
+            Page {
+                page: 1,
+                per_page: 2,
+                order_by: "name".into(),
+                descending: true
+            }
+        );
+
+        let bad = ListParams::parse("/v3/apps", vec![("per_page".into(), "0".into())]);
+        assert!(matches!(bad, Err(ApiError::BadQueryParameter(_))));
+        let bad = ListParams::parse("/v3/apps", vec![("page".into(), "x".into())]);
+        assert!(matches!(bad, Err(ApiError::BadQueryParameter(_))));
+    }
+
+    #[test]
+    fn timestamps_show_to_the_second() {
+        assert_eq!(
+            cf_time("2026-11-24T15:00:00.123456Z"),
+            "2026-11-24T15:00:00Z"
+        );
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,327 @@
+//! Organizations and spaces. Deleting one deletes everything in it (spaces, apps and
+//! their LRPs, routes).
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    cf_time, created, finished_job, href, load_space, metadata, ok, paginated, relationship_guid,
+    to_one, ApiResult, Ctl, JsonBody, ListParams,
+};
+use crate::auth::User;
+use crate::db::{self, App, Arg, Filter, Org, Route, Space};
+use crate::error::ApiError;
+use crate::Controller;
+
+#[derive(Debug, Deserialize)]
+pub struct NameBody {
+    name: Option<String>,
+}
+
+fn valid_name(name: Option<String>, what: &str) -> Result<String, ApiError> {
+    let name = name.unwrap_or_default().trim().to_string();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("Name can't be blank"));
+    }
+    if name.len() > 255 {
+        return Err(ApiError::unprocessable(format!(
+            "{what} name is too long (maximum is 255 characters)"
+        )));
+    }
+    Ok(name)
+}
+
+fn present_org(controller: &Controller, org: &Org) -> Value {
+    let link = |suffix: &str| {
+        href(
+            controller,
+            &format!("/v3/organizations/{}{suffix}", org.guid),
+        )
+    };
+    json!({
+        "guid": org.guid,
+        "created_at": cf_time(&org.created_at),
+        "updated_at": cf_time(&org.updated_at),
+        "name": org.name,
+        "suspended": org.suspended,
+        "relationships": {"quota": {"data": null}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(""),
+            "domains": link("/domains"),
+            "default_domain": link("/domains/default"),
+            "quota": null,
+        },
+    })
+}
+
+fn present_space(controller: &Controller, space: &Space) -> Value {
+    json!({
+        "guid": space.guid,
+        "created_at": cf_time(&space.created_at),
+        "updated_at": cf_time(&space.updated_at),
+        "name": space.name,
+        "relationships": {
+            "organization": to_one(Some(&space.organization_guid)),
+            "quota": {"data": null},
+        },
+        "metadata": metadata(),
+        "links": {
+            "self": href(controller, &format!("/v3/spaces/{}", space.guid)),
+            "organization": href(controller, &format!("/v3/organizations/{}", space.organization_guid)),
+            "features": href(controller, &format!("/v3/spaces/{}/features", space.guid)),
+            "apply_manifest": {
+                "href": format!("{}/v3/spaces/{}/actions/apply_manifest", controller.base_url, space.guid),
+                "method": "POST",
+            },
+        },
+    })
+}
+
+async fn load_org(controller: &Controller, guid: &str) -> Result<Org, ApiError> {
+    controller
+        .db
+        .get::<Org>(guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Organization"))
+}
+
+pub async fn list_orgs(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
+    let filter = params.filter(Filter::new(), "names", "name");
+    let filter = params.filter(filter, "guids", "guid");
+    let (total, orgs) = controller.db.list::<Org>(filter, &params.page).await?;
+    let resources = orgs.iter().map(|o| present_org(&controller, o)).collect();
+    Ok(paginated(&controller, &params, total, resources))
+}
+
+pub async fn create_org(
+    State(controller): Ctl,
+    _user: User,
+    JsonBody(body): JsonBody<NameBody>,
+) -> ApiResult {
+    let name = valid_name(body.name, "Organization")?;
+    let exists = |name: &str| format!("Organization '{name}' already exists.");
+    if !controller
+        .db
+        .find::<Org>(Filter::new().eq("name", &name))
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::unprocessable(exists(&name)));
+    }
+    let guid = db::new_guid();
+    let now = db::now();
+    let inserted = controller
+        .db
+        .insert(
+            "organizations",
+            vec![
+                ("guid", guid.clone().into()),
+                ("name", name.clone().into()),
+                ("suspended", Arg::Int(0)),
+                ("created_at", now.clone().into()),
+                ("updated_at", now.into()),
+            ],
+        )
+        .await;
+    match inserted {
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::unprocessable(exists(&name)))
+        }
+        other => other?,
+    }
+    let org = load_org(&controller, &guid).await?;
+    Ok(created(present_org(&controller, &org)))
+}
+
+pub async fn show_org(State(controller): Ctl, _user: User, Path(guid): Path<String>) -> ApiResult {
+    let org = load_org(&controller, &guid).await?;
+    Ok(ok(present_org(&controller, &org)))
+}
+
+pub async fn update_org(
+    State(controller): Ctl,
+    _user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> ApiResult {
+    let org = load_org(&controller, &guid).await?;
+    if body.name.is_some() {
+        let name = valid_name(body.name, "Organization")?;
+        let clash = controller
+            .db
+            .find::<Org>(Filter::new().eq("name", &name))
+            .await?;
+        if clash.iter().any(|o| o.guid != org.guid) {
+            return Err(ApiError::unprocessable(format!(
+                "Organization '{name}' already exists."
+            )));
+        }
+        controller
+            .db
+            .update("organizations", &guid, vec![("name", name.into())])
+            .await?;
+    }
+    let org = load_org(&controller, &guid).await?;
+    Ok(ok(present_org(&controller, &org)))
+}
+
+pub async fn delete_org(
+    State(controller): Ctl,
+    _user: User,
+    Path(guid): Path<String>,
+) -> ApiResult {
+    let org = load_org(&controller, &guid).await?;
+    for space in controller
+        .db
+        .find::<Space>(Filter::new().eq("organization_guid", &org.guid))
+        .await?
+    {
+        delete_space_contents(&controller, &space).await?;
+    }
+    controller
+        .db
+        .delete_where("organizations", Filter::new().eq("guid", &org.guid))
+        .await?;
+    finished_job(&controller, "organization.delete").await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateSpace {
+    name: Option<String>,
+    #[serde(default)]
+    relationships: Value,
+}
+
+pub async fn list_spaces(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
+    let filter = params.filter(Filter::new(), "names", "name");
+    let filter = params.filter(filter, "guids", "guid");
+    let filter = params.filter(filter, "organization_guids", "organization_guid");
+    let (total, spaces) = controller.db.list::<Space>(filter, &params.page).await?;
+    let resources = spaces
+        .iter()
+        .map(|s| present_space(&controller, s))
+        .collect();
+    Ok(paginated(&controller, &params, total, resources))
+}
+
+pub async fn create_space(
+    State(controller): Ctl,
+    _user: User,
+    JsonBody(body): JsonBody<CreateSpace>,
+) -> ApiResult {
+    let name = valid_name(body.name, "Space")?;
+    let org_guid = relationship_guid(
+        &json!({"relationships": body.relationships}),
+        "organization",
+    );
+    let org = match org_guid {
+        Some(guid) => controller.db.get::<Org>(&guid).await?,
+        None => None,
+    };
+    let Some(org) = org else {
+        return Err(ApiError::unprocessable(
+            "Invalid organization. Ensure the organization exists and you have access to it.",
+        ));
+    };
+    let exists = |name: &str| format!("Space '{name}' already exists.");
+    let same_name = Filter::new()
+        .eq("organization_guid", &org.guid)
+        .eq("name", &name);
+    if !controller.db.find::<Space>(same_name).await?.is_empty() {
+        return Err(ApiError::unprocessable(exists(&name)));
+    }
+    let guid = db::new_guid();
+    let now = db::now();
+    let inserted = controller
+        .db
+        .insert(
+            "spaces",
+            vec![
+                ("guid", guid.clone().into()),
+                ("name", name.clone().into()),
+                ("organization_guid", org.guid.into()),
+                ("created_at", now.clone().into()),
+                ("updated_at", now.into()),
+            ],
+        )
+        .await;
+    match inserted {
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::unprocessable(exists(&name)))
+        }
+        other => other?,
+    }
+    let space = controller
+        .db
+        .get::<Space>(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Space"))?;
+    Ok(created(present_space(&controller, &space)))
+}
+
+pub async fn show_space(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let space = load_space(&controller, &user, &guid).await?;
+    Ok(ok(present_space(&controller, &space)))
+}
+
+pub async fn update_space(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<NameBody>,
+) -> ApiResult {
+    let space = load_space(&controller, &user, &guid).await?;
+    if body.name.is_some() {
+        let name = valid_name(body.name, "Space")?;
+        let same_name = Filter::new()
+            .eq("organization_guid", &space.organization_guid)
+            .eq("name", &name);
+        let clash = controller.db.find::<Space>(same_name).await?;
+        if clash.iter().any(|s| s.guid != space.guid) {
+            return Err(ApiError::unprocessable(format!(
+                "Space '{name}' already exists."
+            )));
+        }
+        controller
+            .db
+            .update("spaces", &guid, vec![("name", name.into())])
+            .await?;
+    }
+    let space = load_space(&controller, &user, &guid).await?;
+    Ok(ok(present_space(&controller, &space)))
+}
+
+pub async fn delete_space(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+) -> ApiResult {
+    let space = load_space(&controller, &user, &guid).await?;
+    delete_space_contents(&controller, &space).await?;
+    finished_job(&controller, "space.delete").await
+}
+
+/// Deletes the space's apps (and their LRPs) and routes, then the space.
+async fn delete_space_contents(controller: &Controller, space: &Space) -> Result<(), ApiError> {
+    for app in controller
+        .db
+        .find::<App>(Filter::new().eq("space_guid", &space.guid))
+        .await?
+    {
+        super::apps::delete_app(controller, &app).await?;
+    }
+    for route in controller
+        .db
+        .find::<Route>(Filter::new().eq("space_guid", &space.guid))
+        .await?
+    {
+        super::routes::delete_route(controller, &route).await?;
+    }
+    controller
+        .db
+        .delete_where("spaces", Filter::new().eq("guid", &space.guid))
+        .await?;
+    Ok(())
+}

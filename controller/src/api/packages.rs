@@ -1,0 +1,262 @@
+//! Packages: the app bits a build stages. `bits` packages are uploaded as a zip (or a
+//! bare `.wasm`), checked, and kept in the blobstore.
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    cf_time, created, href, load_app, metadata, ok, paginated, relationship_guid, to_one,
+    ApiResult, Ctl, JsonBody, ListParams,
+};
+use crate::auth::User;
+use crate::blobstore::{self, BitsError};
+use crate::db::{self, Arg, Filter, Package, PackageState};
+use crate::error::ApiError;
+use crate::Controller;
+
+pub fn present_package(controller: &Controller, package: &Package) -> Value {
+    let link = |suffix: &str| {
+        format!(
+            "{}/v3/packages/{}{suffix}",
+            controller.base_url, package.guid
+        )
+    };
+    json!({
+        "guid": package.guid,
+        "type": package.package_type,
+        "data": {
+            "checksum": {"type": "sha256", "value": package.checksum},
+            "error": package.error,
+        },
+        "state": package.state.as_str(),
+        "created_at": cf_time(&package.created_at),
+        "updated_at": cf_time(&package.updated_at),
+        "relationships": {"app": to_one(Some(&package.app_guid))},
+        "metadata": metadata(),
+        "links": {
+            "self": {"href": link("")},
+            "upload": {"href": link("/upload"), "method": "POST"},
+            "download": {"href": link("/download"), "method": "GET"},
+            "app": href(controller, &format!("/v3/apps/{}", package.app_guid)),
+        },
+    })
+}
+
+/// Loads a package the user may see (through its app).
+pub async fn load_package(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<Package, ApiError> {
+    let package: Package = controller
+        .db
+        .get(guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Package"))?;
+    load_app(controller, user, &package.app_guid)
+        .await
+        .map_err(|_| ApiError::not_found("Package"))?;
+    Ok(package)
+}
+
+async fn list_filtered(controller: &Controller, params: &ListParams, filter: Filter) -> ApiResult {
+    let filter = params.filter(filter, "guids", "guid");
+    let filter = params.filter(filter, "app_guids", "app_guid");
+    let filter = params.filter(filter, "states", "state");
+    let filter = params.filter(filter, "types", "type");
+    let (total, packages) = controller.db.list::<Package>(filter, &params.page).await?;
+    let resources = packages
+        .iter()
+        .map(|p| present_package(controller, p))
+        .collect();
+    Ok(paginated(controller, params, total, resources))
+}
+
+pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
+    list_filtered(&controller, &params, Filter::new()).await
+}
+
+pub async fn list_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    params: ListParams,
+) -> ApiResult {
+    let app = load_app(&controller, &user, &guid).await?;
+    list_filtered(
+        &controller,
+        &params,
+        Filter::new().eq("app_guid", &app.guid),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreatePackage {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    relationships: Value,
+}
+
+pub async fn create(
+    State(controller): Ctl,
+    user: User,
+    JsonBody(body): JsonBody<CreatePackage>,
+) -> ApiResult {
+    match body.kind.as_deref() {
+        Some("bits") => {}
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "Package type '{other}' is not supported: only 'bits' packages are."
+            )))
+        }
+        None => return Err(ApiError::unprocessable("Type must be one of 'bits'")),
+    }
+    let app_guid = relationship_guid(&json!({"relationships": body.relationships}), "app");
+    let app = match app_guid {
+        Some(guid) => load_app(&controller, &user, &guid).await.ok(),
+        None => None,
+    };
+    let Some(app) = app else {
+        return Err(ApiError::unprocessable(
+            "App must exist: relationships.app is missing or unknown.",
+        ));
+    };
+    let guid = db::new_guid();
+    let now = db::now();
+    controller
+        .db
+        .insert(
+            "packages",
+            vec![
+                ("guid", guid.clone().into()),
+                ("app_guid", app.guid.into()),
+                ("type", "bits".into()),
+                ("state", PackageState::AwaitingUpload.into()),
+                ("checksum", Arg::Null),
+                ("error", Arg::Null),
+                ("created_at", now.clone().into()),
+                ("updated_at", now.into()),
+            ],
+        )
+        .await?;
+    let package = load_package(&controller, &user, &guid).await?;
+    Ok(created(present_package(&controller, &package)))
+}
+
+pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let package = load_package(&controller, &user, &guid).await?;
+    Ok(ok(present_package(&controller, &package)))
+}
+
+/// `POST /v3/packages/:guid/upload`: multipart with `bits` (and `resources`, which
+/// always lists nothing since resource matching finds nothing). Bad bits leave the
+/// package AWAITING_UPLOAD.
+pub async fn upload(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult {
+    let package = load_package(&controller, &user, &guid).await?;
+    let mut multipart = multipart.map_err(|e| ApiError::MessageParse(e.body_text()))?;
+    let tmp = controller.blobs.temp_path();
+    let received = receive_bits(&controller, &mut multipart, &tmp).await;
+    let result = match received {
+        Ok(Some(filename)) => store_package(&controller, &package, &tmp, filename).await,
+        Ok(None) => Err(ApiError::unprocessable(
+            "Upload must include bits: the 'bits' field is missing.",
+        )),
+        Err(e) => Err(e),
+    };
+    let _ = controller.blobs.remove(&tmp).await;
+    result?;
+    let package = load_package(&controller, &user, &guid).await?;
+    Ok(ok(present_package(&controller, &package)))
+}
+
+/// Streams the `bits` field to `tmp`; returns its file name, or `None` without one.
+async fn receive_bits(
+    controller: &Controller,
+    multipart: &mut Multipart,
+    tmp: &std::path::Path,
+) -> Result<Option<String>, ApiError> {
+    let parse = |e: axum::extract::multipart::MultipartError| ApiError::MessageParse(e.body_text());
+    let mut filename = None;
+    while let Some(field) = multipart.next_field().await.map_err(parse)? {
+        if field.name() != Some("bits") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or("bits").to_string();
+        let chunks = futures::stream::unfold(field, |mut field| async move {
+            match field.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), field)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), field)),
+            }
+        });
+        controller
+            .blobs
+            .write_stream(tmp, Box::pin(chunks))
+            .await
+            .map_err(|e| ApiError::unprocessable(format!("Uploading {name} failed: {e}")))?;
+        filename = Some(name);
+    }
+    Ok(filename)
+}
+
+async fn store_package(
+    controller: &Controller,
+    package: &Package,
+    upload: &std::path::Path,
+    filename: String,
+) -> Result<(), ApiError> {
+    let staged = controller.blobs.temp_path();
+    let (upload_path, staged_path) = (upload.to_path_buf(), staged.clone());
+    let prepared = tokio::task::spawn_blocking(move || {
+        blobstore::prepare_package(&upload_path, &staged_path, &filename)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("package check: {e}")))?;
+    if let Err(e) = prepared {
+        let _ = controller.blobs.remove(&staged).await;
+        return Err(match e {
+            BitsError::Io(cause) => ApiError::Internal(cause),
+            refused => ApiError::unprocessable(refused.to_string()),
+        });
+    }
+    let checksum = sha256_file(&staged).await?;
+    controller
+        .blobs
+        .commit(&staged, &controller.blobs.package_path(&package.guid))
+        .await?;
+    controller
+        .db
+        .update(
+            "packages",
+            &package.guid,
+            vec![
+                ("state", PackageState::Ready.into()),
+                ("checksum", checksum.into()),
+                ("error", Arg::Null),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn sha256_file(path: &std::path::Path) -> Result<String, ApiError> {
+    use sha2::Digest as _;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("checksum: {e}")))?
+    .map_err(ApiError::from)
+}

@@ -1,0 +1,502 @@
+//! Processes: scale, command and health check, and instance stats (CF's tps) read
+//! from the ActualLRPs of the process's current DesiredLRP.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
+use axum::Json;
+use serde_json::{json, Value};
+use wf_bbs::{ActualLrp, ActualLrpFilter, ActualLrpState};
+
+use super::{
+    cf_time, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody, ListParams,
+};
+use crate::auth::User;
+use crate::db::{App, AppState, Arg, Filter, Process};
+use crate::error::ApiError;
+use crate::{nsync, Controller};
+
+/// CF's file descriptor quota of an instance.
+const FDS_QUOTA: u64 = 16_384;
+/// Most instances one process may ask for, until org quotas exist to bound them.
+const MAX_INSTANCES: i64 = 1_000;
+
+pub fn present_process(controller: &Controller, process: &Process) -> Value {
+    let link = |suffix: &str| {
+        href(
+            controller,
+            &format!("/v3/processes/{}{suffix}", process.guid),
+        )
+    };
+    json!({
+        "guid": process.guid,
+        "type": process.process_type,
+        "command": process.command,
+        "instances": process.instances,
+        "memory_in_mb": process.memory_in_mb,
+        "disk_in_mb": process.disk_in_mb,
+        "log_rate_limit_in_bytes_per_second": -1,
+        "health_check": {
+            "type": process.health_check_type,
+            "data": {"timeout": null, "invocation_timeout": null, "interval": null},
+        },
+        "readiness_health_check": {
+            "type": "process",
+            "data": {"invocation_timeout": null, "interval": null},
+        },
+        "relationships": {"app": to_one(Some(&process.app_guid)), "revision": {"data": null}},
+        "metadata": metadata(),
+        "created_at": cf_time(&process.created_at),
+        "updated_at": cf_time(&process.updated_at),
+        "links": {
+            "self": link(""),
+            "scale": {"href": format!("{}/v3/processes/{}/actions/scale", controller.base_url, process.guid), "method": "POST"},
+            "app": href(controller, &format!("/v3/apps/{}", process.app_guid)),
+            "stats": link("/stats"),
+        },
+    })
+}
+
+async fn load_process(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<(Process, App), ApiError> {
+    let process: Process = controller
+        .db
+        .get(guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Process"))?;
+    let app = load_app(controller, user, &process.app_guid)
+        .await
+        .map_err(|_| ApiError::not_found("Process"))?;
+    Ok((process, app))
+}
+
+async fn load_app_process(
+    controller: &Controller,
+    user: &User,
+    app_guid: &str,
+    process_type: &str,
+) -> Result<(Process, App), ApiError> {
+    let app = load_app(controller, user, app_guid).await?;
+    let process = controller
+        .db
+        .find::<Process>(
+            Filter::new()
+                .eq("app_guid", &app.guid)
+                .eq("type", process_type),
+        )
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("Process"))?;
+    Ok((process, app))
+}
+
+async fn list_filtered(controller: &Controller, params: &ListParams, filter: Filter) -> ApiResult {
+    let filter = params.filter(filter, "guids", "guid");
+    let filter = params.filter(filter, "app_guids", "app_guid");
+    let filter = params.filter(filter, "types", "type");
+    let (total, processes) = controller.db.list::<Process>(filter, &params.page).await?;
+    let resources = processes
+        .iter()
+        .map(|p| present_process(controller, p))
+        .collect();
+    Ok(paginated(controller, params, total, resources))
+}
+
+pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
+    list_filtered(&controller, &params, Filter::new()).await
+}
+
+pub async fn list_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    params: ListParams,
+) -> ApiResult {
+    let app = load_app(&controller, &user, &guid).await?;
+    list_filtered(
+        &controller,
+        &params,
+        Filter::new().eq("app_guid", &app.guid),
+    )
+    .await
+}
+
+pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let (process, _) = load_process(&controller, &user, &guid).await?;
+    Ok(ok(present_process(&controller, &process)))
+}
+
+pub async fn show_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path((guid, process_type)): Path<(String, String)>,
+) -> ApiResult {
+    let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    Ok(ok(present_process(&controller, &process)))
+}
+
+/// A validated scale request.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scale {
+    instances: Option<i64>,
+    memory_in_mb: Option<i64>,
+    disk_in_mb: Option<i64>,
+}
+
+fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
+    let field = |name: &str, label: &str, min: i64| -> Result<Option<i64>, ApiError> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => match value.as_i64() {
+                Some(n) if n >= min => Ok(Some(n)),
+                Some(_) if min == 0 => Err(ApiError::unprocessable(format!(
+                    "{label} must be greater than or equal to 0"
+                ))),
+                Some(_) => Err(ApiError::unprocessable(format!(
+                    "{label} must be greater than 0"
+                ))),
+                None => Err(ApiError::unprocessable(format!("{label} is not a number"))),
+            },
+        }
+    };
+    let instances = field("instances", "Instances", 0)?;
+    if instances.is_some_and(|n| n > MAX_INSTANCES) {
+        return Err(ApiError::unprocessable(format!(
+            "Instances must be less than or equal to {MAX_INSTANCES}"
+        )));
+    }
+    Ok(Scale {
+        instances,
+        memory_in_mb: field("memory_in_mb", "Memory in mb", 1)?,
+        disk_in_mb: field("disk_in_mb", "Disk in mb", 1)?,
+    })
+}
+
+async fn scale_process(controller: &Controller, process: Process, body: &Value) -> ApiResult {
+    let scale = parse_scale(body)?;
+    let mut changes = Vec::new();
+    if let Some(instances) = scale.instances {
+        changes.push(("instances", Arg::Int(instances)));
+    }
+    let mut fresh = false;
+    if let Some(memory) = scale.memory_in_mb {
+        fresh |= memory != process.memory_in_mb;
+        changes.push(("memory_in_mb", Arg::Int(memory)));
+    }
+    if let Some(disk) = scale.disk_in_mb {
+        fresh |= disk != process.disk_in_mb;
+        changes.push(("disk_in_mb", Arg::Int(disk)));
+    }
+    if !changes.is_empty() {
+        if fresh {
+            changes.push(("version", crate::db::new_guid().into()));
+        }
+        controller
+            .db
+            .update("processes", &process.guid, changes)
+            .await?;
+        nsync::sync_app(controller, &process.app_guid).await;
+        controller.emit_log(
+            &process.app_guid,
+            "API",
+            &format!(
+                "Scaling process {} of app with guid {}: {body}",
+                process.process_type, process.app_guid
+            ),
+        );
+    }
+    let process: Process = controller
+        .db
+        .get(&process.guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Process"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(present_process(controller, &process)),
+    )
+        .into_response())
+}
+
+pub async fn scale(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let (process, _) = load_process(&controller, &user, &guid).await?;
+    scale_process(&controller, process, &body).await
+}
+
+pub async fn scale_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path((guid, process_type)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    scale_process(&controller, process, &body).await
+}
+
+async fn update_process(controller: &Controller, process: Process, body: &Value) -> ApiResult {
+    let mut changes = Vec::new();
+    match body.get("command") {
+        None => {}
+        Some(Value::Null) => changes.push(("command", Arg::Null)),
+        Some(Value::String(command)) => changes.push(("command", command.clone().into())),
+        Some(_) => return Err(ApiError::unprocessable("Command must be a string")),
+    }
+    if let Some(kind) = body.pointer("/health_check/type") {
+        match kind.as_str() {
+            Some(kind @ ("port" | "process" | "http")) => {
+                changes.push(("health_check_type", kind.into()))
+            }
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "Health check type must be 'port', 'process', or 'http'",
+                ))
+            }
+        }
+    }
+    if !changes.is_empty() {
+        changes.push(("version", crate::db::new_guid().into()));
+        controller
+            .db
+            .update("processes", &process.guid, changes)
+            .await?;
+        nsync::sync_app(controller, &process.app_guid).await;
+    }
+    let process: Process = controller
+        .db
+        .get(&process.guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Process"))?;
+    Ok(ok(present_process(controller, &process)))
+}
+
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let (process, _) = load_process(&controller, &user, &guid).await?;
+    update_process(&controller, process, &body).await
+}
+
+pub async fn update_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path((guid, process_type)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    update_process(&controller, process, &body).await
+}
+
+pub async fn stats(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let (process, app) = load_process(&controller, &user, &guid).await?;
+    stats_of(&controller, &process, &app).await
+}
+
+pub async fn stats_for_app(
+    State(controller): Ctl,
+    user: User,
+    Path((guid, process_type)): Path<(String, String)>,
+) -> ApiResult {
+    let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    stats_of(&controller, &process, &app).await
+}
+
+async fn stats_of(controller: &Controller, process: &Process, app: &App) -> ApiResult {
+    let actuals = if app.state == AppState::Started {
+        let filter = ActualLrpFilter {
+            process_guid: Some(nsync::lrp_guid(process)),
+            ..Default::default()
+        };
+        controller.bbs.actual_lrps(&filter).await?
+    } else {
+        Vec::new()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let resources = instance_stats(process, &actuals, now);
+    Ok(ok(json!({"resources": resources})))
+}
+
+/// One stats entry per desired index: the best ActualLRP at that index, or DOWN.
+fn instance_stats(
+    process: &Process,
+    actuals: &[ActualLrp],
+    now: time::OffsetDateTime,
+) -> Vec<Value> {
+    let count = u32::try_from(process.instances).unwrap_or_default();
+    let mb = |n: i64| u64::try_from(n).unwrap_or_default() * 1024 * 1024;
+    let now_ns = i64::try_from(now.unix_timestamp_nanos()).unwrap_or_default();
+    let time = cf_time(
+        &now.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    );
+    (0..count)
+        .map(|index| {
+            let rank = |a: &ActualLrp| match a.state {
+                ActualLrpState::Running => 3,
+                ActualLrpState::Claimed => 2,
+                ActualLrpState::Unclaimed => 1,
+                ActualLrpState::Crashed => 0,
+            };
+            let actual = actuals
+                .iter()
+                .filter(|a| a.key.index == index)
+                .max_by_key(|a| rank(a));
+            let (state, host, ports, uptime, details) = match actual {
+                None => ("DOWN", String::new(), vec![], 0, None),
+                Some(a) => {
+                    let state = match a.state {
+                        ActualLrpState::Running => "RUNNING",
+                        ActualLrpState::Claimed | ActualLrpState::Unclaimed => "STARTING",
+                        ActualLrpState::Crashed => "CRASHED",
+                    };
+                    let ports: Vec<Value> = a
+                        .net_info
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            json!({
+                                "external": p.host_port,
+                                "internal": p.container_port,
+                                "external_tls_proxy_port": null,
+                                "internal_tls_proxy_port": null,
+                            })
+                        })
+                        .collect();
+                    let uptime = if a.state == ActualLrpState::Running {
+                        (now_ns - a.since).max(0) / 1_000_000_000
+                    } else {
+                        0
+                    };
+                    let details = [&a.crash_reason, &a.placement_error]
+                        .into_iter()
+                        .find(|s| !s.is_empty())
+                        .cloned();
+                    (state, a.net_info.address.clone(), ports, uptime, details)
+                }
+            };
+            json!({
+                "type": process.process_type,
+                "index": index,
+                "state": state,
+                "host": host,
+                "instance_ports": ports,
+                "uptime": uptime,
+                "mem_quota": mb(process.memory_in_mb),
+                "disk_quota": mb(process.disk_in_mb),
+                "fds_quota": FDS_QUOTA,
+                "isolation_segment": null,
+                "details": details,
+                "usage": {"time": time, "cpu": 0.0, "mem": 0, "disk": 0, "log_rate": 0},
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use wf_bbs::{ActualLrpInstanceKey, ActualLrpKey, NetInfo, PortMapping, Presence};
+
+    use super::*;
+
+    #[test]
+    fn scale_requests_are_validated() {
+        assert_eq!(
+            parse_scale(&json!({"instances": 3, "memory_in_mb": 128})).unwrap(),
+            Scale {
+                instances: Some(3),
+                memory_in_mb: Some(128),
+                disk_in_mb: None
+            }
+        );
+        assert_eq!(
+            parse_scale(&json!({"instances": 0})).unwrap().instances,
+            Some(0)
+        );
+        let err = parse_scale(&json!({"instances": -1})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Instances must be greater than or equal to 0"),
+            "{err}"
+        );
+        assert!(parse_scale(&json!({"memory_in_mb": 0})).is_err());
+        assert!(parse_scale(&json!({"disk_in_mb": -5})).is_err());
+        assert!(parse_scale(&json!({"instances": "three"})).is_err());
+        assert!(parse_scale(&json!({"instances": 1_000_000})).is_err());
+    }
+
+    fn process(instances: i64) -> Process {
+        Process {
+            guid: "p".into(),
+            app_guid: "p".into(),
+            process_type: "web".into(),
+            command: None,
+            instances,
+            memory_in_mb: 256,
+            disk_in_mb: 1024,
+            health_check_type: "port".into(),
+            version: "v".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn actual(index: u32, state: ActualLrpState, since: i64) -> ActualLrp {
+        ActualLrp {
+            key: ActualLrpKey {
+                process_guid: "p-v".into(),
+                index,
+                domain: "cf-apps".into(),
+            },
+            instance_key: ActualLrpInstanceKey {
+                instance_guid: "i".into(),
+                cell_id: "cell-0".into(),
+            },
+            net_info: NetInfo {
+                address: "127.0.0.1".into(),
+                ports: vec![PortMapping {
+                    container_port: 8080,
+                    host_port: 61000,
+                }],
+                instance_address: String::new(),
+            },
+            crash_count: 0,
+            crash_reason: String::new(),
+            placement_error: String::new(),
+            state,
+            since,
+            modification_tag: Default::default(),
+            presence: Presence::Ordinary,
+            routable: true,
+        }
+    }
+
+    #[test]
+    fn stats_show_each_desired_index() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_000).unwrap();
+        let actuals = vec![
+            actual(0, ActualLrpState::Crashed, 0),
+            actual(0, ActualLrpState::Running, 990_000_000_000),
+            actual(1, ActualLrpState::Unclaimed, 0),
+            actual(5, ActualLrpState::Running, 0),
+        ];
+        let stats = instance_stats(&process(3), &actuals, now);
+        assert_eq!(stats.len(), 3);
+        assert_eq!(stats[0]["state"], "RUNNING");
+        assert_eq!(stats[0]["uptime"], 10);
+        assert_eq!(stats[0]["host"], "127.0.0.1");
+        assert_eq!(stats[0]["instance_ports"][0]["external"], 61000);
+        assert_eq!(stats[0]["mem_quota"], 256 * 1024 * 1024);
+        assert_eq!(stats[1]["state"], "STARTING");
+        assert_eq!(stats[2]["state"], "DOWN");
+    }
+}

@@ -1,0 +1,884 @@
+//! The CC database (CC_DB): the schema, the records of orgs, spaces, apps, processes,
+//! packages, builds, droplets, domains, routes, route destinations and jobs, and a
+//! small portable query layer over sqlx's `AnyPool` (SQLite or PostgreSQL).
+//!
+//! SQL stays portable: `$N` placeholders, TEXT for JSON and timestamps (RFC 3339 UTC
+//! with microseconds, so they sort as text), BIGINT for numbers and flags.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+/// Current time as stored: `2026-11-24T15:00:00.123456Z`.
+pub fn now() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".to_string())
+}
+
+/// Unix seconds of a stored timestamp (0 if it does not parse).
+pub fn unix_seconds(stored: &str) -> i64 {
+    time::OffsetDateTime::parse(stored, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or_default()
+}
+
+pub fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS organizations (
+        guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, suspended BIGINT NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spaces (
+        guid TEXT PRIMARY KEY, name TEXT NOT NULL, organization_guid TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (organization_guid, name))",
+    "CREATE TABLE IF NOT EXISTS apps (
+        guid TEXT PRIMARY KEY, name TEXT NOT NULL, space_guid TEXT NOT NULL, state TEXT NOT NULL,
+        buildpacks TEXT NOT NULL, stack TEXT NOT NULL, environment_variables TEXT NOT NULL,
+        droplet_guid TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        UNIQUE (space_guid, name))",
+    "CREATE TABLE IF NOT EXISTS processes (
+        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, type TEXT NOT NULL, command TEXT,
+        instances BIGINT NOT NULL, memory_in_mb BIGINT NOT NULL, disk_in_mb BIGINT NOT NULL,
+        health_check_type TEXT NOT NULL, version TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (app_guid, type))",
+    "CREATE TABLE IF NOT EXISTS packages (
+        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL,
+        checksum TEXT, error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS builds (
+        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, package_guid TEXT NOT NULL,
+        droplet_guid TEXT NOT NULL, state TEXT NOT NULL, error TEXT, buildpacks TEXT NOT NULL,
+        staging_memory_in_mb BIGINT NOT NULL, staging_disk_in_mb BIGINT NOT NULL,
+        created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS droplets (
+        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, package_guid TEXT NOT NULL,
+        build_guid TEXT NOT NULL, state TEXT NOT NULL, error TEXT, checksum TEXT,
+        process_types TEXT NOT NULL, buildpacks TEXT NOT NULL, stack TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS domains (
+        guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, internal BIGINT NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS routes (
+        guid TEXT PRIMARY KEY, host TEXT NOT NULL, path TEXT NOT NULL, domain_guid TEXT NOT NULL,
+        space_guid TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        UNIQUE (host, domain_guid, path))",
+    "CREATE TABLE IF NOT EXISTS route_destinations (
+        guid TEXT PRIMARY KEY, route_guid TEXT NOT NULL, app_guid TEXT NOT NULL,
+        process_type TEXT NOT NULL, port BIGINT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS jobs (
+        guid TEXT PRIMARY KEY, operation TEXT NOT NULL, state TEXT NOT NULL, errors TEXT NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS apps_space ON apps (space_guid)",
+    "CREATE INDEX IF NOT EXISTS builds_state ON builds (state)",
+    "CREATE INDEX IF NOT EXISTS destinations_route ON route_destinations (route_guid)",
+    "CREATE INDEX IF NOT EXISTS destinations_app ON route_destinations (app_guid)",
+];
+
+/// A bound query argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+    Null,
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Arg {
+        Arg::Text(s.to_string())
+    }
+}
+impl From<String> for Arg {
+    fn from(s: String) -> Arg {
+        Arg::Text(s)
+    }
+}
+impl From<&String> for Arg {
+    fn from(s: &String) -> Arg {
+        Arg::Text(s.clone())
+    }
+}
+impl From<i64> for Arg {
+    fn from(i: i64) -> Arg {
+        Arg::Int(i)
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(s: Option<String>) -> Arg {
+        s.map_or(Arg::Null, Arg::Text)
+    }
+}
+
+/// A WHERE clause under construction: clauses joined by AND, with `$N` placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Filter {
+    pub fn new() -> Filter {
+        Filter::default()
+    }
+
+    /// Adds `template`, whose `?` marks stand for `args` in order.
+    pub fn clause(mut self, template: &str, args: Vec<Arg>) -> Filter {
+        let mut sql = String::new();
+        let mut args = args.into_iter();
+        for c in template.chars() {
+            if c == '?' {
+                if let Some(arg) = args.next() {
+                    self.args.push(arg);
+                    sql.push_str(&format!("${}", self.args.len()));
+                }
+            } else {
+                sql.push(c);
+            }
+        }
+        self.clauses.push(sql);
+        self
+    }
+
+    pub fn eq(self, column: &str, value: impl Into<Arg>) -> Filter {
+        self.clause(&format!("{column} = ?"), vec![value.into()])
+    }
+
+    /// `column IN (values)`; no values matches nothing.
+    pub fn any_of(self, column: &str, values: &[String]) -> Filter {
+        self.in_select(column, "{}", values)
+    }
+
+    /// `column IN (select)`, where `{}` in `select` is the list of `values`.
+    pub fn in_select(self, column: &str, select: &str, values: &[String]) -> Filter {
+        if values.is_empty() {
+            return self.clause("1 = 0", vec![]);
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        let template = format!("{column} IN ({})", select.replace("{}", &marks));
+        self.clause(&template, values.iter().map(Arg::from).collect())
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// Which page of a list, in which order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+    /// A column of the record, validated against [`Record::ORDERABLE`].
+    pub order_by: String,
+    pub descending: bool,
+}
+
+/// A table's record type.
+pub trait Record: Sized + Send + Unpin {
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
+    /// Columns a list may be ordered by (`order_by`).
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_all<'q>(mut query: AnyQuery<'q>, args: &[Arg]) -> AnyQuery<'q> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(s) => query.bind(s.clone()),
+            Arg::Int(i) => query.bind(*i),
+            Arg::Null => query.bind(Option::<String>::None),
+        };
+    }
+    query
+}
+
+pub struct Db {
+    pool: AnyPool,
+}
+
+impl Db {
+    /// Connects (SQLite in WAL mode, or PostgreSQL) and creates the schema.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let memory = sqlite && url.contains(":memory:");
+        let mut options = AnyPoolOptions::new();
+        if memory {
+            // Every connection to `sqlite::memory:` is a database of its own: keep one.
+            options = options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            options = options.max_connections(8);
+        }
+        if sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        if sqlite && !memory {
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        for statement in SCHEMA {
+            pool.execute(*statement).await?;
+        }
+        Ok(Db { pool })
+    }
+
+    /// Runs a statement; returns the rows it affected.
+    pub async fn exec(&self, sql: &str, args: Vec<Arg>) -> Result<u64, sqlx::Error> {
+        let result = bind_all(sqlx::query(sql), &args)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// `INSERT INTO table (columns) VALUES (...)`.
+    pub async fn insert(&self, table: &str, values: Vec<(&str, Arg)>) -> Result<(), sqlx::Error> {
+        let columns: Vec<&str> = values.iter().map(|(c, _)| *c).collect();
+        let marks: Vec<String> = (1..=values.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            columns.join(", "),
+            marks.join(", ")
+        );
+        self.exec(&sql, values.into_iter().map(|(_, a)| a).collect())
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets `values` (and `updated_at`) on the row `guid` of `table`; returns whether it existed.
+    pub async fn update(
+        &self,
+        table: &str,
+        guid: &str,
+        values: Vec<(&str, Arg)>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut sets = Vec::new();
+        let mut args = Vec::new();
+        for (column, arg) in values.into_iter().chain([("updated_at", Arg::Text(now()))]) {
+            args.push(arg);
+            sets.push(format!("{column} = ${}", args.len()));
+        }
+        args.push(Arg::Text(guid.to_string()));
+        let sql = format!(
+            "UPDATE {table} SET {} WHERE guid = ${}",
+            sets.join(", "),
+            args.len()
+        );
+        Ok(self.exec(&sql, args).await? > 0)
+    }
+
+    pub async fn delete_where(&self, table: &str, filter: Filter) -> Result<u64, sqlx::Error> {
+        self.exec(&format!("DELETE FROM {table}{}", filter.sql()), filter.args)
+            .await
+    }
+
+    pub async fn get<T: Record>(&self, guid: &str) -> Result<Option<T>, sqlx::Error> {
+        Ok(self
+            .find::<T>(Filter::new().eq("guid", guid))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Every record matching `filter`, oldest first.
+    pub async fn find<T: Record>(&self, filter: Filter) -> Result<Vec<T>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY created_at, guid",
+            T::COLUMNS,
+            T::TABLE,
+            filter.sql()
+        );
+        let rows = bind_all(sqlx::query(&sql), &filter.args)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(T::from_row).collect()
+    }
+
+    /// One page of the records matching `filter`, and how many match in all.
+    pub async fn list<T: Record>(
+        &self,
+        filter: Filter,
+        page: &Page,
+    ) -> Result<(u64, Vec<T>), sqlx::Error> {
+        let count_sql = format!("SELECT COUNT(*) AS n FROM {}{}", T::TABLE, filter.sql());
+        let total: i64 = bind_all(sqlx::query(&count_sql), &filter.args)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let order = if T::ORDERABLE.contains(&page.order_by.as_str()) {
+            page.order_by.as_str()
+        } else {
+            "created_at"
+        };
+        let direction = if page.descending { "DESC" } else { "ASC" };
+        let offset = u64::from(page.page.saturating_sub(1)) * u64::from(page.per_page);
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {order} {direction}, guid {direction} LIMIT {} OFFSET {offset}",
+            T::COLUMNS,
+            T::TABLE,
+            filter.sql(),
+            page.per_page,
+        );
+        let rows = bind_all(sqlx::query(&sql), &filter.args)
+            .fetch_all(&self.pool)
+            .await?;
+        let records = rows.iter().map(T::from_row).collect::<Result<_, _>>()?;
+        Ok((u64::try_from(total).unwrap_or_default(), records))
+    }
+
+    /// Creates the shared domain apps are routed under, if it is not there yet.
+    pub async fn ensure_shared_domain(&self, name: &str) -> Result<(), sqlx::Error> {
+        if self
+            .find::<Domain>(Filter::new().eq("name", name))
+            .await?
+            .is_empty()
+        {
+            let now = now();
+            self.insert(
+                "domains",
+                vec![
+                    ("guid", new_guid().into()),
+                    ("name", name.into()),
+                    ("internal", Arg::Int(0)),
+                    ("created_at", now.clone().into()),
+                    ("updated_at", now.into()),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives every process of `app_guid` a new version, so nsync replaces its LRP.
+    pub async fn renew_process_versions(&self, app_guid: &str) -> Result<(), sqlx::Error> {
+        for process in self
+            .find::<Process>(Filter::new().eq("app_guid", app_guid))
+            .await?
+        {
+            self.update(
+                "processes",
+                &process.guid,
+                vec![("version", new_guid().into())],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `e` is a UNIQUE constraint violation.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+// --- record helpers ---
+
+fn text(row: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
+    row.try_get::<String, _>(column)
+}
+
+fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)
+}
+
+fn int(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    row.try_get::<i64, _>(column)
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(&text(row, column)?).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(e),
+    })
+}
+
+fn state<T: std::str::FromStr<Err = String>>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error> {
+    text(row, column)?
+        .parse()
+        .map_err(|e: String| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: e.into(),
+        })
+}
+
+pub fn to_json_text<T: serde::Serialize>(value: &T) -> Arg {
+    Arg::Text(serde_json::to_string(value).unwrap_or_else(|_| "null".to_string()))
+}
+
+/// A state enum stored as its CF name.
+macro_rules! cf_state {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+        impl From<$name> for Arg {
+            fn from(s: $name) -> Arg { Arg::Text(s.as_str().to_string()) }
+        }
+    };
+}
+
+cf_state!(AppState { Started => "STARTED", Stopped => "STOPPED" });
+cf_state!(PackageState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY", Failed => "FAILED" });
+cf_state!(BuildState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
+cf_state!(DropletState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
+cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
+
+// --- records ---
+
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub guid: String,
+    pub name: String,
+    pub suspended: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Org {
+    const TABLE: &'static str = "organizations";
+    const COLUMNS: &'static str = "guid, name, suspended, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Org {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            suspended: int(row, "suspended")? != 0,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub guid: String,
+    pub name: String,
+    pub organization_guid: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Space {
+    const TABLE: &'static str = "spaces";
+    const COLUMNS: &'static str = "guid, name, organization_guid, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Space {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            organization_guid: text(row, "organization_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub guid: String,
+    pub name: String,
+    pub space_guid: String,
+    pub state: AppState,
+    pub buildpacks: Vec<String>,
+    pub stack: String,
+    pub environment_variables: serde_json::Map<String, serde_json::Value>,
+    pub droplet_guid: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for App {
+    const TABLE: &'static str = "apps";
+    const COLUMNS: &'static str = "guid, name, space_guid, state, buildpacks, stack, \
+        environment_variables, droplet_guid, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name", "state"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(App {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            space_guid: text(row, "space_guid")?,
+            state: state(row, "state")?,
+            buildpacks: json(row, "buildpacks")?,
+            stack: text(row, "stack")?,
+            environment_variables: json(row, "environment_variables")?,
+            droplet_guid: opt_text(row, "droplet_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub guid: String,
+    pub app_guid: String,
+    pub process_type: String,
+    pub command: Option<String>,
+    pub instances: i64,
+    pub memory_in_mb: i64,
+    pub disk_in_mb: i64,
+    pub health_check_type: String,
+    /// Renewed whenever the app must run afresh (CC's process version); part of the
+    /// DesiredLRP's process guid.
+    pub version: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Process {
+    const TABLE: &'static str = "processes";
+    const COLUMNS: &'static str = "guid, app_guid, type, command, instances, memory_in_mb, \
+        disk_in_mb, health_check_type, version, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Process {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            process_type: text(row, "type")?,
+            command: opt_text(row, "command")?,
+            instances: int(row, "instances")?,
+            memory_in_mb: int(row, "memory_in_mb")?,
+            disk_in_mb: int(row, "disk_in_mb")?,
+            health_check_type: text(row, "health_check_type")?,
+            version: text(row, "version")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub guid: String,
+    pub app_guid: String,
+    pub package_type: String,
+    pub state: PackageState,
+    pub checksum: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Package {
+    const TABLE: &'static str = "packages";
+    const COLUMNS: &'static str =
+        "guid, app_guid, type, state, checksum, error, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Package {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            package_type: text(row, "type")?,
+            state: state(row, "state")?,
+            checksum: opt_text(row, "checksum")?,
+            error: opt_text(row, "error")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub guid: String,
+    pub app_guid: String,
+    pub package_guid: String,
+    /// The droplet this build stages into (shown once STAGED).
+    pub droplet_guid: String,
+    pub state: BuildState,
+    pub error: Option<String>,
+    pub buildpacks: Vec<String>,
+    pub staging_memory_in_mb: i64,
+    pub staging_disk_in_mb: i64,
+    pub created_by: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Build {
+    const TABLE: &'static str = "builds";
+    const COLUMNS: &'static str = "guid, app_guid, package_guid, droplet_guid, state, error, \
+        buildpacks, staging_memory_in_mb, staging_disk_in_mb, created_by, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Build {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            package_guid: text(row, "package_guid")?,
+            droplet_guid: text(row, "droplet_guid")?,
+            state: state(row, "state")?,
+            error: opt_text(row, "error")?,
+            buildpacks: json(row, "buildpacks")?,
+            staging_memory_in_mb: int(row, "staging_memory_in_mb")?,
+            staging_disk_in_mb: int(row, "staging_disk_in_mb")?,
+            created_by: json(row, "created_by")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Droplet {
+    pub guid: String,
+    pub app_guid: String,
+    pub package_guid: String,
+    pub state: DropletState,
+    pub error: Option<String>,
+    /// Hex sha256 of the droplet tgz, known once it is uploaded.
+    pub checksum: Option<String>,
+    pub process_types: BTreeMap<String, String>,
+    pub buildpacks: Vec<String>,
+    pub stack: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Droplet {
+    const TABLE: &'static str = "droplets";
+    const COLUMNS: &'static str = "guid, app_guid, package_guid, state, error, checksum, \
+        process_types, buildpacks, stack, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Droplet {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            package_guid: text(row, "package_guid")?,
+            state: state(row, "state")?,
+            error: opt_text(row, "error")?,
+            checksum: opt_text(row, "checksum")?,
+            process_types: json(row, "process_types")?,
+            buildpacks: json(row, "buildpacks")?,
+            stack: text(row, "stack")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub guid: String,
+    pub name: String,
+    pub internal: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Domain {
+    const TABLE: &'static str = "domains";
+    const COLUMNS: &'static str = "guid, name, internal, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Domain {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            internal: int(row, "internal")? != 0,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub guid: String,
+    pub host: String,
+    pub path: String,
+    pub domain_guid: String,
+    pub space_guid: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Route {
+    const TABLE: &'static str = "routes";
+    const COLUMNS: &'static str =
+        "guid, host, path, domain_guid, space_guid, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "host"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Route {
+            guid: text(row, "guid")?,
+            host: text(row, "host")?,
+            path: text(row, "path")?,
+            domain_guid: text(row, "domain_guid")?,
+            space_guid: text(row, "space_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub guid: String,
+    pub route_guid: String,
+    pub app_guid: String,
+    pub process_type: String,
+    pub port: i64,
+}
+
+impl Record for Destination {
+    const TABLE: &'static str = "route_destinations";
+    const COLUMNS: &'static str = "guid, route_guid, app_guid, process_type, port";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Destination {
+            guid: text(row, "guid")?,
+            route_guid: text(row, "route_guid")?,
+            app_guid: text(row, "app_guid")?,
+            process_type: text(row, "process_type")?,
+            port: int(row, "port")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub guid: String,
+    pub operation: String,
+    pub state: JobState,
+    pub errors: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Job {
+    const TABLE: &'static str = "jobs";
+    const COLUMNS: &'static str = "guid, operation, state, errors, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Job {
+            guid: text(row, "guid")?,
+            operation: text(row, "operation")?,
+            state: state(row, "state")?,
+            errors: json(row, "errors")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn memory_db() -> Db {
+        Db::connect("sqlite::memory:")
+            .await
+            .expect("in-memory CC database")
+    }
+
+    #[test]
+    fn filters_number_their_placeholders() {
+        let filter = Filter::new()
+            .eq("space_guid", "s")
+            .any_of("name", &["a".to_string(), "b".to_string()])
+            .in_select(
+                "space_guid",
+                "SELECT guid FROM spaces WHERE organization_guid IN ({})",
+                &["o".to_string()],
+            );
+        assert_eq!(
+            filter.sql(),
+            " WHERE space_guid = $1 AND name IN ($2, $3) AND space_guid IN \
+             (SELECT guid FROM spaces WHERE organization_guid IN ($4))"
+        );
+        assert_eq!(filter.args.len(), 4);
+        assert_eq!(Filter::new().any_of("name", &[]).sql(), " WHERE 1 = 0");
+    }
+
+    #[test]
+    fn stored_timestamps_sort_and_parse() {
+        let a = now();
+        assert_eq!(a.len(), "2026-11-24T15:00:00.000000Z".len());
+        assert!(unix_seconds(&a) > 1_600_000_000);
+        assert!("2026-11-24T15:00:00.000001Z" > "2026-11-24T15:00:00.000000Z");
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_through_sqlite() {
+        let db = memory_db().await;
+        db.ensure_shared_domain("apps.test").await.unwrap();
+        db.ensure_shared_domain("apps.test").await.unwrap();
+        let domains = db.find::<Domain>(Filter::new()).await.unwrap();
+        assert_eq!(domains.len(), 1);
+        assert_eq!(domains[0].name, "apps.test");
+
+        for name in ["b", "a", "c"] {
+            let now = now();
+            db.insert(
+                "organizations",
+                vec![
+                    ("guid", new_guid().into()),
+                    ("name", name.into()),
+                    ("created_at", now.clone().into()),
+                    ("updated_at", now.into()),
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let page = Page {
+            page: 1,
+            per_page: 2,
+            order_by: "name".into(),
+            descending: false,
+        };
+        let (total, orgs) = db.list::<Org>(Filter::new(), &page).await.unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(
+            orgs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+
+        let duplicate = db
+            .insert(
+                "organizations",
+                vec![
+                    ("guid", new_guid().into()),
+                    ("name", "a".into()),
+                    ("created_at", now().into()),
+                    ("updated_at", now().into()),
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert!(is_unique_violation(&duplicate), "{duplicate}");
+
+        assert!(db
+            .update("organizations", &orgs[0].guid, vec![("name", "z".into())])
+            .await
+            .unwrap());
+        let renamed: Org = db.get(&orgs[0].guid).await.unwrap().unwrap();
+        assert_eq!(renamed.name, "z");
+    }
+}

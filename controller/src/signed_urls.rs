@@ -1,0 +1,288 @@
+//! Signed blob URLs for cells: `/internal/v4/packages/{guid}/download`,
+//! `/internal/v4/droplets/{guid}/download` and `/internal/v4/droplets/{guid}/upload`
+//! take no token; they carry `expires` (unix seconds) and `signature` (hex
+//! HMAC-SHA256 of the path and expiry under the controller's signing secret).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::db::{self, Droplet, DropletState, Package, PackageState};
+use crate::error::ApiError;
+use crate::Controller;
+
+/// Largest droplet a cell may upload.
+const MAX_DROPLET_BYTES: usize = 1 << 30;
+
+pub struct UrlSigner {
+    base_url: String,
+    secret: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the URL is not signed")]
+    Missing,
+    #[error("the URL signature is invalid")]
+    Invalid,
+    #[error("the signed URL has expired")]
+    Expired,
+}
+
+impl UrlSigner {
+    pub fn new(base_url: &str, secret: &[u8]) -> UrlSigner {
+        UrlSigner {
+            base_url: base_url.to_string(),
+            secret: secret.to_vec(),
+        }
+    }
+
+    fn mac(&self, path: &str, expires: i64) -> Hmac<Sha256> {
+        // HMAC takes keys of any length.
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(path.as_bytes());
+        mac.update(b"\n");
+        mac.update(expires.to_string().as_bytes());
+        mac
+    }
+
+    /// The full URL of `path` (which starts with `/`), valid until `expires`.
+    pub fn url(&self, path: &str, expires: i64) -> String {
+        let signature = hex::encode(self.mac(path, expires).finalize().into_bytes());
+        format!(
+            "{}{path}?expires={expires}&signature={signature}",
+            self.base_url
+        )
+    }
+
+    pub fn verify(
+        &self,
+        path: &str,
+        expires: Option<i64>,
+        signature: Option<&str>,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        let (Some(expires), Some(signature)) = (expires, signature) else {
+            return Err(SignatureError::Missing);
+        };
+        let signature = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
+        self.mac(path, expires)
+            .verify_slice(&signature)
+            .map_err(|_| SignatureError::Invalid)?;
+        if expires < now {
+            return Err(SignatureError::Expired);
+        }
+        Ok(())
+    }
+}
+
+pub fn package_download_path(guid: &str) -> String {
+    format!("/internal/v4/packages/{guid}/download")
+}
+
+pub fn droplet_download_path(guid: &str) -> String {
+    format!("/internal/v4/droplets/{guid}/download")
+}
+
+pub fn droplet_upload_path(guid: &str) -> String {
+    format!("/internal/v4/droplets/{guid}/upload")
+}
+
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub fn router(controller: Arc<Controller>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/internal/v4/packages/{guid}/download",
+            get(download_package),
+        )
+        .route(
+            "/internal/v4/droplets/{guid}/download",
+            get(download_droplet),
+        )
+        .route(
+            "/internal/v4/droplets/{guid}/upload",
+            put(upload_droplet)
+                .post(upload_droplet)
+                .layer(DefaultBodyLimit::max(MAX_DROPLET_BYTES)),
+        )
+        .with_state(controller)
+}
+
+#[derive(Debug, Deserialize)]
+struct Signed {
+    expires: Option<i64>,
+    signature: Option<String>,
+}
+
+fn check(controller: &Controller, uri: &Uri, signed: &Signed) -> Result<(), ApiError> {
+    controller
+        .signer
+        .verify(
+            uri.path(),
+            signed.expires,
+            signed.signature.as_deref(),
+            now_unix(),
+        )
+        .map_err(|e| ApiError::NotAuthorized(format!("Signature verification failed: {e}")))
+}
+
+async fn serve_file(
+    path: std::path::PathBuf,
+    content_type: &'static str,
+) -> Result<Response, ApiError> {
+    let file = tokio::fs::File::open(&path).await?;
+    let length = file.metadata().await?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn download_package(
+    State(controller): State<Arc<Controller>>,
+    Path(guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check(&controller, &uri, &signed)?;
+    let package: Package = controller
+        .db
+        .get(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Package"))?;
+    if package.state != PackageState::Ready {
+        return Err(ApiError::not_found("Package bits"));
+    }
+    serve_file(controller.blobs.package_path(&guid), "application/zip").await
+}
+
+async fn download_droplet(
+    State(controller): State<Arc<Controller>>,
+    Path(guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check(&controller, &uri, &signed)?;
+    let path = controller.blobs.droplet_path(&guid);
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(ApiError::not_found("Droplet bits"));
+    }
+    serve_file(path, "application/gzip").await
+}
+
+/// The cell's upload of a staged droplet; accepted while its build is staging.
+async fn upload_droplet(
+    State(controller): State<Arc<Controller>>,
+    Path(guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check(&controller, &uri, &signed)?;
+    let droplet: Droplet = controller
+        .db
+        .get(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Droplet"))?;
+    if droplet.state != DropletState::Staging {
+        return Err(ApiError::unprocessable(
+            "The droplet is not staging: it takes no upload.",
+        ));
+    }
+    let tmp = controller.blobs.temp_path();
+    let written = controller
+        .blobs
+        .write_stream(&tmp, body.into_data_stream())
+        .await;
+    let checksum = match written {
+        Ok(checksum) => checksum,
+        Err(e) => {
+            let _ = controller.blobs.remove(&tmp).await;
+            return Err(ApiError::unprocessable(format!(
+                "Droplet upload failed: {e}"
+            )));
+        }
+    };
+    controller
+        .blobs
+        .commit(&tmp, &controller.blobs.droplet_path(&guid))
+        .await?;
+    controller
+        .db
+        .update(
+            "droplets",
+            &guid,
+            vec![("checksum", db::Arg::Text(checksum))],
+        )
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_urls_verify_until_they_expire() {
+        let signer = UrlSigner::new("http://cc.example", b"secret");
+        let path = droplet_download_path("d1");
+        let url = signer.url(&path, 2_000);
+        assert!(url.starts_with(
+            "http://cc.example/internal/v4/droplets/d1/download?expires=2000&signature="
+        ));
+        let signature = url.rsplit("signature=").next().unwrap();
+
+        assert_eq!(
+            signer.verify(&path, Some(2_000), Some(signature), 1_000),
+            Ok(())
+        );
+        assert_eq!(
+            signer.verify(&path, Some(2_000), Some(signature), 2_001),
+            Err(SignatureError::Expired)
+        );
+        // The signature binds path and expiry.
+        assert_eq!(
+            signer.verify(&path, Some(3_000), Some(signature), 1_000),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify(
+                &droplet_upload_path("d1"),
+                Some(2_000),
+                Some(signature),
+                1_000
+            ),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify(&path, Some(2_000), Some("zz"), 1_000),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify(&path, None, Some(signature), 1_000),
+            Err(SignatureError::Missing)
+        );
+        // Another secret does not verify.
+        let other = UrlSigner::new("http://cc.example", b"other");
+        assert_eq!(
+            other.verify(&path, Some(2_000), Some(signature), 1_000),
+            Err(SignatureError::Invalid)
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! The cell's state: its resources, the containers (ActualLRP instances and Tasks) it
+//! holds, and the rep's operations on them (offer work, stop, cancel, bulk sync).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wf_bbs::rep::{CellState, LrpSummary, LrpWork, Work};
+use wf_bbs::{
+    ActualLrpFilter, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, Bbs, CellPresence,
+    NetInfo, Resources, Task, TaskFilter, TaskState,
+};
+use wf_messaging::Bus;
+
+use crate::droplets::DropletCache;
+use crate::executor::Executor;
+use crate::CellConfig;
+
+/// Where an LRP container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrpPhase {
+    /// Resources reserved, ActualLRP not yet claimed.
+    Reserved,
+    /// Claimed; the instance is being created or is not healthy yet.
+    Claimed,
+    /// Healthy and reported RUNNING.
+    Running,
+}
+
+struct LrpContainer {
+    key: ActualLrpKey,
+    memory_mb: u64,
+    disk_mb: u64,
+    phase: LrpPhase,
+    net_info: Option<NetInfo>,
+    stop: CancellationToken,
+}
+
+struct TaskContainer {
+    memory_mb: u64,
+    disk_mb: u64,
+    /// `start_task` succeeded: the BBS knows the task runs here.
+    started: bool,
+    cancel: CancellationToken,
+}
+
+/// What `/work` did with one offered LRP or Task.
+enum Reservation {
+    /// Reserved; the token stops the container.
+    New(CancellationToken),
+    /// The cell already runs it (the offer was repeated): accepted, not started twice.
+    AlreadyHeld,
+    /// It does not fit, or the cell is shutting down.
+    Refused,
+}
+
+#[derive(Default)]
+struct Containers {
+    /// By instance guid.
+    lrps: HashMap<String, LrpContainer>,
+    /// By task guid.
+    tasks: HashMap<String, TaskContainer>,
+}
+
+pub struct Cell {
+    pub config: CellConfig,
+    pub rep_url: String,
+    pub bbs: Arc<Bbs>,
+    pub bus: Bus,
+    pub executor: Executor,
+    pub droplets: DropletCache,
+    pub http: reqwest::Client,
+    pub ports: Arc<crate::instance::PortAllocator>,
+    containers: Mutex<Containers>,
+    /// Cancelled when the cell shuts down; every container's token is a child.
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Cell {
+    pub fn new(
+        config: CellConfig,
+        rep_url: String,
+        bbs: Arc<Bbs>,
+        bus: Bus,
+        executor: Executor,
+        http: reqwest::Client,
+    ) -> Cell {
+        let droplets = DropletCache::new(config.data_dir.join("droplets"), http.clone());
+        Cell {
+            config,
+            rep_url,
+            bbs,
+            bus,
+            executor,
+            droplets,
+            http,
+            ports: Arc::new(crate::instance::PortAllocator::default()),
+            containers: Mutex::new(Containers::default()),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, Containers> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn instance_key(&self, instance_guid: &str) -> ActualLrpInstanceKey {
+        ActualLrpInstanceKey {
+            instance_guid: instance_guid.to_string(),
+            cell_id: self.config.cell_id.clone(),
+        }
+    }
+
+    pub fn total_resources(&self) -> Resources {
+        Resources {
+            memory_mb: self.config.memory_mb,
+            disk_mb: self.config.disk_mb,
+            containers: u64::from(self.config.max_containers),
+        }
+    }
+
+    fn available(&self, containers: &Containers) -> Resources {
+        let total = self.total_resources();
+        let lrps = containers.lrps.values().map(|c| (c.memory_mb, c.disk_mb));
+        let tasks = containers.tasks.values().map(|c| (c.memory_mb, c.disk_mb));
+        let (memory, disk, count) = lrps
+            .chain(tasks)
+            .fold((0u64, 0u64, 0u64), |(m, d, n), (cm, cd)| {
+                (m + cm, d + cd, n + 1)
+            });
+        Resources {
+            memory_mb: total.memory_mb.saturating_sub(memory),
+            disk_mb: total.disk_mb.saturating_sub(disk),
+            containers: total.containers.saturating_sub(count),
+        }
+    }
+
+    pub fn presence(&self) -> CellPresence {
+        CellPresence {
+            cell_id: self.config.cell_id.clone(),
+            rep_url: self.rep_url.clone(),
+            zone: self.config.zone.clone(),
+            capacity: self.total_resources(),
+            placement_tags: Vec::new(),
+        }
+    }
+
+    /// The rep's `GET /state`.
+    pub fn state(&self) -> CellState {
+        let containers = self.containers();
+        let mut lrps: Vec<LrpSummary> = containers
+            .lrps
+            .iter()
+            .map(|(guid, c)| LrpSummary {
+                process_guid: c.key.process_guid.clone(),
+                index: c.key.index,
+                domain: c.key.domain.clone(),
+                instance_guid: guid.clone(),
+            })
+            .collect();
+        lrps.sort_by(|a, b| (&a.process_guid, a.index).cmp(&(&b.process_guid, b.index)));
+        let mut tasks: Vec<String> = containers.tasks.keys().cloned().collect();
+        tasks.sort();
+        let starting = containers
+            .lrps
+            .values()
+            .filter(|c| c.phase != LrpPhase::Running)
+            .count();
+        CellState {
+            cell_id: self.config.cell_id.clone(),
+            rep_url: self.rep_url.clone(),
+            zone: self.config.zone.clone(),
+            available_resources: self.available(&containers),
+            total_resources: self.total_resources(),
+            lrps,
+            tasks,
+            starting_container_count: u32::try_from(starting).unwrap_or(u32::MAX),
+            evacuating: false,
+            placement_tags: Vec::new(),
+        }
+    }
+
+    /// The rep's `POST /work`: reserves and starts what fits; answers what did not.
+    pub fn perform(self: &Arc<Self>, work: Work) -> Work {
+        let mut refused = Work::default();
+        for lrp in work.lrps {
+            match self.reserve_lrp(&lrp) {
+                Reservation::New(stop) => {
+                    let cell = self.clone();
+                    self.tracker
+                        .spawn(crate::instance::run_lrp(cell, lrp, stop));
+                }
+                Reservation::AlreadyHeld => {}
+                Reservation::Refused => refused.lrps.push(lrp),
+            }
+        }
+        for task in work.tasks {
+            match self.reserve_task(&task) {
+                Reservation::New(cancel) => {
+                    let cell = self.clone();
+                    self.tracker
+                        .spawn(crate::tasks::run_task(cell, task, cancel));
+                }
+                Reservation::AlreadyHeld => {}
+                Reservation::Refused => refused.tasks.push(task),
+            }
+        }
+        refused
+    }
+
+    /// Reserves a container for `lrp` unless it does not fit or the cell is stopping.
+    fn reserve_lrp(&self, lrp: &LrpWork) -> Reservation {
+        if self.shutdown.is_cancelled() {
+            return Reservation::Refused;
+        }
+        let mut containers = self.containers();
+        if containers.lrps.contains_key(&lrp.instance_guid) {
+            return Reservation::AlreadyHeld;
+        }
+        let (memory_mb, disk_mb) = (
+            u64::from(lrp.desired.memory_mb),
+            u64::from(lrp.desired.disk_mb),
+        );
+        if !fits(&self.available(&containers), memory_mb, disk_mb) {
+            return Reservation::Refused;
+        }
+        let stop = self.shutdown.child_token();
+        containers.lrps.insert(
+            lrp.instance_guid.clone(),
+            LrpContainer {
+                key: lrp.key.clone(),
+                memory_mb,
+                disk_mb,
+                phase: LrpPhase::Reserved,
+                net_info: None,
+                stop: stop.clone(),
+            },
+        );
+        Reservation::New(stop)
+    }
+
+    fn reserve_task(&self, task: &Task) -> Reservation {
+        if self.shutdown.is_cancelled() {
+            return Reservation::Refused;
+        }
+        let mut containers = self.containers();
+        if containers.tasks.contains_key(&task.task_guid) {
+            return Reservation::AlreadyHeld;
+        }
+        let (memory_mb, disk_mb) = (
+            u64::from(task.definition.memory_mb),
+            u64::from(task.definition.disk_mb),
+        );
+        if !fits(&self.available(&containers), memory_mb, disk_mb) {
+            return Reservation::Refused;
+        }
+        let cancel = self.shutdown.child_token();
+        containers.tasks.insert(
+            task.task_guid.clone(),
+            TaskContainer {
+                memory_mb,
+                disk_mb,
+                started: false,
+                cancel: cancel.clone(),
+            },
+        );
+        Reservation::New(cancel)
+    }
+
+    pub fn set_lrp_phase(&self, instance_guid: &str, phase: LrpPhase, net_info: Option<NetInfo>) {
+        if let Some(c) = self.containers().lrps.get_mut(instance_guid) {
+            c.phase = phase;
+            c.net_info = net_info;
+        }
+    }
+
+    pub fn release_lrp(&self, instance_guid: &str) {
+        self.containers().lrps.remove(instance_guid);
+    }
+
+    pub fn set_task_started(&self, task_guid: &str) {
+        if let Some(t) = self.containers().tasks.get_mut(task_guid) {
+            t.started = true;
+        }
+    }
+
+    pub fn release_task(&self, task_guid: &str) {
+        self.containers().tasks.remove(task_guid);
+    }
+
+    /// The rep's stop: `false` if the cell does not hold that instance.
+    pub fn stop_lrp(&self, process_guid: &str, instance_guid: &str) -> bool {
+        match self.containers().lrps.get(instance_guid) {
+            Some(c) if c.key.process_guid == process_guid => {
+                c.stop.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The rep's task cancel: `false` if the cell does not hold that task.
+    pub fn cancel_task(&self, task_guid: &str) -> bool {
+        match self.containers().tasks.get(task_guid) {
+            Some(t) => {
+                t.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reconciles the cell with the BBS (Diego's rep bulker): records of instances the
+    /// cell no longer runs are removed, instances the BBS no longer has are stopped,
+    /// running instances the BBS still has as CLAIMED are reported again; likewise
+    /// for tasks.
+    pub async fn bulk_sync(&self) {
+        // Local state first: anything claimed after this snapshot is not judged now.
+        let (local_lrps, local_tasks) = {
+            let containers = self.containers();
+            let lrps: Vec<(
+                String,
+                ActualLrpKey,
+                LrpPhase,
+                Option<NetInfo>,
+                CancellationToken,
+            )> = containers
+                .lrps
+                .iter()
+                .map(|(g, c)| {
+                    (
+                        g.clone(),
+                        c.key.clone(),
+                        c.phase,
+                        c.net_info.clone(),
+                        c.stop.clone(),
+                    )
+                })
+                .collect();
+            let tasks: Vec<(String, bool, CancellationToken)> = containers
+                .tasks
+                .iter()
+                .map(|(g, t)| (g.clone(), t.started, t.cancel.clone()))
+                .collect();
+            (lrps, tasks)
+        };
+        let cell_id = self.config.cell_id.clone();
+        let filter = ActualLrpFilter {
+            cell_id: Some(cell_id.clone()),
+            ..Default::default()
+        };
+        match self.bbs.actual_lrps(&filter).await {
+            Ok(actuals) => {
+                let local: HashSet<&str> = local_lrps.iter().map(|l| l.0.as_str()).collect();
+                for actual in &actuals {
+                    let ours = actual.instance_key.cell_id == cell_id;
+                    let live = matches!(
+                        actual.state,
+                        ActualLrpState::Claimed | ActualLrpState::Running
+                    );
+                    if ours && live && !local.contains(actual.instance_key.instance_guid.as_str()) {
+                        tracing::info!(process_guid = %actual.key.process_guid, index = actual.key.index,
+                            "removing ActualLRP whose instance is gone from this cell");
+                        if let Err(e) = self
+                            .bbs
+                            .remove_actual_lrp(&actual.key, &actual.instance_key)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "bulk sync: removing ActualLRP failed");
+                        }
+                    }
+                }
+                for (guid, key, phase, net_info, stop) in &local_lrps {
+                    if *phase == LrpPhase::Reserved {
+                        continue;
+                    }
+                    let record = actuals.iter().find(|a| {
+                        a.instance_key.instance_guid == *guid && a.instance_key.cell_id == cell_id
+                    });
+                    match (record, net_info) {
+                        (None, _) => {
+                            tracing::info!(%guid, "stopping instance the BBS no longer has");
+                            stop.cancel();
+                        }
+                        (Some(a), Some(net_info))
+                            if *phase == LrpPhase::Running
+                                && a.state == ActualLrpState::Claimed =>
+                        {
+                            let ik = self.instance_key(guid);
+                            if let Err(e) =
+                                self.bbs.start_actual_lrp(key, &ik, net_info.clone()).await
+                            {
+                                tracing::warn!(error = %e, "bulk sync: reporting a running instance failed");
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "bulk sync: listing ActualLRPs failed"),
+        }
+
+        let filter = TaskFilter {
+            cell_id: Some(cell_id.clone()),
+            ..Default::default()
+        };
+        match self.bbs.tasks(&filter).await {
+            Ok(tasks) => {
+                let local: HashSet<&str> = local_tasks.iter().map(|t| t.0.as_str()).collect();
+                for task in tasks
+                    .iter()
+                    .filter(|t| t.state == TaskState::Running && t.cell_id == cell_id)
+                {
+                    if !local.contains(task.task_guid.as_str()) {
+                        let failed = self
+                            .bbs
+                            .complete_task(
+                                &task.task_guid,
+                                &cell_id,
+                                true,
+                                "cell no longer runs the task",
+                                "",
+                            )
+                            .await;
+                        if let Err(e) = failed {
+                            tracing::warn!(error = %e, "bulk sync: failing a lost task failed");
+                        }
+                    }
+                }
+                for (guid, started, cancel) in &local_tasks {
+                    let running_here = tasks
+                        .iter()
+                        .any(|t| t.task_guid == *guid && t.state == TaskState::Running);
+                    if *started && !running_here {
+                        tracing::info!(task_guid = %guid, "cancelling task the BBS no longer runs here");
+                        cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "bulk sync: listing tasks failed"),
+        }
+    }
+
+    /// Stops every container, waits for them (bounded), and closes the task tracker.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cell containers did not stop within {grace:?}");
+        }
+    }
+}
+
+fn fits(available: &Resources, memory_mb: u64, disk_mb: u64) -> bool {
+    available.containers >= 1 && available.memory_mb >= memory_mb && available.disk_mb >= disk_mb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_fits_only_within_every_resource() {
+        let available = Resources {
+            memory_mb: 512,
+            disk_mb: 1024,
+            containers: 1,
+        };
+        assert!(fits(&available, 512, 1024));
+        assert!(!fits(&available, 513, 1));
+        assert!(!fits(&available, 1, 1025));
+        assert!(!fits(
+            &Resources {
+                containers: 0,
+                ..available
+            },
+            1,
+            1
+        ));
+    }
+}

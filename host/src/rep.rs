@@ -1,0 +1,52 @@
+//! The rep's HTTP API (see `wf_bbs::rep`): the auctioneer reads the cell's state and
+//! offers work; the BBS stops instances and cancels tasks. Handlers delegate to [`Cell`].
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use wf_bbs::rep::{CellState, Work};
+
+use crate::cell::Cell;
+
+pub fn router(cell: Arc<Cell>) -> Router {
+    Router::new()
+        .route("/state", get(state))
+        .route("/work", post(work))
+        .route(
+            "/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
+            post(stop_lrp),
+        )
+        .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
+        .route("/ping", get(|| async { StatusCode::OK }))
+        .with_state(cell)
+}
+
+async fn state(State(cell): State<Arc<Cell>>) -> Json<CellState> {
+    Json(cell.state())
+}
+
+async fn work(State(cell): State<Arc<Cell>>, Json(work): Json<Work>) -> Json<Work> {
+    Json(cell.perform(work))
+}
+
+async fn stop_lrp(
+    State(cell): State<Arc<Cell>>,
+    Path((process_guid, instance_guid)): Path<(String, String)>,
+) -> StatusCode {
+    if cell.stop_lrp(&process_guid, &instance_guid) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn cancel_task(State(cell): State<Arc<Cell>>, Path(task_guid): Path<String>) -> StatusCode {
+    if cell.cancel_task(&task_guid) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
