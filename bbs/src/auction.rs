@@ -65,7 +65,9 @@ impl Queue {
     }
 
     fn lock(&self) -> MutexGuard<'_, Batch> {
-        self.batch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -110,10 +112,9 @@ impl Bbs {
             return Ok(());
         }
         let presences = self.cells().await?;
-        let states = futures::future::join_all(
-            presences.iter().map(|cell| self.rep.state(&cell.rep_url)),
-        )
-        .await;
+        let states =
+            futures::future::join_all(presences.iter().map(|cell| self.rep.state(&cell.rep_url)))
+                .await;
         let mut cells = Vec::new();
         for (presence, state) in presences.iter().zip(states) {
             match state {
@@ -122,11 +123,17 @@ impl Bbs {
                     state.rep_url = presence.rep_url.clone();
                     cells.push(state);
                 }
-                Err(e) => tracing::warn!(cell_id = %presence.cell_id, error = %e, "cell state unavailable"),
+                Err(e) => {
+                    tracing::warn!(cell_id = %presence.cell_id, error = %e, "cell state unavailable")
+                }
             }
         }
         let schedule = if cells.is_empty() {
-            let reason = if presences.is_empty() { NO_CELL } else { CELL_COMMUNICATION };
+            let reason = if presences.is_empty() {
+                NO_CELL
+            } else {
+                CELL_COMMUNICATION
+            };
             all_failed(lrps, tasks, reason)
         } else {
             schedule(&mut cells, lrps, tasks)
@@ -141,7 +148,9 @@ impl Bbs {
             .iter()
             .zip(&work)
             .filter(|(_, work)| !work.is_empty())
-            .map(|(cell, work)| async move { (cell, work, self.rep.perform(&cell.rep_url, work).await) });
+            .map(|(cell, work)| async move {
+                (cell, work, self.rep.perform(&cell.rep_url, work).await)
+            });
         for (cell, work, result) in futures::future::join_all(sends).await {
             let (refused, reason) = match result {
                 Ok(refused) => (refused, format!("cell {} refused the work", cell.cell_id)),
@@ -151,9 +160,15 @@ impl Bbs {
                 }
             };
             failed_lrps.extend(refused.lrps.into_iter().map(|l| (l.key, reason.clone())));
-            failed_tasks.extend(refused.tasks.into_iter().map(|t| (t.task_guid, reason.clone())));
+            failed_tasks.extend(
+                refused
+                    .tasks
+                    .into_iter()
+                    .map(|t| (t.task_guid, reason.clone())),
+            );
         }
-        self.record_placement_failures(failed_lrps, failed_tasks).await
+        self.record_placement_failures(failed_lrps, failed_tasks)
+            .await
     }
 
     /// The batch's ActualLRPs that are still UNCLAIMED and desired, and its Tasks that are
@@ -210,7 +225,9 @@ impl Bbs {
             let mut tx = self.pool.begin().await?;
             for (key, reason) in lrps {
                 tracing::info!(process_guid = %key.process_guid, index = key.index, %reason, "ActualLRP not placed");
-                let Some(mut actual) = db::actual_lrp(&mut tx, &key).await? else { continue };
+                let Some(mut actual) = db::actual_lrp(&mut tx, &key).await? else {
+                    continue;
+                };
                 let reason = truncate_reason(&reason);
                 if actual.state != ActualLrpState::Unclaimed || actual.placement_error == reason {
                     continue;
@@ -226,7 +243,9 @@ impl Bbs {
             }
             for (guid, reason) in tasks {
                 tracing::info!(task_guid = %guid, %reason, "Task not placed");
-                let Some(mut task) = db::task(&mut tx, &guid).await? else { continue };
+                let Some(mut task) = db::task(&mut tx, &guid).await? else {
+                    continue;
+                };
                 if task.state != TaskState::Pending {
                     continue;
                 }
@@ -237,7 +256,10 @@ impl Bbs {
                     task::complete(&mut task, true, &reason, now);
                 }
                 db::put_task(&mut tx, &task).await?;
-                changes.events.push(BbsEvent::TaskChanged { before, after: task });
+                changes.events.push(BbsEvent::TaskChanged {
+                    before,
+                    after: task,
+                });
             }
             tx.commit().await?;
         }
@@ -249,25 +271,40 @@ impl Bbs {
 fn all_failed(lrps: Vec<LrpRequest>, tasks: Vec<Task>, reason: &str) -> Schedule {
     Schedule {
         work: Vec::new(),
-        failed_lrps: lrps.into_iter().map(|l| (l.key, reason.to_string())).collect(),
-        failed_tasks: tasks.into_iter().map(|t| (t.task_guid, reason.to_string())).collect(),
+        failed_lrps: lrps
+            .into_iter()
+            .map(|l| (l.key, reason.to_string()))
+            .collect(),
+        failed_tasks: tasks
+            .into_iter()
+            .map(|t| (t.task_guid, reason.to_string()))
+            .collect(),
     }
 }
 
 /// Places the batch on `cells`, updating their state as it goes so later placements see
 /// earlier ones. Order as Diego: index-0 LRPs, then tasks by memory (largest first),
 /// then the other LRPs.
-pub(crate) fn schedule(cells: &mut [CellState], lrps: Vec<LrpRequest>, mut tasks: Vec<Task>) -> Schedule {
+pub(crate) fn schedule(
+    cells: &mut [CellState],
+    lrps: Vec<LrpRequest>,
+    mut tasks: Vec<Task>,
+) -> Schedule {
     let mut out = Schedule {
         work: vec![Work::default(); cells.len()],
         ..Default::default()
     };
     let (first, mut rest): (Vec<_>, Vec<_>) = lrps.into_iter().partition(|l| l.key.index == 0);
-    rest.sort_by(|a, b| (a.key.index, &a.key.process_guid).cmp(&(b.key.index, &b.key.process_guid)));
+    rest.sort_by(|a, b| {
+        (a.key.index, &a.key.process_guid).cmp(&(b.key.index, &b.key.process_guid))
+    });
     tasks.sort_by(|a, b| b.definition.memory_mb.cmp(&a.definition.memory_mb));
 
-    let place_lrp = |cells: &mut [CellState], lrp: LrpRequest, out: &mut Schedule| {
-        match pick_cell_for_lrp(cells, &lrp.desired) {
+    let place_lrp =
+        |cells: &mut [CellState], lrp: LrpRequest, out: &mut Schedule| match pick_cell_for_lrp(
+            cells,
+            &lrp.desired,
+        ) {
             Ok(i) => {
                 let instance_guid = new_guid();
                 reserve(&mut cells[i], lrp.desired.memory_mb, lrp.desired.disk_mb);
@@ -284,15 +321,18 @@ pub(crate) fn schedule(cells: &mut [CellState], lrps: Vec<LrpRequest>, mut tasks
                 });
             }
             Err(reason) => out.failed_lrps.push((lrp.key, reason)),
-        }
-    };
+        };
     for lrp in first {
         place_lrp(cells, lrp, &mut out);
     }
     for task in tasks {
         match pick_cell_for_task(cells, &task.definition) {
             Ok(i) => {
-                reserve(&mut cells[i], task.definition.memory_mb, task.definition.disk_mb);
+                reserve(
+                    &mut cells[i],
+                    task.definition.memory_mb,
+                    task.definition.disk_mb,
+                );
                 cells[i].tasks.push(task.task_guid.clone());
                 out.work[i].tasks.push(task);
             }
@@ -381,12 +421,18 @@ pub(crate) fn resource_score(cell: &CellState, memory_mb: u32, disk_mb: u32) -> 
 }
 
 fn instances_on(cell: &CellState, process_guid: &str) -> usize {
-    cell.lrps.iter().filter(|l| l.process_guid == process_guid).count()
+    cell.lrps
+        .iter()
+        .filter(|l| l.process_guid == process_guid)
+        .count()
 }
 
 /// The cell for one LRP instance: among compatible cells, zones holding the fewest
 /// instances of the process first; in a zone group, the lowest score wins.
-pub(crate) fn pick_cell_for_lrp(cells: &[CellState], desired: &DesiredLrp) -> Result<usize, String> {
+pub(crate) fn pick_cell_for_lrp(
+    cells: &[CellState],
+    desired: &DesiredLrp,
+) -> Result<usize, String> {
     let mut zones: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
     for (i, cell) in cells.iter().enumerate() {
         if tags_match(&cell.placement_tags, &desired.placement_tags) {
@@ -430,7 +476,10 @@ pub(crate) fn pick_cell_for_lrp(cells: &[CellState], desired: &DesiredLrp) -> Re
 }
 
 /// The cell for one task: the lowest resource score, penalized per task already there.
-pub(crate) fn pick_cell_for_task(cells: &[CellState], definition: &TaskDefinition) -> Result<usize, String> {
+pub(crate) fn pick_cell_for_task(
+    cells: &[CellState],
+    definition: &TaskDefinition,
+) -> Result<usize, String> {
     let mut compatible = false;
     let mut lacking = None;
     let mut winner: Option<(f64, usize)> = None;
@@ -501,7 +550,11 @@ mod tests {
 
     #[test]
     fn instances_of_one_process_spread_over_cells() {
-        let mut cells = vec![cell("a", "z1", 4096), cell("b", "z1", 4096), cell("c", "z1", 4096)];
+        let mut cells = vec![
+            cell("a", "z1", 4096),
+            cell("b", "z1", 4096),
+            cell("c", "z1", 4096),
+        ];
         let schedule = schedule(&mut cells, requests("web", 3), vec![]);
         assert_eq!(placed_on(&schedule), vec![1, 1, 1]);
         assert!(schedule.failed_lrps.is_empty());
@@ -519,7 +572,11 @@ mod tests {
     fn zones_balance_before_scores() {
         // z1 already holds an instance of "web": the next goes to z2 even though z1 has
         // an empty cell and the z2 cell is busier.
-        let mut cells = vec![cell("a", "z1", 4096), cell("b", "z1", 4096), cell("c", "z2", 4096)];
+        let mut cells = vec![
+            cell("a", "z1", 4096),
+            cell("b", "z1", 4096),
+            cell("c", "z2", 4096),
+        ];
         cells[0].lrps.push(LrpSummary {
             process_guid: "web".into(),
             index: 0,
@@ -559,8 +616,14 @@ mod tests {
         small.memory_mb = 512;
         let small = Arc::new(small);
         let lrps = vec![
-            LrpRequest { key: key("web", 1), desired: small.clone() },
-            LrpRequest { key: key("web", 0), desired: small },
+            LrpRequest {
+                key: key("web", 1),
+                desired: small.clone(),
+            },
+            LrpRequest {
+                key: key("web", 0),
+                desired: small,
+            },
         ];
         let task = |guid: &str, memory| Task {
             task_guid: guid.into(),
@@ -597,7 +660,9 @@ mod tests {
                 .unwrap();
         }
         bbs.desire_lrp(desired("web", 2)).await.unwrap();
-        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(256)).await.unwrap();
+        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(256))
+            .await
+            .unwrap();
 
         eventually("both instances and the task to be placed", || async {
             let lrps = a.lrp_work().len() + b.lrp_work().len();
@@ -631,7 +696,8 @@ mod tests {
             .unwrap();
         bbs.desire_lrp(desired("web", 1)).await.unwrap();
         eventually("the placement error", || async {
-            actual(&bbs, "web", 0).await.unwrap().placement_error == "insufficient resources: memory"
+            actual(&bbs, "web", 0).await.unwrap().placement_error
+                == "insufficient resources: memory"
         })
         .await;
         cancel.cancel();

@@ -9,7 +9,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::models::*;
-use crate::{db, duration_ns, lrp, now_ns, restart, task, ActualLrpFilter, Bbs, BbsError, Changes, DesiredLrpFilter, TaskFilter};
+use crate::{
+    db, duration_ns, lrp, now_ns, restart, task, ActualLrpFilter, Bbs, BbsError, Changes,
+    DesiredLrpFilter, TaskFilter,
+};
 
 /// A PENDING task older than this fails.
 const PENDING_TASK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -63,8 +66,10 @@ pub(crate) fn plan_lrps(
     now: i64,
     unclaimed_retry: Duration,
 ) -> Vec<LrpFix> {
-    let desired_by_guid: HashMap<&str, &DesiredLrp> =
-        desired.iter().map(|d| (d.process_guid.as_str(), d)).collect();
+    let desired_by_guid: HashMap<&str, &DesiredLrp> = desired
+        .iter()
+        .map(|d| (d.process_guid.as_str(), d))
+        .collect();
     let mut present: HashSet<(&str, u32)> = HashSet::new();
     let mut fixes = Vec::new();
     for actual in actuals {
@@ -89,7 +94,9 @@ pub(crate) fn plan_lrps(
             {
                 fixes.push(LrpFix::Unclaim(actual.clone()));
             }
-            ActualLrpState::Crashed if restart::should_restart(actual.crash_count, actual.since, now) => {
+            ActualLrpState::Crashed
+                if restart::should_restart(actual.crash_count, actual.since, now) =>
+            {
                 fixes.push(LrpFix::Unclaim(actual.clone()));
             }
             _ => {}
@@ -149,15 +156,25 @@ impl Bbs {
             let _write = self.write.lock().await;
             let mut tx = self.pool.begin().await?;
             db::delete_expired(&mut tx, now).await?;
-            let fresh: HashSet<String> = db::fresh_domains(&mut tx, now).await?.into_iter().collect();
+            let fresh: HashSet<String> =
+                db::fresh_domains(&mut tx, now).await?.into_iter().collect();
             let cells = db::rep_urls(&mut tx, now).await?;
             let desired = db::desired_lrps(&mut tx, &DesiredLrpFilter::default()).await?;
             let actuals = db::actual_lrps(&mut tx, &ActualLrpFilter::default()).await?;
             let tasks = db::tasks(&mut tx, &TaskFilter::default()).await?;
 
-            for fix in plan_lrps(&desired, &actuals, &cells, &fresh, now, self.config.unclaimed_retry) {
+            for fix in plan_lrps(
+                &desired,
+                &actuals,
+                &cells,
+                &fresh,
+                now,
+                self.config.unclaimed_retry,
+            ) {
                 match fix {
-                    LrpFix::Create(key) => lrp::create_unclaimed(&mut tx, key, now, &mut changes).await?,
+                    LrpFix::Create(key) => {
+                        lrp::create_unclaimed(&mut tx, key, now, &mut changes).await?
+                    }
                     LrpFix::Auction(key) => changes.auction_lrps.push(key),
                     LrpFix::Unclaim(mut actual) => {
                         let before = actual.clone();
@@ -169,7 +186,9 @@ impl Bbs {
                             after: actual,
                         });
                     }
-                    LrpFix::Retire(actual) => lrp::retire(&mut tx, actual, &cells, &mut changes).await?,
+                    LrpFix::Retire(actual) => {
+                        lrp::retire(&mut tx, actual, &cells, &mut changes).await?
+                    }
                 }
             }
             for fix in plan_tasks(&tasks, &cells, now, self.config.unclaimed_retry) {
@@ -224,10 +243,20 @@ mod tests {
         let desired = vec![desired("web", 3)];
         let stale = lrp::unclaimed(key("web", 0), 0);
         let fresh_unclaimed = lrp::unclaimed(key("web", 1), 100 * SEC);
-        let fixes = plan_lrps(&desired, &[stale, fresh_unclaimed], &cells(), &HashSet::new(), 100 * SEC, RETRY);
+        let fixes = plan_lrps(
+            &desired,
+            &[stale, fresh_unclaimed],
+            &cells(),
+            &HashSet::new(),
+            100 * SEC,
+            RETRY,
+        );
         assert_eq!(
             fixes,
-            vec![LrpFix::Auction(key("web", 0)), LrpFix::Create(key("web", 2))]
+            vec![
+                LrpFix::Auction(key("web", 0)),
+                LrpFix::Create(key("web", 2))
+            ]
         );
     }
 
@@ -255,13 +284,20 @@ mod tests {
     #[test]
     fn extra_instances_retire_only_in_fresh_domains() {
         let desired = vec![desired("web", 1)];
-        let actuals = [running("web", 0, "cell-0"), running("web", 1, "cell-0"), running("old", 0, "cell-0")];
+        let actuals = [
+            running("web", 0, "cell-0"),
+            running("web", 1, "cell-0"),
+            running("old", 0, "cell-0"),
+        ];
         assert!(plan_lrps(&desired, &actuals, &cells(), &HashSet::new(), 0, RETRY).is_empty());
         let fresh: HashSet<String> = [CF_APPS_DOMAIN.to_string()].into();
         let fixes = plan_lrps(&desired, &actuals, &cells(), &fresh, 0, RETRY);
         assert_eq!(
             fixes,
-            vec![LrpFix::Retire(actuals[1].clone()), LrpFix::Retire(actuals[2].clone())]
+            vec![
+                LrpFix::Retire(actuals[1].clone()),
+                LrpFix::Retire(actuals[2].clone())
+            ]
         );
     }
 
@@ -323,7 +359,9 @@ mod tests {
         bbs.desire_lrp(desired("web", 1)).await.unwrap();
         let ik = instance("i-0", "cell-gone");
         bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
-        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61000)).await.unwrap();
+        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61000))
+            .await
+            .unwrap();
         bbs.converge().await.unwrap();
         let actual = actual(&bbs, "web", 0).await.unwrap();
         assert_eq!(actual.state, ActualLrpState::Unclaimed);

@@ -7,47 +7,11 @@ use std::fmt::Write;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use crate::models::{ActualLrp, ActualLrpKey, CellPresence, DesiredLrp, Presence, Task};
 use crate::{ActualLrpFilter, BbsError, DesiredLrpFilter, TaskFilter};
-
-/// How long SQLite waits for another writer (another process on the same file).
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
-
-/// Opens the pool: SQLite in WAL mode with a busy timeout, one connection for an
-/// in-memory database (each connection would otherwise get its own), or PostgreSQL.
-pub(crate) async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    let sqlite = url.starts_with("sqlite:");
-    let memory = sqlite && (url.starts_with("sqlite::memory:") || url.contains("mode=memory"));
-    let mut options = AnyPoolOptions::new();
-    options = if memory {
-        options
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    } else {
-        options.max_connections(8)
-    };
-    if sqlite {
-        options = options.after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-        });
-    }
-    let pool = options.connect(url).await?;
-    if sqlite && !memory {
-        sqlx::query("PRAGMA journal_mode = WAL").fetch_optional(&pool).await?;
-    }
-    Ok(pool)
-}
 
 fn decode<T: DeserializeOwned>(row: &AnyRow) -> Result<T, BbsError> {
     let json: String = row.try_get("json")?;
@@ -80,8 +44,11 @@ impl Select {
     }
 
     fn condition(&mut self, text: &str) {
-        self.sql
-            .push_str(if self.conditions == 0 { " WHERE " } else { " AND " });
+        self.sql.push_str(if self.conditions == 0 {
+            " WHERE "
+        } else {
+            " AND "
+        });
         self.sql.push_str(text);
         self.conditions += 1;
     }
@@ -158,7 +125,10 @@ pub(crate) async fn desired_lrps(
         .await
 }
 
-pub(crate) async fn put_desired_lrp(conn: &mut AnyConnection, lrp: &DesiredLrp) -> Result<(), BbsError> {
+pub(crate) async fn put_desired_lrp(
+    conn: &mut AnyConnection,
+    lrp: &DesiredLrp,
+) -> Result<(), BbsError> {
     sqlx::query(
         "INSERT INTO desired_lrps
             (process_guid, domain, instances, modification_tag_epoch, modification_tag_index, json)
@@ -179,7 +149,10 @@ pub(crate) async fn put_desired_lrp(conn: &mut AnyConnection, lrp: &DesiredLrp) 
     Ok(())
 }
 
-pub(crate) async fn delete_desired_lrp(conn: &mut AnyConnection, process_guid: &str) -> Result<(), BbsError> {
+pub(crate) async fn delete_desired_lrp(
+    conn: &mut AnyConnection,
+    process_guid: &str,
+) -> Result<(), BbsError> {
     sqlx::query("DELETE FROM desired_lrps WHERE process_guid = $1")
         .bind(process_guid)
         .execute(conn)
@@ -217,7 +190,10 @@ pub(crate) async fn actual_lrps(
         .await
 }
 
-pub(crate) async fn put_actual_lrp(conn: &mut AnyConnection, lrp: &ActualLrp) -> Result<(), BbsError> {
+pub(crate) async fn put_actual_lrp(
+    conn: &mut AnyConnection,
+    lrp: &ActualLrp,
+) -> Result<(), BbsError> {
     sqlx::query(
         "INSERT INTO actual_lrps
             (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)
@@ -241,7 +217,10 @@ pub(crate) async fn put_actual_lrp(conn: &mut AnyConnection, lrp: &ActualLrp) ->
     Ok(())
 }
 
-pub(crate) async fn delete_actual_lrp(conn: &mut AnyConnection, key: &ActualLrpKey) -> Result<(), BbsError> {
+pub(crate) async fn delete_actual_lrp(
+    conn: &mut AnyConnection,
+    key: &ActualLrpKey,
+) -> Result<(), BbsError> {
     sqlx::query("DELETE FROM actual_lrps WHERE process_guid = $1 AND idx = $2 AND presence = $3")
         .bind(key.process_guid.clone())
         .bind(i64::from(key.index))
@@ -253,7 +232,10 @@ pub(crate) async fn delete_actual_lrp(conn: &mut AnyConnection, key: &ActualLrpK
 
 // --- Tasks ---
 
-pub(crate) async fn task(conn: &mut AnyConnection, task_guid: &str) -> Result<Option<Task>, BbsError> {
+pub(crate) async fn task(
+    conn: &mut AnyConnection,
+    task_guid: &str,
+) -> Result<Option<Task>, BbsError> {
     let row = sqlx::query("SELECT json FROM tasks WHERE task_guid = $1")
         .bind(task_guid)
         .fetch_optional(conn)
@@ -261,7 +243,10 @@ pub(crate) async fn task(conn: &mut AnyConnection, task_guid: &str) -> Result<Op
     row.as_ref().map(decode).transpose()
 }
 
-pub(crate) async fn tasks(conn: &mut AnyConnection, filter: &TaskFilter) -> Result<Vec<Task>, BbsError> {
+pub(crate) async fn tasks(
+    conn: &mut AnyConnection,
+    filter: &TaskFilter,
+) -> Result<Vec<Task>, BbsError> {
     Select::from("tasks")
         .eq("domain", text(&filter.domain))
         .eq("cell_id", text(&filter.cell_id))
@@ -298,7 +283,11 @@ pub(crate) async fn delete_task(conn: &mut AnyConnection, task_guid: &str) -> Re
 
 // --- Domains and cell presences ---
 
-pub(crate) async fn upsert_domain(conn: &mut AnyConnection, name: &str, expires_at: i64) -> Result<(), BbsError> {
+pub(crate) async fn upsert_domain(
+    conn: &mut AnyConnection,
+    name: &str,
+    expires_at: i64,
+) -> Result<(), BbsError> {
     sqlx::query(
         "INSERT INTO domains (name, expires_at) VALUES ($1, $2)
          ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
@@ -310,7 +299,10 @@ pub(crate) async fn upsert_domain(conn: &mut AnyConnection, name: &str, expires_
     Ok(())
 }
 
-pub(crate) async fn fresh_domains(conn: &mut AnyConnection, now: i64) -> Result<Vec<String>, BbsError> {
+pub(crate) async fn fresh_domains(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<Vec<String>, BbsError> {
     let rows = sqlx::query("SELECT name FROM domains WHERE expires_at > $1 ORDER BY name")
         .bind(now)
         .fetch_all(conn)
@@ -321,12 +313,17 @@ pub(crate) async fn fresh_domains(conn: &mut AnyConnection, now: i64) -> Result<
         .collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn cell_is_present(conn: &mut AnyConnection, cell_id: &str, now: i64) -> Result<bool, BbsError> {
-    let row = sqlx::query("SELECT cell_id FROM cell_presences WHERE cell_id = $1 AND expires_at > $2")
-        .bind(cell_id)
-        .bind(now)
-        .fetch_optional(conn)
-        .await?;
+pub(crate) async fn cell_is_present(
+    conn: &mut AnyConnection,
+    cell_id: &str,
+    now: i64,
+) -> Result<bool, BbsError> {
+    let row =
+        sqlx::query("SELECT cell_id FROM cell_presences WHERE cell_id = $1 AND expires_at > $2")
+            .bind(cell_id)
+            .bind(now)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.is_some())
 }
 
@@ -347,7 +344,10 @@ pub(crate) async fn put_cell_presence(
     Ok(())
 }
 
-pub(crate) async fn delete_cell_presence(conn: &mut AnyConnection, cell_id: &str) -> Result<(), BbsError> {
+pub(crate) async fn delete_cell_presence(
+    conn: &mut AnyConnection,
+    cell_id: &str,
+) -> Result<(), BbsError> {
     sqlx::query("DELETE FROM cell_presences WHERE cell_id = $1")
         .bind(cell_id)
         .execute(conn)
@@ -355,16 +355,23 @@ pub(crate) async fn delete_cell_presence(conn: &mut AnyConnection, cell_id: &str
     Ok(())
 }
 
-pub(crate) async fn cells(conn: &mut AnyConnection, now: i64) -> Result<Vec<CellPresence>, BbsError> {
-    let rows = sqlx::query("SELECT json FROM cell_presences WHERE expires_at > $1 ORDER BY cell_id")
-        .bind(now)
-        .fetch_all(conn)
-        .await?;
+pub(crate) async fn cells(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<Vec<CellPresence>, BbsError> {
+    let rows =
+        sqlx::query("SELECT json FROM cell_presences WHERE expires_at > $1 ORDER BY cell_id")
+            .bind(now)
+            .fetch_all(conn)
+            .await?;
     rows.iter().map(decode).collect()
 }
 
 /// The present cells' rep URLs by cell id.
-pub(crate) async fn rep_urls(conn: &mut AnyConnection, now: i64) -> Result<HashMap<String, String>, BbsError> {
+pub(crate) async fn rep_urls(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<HashMap<String, String>, BbsError> {
     Ok(cells(conn, now)
         .await?
         .into_iter()

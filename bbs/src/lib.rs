@@ -19,7 +19,6 @@ mod presence;
 pub mod rep;
 pub mod restart;
 mod route_emitter;
-mod schema;
 mod task;
 
 use std::sync::Arc;
@@ -34,6 +33,9 @@ pub use models::*;
 use rep::RepClient;
 
 /// How many events a slow subscriber may fall behind before it sees `Lagged`.
+/// The BBS schema, `bbs/migrations/*.sql`.
+const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(1 => "0001_initial");
+
 const EVENT_BUFFER: usize = 16_384;
 
 /// Longest `placement_error` / `crash_reason` kept, as in Diego.
@@ -55,8 +57,8 @@ pub enum BbsError {
     },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("the database schema is version {found}, newer than this BBS ({supported})")]
-    SchemaVersion { found: i64, supported: i64 },
+    #[error(transparent)]
+    Open(#[from] wf_db::DbError),
 }
 
 /// BBS settings; defaults are Diego's.
@@ -120,11 +122,10 @@ pub struct Bbs {
 }
 
 impl Bbs {
-    /// Connects to the database, creates the schema, and returns the service. Background
+    /// Connects to the database, applies the migrations, and returns the service. Background
     /// work starts with [`Bbs::run`].
     pub async fn open(config: BbsConfig, bus: Bus) -> Result<Arc<Bbs>, BbsError> {
-        let pool = db::connect(&config.database_url).await?;
-        schema::create(&pool).await?;
+        let pool = wf_db::open(&config.database_url, MIGRATIONS).await?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Arc::new(Bbs {
             rep: RepClient::new(config.rep_timeout),
@@ -171,7 +172,8 @@ impl Bbs {
             // No subscriber is not an error.
             let _ = self.events.send(event);
         }
-        self.auction.push(changes.auction_lrps, changes.auction_tasks);
+        self.auction
+            .push(changes.auction_lrps, changes.auction_tasks);
         for call in changes.rep_calls {
             let rep = self.rep.clone();
             tokio::spawn(async move { call.send(&rep).await });
@@ -207,7 +209,10 @@ impl RepCall {
                 rep_url,
                 process_guid,
                 instance_guid,
-            } => rep.stop_lrp_instance(rep_url, process_guid, instance_guid).await,
+            } => {
+                rep.stop_lrp_instance(rep_url, process_guid, instance_guid)
+                    .await
+            }
             RepCall::CancelTask { rep_url, task_guid } => rep.cancel_task(rep_url, task_guid).await,
         };
         if let Err(e) = result {
@@ -430,7 +435,9 @@ pub(crate) mod testing {
                     instance_guid: lrp.instance_guid.clone(),
                 });
             }
-            state.tasks.extend(work.tasks.iter().map(|t| t.task_guid.clone()));
+            state
+                .tasks
+                .extend(work.tasks.iter().map(|t| t.task_guid.clone()));
         }
         rep.work.lock().unwrap().push(work);
         Json(Work::default())
@@ -460,7 +467,10 @@ mod tests {
         let reopened = Bbs::open(config, Bus::in_process()).await.unwrap();
         let lrp = reopened.desired_lrp_by_process_guid("web").await.unwrap();
         assert_eq!(lrp.instances, 2);
-        let actuals = reopened.actual_lrps(&ActualLrpFilter::default()).await.unwrap();
+        let actuals = reopened
+            .actual_lrps(&ActualLrpFilter::default())
+            .await
+            .unwrap();
         assert_eq!(actuals.len(), 2);
         drop(reopened);
         for suffix in ["", "-wal", "-shm"] {

@@ -119,12 +119,18 @@ impl Bbs {
         Ok(())
     }
 
-    pub async fn desired_lrps(&self, filter: &DesiredLrpFilter) -> Result<Vec<DesiredLrp>, BbsError> {
+    pub async fn desired_lrps(
+        &self,
+        filter: &DesiredLrpFilter,
+    ) -> Result<Vec<DesiredLrp>, BbsError> {
         let mut conn = self.pool.acquire().await?;
         db::desired_lrps(&mut conn, filter).await
     }
 
-    pub async fn desired_lrp_by_process_guid(&self, process_guid: &str) -> Result<DesiredLrp, BbsError> {
+    pub async fn desired_lrp_by_process_guid(
+        &self,
+        process_guid: &str,
+    ) -> Result<DesiredLrp, BbsError> {
         let mut conn = self.pool.acquire().await?;
         db::desired_lrp(&mut conn, process_guid)
             .await?
@@ -153,8 +159,10 @@ impl Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: NetInfo,
     ) -> Result<(), BbsError> {
-        self.change_actual(key, |actual, now| start(actual, instance_key, net_info, now))
-            .await
+        self.change_actual(key, |actual, now| {
+            start(actual, instance_key, net_info, now)
+        })
+        .await
     }
 
     /// Records a crash and applies CF's restart rule (immediate restart for the first
@@ -174,8 +182,10 @@ impl Bbs {
             let mut actual = db::actual_lrp(&mut tx, key)
                 .await?
                 .ok_or_else(|| actual_not_found(key))?;
-            let holds = matches!(actual.state, ActualLrpState::Claimed | ActualLrpState::Running)
-                && actual.instance_key == *instance_key;
+            let holds = matches!(
+                actual.state,
+                ActualLrpState::Claimed | ActualLrpState::Running
+            ) && actual.instance_key == *instance_key;
             if !holds {
                 return Err(transition_error(&actual, ActualLrpState::Crashed));
             }
@@ -198,7 +208,9 @@ impl Bbs {
             let desired = db::desired_lrp(&mut tx, &key.process_guid).await?;
             if !desired.is_some_and(|d| key.index < d.instances) {
                 db::delete_actual_lrp(&mut tx, key).await?;
-                changes.events.push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
+                changes
+                    .events
+                    .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
             } else if restart::should_restart(actual.crash_count, actual.since, now) {
                 let crashed = actual.clone();
                 unclaim(&mut actual, now);
@@ -237,7 +249,9 @@ impl Bbs {
                     ))
                 })?;
             db::delete_actual_lrp(&mut tx, key).await?;
-            changes.events.push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
+            changes
+                .events
+                .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
             tx.commit().await?;
         }
         self.apply(changes);
@@ -329,7 +343,11 @@ pub(crate) fn unclaim(actual: &mut ActualLrp, now: i64) {
     actual.modification_tag.index += 1;
 }
 
-fn claim(actual: &mut ActualLrp, instance_key: &ActualLrpInstanceKey, now: i64) -> Result<bool, BbsError> {
+fn claim(
+    actual: &mut ActualLrp,
+    instance_key: &ActualLrpInstanceKey,
+    now: i64,
+) -> Result<bool, BbsError> {
     validate_instance_key(instance_key)?;
     let same = actual.instance_key == *instance_key;
     match actual.state {
@@ -425,7 +443,10 @@ pub(crate) async fn retire(
     cells: &HashMap<String, String>,
     changes: &mut Changes,
 ) -> Result<(), BbsError> {
-    let on_cell = matches!(actual.state, ActualLrpState::Claimed | ActualLrpState::Running);
+    let on_cell = matches!(
+        actual.state,
+        ActualLrpState::Claimed | ActualLrpState::Running
+    );
     if let Some(rep_url) = cells.get(&actual.instance_key.cell_id).filter(|_| on_cell) {
         changes.rep_calls.push(RepCall::StopLrp {
             rep_url: rep_url.clone(),
@@ -491,16 +512,21 @@ mod tests {
             let ik = instance(&format!("i-{crash}"), "cell-0");
             bbs.claim_actual_lrp(&key, &ik).await.unwrap();
             assert!(matches!(
-                bbs.claim_actual_lrp(&key, &instance("other", "cell-1")).await,
+                bbs.claim_actual_lrp(&key, &instance("other", "cell-1"))
+                    .await,
                 Err(BbsError::InvalidTransition { .. })
             ));
-            bbs.start_actual_lrp(&key, &ik, net_info(61000)).await.unwrap();
+            bbs.start_actual_lrp(&key, &ik, net_info(61000))
+                .await
+                .unwrap();
             let running = actual(&bbs, "web-v1", 0).await.unwrap();
             assert_eq!(running.state, ActualLrpState::Running);
             assert_eq!(running.instance_key, ik);
             assert!(running.routable);
 
-            bbs.crash_actual_lrp(&key, &ik, "Exited with status 1").await.unwrap();
+            bbs.crash_actual_lrp(&key, &ik, "Exited with status 1")
+                .await
+                .unwrap();
             let crashed = actual(&bbs, "web-v1", 0).await.unwrap();
             assert_eq!(crashed.crash_count, crash);
             assert_eq!(crashed.crash_reason, "Exited with status 1");
@@ -516,7 +542,8 @@ mod tests {
         }
         // A crashed instance cannot crash again.
         assert!(matches!(
-            bbs.crash_actual_lrp(&key, &instance("i-3", "cell-0"), "again").await,
+            bbs.crash_actual_lrp(&key, &instance("i-3", "cell-0"), "again")
+                .await,
             Err(BbsError::InvalidTransition { .. })
         ));
     }
@@ -531,7 +558,9 @@ mod tests {
         bbs.desire_lrp(desired("web-v1", 3)).await.unwrap();
         for index in 0..2 {
             let ik = instance(&format!("i-{index}"), "cell-0");
-            bbs.claim_actual_lrp(&key("web-v1", index), &ik).await.unwrap();
+            bbs.claim_actual_lrp(&key("web-v1", index), &ik)
+                .await
+                .unwrap();
             bbs.start_actual_lrp(&key("web-v1", index), &ik, net_info(61000 + index as u16))
                 .await
                 .unwrap();
@@ -543,7 +572,10 @@ mod tests {
         };
         bbs.update_desired_lrp("web-v1", update).await.unwrap();
 
-        assert!(actual(&bbs, "web-v1", 2).await.is_none(), "unclaimed extra deleted");
+        assert!(
+            actual(&bbs, "web-v1", 2).await.is_none(),
+            "unclaimed extra deleted"
+        );
         eventually("the rep to stop index 1", || async {
             rep.stops.lock().unwrap().clone() == vec![("web-v1".to_string(), "i-1".to_string())]
         })
@@ -566,7 +598,11 @@ mod tests {
         bbs.crash_actual_lrp(&key("web-v1", 0), &instance("i-0", "cell-0"), "stopped")
             .await
             .unwrap();
-        assert!(bbs.actual_lrps(&by_process("web-v1")).await.unwrap().is_empty());
+        assert!(bbs
+            .actual_lrps(&by_process("web-v1"))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
@@ -582,7 +618,8 @@ mod tests {
         assert!(lrp.routes.cf_router.is_empty());
         assert_eq!(lrp.modification_tag.index, 1);
         assert!(matches!(
-            bbs.update_desired_lrp("missing", DesiredLrpUpdate::default()).await,
+            bbs.update_desired_lrp("missing", DesiredLrpUpdate::default())
+                .await,
             Err(BbsError::NotFound(_))
         ));
     }

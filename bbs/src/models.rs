@@ -308,14 +308,37 @@ pub struct CellPresence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BbsEvent {
-    DesiredLrpCreated { desired_lrp: DesiredLrp },
-    DesiredLrpChanged { before: DesiredLrp, after: DesiredLrp },
-    DesiredLrpRemoved { desired_lrp: DesiredLrp },
-    ActualLrpCreated { actual_lrp: ActualLrp },
-    ActualLrpChanged { before: ActualLrp, after: ActualLrp },
-    ActualLrpRemoved { actual_lrp: ActualLrp },
-    ActualLrpCrashed { actual_lrp: ActualLrp },
-    TaskCreated { task: Task },
-    TaskChanged { before: Task, after: Task },
-    TaskRemoved { task: Task },
+    DesiredLrpCreated {
+        desired_lrp: DesiredLrp,
+    },
+    DesiredLrpChanged {
+        before: DesiredLrp,
+        after: DesiredLrp,
+    },
+    DesiredLrpRemoved {
+        desired_lrp: DesiredLrp,
+    },
+    ActualLrpCreated {
+        actual_lrp: ActualLrp,
+    },
+    ActualLrpChanged {
+        before: ActualLrp,
+        after: ActualLrp,
+    },
+    ActualLrpRemoved {
+        actual_lrp: ActualLrp,
+    },
+    ActualLrpCrashed {
+        actual_lrp: ActualLrp,
+    },
+    TaskCreated {
+        task: Task,
+    },
+    TaskChanged {
+        before: Task,
+        after: Task,
+    },
+    TaskRemoved {
+        task: Task,
+    },
 }

@@ -26,7 +26,11 @@ impl Bbs {
 
     /// Creates or refreshes a cell's presence, which expires after `ttl`. A cell that
     /// (re)appears gets a chance at everything waiting for placement.
-    pub async fn set_cell_presence(&self, presence: &CellPresence, ttl: Duration) -> Result<(), BbsError> {
+    pub async fn set_cell_presence(
+        &self,
+        presence: &CellPresence,
+        ttl: Duration,
+    ) -> Result<(), BbsError> {
         if presence.cell_id.is_empty() || presence.rep_url.is_empty() {
             return Err(BbsError::InvalidRecord(
                 "cell presence needs a cell_id and a rep_url".into(),
@@ -99,13 +103,19 @@ mod tests {
             capacity: Resources::default(),
             placement_tags: vec![],
         };
-        bbs.set_cell_presence(&cell, Duration::from_secs(60)).await.unwrap();
-        bbs.set_cell_presence(&cell, Duration::from_secs(60)).await.unwrap();
+        bbs.set_cell_presence(&cell, Duration::from_secs(60))
+            .await
+            .unwrap();
+        bbs.set_cell_presence(&cell, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(bbs.cells().await.unwrap(), vec![cell.clone()]);
         bbs.set_cell_presence(&cell, Duration::ZERO).await.unwrap();
         assert!(bbs.cells().await.unwrap().is_empty());
 
-        bbs.upsert_domain("cf-apps", Duration::from_secs(120)).await.unwrap();
+        bbs.upsert_domain("cf-apps", Duration::from_secs(120))
+            .await
+            .unwrap();
         bbs.upsert_domain("cf-tasks", Duration::ZERO).await.unwrap();
         assert_eq!(bbs.domains().await.unwrap(), vec!["cf-apps".to_string()]);
     }

@@ -88,14 +88,18 @@ impl RepClient {
     pub async fn state(&self, rep_url: &str) -> Result<CellState, RepError> {
         let url = format!("{rep_url}/state");
         let resp = self.send(self.http.get(&url), &url).await?;
-        resp.json().await.map_err(|source| RepError::Unreachable { url, source })
+        resp.json()
+            .await
+            .map_err(|source| RepError::Unreachable { url, source })
     }
 
     /// Offers work; answers what the cell refused.
     pub async fn perform(&self, rep_url: &str, work: &Work) -> Result<Work, RepError> {
         let url = format!("{rep_url}/work");
         let resp = self.send(self.http.post(&url).json(work), &url).await?;
-        resp.json().await.map_err(|source| RepError::Unreachable { url, source })
+        resp.json()
+            .await
+            .map_err(|source| RepError::Unreachable { url, source })
     }
 
     pub async fn stop_lrp_instance(

@@ -45,9 +45,8 @@ pub fn restart_delay(crash_count: u32) -> Option<Duration> {
 
 /// Whether an instance CRASHED at `since_ns` with `crash_count` crashes restarts at `now_ns`.
 pub fn should_restart(crash_count: u32, since_ns: i64, now_ns: i64) -> bool {
-    restart_delay(crash_count).is_some_and(|delay| {
-        now_ns >= since_ns.saturating_add(crate::duration_ns(delay))
-    })
+    restart_delay(crash_count)
+        .is_some_and(|delay| now_ns >= since_ns.saturating_add(crate::duration_ns(delay)))
 }
 
 #[cfg(test)]

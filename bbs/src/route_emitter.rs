@@ -73,14 +73,13 @@ async fn next_message(sub: &mut Option<Subscription>) -> Option<Message> {
 fn routing_process(event: &BbsEvent) -> Option<&str> {
     let running = |a: &ActualLrp| a.state == ActualLrpState::Running;
     match event {
-        BbsEvent::DesiredLrpChanged { before, after } if before.routes == after.routes
-            && before.metric_tags == after.metric_tags =>
+        BbsEvent::DesiredLrpChanged { before, after }
+            if before.routes == after.routes && before.metric_tags == after.metric_tags =>
         {
             None
         }
-        BbsEvent::DesiredLrpCreated { desired_lrp } | BbsEvent::DesiredLrpRemoved { desired_lrp } => {
-            Some(&desired_lrp.process_guid)
-        }
+        BbsEvent::DesiredLrpCreated { desired_lrp }
+        | BbsEvent::DesiredLrpRemoved { desired_lrp } => Some(&desired_lrp.process_guid),
         BbsEvent::DesiredLrpChanged { after, .. } => Some(&after.process_guid),
         BbsEvent::ActualLrpChanged { before, after } if running(before) || running(after) => {
             Some(&after.key.process_guid)
@@ -174,8 +173,10 @@ impl RouteEmitter {
     async fn sync(&mut self, all: bool) -> Result<(), BbsError> {
         let desired = self.bbs.desired_lrps(&DesiredLrpFilter::default()).await?;
         let actuals = self.bbs.actual_lrps(&ActualLrpFilter::default()).await?;
-        let by_guid: HashMap<&str, &DesiredLrp> =
-            desired.iter().map(|d| (d.process_guid.as_str(), d)).collect();
+        let by_guid: HashMap<&str, &DesiredLrp> = desired
+            .iter()
+            .map(|d| (d.process_guid.as_str(), d))
+            .collect();
         let mut wanted: HashMap<String, Vec<RegistryMessage>> = HashMap::new();
         for actual in &actuals {
             if let Some(desired) = by_guid.get(actual.key.process_guid.as_str()) {
@@ -190,7 +191,10 @@ impl RouteEmitter {
         }
         let old = std::mem::take(&mut self.table);
         for (process_guid, current) in &old {
-            let new = wanted.get(process_guid).map(Vec::as_slice).unwrap_or_default();
+            let new = wanted
+                .get(process_guid)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             self.publish_difference(current, new, all).await;
         }
         for (process_guid, new) in &wanted {
@@ -202,7 +206,12 @@ impl RouteEmitter {
         Ok(())
     }
 
-    async fn publish_difference(&self, current: &[RegistryMessage], wanted: &[RegistryMessage], all: bool) {
+    async fn publish_difference(
+        &self,
+        current: &[RegistryMessage],
+        wanted: &[RegistryMessage],
+        all: bool,
+    ) {
         for gone in current.iter().filter(|m| !wanted.contains(m)) {
             self.publish(UNREGISTER_SUBJECT, gone).await;
         }
@@ -255,7 +264,9 @@ mod tests {
         bbs.desire_lrp(desired("web", 1)).await.unwrap();
         let ik = instance("i-0", "cell-0");
         bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
-        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001)).await.unwrap();
+        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001))
+            .await
+            .unwrap();
 
         let since = actual(&bbs, "web", 0).await.unwrap().since;
         let expected = json!({
@@ -294,13 +305,22 @@ mod tests {
         actual.net_info = NetInfo {
             address: "10.0.0.5".into(),
             ports: vec![
-                PortMapping { container_port: 2222, host_port: 61000 },
-                PortMapping { container_port: 8080, host_port: 61001 },
+                PortMapping {
+                    container_port: 2222,
+                    host_port: 61000,
+                },
+                PortMapping {
+                    container_port: 8080,
+                    host_port: 61001,
+                },
             ],
             instance_address: String::new(),
         };
         let messages = registrations(&desired, &actual);
         assert_eq!(messages.len(), 1);
-        assert_eq!((messages[0].host.as_str(), messages[0].port), ("10.0.0.5", 61001));
+        assert_eq!(
+            (messages[0].host.as_str(), messages[0].port),
+            ("10.0.0.5", 61001)
+        );
     }
 }

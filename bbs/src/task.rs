@@ -100,7 +100,11 @@ impl Bbs {
                 _ => return Err(transition_error(task, TaskState::Completed)),
             }
             complete(task, failed, failure_reason, now);
-            task.result = if failed { String::new() } else { result.to_string() };
+            task.result = if failed {
+                String::new()
+            } else {
+                result.to_string()
+            };
             Ok(true)
         })
         .await?;
@@ -178,7 +182,11 @@ impl Bbs {
 
     /// Reads the task, applies `change` (which says whether it changed anything), and
     /// stores and announces the result; answers the task as it was if it changed.
-    pub(crate) async fn change_task<F>(&self, task_guid: &str, change: F) -> Result<Option<Task>, BbsError>
+    pub(crate) async fn change_task<F>(
+        &self,
+        task_guid: &str,
+        change: F,
+    ) -> Result<Option<Task>, BbsError>
     where
         F: FnOnce(&mut Task, i64) -> Result<bool, BbsError>,
     {
@@ -261,8 +269,13 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn task_lifecycle() {
         let bbs = open(Bus::in_process()).await;
-        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(1024)).await.unwrap();
-        assert_eq!(bbs.task_by_guid("build-1").await.unwrap().state, TaskState::Pending);
+        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(1024))
+            .await
+            .unwrap();
+        assert_eq!(
+            bbs.task_by_guid("build-1").await.unwrap().state,
+            TaskState::Pending
+        );
 
         assert!(bbs.start_task("build-1", "cell-0").await.unwrap());
         assert!(!bbs.start_task("build-1", "cell-0").await.unwrap());
@@ -271,7 +284,8 @@ pub(crate) mod tests {
             Err(BbsError::InvalidTransition { .. })
         ));
         assert!(matches!(
-            bbs.complete_task("build-1", "cell-1", false, "", "{}").await,
+            bbs.complete_task("build-1", "cell-1", false, "", "{}")
+                .await,
             Err(BbsError::InvalidTransition { .. })
         ));
         bbs.complete_task("build-1", "cell-0", false, "", r#"{"kind":"server"}"#)
@@ -285,13 +299,18 @@ pub(crate) mod tests {
 
         bbs.resolving_task("build-1").await.unwrap();
         bbs.delete_task("build-1").await.unwrap();
-        assert!(matches!(bbs.task_by_guid("build-1").await, Err(BbsError::NotFound(_))));
+        assert!(matches!(
+            bbs.task_by_guid("build-1").await,
+            Err(BbsError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn cancelled_task_completes_as_failed() {
         let bbs = open(Bus::in_process()).await;
-        bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64)).await.unwrap();
+        bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64))
+            .await
+            .unwrap();
         bbs.cancel_task("t1").await.unwrap();
         let task = bbs.task_by_guid("t1").await.unwrap();
         assert!(task.failed);

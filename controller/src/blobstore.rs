@@ -1,50 +1,104 @@
 //! The blobstore: package zips (`packages/<guid>.zip`) and droplet tgzs
-//! (`droplets/<guid>.tgz`) as local files. Uploads are written to `tmp/` and renamed
-//! into place, so a reader never sees half a blob. Also validates package bits.
+//! (`droplets/<guid>.tgz`), kept as objects in an `object_store` store (a local
+//! directory today; any S3-compatible store later through object_store's `aws` feature).
+//! Uploads are streamed to a local scratch file (hashed, and for packages checked and
+//! repacked) and only then put under their final key, so a reader never sees half a
+//! blob. Also validates package bits.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt as _};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Blobs up to this size are put in one request; larger ones go up in parts of this
+/// size (S3 wants parts of at least 5 MiB).
+const PART_SIZE: usize = 5 * 1024 * 1024;
+/// How many parts of one blob may be on their way to the store at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// How much of a scratch file is read at a time.
+const READ_SIZE: usize = 256 * 1024;
 
 pub struct Blobstore {
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    /// Local directory for uploads in progress; never part of the store's key space
+    /// that anything reads.
+    scratch: PathBuf,
+}
+
+/// A blob being read: its size and its bytes as they arrive from the store.
+pub struct Blob {
+    pub size: u64,
+    pub chunks: BoxStream<'static, Result<Bytes, object_store::Error>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("object store: {0}")]
+    Store(object_store::Error),
+    #[error("scratch file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<object_store::Error> for BlobError {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { path, .. } => BlobError::NotFound(path),
+            other => BlobError::Store(other),
+        }
+    }
 }
 
 impl Blobstore {
-    /// Creates the layout under `root` and clears uploads a previous run left behind.
-    pub async fn open(root: &Path) -> std::io::Result<Blobstore> {
-        let tmp = root.join("tmp");
-        if tmp.exists() {
-            tokio::fs::remove_dir_all(&tmp).await?;
+    /// The local-directory blobstore under `root`: objects under `root`, scratch files
+    /// under `root/tmp` (cleared of uploads a previous run left behind).
+    pub async fn open(root: &Path) -> Result<Blobstore, BlobError> {
+        tokio::fs::create_dir_all(root).await?;
+        let store = LocalFileSystem::new_with_prefix(root)?;
+        Blobstore::with_store(Arc::new(store), root.join("tmp")).await
+    }
+
+    /// A blobstore over any object store, with `scratch` as its local scratch directory
+    /// (cleared of uploads a previous run left behind).
+    pub async fn with_store(
+        store: Arc<dyn ObjectStore>,
+        scratch: PathBuf,
+    ) -> Result<Blobstore, BlobError> {
+        match tokio::fs::remove_dir_all(&scratch).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
-        for dir in ["packages", "droplets", "tmp"] {
-            tokio::fs::create_dir_all(root.join(dir)).await?;
-        }
-        Ok(Blobstore {
-            root: root.to_path_buf(),
-        })
+        tokio::fs::create_dir_all(&scratch).await?;
+        Ok(Blobstore { store, scratch })
     }
 
-    pub fn package_path(&self, guid: &str) -> PathBuf {
-        self.root.join("packages").join(format!("{guid}.zip"))
+    pub fn package_key(&self, guid: &str) -> Key {
+        // `from_iter` escapes each part, so a guid cannot add levels or climb out.
+        Key::from_iter(["packages".to_string(), format!("{guid}.zip")])
     }
 
-    pub fn droplet_path(&self, guid: &str) -> PathBuf {
-        self.root.join("droplets").join(format!("{guid}.tgz"))
+    pub fn droplet_key(&self, guid: &str) -> Key {
+        Key::from_iter(["droplets".to_string(), format!("{guid}.tgz")])
     }
 
-    /// A fresh path under `tmp/` for an upload in progress.
+    /// A fresh local scratch path for an upload in progress.
     pub fn temp_path(&self) -> PathBuf {
-        self.root.join("tmp").join(uuid::Uuid::new_v4().to_string())
+        self.scratch.join(uuid::Uuid::new_v4().to_string())
     }
 
-    /// Writes `chunks` to the temp file `tmp`; returns the hex sha256 of what it wrote.
+    /// Writes `chunks` to the scratch file `tmp`; returns the hex sha256 of what it wrote.
     pub async fn write_stream<S, E>(&self, tmp: &Path, mut chunks: S) -> Result<String, UploadError>
     where
-        S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let mut file = tokio::fs::File::create(tmp).await?;
@@ -55,20 +109,80 @@ impl Blobstore {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
-        file.sync_all().await?;
         Ok(hex::encode(hasher.finalize()))
     }
 
-    /// Moves a finished upload into place.
-    pub async fn commit(&self, tmp: &Path, dest: &Path) -> std::io::Result<()> {
-        tokio::fs::rename(tmp, dest).await
-    }
-
-    /// Removes a blob; one that is not there is fine.
-    pub async fn remove(&self, path: &Path) -> std::io::Result<()> {
-        match tokio::fs::remove_file(path).await {
+    /// Removes a scratch file; one that is not there is fine.
+    pub async fn remove_temp(&self, tmp: &Path) -> std::io::Result<()> {
+        match tokio::fs::remove_file(tmp).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Puts the finished scratch file `file` under `key`, streaming it in parts when it
+    /// is large; returns the hex sha256 of what it put. The blob appears under `key`
+    /// only once all of it is stored (a failed upload is aborted).
+    pub async fn put_file(&self, file: &Path, key: &Key) -> Result<String, BlobError> {
+        let mut file = tokio::fs::File::open(file).await?;
+        let size = file.metadata().await?.len();
+        let mut hasher = Sha256::new();
+        if size <= PART_SIZE as u64 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes).await?;
+            hasher.update(&bytes);
+            self.store.put(key, PutPayload::from(bytes)).await?;
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        let upload = self.store.put_multipart(key).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let written: Result<(), BlobError> = async {
+            let mut buf = vec![0u8; READ_SIZE];
+            loop {
+                let read = file.read(&mut buf).await?;
+                if read == 0 {
+                    return Ok(());
+                }
+                hasher.update(&buf[..read]);
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                writer.write(&buf[..read]);
+            }
+        }
+        .await;
+        if let Err(e) = written {
+            if let Err(abort) = writer.abort().await {
+                tracing::debug!(key = %key, error = %abort, "cannot abort a failed blob upload");
+            }
+            return Err(e);
+        }
+        writer.finish().await?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Opens the blob under `key` for reading; `BlobError::NotFound` when there is none.
+    pub async fn get(&self, key: &Key) -> Result<Blob, BlobError> {
+        let result = self.store.get(key).await?;
+        Ok(Blob {
+            size: result.meta.size,
+            chunks: result.into_stream(),
+        })
+    }
+
+    /// The hex sha256 of the blob under `key`, read as a stream.
+    pub async fn sha256(&self, key: &Key) -> Result<String, BlobError> {
+        let mut blob = self.get(key).await?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = blob.chunks.next().await {
+            hasher.update(&chunk?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Deletes the blob under `key`; one that is not there is fine.
+    pub async fn delete(&self, key: &Key) -> Result<(), BlobError> {
+        match self.store.delete(key).await {
+            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -222,6 +336,70 @@ mod tests {
         );
         let (_dir, result) = prepare(&zip_of(&[("/etc/passwd", b"x")]));
         assert!(matches!(result, Err(BitsError::UnsafePath { .. })));
+    }
+
+    async fn read_all(blobs: &Blobstore, key: &Key) -> Result<Vec<u8>, BlobError> {
+        let mut blob = blobs.get(key).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = blob.chunks.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        assert_eq!(blob.size, bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    #[tokio::test]
+    async fn blobs_round_trip_through_the_local_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let blobs = Blobstore::open(&root).await.unwrap();
+        // One small blob (a single put) and one that goes up in parts.
+        let small = b"\0asm\x01\0\0\0".to_vec();
+        let large: Vec<u8> = (0..PART_SIZE * 2 + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for (guid, data) in [("p1", &small), ("p2", &large)] {
+            let tmp = blobs.temp_path();
+            let written = blobs
+                .write_stream(
+                    &tmp,
+                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]),
+                )
+                .await
+                .unwrap();
+            let key = blobs.package_key(guid);
+            assert_eq!(blobs.put_file(&tmp, &key).await.unwrap(), written);
+            blobs.remove_temp(&tmp).await.unwrap();
+            assert_eq!(&read_all(&blobs, &key).await.unwrap(), data);
+            assert_eq!(blobs.sha256(&key).await.unwrap(), written);
+            assert!(root.join("packages").join(format!("{guid}.zip")).is_file());
+        }
+
+        let key = blobs.package_key("p1");
+        blobs.delete(&key).await.unwrap();
+        assert!(matches!(
+            read_all(&blobs, &key).await,
+            Err(BlobError::NotFound(_))
+        ));
+        // Deleting what is not there is fine.
+        blobs.delete(&key).await.unwrap();
+        blobs.delete(&blobs.droplet_key("never")).await.unwrap();
+        // Nothing is left behind in scratch.
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn keys_keep_guids_in_one_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let blobs = Blobstore {
+            store: Arc::new(store),
+            scratch: dir.path().join("tmp"),
+        };
+        assert_eq!(blobs.package_key("g1").as_ref(), "packages/g1.zip");
+        assert_eq!(blobs.droplet_key("g1").as_ref(), "droplets/g1.tgz");
+        let sneaky = blobs.droplet_key("../../etc/passwd");
+        assert_eq!(sneaky.parts().count(), 2, "{sneaky}");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor as _, Row as _};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row as _};
 
 /// Current time as stored: `2026-11-24T15:00:00.123456Z`.
 pub fn now() -> String {
@@ -31,55 +31,7 @@ pub fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS organizations (
-        guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, suspended BIGINT NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS spaces (
-        guid TEXT PRIMARY KEY, name TEXT NOT NULL, organization_guid TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (organization_guid, name))",
-    "CREATE TABLE IF NOT EXISTS apps (
-        guid TEXT PRIMARY KEY, name TEXT NOT NULL, space_guid TEXT NOT NULL, state TEXT NOT NULL,
-        buildpacks TEXT NOT NULL, stack TEXT NOT NULL, environment_variables TEXT NOT NULL,
-        droplet_guid TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-        UNIQUE (space_guid, name))",
-    "CREATE TABLE IF NOT EXISTS processes (
-        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, type TEXT NOT NULL, command TEXT,
-        instances BIGINT NOT NULL, memory_in_mb BIGINT NOT NULL, disk_in_mb BIGINT NOT NULL,
-        health_check_type TEXT NOT NULL, version TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, UNIQUE (app_guid, type))",
-    "CREATE TABLE IF NOT EXISTS packages (
-        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL,
-        checksum TEXT, error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS builds (
-        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, package_guid TEXT NOT NULL,
-        droplet_guid TEXT NOT NULL, state TEXT NOT NULL, error TEXT, buildpacks TEXT NOT NULL,
-        staging_memory_in_mb BIGINT NOT NULL, staging_disk_in_mb BIGINT NOT NULL,
-        created_by TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS droplets (
-        guid TEXT PRIMARY KEY, app_guid TEXT NOT NULL, package_guid TEXT NOT NULL,
-        build_guid TEXT NOT NULL, state TEXT NOT NULL, error TEXT, checksum TEXT,
-        process_types TEXT NOT NULL, buildpacks TEXT NOT NULL, stack TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS domains (
-        guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, internal BIGINT NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS routes (
-        guid TEXT PRIMARY KEY, host TEXT NOT NULL, path TEXT NOT NULL, domain_guid TEXT NOT NULL,
-        space_guid TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-        UNIQUE (host, domain_guid, path))",
-    "CREATE TABLE IF NOT EXISTS route_destinations (
-        guid TEXT PRIMARY KEY, route_guid TEXT NOT NULL, app_guid TEXT NOT NULL,
-        process_type TEXT NOT NULL, port BIGINT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS jobs (
-        guid TEXT PRIMARY KEY, operation TEXT NOT NULL, state TEXT NOT NULL, errors TEXT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS apps_space ON apps (space_guid)",
-    "CREATE INDEX IF NOT EXISTS builds_state ON builds (state)",
-    "CREATE INDEX IF NOT EXISTS destinations_route ON route_destinations (route_guid)",
-    "CREATE INDEX IF NOT EXISTS destinations_app ON route_destinations (app_guid)",
-];
+const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(1 => "0001_initial");
 
 /// A bound query argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,37 +162,9 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects (SQLite in WAL mode, or PostgreSQL) and creates the schema.
-    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
-        sqlx::any::install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let memory = sqlite && url.contains(":memory:");
-        let mut options = AnyPoolOptions::new();
-        if memory {
-            // Every connection to `sqlite::memory:` is a database of its own: keep one.
-            options = options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        } else {
-            options = options.max_connections(8);
-        }
-        if sqlite {
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(url).await?;
-        if sqlite && !memory {
-            pool.execute("PRAGMA journal_mode = WAL").await?;
-        }
-        for statement in SCHEMA {
-            pool.execute(*statement).await?;
-        }
+    /// Connects (SQLite in WAL mode, or PostgreSQL) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Db, wf_db::DbError> {
+        let pool = wf_db::open(url, MIGRATIONS).await?;
         Ok(Db { pool })
     }
 

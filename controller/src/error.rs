@@ -93,6 +93,12 @@ impl From<wf_bbs::BbsError> for ApiError {
     }
 }
 
+impl From<crate::blobstore::BlobError> for ApiError {
+    fn from(e: crate::blobstore::BlobError) -> Self {
+        ApiError::Internal(format!("blobstore: {e}"))
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::Internal(format!("blobstore: {e}"))

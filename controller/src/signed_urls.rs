@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::blobstore::BlobError;
 use crate::db::{self, Droplet, DropletState, Package, PackageState};
 use crate::error::ApiError;
 use crate::Controller;
@@ -137,19 +138,24 @@ fn check(controller: &Controller, uri: &Uri, signed: &Signed) -> Result<(), ApiE
         .map_err(|e| ApiError::NotAuthorized(format!("Signature verification failed: {e}")))
 }
 
-async fn serve_file(
-    path: std::path::PathBuf,
+/// Streams the blob under `key` as the response; a 404 naming `what` when it is missing.
+async fn serve_blob(
+    controller: &Controller,
+    key: object_store::path::Path,
     content_type: &'static str,
+    what: &str,
 ) -> Result<Response, ApiError> {
-    let file = tokio::fs::File::open(&path).await?;
-    let length = file.metadata().await?.len();
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let blob = match controller.blobs.get(&key).await {
+        Ok(blob) => blob,
+        Err(BlobError::NotFound(_)) => return Err(ApiError::not_found(what)),
+        Err(e) => return Err(e.into()),
+    };
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_string()),
-            (header::CONTENT_LENGTH, length.to_string()),
+            (header::CONTENT_LENGTH, blob.size.to_string()),
         ],
-        body,
+        Body::from_stream(blob.chunks),
     )
         .into_response())
 }
@@ -169,7 +175,8 @@ async fn download_package(
     if package.state != PackageState::Ready {
         return Err(ApiError::not_found("Package bits"));
     }
-    serve_file(controller.blobs.package_path(&guid), "application/zip").await
+    let key = controller.blobs.package_key(&guid);
+    serve_blob(&controller, key, "application/zip", "Package bits").await
 }
 
 async fn download_droplet(
@@ -179,11 +186,8 @@ async fn download_droplet(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     check(&controller, &uri, &signed)?;
-    let path = controller.blobs.droplet_path(&guid);
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Err(ApiError::not_found("Droplet bits"));
-    }
-    serve_file(path, "application/gzip").await
+    let key = controller.blobs.droplet_key(&guid);
+    serve_blob(&controller, key, "application/gzip", "Droplet bits").await
 }
 
 /// The cell's upload of a staged droplet; accepted while its build is staging.
@@ -210,19 +214,21 @@ async fn upload_droplet(
         .blobs
         .write_stream(&tmp, body.into_data_stream())
         .await;
-    let checksum = match written {
-        Ok(checksum) => checksum,
-        Err(e) => {
-            let _ = controller.blobs.remove(&tmp).await;
-            return Err(ApiError::unprocessable(format!(
-                "Droplet upload failed: {e}"
-            )));
-        }
+    let stored = match written {
+        Ok(checksum) => controller
+            .blobs
+            .put_file(&tmp, &controller.blobs.droplet_key(&guid))
+            .await
+            .map(|_| checksum)
+            .map_err(ApiError::from),
+        Err(e) => Err(ApiError::unprocessable(format!(
+            "Droplet upload failed: {e}"
+        ))),
     };
-    controller
-        .blobs
-        .commit(&tmp, &controller.blobs.droplet_path(&guid))
-        .await?;
+    if let Err(e) = controller.blobs.remove_temp(&tmp).await {
+        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a droplet's scratch file");
+    }
+    let checksum = stored?;
     controller
         .db
         .update(

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::Digest as _;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use wf_bbs::{
@@ -16,6 +15,7 @@ use wf_bbs::{
     CF_STAGING_DOMAIN,
 };
 
+use crate::blobstore::BlobError;
 use crate::db::{self, App, Arg, Build, BuildState, DropletState, Filter};
 use crate::error::ApiError;
 use crate::signed_urls::{self, droplet_upload_path, package_download_path};
@@ -122,7 +122,7 @@ async fn fail(controller: &Controller, build: &Build, error: &str) -> Result<(),
             .await?;
         let _ = controller
             .blobs
-            .remove(&controller.blobs.droplet_path(&build.droplet_guid))
+            .delete(&controller.blobs.droplet_key(&build.droplet_guid))
             .await;
         controller.emit_log(&build.app_guid, "STG", &format!("Staging failed: {error}"));
     }
@@ -157,15 +157,20 @@ fn process_types(result: &str) -> (BTreeMap<String, String>, Vec<String>) {
     (types, buildpacks)
 }
 
-async fn file_sha256(path: std::path::PathBuf) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut std::fs::File::open(path).ok()?, &mut hasher).ok()?;
-        Some(hex::encode(hasher.finalize()))
-    })
-    .await
-    .ok()
-    .flatten()
+/// The sha256 of the droplet blob `guid`, or `None` when it cannot be read.
+async fn droplet_sha256(controller: &Controller, guid: &str) -> Option<String> {
+    match controller
+        .blobs
+        .sha256(&controller.blobs.droplet_key(guid))
+        .await
+    {
+        Ok(checksum) => Some(checksum),
+        Err(BlobError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(droplet = %guid, error = %e, "cannot read the droplet blob");
+            None
+        }
+    }
 }
 
 /// Records a completed staging task on its build, then deletes the task.
@@ -205,7 +210,7 @@ async fn succeed(controller: &Controller, build: &Build, result: &str) -> Result
     };
     let checksum = match droplet.checksum {
         Some(checksum) => Some(checksum),
-        None => file_sha256(controller.blobs.droplet_path(&droplet.guid)).await,
+        None => droplet_sha256(controller, &droplet.guid).await,
     };
     let Some(checksum) = checksum else {
         return fail(

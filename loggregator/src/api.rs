@@ -27,8 +27,11 @@ pub enum AccessDecision {
 
 /// Decides whether the bearer of `authorization` (the raw header) may read `source_id`.
 pub trait SourceAuthorizer: Send + Sync + 'static {
-    fn can_read<'a>(&'a self, authorization: Option<&'a str>, source_id: &'a str)
-        -> BoxFuture<'a, AccessDecision>;
+    fn can_read<'a>(
+        &'a self,
+        authorization: Option<&'a str>,
+        source_id: &'a str,
+    ) -> BoxFuture<'a, AccessDecision>;
 }
 
 struct ApiState {
@@ -68,7 +71,9 @@ fn parse_read_query(params: &[(String, String)]) -> Result<ReadQuery, String> {
             "start_time" => query.start_time = Some(int(name, value)?),
             "end_time" => query.end_time = Some(int(name, value)?),
             "limit" => query.limit = Some(int(name, value)?),
-            "descending" => query.descending = matches!(value.as_str(), "true" | "1" | "True" | "TRUE"),
+            "descending" => {
+                query.descending = matches!(value.as_str(), "true" | "1" | "True" | "TRUE")
+            }
             "envelope_types" => {
                 for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                     if !["LOG", "COUNTER", "GAUGE", "TIMER", "EVENT", "ANY"]
@@ -94,7 +99,11 @@ async fn read(
     Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    match state.auth.can_read(authorization(&headers), &source_id).await {
+    match state
+        .auth
+        .can_read(authorization(&headers), &source_id)
+        .await
+    {
         AccessDecision::Allowed => {}
         AccessDecision::Unauthenticated => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
         AccessDecision::Denied => return error(StatusCode::NOT_FOUND, "not found"),
@@ -152,8 +161,11 @@ mod tests {
     struct FakeAuth;
 
     impl SourceAuthorizer for FakeAuth {
-        fn can_read<'a>(&'a self, authorization: Option<&'a str>, source_id: &'a str)
-            -> BoxFuture<'a, AccessDecision> {
+        fn can_read<'a>(
+            &'a self,
+            authorization: Option<&'a str>,
+            source_id: &'a str,
+        ) -> BoxFuture<'a, AccessDecision> {
             let decision = match authorization {
                 Some("bearer admin") => AccessDecision::Allowed,
                 Some("bearer dev") if source_id == "app-1" => AccessDecision::Allowed,
@@ -167,7 +179,13 @@ mod tests {
     fn router() -> axum::Router {
         let store = Arc::new(LogStore::new(100));
         for (i, source) in ["app-1", "app-1", "app-2"].iter().enumerate() {
-            let mut e = Envelope::log(source, "0", "APP/PROC/WEB", LogType::Out, format!("line {i}"));
+            let mut e = Envelope::log(
+                source,
+                "0",
+                "APP/PROC/WEB",
+                LogType::Out,
+                format!("line {i}"),
+            );
             e.timestamp = i as i64 + 1;
             store.ingest(e);
         }
@@ -179,10 +197,18 @@ mod tests {
         if let Some(t) = token {
             req = req.header("Authorization", t);
         }
-        let resp = router().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let resp = router()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
@@ -202,7 +228,11 @@ mod tests {
         assert_eq!(body["envelopes"]["batch"].as_array().unwrap().len(), 1);
         let (status, _) = get_json("/api/v1/read/app-1?limit=x", Some("bearer dev")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        let (status, _) = get_json("/api/v1/read/app-1?envelope_types=BOGUS", Some("bearer dev")).await;
+        let (status, _) = get_json(
+            "/api/v1/read/app-1?envelope_types=BOGUS",
+            Some("bearer dev"),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 

@@ -177,7 +177,10 @@ mod tests {
         e.timestamp = 1_700_000_000_000_000_000;
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["timestamp"], "1700000000000000000");
-        assert_eq!(v["log"]["payload"], base64::engine::general_purpose::STANDARD.encode("hi"));
+        assert_eq!(
+            v["log"]["payload"],
+            base64::engine::general_purpose::STANDARD.encode("hi")
+        );
         assert_eq!(v["log"]["type"], "OUT");
         assert_eq!(v["tags"]["source_type"], "APP/PROC/WEB");
         let back: Envelope = serde_json::from_value(v).unwrap();

@@ -125,9 +125,9 @@ impl LogStore {
         let from = query
             .start_time
             .map_or(0, |t| envelopes.partition_point(|e| e.timestamp < t));
-        let to = query
-            .end_time
-            .map_or(envelopes.len(), |t| envelopes.partition_point(|e| e.timestamp < t));
+        let to = query.end_time.map_or(envelopes.len(), |t| {
+            envelopes.partition_point(|e| e.timestamp < t)
+        });
         if from >= to {
             return Vec::new();
         }
@@ -276,7 +276,11 @@ mod tests {
 
     fn counter_at(source: &str, ts: i64) -> Envelope {
         let mut e = log_at(source, ts, "");
-        e.message = EnvelopeMessage::Counter(Counter { name: "requests".into(), delta: 1, total: 1 });
+        e.message = EnvelopeMessage::Counter(Counter {
+            name: "requests".into(),
+            delta: 1,
+            total: 1,
+        });
         e
     }
 
@@ -292,7 +296,14 @@ mod tests {
         }
         let all = store.read("app", &ReadQuery::default());
         assert_eq!(timestamps(&all), vec![1, 2, 3, 4, 5]);
-        let desc = store.read("app", &ReadQuery { descending: true, limit: Some(2), ..Default::default() });
+        let desc = store.read(
+            "app",
+            &ReadQuery {
+                descending: true,
+                limit: Some(2),
+                ..Default::default()
+            },
+        );
         assert_eq!(timestamps(&desc), vec![5, 4]);
         assert!(store.read("other", &ReadQuery::default()).is_empty());
     }
@@ -304,13 +315,28 @@ mod tests {
             store.ingest(log_at("app", ts, "x"));
         }
         store.ingest(counter_at("app", 6));
-        let q = ReadQuery { start_time: Some(3), end_time: Some(7), ..Default::default() };
+        let q = ReadQuery {
+            start_time: Some(3),
+            end_time: Some(7),
+            ..Default::default()
+        };
         assert_eq!(timestamps(&store.read("app", &q)), vec![3, 4, 5, 6, 6]);
-        let q = ReadQuery { envelope_types: vec!["counter".into()], ..Default::default() };
+        let q = ReadQuery {
+            envelope_types: vec!["counter".into()],
+            ..Default::default()
+        };
         assert_eq!(timestamps(&store.read("app", &q)), vec![6]);
-        let q = ReadQuery { envelope_types: vec!["LOG".into()], limit: Some(3), ..Default::default() };
+        let q = ReadQuery {
+            envelope_types: vec!["LOG".into()],
+            limit: Some(3),
+            ..Default::default()
+        };
         assert_eq!(timestamps(&store.read("app", &q)), vec![1, 2, 3]);
-        let q = ReadQuery { start_time: Some(8), end_time: Some(8), ..Default::default() };
+        let q = ReadQuery {
+            start_time: Some(8),
+            end_time: Some(8),
+            ..Default::default()
+        };
         assert!(store.read("app", &q).is_empty());
     }
 
@@ -321,7 +347,10 @@ mod tests {
             store.ingest(log_at("app", ts, "x"));
         }
         assert_eq!(store.read("app", &ReadQuery::default()).len(), 100);
-        let q = ReadQuery { limit: Some(5000), ..Default::default() };
+        let q = ReadQuery {
+            limit: Some(5000),
+            ..Default::default()
+        };
         assert_eq!(store.read("app", &q).len(), 1000);
     }
 
@@ -332,11 +361,19 @@ mod tests {
             store.ingest(log_at("app", ts, "x"));
         }
         store.ingest(log_at("api", 9, "x"));
-        assert_eq!(timestamps(&store.read("app", &ReadQuery::default())), vec![3, 4, 5]);
+        assert_eq!(
+            timestamps(&store.read("app", &ReadQuery::default())),
+            vec![3, 4, 5]
+        );
         let meta = store.meta();
         assert_eq!(
             meta["app"],
-            SourceMeta { count: 3, expired: 2, oldest_timestamp: 3, newest_timestamp: 5 }
+            SourceMeta {
+                count: 3,
+                expired: 2,
+                oldest_timestamp: 3,
+                newest_timestamp: 5
+            }
         );
         assert_eq!(meta["api"].count, 1);
         let json = serde_json::to_value(&meta["app"]).unwrap();

@@ -101,7 +101,11 @@ impl Bus {
         payload: Bytes,
     ) -> Result<(), BusError> {
         let tokens = parse_subject(subject, false)?;
-        let subs = self.inner.subscribers.read().map_err(|_| BusError::Closed)?;
+        let subs = self
+            .inner
+            .subscribers
+            .read()
+            .map_err(|_| BusError::Closed)?;
         for sub in subs.iter().filter(|s| matches(&s.pattern, &tokens)) {
             let msg = Message {
                 subject: subject.to_string(),

@@ -36,7 +36,12 @@ pub(crate) struct AccessRecord {
 impl AccessRecord {
     /// The line, as Gorouter writes it.
     pub(crate) fn line(&self, bytes_sent: u64, response_time: Duration) -> String {
-        let q = |v: &Option<String>| format!("\"{}\"", v.as_deref().filter(|s| !s.is_empty()).unwrap_or("-"));
+        let q = |v: &Option<String>| {
+            format!(
+                "\"{}\"",
+                v.as_deref().filter(|s| !s.is_empty()).unwrap_or("-")
+            )
+        };
         let timestamp = self
             .started_at
             .and_then(|t| {
@@ -76,7 +81,10 @@ impl AccessRecord {
         tracing::debug!(target: "wf_router::access", "{line}");
         if let Some(app_id) = self.app_id.as_deref().filter(|a| !a.is_empty()) {
             let index = self.app_index.as_deref().unwrap_or_default();
-            wf_loggregator::emit(bus, &Envelope::log(app_id, index, "RTR", LogType::Out, line));
+            wf_loggregator::emit(
+                bus,
+                &Envelope::log(app_id, index, "RTR", LogType::Out, line),
+            );
         }
     }
 }

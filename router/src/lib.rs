@@ -135,7 +135,10 @@ pub async fn run(
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("router connections did not finish within {DRAIN_TIMEOUT:?}");
     }
     tracing::info!("router stopped");
@@ -153,7 +156,11 @@ async fn maintain_table(
 ) {
     let mut prune = tokio::time::interval(prune_interval);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let write = || table.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let write = || {
+        table
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -238,7 +245,10 @@ mod tests {
 
     #[test]
     fn prune_interval_follows_the_threshold() {
-        let config = |secs| RouterConfig { prune_threshold: Duration::from_secs(secs), ..Default::default() };
+        let config = |secs| RouterConfig {
+            prune_threshold: Duration::from_secs(secs),
+            ..Default::default()
+        };
         assert_eq!(config(120).prune_interval(), Duration::from_secs(30));
         assert_eq!(config(8).prune_interval(), Duration::from_secs(2));
         assert_eq!(config(0).prune_interval(), Duration::from_millis(100));

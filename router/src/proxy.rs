@@ -91,11 +91,19 @@ impl Proxy {
         };
 
         if host.trim().is_empty() {
-            let resp = error_response(StatusCode::BAD_REQUEST, "empty_host", "Request had empty Host header", None);
+            let resp = error_response(
+                StatusCode::BAD_REQUEST,
+                "empty_host",
+                "Request had empty Host header",
+                None,
+            );
             return self.finish(resp, record, started, None);
         }
         let lookup = {
-            let table = self.table.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let table = self
+                .table
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             table.lookup(&host, req.uri().path(), Instant::now())
         };
         let endpoints = match lookup {
@@ -137,13 +145,14 @@ impl Proxy {
         let mut tried: Option<Arc<Endpoint>> = None;
         for endpoint in endpoints.iter().take(MAX_ATTEMPTS) {
             tried = Some(endpoint.clone());
-            let uri = match format!("http://{}{}", endpoint.addr, path_and_query).parse::<http::Uri>() {
-                Ok(uri) => uri,
-                Err(e) => {
-                    last_error = format!("bad backend address {}: {e}", endpoint.addr);
-                    continue;
-                }
-            };
+            let uri =
+                match format!("http://{}{}", endpoint.addr, path_and_query).parse::<http::Uri>() {
+                    Ok(uri) => uri,
+                    Err(e) => {
+                        last_error = format!("bad backend address {}: {e}", endpoint.addr);
+                        continue;
+                    }
+                };
             let mut backend_req = Request::new(RequestBody {
                 slot: slot.clone(),
                 taken: None,
@@ -232,7 +241,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -252,8 +267,14 @@ fn error_response(
     let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(router_error) {
         h.insert(X_CF_ROUTER_ERROR, v);
     }
@@ -347,7 +368,9 @@ struct BodySlot {
 
 impl BodySlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
-        self.body.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.body
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn has_body(&self) -> bool {
@@ -497,10 +520,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);

@@ -146,7 +146,8 @@ impl RouteTable {
                 continue;
             };
             if let Some(pool) = paths.get_mut(&path) {
-                pool.endpoints.retain(|e| e.endpoint.instance_id != instance_id);
+                pool.endpoints
+                    .retain(|e| e.endpoint.instance_id != instance_id);
                 if pool.endpoints.is_empty() {
                     paths.remove(&path);
                 }
@@ -262,9 +263,18 @@ mod tests {
         let now = Instant::now();
         let mut table = RouteTable::new(Duration::from_secs(120));
         table.register(&reg("Hello.Apps.Localhost", 1000, "a"), now);
-        assert_eq!(addrs(table.lookup("hello.apps.localhost:8080", "/", now)), ["127.0.0.1:1000"]);
-        assert_eq!(addrs(table.lookup("HELLO.apps.localhost", "/x?y=1", now)), ["127.0.0.1:1000"]);
-        assert_eq!(table.lookup("other.apps.localhost", "/", now), Lookup::UnknownRoute);
+        assert_eq!(
+            addrs(table.lookup("hello.apps.localhost:8080", "/", now)),
+            ["127.0.0.1:1000"]
+        );
+        assert_eq!(
+            addrs(table.lookup("HELLO.apps.localhost", "/x?y=1", now)),
+            ["127.0.0.1:1000"]
+        );
+        assert_eq!(
+            table.lookup("other.apps.localhost", "/", now),
+            Lookup::UnknownRoute
+        );
         assert_eq!(table.lookup("", "/", now), Lookup::UnknownRoute);
     }
 
@@ -283,7 +293,10 @@ mod tests {
         assert_eq!(port("a.example.com", "/API/users"), "127.0.0.1:2");
         assert_eq!(port("a.example.com", "/api/v2/x"), "127.0.0.1:3");
         assert_eq!(port("b.example.com", "/only/more"), "127.0.0.1:4");
-        assert_eq!(table.lookup("b.example.com", "/", now), Lookup::UnknownRoute);
+        assert_eq!(
+            table.lookup("b.example.com", "/", now),
+            Lookup::UnknownRoute
+        );
     }
 
     #[test]
@@ -292,8 +305,14 @@ mod tests {
         let mut table = RouteTable::new(Duration::from_secs(120));
         table.register(&reg("*.example.com", 1, "wild"), now);
         table.register(&reg("exact.example.com", 2, "exact"), now);
-        assert_eq!(addrs(table.lookup("x.y.example.com", "/", now)), ["127.0.0.1:1"]);
-        assert_eq!(addrs(table.lookup("exact.example.com", "/", now)), ["127.0.0.1:2"]);
+        assert_eq!(
+            addrs(table.lookup("x.y.example.com", "/", now)),
+            ["127.0.0.1:1"]
+        );
+        assert_eq!(
+            addrs(table.lookup("exact.example.com", "/", now)),
+            ["127.0.0.1:2"]
+        );
         assert_eq!(table.lookup("example.com", "/", now), Lookup::UnknownRoute);
     }
 
@@ -306,7 +325,10 @@ mod tests {
         let firsts: Vec<String> = (0..4)
             .map(|_| addrs(table.lookup("rr.example.com", "/", now))[0].clone())
             .collect();
-        assert_eq!(firsts, ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(
+            firsts,
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]
+        );
         assert_eq!(addrs(table.lookup("rr.example.com", "/", now)).len(), 2);
     }
 
@@ -317,7 +339,10 @@ mod tests {
         table.register(&reg("app.example.com", 1, "a"), now);
         // Same instance on a new port replaces the old endpoint.
         table.register(&reg("app.example.com", 2, "a"), now);
-        assert_eq!(addrs(table.lookup("app.example.com", "/", now)), ["127.0.0.1:2"]);
+        assert_eq!(
+            addrs(table.lookup("app.example.com", "/", now)),
+            ["127.0.0.1:2"]
+        );
         assert_eq!(table.endpoint_count(), 1);
         // Without an instance id, host:port identifies the endpoint.
         let mut anonymous = reg("app.example.com", 3, "");
@@ -326,7 +351,10 @@ mod tests {
         assert_eq!(table.endpoint_count(), 2);
         table.unregister(&anonymous);
         table.unregister(&reg("app.example.com", 2, "a"));
-        assert_eq!(table.lookup("app.example.com", "/", now), Lookup::UnknownRoute);
+        assert_eq!(
+            table.lookup("app.example.com", "/", now),
+            Lookup::UnknownRoute
+        );
         assert_eq!(table.endpoint_count(), 0);
         // Unregistering what is not there is harmless.
         table.unregister(&reg("gone.example.com", 9, "z"));
@@ -344,12 +372,24 @@ mod tests {
         table.register(&short, t1);
 
         let t2 = t0 + Duration::from_secs(121);
-        assert_eq!(addrs(table.lookup("app.example.com", "/", t2)), ["127.0.0.1:2"]);
-        assert_eq!(table.lookup("short.example.com", "/", t2), Lookup::NoEndpoints);
+        assert_eq!(
+            addrs(table.lookup("app.example.com", "/", t2)),
+            ["127.0.0.1:2"]
+        );
+        assert_eq!(
+            table.lookup("short.example.com", "/", t2),
+            Lookup::NoEndpoints
+        );
         assert_eq!(table.prune(t2), 2);
-        assert_eq!(table.lookup("short.example.com", "/", t2), Lookup::UnknownRoute);
+        assert_eq!(
+            table.lookup("short.example.com", "/", t2),
+            Lookup::UnknownRoute
+        );
         assert_eq!(table.endpoint_count(), 1);
         assert_eq!(table.prune(t1 + Duration::from_secs(121)), 1);
-        assert_eq!(table.lookup("app.example.com", "/", t2), Lookup::UnknownRoute);
+        assert_eq!(
+            table.lookup("app.example.com", "/", t2),
+            Lookup::UnknownRoute
+        );
     }
 }

@@ -27,35 +27,40 @@ async fn backend(name: &'static str) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let seen: Vec<(String, String)> = [
-                        "host",
-                        "x-forwarded-for",
-                        "x-forwarded-proto",
-                        "x-request-start",
-                        "x-vcap-request-id",
-                        "x-cf-applicationid",
-                        "x-cf-instanceindex",
-                    ]
-                    .iter()
-                    .filter_map(|h| {
-                        let v = req.headers().get(*h)?.to_str().ok()?;
-                        Some((format!("seen-{h}"), v.to_string()))
-                    })
-                    .collect();
-                    let head = format!("{name} {} {} ", req.method(), req.uri());
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let mut resp = Response::new(Full::new(Bytes::from([head.as_bytes(), &body].concat())));
-                    for (k, v) in seen {
-                        resp.headers_mut().insert(
-                            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                            v.parse().unwrap(),
-                        );
-                    }
-                    Ok::<_, Infallible>(resp)
-                });
+                let service =
+                    hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                        let seen: Vec<(String, String)> = [
+                            "host",
+                            "x-forwarded-for",
+                            "x-forwarded-proto",
+                            "x-request-start",
+                            "x-vcap-request-id",
+                            "x-cf-applicationid",
+                            "x-cf-instanceindex",
+                        ]
+                        .iter()
+                        .filter_map(|h| {
+                            let v = req.headers().get(*h)?.to_str().ok()?;
+                            Some((format!("seen-{h}"), v.to_string()))
+                        })
+                        .collect();
+                        let head = format!("{name} {} {} ", req.method(), req.uri());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut resp = Response::new(Full::new(Bytes::from(
+                            [head.as_bytes(), &body].concat(),
+                        )));
+                        for (k, v) in seen {
+                            resp.headers_mut().insert(
+                                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                v.parse().unwrap(),
+                            );
+                        }
+                        Ok::<_, Infallible>(resp)
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -89,11 +94,26 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let router = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(wf_router::run(config, listener, bus.clone(), cancel.clone()));
-        let start = tokio::time::timeout(DEADLINE, starts.next()).await.unwrap().unwrap();
+        let task = tokio::spawn(wf_router::run(
+            config,
+            listener,
+            bus.clone(),
+            cancel.clone(),
+        ));
+        let start = tokio::time::timeout(DEADLINE, starts.next())
+            .await
+            .unwrap()
+            .unwrap();
         let announced = serde_json::from_slice(&start.payload).unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Harness { bus, router, cancel, task, client, announced }
+        Harness {
+            bus,
+            router,
+            cancel,
+            task,
+            client,
+            announced,
+        }
     }
 
     async fn register(&self, subject: &str, host: &str, addr: SocketAddr, id: &str) {
@@ -112,7 +132,14 @@ impl Harness {
             .unwrap();
     }
 
-    async fn send(&self, method: &str, host: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+    async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.router))
@@ -125,7 +152,11 @@ impl Harness {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     async fn get(&self, host: &str, path: &str) -> Reply {
@@ -140,7 +171,12 @@ impl Harness {
             if accept(&reply) {
                 return reply;
             }
-            assert!(Instant::now() < deadline, "{host}: still {} {}", reply.status, reply.body);
+            assert!(
+                Instant::now() < deadline,
+                "{host}: still {} {}",
+                reply.status,
+                reply.body
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -168,8 +204,10 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
     let h = Harness::start(RouterConfig::default()).await;
     let mut envelopes = h.bus.subscribe(ENVELOPE_SUBJECT).await.unwrap();
     let a = backend("a").await;
-    h.register(REGISTER_SUBJECT, "hello.apps.localhost", a, "i-a").await;
-    h.wait_for("hello.apps.localhost", |r| r.status == StatusCode::OK).await;
+    h.register(REGISTER_SUBJECT, "hello.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("hello.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
 
     let reply = h
         .send(
@@ -177,7 +215,10 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
             "Hello.Apps.Localhost:8080",
             "/some/path?q=1",
             "posted body",
-            &[("X-Forwarded-For", "1.2.3.4"), ("X-Vcap-Request-Id", "client-id")],
+            &[
+                ("X-Forwarded-For", "1.2.3.4"),
+                ("X-Vcap-Request-Id", "client-id"),
+            ],
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -185,7 +226,12 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
     assert_eq!(header(&reply, "seen-host"), "Hello.Apps.Localhost:8080");
     assert_eq!(header(&reply, "seen-x-forwarded-for"), "1.2.3.4, 127.0.0.1");
     assert_eq!(header(&reply, "seen-x-forwarded-proto"), "http");
-    assert!(header(&reply, "seen-x-request-start").parse::<u64>().unwrap() > 1_600_000_000_000);
+    assert!(
+        header(&reply, "seen-x-request-start")
+            .parse::<u64>()
+            .unwrap()
+            > 1_600_000_000_000
+    );
     let request_id = header(&reply, "seen-x-vcap-request-id");
     assert_ne!(request_id, "client-id");
     assert!(uuid::Uuid::parse_str(request_id).is_ok());
@@ -201,7 +247,9 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
             .expect("RTR envelope")
             .unwrap();
         let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap();
-        let EnvelopeMessage::Log(log) = &envelope.message else { continue };
+        let EnvelopeMessage::Log(log) = &envelope.message else {
+            continue;
+        };
         let line = String::from_utf8_lossy(&log.payload);
         if !line.contains("POST /some/path?q=1") {
             continue;
@@ -209,9 +257,18 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
         assert_eq!(envelope.source_id, "app-guid");
         assert_eq!(envelope.source_type(), Some("RTR"));
         assert!(line.starts_with("Hello.Apps.Localhost:8080 - ["), "{line}");
-        assert!(line.contains("\"POST /some/path?q=1 HTTP/1.1\" 200 11 "), "{line}");
-        assert!(line.contains(&format!("vcap_request_id:\"{request_id}\"")), "{line}");
-        assert!(line.contains("app_id:\"app-guid\" app_index:\"0\""), "{line}");
+        assert!(
+            line.contains("\"POST /some/path?q=1 HTTP/1.1\" 200 11 "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("vcap_request_id:\"{request_id}\"")),
+            "{line}"
+        );
+        assert!(
+            line.contains("app_id:\"app-guid\" app_index:\"0\""),
+            "{line}"
+        );
         break;
     }
     h.stop().await;
@@ -223,13 +280,21 @@ async fn unknown_routes_get_404_and_unregistered_routes_disappear() {
     let reply = h.get("nope.apps.localhost:8080", "/").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(header(&reply, "x-cf-routererror"), "unknown_route");
-    assert_eq!(reply.body, "404 Not Found: Requested route ('nope.apps.localhost') does not exist.\n");
+    assert_eq!(
+        reply.body,
+        "404 Not Found: Requested route ('nope.apps.localhost') does not exist.\n"
+    );
 
     let a = backend("a").await;
-    h.register(REGISTER_SUBJECT, "gone.apps.localhost", a, "i-a").await;
-    h.wait_for("gone.apps.localhost", |r| r.status == StatusCode::OK).await;
-    h.register(UNREGISTER_SUBJECT, "gone.apps.localhost", a, "i-a").await;
-    let reply = h.wait_for("gone.apps.localhost", |r| r.status == StatusCode::NOT_FOUND).await;
+    h.register(REGISTER_SUBJECT, "gone.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("gone.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    h.register(UNREGISTER_SUBJECT, "gone.apps.localhost", a, "i-a")
+        .await;
+    let reply = h
+        .wait_for("gone.apps.localhost", |r| r.status == StatusCode::NOT_FOUND)
+        .await;
     assert_eq!(header(&reply, "x-cf-routererror"), "unknown_route");
     h.stop().await;
 }
@@ -241,18 +306,32 @@ async fn dead_backends_get_502_and_live_ones_are_retried() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap()
     };
-    h.register(REGISTER_SUBJECT, "down.apps.localhost", dead, "i-dead").await;
-    let reply = h.wait_for("down.apps.localhost", |r| r.status != StatusCode::NOT_FOUND).await;
+    h.register(REGISTER_SUBJECT, "down.apps.localhost", dead, "i-dead")
+        .await;
+    let reply = h
+        .wait_for("down.apps.localhost", |r| r.status != StatusCode::NOT_FOUND)
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert!(header(&reply, "x-cf-routererror").starts_with("endpoint_failure"), "{:?}", reply.headers);
+    assert!(
+        header(&reply, "x-cf-routererror").starts_with("endpoint_failure"),
+        "{:?}",
+        reply.headers
+    );
 
     // With a live endpoint beside the dead one, every request succeeds.
     let live = backend("live").await;
-    h.register(REGISTER_SUBJECT, "down.apps.localhost", live, "i-live").await;
-    h.wait_for("down.apps.localhost", |r| r.status == StatusCode::OK).await;
+    h.register(REGISTER_SUBJECT, "down.apps.localhost", live, "i-live")
+        .await;
+    h.wait_for("down.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
     for _ in 0..4 {
-        let reply = h.send("POST", "down.apps.localhost", "/", "body", &[]).await;
-        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "live POST / body"));
+        let reply = h
+            .send("POST", "down.apps.localhost", "/", "body", &[])
+            .await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "live POST / body")
+        );
     }
     h.stop().await;
 }
@@ -261,9 +340,12 @@ async fn dead_backends_get_502_and_live_ones_are_retried() {
 async fn round_robin_over_two_backends() {
     let h = Harness::start(RouterConfig::default()).await;
     let (a, b) = (backend("a").await, backend("b").await);
-    h.register(REGISTER_SUBJECT, "rr.apps.localhost", a, "i-a").await;
-    h.register(REGISTER_SUBJECT, "rr.apps.localhost", b, "i-b").await;
-    h.wait_for("rr.apps.localhost", |r| r.body.starts_with('b')).await;
+    h.register(REGISTER_SUBJECT, "rr.apps.localhost", a, "i-a")
+        .await;
+    h.register(REGISTER_SUBJECT, "rr.apps.localhost", b, "i-b")
+        .await;
+    h.wait_for("rr.apps.localhost", |r| r.body.starts_with('b'))
+        .await;
     let mut names = Vec::new();
     for _ in 0..4 {
         names.push(h.get("rr.apps.localhost", "/").await.body[..1].to_string());
@@ -288,9 +370,14 @@ async fn announces_itself_answers_greetings_and_prunes_stale_routes() {
     assert_eq!(greeting, h.announced);
 
     let a = backend("a").await;
-    h.register(REGISTER_SUBJECT, "stale.apps.localhost", a, "i-a").await;
-    h.wait_for("stale.apps.localhost", |r| r.status == StatusCode::OK).await;
+    h.register(REGISTER_SUBJECT, "stale.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("stale.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
     // Not re-registered: gone after the 1 s threshold.
-    h.wait_for("stale.apps.localhost", |r| r.status == StatusCode::NOT_FOUND).await;
+    h.wait_for("stale.apps.localhost", |r| {
+        r.status == StatusCode::NOT_FOUND
+    })
+    .await;
     h.stop().await;
 }

@@ -298,8 +298,9 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
         Err(e) => return failed(e),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wf-tests\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wf-tests\r\nConnection: close\r\n\r\n"
+    );
     if let Err(e) = stream.write_all(request.as_bytes()) {
         return failed(e);
     }
@@ -326,7 +327,11 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     HttpResponse {
         status,
         headers,
@@ -354,7 +359,10 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked_responses() {
         let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi");
-        assert_eq!((r.status, r.body.as_str(), r.header("x-a")), (200, "hi", Some("b")));
+        assert_eq!(
+            (r.status, r.body.as_str(), r.header("x-a")),
+            (200, "hi", Some("b"))
+        );
         let r = parse_response(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
         assert_eq!((r.status, r.body.as_str()), (404, "abcde"));
     }

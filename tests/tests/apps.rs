@@ -17,7 +17,10 @@ fn push_hello_and_reach_it_through_the_router() {
 
     let out = wf.push_fixture("hello", "hello");
     assert!(out.contains("Staging app"), "push output:\n{out}");
-    assert!(out.contains("running"), "push ends with the app summary:\n{out}");
+    assert!(
+        out.contains("running"),
+        "push ends with the app summary:\n{out}"
+    );
 
     let resp = platform.get("hello", "/");
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -153,9 +156,18 @@ fn the_app_sees_its_cf_environment() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let env: serde_json::Value = serde_json::from_str(&resp.body).expect("env JSON");
     assert_eq!(env["CF_INSTANCE_INDEX"], "0");
-    assert!(env["PORT"].as_str().is_some_and(|p| p.parse::<u16>().is_ok()), "{env}");
-    assert!(env["CF_INSTANCE_GUID"].as_str().is_some_and(|g| !g.is_empty()));
-    assert!(env["MEMORY_LIMIT"].as_str().is_some_and(|m| m.ends_with('m')));
+    assert!(
+        env["PORT"]
+            .as_str()
+            .is_some_and(|p| p.parse::<u16>().is_ok()),
+        "{env}"
+    );
+    assert!(env["CF_INSTANCE_GUID"]
+        .as_str()
+        .is_some_and(|g| !g.is_empty()));
+    assert!(env["MEMORY_LIMIT"]
+        .as_str()
+        .is_some_and(|m| m.ends_with('m')));
     assert_eq!(env["VCAP_SERVICES"], "{}");
     let vcap: serde_json::Value =
         serde_json::from_str(env["VCAP_APPLICATION"].as_str().expect("VCAP_APPLICATION"))

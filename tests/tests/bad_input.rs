@@ -9,13 +9,20 @@ use wf_tests::platform::{Platform, Wf};
 
 /// Uploads `bytes` as the bits of a new package of app `name` (created if needed)
 /// straight through the API, as any CF client could; returns (status, body, package guid).
-fn upload_bits(platform: &Platform, wf: &Wf, name: &str, filename: &str, bytes: Vec<u8>) -> (u16, Value, String) {
+fn upload_bits(
+    platform: &Platform,
+    wf: &Wf,
+    name: &str,
+    filename: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value, String) {
     let space_guid = space_guid(wf);
     let apps = wf.curl_json(&[&format!("/v3/apps?names={name}&space_guids={space_guid}")]);
     let app_guid = match apps["resources"][0]["guid"].as_str() {
         Some(g) => g.to_string(),
         None => {
-            let body = json!({"name": name, "relationships": {"space": {"data": {"guid": space_guid}}}});
+            let body =
+                json!({"name": name, "relationships": {"space": {"data": {"guid": space_guid}}}});
             let app = wf.curl_json(&["-X", "POST", "/v3/apps", "-d", &body.to_string()]);
             app["guid"].as_str().expect("app guid").to_string()
         }
@@ -31,7 +38,10 @@ fn upload_bits(platform: &Platform, wf: &Wf, name: &str, filename: &str, bytes: 
         )
         .text("resources", "[]");
     let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v3/packages/{package_guid}/upload", platform.api_url))
+        .post(format!(
+            "{}/v3/packages/{package_guid}/upload",
+            platform.api_url
+        ))
         .header("Authorization", wf.token())
         .multipart(form)
         .timeout(Duration::from_secs(60))
@@ -44,7 +54,10 @@ fn upload_bits(platform: &Platform, wf: &Wf, name: &str, filename: &str, bytes: 
 
 fn space_guid(wf: &Wf) -> String {
     let spaces = wf.curl_json(&[&format!("/v3/spaces?names={}", wf.space)]);
-    spaces["resources"][0]["guid"].as_str().expect("space guid").to_string()
+    spaces["resources"][0]["guid"]
+        .as_str()
+        .expect("space guid")
+        .to_string()
 }
 
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -63,7 +76,9 @@ fn assert_cf_error(body: &Value, title: &str, detail_contains: &str) {
     assert!(error["code"].as_u64().is_some(), "{body}");
     let detail = error["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.to_lowercase().contains(&detail_contains.to_lowercase()),
+        detail
+            .to_lowercase()
+            .contains(&detail_contains.to_lowercase()),
         "detail {detail:?} lacks {detail_contains:?}: {body}"
     );
 }
@@ -75,9 +90,19 @@ fn bad_uploads_are_refused_and_leave_no_package_behind() {
     wf.push_fixture("steady", "hello");
 
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
-        ("not wasm", "app.wasm", b"hello, I am text".to_vec(), "WebAssembly"),
+        (
+            "not wasm",
+            "app.wasm",
+            b"hello, I am text".to_vec(),
+            "WebAssembly",
+        ),
         ("empty zip", "app.zip", zip_of(&[]), "empty"),
-        ("path traversal", "app.zip", zip_of(&[("../evil.wasm", b"\0asm")]), ".."),
+        (
+            "path traversal",
+            "app.zip",
+            zip_of(&[("../evil.wasm", b"\0asm")]),
+            "..",
+        ),
     ];
     for (what, filename, bytes, detail) in cases {
         let (status, body, package_guid) = upload_bits(platform, &wf, "victim", filename, bytes);
@@ -125,7 +150,10 @@ fn name_clashes_and_bad_scales_are_unprocessable() {
     let second = wf.curl_json(&["-X", "POST", "/v3/apps", "-d", &body.to_string()]);
     assert_cf_error(&second, "CF-UnprocessableEntity", "twin");
 
-    let process = wf.curl_json(&[&format!("/v3/apps/{}/processes/web", first["guid"].as_str().unwrap_or_default())]);
+    let process = wf.curl_json(&[&format!(
+        "/v3/apps/{}/processes/web",
+        first["guid"].as_str().unwrap_or_default()
+    )]);
     let process_guid = process["guid"].as_str().expect("process guid");
     let scale = wf.curl_json(&[
         "-X",
@@ -149,7 +177,14 @@ fn push_to_a_deleted_space_fails_clearly() {
     wf.ok(&["create-space", "doomed", "-o", &wf.org]);
     wf.ok(&["target", "-o", &wf.org, "-s", "doomed"]);
     wf.ok(&["delete-space", "doomed", "-f"]);
-    let err = wf.fails(&["push", "orphan", "-p", wf_tests::fixtures::fixture_wasm("hello").to_str().expect("path")]);
+    let err = wf.fails(&[
+        "push",
+        "orphan",
+        "-p",
+        wf_tests::fixtures::fixture_wasm("hello")
+            .to_str()
+            .expect("path"),
+    ]);
     assert!(err.to_lowercase().contains("space"), "{err}");
 }
 
@@ -169,7 +204,11 @@ fn requests_without_a_valid_token_are_refused() {
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
     parts[1] = parts[1].chars().rev().collect();
     for bad in ["bearer garbage".to_string(), parts.join(".")] {
-        let resp = client.get(&apps).header("Authorization", &bad).send().expect("request");
+        let resp = client
+            .get(&apps)
+            .header("Authorization", &bad)
+            .send()
+            .expect("request");
         assert_eq!(resp.status().as_u16(), 401, "{bad}");
         assert_cf_error(&resp.json().expect("json"), "CF-InvalidAuthToken", "");
     }

@@ -12,7 +12,9 @@ fn restarting_the_platform_brings_the_apps_back() {
     let wf = platform.user();
     wf.push_fixture("phoenix", "hello");
     wf.ok(&["scale", "phoenix", "-i", "2"]);
-    platform.wait_for("phoenix", "/", Duration::from_secs(60), |r| r.body == "hello from 1\n");
+    platform.wait_for("phoenix", "/", Duration::from_secs(60), |r| {
+        r.body == "hello from 1\n"
+    });
     platform.stop();
 
     let platform = Platform::start_on(data_dir.path());
@@ -21,7 +23,9 @@ fn restarting_the_platform_brings_the_apps_back() {
     wf.ok(&["target", "-o", &wf.org, "-s", &wf.space]);
     let resp = platform.wait_for("phoenix", "/", Duration::from_secs(60), |r| r.status == 200);
     assert!(resp.body.starts_with("hello from "), "{resp:?}");
-    platform.wait_for("phoenix", "/", Duration::from_secs(60), |r| r.body == "hello from 1\n");
+    platform.wait_for("phoenix", "/", Duration::from_secs(60), |r| {
+        r.body == "hello from 1\n"
+    });
     let app = wf.ok(&["app", "phoenix"]);
     assert!(app.contains("#1") && app.contains("running"), "{app}");
 }

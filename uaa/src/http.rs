@@ -23,13 +23,20 @@ pub(crate) fn router(uaa: Arc<Uaa>) -> axum::Router {
         .route("/token_keys", get(token_keys))
         .route("/token_key", get(token_key))
         .route("/login", get(login))
-        .route("/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/Users", post(create_user))
         .with_state(uaa)
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut resp = (status, Json(json!({ "error": error, "error_description": description }))).into_response();
+    let mut resp = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -73,7 +80,9 @@ fn client_id(headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Stri
             (id.to_string(), secret.to_string())
         }
         None => (
-            form.get("client_id").cloned().ok_or(GrantError::BadClient)?,
+            form.get("client_id")
+                .cloned()
+                .ok_or(GrantError::BadClient)?,
             form.get("client_secret").cloned().unwrap_or_default(),
         ),
     };
@@ -89,7 +98,11 @@ async fn token(
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "expected a form-encoded body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected a form-encoded body",
+        );
     };
     let client = match client_id(&headers, &form) {
         Ok(c) => c,
@@ -99,13 +112,22 @@ async fn token(
     let result = match field("grant_type") {
         Some("password") => {
             let (Some(username), Some(password)) = (field("username"), field("password")) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "username and password are required");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "username and password are required",
+                );
             };
-            uaa.password_grant(&client, username, password, field("scope")).await
+            uaa.password_grant(&client, username, password, field("scope"))
+                .await
         }
         Some("refresh_token") => {
             let Some(refresh_token) = field("refresh_token") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is required",
+                );
             };
             uaa.refresh_grant(&client, refresh_token).await
         }
@@ -116,7 +138,13 @@ async fn token(
                 &format!("Unsupported grant type: {other}"),
             )
         }
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            )
+        }
     };
     match result {
         Ok(tokens) => {
@@ -195,7 +223,13 @@ async fn create_user(
         .and_then(|h| uaa.verifier().verify(h));
     match bearer {
         Ok(claims) if claims.has_scope("scim.write") => {}
-        Ok(_) => return oauth_error(StatusCode::FORBIDDEN, "insufficient_scope", "scim.write is required"),
+        Ok(_) => {
+            return oauth_error(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "scim.write is required",
+            )
+        }
         Err(e) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string()),
     }
     let invalid = |msg: &str| {
@@ -249,12 +283,18 @@ mod tests {
     async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
         let resp = app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     fn form_post(body: &str, basic: Option<&str>) -> Request<Body> {
-        let mut req = Request::post("/oauth/token").header("Content-Type", "application/x-www-form-urlencoded");
+        let mut req = Request::post("/oauth/token")
+            .header("Content-Type", "application/x-www-form-urlencoded");
         if let Some(b) = basic {
             req = req.header("Authorization", b);
         }
@@ -268,10 +308,17 @@ mod tests {
         let app = uaa.router();
         let cf = Some("Basic Y2Y6"); // base64("cf:")
 
-        let (status, body) = send(&app, form_post("grant_type=password&username=admin&password=s3cret", cf)).await;
+        let (status, body) = send(
+            &app,
+            form_post("grant_type=password&username=admin&password=s3cret", cf),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["token_type"], "bearer");
-        assert!(body["scope"].as_str().unwrap().contains("cloud_controller.admin"));
+        assert!(body["scope"]
+            .as_str()
+            .unwrap()
+            .contains("cloud_controller.admin"));
         assert!(body["expires_in"].as_u64().unwrap() > 0);
         let access = body["access_token"].as_str().unwrap().to_string();
         assert!(uaa.verifier().verify(&access).is_ok());
@@ -279,27 +326,60 @@ mod tests {
         let refresh = body["refresh_token"].as_str().unwrap();
         let (status, body) = send(
             &app,
-            form_post(&format!("client_id=cf&client_secret=&grant_type=refresh_token&refresh_token={refresh}"), None),
+            form_post(
+                &format!(
+                    "client_id=cf&client_secret=&grant_type=refresh_token&refresh_token={refresh}"
+                ),
+                None,
+            ),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body["access_token"].is_string());
 
-        let (status, body) = send(&app, form_post("grant_type=password&username=admin&password=bad", cf)).await;
+        let (status, body) = send(
+            &app,
+            form_post("grant_type=password&username=admin&password=bad", cf),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body["error"], "invalid_grant");
         assert_eq!(body["error_description"], "Bad credentials");
         let (status, body) = send(&app, form_post("grant_type=client_credentials", cf)).await;
-        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
-        let (status, body) = send(&app, form_post("grant_type=password&username=admin&password=s3cret", Some("Basic ZXZpbDp4"))).await;
-        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
-        let (status, _) = send(&app, form_post("grant_type=password&username=admin&password=s3cret", None)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unsupported_grant_type"))
+        );
+        let (status, body) = send(
+            &app,
+            form_post(
+                "grant_type=password&username=admin&password=s3cret",
+                Some("Basic ZXZpbDp4"),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+        );
+        let (status, _) = send(
+            &app,
+            form_post("grant_type=password&username=admin&password=s3cret", None),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let (status, _) = send(&app, Request::post("/oauth/token").body(Body::from("{}")).unwrap()).await;
+        let (status, _) = send(
+            &app,
+            Request::post("/oauth/token")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
         // A new user through SCIM, then its login.
-        let user = json!({"userName": "dev", "password": "pw", "emails": [{"value": "dev@example.com"}]});
+        let user =
+            json!({"userName": "dev", "password": "pw", "emails": [{"value": "dev@example.com"}]});
         let scim = |token: Option<&str>| {
             let mut req = Request::post("/Users").header("Content-Type", "application/json");
             if let Some(t) = token {
@@ -311,8 +391,15 @@ mod tests {
         let (status, body) = send(&app, scim(Some(&access))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["userName"], "dev");
-        assert_eq!(send(&app, scim(Some(&access))).await.0, StatusCode::CONFLICT);
-        let (status, body) = send(&app, form_post("grant_type=password&username=dev&password=pw", cf)).await;
+        assert_eq!(
+            send(&app, scim(Some(&access))).await.0,
+            StatusCode::CONFLICT
+        );
+        let (status, body) = send(
+            &app,
+            form_post("grant_type=password&username=dev&password=pw", cf),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let dev = body["access_token"].as_str().unwrap();
         assert_eq!(send(&app, scim(Some(dev))).await.0, StatusCode::FORBIDDEN);
@@ -323,17 +410,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
         let app = uaa.router();
-        let (status, body) = send(&app, Request::get("/token_keys").body(Body::empty()).unwrap()).await;
+        let (status, body) = send(
+            &app,
+            Request::get("/token_keys").body(Body::empty()).unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let key = &body["keys"][0];
-        assert_eq!((key["kty"].as_str(), key["alg"].as_str(), key["use"].as_str()), (Some("RSA"), Some("RS256"), Some("sig")));
+        assert_eq!(
+            (
+                key["kty"].as_str(),
+                key["alg"].as_str(),
+                key["use"].as_str()
+            ),
+            (Some("RSA"), Some("RS256"), Some("sig"))
+        );
         assert_eq!(key["kid"], "key-1");
         let keys: Vec<crate::TokenKey> = serde_json::from_value(body["keys"].clone()).unwrap();
-        let verifier = crate::TokenVerifier::from_keys("http://uaa.test/oauth/token", &keys).unwrap();
-        let token = uaa.password_grant("cf", "admin", "s3cret", None).await.unwrap().access_token;
+        let verifier =
+            crate::TokenVerifier::from_keys("http://uaa.test/oauth/token", &keys).unwrap();
+        let token = uaa
+            .password_grant("cf", "admin", "s3cret", None)
+            .await
+            .unwrap()
+            .access_token;
         assert!(verifier.verify(&token).is_ok());
 
-        let (_, body) = send(&app, Request::get("/token_key").body(Body::empty()).unwrap()).await;
+        let (_, body) = send(
+            &app,
+            Request::get("/token_key").body(Body::empty()).unwrap(),
+        )
+        .await;
         assert_eq!(body["kid"], "key-1");
         let (_, body) = send(&app, Request::get("/login").body(Body::empty()).unwrap()).await;
         assert_eq!(body["prompts"]["password"][0], "password");

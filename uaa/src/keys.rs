@@ -124,6 +124,9 @@ mod tests {
         assert!(first.public.value.starts_with("-----BEGIN PUBLIC KEY-----"));
 
         std::fs::write(&path, "not a key").unwrap();
-        assert!(matches!(load_or_generate(path).await, Err(UaaError::Key(_))));
+        assert!(matches!(
+            load_or_generate(path).await,
+            Err(UaaError::Key(_))
+        ));
     }
 }

@@ -149,9 +149,15 @@ impl Uaa {
     pub async fn open(config: UaaConfig) -> Result<Arc<Uaa>, UaaError> {
         let db = users::connect(&config.database_url).await?;
         let signing = keys::load_or_generate(config.signing_key_path.clone()).await?;
-        let verifier = TokenVerifier::from_keys(&config.issuer, std::slice::from_ref(&signing.public))
-            .map_err(|e| UaaError::Key(e.to_string()))?;
-        let uaa = Uaa { config, db, signing, verifier };
+        let verifier =
+            TokenVerifier::from_keys(&config.issuer, std::slice::from_ref(&signing.public))
+                .map_err(|e| UaaError::Key(e.to_string()))?;
+        let uaa = Uaa {
+            config,
+            db,
+            signing,
+            verifier,
+        };
         uaa.ensure_admin().await?;
         Ok(Arc::new(uaa))
     }
@@ -204,7 +210,12 @@ impl Uaa {
     }
 
     /// Creates a user with UAA's default groups; returns its id.
-    pub async fn create_user(&self, username: &str, password: &str, email: &str) -> Result<String, GrantError> {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        email: &str,
+    ) -> Result<String, GrantError> {
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
             username: username.to_string(),
@@ -240,7 +251,11 @@ impl Uaa {
 
     /// The `refresh_token` grant: a new access token for the same user and scopes, as
     /// long as the refresh token is valid and the user's credentials did not change.
-    pub async fn refresh_grant(&self, client_id: &str, refresh_token: &str) -> Result<TokenResponse, GrantError> {
+    pub async fn refresh_grant(
+        &self,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, GrantError> {
         check_client(client_id)?;
         let invalid = |why: &str| GrantError::InvalidRefreshToken(why.to_string());
         let claims: TokenClaims = self
@@ -266,7 +281,13 @@ impl Uaa {
             .into_iter()
             .filter(|s| user.scopes.contains(s))
             .collect();
-        let mut response = self.issue(client_id, &user, scopes, &claims.claims.grant_type, Some(claims.auth_time))?;
+        let mut response = self.issue(
+            client_id,
+            &user,
+            scopes,
+            &claims.claims.grant_type,
+            Some(claims.auth_time),
+        )?;
         // UAA's refresh tokens are not rotated.
         response.refresh_token = refresh_token.trim().to_string();
         Ok(response)
@@ -283,7 +304,16 @@ impl Uaa {
         let now = users::unix_now();
         let access_validity = self.config.access_token_validity.as_secs();
         let access_jti = uuid::Uuid::new_v4().to_string();
-        let access = self.claims(client_id, user, &scopes, grant_type, now, auth_time, access_jti.clone(), access_validity);
+        let access = self.claims(
+            client_id,
+            user,
+            &scopes,
+            grant_type,
+            now,
+            auth_time,
+            access_jti.clone(),
+            access_validity,
+        );
         let refresh_jti = format!("{}-r", uuid::Uuid::new_v4().simple());
         let refresh = self.claims(
             client_id,
@@ -397,7 +427,14 @@ fn audience(client_id: &str, scopes: &[String]) -> Vec<String> {
 /// fields); the client secret is always empty.
 fn rev_sig(client_id: &str, user: &User) -> String {
     let mut h = Sha256::new();
-    for part in [client_id, "", &user.id, &user.password_hash, &user.email, &user.username] {
+    for part in [
+        client_id,
+        "",
+        &user.id,
+        &user.password_hash,
+        &user.email,
+        &user.username,
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -427,38 +464,64 @@ mod tests {
     async fn issued_tokens_verify_and_carry_cf_claims() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        let resp = uaa.password_grant("cf", "admin", "s3cret", None).await.unwrap();
+        let resp = uaa
+            .password_grant("cf", "admin", "s3cret", None)
+            .await
+            .unwrap();
         assert_eq!(resp.token_type, "bearer");
         assert!(resp.scope.split(' ').any(|s| s == "cloud_controller.admin"));
 
-        let claims = uaa.verifier().verify(&format!("bearer {}", resp.access_token)).unwrap();
+        let claims = uaa
+            .verifier()
+            .verify(&format!("bearer {}", resp.access_token))
+            .unwrap();
         assert!(claims.is_admin());
         assert_eq!(claims.user_name, "admin");
         assert_eq!(claims.jti, resp.jti);
         assert_eq!(claims.iss, "http://uaa.test/oauth/token");
         assert_eq!(claims.cid, "cf");
-        assert_eq!((claims.origin.as_str(), claims.zid.as_str()), ("uaa", "uaa"));
+        assert_eq!(
+            (claims.origin.as_str(), claims.zid.as_str()),
+            ("uaa", "uaa")
+        );
         for aud in ["cf", "cloud_controller", "openid", "scim", "doppler"] {
-            assert!(claims.aud.iter().any(|a| a == aud), "{aud} in {:?}", claims.aud);
+            assert!(
+                claims.aud.iter().any(|a| a == aud),
+                "{aud} in {:?}",
+                claims.aud
+            );
         }
         let header = jsonwebtoken::decode_header(&resp.access_token).unwrap();
         assert_eq!(header.kid.as_deref(), Some("key-1"));
         assert_eq!(header.jku.as_deref(), Some("http://uaa.test/token_keys"));
 
         // The refresh token is not an access token.
-        assert!(matches!(uaa.verifier().verify(&resp.refresh_token), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            uaa.verifier().verify(&resp.refresh_token),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[tokio::test]
     async fn tampered_forged_and_foreign_tokens_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        let token = uaa.password_grant("cf", "admin", "s3cret", None).await.unwrap().access_token;
+        let token = uaa
+            .password_grant("cf", "admin", "s3cret", None)
+            .await
+            .unwrap()
+            .access_token;
         let parts: Vec<&str> = token.split('.').collect();
         let reversed: String = parts[1].chars().rev().collect();
         let tampered = format!("{}.{}.{}", parts[0], reversed, parts[2]);
-        assert!(matches!(uaa.verifier().verify(&tampered), Err(TokenError::Invalid(_))));
-        assert!(matches!(uaa.verifier().verify("bearer "), Err(TokenError::Missing)));
+        assert!(matches!(
+            uaa.verifier().verify(&tampered),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(
+            uaa.verifier().verify("bearer "),
+            Err(TokenError::Missing)
+        ));
         assert!(uaa.verifier().verify("garbage").is_err());
 
         // alg none and HS256 (signed with the public key as secret) are refused.
@@ -466,7 +529,9 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
         assert!(uaa.verifier().verify(&none).is_err());
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap();
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap();
         let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -474,10 +539,17 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(uaa.token_key().value.as_bytes()),
         )
         .unwrap();
-        assert!(matches!(uaa.verifier().verify(&hs), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            uaa.verifier().verify(&hs),
+            Err(TokenError::Invalid(_))
+        ));
 
         // Another issuer with the same key is not trusted.
-        let other = TokenVerifier::from_keys("http://elsewhere/oauth/token", std::slice::from_ref(uaa.token_key())).unwrap();
+        let other = TokenVerifier::from_keys(
+            "http://elsewhere/oauth/token",
+            std::slice::from_ref(uaa.token_key()),
+        )
+        .unwrap();
         assert!(other.verify(&token).is_err());
     }
 
@@ -485,14 +557,27 @@ mod tests {
     async fn wrong_passwords_unknown_users_and_clients_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        assert!(matches!(uaa.password_grant("cf", "admin", "nope", None).await, Err(GrantError::BadCredentials)));
-        assert!(matches!(uaa.password_grant("cf", "ghost", "s3cret", None).await, Err(GrantError::BadCredentials)));
-        assert!(matches!(uaa.password_grant("evil", "admin", "s3cret", None).await, Err(GrantError::BadClient)));
         assert!(matches!(
-            uaa.password_grant("cf", "admin", "s3cret", Some("uaa.admin")).await,
+            uaa.password_grant("cf", "admin", "nope", None).await,
+            Err(GrantError::BadCredentials)
+        ));
+        assert!(matches!(
+            uaa.password_grant("cf", "ghost", "s3cret", None).await,
+            Err(GrantError::BadCredentials)
+        ));
+        assert!(matches!(
+            uaa.password_grant("evil", "admin", "s3cret", None).await,
+            Err(GrantError::BadClient)
+        ));
+        assert!(matches!(
+            uaa.password_grant("cf", "admin", "s3cret", Some("uaa.admin"))
+                .await,
             Err(GrantError::InvalidScope(_))
         ));
-        let narrowed = uaa.password_grant("cf", "admin", "s3cret", Some("openid")).await.unwrap();
+        let narrowed = uaa
+            .password_grant("cf", "admin", "s3cret", Some("openid"))
+            .await
+            .unwrap();
         assert_eq!(narrowed.scope, "openid");
     }
 
@@ -500,24 +585,46 @@ mod tests {
     async fn expired_tokens_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        let admin = users::find_by_username(&uaa.db, "admin").await.unwrap().unwrap();
+        let admin = users::find_by_username(&uaa.db, "admin")
+            .await
+            .unwrap()
+            .unwrap();
         let scopes = vec!["cloud_controller.admin".to_string()];
         let long_ago = users::unix_now() - 3600;
-        let claims = uaa.claims("cf", &admin, &scopes, "password", long_ago, None, "jti-1".into(), 60);
+        let claims = uaa.claims(
+            "cf",
+            &admin,
+            &scopes,
+            "password",
+            long_ago,
+            None,
+            "jti-1".into(),
+            60,
+        );
         let token = uaa.sign(&claims).unwrap();
-        assert_eq!(uaa.verifier().verify(&token).unwrap_err(), TokenError::Expired);
+        assert_eq!(
+            uaa.verifier().verify(&token).unwrap_err(),
+            TokenError::Expired
+        );
     }
 
     #[tokio::test]
     async fn refresh_grant_issues_a_new_access_token_until_the_password_changes() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        let first = uaa.password_grant("cf", "admin", "s3cret", None).await.unwrap();
+        let first = uaa
+            .password_grant("cf", "admin", "s3cret", None)
+            .await
+            .unwrap();
         let refreshed = uaa.refresh_grant("cf", &first.refresh_token).await.unwrap();
         assert_ne!(refreshed.jti, first.jti);
         assert_eq!(refreshed.scope, first.scope);
         assert_eq!(refreshed.refresh_token, first.refresh_token);
-        assert!(uaa.verifier().verify(&refreshed.access_token).unwrap().is_admin());
+        assert!(uaa
+            .verifier()
+            .verify(&refreshed.access_token)
+            .unwrap()
+            .is_admin());
 
         assert!(matches!(
             uaa.refresh_grant("cf", &first.access_token).await,
@@ -527,7 +634,10 @@ mod tests {
 
         // Reopening with a new admin password keeps the key but revokes old tokens.
         let reopened = Uaa::open(test_config(&dir, "changed")).await.unwrap();
-        assert!(reopened.password_grant("cf", "admin", "s3cret", None).await.is_err());
+        assert!(reopened
+            .password_grant("cf", "admin", "s3cret", None)
+            .await
+            .is_err());
         assert!(reopened.verifier().verify(&first.access_token).is_ok());
         assert!(matches!(
             reopened.refresh_grant("cf", &first.refresh_token).await,
@@ -539,8 +649,13 @@ mod tests {
     async fn created_users_get_default_scopes_and_unique_names() {
         let dir = tempfile::tempdir().unwrap();
         let uaa = open_test_uaa(&dir).await;
-        uaa.create_user("dev", "pw", "dev@example.com").await.unwrap();
-        assert!(matches!(uaa.create_user("dev", "x", "").await, Err(GrantError::UsernameTaken(_))));
+        uaa.create_user("dev", "pw", "dev@example.com")
+            .await
+            .unwrap();
+        assert!(matches!(
+            uaa.create_user("dev", "x", "").await,
+            Err(GrantError::UsernameTaken(_))
+        ));
         let resp = uaa.password_grant("cf", "dev", "pw", None).await.unwrap();
         let claims = uaa.verifier().verify(&resp.access_token).unwrap();
         assert!(!claims.is_admin());

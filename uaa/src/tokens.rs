@@ -193,6 +193,9 @@ mod tests {
         assert_eq!(strip_bearer("abc"), Ok("abc"));
         assert_eq!(strip_bearer("  "), Err(TokenError::Missing));
         assert_eq!(strip_bearer("Bearer "), Err(TokenError::Missing));
-        assert!(matches!(strip_bearer("Basic abc"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            strip_bearer("Basic abc"),
+            Err(TokenError::Invalid(_))
+        ));
     }
 }

@@ -3,7 +3,6 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row as _};
 
 use crate::UaaError;
@@ -17,39 +16,12 @@ pub(crate) struct User {
     pub(crate) scopes: Vec<String>,
 }
 
+const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(1 => "0001_initial");
+
 pub(crate) async fn connect(database_url: &str) -> Result<AnyPool, UaaError> {
-    sqlx::any::install_default_drivers();
-    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-    let options = if in_memory {
-        // Every connection to an in-memory SQLite database is a database of its own:
-        // keep exactly one, forever.
-        AnyPoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-    } else {
-        AnyPoolOptions::new().max_connections(4)
-    };
-    let pool = options
-        .connect(database_url)
+    wf_db::open(database_url, MIGRATIONS)
         .await
-        .map_err(|e| UaaError::Database(format!("connecting: {e}")))?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS users (
-            id TEXT PRIMARY KEY,
-            username TEXT NOT NULL UNIQUE,
-            password_hash TEXT NOT NULL,
-            email TEXT NOT NULL,
-            scopes TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            created_at BIGINT NOT NULL
-        )",
-    )
-    .execute(&pool)
-    .await
-    .map_err(db_error)?;
-    Ok(pool)
+        .map_err(|e| UaaError::Database(e.to_string()))
 }
 
 fn db_error(e: sqlx::Error) -> UaaError {
@@ -69,7 +41,10 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, UaaError> {
 
 const USER_COLUMNS: &str = "id, username, password_hash, email, scopes";
 
-pub(crate) async fn find_by_username(pool: &AnyPool, username: &str) -> Result<Option<User>, UaaError> {
+pub(crate) async fn find_by_username(
+    pool: &AnyPool,
+    username: &str,
+) -> Result<Option<User>, UaaError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
     let row = sqlx::query(&sql)
         .bind(username.to_string())
@@ -149,7 +124,11 @@ pub(crate) async fn verify_password(password: &str, hash: &str) -> bool {
     let (password, hash) = (password.to_string(), hash.to_string());
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -171,7 +150,15 @@ mod tests {
             scopes: vec!["openid".into(), "uaa.user".into()],
         };
         assert!(insert(&pool, &user).await.unwrap());
-        assert!(!insert(&pool, &User { id: "u2".into(), ..user.clone() }).await.unwrap());
+        assert!(!insert(
+            &pool,
+            &User {
+                id: "u2".into(),
+                ..user.clone()
+            }
+        )
+        .await
+        .unwrap());
         let found = find_by_username(&pool, "alice").await.unwrap().unwrap();
         assert_eq!(found, user);
         assert_eq!(find_by_id(&pool, "u1").await.unwrap(), Some(user.clone()));

@@ -57,10 +57,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let api_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.api_port))
         .await
         .with_context(|| format!("binding the API port {}", args.api_port))?;
-    let router_listener =
-        TcpListener::bind(SocketAddr::new(args.listen_address, args.router_port))
-            .await
-            .with_context(|| format!("binding the router port {}", args.router_port))?;
+    let router_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.router_port))
+        .await
+        .with_context(|| format!("binding the router port {}", args.router_port))?;
     let rep_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the rep port")?;
@@ -152,7 +151,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let cell_bbs = bbs.clone();
     let cell_bus = bus.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = wf_host::run(cell_config, rep_listener, cell_bbs, cell_bus, cell_cancel).await
+        if let Err(e) =
+            wf_host::run(cell_config, rep_listener, cell_bbs, cell_bus, cell_cancel).await
         {
             tracing::error!(error = %e, "cell failed");
         }
@@ -160,7 +160,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
     println!("Wasmfoundry is running (data dir {}).", data_dir.display());
     println!("api: {api_url}");
-    println!("router: http://{router_addr} (apps at http://<app>.{}:{})", args.apps_domain, router_addr.port());
+    println!(
+        "router: http://{router_addr} (apps at http://<app>.{}:{})",
+        args.apps_domain,
+        router_addr.port()
+    );
     println!("admin password: {admin_password}");
     println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
 
@@ -271,7 +275,10 @@ mod tests {
         let first = admin_password(dir.path(), None).unwrap();
         assert_eq!(first.len(), 24);
         assert_eq!(admin_password(dir.path(), None).unwrap(), first);
-        assert_eq!(admin_password(dir.path(), Some("s3cret")).unwrap(), "s3cret");
+        assert_eq!(
+            admin_password(dir.path(), Some("s3cret")).unwrap(),
+            "s3cret"
+        );
         assert_eq!(admin_password(dir.path(), None).unwrap(), "s3cret");
         assert!(admin_password(dir.path(), Some("")).is_err());
     }

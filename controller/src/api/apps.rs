@@ -279,13 +279,13 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
     for package in controller.db.find::<Package>(by_app()).await? {
         controller
             .blobs
-            .remove(&controller.blobs.package_path(&package.guid))
+            .delete(&controller.blobs.package_key(&package.guid))
             .await?;
     }
     for droplet in controller.db.find::<Droplet>(by_app()).await? {
         controller
             .blobs
-            .remove(&controller.blobs.droplet_path(&droplet.guid))
+            .delete(&controller.blobs.droplet_key(&droplet.guid))
             .await?;
     }
     for table in [

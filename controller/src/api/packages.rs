@@ -172,7 +172,9 @@ pub async fn upload(
         )),
         Err(e) => Err(e),
     };
-    let _ = controller.blobs.remove(&tmp).await;
+    if let Err(e) = controller.blobs.remove_temp(&tmp).await {
+        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove an upload's scratch file");
+    }
     result?;
     let package = load_package(&controller, &user, &guid).await?;
     Ok(ok(present_package(&controller, &package)))
@@ -215,24 +217,11 @@ async fn store_package(
     filename: String,
 ) -> Result<(), ApiError> {
     let staged = controller.blobs.temp_path();
-    let (upload_path, staged_path) = (upload.to_path_buf(), staged.clone());
-    let prepared = tokio::task::spawn_blocking(move || {
-        blobstore::prepare_package(&upload_path, &staged_path, &filename)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("package check: {e}")))?;
-    if let Err(e) = prepared {
-        let _ = controller.blobs.remove(&staged).await;
-        return Err(match e {
-            BitsError::Io(cause) => ApiError::Internal(cause),
-            refused => ApiError::unprocessable(refused.to_string()),
-        });
+    let stored = put_package(controller, package, upload, &staged, filename).await;
+    if let Err(e) = controller.blobs.remove_temp(&staged).await {
+        tracing::warn!(path = %staged.display(), error = %e, "cannot remove a package's scratch file");
     }
-    let checksum = sha256_file(&staged).await?;
-    controller
-        .blobs
-        .commit(&staged, &controller.blobs.package_path(&package.guid))
-        .await?;
+    let checksum = stored?;
     controller
         .db
         .update(
@@ -248,15 +237,28 @@ async fn store_package(
     Ok(())
 }
 
-async fn sha256_file(path: &std::path::Path) -> Result<String, ApiError> {
-    use sha2::Digest as _;
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-        Ok(hex::encode(hasher.finalize()))
+/// Checks the bits at `upload`, writes the package zip to the scratch file `staged`, and
+/// puts it in the blobstore; returns its sha256.
+async fn put_package(
+    controller: &Controller,
+    package: &Package,
+    upload: &std::path::Path,
+    staged: &std::path::Path,
+    filename: String,
+) -> Result<String, ApiError> {
+    let (upload_path, staged_path) = (upload.to_path_buf(), staged.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        blobstore::prepare_package(&upload_path, &staged_path, &filename)
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("checksum: {e}")))?
-    .map_err(ApiError::from)
+    .map_err(|e| ApiError::Internal(format!("package check: {e}")))?
+    .map_err(|e| match e {
+        BitsError::Io(cause) => ApiError::Internal(cause),
+        refused => ApiError::unprocessable(refused.to_string()),
+    })?;
+    let checksum = controller
+        .blobs
+        .put_file(staged, &controller.blobs.package_key(&package.guid))
+        .await?;
+    Ok(checksum)
 }

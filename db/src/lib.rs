@@ -1,0 +1,203 @@
+//! The platform's SQL databases (CC_DB, the BBS database, UAA's): opening a pool on
+//! SQLite (the embedded default) or PostgreSQL from a URL, and applying a component's
+//! migrations with sqlx's migrator. Each component keeps its migrations as numbered SQL
+//! files in its own `migrations/` folder, embedded into its binary with
+//! [`embed_migrations!`]; the SQL stays portable (`$N` placeholders, TEXT and BIGINT).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::any::AnyPoolOptions;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::AnyPool;
+
+/// How long SQLite waits for another writer before giving up with "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One migration, embedded at compile time.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedMigration {
+    pub version: i64,
+    /// The file's stem, sqlx style: `0001_initial`.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl EmbeddedMigration {
+    /// The part of the name after the version: `initial`.
+    fn description(&self) -> &'static str {
+        self.name
+            .split_once('_')
+            .map_or(self.name, |(_, description)| description)
+    }
+}
+
+/// Embeds the calling crate's `migrations/<name>.sql` files:
+/// `embed_migrations!(1 => "0001_initial", 2 => "0002_tasks")`.
+#[macro_export]
+macro_rules! embed_migrations {
+    ($($version:literal => $name:literal),+ $(,)?) => {
+        &[$($crate::EmbeddedMigration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $name, ".sql")),
+        }),+]
+    };
+}
+
+#[derive(Debug)]
+struct Embedded(&'static [EmbeddedMigration]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|m| {
+                    Migration::new(
+                        m.version,
+                        Cow::Borrowed(m.description()),
+                        MigrationType::Simple,
+                        Cow::Borrowed(m.sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Opens a pool on `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`)
+/// and brings its schema up to date with `migrations`. SQLite files run in WAL mode
+/// with a busy timeout; an in-memory SQLite database keeps exactly one connection
+/// (each connection would otherwise be a database of its own).
+pub async fn open(url: &str, migrations: &'static [EmbeddedMigration]) -> Result<AnyPool, DbError> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    let memory = sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+    let mut options = AnyPoolOptions::new();
+    options = if memory {
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options.max_connections(8)
+    };
+    if sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                let pragma = format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis());
+                sqlx::query(&pragma).execute(conn).await?;
+                Ok(())
+            })
+        });
+    }
+    let pool = options.connect(url).await.map_err(DbError::Connect)?;
+    if sqlite && !memory {
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .fetch_optional(&pool)
+            .await
+            .map_err(DbError::Connect)?;
+    }
+    Migrator::new(Embedded(migrations))
+        .await?
+        .run(&pool)
+        .await?;
+    Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row as _;
+
+    const V1: &[EmbeddedMigration] = &[EmbeddedMigration {
+        version: 1,
+        name: "0001_things",
+        sql: "CREATE TABLE things (id TEXT PRIMARY KEY, n BIGINT NOT NULL);
+              CREATE INDEX things_n ON things (n);",
+    }];
+    const V2: &[EmbeddedMigration] = &[
+        V1[0],
+        EmbeddedMigration {
+            version: 2,
+            name: "0002_more",
+            sql: "ALTER TABLE things ADD COLUMN label TEXT NOT NULL DEFAULT ''",
+        },
+    ];
+
+    #[tokio::test]
+    async fn migrations_apply_once_and_in_order_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let pool = open(&url, V1).await.unwrap();
+        sqlx::query("INSERT INTO things (id, n) VALUES ($1, $2)")
+            .bind("a")
+            .bind(1_i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        // Reopening with one more migration keeps the data and applies only the new one.
+        let pool = open(&url, V2).await.unwrap();
+        let row = sqlx::query("SELECT n, label FROM things WHERE id = $1")
+            .bind("a")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<i64, _>("n").unwrap(), 1);
+        assert_eq!(row.try_get::<String, _>("label").unwrap(), "");
+        pool.close().await;
+
+        // A database migrated further than this code knows is refused, not clobbered.
+        let err = open(&url, V1).await.unwrap_err();
+        assert!(matches!(err, DbError::Migrate(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_migration_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        open(&url, V1).await.unwrap().close().await;
+        const EDITED: &[EmbeddedMigration] = &[EmbeddedMigration {
+            version: 1,
+            name: "0001_things",
+            sql: "CREATE TABLE things (id TEXT PRIMARY KEY);",
+        }];
+        assert!(open(&url, EDITED).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_databases_keep_their_one_connection() {
+        let pool = open("sqlite::memory:", V1).await.unwrap();
+        for i in 0..3_i64 {
+            sqlx::query("INSERT INTO things (id, n) VALUES ($1, $2)")
+                .bind(i.to_string())
+                .bind(i)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS c FROM things")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get("c")
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+}
