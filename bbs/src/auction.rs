@@ -649,58 +649,62 @@ mod tests {
 
     #[tokio::test]
     async fn auction_sends_work_to_the_reps() {
-        let bbs = open(Bus::in_process()).await;
-        let cancel = CancellationToken::new();
-        let running = bbs.run(cancel.clone());
-        let a = FakeRep::start("cell-a", "z1", 4096).await;
-        let b = FakeRep::start("cell-b", "z2", 4096).await;
-        for rep in [&a, &b] {
-            bbs.set_cell_presence(&rep.presence(), Duration::from_secs(60))
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            let cancel = CancellationToken::new();
+            let running = bbs.run(cancel.clone());
+            let a = FakeRep::start("cell-a", "z1", 4096).await;
+            let b = FakeRep::start("cell-b", "z2", 4096).await;
+            for rep in [&a, &b] {
+                bbs.set_cell_presence(&rep.presence(), Duration::from_secs(60))
+                    .await
+                    .unwrap();
+            }
+            bbs.desire_lrp(desired("web", 2)).await.unwrap();
+            bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(256))
                 .await
                 .unwrap();
+
+            eventually("both instances and the task to be placed", || async {
+                let lrps = a.lrp_work().len() + b.lrp_work().len();
+                let tasks: usize = [&a, &b]
+                    .iter()
+                    .flat_map(|r| r.work.lock().unwrap().clone())
+                    .map(|w| w.tasks.len())
+                    .sum();
+                lrps == 2 && tasks == 1
+            })
+            .await;
+            // One instance per zone.
+            assert_eq!(a.lrp_work().len(), 1);
+            assert_eq!(b.lrp_work().len(), 1);
+            let work = a.lrp_work().remove(0);
+            assert_eq!(work.desired.process_guid, "web");
+            assert!(!work.instance_guid.is_empty());
+
+            cancel.cancel();
+            running.await.unwrap();
         }
-        bbs.desire_lrp(desired("web", 2)).await.unwrap();
-        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(256))
-            .await
-            .unwrap();
-
-        eventually("both instances and the task to be placed", || async {
-            let lrps = a.lrp_work().len() + b.lrp_work().len();
-            let tasks: usize = [&a, &b]
-                .iter()
-                .flat_map(|r| r.work.lock().unwrap().clone())
-                .map(|w| w.tasks.len())
-                .sum();
-            lrps == 2 && tasks == 1
-        })
-        .await;
-        // One instance per zone.
-        assert_eq!(a.lrp_work().len(), 1);
-        assert_eq!(b.lrp_work().len(), 1);
-        let work = a.lrp_work().remove(0);
-        assert_eq!(work.desired.process_guid, "web");
-        assert!(!work.instance_guid.is_empty());
-
-        cancel.cancel();
-        running.await.unwrap();
     }
 
     #[tokio::test]
     async fn unplaceable_instances_get_a_placement_error() {
-        let bbs = open(Bus::in_process()).await;
-        let cancel = CancellationToken::new();
-        let running = bbs.run(cancel.clone());
-        let small = FakeRep::start("cell-a", "z1", 128).await;
-        bbs.set_cell_presence(&small.presence(), Duration::from_secs(60))
-            .await
-            .unwrap();
-        bbs.desire_lrp(desired("web", 1)).await.unwrap();
-        eventually("the placement error", || async {
-            actual(&bbs, "web", 0).await.unwrap().placement_error
-                == "insufficient resources: memory"
-        })
-        .await;
-        cancel.cancel();
-        running.await.unwrap();
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            let cancel = CancellationToken::new();
+            let running = bbs.run(cancel.clone());
+            let small = FakeRep::start("cell-a", "z1", 128).await;
+            bbs.set_cell_presence(&small.presence(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            bbs.desire_lrp(desired("web", 1)).await.unwrap();
+            eventually("the placement error", || async {
+                actual(&bbs, "web", 0).await.unwrap().placement_error
+                    == "insufficient resources: memory"
+            })
+            .await;
+            cancel.cancel();
+            running.await.unwrap();
+        }
     }
 }

@@ -341,30 +341,34 @@ mod tests {
 
     #[tokio::test]
     async fn convergence_recreates_missing_indices() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_lrp(desired("web", 2)).await.unwrap();
-        // The rep reports index 1 gone.
-        bbs.remove_actual_lrp(&key("web", 1), &ActualLrpInstanceKey::default())
-            .await
-            .unwrap();
-        assert!(actual(&bbs, "web", 1).await.is_none());
-        bbs.converge().await.unwrap();
-        let recreated = actual(&bbs, "web", 1).await.unwrap();
-        assert_eq!(recreated.state, ActualLrpState::Unclaimed);
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web", 2)).await.unwrap();
+            // The rep reports index 1 gone.
+            bbs.remove_actual_lrp(&key("web", 1), &ActualLrpInstanceKey::default())
+                .await
+                .unwrap();
+            assert!(actual(&bbs, "web", 1).await.is_none());
+            bbs.converge().await.unwrap();
+            let recreated = actual(&bbs, "web", 1).await.unwrap();
+            assert_eq!(recreated.state, ActualLrpState::Unclaimed);
+        }
     }
 
     #[tokio::test]
     async fn convergence_unclaims_instances_of_vanished_cells() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_lrp(desired("web", 1)).await.unwrap();
-        let ik = instance("i-0", "cell-gone");
-        bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
-        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61000))
-            .await
-            .unwrap();
-        bbs.converge().await.unwrap();
-        let actual = actual(&bbs, "web", 0).await.unwrap();
-        assert_eq!(actual.state, ActualLrpState::Unclaimed);
-        assert!(actual.instance_key.is_empty());
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web", 1)).await.unwrap();
+            let ik = instance("i-0", "cell-gone");
+            bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
+            bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61000))
+                .await
+                .unwrap();
+            bbs.converge().await.unwrap();
+            let actual = actual(&bbs, "web", 0).await.unwrap();
+            assert_eq!(actual.state, ActualLrpState::Unclaimed);
+            assert!(actual.instance_key.is_empty());
+        }
     }
 }

@@ -260,7 +260,8 @@ fn truncate_reason(reason: &str) -> String {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Shared fixtures for the unit tests: an in-memory BBS, DesiredLRPs, and a fake rep
+    //! Shared fixtures for the unit tests: a BBS on each test database (SQLite, and
+    //! PostgreSQL when `WF_TEST_POSTGRES_URL` is set), DesiredLRPs, and a fake rep
     //! served over real HTTP.
 
     use std::sync::{Arc, Mutex};
@@ -270,11 +271,20 @@ pub(crate) mod testing {
     use axum::routing::{get, post};
     use axum::{Json, Router};
 
+    pub use wf_db::testing::{databases, TestDatabase};
+
     use super::*;
     use crate::rep::{CellState, LrpSummary, Work};
 
-    pub async fn open(bus: Bus) -> Arc<Bbs> {
-        Bbs::open(BbsConfig::default(), bus).await.unwrap()
+    /// A BBS on `db`, which the caller keeps for as long as the BBS is used.
+    pub async fn open(db: &TestDatabase, bus: Bus) -> Arc<Bbs> {
+        let config = BbsConfig {
+            database_url: db.url().to_string(),
+            ..Default::default()
+        };
+        Bbs::open(config, bus)
+            .await
+            .unwrap_or_else(|e| panic!("opening a BBS on {db}: {e}"))
     }
 
     pub fn desired(guid: &str, instances: u32) -> DesiredLrp {
@@ -456,8 +466,22 @@ mod tests {
     #[tokio::test]
     async fn records_persist_in_a_sqlite_file() {
         let path = std::env::temp_dir().join(format!("wf-bbs-{}.db", new_guid()));
+        records_persist_across_reopens(format!("sqlite://{}?mode=rwc", path.display())).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn records_persist_in_postgres() {
+        if let Some(db) = wf_db::testing::postgres().await {
+            records_persist_across_reopens(db.url().to_string()).await;
+        }
+    }
+
+    async fn records_persist_across_reopens(database_url: String) {
         let config = BbsConfig {
-            database_url: format!("sqlite://{}?mode=rwc", path.display()),
+            database_url,
             ..Default::default()
         };
         let bbs = Bbs::open(config.clone(), Bus::in_process()).await.unwrap();
@@ -472,10 +496,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(actuals.len(), 2);
-        drop(reopened);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 
     #[test]

@@ -473,154 +473,162 @@ mod tests {
 
     #[tokio::test]
     async fn desire_creates_unclaimed_instances() {
-        let bbs = open(Bus::in_process()).await;
-        let mut events = bbs.subscribe();
-        bbs.desire_lrp(desired("web-v1", 3)).await.unwrap();
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            let mut events = bbs.subscribe();
+            bbs.desire_lrp(desired("web-v1", 3)).await.unwrap();
 
-        let actuals = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
-        let indices: Vec<u32> = actuals.iter().map(|a| a.key.index).collect();
-        assert_eq!(indices, vec![0, 1, 2]);
-        assert!(actuals.iter().all(|a| a.state == ActualLrpState::Unclaimed));
-        assert!(matches!(
-            events.recv().await.unwrap(),
-            BbsEvent::DesiredLrpCreated { .. }
-        ));
-        assert!(matches!(
-            events.recv().await.unwrap(),
-            BbsEvent::ActualLrpCreated { .. }
-        ));
+            let actuals = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
+            let indices: Vec<u32> = actuals.iter().map(|a| a.key.index).collect();
+            assert_eq!(indices, vec![0, 1, 2]);
+            assert!(actuals.iter().all(|a| a.state == ActualLrpState::Unclaimed));
+            assert!(matches!(
+                events.recv().await.unwrap(),
+                BbsEvent::DesiredLrpCreated { .. }
+            ));
+            assert!(matches!(
+                events.recv().await.unwrap(),
+                BbsEvent::ActualLrpCreated { .. }
+            ));
 
-        let stored = bbs.desired_lrp_by_process_guid("web-v1").await.unwrap();
-        assert!(!stored.modification_tag.epoch.is_empty());
-        assert!(matches!(
-            bbs.desire_lrp(desired("web-v1", 1)).await,
-            Err(BbsError::AlreadyExists { .. })
-        ));
-        assert!(matches!(
-            bbs.desire_lrp(desired("bad guid!", 1)).await,
-            Err(BbsError::InvalidRecord(_))
-        ));
+            let stored = bbs.desired_lrp_by_process_guid("web-v1").await.unwrap();
+            assert!(!stored.modification_tag.epoch.is_empty());
+            assert!(matches!(
+                bbs.desire_lrp(desired("web-v1", 1)).await,
+                Err(BbsError::AlreadyExists { .. })
+            ));
+            assert!(matches!(
+                bbs.desire_lrp(desired("bad guid!", 1)).await,
+                Err(BbsError::InvalidRecord(_))
+            ));
+        }
     }
 
     #[tokio::test]
     async fn claim_start_and_crash_follow_the_restart_rule() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_lrp(desired("web-v1", 1)).await.unwrap();
-        let key = key("web-v1", 0);
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web-v1", 1)).await.unwrap();
+            let key = key("web-v1", 0);
 
-        for crash in 1..=3u32 {
-            let ik = instance(&format!("i-{crash}"), "cell-0");
-            bbs.claim_actual_lrp(&key, &ik).await.unwrap();
+            for crash in 1..=3u32 {
+                let ik = instance(&format!("i-{crash}"), "cell-0");
+                bbs.claim_actual_lrp(&key, &ik).await.unwrap();
+                assert!(matches!(
+                    bbs.claim_actual_lrp(&key, &instance("other", "cell-1"))
+                        .await,
+                    Err(BbsError::InvalidTransition { .. })
+                ));
+                bbs.start_actual_lrp(&key, &ik, net_info(61000))
+                    .await
+                    .unwrap();
+                let running = actual(&bbs, "web-v1", 0).await.unwrap();
+                assert_eq!(running.state, ActualLrpState::Running);
+                assert_eq!(running.instance_key, ik);
+                assert!(running.routable);
+
+                bbs.crash_actual_lrp(&key, &ik, "Exited with status 1")
+                    .await
+                    .unwrap();
+                let crashed = actual(&bbs, "web-v1", 0).await.unwrap();
+                assert_eq!(crashed.crash_count, crash);
+                assert_eq!(crashed.crash_reason, "Exited with status 1");
+                assert!(crashed.instance_key.is_empty());
+                assert_eq!(crashed.net_info, NetInfo::default());
+                // The first crashes go straight back to the auction; the third waits.
+                let expected = if crash < 3 {
+                    ActualLrpState::Unclaimed
+                } else {
+                    ActualLrpState::Crashed
+                };
+                assert_eq!(crashed.state, expected, "after crash {crash}");
+            }
+            // A crashed instance cannot crash again.
             assert!(matches!(
-                bbs.claim_actual_lrp(&key, &instance("other", "cell-1"))
+                bbs.crash_actual_lrp(&key, &instance("i-3", "cell-0"), "again")
                     .await,
                 Err(BbsError::InvalidTransition { .. })
             ));
-            bbs.start_actual_lrp(&key, &ik, net_info(61000))
-                .await
-                .unwrap();
-            let running = actual(&bbs, "web-v1", 0).await.unwrap();
-            assert_eq!(running.state, ActualLrpState::Running);
-            assert_eq!(running.instance_key, ik);
-            assert!(running.routable);
-
-            bbs.crash_actual_lrp(&key, &ik, "Exited with status 1")
-                .await
-                .unwrap();
-            let crashed = actual(&bbs, "web-v1", 0).await.unwrap();
-            assert_eq!(crashed.crash_count, crash);
-            assert_eq!(crashed.crash_reason, "Exited with status 1");
-            assert!(crashed.instance_key.is_empty());
-            assert_eq!(crashed.net_info, NetInfo::default());
-            // The first crashes go straight back to the auction; the third waits.
-            let expected = if crash < 3 {
-                ActualLrpState::Unclaimed
-            } else {
-                ActualLrpState::Crashed
-            };
-            assert_eq!(crashed.state, expected, "after crash {crash}");
         }
-        // A crashed instance cannot crash again.
-        assert!(matches!(
-            bbs.crash_actual_lrp(&key, &instance("i-3", "cell-0"), "again")
-                .await,
-            Err(BbsError::InvalidTransition { .. })
-        ));
     }
 
     #[tokio::test]
     async fn scale_down_stops_running_extras_and_deletes_unclaimed_ones() {
-        let bbs = open(Bus::in_process()).await;
-        let rep = FakeRep::start("cell-0", "z1", 4096).await;
-        bbs.set_cell_presence(&rep.presence(), Duration::from_secs(60))
-            .await
-            .unwrap();
-        bbs.desire_lrp(desired("web-v1", 3)).await.unwrap();
-        for index in 0..2 {
-            let ik = instance(&format!("i-{index}"), "cell-0");
-            bbs.claim_actual_lrp(&key("web-v1", index), &ik)
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            let rep = FakeRep::start("cell-0", "z1", 4096).await;
+            bbs.set_cell_presence(&rep.presence(), Duration::from_secs(60))
                 .await
                 .unwrap();
-            bbs.start_actual_lrp(&key("web-v1", index), &ik, net_info(61000 + index as u16))
+            bbs.desire_lrp(desired("web-v1", 3)).await.unwrap();
+            for index in 0..2 {
+                let ik = instance(&format!("i-{index}"), "cell-0");
+                bbs.claim_actual_lrp(&key("web-v1", index), &ik)
+                    .await
+                    .unwrap();
+                bbs.start_actual_lrp(&key("web-v1", index), &ik, net_info(61000 + index as u16))
+                    .await
+                    .unwrap();
+            }
+
+            let update = DesiredLrpUpdate {
+                instances: Some(1),
+                ..Default::default()
+            };
+            bbs.update_desired_lrp("web-v1", update).await.unwrap();
+
+            assert!(
+                actual(&bbs, "web-v1", 2).await.is_none(),
+                "unclaimed extra deleted"
+            );
+            eventually("the rep to stop index 1", || async {
+                rep.stops.lock().unwrap().clone() == vec![("web-v1".to_string(), "i-1".to_string())]
+            })
+            .await;
+            // The rep reports the instance gone.
+            bbs.remove_actual_lrp(&key("web-v1", 1), &instance("i-1", "cell-0"))
                 .await
                 .unwrap();
+            let left = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].state, ActualLrpState::Running);
+
+            // Removing the DesiredLRP stops the rest.
+            bbs.remove_desired_lrp("web-v1").await.unwrap();
+            eventually("the rep to stop index 0", || async {
+                rep.stops.lock().unwrap().len() == 2
+            })
+            .await;
+            // An instance that crashes once it is no longer desired is not restarted.
+            bbs.crash_actual_lrp(&key("web-v1", 0), &instance("i-0", "cell-0"), "stopped")
+                .await
+                .unwrap();
+            assert!(bbs
+                .actual_lrps(&by_process("web-v1"))
+                .await
+                .unwrap()
+                .is_empty());
         }
-
-        let update = DesiredLrpUpdate {
-            instances: Some(1),
-            ..Default::default()
-        };
-        bbs.update_desired_lrp("web-v1", update).await.unwrap();
-
-        assert!(
-            actual(&bbs, "web-v1", 2).await.is_none(),
-            "unclaimed extra deleted"
-        );
-        eventually("the rep to stop index 1", || async {
-            rep.stops.lock().unwrap().clone() == vec![("web-v1".to_string(), "i-1".to_string())]
-        })
-        .await;
-        // The rep reports the instance gone.
-        bbs.remove_actual_lrp(&key("web-v1", 1), &instance("i-1", "cell-0"))
-            .await
-            .unwrap();
-        let left = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].state, ActualLrpState::Running);
-
-        // Removing the DesiredLRP stops the rest.
-        bbs.remove_desired_lrp("web-v1").await.unwrap();
-        eventually("the rep to stop index 0", || async {
-            rep.stops.lock().unwrap().len() == 2
-        })
-        .await;
-        // An instance that crashes once it is no longer desired is not restarted.
-        bbs.crash_actual_lrp(&key("web-v1", 0), &instance("i-0", "cell-0"), "stopped")
-            .await
-            .unwrap();
-        assert!(bbs
-            .actual_lrps(&by_process("web-v1"))
-            .await
-            .unwrap()
-            .is_empty());
     }
 
     #[tokio::test]
     async fn update_changes_routes_and_bumps_the_modification_tag() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_lrp(desired("web-v1", 1)).await.unwrap();
-        let update = DesiredLrpUpdate {
-            routes: Some(Routes::default()),
-            ..Default::default()
-        };
-        bbs.update_desired_lrp("web-v1", update).await.unwrap();
-        let lrp = bbs.desired_lrp_by_process_guid("web-v1").await.unwrap();
-        assert!(lrp.routes.cf_router.is_empty());
-        assert_eq!(lrp.modification_tag.index, 1);
-        assert!(matches!(
-            bbs.update_desired_lrp("missing", DesiredLrpUpdate::default())
-                .await,
-            Err(BbsError::NotFound(_))
-        ));
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web-v1", 1)).await.unwrap();
+            let update = DesiredLrpUpdate {
+                routes: Some(Routes::default()),
+                ..Default::default()
+            };
+            bbs.update_desired_lrp("web-v1", update).await.unwrap();
+            let lrp = bbs.desired_lrp_by_process_guid("web-v1").await.unwrap();
+            assert!(lrp.routes.cf_router.is_empty());
+            assert_eq!(lrp.modification_tag.index, 1);
+            assert!(matches!(
+                bbs.update_desired_lrp("missing", DesiredLrpUpdate::default())
+                    .await,
+                Err(BbsError::NotFound(_))
+            ));
+        }
     }
 }

@@ -91,32 +91,34 @@ mod tests {
 
     use super::*;
     use crate::models::Resources;
-    use crate::testing::open;
+    use crate::testing::{databases, open};
 
     #[tokio::test]
     async fn presences_and_domains_expire() {
-        let bbs = open(Bus::in_process()).await;
-        let cell = CellPresence {
-            cell_id: "cell-0".into(),
-            rep_url: "http://127.0.0.1:1800".into(),
-            zone: "z1".into(),
-            capacity: Resources::default(),
-            placement_tags: vec![],
-        };
-        bbs.set_cell_presence(&cell, Duration::from_secs(60))
-            .await
-            .unwrap();
-        bbs.set_cell_presence(&cell, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert_eq!(bbs.cells().await.unwrap(), vec![cell.clone()]);
-        bbs.set_cell_presence(&cell, Duration::ZERO).await.unwrap();
-        assert!(bbs.cells().await.unwrap().is_empty());
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            let cell = CellPresence {
+                cell_id: "cell-0".into(),
+                rep_url: "http://127.0.0.1:1800".into(),
+                zone: "z1".into(),
+                capacity: Resources::default(),
+                placement_tags: vec![],
+            };
+            bbs.set_cell_presence(&cell, Duration::from_secs(60))
+                .await
+                .unwrap();
+            bbs.set_cell_presence(&cell, Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert_eq!(bbs.cells().await.unwrap(), vec![cell.clone()]);
+            bbs.set_cell_presence(&cell, Duration::ZERO).await.unwrap();
+            assert!(bbs.cells().await.unwrap().is_empty());
 
-        bbs.upsert_domain("cf-apps", Duration::from_secs(120))
-            .await
-            .unwrap();
-        bbs.upsert_domain("cf-tasks", Duration::ZERO).await.unwrap();
-        assert_eq!(bbs.domains().await.unwrap(), vec!["cf-apps".to_string()]);
+            bbs.upsert_domain("cf-apps", Duration::from_secs(120))
+                .await
+                .unwrap();
+            bbs.upsert_domain("cf-tasks", Duration::ZERO).await.unwrap();
+            assert_eq!(bbs.domains().await.unwrap(), vec!["cf-apps".to_string()]);
+        }
     }
 }

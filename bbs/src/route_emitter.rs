@@ -254,44 +254,46 @@ mod tests {
 
     #[tokio::test]
     async fn registers_running_instances_and_unregisters_removed_ones() {
-        let bus = Bus::in_process();
-        let mut registers = bus.subscribe(REGISTER_SUBJECT).await.unwrap();
-        let mut unregisters = bus.subscribe(UNREGISTER_SUBJECT).await.unwrap();
-        let bbs = open(bus.clone()).await;
-        let cancel = CancellationToken::new();
-        let running = bbs.run(cancel.clone());
+        for db in databases().await {
+            let bus = Bus::in_process();
+            let mut registers = bus.subscribe(REGISTER_SUBJECT).await.unwrap();
+            let mut unregisters = bus.subscribe(UNREGISTER_SUBJECT).await.unwrap();
+            let bbs = open(&db, bus.clone()).await;
+            let cancel = CancellationToken::new();
+            let running = bbs.run(cancel.clone());
 
-        bbs.desire_lrp(desired("web", 1)).await.unwrap();
-        let ik = instance("i-0", "cell-0");
-        bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
-        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001))
-            .await
-            .unwrap();
+            bbs.desire_lrp(desired("web", 1)).await.unwrap();
+            let ik = instance("i-0", "cell-0");
+            bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
+            bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001))
+                .await
+                .unwrap();
 
-        let since = actual(&bbs, "web", 0).await.unwrap().since;
-        let expected = json!({
-            "host": "127.0.0.1",
-            "port": 61001,
-            "uris": ["web.apps.localhost"],
-            "app": "app-guid",
-            "private_instance_id": "i-0",
-            "private_instance_index": "0",
-            "endpoint_updated_at_ns": since,
-            "tags": {"app_name": "hello", "component": "route-emitter"},
-        });
-        assert_eq!(next_json(&mut registers).await, expected);
+            let since = actual(&bbs, "web", 0).await.unwrap().since;
+            let expected = json!({
+                "host": "127.0.0.1",
+                "port": 61001,
+                "uris": ["web.apps.localhost"],
+                "app": "app-guid",
+                "private_instance_id": "i-0",
+                "private_instance_index": "0",
+                "endpoint_updated_at_ns": since,
+                "tags": {"app_name": "hello", "component": "route-emitter"},
+            });
+            assert_eq!(next_json(&mut registers).await, expected);
 
-        // A router that (re)starts gets every route again.
-        bus.publish(START_SUBJECT, r#"{"id":"0-x","hosts":["127.0.0.1"],"minimumRegisterIntervalInSeconds":20,"pruneThresholdInSeconds":120}"#)
-            .await
-            .unwrap();
-        assert_eq!(next_json(&mut registers).await, expected);
+            // A router that (re)starts gets every route again.
+            bus.publish(START_SUBJECT, r#"{"id":"0-x","hosts":["127.0.0.1"],"minimumRegisterIntervalInSeconds":20,"pruneThresholdInSeconds":120}"#)
+                .await
+                .unwrap();
+            assert_eq!(next_json(&mut registers).await, expected);
 
-        bbs.remove_desired_lrp("web").await.unwrap();
-        assert_eq!(next_json(&mut unregisters).await, expected);
+            bbs.remove_desired_lrp("web").await.unwrap();
+            assert_eq!(next_json(&mut unregisters).await, expected);
 
-        cancel.cancel();
-        running.await.unwrap();
+            cancel.cancel();
+            running.await.unwrap();
+        }
     }
 
     #[test]

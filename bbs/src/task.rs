@@ -247,7 +247,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::models::{StageAction, TaskAction, CF_STAGING_DOMAIN};
-    use crate::testing::open;
+    use crate::testing::{databases, open};
 
     pub fn staging(memory_mb: u32) -> TaskDefinition {
         TaskDefinition {
@@ -268,57 +268,61 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn task_lifecycle() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(1024))
-            .await
-            .unwrap();
-        assert_eq!(
-            bbs.task_by_guid("build-1").await.unwrap().state,
-            TaskState::Pending
-        );
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_task("build-1", CF_STAGING_DOMAIN, staging(1024))
+                .await
+                .unwrap();
+            assert_eq!(
+                bbs.task_by_guid("build-1").await.unwrap().state,
+                TaskState::Pending
+            );
 
-        assert!(bbs.start_task("build-1", "cell-0").await.unwrap());
-        assert!(!bbs.start_task("build-1", "cell-0").await.unwrap());
-        assert!(matches!(
-            bbs.start_task("build-1", "cell-1").await,
-            Err(BbsError::InvalidTransition { .. })
-        ));
-        assert!(matches!(
-            bbs.complete_task("build-1", "cell-1", false, "", "{}")
-                .await,
-            Err(BbsError::InvalidTransition { .. })
-        ));
-        bbs.complete_task("build-1", "cell-0", false, "", r#"{"kind":"server"}"#)
-            .await
-            .unwrap();
-        let task = bbs.task_by_guid("build-1").await.unwrap();
-        assert_eq!(task.state, TaskState::Completed);
-        assert_eq!(task.result, r#"{"kind":"server"}"#);
-        assert!(!task.failed);
-        assert!(task.first_completed_at > 0);
+            assert!(bbs.start_task("build-1", "cell-0").await.unwrap());
+            assert!(!bbs.start_task("build-1", "cell-0").await.unwrap());
+            assert!(matches!(
+                bbs.start_task("build-1", "cell-1").await,
+                Err(BbsError::InvalidTransition { .. })
+            ));
+            assert!(matches!(
+                bbs.complete_task("build-1", "cell-1", false, "", "{}")
+                    .await,
+                Err(BbsError::InvalidTransition { .. })
+            ));
+            bbs.complete_task("build-1", "cell-0", false, "", r#"{"kind":"server"}"#)
+                .await
+                .unwrap();
+            let task = bbs.task_by_guid("build-1").await.unwrap();
+            assert_eq!(task.state, TaskState::Completed);
+            assert_eq!(task.result, r#"{"kind":"server"}"#);
+            assert!(!task.failed);
+            assert!(task.first_completed_at > 0);
 
-        bbs.resolving_task("build-1").await.unwrap();
-        bbs.delete_task("build-1").await.unwrap();
-        assert!(matches!(
-            bbs.task_by_guid("build-1").await,
-            Err(BbsError::NotFound(_))
-        ));
+            bbs.resolving_task("build-1").await.unwrap();
+            bbs.delete_task("build-1").await.unwrap();
+            assert!(matches!(
+                bbs.task_by_guid("build-1").await,
+                Err(BbsError::NotFound(_))
+            ));
+        }
     }
 
     #[tokio::test]
     async fn cancelled_task_completes_as_failed() {
-        let bbs = open(Bus::in_process()).await;
-        bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64))
-            .await
-            .unwrap();
-        bbs.cancel_task("t1").await.unwrap();
-        let task = bbs.task_by_guid("t1").await.unwrap();
-        assert!(task.failed);
-        assert_eq!(task.failure_reason, CANCELLED_REASON);
-        assert!(bbs.cancel_task("t1").await.is_err());
-        assert!(matches!(
-            bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64)).await,
-            Err(BbsError::AlreadyExists { .. })
-        ));
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64))
+                .await
+                .unwrap();
+            bbs.cancel_task("t1").await.unwrap();
+            let task = bbs.task_by_guid("t1").await.unwrap();
+            assert!(task.failed);
+            assert_eq!(task.failure_reason, CANCELLED_REASON);
+            assert!(bbs.cancel_task("t1").await.is_err());
+            assert!(matches!(
+                bbs.desire_task("t1", CF_STAGING_DOMAIN, staging(64)).await,
+                Err(BbsError::AlreadyExists { .. })
+            ));
+        }
     }
 }

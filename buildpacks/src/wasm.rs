@@ -74,8 +74,14 @@ pub fn validate(bytes: &[u8]) -> Result<WasmKind, String> {
     Ok(WasmKind::Component {
         http_handler: top_level_exports(bytes)?
             .iter()
-            .any(|name| name.starts_with(HTTP_HANDLER_EXPORT)),
+            .any(|name| is_http_handler_export(name)),
     })
+}
+
+/// `wasi:http/incoming-handler`, unversioned or at any version (`@0.2.4`).
+fn is_http_handler_export(name: &str) -> bool {
+    name.strip_prefix(HTTP_HANDLER_EXPORT)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
 }
 
 /// Names the outermost component exports (nested components' exports are skipped).
@@ -100,4 +106,35 @@ fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>, String> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handler_export_matches_at_any_version_only() {
+        assert!(is_http_handler_export("wasi:http/incoming-handler"));
+        assert!(is_http_handler_export("wasi:http/incoming-handler@0.2.4"));
+        assert!(!is_http_handler_export("wasi:http/incoming-handlers"));
+        assert!(!is_http_handler_export("wasi:cli/run@0.2.4"));
+    }
+
+    /// The fixtures, as `wasm32-wasip2` builds them: a `wasi:http` proxy component is
+    /// a handler, a command component a server.
+    #[test]
+    fn real_components_are_told_apart() {
+        let handler = std::fs::read(wf_tests::fixtures::fixture_wasm("handler")).unwrap();
+        assert_eq!(
+            validate(&handler).unwrap(),
+            WasmKind::Component { http_handler: true }
+        );
+        let server = std::fs::read(wf_tests::fixtures::fixture_wasm("hello")).unwrap();
+        assert_eq!(
+            validate(&server).unwrap(),
+            WasmKind::Component {
+                http_handler: false
+            }
+        );
+    }
 }

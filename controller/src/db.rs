@@ -715,12 +715,6 @@ impl Record for Job {
 mod tests {
     use super::*;
 
-    async fn memory_db() -> Db {
-        Db::connect("sqlite::memory:")
-            .await
-            .expect("in-memory CC database")
-    }
-
     #[test]
     fn filters_number_their_placeholders() {
         let filter = Filter::new()
@@ -749,8 +743,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_round_trip_through_sqlite() {
-        let db = memory_db().await;
+    async fn records_round_trip() {
+        for database in wf_db::testing::databases().await {
+            records_round_trip_on(database.url()).await;
+        }
+    }
+
+    async fn records_round_trip_on(url: &str) {
+        let db = Db::connect(url).await.expect("CC database");
         db.ensure_shared_domain("apps.test").await.unwrap();
         db.ensure_shared_domain("apps.test").await.unwrap();
         let domains = db.find::<Domain>(Filter::new()).await.unwrap();

@@ -114,6 +114,10 @@ impl Controller {
         let authorizer = Arc::new(logs::LogAccess::new(self.clone()));
         api::router(self.clone())
             .merge(signed_urls::router(self.clone()))
+            .merge(wf_loggregator::rlp_router(
+                self.logs.clone(),
+                authorizer.clone(),
+            ))
             .merge(wf_loggregator::log_cache_router(
                 self.logs.clone(),
                 authorizer,

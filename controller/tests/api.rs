@@ -1,5 +1,6 @@
-//! The Cloud Controller's API against a real (in-memory) BBS and UAA: a push done by
-//! hand, with the cell's part of staging played by the test.
+//! The Cloud Controller's API against a real BBS and UAA: a push done by hand, with the
+//! cell's part of staging played by the test. It runs on SQLite (in-memory databases)
+//! and, when `WF_TEST_POSTGRES_URL` names a server, on PostgreSQL.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use wf_bbs::{Bbs, BbsConfig, DesiredLrpFilter, TaskAction, TaskFilter, CF_APPS_DOMAIN};
 use wf_controller::{Controller, ControllerConfig};
+use wf_db::testing::{Backend, TestDatabase};
 use wf_messaging::Bus;
 use wf_uaa::{Uaa, UaaConfig};
 
@@ -22,6 +24,8 @@ struct Api {
     bbs: Arc<Bbs>,
     _dir: tempfile::TempDir,
     cancel: CancellationToken,
+    /// The CC, BBS and UAA databases, dropped after the rest.
+    _databases: [TestDatabase; 3],
 }
 
 impl Drop for Api {
@@ -30,11 +34,22 @@ impl Drop for Api {
     }
 }
 
-async fn start() -> Api {
+async fn start(backend: Backend) -> Api {
     let dir = tempfile::tempdir().unwrap();
+    let databases = [
+        backend.database().await,
+        backend.database().await,
+        backend.database().await,
+    ];
+    let [cc_db, bbs_db, uaa_db] = databases.each_ref().map(|db| db.url().to_string());
     let bus = Bus::in_process();
-    let bbs = Bbs::open(BbsConfig::default(), bus.clone()).await.unwrap();
+    let bbs_config = BbsConfig {
+        database_url: bbs_db,
+        ..Default::default()
+    };
+    let bbs = Bbs::open(bbs_config, bus.clone()).await.unwrap();
     let uaa = Uaa::open(UaaConfig {
+        database_url: uaa_db,
         admin_password: "pw".into(),
         signing_key_path: dir.path().join("key.pem"),
         ..Default::default()
@@ -49,6 +64,7 @@ async fn start() -> Api {
     let logs = Arc::new(wf_loggregator::LogStore::new(1000));
     let controller = Controller::open(
         ControllerConfig {
+            database_url: cc_db,
             blobstore_dir: dir.path().join("blobs"),
             external_url: "http://cc.test".into(),
             apps_domain: "apps.test".into(),
@@ -70,6 +86,7 @@ async fn start() -> Api {
         bbs,
         _dir: dir,
         cancel,
+        _databases: databases,
     }
 }
 
@@ -149,8 +166,20 @@ fn local(url: &str) -> &str {
 }
 
 #[tokio::test]
-async fn push_by_hand() {
-    let api = start().await;
+async fn push_by_hand_on_sqlite() {
+    push_by_hand(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn push_by_hand_on_postgres() {
+    // Skipped, with a note, unless WF_TEST_POSTGRES_URL is set.
+    if wf_db::testing::backends().contains(&Backend::Postgres) {
+        push_by_hand(Backend::Postgres).await;
+    }
+}
+
+async fn push_by_hand(backend: Backend) {
+    let api = start(backend).await;
 
     // Tokens.
     let (status, _, body) = api.send(Method::GET, "/v3/apps", None, vec![], false).await;

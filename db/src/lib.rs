@@ -13,6 +13,9 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::AnyPool;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 /// How long SQLite waits for another writer before giving up with "database is locked".
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,7 +146,14 @@ mod tests {
     async fn migrations_apply_once_and_in_order_across_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let pool = open(&url, V1).await.unwrap();
+        reopen_with_more_migrations(&url).await;
+        if let Some(db) = testing::postgres().await {
+            reopen_with_more_migrations(db.url()).await;
+        }
+    }
+
+    async fn reopen_with_more_migrations(url: &str) {
+        let pool = open(url, V1).await.unwrap();
         sqlx::query("INSERT INTO things (id, n) VALUES ($1, $2)")
             .bind("a")
             .bind(1_i64)
@@ -153,7 +163,7 @@ mod tests {
         pool.close().await;
 
         // Reopening with one more migration keeps the data and applies only the new one.
-        let pool = open(&url, V2).await.unwrap();
+        let pool = open(url, V2).await.unwrap();
         let row = sqlx::query("SELECT n, label FROM things WHERE id = $1")
             .bind("a")
             .fetch_one(&pool)
@@ -164,7 +174,7 @@ mod tests {
         pool.close().await;
 
         // A database migrated further than this code knows is refused, not clobbered.
-        let err = open(&url, V1).await.unwrap_err();
+        let err = open(url, V1).await.unwrap_err();
         assert!(matches!(err, DbError::Migrate(_)), "{err}");
     }
 
@@ -181,9 +191,17 @@ mod tests {
         assert!(open(&url, EDITED).await.is_err());
     }
 
+    /// SQLite here is in memory: its pool keeps its one connection, and with it the rows.
+    /// `COUNT(*)` is a BIGINT on PostgreSQL.
     #[tokio::test]
-    async fn memory_databases_keep_their_one_connection() {
-        let pool = open("sqlite::memory:", V1).await.unwrap();
+    async fn rows_stay_and_count_as_i64_on_every_backend() {
+        for db in testing::databases().await {
+            count_three_rows(db.url()).await;
+        }
+    }
+
+    async fn count_three_rows(url: &str) {
+        let pool = open(url, V1).await.unwrap();
         for i in 0..3_i64 {
             sqlx::query("INSERT INTO things (id, n) VALUES ($1, $2)")
                 .bind(i.to_string())

@@ -1,13 +1,28 @@
 //! The executor: one wasmtime [`Engine`] for the cell, compiled components cached by
-//! the wasm's sha256, and running a component as a `wasi:cli` command in a sandbox of
-//! its own (env, read-only app dir, private tmp dir, its port only, memory limit).
+//! the wasm's sha256 (in memory, in front of the on-disk [`ArtifactCache`]), and
+//! running a component as a `wasi:cli` command in a sandbox of its own (env, read-only
+//! app dir, private tmp dir, its port only, memory limit). Handler apps use the same
+//! engine, stores and sandbox, one instance per request (see `handler`).
+//!
+//! The engine uses the **pooling instance allocator**: instance slots (memory, tables,
+//! fiber stack) are reserved once and reused, with copy-on-write memory images, which
+//! is what makes a fresh instance per handler request cheap. One engine serves both
+//! app kinds: a server or task holds one slot for its life, a handler request for its
+//! duration, and the slot count ([`ExecutorConfig::instance_slots`]) is sized above the
+//! cell's container count so that handler requests keep headroom. Every memory slot
+//! reserves 4 GiB plus guard of address space (so bounds checks stay elided), which
+//! bounds slots to about 30,000 on a 47-bit address space; the memory an instance may
+//! really use is its quota, enforced by its store's [`MemoryLimiter`].
 //!
 //! CPU fairness comes from epoch interruption: a background thread ticks the epoch
 //! every [`EPOCH_TICK`] and every store yields to the runtime at each tick, so a busy
-//! loop in one instance cannot starve the others.
+//! loop in one instance cannot starve the others (and a handler's deadline can fire).
+//!
+//! What an instance may reach (network, files) and its memory and disk quotas are the
+//! `sandbox`'s; this module applies them to each store and turns how an instance
+//! ended (exit, trap, out of memory, quota) into an [`Exit`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,18 +32,34 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use tokio::sync::OnceCell;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::component::{InstancePre, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::compiled::{ArtifactCache, CompileError};
+use crate::sandbox::{
+    self, MemoryLimiter, NetworkPolicy, OutOfMemory, SecurityGroups, DISK_CHECK_INTERVAL,
+};
 
 /// How often the epoch advances: the longest a guest runs before yielding.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Longest stdout/stderr line kept whole; longer output is split.
-const MAX_LINE: usize = 64 * 1024;
+/// Longest stdout/stderr line kept whole; longer output is split into lines this long.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Pool slots per instance slot: a component is several core instances (the app's
+/// module and the shims `wasm-component-ld` adds) and tables; most have one memory.
+const CORE_INSTANCES_PER_SLOT: u32 = 8;
+const TABLES_PER_SLOT: u32 = 4;
+const MEMORIES_PER_SLOT: u32 = 1;
+/// Table memory kept resident in a freed pool slot (reset with memset, not madvise).
+const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -40,6 +71,51 @@ pub enum ExecutorError {
     Setup(String),
     #[error("instantiating the app's wasm: {0}")]
     Instantiate(String),
+    #[error("the app's wasm is not a wasi:http handler component: {0}")]
+    NotAHandler(String),
+}
+
+impl From<CompileError> for ExecutorError {
+    fn from(e: CompileError) -> Self {
+        ExecutorError::Compile(e.to_string())
+    }
+}
+
+/// How the cell's engine is set up. The defaults suit a test or a small cell; `run`
+/// sizes the pool from the cell's container count.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Where compiled artifacts are kept (`<data dir>/compiled`); `None` keeps them in
+    /// memory only.
+    pub compiled_dir: Option<PathBuf>,
+    /// Instances that can exist at once (servers, tasks, handler requests in flight).
+    /// Default 1,000, wasmtime's own pool default.
+    pub instance_slots: u32,
+    /// The largest memory quota an instance may have, in MiB (default 4,096: all a
+    /// 32-bit linear memory can address). Each instance's own quota is enforced by
+    /// its store limits.
+    pub max_memory_mb: u64,
+    /// The pooling allocator (default); `false` allocates every instance on demand
+    /// (for comparisons).
+    pub pooling: bool,
+    /// Bytes of a freed memory slot kept resident for the next instance, whose dirty
+    /// pages are found with Linux's `PAGEMAP_SCAN` and reset with memset instead of
+    /// being handed back to the kernel and faulted in again. Default 64 KiB (1 MiB
+    /// measured no faster for the handler fixture); a cell retains at most
+    /// `instance_slots` times this.
+    pub memory_keep_resident: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            compiled_dir: None,
+            instance_slots: 1_000,
+            max_memory_mb: 4_096,
+            pooling: true,
+            memory_keep_resident: 64 * 1024,
+        }
+    }
 }
 
 /// How a wasm instance ended.
@@ -47,24 +123,62 @@ pub enum ExecutorError {
 pub enum Exit {
     /// `wasi:cli/exit` or the end of `run`: 0 for success.
     Status(i32),
-    /// The guest trapped (out of bounds, unreachable, out of memory, ...).
+    /// The guest trapped (out of bounds, unreachable, a panic, ...): the trap's message.
     Trap(String),
+    /// The guest's call stack overflowed.
+    StackOverflow,
+    /// The guest grew its memory past its quota.
+    OutOfMemory { limit_mb: u64 },
+    /// The cell stopped the instance for writing more than its disk quota.
+    DiskQuotaExceeded { limit_mb: u64 },
 }
 
 impl Exit {
-    /// The process-like exit status: traps count as status 1.
+    /// The process-like exit status: traps count as status 1, and an instance the cell
+    /// killed for a quota as 137 (SIGKILL, as CF shows an OOM-killed container).
     pub fn status(&self) -> i32 {
         match self {
             Exit::Status(code) => *code,
-            Exit::Trap(_) => 1,
+            Exit::Trap(_) | Exit::StackOverflow => 1,
+            Exit::OutOfMemory { .. } | Exit::DiskQuotaExceeded { .. } => 137,
         }
     }
 
-    /// What the cell logs and reports as the crash reason (CF: "Exited with status N").
+    /// What the cell logs and reports as the crash reason (CF: "Exited with status N"),
+    /// with why in parentheses when the app did not exit by itself.
     pub fn describe(&self) -> String {
+        let status = self.status();
         match self {
-            Exit::Status(code) => format!("Exited with status {code}"),
-            Exit::Trap(trap) => format!("Exited with status 1 (wasm trap: {trap})"),
+            Exit::Status(_) => format!("Exited with status {status}"),
+            Exit::Trap(trap) => format!("Exited with status {status} (wasm trap: {trap})"),
+            Exit::StackOverflow => {
+                format!("Exited with status {status} (wasm trap: stack overflow)")
+            }
+            Exit::OutOfMemory { limit_mb } => {
+                format!("Exited with status {status} (out of memory: limit {limit_mb}M)")
+            }
+            Exit::DiskQuotaExceeded { limit_mb } => {
+                format!("Exited with status {status} (disk quota exceeded: limit {limit_mb}M)")
+            }
+        }
+    }
+
+    /// How an instance ended whose instantiation or `run` failed with `error`: an exit
+    /// through `wasi:cli/exit`, the memory quota, or a trap.
+    pub fn from_error(error: &wasmtime::Error) -> Exit {
+        if let Some(exit) = error.downcast_ref::<I32Exit>() {
+            return Exit::Status(exit.0);
+        }
+        if let Some(oom) = error.downcast_ref::<OutOfMemory>() {
+            return Exit::OutOfMemory {
+                limit_mb: oom.limit_mb,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => Exit::StackOverflow,
+            Some(trap) => Exit::Trap(trap.to_string()),
+            // A host function failed the guest: its own words, without the backtrace.
+            None => Exit::Trap(error.root_cause().to_string()),
         }
     }
 }
@@ -81,9 +195,14 @@ pub struct RunSpec {
     pub app_dir: PathBuf,
     /// Preopened read-write at `/tmp`.
     pub tmp_dir: PathBuf,
+    /// The instance's memory quota.
     pub memory_mb: u64,
     /// The only port the instance may listen on; `None` for tasks, which may not listen.
     pub listen_port: Option<u16>,
+    /// The quota of `tmp_dir`, in MiB (0: none). `run` enforces it.
+    pub disk_mb: u64,
+    /// Where the instance may connect or send to.
+    pub security_groups: SecurityGroups,
     pub stdout: LineSink,
     pub stderr: LineSink,
 }
@@ -92,18 +211,44 @@ pub struct RunSpec {
 pub struct Executor {
     engine: Engine,
     linker: Linker<InstanceState>,
-    compiled: Mutex<HashMap<String, Arc<OnceCell<CommandPre<InstanceState>>>>>,
+    artifacts: Option<ArtifactCache>,
+    compiled: Mutex<HashMap<String, Arc<OnceCell<InstancePre<InstanceState>>>>>,
 }
 
 impl Executor {
-    /// Creates the engine and starts its epoch ticker (which ends with the engine).
+    /// An executor with the default [`ExecutorConfig`] (no artifact cache on disk).
     pub fn new() -> Result<Executor, ExecutorError> {
+        Executor::with_config(ExecutorConfig::default())
+    }
+
+    /// Creates the engine and starts its epoch ticker (which ends with the engine).
+    pub fn with_config(settings: ExecutorConfig) -> Result<Executor, ExecutorError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| ExecutorError::Setup(e.to_string()))?;
+        if settings.pooling {
+            let slots = settings.instance_slots.max(1);
+            let max_memory = settings.max_memory_mb.clamp(1, 4_096) << 20;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(slots)
+                .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
+                .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
+                .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+                .total_stacks(slots)
+                .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+                .linear_memory_keep_resident(settings.memory_keep_resident)
+                .table_keep_resident(TABLE_KEEP_RESIDENT)
+                .pagemap_scan(wasmtime::Enabled::Auto);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|e| ExecutorError::Setup(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .map_err(|e| ExecutorError::Setup(e.to_string()))?;
+        let artifacts = settings
+            .compiled_dir
+            .as_deref()
+            .map(|dir| ArtifactCache::new(dir, &engine));
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
@@ -118,6 +263,7 @@ impl Executor {
         Ok(Executor {
             engine,
             linker,
+            artifacts,
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -128,6 +274,27 @@ impl Executor {
         sha256: &str,
         wasm: &Path,
     ) -> Result<CommandPre<InstanceState>, ExecutorError> {
+        let pre = self.instance_pre(sha256, wasm).await?;
+        CommandPre::new(pre).map_err(|e| ExecutorError::NotACommand(format!("{e:#}")))
+    }
+
+    /// The `wasi:http` handler component in `wasm`, compiled once per `sha256`.
+    pub async fn prepare_handler(
+        &self,
+        sha256: &str,
+        wasm: &Path,
+    ) -> Result<ProxyPre<InstanceState>, ExecutorError> {
+        let pre = self.instance_pre(sha256, wasm).await?;
+        ProxyPre::new(pre).map_err(|e| ExecutorError::NotAHandler(format!("{e:#}")))
+    }
+
+    /// The component in `wasm` with its imports resolved: from memory, else from the
+    /// artifact cache, else compiled (on a blocking thread), once per `sha256`.
+    async fn instance_pre(
+        &self,
+        sha256: &str,
+        wasm: &Path,
+    ) -> Result<InstancePre<InstanceState>, ExecutorError> {
         let cell = {
             let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
             compiled.entry(sha256.to_string()).or_default().clone()
@@ -135,103 +302,161 @@ impl Executor {
         let pre = cell
             .get_or_try_init(|| async {
                 let engine = self.engine.clone();
-                let path = wasm.to_path_buf();
-                let component =
-                    tokio::task::spawn_blocking(move || Component::from_file(&engine, &path))
-                        .await
-                        .map_err(|e| ExecutorError::Compile(e.to_string()))?
-                        .map_err(|e| ExecutorError::Compile(format!("{e:#}")))?;
-                let instance_pre = self
-                    .linker
+                let artifacts = self.artifacts.clone();
+                let (sha, path) = (sha256.to_string(), wasm.to_path_buf());
+                let component = tokio::task::spawn_blocking(move || match artifacts {
+                    Some(cache) => cache.load_or_compile(&engine, &sha, &path).map(|c| c.0),
+                    None => crate::compiled::compile(&engine, &path),
+                })
+                .await
+                .map_err(|e| ExecutorError::Compile(e.to_string()))??;
+                self.linker
                     .instantiate_pre(&component)
-                    .map_err(|e| ExecutorError::NotACommand(format!("{e:#}")))?;
-                CommandPre::new(instance_pre)
-                    .map_err(|e| ExecutorError::NotACommand(format!("{e:#}")))
+                    .map_err(|e| ExecutorError::Instantiate(format!("{e:#}")))
             })
             .await?;
         Ok(pre.clone())
     }
 
-    /// Runs the command to its end. Dropping the future stops the instance.
+    /// Runs the command to its end, or until it passes its disk quota. Dropping the
+    /// future stops the instance.
     pub async fn run(
         &self,
         pre: &CommandPre<InstanceState>,
         spec: RunSpec,
     ) -> Result<Exit, ExecutorError> {
-        let stdout = LineStream::new(spec.stdout);
-        let stderr = LineStream::new(spec.stderr);
-        let ctx = {
-            let mut builder = WasiCtx::builder();
-            builder
-                .args(&spec.args)
-                .envs(&spec.env)
-                .stdout(stdout.clone())
-                .stderr(stderr.clone())
-                .preopened_dir(&spec.app_dir, "/app", FsPerms::ReadOnly)
-                .and_then(|b| b.preopened_dir(&spec.tmp_dir, "/tmp", FsPerms::ReadWrite))
-                .map_err(|e| ExecutorError::Setup(format!("preopening directories: {e:#}")))?;
-            let listen_port = spec.listen_port;
-            builder
-                .initial_cwd("/app")
-                .allow_tcp(true)
-                .allow_ip_name_lookup(true)
-                .socket_addr_check(move |addr, usage| {
-                    let allowed = socket_allowed(listen_port, addr, usage);
-                    Box::pin(async move { allowed })
-                });
-            builder.build()
+        let (mut store, output) = new_store(&self.engine, &spec)?;
+        let run = async {
+            let command = match pre.instantiate_async(&mut store).await {
+                Ok(command) => command,
+                // A memory quota below the app's initial memory.
+                Err(e) if e.downcast_ref::<OutOfMemory>().is_some() => {
+                    return Ok(Exit::from_error(&e))
+                }
+                Err(e) => return Err(ExecutorError::Instantiate(format!("{e:#}"))),
+            };
+            Ok(match command.wasi_cli_run().call_run(&mut store).await {
+                Ok(Ok(())) => Exit::Status(0),
+                Ok(Err(())) => Exit::Status(1),
+                Err(e) => {
+                    tracing::debug!(error = ?e, "instance ended with an error");
+                    Exit::from_error(&e)
+                }
+            })
         };
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(
-                usize::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
-            )
-            .build();
-        let mut store = Store::new(
-            &self.engine,
-            InstanceState {
-                ctx,
-                table: ResourceTable::new(),
-                limits,
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        let command = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| ExecutorError::Instantiate(format!("{e:#}")))?;
-        let result = command.wasi_cli_run().call_run(&mut store).await;
-        stdout.flush_partial();
-        stderr.flush_partial();
-        Ok(match result {
-            Ok(Ok(())) => Exit::Status(0),
-            Ok(Err(())) => Exit::Status(1),
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => Exit::Status(exit.0),
-                None => Exit::Trap(format!("{e:#}")),
-            },
-        })
+        let quota =
+            sandbox::watch_disk_quota(spec.tmp_dir.clone(), spec.disk_mb, DISK_CHECK_INTERVAL);
+        let exit = tokio::select! {
+            exit = run => exit,
+            exceeded = quota => Ok(Exit::DiskQuotaExceeded { limit_mb: exceeded.limit_mb }),
+        };
+        output.flush_partial();
+        exit
     }
 }
 
-/// The network policy of an instance: it may listen on its own port only (binding
-/// port 0 is the implicit bind of an outgoing connection), accept anyone, and connect
-/// out over TCP; UDP is off.
-fn socket_allowed(listen_port: Option<u16>, addr: SocketAddr, usage: SocketAddrUse) -> bool {
-    match usage {
-        SocketAddrUse::TcpBind => addr.port() == 0 || Some(addr.port()) == listen_port,
-        SocketAddrUse::TcpListen => Some(addr.port()) == listen_port,
-        SocketAddrUse::TcpAccept | SocketAddrUse::TcpConnect => true,
-        SocketAddrUse::UdpBind | SocketAddrUse::UdpSend | SocketAddrUse::UdpReceive => false,
+/// The output streams of an instance, to flush when it ends.
+pub struct InstanceOutput {
+    stdout: LineStream,
+    stderr: LineStream,
+}
+
+impl InstanceOutput {
+    /// Emits what the instance wrote after its last newline.
+    pub fn flush_partial(&self) {
+        self.stdout.flush_partial();
+        self.stderr.flush_partial();
     }
+}
+
+/// A store for one instance of the app `spec` describes: its sandbox (WASI context),
+/// memory limit and CPU yielding, on `engine`.
+pub fn new_store(
+    engine: &Engine,
+    spec: &RunSpec,
+) -> Result<(Store<InstanceState>, InstanceOutput), ExecutorError> {
+    let stdout = LineStream::new(spec.stdout.clone());
+    let stderr = LineStream::new(spec.stderr.clone());
+    let ctx = {
+        let mut builder = WasiCtx::builder();
+        builder
+            .args(&spec.args)
+            .envs(&spec.env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        sandbox::preopen_filesystem(&mut builder, &spec.app_dir, &spec.tmp_dir)
+            .map_err(|e| ExecutorError::Setup(e.to_string()))?;
+        NetworkPolicy::new(spec.listen_port, spec.security_groups.clone()).apply(&mut builder);
+        builder.build()
+    };
+    let limits = MemoryLimiter::new(spec.memory_mb);
+    let mut store = Store::new(
+        engine,
+        InstanceState {
+            ctx,
+            table: ResourceTable::new(),
+            limits,
+            http: WasiHttpCtx::new(),
+            http_hooks: OutgoingHttp,
+        },
+    );
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    // Yield through tokio, not wasmtime's own yield (which wakes the task at once): a
+    // task that `yield_now`s runs again only after the runtime has polled its I/O
+    // driver, so busy guests on every worker cannot hold back their neighbours' I/O
+    // (tokio would otherwise poll it only every 61 task polls, 61 ticks).
+    store.epoch_deadline_callback(|_| {
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    Ok((store, InstanceOutput { stdout, stderr }))
 }
 
 /// The store data of one instance.
 pub struct InstanceState {
     ctx: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryLimiter,
+    http: WasiHttpCtx,
+    http_hooks: OutgoingHttp,
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// Outgoing `wasi:http` requests: denied. Apps reach the network through wasi:sockets,
+/// under the instance's socket policy; an outgoing HTTP client in the cell would
+/// bypass that policy, so it waits for the policy to cover it.
+struct OutgoingHttp;
+
+impl WasiHttpHooks for OutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(std::future::ready(Err(
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+        )))
+    }
 }
 
 impl WasiView for InstanceState {
@@ -265,16 +490,29 @@ impl LineStream {
         }
     }
 
+    /// Emits every complete line (split into [`MAX_LINE`] pieces if longer), and the
+    /// unterminated rest once it passes [`MAX_LINE`]. Linear in `bytes`: a guest can
+    /// make the host do no more than copy what it writes.
     fn push(&self, bytes: &[u8]) {
         let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        buf.pending.extend_from_slice(bytes);
-        while let Some(end) = buf.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.pending.drain(..=end).collect();
-            (buf.sink)(trim_line_end(&line));
+        let LineBuffer { pending, sink } = &mut *buf;
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(end + 1);
+            if pending.is_empty() {
+                emit_split(sink, trim_line_end(line));
+            } else {
+                pending.extend_from_slice(line);
+                emit_split(sink, trim_line_end(pending));
+                pending.clear();
+            }
+            rest = after;
         }
-        if buf.pending.len() > MAX_LINE {
-            let line = std::mem::take(&mut buf.pending);
-            (buf.sink)(&line);
+        pending.extend_from_slice(rest);
+        if pending.len() > MAX_LINE {
+            let whole = pending.len() / MAX_LINE * MAX_LINE;
+            emit_split(sink, &pending[..whole]);
+            pending.drain(..whole);
         }
     }
 
@@ -285,6 +523,15 @@ impl LineStream {
             let line = std::mem::take(&mut buf.pending);
             (buf.sink)(&line);
         }
+    }
+}
+
+fn emit_split(sink: &LineSink, line: &[u8]) {
+    if line.is_empty() {
+        return sink(line);
+    }
+    for piece in line.chunks(MAX_LINE) {
+        sink(piece);
     }
 }
 
@@ -349,10 +596,11 @@ impl AsyncWrite for LineStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn collecting() -> (LineSink, Arc<Mutex<Vec<String>>>) {
+    /// A log sink that keeps the lines, for tests of anything that writes app output.
+    pub(crate) fn collecting() -> (LineSink, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink_lines = lines.clone();
         let sink: LineSink = Arc::new(move |line: &[u8]| {
@@ -386,45 +634,55 @@ mod tests {
     }
 
     #[test]
-    fn instances_listen_on_their_own_port_only() {
-        let addr = |port| SocketAddr::from(([0, 0, 0, 0], port));
-        assert!(socket_allowed(
-            Some(61000),
-            addr(61000),
-            SocketAddrUse::TcpBind
-        ));
-        assert!(socket_allowed(
-            Some(61000),
-            addr(61000),
-            SocketAddrUse::TcpListen
-        ));
-        assert!(!socket_allowed(
-            Some(61000),
-            addr(61001),
-            SocketAddrUse::TcpBind
-        ));
-        assert!(!socket_allowed(
-            Some(61000),
-            addr(0),
-            SocketAddrUse::TcpListen
-        ));
-        assert!(!socket_allowed(None, addr(8080), SocketAddrUse::TcpListen));
-        assert!(socket_allowed(None, addr(0), SocketAddrUse::TcpBind));
-        assert!(socket_allowed(None, addr(443), SocketAddrUse::TcpConnect));
-        assert!(!socket_allowed(
-            Some(61000),
-            addr(61000),
-            SocketAddrUse::UdpBind
-        ));
+    fn overlong_lines_are_cut_at_the_limit_even_with_a_newline() {
+        let (sink, lines) = collecting();
+        let stream = LineStream::new(sink);
+        let mut long = vec![b'x'; 2 * MAX_LINE + 10];
+        long.extend_from_slice(b"\nnext\n");
+        stream.push(&long);
+        let lines = lines.lock().unwrap();
+        let lengths: Vec<usize> = lines.iter().map(String::len).collect();
+        assert_eq!(lengths, [MAX_LINE, MAX_LINE, 10, 4]);
     }
 
     #[test]
     fn exits_describe_themselves_as_cf_does() {
         assert_eq!(Exit::Status(1).describe(), "Exited with status 1");
         assert_eq!(Exit::Trap("unreachable".into()).status(), 1);
+        assert_eq!(
+            Exit::Trap("wasm `unreachable` instruction executed".into()).describe(),
+            "Exited with status 1 (wasm trap: wasm `unreachable` instruction executed)"
+        );
+        assert_eq!(
+            Exit::OutOfMemory { limit_mb: 256 }.describe(),
+            "Exited with status 137 (out of memory: limit 256M)"
+        );
+        assert_eq!(
+            Exit::StackOverflow.describe(),
+            "Exited with status 1 (wasm trap: stack overflow)"
+        );
+        assert_eq!(
+            Exit::DiskQuotaExceeded { limit_mb: 1024 }.describe(),
+            "Exited with status 137 (disk quota exceeded: limit 1024M)"
+        );
     }
 
-    /// Runs a fixture app as the cell would, with `env`, on a fresh port.
+    #[test]
+    fn errors_are_classified_into_exits() {
+        let exit = wasmtime::Error::new(I32Exit(3)).context("wasm backtrace: ...");
+        assert_eq!(Exit::from_error(&exit), Exit::Status(3));
+        let oom = wasmtime::Error::new(OutOfMemory { limit_mb: 64 }).context("backtrace");
+        assert_eq!(Exit::from_error(&oom), Exit::OutOfMemory { limit_mb: 64 });
+        let overflow = wasmtime::Error::new(Trap::StackOverflow).context("backtrace");
+        assert_eq!(Exit::from_error(&overflow), Exit::StackOverflow);
+        let host = wasmtime::Error::msg("the host said no").context("backtrace");
+        assert_eq!(
+            Exit::from_error(&host),
+            Exit::Trap("the host said no".into())
+        );
+    }
+
+    /// A fixture app run as the cell would, on a fresh port.
     struct Running {
         port: u16,
         stdout: Arc<Mutex<Vec<String>>>,
@@ -434,6 +692,19 @@ mod tests {
     }
 
     async fn start_fixture(executor: &Arc<Executor>, name: &str, index: &str) -> Running {
+        start_sandboxed(executor, name, index, 0, SecurityGroups::default()).await
+    }
+
+    /// Memory quota of the test instances.
+    const TEST_MEMORY_MB: u64 = 64;
+
+    async fn start_sandboxed(
+        executor: &Arc<Executor>,
+        name: &str,
+        index: &str,
+        disk_mb: u64,
+        security_groups: SecurityGroups,
+    ) -> Running {
         let wasm = wf_tests::fixtures::fixture_wasm(name);
         let sha = format!("{name}-test");
         let pre = executor.prepare(&sha, &wasm).await.unwrap();
@@ -453,8 +724,10 @@ mod tests {
             ],
             app_dir: dirs.0.path().to_path_buf(),
             tmp_dir: dirs.1.path().to_path_buf(),
-            memory_mb: 64,
+            memory_mb: TEST_MEMORY_MB,
             listen_port: Some(port),
+            disk_mb,
+            security_groups,
             stdout: stdout_sink,
             stderr: stderr_sink,
         };
@@ -467,6 +740,36 @@ mod tests {
             task,
             _dirs: dirs,
         }
+    }
+
+    /// The body of one HTTP/1.1 GET (which the fixtures answer with a 200).
+    async fn body(port: u16, path: &str) -> String {
+        let response = get(port, path).await;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => body.to_string(),
+            _ => panic!("GET {path}: {response:?}"),
+        }
+    }
+
+    /// Waits for a running fixture's instance to end.
+    async fn exit_of(running: Running) -> Exit {
+        tokio::time::timeout(Duration::from_secs(30), running.task)
+            .await
+            .expect("the instance ended in time")
+            .expect("the instance task did not panic")
+            .expect("the instance ran")
+    }
+
+    /// Sends a request and does not wait for the answer (which may never come).
+    async fn send_only(port: u16, path: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        get(port, "/").await;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
     }
 
     /// One HTTP/1.1 GET against the instance, retried until it listens.
@@ -550,6 +853,8 @@ mod tests {
             tmp_dir: dirs.1.path().to_path_buf(),
             memory_mb: 64,
             listen_port: Some(2),
+            disk_mb: 0,
+            security_groups: SecurityGroups::default(),
             stdout: stdout_sink,
             stderr: stderr_sink,
         };
@@ -560,5 +865,151 @@ mod tests {
             "{:?}",
             stderr.lock().unwrap()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_outside_tmp_are_denied() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let running = start_fixture(&executor, "hostile", "0").await;
+        let report = body(running.port, "/write-outside").await;
+        let outcomes: Vec<(&str, &str)> = report
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .collect();
+        assert_eq!(outcomes.len(), 6, "{report}");
+        for (target, outcome) in outcomes {
+            let expected = if target == "/tmp/inside" {
+                "ok"
+            } else {
+                "denied"
+            };
+            assert!(outcome.starts_with(expected), "{report}");
+        }
+        let app_dir = running._dirs.0.path();
+        assert_eq!(
+            std::fs::read_dir(app_dir).unwrap().count(),
+            0,
+            "the app dir was written"
+        );
+        assert!(running._dirs.1.path().join("inside").is_file());
+        running.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_follow_the_security_groups() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let by_default = start_fixture(&executor, "hostile", "0").await;
+        let connect = |running: &Running, addr: String| {
+            let port = running.port;
+            async move { body(port, &format!("/connect?addr={addr}")).await }
+        };
+        for addr in [
+            format!("127.0.0.1:{target_port}"),
+            format!("127.0.0.1:{}", by_default.port),
+            "169.254.169.254:80".to_string(),
+            "10.0.0.1:5432".to_string(),
+            format!("[::1]:{target_port}"),
+        ] {
+            let outcome = connect(&by_default, addr.clone()).await;
+            assert!(outcome.starts_with("denied"), "{addr}: {outcome}");
+        }
+        let listen = body(by_default.port, &format!("/listen?port={target_port}")).await;
+        assert!(listen.starts_with("denied"), "{listen}");
+        // The default groups allow DNS: the cell resolves for the app.
+        let resolved = body(by_default.port, "/dns?host=localhost").await;
+        assert!(resolved.starts_with("ok"), "{resolved}");
+        by_default.task.abort();
+
+        // A rule that names the loopback address and port opens exactly that.
+        let named = SecurityGroups::new(vec![crate::sandbox::SecurityGroupRule::new(
+            crate::sandbox::Protocol::Tcp,
+            "127.0.0.1",
+            Some(&target_port.to_string()),
+        )
+        .unwrap()]);
+        let allowed = start_sandboxed(&executor, "hostile", "1", 0, named).await;
+        let outcome = connect(&allowed, format!("127.0.0.1:{target_port}")).await;
+        assert_eq!(outcome, "ok\n");
+        let outcome = connect(&allowed, format!("127.0.0.1:{}", allowed.port)).await;
+        assert!(outcome.starts_with("denied"), "{outcome}");
+        // No rule for port 53: no name lookups.
+        let resolved = body(allowed.port, "/dns?host=localhost").await;
+        assert!(resolved.starts_with("denied"), "{resolved}");
+        allowed.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_memory_bomb_ends_as_out_of_memory() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let running = start_fixture(&executor, "hostile", "0").await;
+        send_only(running.port, "/membomb").await;
+        assert_eq!(
+            exit_of(running).await,
+            Exit::OutOfMemory {
+                limit_mb: TEST_MEMORY_MB
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stack_overflow_ends_as_such() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let running = start_fixture(&executor, "hostile", "0").await;
+        send_only(running.port, "/stack").await;
+        assert_eq!(exit_of(running).await, Exit::StackOverflow);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exit_code_is_reported_as_is() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let running = start_fixture(&executor, "hostile", "0").await;
+        assert_eq!(body(running.port, "/exit?code=3").await, "exiting with 3\n");
+        assert_eq!(exit_of(running).await, Exit::Status(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writing_past_the_disk_quota_ends_the_instance() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let running =
+            start_sandboxed(&executor, "hostile", "0", 1, SecurityGroups::default()).await;
+        let wrote = body(running.port, "/disk?mb=3").await;
+        assert!(wrote.ends_with("ok\n"), "{wrote}");
+        assert_eq!(
+            exit_of(running).await,
+            Exit::DiskQuotaExceeded { limit_mb: 1 }
+        );
+    }
+
+    /// One runtime thread for two instances: the busy loop must yield for the other to
+    /// answer at all.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_loop_does_not_starve_its_neighbour() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let spinner = start_fixture(&executor, "hostile", "0").await;
+        let neighbour = start_fixture(&executor, "hello", "1").await;
+        get(neighbour.port, "/").await;
+        let _spinning = send_only(spinner.port, "/spin").await;
+        // Let it spin before measuring.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The median of a few requests, so one scheduling hiccup on a loaded machine does
+        // not decide; without the yield the neighbour would not answer at all.
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(5), body(neighbour.port, "/"))
+                .await
+                .expect("the neighbour answered");
+            assert_eq!(answer, "hello from 1\n");
+            took.push(started.elapsed());
+        }
+        took.sort();
+        assert!(
+            took[2] < Duration::from_millis(500),
+            "the neighbour took {took:?}"
+        );
+        spinner.task.abort();
+        neighbour.task.abort();
     }
 }

@@ -1,6 +1,7 @@
 //! The life of an ActualLRP instance on the cell: claim, fetch the droplet, start the
-//! wasm on a port of its own, health-check it, report RUNNING, and report how it ended
-//! (crashed, or stopped and removed). Also runs one-off instances for Tasks.
+//! wasm on a port of its own (a server binds it; for a handler app the cell serves it),
+//! health-check it, report RUNNING, and report how it ended (crashed, or stopped and
+//! removed). Also runs one-off instances for Tasks.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -10,13 +11,19 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wf_bbs::rep::LrpWork;
 use wf_bbs::{CheckDefinition, CheckKind, EnvVar, NetInfo, PortMapping, RunAction};
+use wf_buildpacks::AppKind;
 use wf_loggregator::LogType;
 
+use crate::app_logs::{LimitedLogs, LogLimits};
 use crate::cell::{Cell, LrpPhase};
 use crate::droplets::Droplet;
 use crate::executor::{Exit, InstanceState, LineSink, RunSpec};
+use crate::handler::{self, HandlerApp};
+use crate::sandbox::SecurityGroups;
 
 /// How long an instance may take to become healthy when its DesiredLRP does not say.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,10 +68,13 @@ pub async fn run_lrp(cell: Arc<Cell>, work: LrpWork, stop: CancellationToken) {
         &format!("Cell {cell_id} creating container for instance {guid}"),
     );
 
+    let app_logs = logs.limited_app_sinks();
     let outcome = tokio::select! {
         _ = stop.cancelled() => Outcome::Stopped,
-        outcome = start_and_wait(&cell, &work, &logs) => outcome,
+        outcome = start_and_wait(&cell, &work, &logs, &app_logs) => outcome,
     };
+    // The app's last lines go out before the cell says how it ended.
+    app_logs.forwarder.finish().await;
     match outcome {
         Outcome::Stopped => {
             logs.cell(
@@ -128,9 +138,14 @@ async fn crash(cell: &Cell, work: &LrpWork, reason: &str) {
     }
 }
 
-async fn start_and_wait(cell: &Arc<Cell>, work: &LrpWork, logs: &InstanceLogs) -> Outcome {
+async fn start_and_wait(
+    cell: &Arc<Cell>,
+    work: &LrpWork,
+    logs: &InstanceLogs,
+    app_logs: &LimitedLogs,
+) -> Outcome {
     let desired = &work.desired;
-    let (droplet, pre) = match prepare(cell, &desired.action).await {
+    let (droplet, app) = match prepare_lrp(cell, &desired.action).await {
         Ok(prepared) => prepared,
         Err(reason) => return Outcome::Failed(reason),
     };
@@ -179,13 +194,29 @@ async fn start_and_wait(cell: &Arc<Cell>, work: &LrpWork, logs: &InstanceLogs) -
         tmp_dir: tmp.path().to_path_buf(),
         memory_mb: u64::from(desired.memory_mb),
         listen_port: Some(port.number()),
-        stdout: logs.app_sink(LogType::Out),
-        stderr: logs.app_sink(LogType::Err),
+        disk_mb: u64::from(desired.disk_mb),
+        security_groups: security_groups(cell),
+        stdout: app_logs.stdout.clone(),
+        stderr: app_logs.stderr.clone(),
     };
     let runner = cell.clone();
-    let mut running = AbortOnDrop(tokio::spawn(async move {
-        runner.executor.run(&pre, spec).await
-    }));
+    let mut running = AbortOnDrop(match app {
+        LrpApp::Server(pre) => tokio::spawn(async move {
+            runner
+                .executor
+                .run(&pre, spec)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        LrpApp::Handler(pre) => {
+            let listener = match handler::bind(port.number()).await {
+                Ok(listener) => listener,
+                Err(e) => return Outcome::Failed(format!("Failed to create container: {e}")),
+            };
+            let app = Arc::new(HandlerApp::new(pre, spec, logs.cell_sink(LogType::Err)));
+            tokio::spawn(async move { Ok(handler::serve(listener, app).await) })
+        }
+    });
     let cell_id = &cell.config.cell_id;
     logs.cell(
         LogType::Out,
@@ -241,9 +272,7 @@ async fn start_and_wait(cell: &Arc<Cell>, work: &LrpWork, logs: &InstanceLogs) -
     ended_outcome(ended)
 }
 
-fn ended_outcome(
-    ended: Result<Result<Exit, crate::executor::ExecutorError>, tokio::task::JoinError>,
-) -> Outcome {
+fn ended_outcome(ended: Result<Result<Exit, String>, tokio::task::JoinError>) -> Outcome {
     match ended {
         Ok(Ok(exit)) => Outcome::Exited(exit),
         Ok(Err(e)) => Outcome::Failed(format!("Failed to create container: {e}")),
@@ -251,23 +280,48 @@ fn ended_outcome(
     }
 }
 
-/// Fetches the droplet and compiles its wasm (both cached); the error is the reason
-/// the cell reports.
+/// What an LRP instance runs, by the droplet's kind.
+enum LrpApp {
+    /// A command component that binds its port itself.
+    Server(CommandPre<InstanceState>),
+    /// A `wasi:http` handler the cell serves, an instance per request.
+    Handler(ProxyPre<InstanceState>),
+}
+
+/// Fetches the droplet and compiles its wasm as its kind says.
+async fn prepare_lrp(cell: &Cell, action: &RunAction) -> Result<(Droplet, LrpApp), String> {
+    let droplet = fetch_droplet(cell, action).await?;
+    let (sha256, wasm) = (&droplet.metadata.wasm_sha256, droplet.wasm());
+    let app = match droplet.metadata.kind {
+        AppKind::Server => cell
+            .executor
+            .prepare(sha256, &wasm)
+            .await
+            .map(LrpApp::Server),
+        AppKind::Handler => cell
+            .executor
+            .prepare_handler(sha256, &wasm)
+            .await
+            .map(LrpApp::Handler),
+    };
+    let app = app.map_err(|e| format!("Failed to create container: {e}"))?;
+    Ok((droplet, app))
+}
+
+async fn fetch_droplet(cell: &Cell, action: &RunAction) -> Result<Droplet, String> {
+    cell.droplets
+        .fetch(&action.droplet_uri, &action.droplet_sha256)
+        .await
+        .map_err(|e| format!("Failed to create container: {e}"))
+}
+
+/// Fetches the droplet and compiles its wasm as a command (both cached); the error is
+/// the reason the cell reports.
 pub async fn prepare(
     cell: &Cell,
     action: &RunAction,
-) -> Result<
-    (
-        Droplet,
-        wasmtime_wasi::p2::bindings::CommandPre<InstanceState>,
-    ),
-    String,
-> {
-    let droplet = cell
-        .droplets
-        .fetch(&action.droplet_uri, &action.droplet_sha256)
-        .await
-        .map_err(|e| format!("Failed to create container: {e}"))?;
+) -> Result<(Droplet, CommandPre<InstanceState>), String> {
+    let droplet = fetch_droplet(cell, action).await?;
     let pre = cell
         .executor
         .prepare(&droplet.metadata.wasm_sha256, &droplet.wasm())
@@ -281,11 +335,13 @@ pub async fn run_once(
     cell: &Arc<Cell>,
     action: &RunAction,
     memory_mb: u32,
+    disk_mb: u32,
     logs: &InstanceLogs,
 ) -> Result<Exit, String> {
     let (droplet, pre) = prepare(cell, action).await?;
     let tmp = instance_tmp_dir(&cell.config.data_dir)
         .map_err(|e| format!("Failed to create container: {e}"))?;
+    let app_logs = logs.limited_app_sinks();
     let env = instance_env(
         &action.env,
         &[
@@ -301,13 +357,24 @@ pub async fn run_once(
         tmp_dir: tmp.path().to_path_buf(),
         memory_mb: u64::from(memory_mb),
         listen_port: None,
-        stdout: logs.app_sink(LogType::Out),
-        stderr: logs.app_sink(LogType::Err),
+        disk_mb: u64::from(disk_mb),
+        security_groups: security_groups(cell),
+        stdout: app_logs.stdout.clone(),
+        stderr: app_logs.stderr.clone(),
     };
-    cell.executor
+    let exit = cell
+        .executor
         .run(&pre, spec)
         .await
-        .map_err(|e| format!("Failed to create container: {e}"))
+        .map_err(|e| format!("Failed to create container: {e}"));
+    app_logs.forwarder.finish().await;
+    exit
+}
+
+/// The cell's security groups for an instance, with the cell's own address internal.
+fn security_groups(cell: &Cell) -> SecurityGroups {
+    let own = cell.config.advertise_address.parse().ok();
+    SecurityGroups::new(cell.config.security_groups.clone()).with_internal_addresses(own)
 }
 
 /// `argv[0]`: the action's command, else the droplet's `web` process type.
@@ -469,6 +536,21 @@ impl InstanceLogs {
     pub fn app_sink(&self, log_type: LogType) -> LineSink {
         let logs = self.clone();
         Arc::new(move |line: &[u8]| logs.emit(&logs.source_type, log_type, line))
+    }
+
+    /// The app's stdout and stderr sinks behind the instance's log rate limit.
+    pub fn limited_app_sinks(&self) -> LimitedLogs {
+        crate::app_logs::limit(
+            self.app_sink(LogType::Out),
+            self.app_sink(LogType::Err),
+            LogLimits::default(),
+        )
+    }
+
+    /// The cell's lines about the instance, as a sink (a handler's failed requests).
+    pub fn cell_sink(&self, log_type: LogType) -> LineSink {
+        let logs = self.clone();
+        Arc::new(move |line: &[u8]| logs.emit(&logs.cell_source_type, log_type, line))
     }
 }
 

@@ -6,14 +6,24 @@
 //! - `cell`: resources, containers, and the bulk sync with the BBS;
 //! - `instance`: one ActualLRP instance from claim to crash or removal;
 //! - `tasks` and `stager`: Tasks, staging among them;
-//! - `executor`: wasmtime, compiled-component cache, the instance sandbox;
+//! - `executor`: wasmtime (one pooling engine), compiled-component cache, running an
+//!   instance; `compiled`: compiled artifacts on disk;
+//! - `sandbox`: what an instance may reach (network by security groups, `/app`,
+//!   `/tmp`) and its memory and disk quotas; `app_logs`: its log rate limit;
+//! - `handler`: `wasi:http` handler apps, served by the cell, an instance per request;
 //! - `droplets`: the droplet download cache.
+//!
+//! `executor`, `handler` and `sandbox` are public for the benchmarks in `benches/`.
 
+mod app_logs;
 mod cell;
+mod compiled;
 mod droplets;
-mod executor;
+pub mod executor;
+pub mod handler;
 mod instance;
 mod rep;
+pub mod sandbox;
 mod stager;
 mod tasks;
 
@@ -57,6 +67,11 @@ pub struct CellConfig {
     pub bulk_sync_interval: Duration,
     /// How long containers get to stop when the cell shuts down.
     pub shutdown_grace: Duration,
+    /// Where instances may connect to, until per-app security groups come from the
+    /// Cloud Controller: CF's default running groups, `public_networks` and `dns`
+    /// ([`sandbox::default_security_groups`]). Loopback, link-local and the cell's own
+    /// address stay closed unless a rule names them.
+    pub security_groups: Vec<sandbox::SecurityGroupRule>,
 }
 
 impl Default for CellConfig {
@@ -73,6 +88,7 @@ impl Default for CellConfig {
             presence_ttl: Duration::from_secs(15),
             bulk_sync_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            security_groups: sandbox::default_security_groups(),
         }
     }
 }
@@ -100,7 +116,14 @@ pub async fn run(
         }
     }
     tokio::fs::create_dir_all(&config.data_dir).await?;
-    let executor = executor::Executor::new().map_err(|e| CellError::Runtime(e.to_string()))?;
+    let executor = executor::Executor::with_config(executor::ExecutorConfig {
+        compiled_dir: Some(config.data_dir.join("compiled")),
+        // Each container may hold a slot for its life; as many again are for handler
+        // requests in flight.
+        instance_slots: config.max_containers.saturating_mul(2).max(1_000),
+        ..executor::ExecutorConfig::default()
+    })
+    .map_err(|e| CellError::Runtime(e.to_string()))?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()

@@ -73,8 +73,14 @@ async fn perform(cell: &Arc<Cell>, task: &Task, logs: &InstanceLogs) -> Result<S
             crate::stager::stage(cell, &task.task_guid, action, logs).await
         }
         TaskAction::Run(action) => {
-            let exit =
-                crate::instance::run_once(cell, action, task.definition.memory_mb, logs).await?;
+            let exit = crate::instance::run_once(
+                cell,
+                action,
+                task.definition.memory_mb,
+                task.definition.disk_mb,
+                logs,
+            )
+            .await?;
             if exit.status() == 0 {
                 Ok(String::new())
             } else {

@@ -47,11 +47,11 @@ pub fn log_cache_router(store: Arc<LogStore>, auth: Arc<dyn SourceAuthorizer>) -
         .with_state(Arc::new(ApiState { store, auth }))
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -93,6 +93,31 @@ impl Envelope {
         }
     }
 
+    /// Roughly the memory this envelope holds: its struct plus every string and payload
+    /// byte. The log cache bounds each source by the sum of these.
+    pub fn approximate_size(&self) -> usize {
+        const PER_ENTRY: usize = 2 * std::mem::size_of::<String>();
+        let tags: usize = self
+            .tags
+            .iter()
+            .map(|(k, v)| PER_ENTRY + k.len() + v.len())
+            .sum();
+        let message = match &self.message {
+            EnvelopeMessage::Log(log) => log.payload.len(),
+            EnvelopeMessage::Counter(counter) => counter.name.len(),
+            EnvelopeMessage::Gauge(gauge) => gauge
+                .metrics
+                .iter()
+                .map(|(name, v)| PER_ENTRY + name.len() + v.unit.len())
+                .sum(),
+        };
+        std::mem::size_of::<Envelope>()
+            + self.source_id.len()
+            + self.instance_id.len()
+            + tags
+            + message
+    }
+
     /// The `source_type` tag, if any.
     pub fn source_type(&self) -> Option<&str> {
         self.tags.get("source_type").map(String::as_str)

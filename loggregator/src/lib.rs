@@ -1,13 +1,17 @@
 //! Loggregator: log and metric envelopes, the log cache (recent envelopes per source),
-//! and its read API.
+//! its read API, and the RLP gateway's live stream of what is ingested.
 
 pub mod api;
 pub mod envelope;
+pub mod rlp;
 pub mod store;
 
 pub use api::{log_cache_router, AccessDecision, SourceAuthorizer};
 pub use envelope::{Envelope, EnvelopeMessage, LogType, ENVELOPE_SUBJECT};
+pub use rlp::{
+    rlp_router, rlp_router_with_config, RlpConfig, Selector, SelectorError, FIREHOSE_SOURCE_ID,
+};
 pub use store::{
-    emit, spawn_ingest, LogStore, ReadQuery, SourceMeta, DEFAULT_MAX_ENVELOPES_PER_SOURCE,
-    DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
+    emit, spawn_ingest, LogStore, LogStoreConfig, ReadQuery, SourceMeta, StoreStats,
+    DEFAULT_MAX_ENVELOPES_PER_SOURCE, DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
 };

@@ -1,8 +1,11 @@
-//! The log cache: recent envelopes per source id, bounded per source, fed from the bus.
+//! The log cache: recent envelopes per source id, bounded per source by count and bytes
+//! and in the number of sources, fed from the bus; and the live fan-out of every ingested
+//! envelope to stream readers (the RLP gateway).
 //!
 //! Like Log Cache, each source keeps its newest envelopes in timestamp order and drops
 //! the oldest once full (counted as `expired`); reads select a time range and
-//! envelope types and return at most `limit` envelopes.
+//! envelope types and return at most `limit` envelopes. Like Loggregator, ingest never
+//! waits for a reader: a reader that falls behind loses envelopes, and the loss is counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use futures::FutureExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
@@ -24,6 +28,36 @@ pub const DEFAULT_READ_LIMIT: usize = 100;
 
 /// Log Cache's largest `limit` of a read.
 pub const MAX_READ_LIMIT: usize = 1000;
+
+/// How the log cache is bounded. Zero limits count as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogStoreConfig {
+    /// Envelopes kept per source id: 100,000, Log Cache's `MAX_PER_SOURCE` default.
+    pub max_envelopes_per_source: usize,
+    /// Approximate bytes kept per source id ([`Envelope::approximate_size`]): 16 MiB.
+    /// Log Cache bounds memory as a share of the VM's; a per-source bound also keeps one
+    /// chatty app from pushing everyone else's logs out. The newest envelope of a source
+    /// is always kept, however large.
+    pub max_bytes_per_source: usize,
+    /// Source ids kept: 10,000. A new source beyond that evicts the source updated least
+    /// recently (Log Cache prunes whole sources, oldest first, when memory runs short).
+    pub max_sources: usize,
+    /// Envelopes buffered for every stream reader: 16,384. A reader further behind than
+    /// that loses the oldest and is told how many (Loggregator's ring-buffer diodes).
+    pub stream_buffer: usize,
+}
+
+impl Default for LogStoreConfig {
+    fn default() -> Self {
+        LogStoreConfig {
+            max_envelopes_per_source: DEFAULT_MAX_ENVELOPES_PER_SOURCE,
+            max_bytes_per_source: 16 << 20,
+            max_sources: 10_000,
+            stream_buffer: 16_384,
+        }
+    }
+}
 
 /// Log Cache `read` parameters.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +80,7 @@ pub struct ReadQuery {
 pub struct SourceMeta {
     #[serde(with = "as_string")]
     pub count: u64,
-    /// Envelopes dropped because the source was full.
+    /// Envelopes dropped because the source was full (by count or by bytes).
     #[serde(with = "as_string")]
     pub expired: u64,
     #[serde(with = "as_string")]
@@ -55,36 +89,116 @@ pub struct SourceMeta {
     pub newest_timestamp: i64,
 }
 
+/// Store-wide counters, for operators (and a future `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    pub sources: u64,
+    pub envelopes: u64,
+    /// Approximate bytes held.
+    pub bytes: u64,
+    /// Envelopes dropped because their source was full, summed over all sources ever.
+    pub expired: u64,
+    /// Sources dropped whole to make room for new ones, and the envelopes they held.
+    pub evicted_sources: u64,
+    pub evicted_envelopes: u64,
+    /// Envelopes stream readers lost because they fell behind.
+    pub stream_dropped: u64,
+    /// Bus messages that were not envelopes.
+    pub bad_messages: u64,
+}
+
 #[derive(Default)]
 struct SourceCache {
     /// Ordered by timestamp, oldest first.
     envelopes: VecDeque<Envelope>,
+    /// Sum of [`Envelope::approximate_size`] of `envelopes`.
+    bytes: usize,
     expired: u64,
+    /// Ingest sequence number of the last envelope, for evicting the stalest source.
+    updated: u64,
+}
+
+#[derive(Default)]
+struct Sources {
+    by_id: HashMap<String, SourceCache>,
+    /// Envelopes ingested so far; orders sources by last update.
+    sequence: u64,
 }
 
 pub struct LogStore {
-    max_per_source: usize,
-    sources: RwLock<HashMap<String, SourceCache>>,
+    config: LogStoreConfig,
+    sources: RwLock<Sources>,
+    /// Every ingested envelope, for stream readers.
+    stream: broadcast::Sender<Arc<Envelope>>,
+    expired: AtomicU64,
+    evicted_sources: AtomicU64,
+    evicted_envelopes: AtomicU64,
+    stream_dropped: AtomicU64,
     bad_messages: AtomicU64,
     started: Instant,
 }
 
 impl LogStore {
+    /// A store keeping `max_per_source` envelopes per source, other bounds as in
+    /// [`LogStoreConfig::default`].
     pub fn new(max_per_source: usize) -> LogStore {
+        LogStore::with_config(LogStoreConfig {
+            max_envelopes_per_source: max_per_source,
+            ..LogStoreConfig::default()
+        })
+    }
+
+    pub fn with_config(config: LogStoreConfig) -> LogStore {
+        let config = LogStoreConfig {
+            max_envelopes_per_source: config.max_envelopes_per_source.max(1),
+            max_bytes_per_source: config.max_bytes_per_source.max(1),
+            max_sources: config.max_sources.max(1),
+            stream_buffer: config.stream_buffer.max(1),
+        };
+        let (stream, _) = broadcast::channel(config.stream_buffer);
         LogStore {
-            max_per_source: max_per_source.max(1),
-            sources: RwLock::new(HashMap::new()),
+            config,
+            sources: RwLock::new(Sources::default()),
+            stream,
+            expired: AtomicU64::new(0),
+            evicted_sources: AtomicU64::new(0),
+            evicted_envelopes: AtomicU64::new(0),
+            stream_dropped: AtomicU64::new(0),
             bad_messages: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
+    pub fn config(&self) -> &LogStoreConfig {
+        &self.config
+    }
+
+    /// Keeps `envelope` and hands it to every stream reader; never waits for a reader.
     pub fn ingest(&self, envelope: Envelope) {
-        let mut sources = self
+        let streamed = (self.stream.receiver_count() > 0).then(|| Arc::new(envelope.clone()));
+        self.keep(envelope);
+        if let Some(envelope) = streamed {
+            // Fails only when the last reader left meanwhile.
+            let _ = self.stream.send(envelope);
+        }
+    }
+
+    fn keep(&self, envelope: Envelope) {
+        let size = envelope.approximate_size();
+        let mut guard = self
             .sources
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cache = sources.entry(envelope.source_id.clone()).or_default();
+        let sources = &mut *guard;
+        sources.sequence += 1;
+        if !sources.by_id.contains_key(&envelope.source_id)
+            && sources.by_id.len() >= self.config.max_sources
+        {
+            self.evict_stalest(&mut sources.by_id);
+        }
+        let cache = sources.by_id.entry(envelope.source_id.clone()).or_default();
+        cache.updated = sources.sequence;
+        cache.bytes += size;
         // Envelopes nearly always arrive in order; out-of-order ones are slotted in
         // after every envelope with the same or an earlier timestamp.
         let in_order = cache
@@ -99,10 +213,55 @@ impl LogStore {
                 .partition_point(|e| e.timestamp <= envelope.timestamp);
             cache.envelopes.insert(at, envelope);
         }
-        while cache.envelopes.len() > self.max_per_source {
-            cache.envelopes.pop_front();
-            cache.expired += 1;
+        let mut expired = 0;
+        while cache.envelopes.len() > self.config.max_envelopes_per_source
+            || (cache.bytes > self.config.max_bytes_per_source && cache.envelopes.len() > 1)
+        {
+            let Some(oldest) = cache.envelopes.pop_front() else {
+                break;
+            };
+            cache.bytes = cache.bytes.saturating_sub(oldest.approximate_size());
+            expired += 1;
         }
+        if expired > 0 {
+            cache.expired += expired;
+            self.expired.fetch_add(expired, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the source updated least recently. A linear scan, but only when a new
+    /// source arrives at the cap, so the ingest of known sources stays O(1).
+    fn evict_stalest(&self, by_id: &mut HashMap<String, SourceCache>) {
+        let Some(stalest) = by_id
+            .iter()
+            .min_by_key(|(_, cache)| cache.updated)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        if let Some(cache) = by_id.remove(&stalest) {
+            self.evicted_sources.fetch_add(1, Ordering::Relaxed);
+            self.evicted_envelopes
+                .fetch_add(cache.envelopes.len() as u64, Ordering::Relaxed);
+            tracing::debug!(source_id = %stalest, envelopes = cache.envelopes.len(), "log cache evicted a source to make room");
+        }
+    }
+
+    /// A receiver of every envelope ingested from now on. It holds at most
+    /// `stream_buffer` unread envelopes; a receiver further behind gets
+    /// `RecvError::Lagged(n)` (report `n` with [`LogStore::count_stream_drops`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.stream.subscribe()
+    }
+
+    /// Stream readers connected now.
+    pub fn stream_readers(&self) -> usize {
+        self.stream.receiver_count()
+    }
+
+    /// Records `n` envelopes a stream reader lost by falling behind.
+    pub fn count_stream_drops(&self, n: u64) {
+        self.stream_dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Envelopes of `source_id` in timestamp order (reversed when descending).
@@ -118,7 +277,7 @@ impl LogStore {
             .sources
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(cache) = sources.get(source_id) else {
+        let Some(cache) = sources.by_id.get(source_id) else {
             return Vec::new();
         };
         let envelopes = &cache.envelopes;
@@ -147,6 +306,7 @@ impl LogStore {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         sources
+            .by_id
             .iter()
             .map(|(id, cache)| {
                 let ts = |e: Option<&Envelope>| e.map_or(0, |e| e.timestamp);
@@ -159,6 +319,36 @@ impl LogStore {
                 (id.clone(), meta)
             })
             .collect()
+    }
+
+    /// Store-wide sizes and loss counters.
+    pub fn stats(&self) -> StoreStats {
+        let (sources, envelopes, bytes) = {
+            let sources = self
+                .sources
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            sources.by_id.values().fold(
+                (sources.by_id.len() as u64, 0u64, 0u64),
+                |(n, envelopes, bytes), cache| {
+                    (
+                        n,
+                        envelopes + cache.envelopes.len() as u64,
+                        bytes + cache.bytes as u64,
+                    )
+                },
+            )
+        };
+        StoreStats {
+            sources,
+            envelopes,
+            bytes,
+            expired: self.expired.load(Ordering::Relaxed),
+            evicted_sources: self.evicted_sources.load(Ordering::Relaxed),
+            evicted_envelopes: self.evicted_envelopes.load(Ordering::Relaxed),
+            stream_dropped: self.stream_dropped.load(Ordering::Relaxed),
+            bad_messages: self.bad_messages(),
+        }
     }
 
     /// Bus messages on [`ENVELOPE_SUBJECT`] that were not envelopes.
@@ -187,7 +377,7 @@ impl LogStore {
 
 /// Whether `envelope` is of one of `types` (`LOG`, `COUNTER`, `GAUGE`, `TIMER`,
 /// `EVENT`, any case); no types means every envelope.
-fn type_matches(envelope: &Envelope, types: &[String]) -> bool {
+pub(crate) fn type_matches(envelope: &Envelope, types: &[String]) -> bool {
     if types.is_empty() {
         return true;
     }
@@ -378,6 +568,91 @@ mod tests {
         assert_eq!(meta["api"].count, 1);
         let json = serde_json::to_value(&meta["app"]).unwrap();
         assert_eq!(json["oldestTimestamp"], "3");
+    }
+
+    #[test]
+    fn sources_are_bounded_by_bytes_too() {
+        let one = log_at("app", 1, "0123456789").approximate_size();
+        let store = LogStore::with_config(LogStoreConfig {
+            max_bytes_per_source: 3 * one,
+            ..LogStoreConfig::default()
+        });
+        for ts in 1..=5 {
+            store.ingest(log_at("app", ts, "0123456789"));
+        }
+        assert_eq!(
+            timestamps(&store.read("app", &ReadQuery::default())),
+            vec![3, 4, 5]
+        );
+        assert_eq!(store.meta()["app"].expired, 2);
+        let stats = store.stats();
+        assert_eq!((stats.envelopes, stats.expired), (3, 2));
+        assert_eq!(stats.bytes, 3 * one as u64);
+        // One envelope larger than the bound is still kept: it is the newest there is.
+        store.ingest(log_at("app", 6, "x".repeat(10 * one).as_str()));
+        assert_eq!(
+            timestamps(&store.read("app", &ReadQuery::default())),
+            vec![6]
+        );
+        assert_eq!(store.meta()["app"].expired, 5);
+    }
+
+    #[test]
+    fn a_new_source_beyond_the_cap_evicts_the_least_recently_updated() {
+        let store = LogStore::with_config(LogStoreConfig {
+            max_sources: 2,
+            ..LogStoreConfig::default()
+        });
+        store.ingest(log_at("a", 1, "x"));
+        store.ingest(log_at("a", 2, "x"));
+        store.ingest(log_at("b", 3, "x"));
+        // `a` is written again, so `b` is now the stalest.
+        store.ingest(log_at("a", 4, "x"));
+        store.ingest(log_at("c", 5, "x"));
+        let meta = store.meta();
+        assert_eq!(meta.keys().collect::<Vec<_>>(), vec!["a", "c"]);
+        assert_eq!(meta["a"].count, 3);
+        let stats = store.stats();
+        assert_eq!((stats.evicted_sources, stats.evicted_envelopes), (1, 1));
+        assert_eq!(stats.sources, 2);
+    }
+
+    #[test]
+    fn zero_limits_count_as_one() {
+        let store = LogStore::with_config(LogStoreConfig {
+            max_envelopes_per_source: 0,
+            max_bytes_per_source: 0,
+            max_sources: 0,
+            stream_buffer: 0,
+        });
+        store.ingest(log_at("a", 1, "x"));
+        store.ingest(log_at("b", 2, "x"));
+        store.ingest(log_at("b", 3, "x"));
+        assert_eq!(timestamps(&store.read("b", &ReadQuery::default())), vec![3]);
+        assert!(store.read("a", &ReadQuery::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn stream_readers_get_new_envelopes_and_a_lagging_one_never_blocks_ingest() {
+        let store = LogStore::with_config(LogStoreConfig {
+            stream_buffer: 4,
+            ..LogStoreConfig::default()
+        });
+        store.ingest(log_at("app", 1, "before"));
+        let mut rx = store.subscribe();
+        assert_eq!(store.stream_readers(), 1);
+        for ts in 2..=11 {
+            store.ingest(log_at("app", ts, "x"));
+        }
+        // The reader never read while ten arrived: it lost the six oldest, ingest went on.
+        assert_eq!(store.read("app", &ReadQuery::default()).len(), 11);
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(6))
+        ));
+        assert_eq!(rx.recv().await.unwrap().timestamp, 8);
+        drop(rx);
+        assert_eq!(store.stream_readers(), 0);
     }
 
     #[tokio::test]

@@ -1,11 +1,80 @@
 //! Gorouter's access log: one line per request in CF's format, also sent as a log line
 //! of the app (source type `RTR`) so `cf logs` shows it.
+//!
+//! Per-request telemetry was Gorouter's main CPU cost, so a request only hands its
+//! record to a bounded channel ([`AccessLogger::submit`]); a single task formats the
+//! lines and publishes the envelopes in batches. When the channel is full, records are
+//! dropped and counted rather than slowing requests down (loggregator's rule).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use wf_loggregator::{Envelope, LogType};
 use wf_messaging::Bus;
+
+use crate::metrics::Metrics;
+
+/// Records waiting to be published before new ones are dropped.
+const QUEUE: usize = 16_384;
+/// Records formatted and published per wake-up of the publishing task.
+const BATCH: usize = 512;
+const TARGET: &str = "wf_router::access";
+
+/// A finished request, as queued for the publishing task.
+struct Finished {
+    record: AccessRecord,
+    bytes_sent: u64,
+    response_time: Duration,
+}
+
+/// The per-request side of the access log: cheap to clone, never blocks.
+#[derive(Clone)]
+pub(crate) struct AccessLogger {
+    tx: mpsc::Sender<Finished>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLogger {
+    /// The logger and the task that publishes its records; the task ends once every
+    /// logger clone is dropped and the queue is empty.
+    pub(crate) fn new(
+        bus: Bus,
+        metrics: Arc<Metrics>,
+    ) -> (AccessLogger, impl std::future::Future<Output = ()> + Send) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (AccessLogger { tx, metrics }, publish(rx, bus))
+    }
+
+    /// Counts the request in the metrics and queues its access log line.
+    pub(crate) fn submit(&self, record: AccessRecord, bytes_sent: u64, response_time: Duration) {
+        self.metrics.observe(record.status, response_time);
+        let for_app = record.app_id.as_deref().is_some_and(|a| !a.is_empty());
+        if !for_app && !tracing::enabled!(target: TARGET, tracing::Level::DEBUG) {
+            return;
+        }
+        let finished = Finished {
+            record,
+            bytes_sent,
+            response_time,
+        };
+        if self.tx.try_send(finished).is_err() {
+            Metrics::count(&self.metrics.access_log_dropped);
+        }
+    }
+}
+
+async fn publish(mut rx: mpsc::Receiver<Finished>, bus: Bus) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        for f in batch.drain(..) {
+            f.record.finish(&bus, f.bytes_sent, f.response_time);
+        }
+        // Let request handling run between batches.
+        tokio::task::yield_now().await;
+    }
+}
 
 /// What is known about a request when its response starts; the bytes sent and the
 /// total time are added when the response body is done.
@@ -78,7 +147,7 @@ impl AccessRecord {
     /// Writes the line to the router's log and, for app routes, to the app's logs.
     pub(crate) fn finish(&self, bus: &Bus, bytes_sent: u64, response_time: Duration) {
         let line = self.line(bytes_sent, response_time);
-        tracing::debug!(target: "wf_router::access", "{line}");
+        tracing::debug!(target: TARGET, "{line}");
         if let Some(app_id) = self.app_id.as_deref().filter(|a| !a.is_empty()) {
             let index = self.app_index.as_deref().unwrap_or_default();
             wf_loggregator::emit(

@@ -4,14 +4,20 @@
 //! route at once), answers `router.greet`, keeps the [`table::RouteTable`] current from
 //! `router.register`/`router.unregister`, prunes endpoints that stopped re-registering,
 //! and serves HTTP/1.1 clients through the [`proxy`](crate::proxy) until cancelled.
+//! [`run_with_status`] also serves `/health`, `/routes` and Prometheus `/metrics` on a
+//! separate status port.
 
 mod access_log;
 pub mod message;
+mod metrics;
 mod proxy;
+mod status;
 pub mod table;
+mod trace;
 
 pub use message::{RegistryMessage, RouterStart};
-pub use table::{Endpoint, Lookup, RouteTable};
+pub use status::StatusCredentials;
+pub use table::{Endpoint, LoadBalancing, Lookup, RouteTable};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wf_messaging::{Bus, BusError, Subscription};
 
+use access_log::AccessLogger;
 use message::{GREET_SUBJECT, REGISTER_SUBJECT, START_SUBJECT, UNREGISTER_SUBJECT};
+use metrics::Metrics;
 use proxy::Proxy;
 
 /// How long open connections get to finish their requests once the router stops.
@@ -52,8 +60,25 @@ pub struct RouterConfig {
     pub prune_threshold: Duration,
     /// Sent in `router.start` as `minimumRegisterIntervalInSeconds` (CF: 20 s).
     pub minimum_register_interval: Duration,
-    /// Per-attempt timeout to connect to a backend.
+    /// Per-attempt timeout to connect to a backend (Gorouter's dial timeout: 5 s).
     pub backend_connect_timeout: Duration,
+    /// How long a backend may take to send its response headers (Gorouter's request
+    /// timeout: 900 s). Upgraded connections have no timeout once switched.
+    pub backend_response_timeout: Duration,
+    /// An endpoint whose connection failed is skipped this long (Gorouter: 30 s, a
+    /// quarter of the droplet stale threshold).
+    pub endpoint_failure_backoff: Duration,
+    /// A client must send a request's headers within this time, and an idle keep-alive
+    /// connection is closed after it, so slow clients cannot hold connections (30 s).
+    pub client_header_timeout: Duration,
+    /// Request line and headers above this size get 431 (Gorouter: 1 MB).
+    pub max_header_bytes: usize,
+    /// Request bodies above this size get 413; `None`: no limit (Gorouter has none).
+    pub max_request_body_bytes: Option<u64>,
+    /// Response cookies that start a sticky session (Gorouter: `JSESSIONID`).
+    pub sticky_session_cookie_names: Vec<String>,
+    /// Basic auth for `/routes` and `/metrics` on the status port; `None`: open.
+    pub status_credentials: Option<StatusCredentials>,
 }
 
 impl Default for RouterConfig {
@@ -62,6 +87,13 @@ impl Default for RouterConfig {
             prune_threshold: Duration::from_secs(120),
             minimum_register_interval: Duration::from_secs(20),
             backend_connect_timeout: Duration::from_secs(5),
+            backend_response_timeout: Duration::from_secs(900),
+            endpoint_failure_backoff: table::DEFAULT_ENDPOINT_BACKOFF,
+            client_header_timeout: Duration::from_secs(30),
+            max_header_bytes: 1024 * 1024,
+            max_request_body_bytes: None,
+            sticky_session_cookie_names: vec!["JSESSIONID".to_string()],
+            status_credentials: None,
         }
     }
 }
@@ -87,8 +119,22 @@ pub async fn run(
     bus: Bus,
     cancel: CancellationToken,
 ) -> Result<(), RouterError> {
+    run_with_status(config, listener, None, bus, cancel).await
+}
+
+/// [`run`], plus the status server (`/health`, `/routes`, `/metrics`) on
+/// `status_listener` when given.
+pub async fn run_with_status(
+    config: RouterConfig,
+    listener: TcpListener,
+    status_listener: Option<TcpListener>,
+    bus: Bus,
+    cancel: CancellationToken,
+) -> Result<(), RouterError> {
     let local = listener.local_addr()?;
-    let table = Arc::new(RwLock::new(RouteTable::new(config.prune_threshold)));
+    let mut table = RouteTable::new(config.prune_threshold);
+    table.set_endpoint_backoff(config.endpoint_failure_backoff);
+    let table = Arc::new(RwLock::new(table));
     // Subscribed before announcing, so the answers to router.start are not missed.
     let subscriptions = RegistrySubscriptions {
         register: bus.subscribe(REGISTER_SUBJECT).await?,
@@ -114,13 +160,34 @@ pub async fn run(
         config.prune_interval(),
         cancel.clone(),
     ));
-    let proxy = Arc::new(Proxy::new(table, bus, &config));
+    let metrics = Arc::new(Metrics::default());
+    let (logger, publish_access_log) = AccessLogger::new(bus.clone(), metrics.clone());
+    // Not tracked: it ends by itself once the proxy and its responses are gone.
+    let access_log_task = tokio::spawn(publish_access_log);
+    if let Some(status_listener) = status_listener {
+        let state = status::StatusState {
+            table: table.clone(),
+            metrics: metrics.clone(),
+            credentials: config.status_credentials.clone(),
+            draining: cancel.clone(),
+        };
+        tracker.spawn(status::serve(status_listener, state, cancel.clone()));
+    }
+    let proxy = Arc::new(Proxy::new(
+        table,
+        logger,
+        metrics,
+        &config,
+        tracker.clone(),
+        cancel.clone(),
+    ));
+    let limits = ConnectionLimits::from(&config);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    tracker.spawn(serve_connection(proxy.clone(), stream, remote, cancel.clone()));
+                    tracker.spawn(serve_connection(proxy.clone(), stream, remote, limits, cancel.clone()));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -134,12 +201,19 @@ pub async fn run(
         }
     }
     drop(listener);
+    drop(proxy);
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("router connections did not finish within {DRAIN_TIMEOUT:?}");
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, access_log_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("router access log did not drain within {DRAIN_TIMEOUT:?}");
     }
     tracing::info!("router stopped");
     Ok(())
@@ -204,12 +278,30 @@ fn parse_registration(payload: &[u8]) -> Option<RegistryMessage> {
     }
 }
 
-/// Serves one client connection (HTTP/1.1, keep-alive) until it closes, or finishes
-/// its in-flight request and closes it when the router stops.
+/// The client connection settings taken from [`RouterConfig`].
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl From<&RouterConfig> for ConnectionLimits {
+    fn from(config: &RouterConfig) -> Self {
+        ConnectionLimits {
+            header_timeout: config.client_header_timeout,
+            max_header_bytes: config.max_header_bytes,
+        }
+    }
+}
+
+/// Serves one client connection (HTTP/1.1, keep-alive, upgrades) until it closes, or
+/// finishes its in-flight request and closes it when the router stops. Malformed
+/// requests get 400 and oversized headers 431 from hyper's parser.
 async fn serve_connection(
     proxy: Arc<Proxy>,
     stream: TcpStream,
     remote: SocketAddr,
+    limits: ConnectionLimits,
     cancel: CancellationToken,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -217,12 +309,20 @@ async fn serve_connection(
     }
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
+        // Boxed: the request future is large, and hyper would otherwise move it.
+        let handling = Box::pin(async move { proxy.handle(req, remote).await });
+        async move { Ok::<_, Infallible>(handling.await) }
     });
+    // hyper's read buffer must hold the largest header block it accepts.
+    let max_header_bytes = limits.max_header_bytes.max(1024);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(max_header_bytes)
+        .max_buf_size(max_header_bytes.max(8192) + 8192)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -1,9 +1,11 @@
 //! The proxy: resolves each request in the route table and forwards it to a backend
 //! over pooled HTTP/1.1 connections, streaming bodies both ways; writes Gorouter's
-//! headers, error responses and access log.
+//! headers (forwarding, trace context, sticky sessions), error responses and access
+//! log, retries connection errors on other endpoints and passes HTTP upgrades
+//! (WebSockets) through as byte tunnels.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -12,14 +14,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use wf_messaging::Bus;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::access_log::AccessRecord;
-use crate::table::{Endpoint, Lookup, RouteTable};
-use crate::RouterConfig;
+use crate::access_log::{AccessLogger, AccessRecord};
+use crate::metrics::Metrics;
+use crate::table::{ActiveRequest, Endpoint, Lookup, RouteTable};
+use crate::{trace, RouterConfig};
 
 /// Gorouter's attempts per request (capped by the number of endpoints).
 const MAX_ATTEMPTS: usize = 3;
@@ -35,15 +40,46 @@ const X_REQUEST_START: &str = "x-request-start";
 const X_CF_APPLICATION_ID: &str = "x-cf-applicationid";
 const X_CF_INSTANCE_INDEX: &str = "x-cf-instanceindex";
 const X_CF_INSTANCE_ID: &str = "x-cf-instanceid";
+const X_CF_APP_INSTANCE: &str = "x-cf-app-instance";
+/// The cookie naming the instance of a sticky session.
+pub(crate) const VCAP_ID_COOKIE: &str = "__VCAP_ID__";
+
+/// Why a request body was cut off on its way to the backend.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestBodyError {
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("reading the client's request body: {0}")]
+    Client(#[from] hyper::Error),
+}
 
 pub(crate) struct Proxy {
     table: Arc<RwLock<RouteTable>>,
     client: Client<HttpConnector, RequestBody>,
-    bus: Bus,
+    log: AccessLogger,
+    metrics: Arc<Metrics>,
+    sticky_cookie_names: Vec<String>,
+    max_request_body_bytes: Option<u64>,
+    response_timeout: Duration,
+    tunnels: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// A request's tunnel, when it asks to switch protocols (`Connection: upgrade`).
+struct Upgrade {
+    protocol: HeaderValue,
+    client: OnUpgrade,
 }
 
 impl Proxy {
-    pub(crate) fn new(table: Arc<RwLock<RouteTable>>, bus: Bus, config: &RouterConfig) -> Proxy {
+    pub(crate) fn new(
+        table: Arc<RwLock<RouteTable>>,
+        log: AccessLogger,
+        metrics: Arc<Metrics>,
+        config: &RouterConfig,
+        tunnels: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.backend_connect_timeout));
         connector.set_nodelay(true);
@@ -51,16 +87,29 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
             .build(connector);
-        Proxy { table, client, bus }
+        Proxy {
+            table,
+            client,
+            log,
+            metrics,
+            sticky_cookie_names: config.sticky_session_cookie_names.clone(),
+            max_request_body_bytes: config.max_request_body_bytes,
+            response_timeout: config.backend_response_timeout,
+            tunnels,
+            cancel,
+        }
     }
 
     /// Serves one client request.
     pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         remote: std::net::SocketAddr,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
+        // One random draw gives the request id and, when the client sent none, the
+        // trace id (Gorouter derives one from the other).
+        let request_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
         let host = req
             .headers()
             .get(header::HOST)
@@ -82,11 +131,11 @@ impl Proxy {
                 .uri()
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.to_string()),
-            proto: format!("{:?}", req.version()),
+            proto: version_text(req.version()).to_string(),
             referer: header_text(header::REFERER),
             user_agent: header_text(header::USER_AGENT),
             remote_addr: remote.to_string(),
-            vcap_request_id: uuid::Uuid::new_v4().to_string(),
+            vcap_request_id: request_id.to_string(),
             ..Default::default()
         };
 
@@ -97,8 +146,20 @@ impl Proxy {
                 "Request had empty Host header",
                 None,
             );
-            return self.finish(resp, record, started, None);
+            return self.finish(resp, record, started, None, None);
         }
+        let app_instance = match app_instance_header(req.headers()) {
+            Ok(target) => target,
+            Err(value) => {
+                let resp = error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_cf_app_instance_header",
+                    &format!("Invalid X-CF-App-Instance Header: {value}"),
+                    None,
+                );
+                return self.finish(resp, record, started, None, None);
+            }
+        };
         let lookup = {
             let table = self
                 .table
@@ -106,17 +167,17 @@ impl Proxy {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             table.lookup(&host, req.uri().path(), Instant::now())
         };
-        let endpoints = match lookup {
-            Lookup::Endpoints(endpoints) => endpoints,
+        let route_host = host.split(':').next().unwrap_or_default();
+        let (route_path, endpoints) = match lookup {
+            Lookup::Endpoints { path, endpoints } => (path, endpoints),
             Lookup::UnknownRoute => {
-                let route = host.split(':').next().unwrap_or_default();
                 let resp = error_response(
                     StatusCode::NOT_FOUND,
                     "unknown_route",
-                    &format!("Requested route ('{route}') does not exist."),
+                    &format!("Requested route ('{route_host}') does not exist."),
                     Some("no-cache, no-store"),
                 );
-                return self.finish(resp, record, started, None);
+                return self.finish(resp, record, started, None, None);
             }
             Lookup::NoEndpoints => {
                 let resp = error_response(
@@ -125,25 +186,73 @@ impl Proxy {
                     &format!("Requested route ('{host}') has no available endpoints."),
                     Some("public,max-age=2"),
                 );
-                return self.finish(resp, record, started, None);
+                return self.finish(resp, record, started, None, None);
             }
         };
+        if let (Some(limit), Some(length)) =
+            (self.max_request_body_bytes, req.body().size_hint().upper())
+        {
+            if length > limit && req.body().size_hint().lower() == length {
+                return self.finish(body_too_large(limit), record, started, None, None);
+            }
+        }
 
+        let sticky_instance = sticky_instance(req.headers(), &self.sticky_cookie_names);
+        let attempts = match &app_instance {
+            Some((guid, index)) => {
+                let target = endpoints.iter().find(|e| {
+                    e.app_id.as_deref() == Some(guid.as_str())
+                        && e.instance_index.as_deref() == Some(index.as_str())
+                });
+                match target {
+                    Some(e) => vec![e.clone()],
+                    None => {
+                        let resp = error_response(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_cf_app_instance_header",
+                            &format!(
+                                "Requested instance ('{index}') with guid ('{guid}') does not exist for route ('{route_host}')"
+                            ),
+                            None,
+                        );
+                        return self.finish(resp, record, started, None, None);
+                    }
+                }
+            }
+            None => attempt_order(&endpoints, sticky_instance.as_deref()),
+        };
+
+        let upgrade = upgrade_protocol(req.headers()).map(|protocol| Upgrade {
+            protocol,
+            client: hyper::upgrade::on(&mut req),
+        });
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         remove_hop_by_hop(&mut headers);
+        headers.remove(X_CF_APP_INSTANCE);
         add_forwarding_headers(&mut headers, remote, &record.vcap_request_id);
+        trace::propagate(&mut headers, request_id.as_u128(), rand::random());
+        if let Some(upgrade) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, upgrade.protocol.clone());
+        }
         record.x_forwarded_for = header_str(&headers, X_FORWARDED_FOR);
         record.x_forwarded_proto = header_str(&headers, X_FORWARDED_PROTO);
         let path_and_query = record.uri.clone();
         let slot = Arc::new(BodySlot {
             body: Mutex::new(Some(body)),
             received: AtomicU64::new(0),
+            limit: self.max_request_body_bytes,
+            too_large: AtomicBool::new(false),
         });
 
+        let mut upgrade = upgrade;
         let mut last_error = String::new();
         let mut tried: Option<Arc<Endpoint>> = None;
-        for endpoint in endpoints.iter().take(MAX_ATTEMPTS) {
+        for (attempt, endpoint) in attempts.iter().enumerate() {
+            if attempt > 0 {
+                Metrics::count(&self.metrics.backend_retries);
+            }
             tried = Some(endpoint.clone());
             let uri =
                 match format!("http://{}{}", endpoint.addr, path_and_query).parse::<http::Uri>() {
@@ -160,29 +269,82 @@ impl Proxy {
             *backend_req.method_mut() = parts.method.clone();
             *backend_req.uri_mut() = uri;
             *backend_req.version_mut() = Version::HTTP_11;
-            *backend_req.headers_mut() = headers.clone();
+            // The last attempt takes the headers instead of copying them.
+            *backend_req.headers_mut() = if attempt + 1 == attempts.len() {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
             set_endpoint_headers(backend_req.headers_mut(), endpoint);
             record.gorouter_time = started.elapsed();
-            match self.client.request(backend_req).await {
-                Ok(resp) => {
+            let active = endpoint.begin_request();
+            let result =
+                tokio::time::timeout(self.response_timeout, self.client.request(backend_req)).await;
+            match result {
+                Ok(Ok(resp)) => {
                     record.bytes_received = slot.received.load(Ordering::Relaxed);
+                    let mut resp = resp;
+                    let backend_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                        .then(|| hyper::upgrade::on(&mut resp));
                     let (mut parts, body) = resp.into_parts();
+                    let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
                     remove_hop_by_hop(&mut parts.headers);
                     if !parts.headers.contains_key(X_VCAP_REQUEST_ID) {
                         if let Ok(v) = HeaderValue::from_str(&record.vcap_request_id) {
                             parts.headers.insert(X_VCAP_REQUEST_ID, v);
                         }
                     }
+                    set_sticky_cookie(
+                        &mut parts.headers,
+                        endpoint,
+                        &route_path,
+                        &self.sticky_cookie_names,
+                        sticky_instance.as_deref(),
+                    );
+                    let mut active = Some(active);
+                    if let (Some(backend), Some(client)) = (backend_upgrade, upgrade.take()) {
+                        parts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        parts
+                            .headers
+                            .insert(header::UPGRADE, upgraded_to.unwrap_or(client.protocol));
+                        Metrics::count(&self.metrics.websocket_upgrades);
+                        self.tunnels.spawn(tunnel(
+                            client.client,
+                            backend,
+                            active.take(),
+                            self.cancel.clone(),
+                        ));
+                    }
                     let resp = Response::from_parts(parts, ResponseBody::backend(body));
-                    return self.finish(resp, record, started, Some(endpoint));
+                    return self.finish(resp, record, started, Some(endpoint), active);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
+                    if slot.too_large.load(Ordering::Relaxed) {
+                        let limit = self.max_request_body_bytes.unwrap_or_default();
+                        record.bytes_received = slot.received.load(Ordering::Relaxed);
+                        return self.finish(body_too_large(limit), record, started, None, None);
+                    }
                     last_error = error_chain(&e);
-                    let retryable = e.is_connect() && slot.has_body();
+                    let connect = e.is_connect();
+                    if connect {
+                        Metrics::count(&self.metrics.backend_connect_errors);
+                        endpoint.mark_failed();
+                    }
+                    let retryable = connect && slot.has_body();
                     tracing::debug!(backend = %endpoint.addr, error = %last_error, retryable, "backend attempt failed");
                     if !retryable {
                         break;
                     }
+                }
+                Err(_) => {
+                    Metrics::count(&self.metrics.backend_timeouts);
+                    last_error = format!(
+                        "timeout awaiting response headers after {:?}",
+                        self.response_timeout
+                    );
+                    break;
                 }
             }
         }
@@ -194,7 +356,7 @@ impl Proxy {
             "Registered endpoint failed to handle the request.",
             None,
         );
-        self.finish(resp, record, started, tried.as_ref())
+        self.finish(resp, record, started, tried.as_ref(), None)
     }
 
     /// Completes the access record and hands it to the response body, which logs it
@@ -205,6 +367,7 @@ impl Proxy {
         mut record: AccessRecord,
         started: Instant,
         endpoint: Option<&Arc<Endpoint>>,
+        active: Option<ActiveRequest>,
     ) -> Response<ResponseBody> {
         record.status = resp.status().as_u16();
         record.router_error = header_str(resp.headers(), X_CF_ROUTER_ERROR);
@@ -218,10 +381,191 @@ impl Proxy {
         body.log = Some(PendingLog {
             record,
             started,
-            bus: self.bus.clone(),
+            logger: self.log.clone(),
         });
+        body.active = active;
         Response::from_parts(parts, body)
     }
+}
+
+/// Copies bytes both ways between an upgraded client and backend connection until
+/// either side closes or the router stops.
+async fn tunnel(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    active: Option<ActiveRequest>,
+    cancel: CancellationToken,
+) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
+            if let Err(e) = copied {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+    }
+    drop(active);
+}
+
+fn version_text(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The endpoints to try, in order: the pool's order without endpoints in back-off
+/// (unless all are), the sticky session's instance first while it lives, at most
+/// [`MAX_ATTEMPTS`].
+fn attempt_order(endpoints: &[Arc<Endpoint>], sticky: Option<&str>) -> Vec<Arc<Endpoint>> {
+    let healthy = endpoints.iter().take_while(|e| !e.is_backed_off()).count();
+    let usable = if healthy == 0 {
+        endpoints.len()
+    } else {
+        healthy
+    };
+    let mut order: Vec<Arc<Endpoint>> = endpoints[..usable].to_vec();
+    if let Some(target) = sticky.and_then(|id| endpoints.iter().find(|e| e.instance_id == id)) {
+        order.retain(|e| !Arc::ptr_eq(e, target));
+        order.insert(0, target.clone());
+    }
+    order.truncate(MAX_ATTEMPTS);
+    order
+}
+
+/// `X-CF-App-Instance: <app guid>:<index>`: `Ok(None)` when absent, `Err(value)` when
+/// malformed.
+fn app_instance_header(headers: &HeaderMap) -> Result<Option<(String, String)>, String> {
+    let Some(value) = headers.get(X_CF_APP_INSTANCE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "<not ASCII>".to_string())?
+        .trim();
+    match text.split_once(':') {
+        Some((guid, index))
+            if !guid.is_empty()
+                && guid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(Some((guid.to_string(), index.to_string())))
+        }
+        _ => Err(text.to_string()),
+    }
+}
+
+/// The protocol a request asks to switch to, when it sends `Connection: upgrade`.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The `__VCAP_ID__` of a request that carries a session cookie too.
+fn sticky_instance(headers: &HeaderMap, session_cookies: &[String]) -> Option<String> {
+    let mut has_session = false;
+    let mut instance = None;
+    let pairs = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='));
+    for (name, value) in pairs {
+        if name == VCAP_ID_COOKIE {
+            instance = Some(value.trim_matches('"').to_string()).filter(|v| !v.is_empty());
+        } else if session_cookies.iter().any(|s| s == name) {
+            has_session = true;
+        }
+    }
+    instance.filter(|_| has_session)
+}
+
+/// Gorouter's sticky sessions: when the app sets a session cookie, add `__VCAP_ID__`
+/// with the instance id (its lifetime attributes copied from the session cookie); when
+/// a sticky request had to go to another instance, point the cookie at the new one.
+fn set_sticky_cookie(
+    headers: &mut HeaderMap,
+    endpoint: &Endpoint,
+    route_path: &str,
+    session_cookies: &[String],
+    requested_instance: Option<&str>,
+) {
+    let set_cookies: Vec<&str> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let name_of = |c: &str| {
+        c.split(['=', ';'])
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if set_cookies.iter().any(|c| name_of(c) == VCAP_ID_COOKIE) {
+        return;
+    }
+    let path = if route_path.is_empty() {
+        "/"
+    } else {
+        route_path
+    };
+    let mut cookie = format!(
+        "{VCAP_ID_COOKIE}={}; Path={path}; HttpOnly",
+        endpoint.instance_id
+    );
+    let trigger = set_cookies
+        .iter()
+        .find(|c| session_cookies.iter().any(|s| *s == name_of(c)));
+    match trigger {
+        Some(trigger) => {
+            for attribute in trigger.split(';').skip(1).map(str::trim) {
+                let name = attribute.split('=').next().unwrap_or_default();
+                if ["max-age", "expires", "samesite", "secure", "partitioned"]
+                    .iter()
+                    .any(|a| name.eq_ignore_ascii_case(a))
+                {
+                    cookie.push_str("; ");
+                    cookie.push_str(attribute);
+                }
+            }
+        }
+        None if requested_instance.is_some_and(|id| id != endpoint.instance_id) => {}
+        None => return,
+    }
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+fn body_too_large(limit: u64) -> Response<ResponseBody> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "",
+        &format!("Request body exceeds the limit of {limit} bytes."),
+        None,
+    )
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -275,8 +619,10 @@ fn error_response(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Ok(v) = HeaderValue::from_str(router_error) {
-        h.insert(X_CF_ROUTER_ERROR, v);
+    if !router_error.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(router_error) {
+            h.insert(X_CF_ROUTER_ERROR, v);
+        }
     }
     if let Some(cc) = cache_control {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
@@ -364,6 +710,8 @@ fn set_endpoint_headers(headers: &mut HeaderMap, endpoint: &Endpoint) {
 struct BodySlot {
     body: Mutex<Option<Incoming>>,
     received: AtomicU64,
+    limit: Option<u64>,
+    too_large: AtomicBool,
 }
 
 impl BodySlot {
@@ -385,12 +733,12 @@ pub(crate) struct RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
         if this.taken.is_none() {
             this.taken = this.slot.lock().take();
@@ -398,15 +746,25 @@ impl Body for RequestBody {
         let Some(body) = this.taken.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.slot
-                    .received
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let received = this
+                        .slot
+                        .received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if let Some(limit) = this.slot.limit.filter(|l| received > *l) {
+                        this.slot.too_large.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge(limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -432,7 +790,7 @@ impl Body for RequestBody {
 struct PendingLog {
     record: AccessRecord,
     started: Instant,
-    bus: Bus,
+    logger: AccessLogger,
 }
 
 enum ResponseInner {
@@ -446,6 +804,8 @@ pub(crate) struct ResponseBody {
     inner: ResponseInner,
     sent: u64,
     log: Option<PendingLog>,
+    /// Holds the endpoint's in-flight count until the response is done.
+    active: Option<ActiveRequest>,
 }
 
 impl ResponseBody {
@@ -454,6 +814,7 @@ impl ResponseBody {
             inner: ResponseInner::Backend(body),
             sent: 0,
             log: None,
+            active: None,
         }
     }
 
@@ -462,6 +823,7 @@ impl ResponseBody {
             inner: ResponseInner::Full(Some(data)),
             sent: 0,
             log: None,
+            active: None,
         }
     }
 }
@@ -507,8 +869,8 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(log) = self.log.take() {
-            log.record
-                .finish(&log.bus, self.sent, log.started.elapsed());
+            log.logger
+                .submit(log.record, self.sent, log.started.elapsed());
         }
     }
 }
@@ -562,12 +924,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_CF_APPLICATION_ID, HeaderValue::from_static("spoofed"));
         h.insert(X_CF_INSTANCE_INDEX, HeaderValue::from_static("7"));
-        let endpoint = Endpoint {
-            addr: "127.0.0.1:1".into(),
-            app_id: Some("app".into()),
-            instance_index: None,
-            instance_id: "iid".into(),
-        };
+        let endpoint = Endpoint::new("127.0.0.1:1".into(), Some("app".into()), None, "iid".into());
         set_endpoint_headers(&mut h, &endpoint);
         assert_eq!(h[X_CF_APPLICATION_ID], "app");
         assert!(!h.contains_key(X_CF_INSTANCE_INDEX));

@@ -4,16 +4,26 @@
 //! Lookup follows Gorouter: the host is lower-cased without its port, the path is
 //! matched by the longest context path over whole segments, and `*.domain` wildcard
 //! routes apply when no exact host is registered.
+//!
+//! Each pool balances its endpoints round-robin or by least connections (the
+//! registration's `options.loadbalancing`), and endpoints that recently failed to accept
+//! a connection are offered last, so the proxy can skip them (Gorouter's back-off).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
 
 use crate::RegistryMessage;
 
-/// One backend instance of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Gorouter skips an endpoint that failed for `droplet_stale_threshold / 4`.
+pub const DEFAULT_ENDPOINT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One backend instance of a route, with its live load (connections in flight) and
+/// the time of its last connection failure.
+#[derive(Debug)]
 pub struct Endpoint {
     /// `host:port` to connect to.
     pub addr: String,
@@ -22,12 +32,125 @@ pub struct Endpoint {
     pub instance_index: Option<String>,
     /// `private_instance_id`, else `host:port`.
     pub instance_id: String,
+    active: AtomicUsize,
+    /// Milliseconds since the Unix epoch of the last connect failure; 0 when none.
+    failed_at_ms: AtomicU64,
+    backoff: Duration,
+}
+
+impl PartialEq for Endpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+            && self.app_id == other.app_id
+            && self.instance_index == other.instance_index
+            && self.instance_id == other.instance_id
+    }
+}
+
+impl Eq for Endpoint {}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+impl Endpoint {
+    pub fn new(
+        addr: String,
+        app_id: Option<String>,
+        instance_index: Option<String>,
+        instance_id: String,
+    ) -> Endpoint {
+        Endpoint {
+            addr,
+            app_id,
+            instance_index,
+            instance_id,
+            active: AtomicUsize::new(0),
+            failed_at_ms: AtomicU64::new(0),
+            backoff: DEFAULT_ENDPOINT_BACKOFF,
+        }
+    }
+
+    /// Requests (or upgraded connections) currently being served by this endpoint.
+    pub fn active_requests(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request against this endpoint until the guard is dropped.
+    pub fn begin_request(self: &Arc<Self>) -> ActiveRequest {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+
+    /// Records a connection failure: the endpoint is offered last for the back-off time.
+    pub fn mark_failed(&self) {
+        self.failed_at_ms.store(unix_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint failed within its back-off time.
+    pub fn is_backed_off(&self) -> bool {
+        let failed = self.failed_at_ms.load(Ordering::Relaxed);
+        failed != 0 && unix_ms().saturating_sub(failed) < self.backoff.as_millis() as u64
+    }
+
+    fn clear_failure(&self) {
+        self.failed_at_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A request in flight to an [`Endpoint`], for least-connection balancing.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<Endpoint>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a pool picks its next endpoint (`options.loadbalancing` of the registration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    LeastConnection,
+}
+
+impl LoadBalancing {
+    fn from_registration(msg: &RegistryMessage) -> LoadBalancing {
+        match msg
+            .options
+            .as_ref()
+            .and_then(|o| o.loadbalancing.as_deref())
+        {
+            Some("least-connection") => LoadBalancing::LeastConnection,
+            _ => LoadBalancing::RoundRobin,
+        }
+    }
 }
 
 struct RegisteredEndpoint {
     endpoint: Arc<Endpoint>,
     updated: Instant,
     stale_threshold: Duration,
+    tags: Arc<BTreeMap<String, String>>,
+    tls: bool,
+}
+
+/// One endpoint in the `/routes` dump, in Gorouter's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteDumpEntry {
+    pub address: String,
+    pub tls: bool,
+    pub ttl: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_instance_id: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl RegisteredEndpoint {
@@ -39,8 +162,9 @@ impl RegisteredEndpoint {
 #[derive(Default)]
 struct Pool {
     endpoints: Vec<RegisteredEndpoint>,
-    /// Round-robin position.
+    /// Round-robin position (also breaks least-connection ties).
     next: AtomicUsize,
+    load_balancing: LoadBalancing,
 }
 
 /// What a request's host and path resolve to.
@@ -49,14 +173,20 @@ pub enum Lookup {
     UnknownRoute,
     /// The route exists but none of its endpoints is fresh.
     NoEndpoints,
-    /// Fresh endpoints, in the order to try them (round robin).
-    Endpoints(Vec<Arc<Endpoint>>),
+    /// The matched route's context path (`""` for a host route) and its fresh
+    /// endpoints in the order to try them: by the pool's load balancing, endpoints in
+    /// back-off last.
+    Endpoints {
+        path: String,
+        endpoints: Vec<Arc<Endpoint>>,
+    },
 }
 
 pub struct RouteTable {
     /// Host -> context path ("" for the whole host) -> pool.
     hosts: HashMap<String, HashMap<String, Pool>>,
     prune_threshold: Duration,
+    endpoint_backoff: Duration,
 }
 
 /// Splits a registered uri (`Host[:port][/path]`) or a request's host and path into
@@ -88,22 +218,33 @@ impl RouteTable {
         RouteTable {
             hosts: HashMap::new(),
             prune_threshold,
+            endpoint_backoff: DEFAULT_ENDPOINT_BACKOFF,
         }
     }
 
-    /// Adds or refreshes the endpoint of `msg` on each of its uris.
+    /// How long an endpoint that failed a connection is offered last (Gorouter: 30 s);
+    /// applies to endpoints registered from now on.
+    pub fn set_endpoint_backoff(&mut self, backoff: Duration) {
+        self.endpoint_backoff = backoff;
+    }
+
+    /// Adds or refreshes the endpoint of `msg` on each of its uris. A refresh of an
+    /// unchanged endpoint keeps its live load and failure state.
     pub fn register(&mut self, msg: &RegistryMessage, now: Instant) {
         let addr = format!("{}:{}", msg.host, msg.port);
-        let endpoint = Arc::new(Endpoint {
-            instance_id: msg
-                .private_instance_id
+        let mut endpoint = Endpoint::new(
+            addr.clone(),
+            msg.app.clone().filter(|a| !a.is_empty()),
+            msg.private_instance_index.clone(),
+            msg.private_instance_id
                 .clone()
                 .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| addr.clone()),
-            addr,
-            app_id: msg.app.clone().filter(|a| !a.is_empty()),
-            instance_index: msg.private_instance_index.clone(),
-        });
+                .unwrap_or(addr),
+        );
+        endpoint.backoff = self.endpoint_backoff;
+        let endpoint = Arc::new(endpoint);
+        let tags = Arc::new(msg.tags.clone());
+        let load_balancing = LoadBalancing::from_registration(msg);
         let stale_threshold = msg
             .stale_threshold_in_seconds
             .filter(|s| *s > 0)
@@ -116,18 +257,25 @@ impl RouteTable {
                 continue;
             }
             let pool = self.hosts.entry(host).or_default().entry(path).or_default();
-            let registered = RegisteredEndpoint {
-                endpoint: endpoint.clone(),
-                updated: now,
-                stale_threshold,
-            };
-            match pool
-                .endpoints
-                .iter_mut()
-                .find(|e| e.endpoint.instance_id == endpoint.instance_id)
-            {
-                Some(existing) => *existing = registered,
-                None => pool.endpoints.push(registered),
+            pool.load_balancing = load_balancing;
+            let same = |e: &&mut RegisteredEndpoint| e.endpoint.instance_id == endpoint.instance_id;
+            match pool.endpoints.iter_mut().find(same) {
+                Some(existing) => {
+                    if *existing.endpoint != *endpoint {
+                        existing.endpoint = endpoint.clone();
+                    }
+                    existing.updated = now;
+                    existing.stale_threshold = stale_threshold;
+                    existing.tags = tags.clone();
+                    existing.tls = msg.tls_port.is_some();
+                }
+                None => pool.endpoints.push(RegisteredEndpoint {
+                    endpoint: endpoint.clone(),
+                    updated: now,
+                    stale_threshold,
+                    tags: tags.clone(),
+                    tls: msg.tls_port.is_some(),
+                }),
             }
         }
     }
@@ -193,21 +341,71 @@ impl RouteTable {
             return Lookup::UnknownRoute;
         }
         matching.sort_by_key(|(context, _)| std::cmp::Reverse(context.len()));
-        for (_, pool) in matching {
-            let fresh: Vec<Arc<Endpoint>> = pool
+        for (context, pool) in matching {
+            let mut fresh: Vec<Arc<Endpoint>> = pool
                 .endpoints
                 .iter()
                 .filter(|e| !e.is_stale(now))
                 .map(|e| e.endpoint.clone())
                 .collect();
-            if !fresh.is_empty() {
-                let start = pool.next.fetch_add(1, Ordering::Relaxed) % fresh.len();
-                let mut ordered = fresh;
-                ordered.rotate_left(start);
-                return Lookup::Endpoints(ordered);
+            if fresh.is_empty() {
+                continue;
             }
+            let start = pool.next.fetch_add(1, Ordering::Relaxed) % fresh.len();
+            fresh.rotate_left(start);
+            if pool.load_balancing == LoadBalancing::LeastConnection {
+                // Stable: ties keep the rotated order, spreading them.
+                fresh.sort_by_key(|e| e.active_requests());
+            }
+            let backed_off: Vec<bool> = fresh.iter().map(|e| e.is_backed_off()).collect();
+            if backed_off.iter().all(|b| *b) {
+                // Gorouter clears the marks when every endpoint is marked.
+                fresh.iter().for_each(|e| e.clear_failure());
+            } else if backed_off.iter().any(|b| *b) {
+                let (mut healthy, failing): (Vec<_>, Vec<_>) =
+                    fresh.into_iter().partition(|e| !e.is_backed_off());
+                healthy.extend(failing);
+                fresh = healthy;
+            }
+            let path = if context.is_empty() {
+                String::new()
+            } else {
+                context.clone()
+            };
+            return Lookup::Endpoints {
+                path,
+                endpoints: fresh,
+            };
         }
         Lookup::NoEndpoints
+    }
+
+    /// Every route with its endpoints, for the status port's `/routes`.
+    pub fn dump(&self) -> BTreeMap<String, Vec<RouteDumpEntry>> {
+        let mut routes = BTreeMap::new();
+        for (host, paths) in &self.hosts {
+            for (path, pool) in paths {
+                let entries = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| RouteDumpEntry {
+                        address: e.endpoint.addr.clone(),
+                        tls: e.tls,
+                        ttl: e.stale_threshold.as_secs(),
+                        private_instance_id: Some(e.endpoint.instance_id.clone())
+                            .filter(|id| *id != e.endpoint.addr),
+                        tags: (*e.tags).clone(),
+                    })
+                    .collect();
+                routes.insert(format!("{host}{path}"), entries);
+            }
+        }
+        routes
+    }
+
+    /// How many routes (host + context path) are registered.
+    pub fn route_count(&self) -> usize {
+        self.hosts.values().map(HashMap::len).sum()
     }
 
     /// The routes of `host`, else of the nearest `*.` wildcard above it.
@@ -253,7 +451,9 @@ mod tests {
 
     fn addrs(lookup: Lookup) -> Vec<String> {
         match lookup {
-            Lookup::Endpoints(e) => e.iter().map(|e| e.addr.clone()).collect(),
+            Lookup::Endpoints { endpoints, .. } => {
+                endpoints.iter().map(|e| e.addr.clone()).collect()
+            }
             other => panic!("no endpoints: {other:?}"),
         }
     }
@@ -390,6 +590,91 @@ mod tests {
         assert_eq!(
             table.lookup("app.example.com", "/", t2),
             Lookup::UnknownRoute
+        );
+    }
+
+    fn endpoints(lookup: Lookup) -> Vec<Arc<Endpoint>> {
+        match lookup {
+            Lookup::Endpoints { endpoints, .. } => endpoints,
+            other => panic!("no endpoints: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn least_connection_prefers_the_idlest_endpoint() {
+        let now = Instant::now();
+        let mut table = RouteTable::new(Duration::from_secs(120));
+        for (port, id) in [(1, "a"), (2, "b"), (3, "c")] {
+            let mut msg = reg("lc.example.com", port, id);
+            msg.options = Some(crate::message::RegistryOptions {
+                loadbalancing: Some("least-connection".into()),
+            });
+            table.register(&msg, now);
+        }
+        let all = endpoints(table.lookup("lc.example.com", "/", now));
+        let busy_a = all
+            .iter()
+            .find(|e| e.instance_id == "a")
+            .unwrap()
+            .begin_request();
+        let busy_b = all
+            .iter()
+            .find(|e| e.instance_id == "b")
+            .unwrap()
+            .begin_request();
+        for _ in 0..3 {
+            assert_eq!(
+                addrs(table.lookup("lc.example.com", "/", now))[0],
+                "127.0.0.1:3"
+            );
+        }
+        drop((busy_a, busy_b));
+        let firsts: std::collections::BTreeSet<String> = (0..3)
+            .map(|_| addrs(table.lookup("lc.example.com", "/", now))[0].clone())
+            .collect();
+        assert_eq!(firsts.len(), 3, "ties are spread: {firsts:?}");
+    }
+
+    #[test]
+    fn failed_endpoints_go_last_until_all_have_failed() {
+        let now = Instant::now();
+        let mut table = RouteTable::new(Duration::from_secs(120));
+        table.register(&reg("f.example.com", 1, "a"), now);
+        table.register(&reg("f.example.com", 2, "b"), now);
+        let all = endpoints(table.lookup("f.example.com", "/", now));
+        all.iter()
+            .find(|e| e.instance_id == "a")
+            .unwrap()
+            .mark_failed();
+        for _ in 0..3 {
+            let order = endpoints(table.lookup("f.example.com", "/", now));
+            assert_eq!(order[0].instance_id, "b");
+            assert!(order[1].is_backed_off());
+        }
+        // A re-registration keeps the mark.
+        table.register(&reg("f.example.com", 1, "a"), now);
+        assert_eq!(
+            endpoints(table.lookup("f.example.com", "/", now))[0].instance_id,
+            "b"
+        );
+        all.iter().for_each(|e| e.mark_failed());
+        table.lookup("f.example.com", "/", now);
+        assert!(all.iter().all(|e| !e.is_backed_off()));
+    }
+
+    #[test]
+    fn dump_lists_routes_with_their_endpoints() {
+        let now = Instant::now();
+        let mut table = RouteTable::new(Duration::from_secs(120));
+        table.register(&reg("d.example.com/api", 1, "a"), now);
+        table.register(&reg("e.example.com", 2, "b"), now);
+        assert_eq!(table.route_count(), 2);
+        let dump = table.dump();
+        assert_eq!(dump["d.example.com/api"][0].address, "127.0.0.1:1");
+        assert_eq!(dump["e.example.com"][0].ttl, 120);
+        assert_eq!(
+            dump["e.example.com"][0].private_instance_id.as_deref(),
+            Some("b")
         );
     }
 }

@@ -23,6 +23,16 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// A backend that answers `<name> <method> <path?query> <request body>` and reports
 /// the forwarding headers it saw as `seen-*` response headers.
 async fn backend(name: &'static str) -> SocketAddr {
+    backend_with(name, None).await
+}
+
+/// [`backend`], plus: `/login` sets a `JSESSIONID` cookie, `/hold` reports its arrival
+/// on `arrivals` and answers after 1 s, `/slow` answers after 2 s, and an upgrade
+/// request is switched and echoed byte for byte.
+async fn backend_with(
+    name: &'static str,
+    arrivals: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -30,9 +40,37 @@ async fn backend(name: &'static str) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let arrivals = arrivals.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        if req.headers().contains_key("upgrade") {
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let io = TokioIo::new(on.await.unwrap());
+                                let (mut r, mut w) = tokio::io::split(io);
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            });
+                            let resp = Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(Full::new(Bytes::new()))
+                                .unwrap();
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        match req.uri().path() {
+                            "/hold" => {
+                                if let Some(tx) = &arrivals {
+                                    let _ = tx.send(name);
+                                }
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            "/slow" => tokio::time::sleep(Duration::from_secs(2)).await,
+                            _ => {}
+                        }
+                        let login = req.uri().path() == "/login";
                         let seen: Vec<(String, String)> = [
                             "host",
                             "x-forwarded-for",
@@ -41,6 +79,11 @@ async fn backend(name: &'static str) -> SocketAddr {
                             "x-vcap-request-id",
                             "x-cf-applicationid",
                             "x-cf-instanceindex",
+                            "x-cf-app-instance",
+                            "x-b3-traceid",
+                            "x-b3-spanid",
+                            "traceparent",
+                            "tracestate",
                         ]
                         .iter()
                         .filter_map(|h| {
@@ -59,10 +102,20 @@ async fn backend(name: &'static str) -> SocketAddr {
                                 v.parse().unwrap(),
                             );
                         }
+                        if login {
+                            resp.headers_mut().insert(
+                                "set-cookie",
+                                "JSESSIONID=s1; Path=/; Max-Age=600; Secure"
+                                    .parse()
+                                    .unwrap(),
+                            );
+                        }
                         Ok::<_, Infallible>(resp)
-                    });
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -73,6 +126,7 @@ async fn backend(name: &'static str) -> SocketAddr {
 struct Harness {
     bus: Bus,
     router: SocketAddr,
+    status: SocketAddr,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), wf_router::RouterError>>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
@@ -93,10 +147,13 @@ impl Harness {
         let mut starts = bus.subscribe(START_SUBJECT).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let router = listener.local_addr().unwrap();
+        let status_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status = status_listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(wf_router::run(
+        let task = tokio::spawn(wf_router::run_with_status(
             config,
             listener,
+            Some(status_listener),
             bus.clone(),
             cancel.clone(),
         ));
@@ -109,6 +166,7 @@ impl Harness {
         Harness {
             bus,
             router,
+            status,
             cancel,
             task,
             client,
@@ -117,15 +175,11 @@ impl Harness {
     }
 
     async fn register(&self, subject: &str, host: &str, addr: SocketAddr, id: &str) {
-        let msg = RegistryMessage {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            uris: vec![host.to_string()],
-            app: Some("app-guid".into()),
-            private_instance_id: Some(id.into()),
-            private_instance_index: Some("0".into()),
-            ..Default::default()
-        };
+        self.publish(subject, registration(host, addr, id, "0"))
+            .await;
+    }
+
+    async fn publish(&self, subject: &str, msg: RegistryMessage) {
         self.bus
             .publish(subject, serde_json::to_vec(&msg).unwrap())
             .await
@@ -159,6 +213,37 @@ impl Harness {
         }
     }
 
+    /// A GET on the status port.
+    async fn status_get(&self, path: &str, auth: Option<&str>) -> Reply {
+        let mut req = Request::get(format!("http://{}{path}", self.status));
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// The value of an unlabelled metric on `/metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let reply = self.status_get("/metrics", None).await;
+        reply
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {}", reply.body))
+    }
+
     async fn get(&self, host: &str, path: &str) -> Reply {
         self.send("GET", host, path, "", &[]).await
     }
@@ -188,6 +273,18 @@ impl Harness {
             .expect("router stops")
             .unwrap()
             .unwrap();
+    }
+}
+
+fn registration(host: &str, addr: SocketAddr, id: &str, index: &str) -> RegistryMessage {
+    RegistryMessage {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        uris: vec![host.to_string()],
+        app: Some("app-guid".into()),
+        private_instance_id: Some(id.into()),
+        private_instance_index: Some(index.into()),
+        ..Default::default()
     }
 }
 
@@ -379,5 +476,518 @@ async fn announces_itself_answers_greetings_and_prunes_stale_routes() {
         r.status == StatusCode::NOT_FOUND
     })
     .await;
+    h.stop().await;
+}
+
+/// Writes `request` on a new connection to `addr` and reads until the peer closes,
+/// `until` appears in what was read, or the deadline passes.
+async fn raw_exchange(addr: SocketAddr, request: &[u8], until: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                read.extend_from_slice(&buf[..n]);
+                if !until.is_empty() && String::from_utf8_lossy(&read).contains(until) {
+                    break;
+                }
+            }
+            Err(_) => panic!(
+                "no answer within {DEADLINE:?}: {:?}",
+                String::from_utf8_lossy(&read)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&read).into_owned()
+}
+
+fn cookie_value(reply: &Reply, name: &str) -> Option<String> {
+    reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+#[tokio::test]
+async fn sticky_sessions_stay_on_one_of_three_instances_while_it_lives() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let mut addrs = Vec::new();
+    for (name, id) in [("a", "i-a"), ("b", "i-b"), ("c", "i-c")] {
+        let addr = backend(name).await;
+        h.register(REGISTER_SUBJECT, "sticky.apps.localhost", addr, id)
+            .await;
+        addrs.push((name, id, addr));
+    }
+    h.wait_for("sticky.apps.localhost", |r| r.body.starts_with('c'))
+        .await;
+
+    // No session cookie from the app: no __VCAP_ID__.
+    let plain = h.get("sticky.apps.localhost", "/").await;
+    assert_eq!(cookie_value(&plain, "__VCAP_ID__"), None);
+
+    let login = h.get("sticky.apps.localhost", "/login").await;
+    let vcap = cookie_value(&login, "__VCAP_ID__").expect("__VCAP_ID__ set");
+    let instance = &login.body[..1];
+    assert_eq!(
+        vcap,
+        format!("i-{instance}; Path=/; HttpOnly; Max-Age=600; Secure")
+    );
+    let cookie = format!("JSESSIONID=s1; __VCAP_ID__=i-{instance}");
+    for _ in 0..6 {
+        let reply = h
+            .send(
+                "GET",
+                "sticky.apps.localhost",
+                "/",
+                "",
+                &[("Cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(&reply.body[..1], instance);
+    }
+    // The instance goes away: the session moves and the cookie follows it.
+    let (_, id, addr) = addrs.iter().find(|(n, ..)| *n == instance).unwrap();
+    h.register(UNREGISTER_SUBJECT, "sticky.apps.localhost", *addr, id)
+        .await;
+    let deadline = Instant::now() + DEADLINE;
+    let moved = loop {
+        let reply = h
+            .send(
+                "GET",
+                "sticky.apps.localhost",
+                "/",
+                "",
+                &[("Cookie", &cookie)],
+            )
+            .await;
+        if &reply.body[..1] != instance {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "session never moved");
+    };
+    let new_id = format!("i-{}; Path=/; HttpOnly", &moved.body[..1]);
+    assert_eq!(cookie_value(&moved, "__VCAP_ID__"), Some(new_id));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn app_instance_header_targets_one_instance_and_bad_values_get_400() {
+    let h = Harness::start(RouterConfig::default()).await;
+    for (name, index) in [("a", "0"), ("b", "1"), ("c", "2")] {
+        let addr = backend(name).await;
+        h.publish(
+            REGISTER_SUBJECT,
+            registration("pick.apps.localhost", addr, &format!("i-{name}"), index),
+        )
+        .await;
+    }
+    h.wait_for("pick.apps.localhost", |r| r.body.starts_with('c'))
+        .await;
+    for _ in 0..4 {
+        let reply = h
+            .send(
+                "GET",
+                "pick.apps.localhost",
+                "/",
+                "",
+                &[("X-Cf-App-Instance", "app-guid:1")],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.body.starts_with('b'), "{}", reply.body);
+        assert_eq!(
+            header(&reply, "seen-x-cf-app-instance"),
+            "",
+            "header is removed"
+        );
+    }
+    for bad in ["app-guid:7", "other-guid:0", "garbage", "app-guid:x", ":1"] {
+        let reply = h
+            .send(
+                "GET",
+                "pick.apps.localhost",
+                "/",
+                "",
+                &[("X-Cf-App-Instance", bad)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            header(&reply, "x-cf-routererror"),
+            "invalid_cf_app_instance_header",
+            "{bad}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn trace_headers_are_created_or_continued() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "trace.apps.localhost", a, "i-a")
+        .await;
+    let fresh = h
+        .wait_for("trace.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let trace_id = header(&fresh, "seen-x-b3-traceid");
+    let span_id = header(&fresh, "seen-x-b3-spanid");
+    assert_eq!(trace_id.len(), 32);
+    assert_eq!(span_id.len(), 16);
+    assert_eq!(
+        header(&fresh, "seen-traceparent"),
+        format!("00-{trace_id}-{span_id}-01")
+    );
+    assert_eq!(
+        header(&fresh, "seen-tracestate"),
+        format!("gorouter={span_id}")
+    );
+    // The request id and the trace id are the same 128 bits.
+    assert_eq!(
+        header(&fresh, "seen-x-vcap-request-id").replace('-', ""),
+        trace_id
+    );
+
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let continued = h
+        .send(
+            "GET",
+            "trace.apps.localhost",
+            "/",
+            "",
+            &[("traceparent", incoming)],
+        )
+        .await;
+    let traceparent = header(&continued, "seen-traceparent");
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert_ne!(traceparent, incoming, "a new parent id at each hop");
+    assert_eq!(
+        header(&continued, "seen-x-b3-traceid"),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn least_connection_sends_requests_away_from_a_busy_backend() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let (tx, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    for (name, id) in [("a", "i-a"), ("b", "i-b")] {
+        let addr = backend_with(name, Some(tx.clone())).await;
+        let mut msg = registration("lc.apps.localhost", addr, id, "0");
+        msg.options = Some(wf_router::message::RegistryOptions {
+            loadbalancing: Some("least-connection".into()),
+        });
+        h.publish(REGISTER_SUBJECT, msg).await;
+    }
+    h.wait_for("lc.apps.localhost", |r| r.body.starts_with('b'))
+        .await;
+    let client = h.client.clone();
+    let uri = format!("http://{}/hold", h.router);
+    let held = tokio::spawn(async move {
+        let req = Request::get(uri)
+            .header("host", "lc.apps.localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        client.request(req).await.unwrap().status()
+    });
+    let busy = tokio::time::timeout(DEADLINE, arrivals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..4 {
+        let reply = h.get("lc.apps.localhost", "/").await;
+        assert!(
+            !reply.body.starts_with(busy),
+            "{} went to busy {busy}",
+            reply.body
+        );
+    }
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_backed_off_after_its_first_error() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let live = backend("live").await;
+    h.register(REGISTER_SUBJECT, "backoff.apps.localhost", dead, "i-dead")
+        .await;
+    h.register(REGISTER_SUBJECT, "backoff.apps.localhost", live, "i-live")
+        .await;
+    // Round robin reaches the dead endpoint within two requests; each still succeeds.
+    let deadline = Instant::now() + DEADLINE;
+    while h.metric("wf_router_backend_connect_errors_total").await == 0 {
+        let reply = h.get("backoff.apps.localhost", "/").await;
+        assert!(reply.status == StatusCode::OK || reply.status == StatusCode::NOT_FOUND);
+        assert!(Instant::now() < deadline, "dead endpoint never tried");
+    }
+    for _ in 0..10 {
+        let reply = h.get("backoff.apps.localhost", "/").await;
+        assert_eq!((reply.status, &reply.body[..4]), (StatusCode::OK, "live"));
+    }
+    assert_eq!(h.metric("wf_router_backend_connect_errors_total").await, 1);
+    assert_eq!(h.metric("wf_router_backend_retries_total").await, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled_both_ways() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = Harness::start(RouterConfig::default()).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "ws.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("ws.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(h.router).await.unwrap();
+    stream
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.apps.localhost\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for message in ["hello", "second frame"] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echo = vec![0u8; message.len()];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut echo))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, message.as_bytes());
+    }
+    drop(stream);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_get_413() {
+    let config = RouterConfig {
+        max_request_body_bytes: Some(1000),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "limit.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("limit.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let small = h
+        .send("POST", "limit.apps.localhost", "/", &"x".repeat(1000), &[])
+        .await;
+    assert_eq!(small.status, StatusCode::OK);
+    let big = h
+        .send("POST", "limit.apps.localhost", "/", &"x".repeat(1001), &[])
+        .await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked, so only counting the streamed bytes finds it.
+    let chunk = "y".repeat(600);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: limit.apps.localhost\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let reply = raw_exchange(h.router, request.as_bytes(), "\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_rejected() {
+    let config = RouterConfig {
+        max_header_bytes: 4096,
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let reply = raw_exchange(
+        h.router,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        "",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = raw_exchange(h.router, b"\x16\x03\x01 not http at all\r\n\r\n", "").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "z".repeat(8000)
+    );
+    let reply = raw_exchange(h.router, big.as_bytes(), "").await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    // No Host at all.
+    let reply = raw_exchange(h.router, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("empty_host"), "{reply}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_slowloris_client_neither_blocks_others_nor_keeps_its_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let config = RouterConfig {
+        client_header_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "slow.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("slow.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(h.router).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: slow.apps")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(
+            h.get("slow.apps.localhost", "/").await.status,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // The slow connections are closed once the header timeout passes.
+    for mut s in slow {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "slow connection still open");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn slow_backends_time_out_with_502() {
+    let config = RouterConfig {
+        backend_response_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "timeout.apps.localhost", a, "i-a")
+        .await;
+    h.wait_for("timeout.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let reply = h.get("timeout.apps.localhost", "/slow").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        header(&reply, "x-cf-routererror").contains("timeout"),
+        "{:?}",
+        reply.headers
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_port_serves_health_routes_and_metrics() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let health = h.status_get("/health", None).await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "status.apps.localhost/api", a, "i-a")
+        .await;
+    h.wait_for("status.apps.localhost", |r| {
+        r.status == StatusCode::NOT_FOUND
+    })
+    .await;
+    let deadline = Instant::now() + DEADLINE;
+    while h.get("status.apps.localhost", "/api").await.status != StatusCode::OK {
+        assert!(Instant::now() < deadline);
+    }
+    for _ in 0..3 {
+        h.get("status.apps.localhost", "/api/x").await;
+    }
+    let routes = h.status_get("/routes", None).await;
+    let routes: serde_json::Value = serde_json::from_str(&routes.body).unwrap();
+    assert_eq!(
+        routes["status.apps.localhost/api"][0]["address"],
+        a.to_string()
+    );
+    assert_eq!(routes["status.apps.localhost/api"][0]["ttl"], 120);
+
+    // Metrics are counted when a response is done, just after the client saw it.
+    let deadline = Instant::now() + DEADLINE;
+    while h.metric("wf_router_requests_total").await < 5 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = h.status_get("/metrics", None).await.body;
+    assert!(metrics.contains("wf_router_total_routes 1\n"), "{metrics}");
+    assert!(metrics.contains("wf_router_responses_total{status_class=\"4xx\"}"));
+    assert!(metrics.contains("wf_router_request_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert_eq!(h.metric("wf_router_responses_5xx_total").await, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_port_asks_for_credentials_when_configured() {
+    let config = RouterConfig {
+        status_credentials: Some(wf_router::StatusCredentials {
+            user: "router".into(),
+            password: "secret".into(),
+        }),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    assert_eq!(h.status_get("/health", None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.status_get("/routes", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.status_get("/metrics", Some("Basic cm91dGVyOndyb25n"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // base64("router:secret")
+    let ok = h
+        .status_get("/routes", Some("Basic cm91dGVyOnNlY3JldA=="))
+        .await;
+    assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, "{}"));
     h.stop().await;
 }

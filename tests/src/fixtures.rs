@@ -7,9 +7,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The fixture apps (`tests/apps/<name>`, package `fixture-<name>`).
-pub const FIXTURES: &[&str] = &["hello", "crasher", "env"];
+pub const FIXTURES: &[&str] = &["hello", "crasher", "env", "handler", "hostile"];
 
-/// Path of the built `fixture-<name>.wasm` (a wasip2 component); builds all fixtures
+/// Path of the built `fixture-<name>.wasm` (a wasip2 component; `fixture_<name>.wasm`
+/// for library fixtures such as `wasi:http` handlers); builds all fixtures
 /// on first use. Panics if the build fails or `name` is not a fixture.
 pub fn fixture_wasm(name: &str) -> PathBuf {
     assert!(FIXTURES.contains(&name), "no fixture app named {name:?}");
@@ -18,9 +19,15 @@ pub fn fixture_wasm(name: &str) -> PathBuf {
         Ok(dir) => dir,
         Err(e) => panic!("building the fixture apps failed: {e}"),
     };
+    // Command fixtures are binaries (`fixture-<name>.wasm`); handler fixtures are
+    // libraries, whose artifacts cargo names with underscores.
     let wasm = dir.join(format!("fixture-{name}.wasm"));
-    assert!(wasm.is_file(), "{} missing after the build", wasm.display());
-    wasm
+    if wasm.is_file() {
+        return wasm;
+    }
+    let lib = dir.join(format!("fixture_{}.wasm", name.replace('-', "_")));
+    assert!(lib.is_file(), "{} missing after the build", wasm.display());
+    lib
 }
 
 fn workspace_root() -> &'static Path {

@@ -218,6 +218,18 @@ impl Wf {
             .expect("running wf")
     }
 
+    /// Starts `wf args` in the background with piped stdout (for `wf logs APP`).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(binary("wf"))
+            .args(args)
+            .env("WF_HOME", self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting wf")
+    }
+
     /// Runs `wf args`, asserting success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -178,3 +178,43 @@ fn the_app_sees_its_cf_environment() {
     let uris = vcap["application_uris"].to_string();
     assert!(uris.contains("envy."), "{vcap}");
 }
+
+#[test]
+fn wf_logs_streams_lines_as_they_happen() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("streamer", "hello");
+
+    let mut child = wf.spawn(&["logs", "streamer"]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Requests made after `wf logs` started show up in its output, from the app and the router.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut app_line, mut router_line) = (false, false);
+    while !(app_line && router_line) {
+        assert!(
+            Instant::now() < deadline,
+            "no streamed lines (app {app_line}, router {router_line})"
+        );
+        let resp = platform.get("streamer", "/streamed-path");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(300)) {
+            app_line |= line.contains("[APP/PROC/WEB/0] OUT GET /streamed-path");
+            router_line |= line.contains("[RTR/") && line.contains("/streamed-path");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

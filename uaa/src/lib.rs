@@ -1,12 +1,24 @@
-//! UAA: the OAuth2 server. Issues RS256 JWTs for users (password and refresh_token
-//! grants), publishes its verification keys, and hands the other components a
-//! [`TokenVerifier`] that checks tokens offline against those keys.
+//! UAA: the OAuth2/OIDC server. Issues RS256 JWTs for users (password and refresh_token
+//! grants) and clients (client_credentials), publishes its verification keys, answers
+//! `/check_token`, `/introspect` and `/userinfo`, manages users and groups over SCIM and
+//! clients over `/oauth/clients`, and hands the other components a [`TokenVerifier`]
+//! that checks access tokens offline against those keys.
 //!
-//! One client is known, CF's `cf` (empty secret), and one zone, `uaa`. Users live in
-//! SQL (SQLite or PostgreSQL); the `admin` user is (re)created on every open.
+//! Users, groups, clients and failed logins live in SQL (SQLite or PostgreSQL); the
+//! `admin` user and the `cf` client (and the `admin` client, when configured) are
+//! (re)written on every open. One zone exists, `uaa`.
+//!
+//! Revocation works as in UAA: every token carries a `rev_sig` over the client's
+//! secret and the user's id, password hash, email and name. Changing a password or
+//! deleting a user changes or removes what it was computed from, so refresh tokens are
+//! refused from then on and `/check_token` reports the access tokens as revoked. Access
+//! tokens checked offline (by [`TokenVerifier::verify`]) stay valid until they expire,
+//! as they do against a real UAA.
 
+mod clients;
 mod http;
 mod keys;
+mod scim;
 mod tokens;
 mod users;
 
@@ -20,9 +32,12 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use sqlx::AnyPool;
 
+pub use clients::{ClientDetails, ADMIN_CLIENT_ID};
 pub use keys::{TokenKey, KEY_ID};
+pub use scim::{ScimGroup, ScimUser, UserChanges};
 pub use tokens::{Claims, TokenError, TokenVerifier, CLOUD_CONTROLLER_AUDIENCE};
 
+use clients::Client;
 use tokens::TokenClaims;
 use users::User;
 
@@ -71,6 +86,17 @@ const USER_SCOPES: &[&str] = &[
     "uaa.user",
 ];
 
+/// Groups that always exist besides the scopes above (UAA's and CF's usual ones).
+const OTHER_GROUPS: &[&str] = &[
+    "uaa.admin",
+    "uaa.resource",
+    "clients.write",
+    "clients.secret",
+    "clients.admin",
+    "cloud_controller.admin_read_only",
+    "cloud_controller.global_auditor",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum UaaError {
     #[error("UAA database error: {0}")]
@@ -88,6 +114,10 @@ pub enum GrantError {
     BadCredentials,
     #[error("Bad client credentials")]
     BadClient,
+    #[error("Unauthorized grant type: {0}")]
+    UnauthorizedGrantType(String),
+    #[error("Your account has been locked because of too many failed attempts to login.")]
+    AccountLocked,
     #[error("Invalid refresh token: {0}")]
     InvalidRefreshToken(String),
     #[error("Invalid scope: {0}")]
@@ -96,6 +126,54 @@ pub enum GrantError {
     UsernameTaken(String),
     #[error(transparent)]
     Uaa(#[from] UaaError),
+}
+
+/// Why a SCIM (`/Users`, `/Groups`) or `/oauth/clients` operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScimError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Invalid filter expression: {0}")]
+    InvalidFilter(String),
+    /// `If-Match` named another version than the stored one.
+    #[error("Version mismatch: the resource was changed meanwhile")]
+    VersionMismatch,
+    #[error("Old password is incorrect")]
+    OldPasswordIncorrect,
+    #[error(transparent)]
+    Uaa(#[from] UaaError),
+}
+
+/// UAA's lockout policy: after `lockout_after_failures` failed logins within
+/// `count_failures_within`, logins are refused until `lockout_period` has passed since
+/// the last failure. UAA's defaults: 5 failures, 300 s, 300 s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub lockout_after_failures: u32,
+    pub count_failures_within: Duration,
+    pub lockout_period: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            lockout_after_failures: 5,
+            count_failures_within: Duration::from_secs(300),
+            lockout_period: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A key that signed tokens before a rotation and still verifies them: a PKCS#8 RSA
+/// private key or a `BEGIN PUBLIC KEY` PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    pub kid: String,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -108,9 +186,20 @@ pub struct UaaConfig {
     pub admin_password: String,
     /// PEM of the RSA signing key; generated there on first open.
     pub signing_key_path: PathBuf,
-    /// CF default: 12 hours... UAA's default is 43200 s.
+    /// The `kid` of the signing key. Rotating: point `signing_key_path` at a new file
+    /// with a new `kid`, and list the old key in `previous_keys`. Default `key-1`.
+    pub signing_key_id: String,
+    /// Keys that no longer sign but still verify, until removed from this list.
+    pub previous_keys: Vec<PreviousKey>,
+    /// UAA's default access token lifetime: 43200 s (12 hours).
     pub access_token_validity: Duration,
+    /// UAA's default refresh token lifetime: 2592000 s (30 days).
     pub refresh_token_validity: Duration,
+    /// The secret of the `admin` client (client_credentials, uaa.admin, clients.*,
+    /// scim.*); no admin client when `None` (the default).
+    pub admin_client_secret: Option<String>,
+    /// Failed-login lockout; UAA's defaults.
+    pub lockout: LockoutPolicy,
 }
 
 impl Default for UaaConfig {
@@ -120,8 +209,12 @@ impl Default for UaaConfig {
             issuer: "http://localhost/oauth/token".into(),
             admin_password: "admin".into(),
             signing_key_path: PathBuf::from("uaa-signing-key.pem"),
+            signing_key_id: KEY_ID.into(),
+            previous_keys: Vec::new(),
             access_token_validity: Duration::from_secs(43_200),
             refresh_token_validity: Duration::from_secs(2_592_000),
+            admin_client_secret: None,
+            lockout: LockoutPolicy::default(),
         }
     }
 }
@@ -131,6 +224,8 @@ impl Default for UaaConfig {
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
+    /// Empty (and left out of the JSON) for client_credentials tokens.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub refresh_token: String,
     pub expires_in: u64,
     /// Space-separated.
@@ -142,28 +237,49 @@ pub struct Uaa {
     config: UaaConfig,
     db: AnyPool,
     signing: keys::SigningKey,
+    /// Every verification key, the signing key's first (`/token_keys`).
+    keys: Vec<TokenKey>,
     verifier: TokenVerifier,
 }
 
 impl Uaa {
     pub async fn open(config: UaaConfig) -> Result<Arc<Uaa>, UaaError> {
         let db = users::connect(&config.database_url).await?;
-        let signing = keys::load_or_generate(config.signing_key_path.clone()).await?;
-        let verifier =
-            TokenVerifier::from_keys(&config.issuer, std::slice::from_ref(&signing.public))
-                .map_err(|e| UaaError::Key(e.to_string()))?;
+        let signing = keys::load_or_generate(
+            config.signing_key_path.clone(),
+            config.signing_key_id.clone(),
+        )
+        .await?;
+        let mut all_keys = vec![signing.public.clone()];
+        for previous in &config.previous_keys {
+            if all_keys.iter().any(|k| k.kid == previous.kid) {
+                return Err(UaaError::Key(format!(
+                    "key id {} is used twice",
+                    previous.kid
+                )));
+            }
+            all_keys.push(
+                keys::load_verification_key(previous.path.clone(), previous.kid.clone()).await?,
+            );
+        }
+        let verifier = TokenVerifier::from_keys(&config.issuer, &all_keys)
+            .map_err(|e| UaaError::Key(e.to_string()))?;
         let uaa = Uaa {
             config,
             db,
             signing,
+            keys: all_keys,
             verifier,
         };
+        uaa.ensure_groups().await?;
         uaa.ensure_admin().await?;
+        uaa.ensure_clients().await?;
         Ok(Arc::new(uaa))
     }
 
-    /// `/oauth/token`, `/token_keys`, `/token_key`, `/login` (JSON info),
-    /// `/.well-known/openid-configuration` and `POST /Users`.
+    /// All of UAA's HTTP API: `/oauth/token`, `/token_keys`, `/token_key`,
+    /// `/check_token`, `/introspect`, `/userinfo`, `/login` (JSON info),
+    /// `/.well-known/openid-configuration`, SCIM `/Users` and `/Groups`, `/oauth/clients`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         http::router(self.clone())
     }
@@ -172,9 +288,14 @@ impl Uaa {
         self.verifier.clone()
     }
 
-    /// The public half of the signing key (`/token_key`).
+    /// The public half of the active signing key (`/token_key`).
     pub fn token_key(&self) -> &TokenKey {
         &self.signing.public
+    }
+
+    /// Every key that verifies tokens, the active one first (`/token_keys`).
+    pub fn token_keys(&self) -> &[TokenKey] {
+        &self.keys
     }
 
     /// UAA's URL: the issuer without `/oauth/token`.
@@ -190,20 +311,32 @@ impl Uaa {
         let password = &self.config.admin_password;
         match users::find_by_username(&self.db, "admin").await? {
             Some(mut admin) => {
+                let mut changed = false;
                 if !users::verify_password(password, &admin.password_hash).await {
                     admin.password_hash = users::hash_password(password).await?;
+                    admin.password_last_modified = users::unix_now();
+                    changed = true;
                 }
-                admin.scopes = scopes;
-                users::update_credentials(&self.db, &admin).await
+                for scope in scopes {
+                    if !admin.scopes.contains(&scope) {
+                        admin.scopes.push(scope);
+                        changed = true;
+                    }
+                }
+                if changed && !users::update(&self.db, &admin).await? {
+                    return Err(UaaError::Database(
+                        "the admin user changed while it was updated".into(),
+                    ));
+                }
+                Ok(())
             }
             None => {
-                let admin = User {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    username: "admin".into(),
-                    password_hash: users::hash_password(password).await?,
-                    email: "admin".into(),
+                let admin = User::new(
+                    "admin",
+                    users::hash_password(password).await?,
+                    "admin",
                     scopes,
-                };
+                );
                 users::insert(&self.db, &admin).await.map(|_| ())
             }
         }
@@ -216,13 +349,12 @@ impl Uaa {
         password: &str,
         email: &str,
     ) -> Result<String, GrantError> {
-        let user = User {
-            id: uuid::Uuid::new_v4().to_string(),
-            username: username.to_string(),
-            password_hash: users::hash_password(password).await?,
-            email: email.to_string(),
-            scopes: USER_SCOPES.iter().map(|s| s.to_string()).collect(),
-        };
+        let user = User::new(
+            username,
+            users::hash_password(password).await?,
+            email,
+            USER_SCOPES.iter().map(|s| s.to_string()).collect(),
+        );
         if users::insert(&self.db, &user).await? {
             Ok(user.id)
         } else {
@@ -230,7 +362,9 @@ impl Uaa {
         }
     }
 
-    /// The `password` grant for `client_id`; `scope` narrows the token's scopes.
+    /// The `password` grant for `client_id`; `scope` narrows the token's scopes. The
+    /// caller authenticated the client (`/oauth/token` does). Wrong passwords count
+    /// towards the [`LockoutPolicy`]; a locked account is refused even with the right one.
     pub async fn password_grant(
         &self,
         client_id: &str,
@@ -238,15 +372,36 @@ impl Uaa {
         password: &str,
         scope: Option<&str>,
     ) -> Result<TokenResponse, GrantError> {
-        check_client(client_id)?;
+        let client = self.client_for_grant(client_id, "password").await?;
         let user = users::find_by_username(&self.db, username)
             .await?
             .ok_or(GrantError::BadCredentials)?;
+        if self.is_locked(&user.id).await? {
+            return Err(GrantError::AccountLocked);
+        }
         if !users::verify_password(password, &user.password_hash).await {
+            users::record_failed_login(&self.db, &user.id, users::unix_now()).await?;
             return Err(GrantError::BadCredentials);
         }
-        let scopes = grantable_scopes(&user, scope)?;
-        self.issue(client_id, &user, scopes, "password", None)
+        if !user.active {
+            return Err(GrantError::BadCredentials);
+        }
+        users::clear_failed_logins(&self.db, &user.id).await?;
+        let scopes = grantable_scopes(&client, &user, scope)?;
+        self.issue(&client, Some(&user), scopes, "password", None)
+    }
+
+    /// Whether the user's failed logins lock it out now.
+    async fn is_locked(&self, user_id: &str) -> Result<bool, UaaError> {
+        let policy = &self.config.lockout;
+        let now = users::unix_now();
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let since = now.saturating_sub(secs(policy.count_failures_within));
+        let (count, latest) = users::failed_logins_since(&self.db, user_id, since).await?;
+        let locked_until = latest
+            .unwrap_or(0)
+            .saturating_add(secs(policy.lockout_period));
+        Ok(count >= i64::from(policy.lockout_after_failures) && now < locked_until)
     }
 
     /// The `refresh_token` grant: a new access token for the same user and scopes, as
@@ -256,7 +411,7 @@ impl Uaa {
         client_id: &str,
         refresh_token: &str,
     ) -> Result<TokenResponse, GrantError> {
-        check_client(client_id)?;
+        let client = self.client_for_grant(client_id, "refresh_token").await?;
         let invalid = |why: &str| GrantError::InvalidRefreshToken(why.to_string());
         let claims: TokenClaims = self
             .verifier
@@ -271,8 +426,11 @@ impl Uaa {
         let user = users::find_by_id(&self.db, &claims.claims.user_id)
             .await?
             .ok_or_else(|| invalid("the user no longer exists"))?;
-        if rev_sig(client_id, &user) != claims.rev_sig {
+        if rev_sig(&client, Some(&user)) != claims.rev_sig {
             return Err(invalid("revoked"));
+        }
+        if !user.active {
+            return Err(invalid("the user is not active"));
         }
         // Scopes the user lost since are dropped.
         let scopes = claims
@@ -282,30 +440,88 @@ impl Uaa {
             .filter(|s| user.scopes.contains(s))
             .collect();
         let mut response = self.issue(
-            client_id,
-            &user,
+            &client,
+            Some(&user),
             scopes,
             &claims.claims.grant_type,
-            Some(claims.auth_time),
+            claims.auth_time,
         )?;
         // UAA's refresh tokens are not rotated.
         response.refresh_token = refresh_token.trim().to_string();
         Ok(response)
     }
 
+    /// What `/check_token` answers: the token's claims if it is a valid access token of
+    /// this UAA (any audience) that has not been revoked.
+    pub async fn check_token(&self, token: &str) -> Result<Claims, TokenError> {
+        self.checked_claims(token).await.map(|c| c.claims)
+    }
+
+    /// The claims of a valid, unrevoked access token, UAA-internal ones included.
+    pub(crate) async fn checked_claims(
+        &self,
+        token_or_bearer: &str,
+    ) -> Result<TokenClaims, TokenError> {
+        let token = tokens::strip_bearer(token_or_bearer)?;
+        let claims: TokenClaims = self.verifier.decode(token, None)?;
+        if claims.is_refresh() {
+            return Err(TokenError::Invalid(
+                "a refresh token is not an access token".into(),
+            ));
+        }
+        self.check_revoked(&claims).await?;
+        Ok(claims)
+    }
+
+    /// Whether the token was revoked: its client or user is gone, or their credentials
+    /// changed since it was issued (`rev_sig`). Only online checks can see this.
+    pub(crate) async fn check_revoked(&self, claims: &TokenClaims) -> Result<(), TokenError> {
+        let revoked = || TokenError::Invalid("the token has been revoked".into());
+        let db_failed = |e: UaaError| {
+            tracing::error!(error = %e, "checking a token's revocation");
+            TokenError::Invalid("the token could not be checked".into())
+        };
+        let client = clients::find(&self.db, &claims.claims.cid)
+            .await
+            .map_err(db_failed)?
+            .ok_or_else(revoked)?;
+        let user = if claims.claims.user_id.is_empty() {
+            None
+        } else {
+            let user = users::find_by_id(&self.db, &claims.claims.user_id)
+                .await
+                .map_err(db_failed)?
+                .ok_or_else(revoked)?;
+            if !user.active {
+                return Err(revoked());
+            }
+            Some(user)
+        };
+        if rev_sig(&client, user.as_ref()) == claims.rev_sig {
+            Ok(())
+        } else {
+            Err(revoked())
+        }
+    }
+
+    /// Signs an access token, and a refresh token when there is a user and the client
+    /// has the `refresh_token` grant.
     fn issue(
         &self,
-        client_id: &str,
-        user: &User,
+        client: &Client,
+        user: Option<&User>,
         scopes: Vec<String>,
         grant_type: &str,
         auth_time: Option<i64>,
     ) -> Result<TokenResponse, GrantError> {
         let now = users::unix_now();
-        let access_validity = self.config.access_token_validity.as_secs();
+        let access_validity = client
+            .details
+            .access_token_validity
+            .unwrap_or(self.config.access_token_validity.as_secs());
         let access_jti = uuid::Uuid::new_v4().to_string();
         let access = self.claims(
-            client_id,
+            client,
             user,
             &scopes,
             grant_type,
@@ -314,32 +530,43 @@ impl Uaa {
             access_jti.clone(),
             access_validity,
         );
-        let refresh_jti = format!("{}-r", uuid::Uuid::new_v4().simple());
-        let refresh = self.claims(
-            client_id,
-            user,
-            &scopes,
-            grant_type,
-            now,
-            auth_time,
-            refresh_jti,
-            self.config.refresh_token_validity.as_secs(),
-        );
+        let refresh_token = match user {
+            Some(user) if client.has_grant("refresh_token") => {
+                let refresh_validity = client
+                    .details
+                    .refresh_token_validity
+                    .unwrap_or(self.config.refresh_token_validity.as_secs());
+                let refresh = self.claims(
+                    client,
+                    Some(user),
+                    &scopes,
+                    grant_type,
+                    now,
+                    auth_time,
+                    format!("{}-r", uuid::Uuid::new_v4().simple()),
+                    refresh_validity,
+                );
+                self.sign(&refresh)?
+            }
+            _ => String::new(),
+        };
         Ok(TokenResponse {
             access_token: self.sign(&access)?,
             token_type: "bearer",
-            refresh_token: self.sign(&refresh)?,
+            refresh_token,
             expires_in: access_validity,
             scope: scopes.join(" "),
             jti: access_jti,
         })
     }
 
+    /// A token's claims: a user's (`sub` = user id) or, without a user, the client's
+    /// own (`sub` = client id, `authorities` = its scopes, no user claims).
     #[allow(clippy::too_many_arguments)]
     fn claims(
         &self,
-        client_id: &str,
-        user: &User,
+        client: &Client,
+        user: Option<&User>,
         scopes: &[String],
         grant_type: &str,
         now: i64,
@@ -347,55 +574,79 @@ impl Uaa {
         jti: String,
         validity_secs: u64,
     ) -> TokenClaims {
+        let client_id = client.id().to_string();
+        let (sub, user_id, user_name, email, origin, authorities) = match user {
+            Some(u) => (
+                u.id.clone(),
+                u.id.clone(),
+                u.username.clone(),
+                u.email.clone(),
+                "uaa".to_string(),
+                Vec::new(),
+            ),
+            None => (
+                client_id.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                scopes.to_vec(),
+            ),
+        };
         TokenClaims {
             claims: Claims {
                 jti,
-                sub: user.id.clone(),
-                user_id: user.id.clone(),
-                user_name: user.username.clone(),
-                email: user.email.clone(),
+                sub,
+                user_id,
+                user_name,
+                email,
                 scope: scopes.to_vec(),
-                client_id: client_id.to_string(),
-                cid: client_id.to_string(),
+                authorities,
+                client_id: client_id.clone(),
+                cid: client_id.clone(),
                 grant_type: grant_type.to_string(),
                 iss: self.config.issuer.clone(),
-                aud: audience(client_id, scopes),
+                aud: audience(&client_id, scopes),
                 iat: now,
                 exp: now.saturating_add(i64::try_from(validity_secs).unwrap_or(i64::MAX)),
-                origin: "uaa".into(),
+                origin,
                 zid: "uaa".into(),
             },
-            azp: client_id.to_string(),
-            auth_time: auth_time.unwrap_or(now),
-            rev_sig: rev_sig(client_id, user),
+            azp: client_id,
+            auth_time: user.map(|_| auth_time.unwrap_or(now)),
+            rev_sig: rev_sig(client, user),
         }
     }
 
     fn sign(&self, claims: &TokenClaims) -> Result<String, UaaError> {
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(KEY_ID.to_string());
+        header.kid = Some(self.signing.public.kid.clone());
         header.jku = Some(format!("{}/token_keys", self.url()));
         jsonwebtoken::encode(&header, claims, &self.signing.encoding)
             .map_err(|e| UaaError::Key(format!("signing a token: {e}")))
     }
 }
 
-fn check_client(client_id: &str) -> Result<(), GrantError> {
-    if client_id == CF_CLIENT_ID {
-        Ok(())
-    } else {
-        Err(GrantError::BadClient)
-    }
-}
-
-/// The user's scopes the `cf` client may carry, narrowed to `requested` when given.
-fn grantable_scopes(user: &User, requested: Option<&str>) -> Result<Vec<String>, GrantError> {
+/// The user's scopes the client may carry, narrowed to `requested` when given.
+fn grantable_scopes(
+    client: &Client,
+    user: &User,
+    requested: Option<&str>,
+) -> Result<Vec<String>, GrantError> {
     let allowed: Vec<String> = user
         .scopes
         .iter()
-        .filter(|s| CF_CLIENT_SCOPES.contains(&s.as_str()))
+        .filter(|s| client.details.scope.contains(s))
         .cloned()
         .collect();
+    narrow_scopes(allowed, requested)
+}
+
+/// `allowed`, or the space-separated `requested` scopes when given (each must be allowed).
+pub(crate) fn narrow_scopes(
+    allowed: Vec<String>,
+    requested: Option<&str>,
+) -> Result<Vec<String>, GrantError> {
     let Some(requested) = requested.filter(|r| !r.trim().is_empty()) else {
         return Ok(allowed);
     };
@@ -404,7 +655,9 @@ fn grantable_scopes(user: &User, requested: Option<&str>) -> Result<Vec<String>,
         if !allowed.iter().any(|a| a == scope) {
             return Err(GrantError::InvalidScope(scope.to_string()));
         }
-        scopes.push(scope.to_string());
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
     }
     Ok(scopes)
 }
@@ -423,18 +676,21 @@ fn audience(client_id: &str, scopes: &[String]) -> Vec<String> {
     aud
 }
 
-/// A short hash over what identifies the user's credentials (UAA hashes the same
-/// fields); the client secret is always empty.
-fn rev_sig(client_id: &str, user: &User) -> String {
+/// A short hash over what identifies the credentials behind a token (UAA hashes the
+/// same fields): the client's id and secret (hash), and the user's id, password hash,
+/// email and name when there is a user.
+fn rev_sig(client: &Client, user: Option<&User>) -> String {
     let mut h = Sha256::new();
-    for part in [
-        client_id,
-        "",
-        &user.id,
-        &user.password_hash,
-        &user.email,
-        &user.username,
-    ] {
+    let mut parts = vec![client.id(), client.secret_hash.as_str()];
+    if let Some(user) = user {
+        parts.extend([
+            user.id.as_str(),
+            user.password_hash.as_str(),
+            user.email.as_str(),
+            user.username.as_str(),
+        ]);
+    }
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -446,9 +702,25 @@ fn rev_sig(client_id: &str, user: &User) -> String {
 mod tests {
     use super::*;
 
-    fn test_config(dir: &tempfile::TempDir, admin_password: &str) -> UaaConfig {
+    fn sqlite_file(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}?mode=rwc", dir.path().join("uaa.db").display())
+    }
+
+    /// The databases the user store is tested on: a SQLite file in `dir`, and a fresh
+    /// PostgreSQL database when `WF_TEST_POSTGRES_URL` is set (dropped with its guard).
+    async fn test_databases(
+        dir: &tempfile::TempDir,
+    ) -> Vec<(String, Option<wf_db::testing::TestDatabase>)> {
+        let mut databases = vec![(sqlite_file(dir), None)];
+        if let Some(db) = wf_db::testing::postgres().await {
+            databases.push((db.url().to_string(), Some(db)));
+        }
+        databases
+    }
+
+    fn test_config(database_url: &str, dir: &tempfile::TempDir, admin_password: &str) -> UaaConfig {
         UaaConfig {
-            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("uaa.db").display()),
+            database_url: database_url.to_string(),
             issuer: "http://uaa.test/oauth/token".into(),
             admin_password: admin_password.into(),
             signing_key_path: dir.path().join("key.pem"),
@@ -457,7 +729,9 @@ mod tests {
     }
 
     pub(crate) async fn open_test_uaa(dir: &tempfile::TempDir) -> Arc<Uaa> {
-        Uaa::open(test_config(dir, "s3cret")).await.unwrap()
+        Uaa::open(test_config(&sqlite_file(dir), dir, "s3cret"))
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -591,9 +865,10 @@ mod tests {
             .unwrap();
         let scopes = vec!["cloud_controller.admin".to_string()];
         let long_ago = users::unix_now() - 3600;
+        let cf = clients::find(&uaa.db, "cf").await.unwrap().unwrap();
         let claims = uaa.claims(
-            "cf",
-            &admin,
+            &cf,
+            Some(&admin),
             &scopes,
             "password",
             long_ago,
@@ -611,7 +886,15 @@ mod tests {
     #[tokio::test]
     async fn refresh_grant_issues_a_new_access_token_until_the_password_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let uaa = open_test_uaa(&dir).await;
+        for (url, _db) in test_databases(&dir).await {
+            refresh_until_the_password_changes(&url, &dir).await;
+        }
+    }
+
+    async fn refresh_until_the_password_changes(database_url: &str, dir: &tempfile::TempDir) {
+        let uaa = Uaa::open(test_config(database_url, dir, "s3cret"))
+            .await
+            .unwrap();
         let first = uaa
             .password_grant("cf", "admin", "s3cret", None)
             .await
@@ -633,7 +916,9 @@ mod tests {
         drop(uaa);
 
         // Reopening with a new admin password keeps the key but revokes old tokens.
-        let reopened = Uaa::open(test_config(&dir, "changed")).await.unwrap();
+        let reopened = Uaa::open(test_config(database_url, dir, "changed"))
+            .await
+            .unwrap();
         assert!(reopened
             .password_grant("cf", "admin", "s3cret", None)
             .await
@@ -648,7 +933,15 @@ mod tests {
     #[tokio::test]
     async fn created_users_get_default_scopes_and_unique_names() {
         let dir = tempfile::tempdir().unwrap();
-        let uaa = open_test_uaa(&dir).await;
+        for (url, _db) in test_databases(&dir).await {
+            created_users_on(&url, &dir).await;
+        }
+    }
+
+    async fn created_users_on(database_url: &str, dir: &tempfile::TempDir) {
+        let uaa = Uaa::open(test_config(database_url, dir, "s3cret"))
+            .await
+            .unwrap();
         uaa.create_user("dev", "pw", "dev@example.com")
             .await
             .unwrap();

@@ -17,16 +17,24 @@ pub const CLOUD_CONTROLLER_AUDIENCE: &str = "cloud_controller";
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
 
-/// The claims of a CF access token that the platform reads.
+/// The claims of a CF access token that the platform reads. Tokens of the
+/// client_credentials grant have no user: `sub` is the client id, `user_id`,
+/// `user_name`, `email` and `origin` are empty (absent from the JWT), and `authorities`
+/// holds the client's authorities.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub jti: String,
     pub sub: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub email: String,
     pub scope: Vec<String>,
+    /// A client token's authorities; empty for user tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorities: Vec<String>,
     pub client_id: String,
     pub cid: String,
     pub grant_type: String,
@@ -34,7 +42,7 @@ pub struct Claims {
     pub aud: Vec<String>,
     pub iat: i64,
     pub exp: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
     #[serde(default)]
     pub zid: String,
@@ -48,6 +56,10 @@ impl Claims {
     pub fn is_admin(&self) -> bool {
         self.has_scope("cloud_controller.admin")
     }
+    /// Whether a user (not only a client) is behind the token.
+    pub fn is_user(&self) -> bool {
+        !self.user_id.is_empty()
+    }
 }
 
 /// Everything UAA writes into a token: [`Claims`] plus the claims only UAA reads back.
@@ -56,7 +68,9 @@ pub(crate) struct TokenClaims {
     #[serde(flatten)]
     pub(crate) claims: Claims,
     pub(crate) azp: String,
-    pub(crate) auth_time: i64,
+    /// When the user authenticated; client tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) auth_time: Option<i64>,
     /// Revocation signature: changes when the user's password, email or name does,
     /// which revokes the tokens issued before.
     pub(crate) rev_sig: String,
@@ -166,7 +180,7 @@ impl TokenVerifier {
 }
 
 /// The JWT of `bearer <jwt>` (any case) or of a bare JWT.
-fn strip_bearer(token_or_bearer: &str) -> Result<&str, TokenError> {
+pub(crate) fn strip_bearer(token_or_bearer: &str) -> Result<&str, TokenError> {
     let s = token_or_bearer.trim();
     if s.eq_ignore_ascii_case("bearer") {
         return Err(TokenError::Missing);

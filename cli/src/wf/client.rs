@@ -17,6 +17,9 @@ use super::config::{Config, ConfigError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `wf` waits for an async job (`/v3/jobs/...`) to finish.
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a stream (`wf logs`) may stay silent before it counts as lost: the RLP
+/// gateway sends a heartbeat every 15 s.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// The UAA client the cf CLI uses: public, empty secret.
 const UAA_CLIENT: &str = "cf";
 
@@ -422,6 +425,33 @@ impl Client {
         Ok(self.call(Method::GET, path, None)?.json)
     }
 
+    /// An authorized GET of `url` whose body is read as it arrives (Server-Sent Events):
+    /// each read may wait [`STREAM_READ_TIMEOUT`], the whole response has no deadline.
+    /// Non-2xx answers are [`ApiError`]s.
+    pub fn get_stream(&mut self, url: &str) -> Result<Response, ClientError> {
+        // The client-wide timeout of a blocking client bounds each read, not the whole
+        // response, unlike a per-request timeout; so streams get a client of their own.
+        let stream_http = reqwest::blocking::Client::builder()
+            .timeout(STREAM_READ_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("wf/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::connection)?;
+        let url = self.url(url)?;
+        let resp = self.send_authorized(|_, auth| {
+            stream_http
+                .get(&url)
+                .header(AUTHORIZATION, auth)
+                .header("Accept", "text/event-stream")
+        })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().map_err(ClientError::connection)?;
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        Ok(resp)
+    }
+
     /// GET that answers `None` on 404.
     pub fn get_optional(&mut self, path: &str) -> Result<Option<Value>, ClientError> {
         match self.get(path) {
@@ -458,6 +488,7 @@ impl Client {
     /// Polls a `/v3/jobs/...` resource until it is COMPLETE (or FAILED: its first error).
     pub fn wait_for_job(&mut self, job: &str) -> Result<(), ClientError> {
         let deadline = Instant::now() + JOB_TIMEOUT;
+        let mut poll = Poll::new();
         loop {
             let job_json = self.get(job)?;
             match job_json["state"].as_str().unwrap_or_default() {
@@ -478,7 +509,7 @@ impl Client {
                     seconds: JOB_TIMEOUT.as_secs(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(250));
+            poll.wait();
         }
     }
 
@@ -649,5 +680,25 @@ mod tests {
         assert_eq!(client.url("http://other/x").unwrap(), "http://other/x");
         let client = Client::new(Config::default(), PathBuf::from("/nonexistent")).unwrap();
         assert!(matches!(client.url("/v3"), Err(ClientError::NoApi)));
+    }
+}
+
+/// Waits between polls of something the platform is doing: 25 ms at first, doubling up
+/// to 500 ms, so quick operations return quickly and slow ones cost few requests.
+pub(crate) struct Poll {
+    next: Duration,
+}
+
+impl Poll {
+    const FIRST: Duration = Duration::from_millis(25);
+    const MAX: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new() -> Poll {
+        Poll { next: Self::FIRST }
+    }
+
+    pub(crate) fn wait(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(Self::MAX);
     }
 }

@@ -27,6 +27,9 @@ pub struct DevArgs {
     /// Port of the router, where apps are served (0: any free port).
     #[arg(long, default_value_t = 8080)]
     pub router_port: u16,
+    /// Port of the router's status server (`/health`, `/routes`, `/metrics`); off if unset.
+    #[arg(long)]
+    pub router_status_port: Option<u16>,
     /// Address the API and the router listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: IpAddr,
@@ -60,11 +63,23 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let router_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.router_port))
         .await
         .with_context(|| format!("binding the router port {}", args.router_port))?;
+    let router_status_listener = match args.router_status_port {
+        Some(port) => Some(
+            TcpListener::bind(SocketAddr::new(args.listen_address, port))
+                .await
+                .with_context(|| format!("binding the router status port {port}"))?,
+        ),
+        None => None,
+    };
     let rep_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the rep port")?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
+    let router_status_addr = router_status_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let cancel = CancellationToken::new();
     let bus = Bus::in_process();
@@ -135,7 +150,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let router_bus = bus.clone();
     tasks.push(tokio::spawn(async move {
         let config = wf_router::RouterConfig::default();
-        if let Err(e) = wf_router::run(config, router_listener, router_bus, router_cancel).await {
+        let served = wf_router::run_with_status(
+            config,
+            router_listener,
+            router_status_listener,
+            router_bus,
+            router_cancel,
+        );
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "router failed");
         }
     }));
@@ -165,6 +187,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.apps_domain,
         router_addr.port()
     );
+    if let Some(addr) = router_status_addr {
+        println!("router status: http://{addr}/health (also /routes, /metrics)");
+    }
     println!("admin password: {admin_password}");
     println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
 

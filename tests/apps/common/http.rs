@@ -47,7 +47,12 @@ pub fn instance_index() -> String {
 }
 
 /// Binds `0.0.0.0:$PORT` and answers every request with `handler`, forever.
-pub fn serve(mut handler: impl FnMut(&Request) -> Response) {
+pub fn serve(handler: impl FnMut(&Request) -> Response) {
+    serve_exiting_with(handler, |code| std::process::exit(code))
+}
+
+/// [`serve`], ending the process through `exit` when a response asks to.
+pub fn serve_exiting_with(mut handler: impl FnMut(&Request) -> Response, exit: fn(i32) -> !) {
     let port = port();
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
         Ok(l) => l,
@@ -69,7 +74,7 @@ pub fn serve(mut handler: impl FnMut(&Request) -> Response) {
                 }
                 drop(stream);
                 if let Some(code) = response.exit_after {
-                    std::process::exit(code);
+                    exit(code);
                 }
             }
             Err(e) => eprintln!("accept: {e}"),

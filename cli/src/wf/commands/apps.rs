@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{app_by_name, confirm, find_app, query_value, space_target, text, SpaceTarget};
-use crate::wf::client::{Client, ClientError};
+use crate::wf::client::{Client, ClientError, Poll};
 use crate::wf::output::{bytes, key_values, parse_megabytes, table};
 use crate::wf::Error;
 
@@ -297,6 +297,7 @@ pub(crate) fn wait_until_running(client: &mut Client, guid: &str, name: &str) ->
     let process_guid = text(&process, "guid").to_string();
     let tip = format!("TIP: use 'wf logs {name} --recent' for more information");
     let deadline = Instant::now() + START_TIMEOUT;
+    let mut poll = Poll::new();
     loop {
         match process_stats(client, &process_guid) {
             Ok(stats) => match start_outcome(&stats) {
@@ -313,7 +314,7 @@ pub(crate) fn wait_until_running(client: &mut Client, guid: &str, name: &str) ->
         if Instant::now() > deadline {
             return Err(Error::Failed(format!("Start app timeout\n\n{tip}")));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        poll.wait();
     }
 }
 

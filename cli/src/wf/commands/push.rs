@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::apps::{maps_app, summary, wait_until_running};
 use super::logs::{payload_lines, LogTail};
 use super::{find_app, query_value, space_target, text, SpaceTarget};
-use crate::wf::client::{Client, ClientError};
+use crate::wf::client::{Client, ClientError, Poll};
 use crate::wf::output::parse_megabytes;
 use crate::wf::{package, Error, PushArgs};
 
@@ -17,7 +17,6 @@ use crate::wf::{package, Error, PushArgs};
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long staging may take.
 const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
     let target = space_target(client)?;
@@ -208,6 +207,7 @@ fn route_host(name: &str) -> String {
 
 fn wait_for_package(client: &mut Client, package_guid: &str) -> Result<(), Error> {
     let deadline = Instant::now() + PACKAGE_TIMEOUT;
+    let mut poll = Poll::new();
     loop {
         let package = client.get(&format!("/v3/packages/{package_guid}"))?;
         match text(&package, "state") {
@@ -227,7 +227,7 @@ fn wait_for_package(client: &mut Client, package_guid: &str) -> Result<(), Error
             }
             .into());
         }
-        std::thread::sleep(POLL_INTERVAL);
+        poll.wait();
     }
 }
 
@@ -238,6 +238,7 @@ fn stage(client: &mut Client, app_guid: &str, package_guid: &str) -> Result<Stri
     let build = client.post("/v3/builds", &json!({"package": {"guid": package_guid}}))?;
     let build_guid = text(&build, "guid").to_string();
     let deadline = Instant::now() + STAGING_TIMEOUT;
+    let mut poll = Poll::new();
     loop {
         print_staging_logs(client, &mut tail);
         let build = client.get(&format!("/v3/builds/{build_guid}"))?;
@@ -269,7 +270,7 @@ fn stage(client: &mut Client, app_guid: &str, package_guid: &str) -> Result<Stri
             }
             .into());
         }
-        std::thread::sleep(POLL_INTERVAL);
+        poll.wait();
     }
 }
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Router benchmark (issue 5): a hello-world backend reached three ways, side by side in
+# one run, with 100,000 other routes loaded in the router:
+#   direct  - wrk -> backend
+#   router  - wrk -> wf-router (in-process bus, 100k routes, RTR envelopes drained) -> backend
+#   nginx   - wrk -> nginx (Debian's, one worker, keep-alive upstream) -> backend
+# Servers are pinned to CPU 0, wrk to CPU 1; 10 s per run at c=1 and c=50. Prints req/s,
+# p50/p99 latency, and the ratios router/direct and router/nginx.
+#
+# The backend is the harness' tiny hyper server rather than the `hello` wasm fixture:
+# the fixture serves one connection at a time with `Connection: close`, so it would
+# measure itself, not the proxy hop.
+#
+#   bench/router.sh                      # DURATION=10s ROUTES=100000 CONNS="1 50"
+#   ROUTER_THREADS=1 bench/router.sh     # router on a 1-worker multi-thread runtime (default 0: current thread, like one nginx worker)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+ROUTES=${ROUTES:-100000}
+CONNS=${CONNS:-"1 50"}
+ROUTER_THREADS=${ROUTER_THREADS:-0}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+
+for tool in wrk nginx taskset; do
+    command -v "$tool" > /dev/null || { echo "missing $tool (apt-get install -y wrk nginx util-linux)" >&2; exit 1; }
+done
+cargo build -q --release -p wf-router --example bench_routes
+HARNESS=target/release/examples/bench_routes
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for fd in 3 4; do eval "exec $fd>&-" 2> /dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2> /dev/null || true
+    for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done
+    wait 2> /dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_line() { # file pattern
+    for _ in $(seq 1 1800); do grep -q "$2" "$1" 2> /dev/null && return 0; sleep 0.1; done
+    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Backend and router run until their stdin (a fifo held open here) closes.
+mkfifo "$work/backend.in" "$work/router.in"
+taskset -c "$SERVER_CPU" "$HARNESS" backend --threads 0 < "$work/backend.in" > "$work/backend.out" &
+pids+=($!)
+exec 3> "$work/backend.in"
+wait_line "$work/backend.out" '^backend '
+backend=$(sed -n 's#^backend http://##p' "$work/backend.out")
+
+taskset -c "$SERVER_CPU" "$HARNESS" router --backend "$backend" --routes "$ROUTES" \
+    --threads "$ROUTER_THREADS" < "$work/router.in" > "$work/router.out" 2> "$work/router.err" &
+pids+=($!)
+exec 4> "$work/router.in"
+wait_line "$work/router.out" '^router '
+router=$(sed -n 's#^router http://\([^ ]*\).*#\1#p' "$work/router.out")
+status=$(sed -n 's#.* status http://\([^ ]*\).*#\1#p' "$work/router.out")
+host=$(sed -n 's#.* host \([^ ]*\)$#\1#p' "$work/router.out")
+
+nginx_port=$(free_port)
+cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log $work/nginx.access combined buffer=64k flush=1s;
+    client_body_temp_path $work/body;
+    proxy_temp_path $work/proxy;
+    upstream backend { server $backend; keepalive 128; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+taskset -c "$SERVER_CPU" nginx -c "$work/nginx.conf" -p "$work" > "$work/nginx.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+
+for target in "direct $backend" "router $router" "nginx 127.0.0.1:$nginx_port"; do
+    set -- $target
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://$2/")
+    [ "$code" = 200 ] || { echo "$1 ($2) answers $code" >&2; exit 1; }
+done
+
+# wrk's latency figures carry units (us, ms, s): print them in ms.
+to_ms() { awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "%s", v }'; }
+
+declare -A RPS P50 P99
+run() { # name addr conns
+    local threads=1
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$3" -d2s -H "Host: $host" "http://$2/" > /dev/null
+    taskset -c "$LOAD_CPU" wrk -t$threads -c"$3" -d"$DURATION" --latency -H "Host: $host" "http://$2/" > "$work/wrk.$1.$3"
+    RPS[$1.$3]=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.$1.$3")
+    P50[$1.$3]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.$1.$3")")
+    P99[$1.$3]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.$1.$3")")
+    local errors
+    errors=$(grep -E 'Non-2xx|Socket errors' "$work/wrk.$1.$3" || true)
+    [ -z "$errors" ] || echo "  $1 c=$3: $errors" >&2
+}
+
+echo "router benchmark: $ROUTES extra routes, $DURATION per run, servers on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
+echo "backend $backend, router $router (status $status, threads $ROUTER_THREADS), nginx 127.0.0.1:$nginx_port"
+printf '%-8s %4s %12s %10s %10s\n' target conns 'req/s' 'p50 ms' 'p99 ms'
+for c in $CONNS; do
+    for name in direct router nginx; do
+        case $name in
+            direct) addr=$backend ;;
+            router) addr=$router ;;
+            nginx) addr=127.0.0.1:$nginx_port ;;
+        esac
+        run "$name" "$addr" "$c"
+        printf '%-8s %4s %12s %10s %10s\n' "$name" "$c" "${RPS[$name.$c]}" "${P50[$name.$c]}" "${P99[$name.$c]}"
+    done
+done
+echo
+echo "ratios (throughput) and latency added by the router over direct:"
+for c in $CONNS; do
+    awk -v c="$c" -v r="${RPS[router.$c]}" -v d="${RPS[direct.$c]}" -v n="${RPS[nginx.$c]}" \
+        -v r50="${P50[router.$c]}" -v d50="${P50[direct.$c]}" -v r99="${P99[router.$c]}" -v d99="${P99[direct.$c]}" \
+        -v n50="${P50[nginx.$c]}" -v n99="${P99[nginx.$c]}" \
+        'BEGIN { printf "c=%-3s router/direct %.2f  router/nginx %.2f  added p50 %.3f ms p99 %.3f ms (nginx adds p50 %.3f ms p99 %.3f ms)\n",
+                 c, r / d, r / n, r50 - d50, r99 - d99, n50 - d50, n99 - d99 }'
+done
+metrics=$(curl -s "http://$status/metrics")
+echo
+echo "router metrics: $(grep -E '^wf_router_(total_routes|requests_total|responses_5xx_total|access_log_dropped_total) ' <<< "$metrics" | tr '\n' ' ')"

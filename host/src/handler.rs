@@ -1,0 +1,537 @@
+//! Handler apps: `wasi:http/incoming-handler` components (the `wasi:http/proxy` world)
+//! that the cell serves itself. The cell binds the instance's port with an HTTP/1.1
+//! server and gives every request a fresh instance from the app's cached `ProxyPre`
+//! on the pooling allocator, in the same sandbox a server instance gets (env, app dir,
+//! tmp dir, memory quota, CPU yielding), under a per-request deadline. An idle handler
+//! app costs a listening socket and its (shared, mapped) compiled code.
+//!
+//! Failures are answered for the app and logged where its developer sees them: a
+//! handler past its deadline gets `504`, a trap or missing response `500`, a cell out
+//! of instance slots `503`. A failed request does not end the app instance; passing
+//! the disk quota of its `/tmp` (shared by its requests) does, as for a server.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Body;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::WasiHttpView as _;
+
+use crate::executor::{new_store, ExecutorError, Exit, InstanceState, LineSink, RunSpec};
+use crate::sandbox::{self, OutOfMemory, DISK_CHECK_INTERVAL};
+
+/// How long a request may run (instance included) unless the app says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a client's request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed `accept` (out of file descriptors, say) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("binding port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
+/// Why a request got no response from the app.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestFailure {
+    #[error("setting up the instance failed: {0}")]
+    Setup(#[from] ExecutorError),
+    #[error("the request is not valid HTTP for the handler: {0}")]
+    BadRequest(String),
+    #[error("no instance slot free on the cell: {0}")]
+    NoSlot(String),
+    #[error("instantiating the handler failed: {0}")]
+    Instantiate(String),
+    /// The instance trapped, ran out of memory or exited: [`Exit::describe`].
+    #[error("the handler crashed: {0}")]
+    Crash(String),
+    #[error("the handler answered with error {0}")]
+    ErrorCode(String),
+    #[error("the handler returned without sending a response")]
+    NoResponse,
+    #[error("the handler did not finish within its {}s request deadline and was stopped", .0.as_secs_f64())]
+    Deadline(Duration),
+    #[error("the instance was stopped")]
+    Stopped,
+}
+
+impl RequestFailure {
+    fn status(&self) -> hyper::StatusCode {
+        use hyper::StatusCode;
+        match self {
+            RequestFailure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestFailure::NoSlot(_) | RequestFailure::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            RequestFailure::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One handler app instance (an ActualLRP): what every request's instance gets.
+pub struct HandlerApp {
+    pre: ProxyPre<InstanceState>,
+    spec: RunSpec,
+    timeout: Duration,
+    /// The cell's lines about failed requests.
+    events: LineSink,
+    /// Cancelled when the instance stops: ends requests still running.
+    stop: CancellationToken,
+}
+
+impl HandlerApp {
+    /// `spec.listen_port` is ignored: handler instances never listen themselves.
+    pub fn new(pre: ProxyPre<InstanceState>, mut spec: RunSpec, events: LineSink) -> HandlerApp {
+        spec.listen_port = None;
+        HandlerApp {
+            pre,
+            spec,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            events,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Sets the per-request deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> HandlerApp {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs one request in a fresh instance; failures become the matching error
+    /// response and a line in the app's log.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        request: hyper::Request<B>,
+    ) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let line = format!("{} {}", request.method(), request.uri().path());
+        match self.respond(request, &line).await {
+            Ok(response) => response,
+            Err(failure) => {
+                let status = failure.status();
+                self.report(&line, &failure, Some(status));
+                error_response(status)
+            }
+        }
+    }
+
+    /// The response head from a fresh instance; failures after it (a body cut short)
+    /// are reported by the instance's task, failures before it are returned.
+    async fn respond<B>(
+        self: &Arc<Self>,
+        request: hyper::Request<B>,
+        line: &str,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, RequestFailure>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let (mut store, output) = new_store(self.pre.engine(), &self.spec)?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let responded = Arc::new(AtomicBool::new(false));
+        let incoming = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| RequestFailure::BadRequest(one_line(&e)))?;
+        let sent = responded.clone();
+        let outparam = store
+            .data_mut()
+            .http()
+            .new_response_outparam_from_callback(move |response| {
+                sent.store(true, Ordering::Release);
+                // `respond` may have given up waiting (the instance is being stopped).
+                let _ = sender.send(response);
+            })
+            .map_err(|e| RequestFailure::Instantiate(one_line(&e)))?;
+
+        let pre = self.pre.clone();
+        let timeout = self.timeout;
+        let stop = self.stop.clone();
+        let run = async move {
+            let proxy = pre.instantiate_async(&mut store).await.map_err(|e| {
+                if e.chain()
+                    .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+                {
+                    RequestFailure::NoSlot(one_line(&e))
+                } else if e.downcast_ref::<OutOfMemory>().is_some() {
+                    RequestFailure::Crash(Exit::from_error(&e).describe())
+                } else {
+                    RequestFailure::Instantiate(one_line(&e))
+                }
+            })?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+                .map_err(|e| RequestFailure::Crash(Exit::from_error(&e).describe()))
+        };
+        // The guest runs in a task of its own: it may go on streaming the body after
+        // sending the response head. Dropping the store ends it at its next yield.
+        let app = self.clone();
+        let task_line = line.to_string();
+        let task = tokio::spawn(async move {
+            let result = tokio::select! {
+                finished = tokio::time::timeout_at(deadline, run) => {
+                    finished.unwrap_or(Err(RequestFailure::Deadline(timeout)))
+                }
+                _ = stop.cancelled() => Err(RequestFailure::Stopped),
+            };
+            output.flush_partial();
+            match result {
+                // The head is out: a failure now can only cut the body short.
+                Err(failure) if responded.load(Ordering::Acquire) => {
+                    app.report(&task_line, &failure, None);
+                    Ok(())
+                }
+                result => result,
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => {
+                task.abort();
+                Err(RequestFailure::ErrorCode(format!("{code:?}")))
+            }
+            // The guest dropped the response outparam: see how the task ended.
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(RequestFailure::NoResponse),
+                Ok(Err(failure)) => Err(failure),
+                Err(e) => Err(RequestFailure::Crash(e.to_string())),
+            },
+        }
+    }
+
+    /// Logs a failed request: `answered` is the cell's error status, `None` when the
+    /// app's own response was already under way.
+    fn report(&self, line: &str, failure: &RequestFailure, answered: Option<hyper::StatusCode>) {
+        let message = match answered {
+            Some(status) => format!("{line}: {failure} (answered {})", status.as_u16()),
+            None => format!("{line}: {failure} (response cut short)"),
+        };
+        tracing::debug!(%message, "handler request failed");
+        (self.events)(message.as_bytes());
+    }
+}
+
+/// Binds the instance's port on every interface, as a server app would.
+pub async fn bind(port: u16) -> Result<TcpListener, HandlerError> {
+    TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+        .await
+        .map_err(|source| HandlerError::Bind { port, source })
+}
+
+/// Serves HTTP/1.1 on `listener` for `app` until the instance passes its disk quota
+/// (how it ended is returned) or the future is dropped; either ends its connections
+/// and the requests still running.
+pub async fn serve(listener: TcpListener, app: Arc<HandlerApp>) -> Exit {
+    let _stop_all = app.stop.clone().drop_guard();
+    let spec = &app.spec;
+    let quota = sandbox::watch_disk_quota(spec.tmp_dir.clone(), spec.disk_mb, DISK_CHECK_INTERVAL);
+    tokio::select! {
+        never = accept_loop(listener, &app) => match never {},
+        exceeded = quota => Exit::DiskQuotaExceeded { limit_mb: exceeded.limit_mb },
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: &Arc<HandlerApp>) -> Infallible {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a handler connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_app = app.clone();
+        let service = service_fn(move |request| {
+            let app = conn_app.clone();
+            async move { Ok::<_, Infallible>(app.handle(request).await) }
+        });
+        let stop = app.stop.clone();
+        tokio::spawn(async move {
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                served = conn => if let Err(e) = served {
+                    tracing::debug!(error = %e, "handler connection ended with an error");
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A response of the cell's own: the status only (the reason goes to the app's log,
+/// not to its clients).
+fn error_response(status: hyper::StatusCode) -> hyper::Response<HyperOutgoingBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = hyper::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A wasmtime error on one line (its chain and backtrace joined), for the app's log.
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::executor::tests::collecting;
+    use crate::executor::{Executor, ExecutorConfig};
+
+    type Lines = Arc<Mutex<Vec<String>>>;
+
+    /// The handler fixture served as the cell serves it, on a fresh port.
+    struct Served {
+        port: u16,
+        stdout: Lines,
+        events: Lines,
+        task: tokio::task::JoinHandle<Exit>,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    async fn serve_fixture(executor: &Executor, index: &str, timeout: Duration) -> Served {
+        let wasm = wf_tests::fixtures::fixture_wasm("handler");
+        let pre = executor
+            .prepare_handler("handler-test", &wasm)
+            .await
+            .unwrap();
+        let listener = bind(0).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stdout_sink, stdout) = collecting();
+        let (stderr_sink, _) = collecting();
+        let (events_sink, events) = collecting();
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let spec = RunSpec {
+            args: vec!["app.wasm".into()],
+            env: vec![
+                ("PORT".into(), port.to_string()),
+                ("CF_INSTANCE_INDEX".into(), index.into()),
+            ],
+            app_dir: dirs.0.path().to_path_buf(),
+            tmp_dir: dirs.1.path().to_path_buf(),
+            memory_mb: 64,
+            listen_port: Some(port),
+            disk_mb: 0,
+            security_groups: crate::sandbox::SecurityGroups::default(),
+            stdout: stdout_sink,
+            stderr: stderr_sink,
+        };
+        let app = Arc::new(HandlerApp::new(pre, spec, events_sink).with_timeout(timeout));
+        let task = tokio::spawn(serve(listener, app));
+        Served {
+            port,
+            stdout,
+            events,
+            task,
+            _dirs: dirs,
+        }
+    }
+
+    /// One `GET path` on its own connection: status and body.
+    async fn get(port: u16, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_request_gets_a_fresh_instance_with_the_instance_env() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture(&executor, "3", DEFAULT_REQUEST_TIMEOUT).await;
+        assert_eq!(
+            get(served.port, "/some/path").await,
+            (200, "hello from handler 3\n".to_string())
+        );
+        // A reused instance would count 2, 3, ...
+        for _ in 0..3 {
+            assert_eq!(get(served.port, "/count").await, (200, "1\n".to_string()));
+        }
+        assert_eq!(
+            *served.stdout.lock().unwrap(),
+            ["GET /some/path", "GET /count", "GET /count", "GET /count"]
+        );
+        assert!(served.events.lock().unwrap().is_empty());
+        served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_each_get_an_instance() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture(&executor, "0", DEFAULT_REQUEST_TIMEOUT).await;
+        let port = served.port;
+        let requests: Vec<_> = (0..32)
+            .map(|i| tokio::spawn(async move { get(port, &format!("/r{i}")).await }))
+            .collect();
+        for request in requests {
+            assert_eq!(
+                request.await.unwrap(),
+                (200, "hello from handler 0\n".to_string())
+            );
+        }
+        assert_eq!(served.stdout.lock().unwrap().len(), 32);
+        served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_loop_gets_504_at_its_deadline_while_neighbours_answer() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture(&executor, "0", Duration::from_millis(800)).await;
+        let port = served.port;
+        let started = std::time::Instant::now();
+        let spinning = tokio::spawn(async move { get(port, "/spin").await });
+        // Let the spinning instance start, then check its neighbour answers promptly.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let neighbour = std::time::Instant::now();
+        assert_eq!(get(port, "/").await.0, 200);
+        assert!(neighbour.elapsed() < Duration::from_millis(500));
+
+        let (status, _) = spinning.await.unwrap();
+        assert_eq!(status, 504);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        let events = served.events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].starts_with("GET /spin: the handler did not finish within its 0.8s")
+                && events[0].ends_with("(answered 504)"),
+            "{events:?}"
+        );
+        served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cell_out_of_instance_slots_answers_503() {
+        let executor = Executor::with_config(ExecutorConfig {
+            instance_slots: 1,
+            ..ExecutorConfig::default()
+        })
+        .unwrap();
+        let served = serve_fixture(&executor, "0", Duration::from_secs(2)).await;
+        let port = served.port;
+        let spinning = tokio::spawn(async move { get(port, "/spin").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get(port, "/").await.0, 503);
+        assert_eq!(spinning.await.unwrap().0, 504);
+        // The slot is free again.
+        assert_eq!(get(port, "/").await.0, 200);
+        let events = served.events.lock().unwrap().clone();
+        assert!(
+            events[0].starts_with("GET /: no instance slot free on the cell"),
+            "{events:?}"
+        );
+        served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_the_server_stops_running_requests_and_frees_the_port() {
+        let executor = Executor::with_config(ExecutorConfig {
+            instance_slots: 1,
+            ..ExecutorConfig::default()
+        })
+        .unwrap();
+        let served = serve_fixture(&executor, "0", DEFAULT_REQUEST_TIMEOUT).await;
+        let port = served.port;
+        let spinning = tokio::spawn(async move { get(port, "/spin").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        served.task.abort();
+        // The connection is cut and the spinning instance's slot is freed.
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), spinning)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, 0);
+        // The spinning instance stops at its next epoch yield, freeing the only slot.
+        let again = serve_fixture(&executor, "0", DEFAULT_REQUEST_TIMEOUT).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while get(again.port, "/").await.0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot was never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err());
+        again.task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_component_is_not_a_handler() {
+        let executor = Executor::new().unwrap();
+        let wasm = wf_tests::fixtures::fixture_wasm("hello");
+        let prepared = executor.prepare_handler("hello-not-a-handler", &wasm).await;
+        assert!(
+            matches!(prepared, Err(ExecutorError::NotAHandler(_))),
+            "{:?}",
+            prepared.err()
+        );
+    }
+}

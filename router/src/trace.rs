@@ -1,0 +1,156 @@
+//! Trace context headers, as Gorouter writes them: B3 (`X-B3-TraceId`, `X-B3-SpanId`)
+//! and W3C (`traceparent`, `tracestate`), reused from the client when valid and
+//! created otherwise. The W3C parent id is new at each hop and recorded in
+//! `tracestate` as `gorouter=<parent id>`.
+
+use http::header::{HeaderMap, HeaderValue};
+
+pub(crate) const X_B3_TRACE_ID: &str = "x-b3-traceid";
+pub(crate) const X_B3_SPAN_ID: &str = "x-b3-spanid";
+pub(crate) const X_B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The trace and parent ids of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let valid = version.len() == 2
+        && version != "ff"
+        && version.bytes().all(|b| b.is_ascii_hexdigit())
+        && is_hex(trace, 32)
+        && is_hex(parent, 16)
+        && flags.len() == 2
+        && flags.bytes().all(|b| b.is_ascii_hexdigit())
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace, parent))
+}
+
+/// Sets B3 and W3C headers on a request going to a backend. `random` supplies fresh
+/// bits: `trace_id` (128) is used when the client sent no trace, `span_id` (64) is this
+/// hop's span / parent id.
+pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
+    let span = format!("{span_id:016x}");
+    let b3_trace = text(headers, X_B3_TRACE_ID)
+        .filter(|t| is_hex(t, 32) || is_hex(t, 16))
+        .map(str::to_ascii_lowercase);
+    let b3_valid = b3_trace.is_some() && text(headers, X_B3_SPAN_ID).is_some_and(|s| is_hex(s, 16));
+    let w3c_trace = text(headers, TRACEPARENT)
+        .and_then(parse_traceparent)
+        .map(|(trace, _)| trace.to_ascii_lowercase());
+
+    // One trace id for both formats: the client's if any, else a new one.
+    let trace = w3c_trace
+        .clone()
+        .or_else(|| b3_trace.clone().filter(|t| t.len() == 32))
+        .or_else(|| b3_trace.clone().map(|t| format!("{t:0>32}")))
+        .unwrap_or_else(|| format!("{trace_id:032x}"));
+
+    if !b3_valid {
+        let b3 = b3_trace.unwrap_or_else(|| trace.clone());
+        if let Ok(v) = HeaderValue::from_str(&b3) {
+            headers.insert(X_B3_TRACE_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&span) {
+            headers.insert(X_B3_SPAN_ID, v);
+        }
+        headers.remove(X_B3_PARENT_SPAN_ID);
+    }
+
+    let flags = text(headers, TRACEPARENT)
+        .filter(|_| w3c_trace.is_some())
+        .and_then(|t| t.trim().rsplit('-').next())
+        .unwrap_or("01")
+        .to_string();
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        headers.insert(TRACEPARENT, v);
+    }
+    let prior: Vec<String> = match w3c_trace {
+        Some(_) => text(headers, TRACESTATE)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty() && !e.starts_with("gorouter="))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut state = format!("gorouter={span}");
+    for entry in prior.iter().take(31) {
+        state.push(',');
+        state.push_str(entry);
+    }
+    if let Ok(v) = HeaderValue::from_str(&state) {
+        headers.insert(TRACESTATE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: u128 = 0x0af7651916cd43dd8448eb211c80319c;
+    const SPAN: u64 = 0xb7ad6b7169203331;
+
+    #[test]
+    fn creates_b3_and_w3c_headers_when_absent() {
+        let mut h = HeaderMap::new();
+        propagate(&mut h, TRACE, SPAN);
+        assert_eq!(h[X_B3_TRACE_ID], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(h[X_B3_SPAN_ID], "b7ad6b7169203331");
+        assert_eq!(
+            h[TRACEPARENT],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(h[TRACESTATE], "gorouter=b7ad6b7169203331");
+    }
+
+    #[test]
+    fn keeps_the_clients_trace_and_makes_a_new_parent() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        h.insert(
+            TRACESTATE,
+            HeaderValue::from_static("gorouter=1111111111111111,congo=t61"),
+        );
+        propagate(&mut h, TRACE, SPAN);
+        assert_eq!(
+            h[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-00"
+        );
+        assert_eq!(h[TRACESTATE], "gorouter=b7ad6b7169203331,congo=t61");
+        assert_eq!(h[X_B3_TRACE_ID], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn keeps_valid_b3_and_replaces_garbage() {
+        let mut h = HeaderMap::new();
+        h.insert(X_B3_TRACE_ID, HeaderValue::from_static("463ac35c9f6413ad"));
+        h.insert(X_B3_SPAN_ID, HeaderValue::from_static("a2fb4a1d1a96d312"));
+        h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        propagate(&mut h, TRACE, SPAN);
+        assert_eq!(h[X_B3_TRACE_ID], "463ac35c9f6413ad");
+        assert_eq!(h[X_B3_SPAN_ID], "a2fb4a1d1a96d312");
+        assert_eq!(
+            h[TRACEPARENT],
+            "00-0000000000000000463ac35c9f6413ad-b7ad6b7169203331-01"
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(X_B3_TRACE_ID, HeaderValue::from_static("not-hex"));
+        propagate(&mut h, TRACE, SPAN);
+        assert_eq!(h[X_B3_TRACE_ID], "0af7651916cd43dd8448eb211c80319c");
+    }
+}

@@ -1,0 +1,183 @@
+//! Fixture `hostile`: an app that attacks its own sandbox on request, for the isolation
+//! tests. Every attack either reports what happened in the response body (`ok` or
+//! `denied: <error>`) or ends the instance in a way the cell must contain.
+//!
+//! - `/` answers `hostile <instance index>`;
+//! - `/membomb` allocates (and touches) 1 MiB chunks until allocation fails;
+//! - `/stack` recurses without end;
+//! - `/spin` busy-loops forever;
+//! - `/write-outside` tries to write outside `/tmp` (and once inside it);
+//! - `/connect?addr=HOST:PORT` opens a TCP connection;
+//! - `/listen?port=N` listens on another port than `$PORT`;
+//! - `/dns?host=NAME` resolves a name;
+//! - `/disk?mb=N` writes N MiB to `/tmp`, then keeps running;
+//! - `/flood?lines=N` prints N lines (default 100,000) as fast as it can;
+//! - `/exit?code=N` exits with status N after responding.
+
+#[path = "../../common/http.rs"]
+mod http;
+
+use std::io::Write as _;
+
+fn main() {
+    let index = http::instance_index();
+    http::serve_exiting_with(|request| handle(&index, request), exit_with_code);
+}
+
+fn handle(index: &str, request: &http::Request) -> http::Response {
+    let (path, query) = request
+        .path
+        .split_once('?')
+        .unwrap_or((request.path.as_str(), ""));
+    let number = |name: &str, default: u64| {
+        param(query, name)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let body = match path {
+        "/membomb" => membomb(),
+        "/stack" => format!("recursed {}\n", recurse(1)),
+        "/spin" => spin(),
+        "/write-outside" => write_outside(),
+        "/connect" => connect(param(query, "addr").unwrap_or("127.0.0.1:80")),
+        "/listen" => listen(u16::try_from(number("port", 1)).unwrap_or(1)),
+        "/dns" => resolve(param(query, "host").unwrap_or("localhost")),
+        "/disk" => fill_disk(number("mb", 1)),
+        "/flood" => flood(number("lines", 100_000)),
+        "/exit" => {
+            let code = i32::try_from(number("code", 1)).unwrap_or(1);
+            let mut response = http::Response::text(format!("exiting with {code}\n"));
+            response.exit_after = Some(code);
+            return response;
+        }
+        _ => format!("hostile {index}\n"),
+    };
+    http::Response::text(body)
+}
+
+/// Exits with `code` itself (mod 256), not just "failure" as `std::process::exit` does
+/// on wasip2.
+#[cfg(target_os = "wasi")]
+fn exit_with_code(code: i32) -> ! {
+    #[link(wasm_import_module = "wasi:cli/exit@0.2.12")]
+    extern "C" {
+        #[link_name = "exit-with-code"]
+        fn exit_with_code(status_code: i32);
+    }
+    // SAFETY: `exit-with-code` takes a u8 (lowered to i32) and never returns.
+    unsafe { exit_with_code(code & 0xff) };
+    std::process::exit(code)
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn exit_with_code(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+/// The value of `name` in a query string (no percent-decoding: the tests need none).
+fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn outcome<T>(result: std::io::Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("denied: {e}"),
+    }
+}
+
+fn membomb() -> String {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touching every page makes the memory real, not just reserved.
+        hoard.push(vec![0xa5; 1 << 20]);
+        eprintln!("holding {} MiB", hoard.len());
+    }
+}
+
+/// Recursion the optimizer cannot turn into a loop; the base case never comes.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let deeper = recurse(std::hint::black_box(depth + 1));
+    std::hint::black_box(deeper.wrapping_add(depth))
+}
+
+fn spin() -> String {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn write_outside() -> String {
+    let targets = [
+        "/etc/passwd",
+        "/app/x",
+        "../x",
+        "/x",
+        "/tmp/../../x",
+        "/tmp/inside",
+    ];
+    targets
+        .iter()
+        .map(|target| {
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(target)
+                .and_then(|mut f| f.write_all(b"pwned\n"));
+            format!("{target}: {}\n", outcome(written))
+        })
+        .collect()
+}
+
+fn connect(addr: &str) -> String {
+    format!("{}\n", outcome(std::net::TcpStream::connect(addr)))
+}
+
+fn listen(port: u16) -> String {
+    format!(
+        "{}\n",
+        outcome(std::net::TcpListener::bind(("0.0.0.0", port)))
+    )
+}
+
+fn resolve(host: &str) -> String {
+    use std::net::ToSocketAddrs as _;
+    match (host, 80).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            format!("ok {}\n", addrs.join(" "))
+        }
+        Err(e) => format!("denied: {e}\n"),
+    }
+}
+
+fn fill_disk(mb: u64) -> String {
+    let chunk = vec![0x5a; 1 << 20];
+    let written = std::fs::File::create("/tmp/fill").and_then(|mut f| {
+        for _ in 0..mb {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    });
+    format!("wrote {mb} MiB: {}\n", outcome(written))
+}
+
+fn flood(lines: u64) -> String {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for i in 0..lines {
+        // Ignore errors: the point is to push, not to be heard.
+        let _ = writeln!(out, "flood line {i}");
+    }
+    let _ = out.flush();
+    format!("flooded {lines}\n")
+}
