@@ -31,7 +31,11 @@ pub fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(1 => "0001_initial");
+const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
+    1 => "0001_initial",
+    2 => "0002_tasks",
+    3 => "0003_roles",
+);
 
 /// A bound query argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -705,6 +709,60 @@ impl Record for Job {
             operation: text(row, "operation")?,
             state: state(row, "state")?,
             errors: json(row, "errors")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A user the controller has seen (guid = UAA user id).
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub guid: String,
+    pub username: String,
+    pub origin: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for UserRecord {
+    const TABLE: &'static str = "users";
+    const COLUMNS: &'static str = "guid, username, origin, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "username"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(UserRecord {
+            guid: text(row, "guid")?,
+            username: text(row, "username")?,
+            origin: text(row, "origin")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An org role (`organization_guid` set) or a space role (`space_guid` set).
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub guid: String,
+    pub role_type: String,
+    pub user_guid: String,
+    pub organization_guid: Option<String>,
+    pub space_guid: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Role {
+    const TABLE: &'static str = "roles";
+    const COLUMNS: &'static str =
+        "guid, type, user_guid, organization_guid, space_guid, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Role {
+            guid: text(row, "guid")?,
+            role_type: text(row, "type")?,
+            user_guid: text(row, "user_guid")?,
+            organization_guid: opt_text(row, "organization_guid")?,
+            space_guid: opt_text(row, "space_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })

@@ -60,6 +60,11 @@ impl ApiError {
         ApiError::NotFound(format!("{resource} not found"))
     }
 
+    /// CF-NotAuthorized with CF's detail.
+    pub fn not_authorized() -> ApiError {
+        ApiError::NotAuthorized("You are not authorized to perform the requested action".into())
+    }
+
     pub fn unprocessable(detail: impl Into<String>) -> ApiError {
         ApiError::Unprocessable(detail.into())
     }

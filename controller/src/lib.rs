@@ -1,6 +1,6 @@
 //! Cloud Controller: the CF V3 API (orgs, spaces, apps, packages, builds, droplets,
 //! processes, routes), the blobstore, and the bridge to Diego: staging tasks, and
-//! desired LRPs kept in sync with the apps (nsync).
+//! desired LRPs kept in sync with the apps (nsync), and tasks (`cf run-task`).
 
 mod api;
 mod auth;
@@ -11,6 +11,7 @@ mod logs;
 mod nsync;
 mod signed_urls;
 mod staging;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,12 +125,13 @@ impl Controller {
             ))
     }
 
-    /// Staging completion and nsync bulk sync, until cancelled.
+    /// Staging completion, task state tracking and nsync bulk sync, until cancelled.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let staging = tokio::spawn(staging::run(self.clone(), cancel.clone()));
+        let tasks = tokio::spawn(tasks::run(self.clone(), cancel.clone()));
         let nsync = tokio::spawn(nsync::run(self.clone(), cancel));
         tokio::spawn(async move {
-            let _ = tokio::join!(staging, nsync);
+            let _ = tokio::join!(staging, tasks, nsync);
         })
     }
 

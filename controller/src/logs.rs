@@ -1,5 +1,6 @@
 //! Who may read which app's logs from the log cache: a valid token may read the logs
-//! of an app in a space its user can access; admins read everything.
+//! of an app in a space its user can see (any role there); admins and global auditors
+//! read everything.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use wf_loggregator::{AccessDecision, SourceAuthorizer};
 
 use crate::auth::User;
 use crate::db::App;
+use crate::error::ApiError;
 use crate::Controller;
 
 pub struct LogAccess {
@@ -20,10 +22,15 @@ impl LogAccess {
     }
 
     async fn decide(&self, authorization: Option<&str>, source_id: &str) -> AccessDecision {
-        let Ok(user) = User::from_header(&self.controller.verifier, authorization) else {
-            return AccessDecision::Unauthenticated;
+        let user = match User::authenticate(&self.controller, authorization).await {
+            Ok(user) => user,
+            Err(ApiError::Internal(e)) => {
+                tracing::warn!(error = %e, "cannot check log access");
+                return AccessDecision::Denied;
+            }
+            Err(_) => return AccessDecision::Unauthenticated,
         };
-        if user.claims.is_admin() {
+        if user.sees_everything() {
             return AccessDecision::Allowed;
         }
         match self.controller.db.get::<App>(source_id).await {

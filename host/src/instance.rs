@@ -351,7 +351,7 @@ pub async fn run_once(
         ],
     );
     let spec = RunSpec {
-        args: vec![start_command(action, &droplet)],
+        args: command_args(&start_command(action, &droplet)),
         env,
         app_dir: droplet.app_dir(),
         tmp_dir: tmp.path().to_path_buf(),
@@ -388,6 +388,17 @@ fn start_command(action: &RunAction, droplet: &Droplet) -> String {
         .get("web")
         .cloned()
         .unwrap_or_else(|| droplet.metadata.wasm.clone())
+}
+
+/// A task's WASI args: its command split on whitespace (`app.wasm migrate --all` runs
+/// the droplet's module with argv `["app.wasm", "migrate", "--all"]`); never empty.
+fn command_args(command: &str) -> Vec<String> {
+    let args: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    if args.is_empty() {
+        vec![command.to_string()]
+    } else {
+        args
+    }
 }
 
 /// The action's env with the platform's variables on top (apps cannot override them).
@@ -606,6 +617,13 @@ impl PortAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_commands_become_args() {
+        assert_eq!(command_args("app.wasm  task x"), ["app.wasm", "task", "x"]);
+        assert_eq!(command_args("app.wasm"), ["app.wasm"]);
+        assert_eq!(command_args(""), [""]);
+    }
 
     #[test]
     fn platform_variables_win_over_the_apps() {

@@ -143,6 +143,27 @@ impl Platform {
         wf
     }
 
+    /// Creates UAA user `username` through SCIM `/Users` with `admin`'s token (which
+    /// holds scim.write); returns the user's id (their guid in the controller).
+    pub fn create_uaa_user(&self, admin: &Wf, username: &str, password: &str) -> String {
+        let body = serde_json::json!({
+            "userName": username,
+            "password": password,
+            "emails": [{"value": format!("{username}@example.test"), "primary": true}],
+        });
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/Users", self.api_url))
+            .header("Authorization", admin.token())
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .expect("SCIM create user");
+        let status = resp.status().as_u16();
+        let user: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+        assert_eq!(status, 201, "creating UAA user {username}: {user}");
+        user["id"].as_str().expect("SCIM user id").to_string()
+    }
+
     /// GET `path` on the app at `host` (without the apps domain) through the router.
     pub fn get(&self, host: &str, path: &str) -> HttpResponse {
         http_get(self.router_addr, &format!("{host}.{APPS_DOMAIN}"), path)
@@ -201,6 +222,35 @@ impl Wf {
     pub fn login(&self, platform: &Platform) {
         self.ok(&["api", &platform.api_url]);
         self.ok(&["auth", "admin", ADMIN_PASSWORD]);
+    }
+
+    /// Points at `platform` and logs in as `user` (a UAA user, e.g. from
+    /// [`Platform::create_uaa_user`]).
+    pub fn login_as(&self, platform: &Platform, user: &str, password: &str) {
+        self.ok(&["api", &platform.api_url]);
+        self.ok(&["auth", user, password]);
+    }
+
+    /// A raw API request with this user's token, as any CF client could send it;
+    /// returns the status and the JSON body (`null` if there is none).
+    pub fn api(
+        &self,
+        platform: &Platform,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let mut req = reqwest::blocking::Client::new()
+            .request(method, format!("{}{path}", platform.api_url))
+            .header("Authorization", self.token())
+            .timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().expect("API request");
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(serde_json::Value::Null))
     }
 
     /// Pushes fixture app `fixture` as `name`; returns the push output.

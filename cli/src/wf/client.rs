@@ -260,7 +260,8 @@ impl Client {
         Ok(RootInfo::from_json(&root))
     }
 
-    fn uaa_url(&self) -> Result<String, ClientError> {
+    /// The UAA URL: the root's `login` link, else the API endpoint.
+    pub fn uaa_url(&self) -> Result<String, ClientError> {
         match &self.config.uaa {
             Some(url) => Ok(url.clone()),
             None => Ok(self.api_url()?.to_string()),

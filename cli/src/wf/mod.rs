@@ -139,6 +139,46 @@ pub enum Command {
         key: String,
         value: String,
     },
+    /// Create a new user in UAA
+    CreateUser { username: String, password: String },
+    /// Assign an org role to a user (OrgManager, BillingManager, OrgAuditor, OrgUser)
+    SetOrgRole {
+        username: String,
+        org: String,
+        role: String,
+    },
+    /// Assign a space role to a user (SpaceManager, SpaceDeveloper, SpaceAuditor,
+    /// SpaceSupporter); the user also becomes an org user of the space's org
+    SetSpaceRole {
+        username: String,
+        org: String,
+        space: String,
+        role: String,
+    },
+    /// Run a one-off task on an app's current droplet
+    RunTask {
+        name: String,
+        /// The command to run (default: the app's start command)
+        #[arg(short = 'c', long)]
+        command: Option<String>,
+        /// Name of the task (default: a random name)
+        #[arg(long = "name")]
+        task_name: Option<String>,
+        /// Memory limit (e.g. 256M, 1G)
+        #[arg(short = 'm')]
+        memory: Option<String>,
+        /// Disk limit (e.g. 256M, 1G)
+        #[arg(short = 'k')]
+        disk: Option<String>,
+    },
+    /// List the tasks of an app
+    Tasks { name: String },
+    /// Terminate a running task of an app
+    TerminateTask {
+        name: String,
+        /// The task's id, as `wf tasks` shows it
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +240,7 @@ pub fn run(command: Command) -> Result<(), Error> {
     let config = Config::load(&path)?;
     let mut client = Client::new(config, path)?;
     let c = &mut client;
-    use commands::{apps, curl, logs, orgs, push, routes, session};
+    use commands::{apps, curl, logs, orgs, push, routes, session, tasks, users};
     match command {
         Command::Api { url } => session::api(c, url),
         Command::Auth { username, password } => session::auth(c, &username, &password),
@@ -238,6 +278,27 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Routes => routes::routes(c),
         Command::Env { name } => apps::env(c, &name),
         Command::SetEnv { name, key, value } => apps::set_env(c, &name, &key, &value),
+        Command::RunTask {
+            name,
+            command,
+            task_name,
+            memory,
+            disk,
+        } => tasks::run_task(c, &name, command, task_name, memory, disk),
+        Command::Tasks { name } => tasks::tasks(c, &name),
+        Command::CreateUser { username, password } => users::create_user(c, &username, &password),
+        Command::SetOrgRole {
+            username,
+            org,
+            role,
+        } => users::set_org_role(c, &username, &org, &role),
+        Command::SetSpaceRole {
+            username,
+            org,
+            space,
+            role,
+        } => users::set_space_role(c, &username, &org, &space, &role),
+        Command::TerminateTask { name, id } => tasks::terminate_task(c, &name, id),
     }
 }
 
@@ -284,5 +345,24 @@ mod tests {
         assert!(Cli::try_parse_from(["wf", "scale", "x", "-i", "-1"]).is_err());
         assert!(Cli::try_parse_from(["wf", "oauth-token"]).is_ok());
         assert!(Cli::try_parse_from(["wf", "set-env", "a", "K", "V"]).is_ok());
+        let cli = Cli::try_parse_from([
+            "wf",
+            "run-task",
+            "hello",
+            "--command",
+            "app.wasm task",
+            "--name",
+            "t1",
+            "-m",
+            "64M",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::RunTask { ref command, ref task_name, .. }
+                if command.as_deref() == Some("app.wasm task") && task_name.as_deref() == Some("t1")
+        ));
+        assert!(Cli::try_parse_from(["wf", "terminate-task", "hello", "1"]).is_ok());
+        assert!(Cli::try_parse_from(["wf", "terminate-task", "hello", "x"]).is_err());
     }
 }

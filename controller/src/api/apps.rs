@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    cf_time, created, finished_job, href, load_app, load_space, metadata, ok, paginated,
-    relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
+    cf_time, created, finished_job, href, load_app, load_app_for_write, load_app_secrets,
+    load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl, JsonBody,
+    ListParams,
 };
-use crate::auth::User;
+use crate::auth::{Access, User};
 use crate::db::{
     self, App, AppState, Arg, Build, BuildState, Droplet, DropletState, Filter, Package, Process,
 };
@@ -115,8 +116,9 @@ fn validate_env(vars: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    let filter = params.filter(Filter::new(), "names", "name");
+pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_spaces(Filter::new(), "space_guid");
+    let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "space_guids", "space_guid");
     let filter = params.filter_in(
@@ -141,7 +143,11 @@ pub async fn create(
     }
     let space_guid = relationship_guid(&json!({"relationships": body.relationships}), "space");
     let space = match space_guid {
-        Some(guid) => load_space(&controller, &user, &guid).await.ok(),
+        Some(guid) => match load_space_to(&controller, &user, &guid, Access::Develop).await {
+            Ok(space) => Some(space),
+            Err(e @ ApiError::NotAuthorized(_)) => return Err(e),
+            Err(_) => None,
+        },
         None => None,
     };
     let Some(space) = space else {
@@ -222,7 +228,7 @@ pub async fn update(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_for_write(&controller, &user, &guid).await?;
     let mut changes = Vec::new();
     if let Some(name) = body.name {
         let name = name.trim().to_string();
@@ -259,7 +265,7 @@ pub async fn update(
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_for_write(&controller, &user, &guid).await?;
     delete_app(&controller, &app).await?;
     finished_job(&controller, "app.delete").await
 }
@@ -317,7 +323,7 @@ async fn set_state(
     state: AppState,
     fresh: bool,
 ) -> ApiResult {
-    let app = load_app(controller, user, guid).await?;
+    let app = load_app_for_write(controller, user, guid).await?;
     if state == AppState::Started && app.droplet_guid.is_none() {
         return Err(ApiError::unprocessable(
             "Assign a droplet before starting this app.",
@@ -381,7 +387,7 @@ pub async fn set_current_droplet(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_for_write(&controller, &user, &guid).await?;
     let droplet_guid = body
         .pointer("/data/guid")
         .and_then(Value::as_str)
@@ -425,7 +431,7 @@ pub async fn current_droplet(
 }
 
 pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_secrets(&controller, &user, &guid).await?;
     let process = controller
         .db
         .find::<Process>(Filter::new().eq("app_guid", &app.guid).eq("type", "web"))
@@ -458,7 +464,7 @@ pub async fn environment_variables(
     user: User,
     Path(guid): Path<String>,
 ) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_secrets(&controller, &user, &guid).await?;
     Ok(ok(present_env_vars(&controller, &app)))
 }
 
@@ -475,7 +481,7 @@ pub async fn update_environment_variables(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<EnvVarsBody>,
 ) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
+    let app = load_app_for_write(&controller, &user, &guid).await?;
     validate_env(&body.var)?;
     let mut vars = app.environment_variables.clone();
     for (name, value) in body.var {

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use super::apps::{LifecycleBody, STACK};
 use super::packages::load_package;
 use super::{
-    cf_time, created, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody,
-    ListParams,
+    cf_time, created, href, load_app, load_app_for_write, metadata, ok, paginated, to_one,
+    ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::auth::User;
 use crate::db::{self, Arg, Build, BuildState, Droplet, DropletState, Filter, PackageState};
@@ -102,8 +102,9 @@ async fn list_builds_filtered(
     Ok(paginated(controller, params, total, resources))
 }
 
-pub async fn list_builds(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    list_builds_filtered(&controller, &params, Filter::new()).await
+pub async fn list_builds(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_apps(Filter::new(), "app_guid");
+    list_builds_filtered(&controller, &params, filter).await
 }
 
 pub async fn list_builds_for_app(
@@ -167,7 +168,7 @@ pub async fn create_build(
             package.state.as_str()
         )));
     }
-    let app = load_app(&controller, &user, &package.app_guid).await?;
+    let app = load_app_for_write(&controller, &user, &package.app_guid).await?;
     let buildpacks = match &body.lifecycle {
         Some(lifecycle) => lifecycle
             .buildpacks()?
@@ -260,8 +261,9 @@ async fn list_droplets_filtered(
     Ok(paginated(controller, params, total, resources))
 }
 
-pub async fn list_droplets(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    list_droplets_filtered(&controller, &params, Filter::new()).await
+pub async fn list_droplets(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_apps(Filter::new(), "app_guid");
+    list_droplets_filtered(&controller, &params, filter).await
 }
 
 pub async fn list_droplets_for_app(

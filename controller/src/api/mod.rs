@@ -1,4 +1,4 @@
-//! The CF V3 API: its routes, the request extractors every handler shares (JSON
+//! The CF V3 API (tasks included): its routes, the request extractors every handler shares (JSON
 //! bodies, list parameters), CF's pagination, and the pieces of the resource shapes
 //! (links, timestamps, metadata, relationships).
 
@@ -7,8 +7,10 @@ mod builds;
 mod orgs;
 mod packages;
 mod processes;
+mod roles;
 mod root;
 mod routes;
+mod tasks;
 
 pub use apps::STACK;
 pub use routes::{route_url, APP_PORT};
@@ -25,7 +27,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::auth::User;
+use crate::auth::{Access, User};
 use crate::db::{self, App, Filter, JobState, Page, Space};
 use crate::error::ApiError;
 use crate::Controller;
@@ -141,6 +143,17 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/routes/{guid}/destinations/{destination_guid}",
             delete(routes::remove_destination),
         )
+        .route("/v3/roles", get(roles::list).post(roles::create))
+        .route("/v3/roles/{guid}", get(roles::show).delete(roles::delete))
+        .route("/v3/users", get(roles::list_users))
+        .route("/v3/users/{guid}", get(roles::show_user))
+        .route(
+            "/v3/apps/{guid}/tasks",
+            get(tasks::list_for_app).post(tasks::create),
+        )
+        .route("/v3/tasks", get(tasks::list))
+        .route("/v3/tasks/{guid}", get(tasks::show))
+        .route("/v3/tasks/{guid}/actions/cancel", post(tasks::cancel))
         .route("/v3/domains", get(routes::list_domains))
         .route("/v3/domains/{guid}", get(routes::show_domain))
         .with_state(controller)
@@ -353,20 +366,68 @@ pub fn relationship_guid(body: &Value, name: &str) -> Option<String> {
 
 // --- loading with authorization ---
 
+/// A space the user can see (else 404).
 pub async fn load_space(
     controller: &Controller,
     user: &User,
     guid: &str,
 ) -> Result<Space, ApiError> {
+    load_space_to(controller, user, guid, Access::Read).await
+}
+
+/// A space the user may do `access` in: 404 if they cannot see it, 403 if they see
+/// it but may not.
+pub async fn load_space_to(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+    access: Access,
+) -> Result<Space, ApiError> {
     match controller.db.get::<Space>(guid).await? {
-        Some(space) if user.can_access_space(&space.guid) => Ok(space),
+        Some(space) if user.can_access_space(&space.guid) => {
+            user.require_in_space(&space.guid, access)?;
+            Ok(space)
+        }
         _ => Err(ApiError::not_found("Space")),
     }
 }
 
+/// An app the user can see (else 404).
 pub async fn load_app(controller: &Controller, user: &User, guid: &str) -> Result<App, ApiError> {
+    load_app_to(controller, user, guid, Access::Read).await
+}
+
+/// An app the user may change (space_developer): 404 if they cannot see it, 403 if
+/// they see it but may not change it.
+pub async fn load_app_for_write(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<App, ApiError> {
+    load_app_to(controller, user, guid, Access::Develop).await
+}
+
+/// An app whose environment the user may read (space developers, admins and global
+/// auditors): 404 if they cannot see it, 403 if they may not.
+pub async fn load_app_secrets(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<App, ApiError> {
+    load_app_to(controller, user, guid, Access::ReadSecrets).await
+}
+
+async fn load_app_to(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+    access: Access,
+) -> Result<App, ApiError> {
     match controller.db.get::<App>(guid).await? {
-        Some(app) if user.can_access_space(&app.space_guid) => Ok(app),
+        Some(app) if user.can_access_space(&app.space_guid) => {
+            user.require_in_space(&app.space_guid, access)?;
+            Ok(app)
+        }
         _ => Err(ApiError::not_found("App")),
     }
 }

@@ -1,15 +1,16 @@
 //! Organizations and spaces. Deleting one deletes everything in it (spaces, apps and
-//! their LRPs, routes).
+//! their LRPs, routes, roles). Only admins create and delete orgs; org managers manage
+//! their org's spaces; users see only the orgs and spaces they have a role in.
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    cf_time, created, finished_job, href, load_space, metadata, ok, paginated, relationship_guid,
-    to_one, ApiResult, Ctl, JsonBody, ListParams,
+    cf_time, created, finished_job, href, load_space, load_space_to, metadata, ok, paginated,
+    relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::auth::User;
+use crate::auth::{Access, User};
 use crate::db::{self, App, Arg, Filter, Org, Route, Space};
 use crate::error::ApiError;
 use crate::Controller;
@@ -79,16 +80,32 @@ fn present_space(controller: &Controller, space: &Space) -> Value {
     })
 }
 
-async fn load_org(controller: &Controller, guid: &str) -> Result<Org, ApiError> {
+/// An org the user can see (else 404).
+async fn load_org(controller: &Controller, user: &User, guid: &str) -> Result<Org, ApiError> {
     controller
         .db
         .get::<Org>(guid)
         .await?
+        .filter(|org| user.can_see_org(&org.guid))
         .ok_or_else(|| ApiError::not_found("Organization"))
 }
 
-pub async fn list_orgs(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    let filter = params.filter(Filter::new(), "names", "name");
+/// An org the user may manage: 404 if they cannot see it, 403 if they may not.
+async fn load_org_to_manage(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<Org, ApiError> {
+    let org = load_org(controller, user, guid).await?;
+    if !user.can_manage_org(&org.guid) {
+        return Err(ApiError::not_authorized());
+    }
+    Ok(org)
+}
+
+pub async fn list_orgs(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_orgs(Filter::new(), "guid");
+    let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let (total, orgs) = controller.db.list::<Org>(filter, &params.page).await?;
     let resources = orgs.iter().map(|o| present_org(&controller, o)).collect();
@@ -97,9 +114,10 @@ pub async fn list_orgs(State(controller): Ctl, _user: User, params: ListParams) 
 
 pub async fn create_org(
     State(controller): Ctl,
-    _user: User,
+    user: User,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
+    user.require_admin()?;
     let name = valid_name(body.name, "Organization")?;
     let exists = |name: &str| format!("Organization '{name}' already exists.");
     if !controller
@@ -131,22 +149,22 @@ pub async fn create_org(
         }
         other => other?,
     }
-    let org = load_org(&controller, &guid).await?;
+    let org = load_org(&controller, &user, &guid).await?;
     Ok(created(present_org(&controller, &org)))
 }
 
-pub async fn show_org(State(controller): Ctl, _user: User, Path(guid): Path<String>) -> ApiResult {
-    let org = load_org(&controller, &guid).await?;
+pub async fn show_org(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let org = load_org(&controller, &user, &guid).await?;
     Ok(ok(present_org(&controller, &org)))
 }
 
 pub async fn update_org(
     State(controller): Ctl,
-    _user: User,
+    user: User,
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
-    let org = load_org(&controller, &guid).await?;
+    let org = load_org_to_manage(&controller, &user, &guid).await?;
     if body.name.is_some() {
         let name = valid_name(body.name, "Organization")?;
         let clash = controller
@@ -163,16 +181,13 @@ pub async fn update_org(
             .update("organizations", &guid, vec![("name", name.into())])
             .await?;
     }
-    let org = load_org(&controller, &guid).await?;
+    let org = load_org(&controller, &user, &guid).await?;
     Ok(ok(present_org(&controller, &org)))
 }
 
-pub async fn delete_org(
-    State(controller): Ctl,
-    _user: User,
-    Path(guid): Path<String>,
-) -> ApiResult {
-    let org = load_org(&controller, &guid).await?;
+pub async fn delete_org(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let org = load_org(&controller, &user, &guid).await?;
+    user.require_admin()?;
     for space in controller
         .db
         .find::<Space>(Filter::new().eq("organization_guid", &org.guid))
@@ -180,6 +195,10 @@ pub async fn delete_org(
     {
         delete_space_contents(&controller, &space).await?;
     }
+    controller
+        .db
+        .delete_where("roles", Filter::new().eq("organization_guid", &org.guid))
+        .await?;
     controller
         .db
         .delete_where("organizations", Filter::new().eq("guid", &org.guid))
@@ -194,8 +213,9 @@ pub struct CreateSpace {
     relationships: Value,
 }
 
-pub async fn list_spaces(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    let filter = params.filter(Filter::new(), "names", "name");
+pub async fn list_spaces(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_spaces(Filter::new(), "guid");
+    let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "organization_guids", "organization_guid");
     let (total, spaces) = controller.db.list::<Space>(filter, &params.page).await?;
@@ -208,7 +228,7 @@ pub async fn list_spaces(State(controller): Ctl, _user: User, params: ListParams
 
 pub async fn create_space(
     State(controller): Ctl,
-    _user: User,
+    user: User,
     JsonBody(body): JsonBody<CreateSpace>,
 ) -> ApiResult {
     let name = valid_name(body.name, "Space")?;
@@ -220,11 +240,14 @@ pub async fn create_space(
         Some(guid) => controller.db.get::<Org>(&guid).await?,
         None => None,
     };
-    let Some(org) = org else {
+    let Some(org) = org.filter(|org| user.can_see_org(&org.guid)) else {
         return Err(ApiError::unprocessable(
             "Invalid organization. Ensure the organization exists and you have access to it.",
         ));
     };
+    if !user.can_manage_org(&org.guid) {
+        return Err(ApiError::not_authorized());
+    }
     let exists = |name: &str| format!("Space '{name}' already exists.");
     let same_name = Filter::new()
         .eq("organization_guid", &org.guid)
@@ -272,7 +295,7 @@ pub async fn update_space(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
-    let space = load_space(&controller, &user, &guid).await?;
+    let space = load_space_to(&controller, &user, &guid, Access::Manage).await?;
     if body.name.is_some() {
         let name = valid_name(body.name, "Space")?;
         let same_name = Filter::new()
@@ -299,6 +322,9 @@ pub async fn delete_space(
     Path(guid): Path<String>,
 ) -> ApiResult {
     let space = load_space(&controller, &user, &guid).await?;
+    if !user.can_manage_org(&space.organization_guid) {
+        return Err(ApiError::not_authorized());
+    }
     delete_space_contents(&controller, &space).await?;
     finished_job(&controller, "space.delete").await
 }
@@ -319,6 +345,10 @@ async fn delete_space_contents(controller: &Controller, space: &Space) -> Result
     {
         super::routes::delete_route(controller, &route).await?;
     }
+    controller
+        .db
+        .delete_where("roles", Filter::new().eq("space_guid", &space.guid))
+        .await?;
     controller
         .db
         .delete_where("spaces", Filter::new().eq("guid", &space.guid))

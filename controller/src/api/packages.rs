@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    cf_time, created, href, load_app, metadata, ok, paginated, relationship_guid, to_one,
-    ApiResult, Ctl, JsonBody, ListParams,
+    cf_time, created, href, load_app, load_app_for_write, metadata, ok, paginated,
+    relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::auth::User;
 use crate::blobstore::{self, BitsError};
@@ -74,8 +74,13 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
     Ok(paginated(controller, params, total, resources))
 }
 
-pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    list_filtered(&controller, &params, Filter::new()).await
+pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    list_filtered(
+        &controller,
+        &params,
+        user.scope_apps(Filter::new(), "app_guid"),
+    )
+    .await
 }
 
 pub async fn list_for_app(
@@ -117,7 +122,11 @@ pub async fn create(
     }
     let app_guid = relationship_guid(&json!({"relationships": body.relationships}), "app");
     let app = match app_guid {
-        Some(guid) => load_app(&controller, &user, &guid).await.ok(),
+        Some(guid) => match load_app_for_write(&controller, &user, &guid).await {
+            Ok(app) => Some(app),
+            Err(e @ ApiError::NotAuthorized(_)) => return Err(e),
+            Err(_) => None,
+        },
         None => None,
     };
     let Some(app) = app else {
@@ -162,6 +171,7 @@ pub async fn upload(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult {
     let package = load_package(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &package.app_guid).await?;
     let mut multipart = multipart.map_err(|e| ApiError::MessageParse(e.body_text()))?;
     let tmp = controller.blobs.temp_path();
     let received = receive_bits(&controller, &mut multipart, &tmp).await;

@@ -11,7 +11,7 @@ use wf_bbs::{ActualLrp, ActualLrpFilter, ActualLrpState};
 use super::{
     cf_time, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::auth::User;
+use crate::auth::{Access, User};
 use crate::db::{App, AppState, Arg, Filter, Process};
 use crate::error::ApiError;
 use crate::{nsync, Controller};
@@ -106,8 +106,13 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
     Ok(paginated(controller, params, total, resources))
 }
 
-pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    list_filtered(&controller, &params, Filter::new()).await
+pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    list_filtered(
+        &controller,
+        &params,
+        user.scope_apps(Filter::new(), "app_guid"),
+    )
+    .await
 }
 
 pub async fn list_for_app(
@@ -227,7 +232,8 @@ pub async fn scale(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let (process, _) = load_process(&controller, &user, &guid).await?;
+    let (process, app) = load_process(&controller, &user, &guid).await?;
+    user.require_in_space(&app.space_guid, Access::Develop)?;
     scale_process(&controller, process, &body).await
 }
 
@@ -237,7 +243,8 @@ pub async fn scale_for_app(
     Path((guid, process_type)): Path<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    user.require_in_space(&app.space_guid, Access::Develop)?;
     scale_process(&controller, process, &body).await
 }
 
@@ -283,7 +290,8 @@ pub async fn update(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let (process, _) = load_process(&controller, &user, &guid).await?;
+    let (process, app) = load_process(&controller, &user, &guid).await?;
+    user.require_in_space(&app.space_guid, Access::Develop)?;
     update_process(&controller, process, &body).await
 }
 
@@ -293,7 +301,8 @@ pub async fn update_for_app(
     Path((guid, process_type)): Path<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
+    user.require_in_space(&app.space_guid, Access::Develop)?;
     update_process(&controller, process, &body).await
 }
 

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    cf_time, created, finished_job, href, load_app, load_space, metadata, ok, paginated,
+    cf_time, created, finished_job, href, load_app, load_space_to, metadata, ok, paginated,
     relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::auth::User;
+use crate::auth::{Access, User};
 use crate::db::{self, Arg, Destination, Domain, Filter, Route};
 use crate::error::ApiError;
 use crate::{nsync, Controller};
@@ -151,8 +151,13 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
     Ok(paginated(controller, params, total, resources))
 }
 
-pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    list_filtered(&controller, &params, Filter::new()).await
+pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    list_filtered(
+        &controller,
+        &params,
+        user.scope_spaces(Filter::new(), "space_guid"),
+    )
+    .await
 }
 
 pub async fn list_for_app(
@@ -220,7 +225,11 @@ pub async fn create(
     }
     let relationships = json!({"relationships": body.relationships});
     let space = match relationship_guid(&relationships, "space") {
-        Some(guid) => load_space(&controller, &user, &guid).await.ok(),
+        Some(guid) => match load_space_to(&controller, &user, &guid, Access::Develop).await {
+            Ok(space) => Some(space),
+            Err(e @ ApiError::NotAuthorized(_)) => return Err(e),
+            Err(_) => None,
+        },
         None => None,
     };
     let Some(space) = space else {
@@ -282,6 +291,7 @@ pub async fn create(
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
+    user.require_in_space(&route.space_guid, Access::Develop)?;
     delete_route(&controller, &route).await?;
     finished_job(&controller, "route.delete").await
 }
@@ -430,6 +440,7 @@ pub async fn add_destinations(
     JsonBody(body): JsonBody<DestinationsBody>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
+    user.require_in_space(&route.space_guid, Access::Develop)?;
     let wanted = wanted_destinations(&controller, &user, &route, body).await?;
     let existing: Vec<Destination> = controller
         .db
@@ -463,6 +474,7 @@ pub async fn replace_destinations(
     JsonBody(body): JsonBody<DestinationsBody>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
+    user.require_in_space(&route.space_guid, Access::Develop)?;
     let wanted = wanted_destinations(&controller, &user, &route, body).await?;
     let existing: Vec<Destination> = controller
         .db
@@ -494,6 +506,7 @@ pub async fn remove_destination(
     Path((guid, destination_guid)): Path<(String, String)>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
+    user.require_in_space(&route.space_guid, Access::Develop)?;
     let destination = controller
         .db
         .get::<Destination>(&destination_guid)

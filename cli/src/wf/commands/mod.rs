@@ -8,6 +8,8 @@ pub mod orgs;
 pub mod push;
 pub mod routes;
 pub mod session;
+pub mod tasks;
+pub mod users;
 
 use std::io::BufRead as _;
 
