@@ -97,6 +97,32 @@ impl AppContext {
         })
     }
 
+    /// The environment the app's instances and tasks run with: `VCAP_APPLICATION`,
+    /// `VCAP_SERVICES` and the app's own variables.
+    pub fn running_env(&self, process: Option<&Process>) -> Vec<EnvVar> {
+        let mut env = vec![
+            EnvVar {
+                name: "VCAP_APPLICATION".into(),
+                value: self.vcap_application(process).to_string(),
+            },
+            EnvVar {
+                name: "VCAP_SERVICES".into(),
+                value: "{}".into(),
+            },
+        ];
+        for (name, value) in &self.app.environment_variables {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            env.push(EnvVar {
+                name: name.clone(),
+                value,
+            });
+        }
+        env
+    }
+
     /// `VCAP_APPLICATION` (the cell adds the per-instance fields).
     pub fn vcap_application(&self, process: Option<&Process>) -> Value {
         let (space_id, space_name) = self
@@ -169,26 +195,7 @@ fn build_lrp(
     checksum: String,
 ) -> DesiredLrp {
     let app = &context.app;
-    let mut env = vec![
-        EnvVar {
-            name: "VCAP_APPLICATION".into(),
-            value: context.vcap_application(Some(process)).to_string(),
-        },
-        EnvVar {
-            name: "VCAP_SERVICES".into(),
-            value: "{}".into(),
-        },
-    ];
-    for (name, value) in &app.environment_variables {
-        let value = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        env.push(EnvVar {
-            name: name.clone(),
-            value,
-        });
-    }
+    let env = context.running_env(Some(process));
     let command = process
         .command
         .clone()

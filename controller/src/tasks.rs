@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
 use tokio::sync::broadcast::error::RecvError;
@@ -142,27 +141,7 @@ async fn task_env(controller: &Controller, app: &App) -> Result<Vec<EnvVar>, sql
         .into_iter()
         .next();
     let context = AppContext::load(controller, app.clone()).await?;
-    let mut env = vec![
-        EnvVar {
-            name: "VCAP_APPLICATION".into(),
-            value: context.vcap_application(web.as_ref()).to_string(),
-        },
-        EnvVar {
-            name: "VCAP_SERVICES".into(),
-            value: "{}".into(),
-        },
-    ];
-    for (name, value) in &app.environment_variables {
-        let value = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        env.push(EnvVar {
-            name: name.clone(),
-            value,
-        });
-    }
-    Ok(env)
+    Ok(context.running_env(web.as_ref()))
 }
 
 /// Desires the BBS task of `task` (running `droplet`, whose checksum is `checksum`); if
