@@ -11,6 +11,7 @@ mod logs;
 mod nsync;
 mod signed_urls;
 mod staging;
+mod task_follower;
 mod tasks;
 
 use std::path::PathBuf;
@@ -127,8 +128,14 @@ impl Controller {
 
     /// Staging completion, task state tracking and nsync bulk sync, until cancelled.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let staging = tokio::spawn(staging::run(self.clone(), cancel.clone()));
-        let tasks = tokio::spawn(tasks::run(self.clone(), cancel.clone()));
+        let staging = tokio::spawn(task_follower::follow::<staging::Staging>(
+            self.clone(),
+            cancel.clone(),
+        ));
+        let tasks = tokio::spawn(task_follower::follow::<tasks::CfTasks>(
+            self.clone(),
+            cancel.clone(),
+        ));
         let nsync = tokio::spawn(nsync::run(self.clone(), cancel));
         tokio::spawn(async move {
             let _ = tokio::join!(staging, tasks, nsync);

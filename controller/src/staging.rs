@@ -5,28 +5,20 @@
 //! outcome on the build and its droplet, and deletes the task.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 use wf_bbs::{
-    BbsEvent, EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState,
-    CF_STAGING_DOMAIN,
+    EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState, CF_STAGING_DOMAIN,
 };
 
 use crate::blobstore::BlobError;
 use crate::db::{self, App, Arg, Build, BuildState, DropletState, Filter};
 use crate::error::ApiError;
 use crate::signed_urls::{self, droplet_upload_path, package_download_path};
+use crate::task_follower::{TaskFollower, LOST_TASK_GRACE_SECS};
 use crate::Controller;
 
 /// How long a staging task's package and upload URLs stay valid.
 const STAGING_URL_VALIDITY_SECS: i64 = 24 * 3600;
-/// How often STAGING builds are checked against the BBS.
-const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
-/// A STAGING build whose task the BBS does not know after this long has lost it.
-const LOST_TASK_GRACE_SECS: i64 = 30;
 
 /// Desires the staging task of `build`; if the BBS refuses it, the build fails.
 pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<(), ApiError> {
@@ -282,31 +274,22 @@ async fn rescan(controller: &Controller) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
-    let mut events = controller.bbs.subscribe();
-    let mut events_open = true;
-    let mut ticker = tokio::time::interval(RESCAN_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = rescan(&controller).await {
-                    tracing::warn!(error = %e, "staging rescan failed");
-                }
-            }
-            event = events.recv(), if events_open => match event {
-                Ok(BbsEvent::TaskChanged { after, .. })
-                    if after.domain == CF_STAGING_DOMAIN && after.state == TaskState::Completed =>
-                {
-                    if let Err(e) = complete(&controller, &after).await {
-                        tracing::warn!(task = %after.task_guid, error = %e, "cannot record staging result");
-                    }
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                // The BBS stopped publishing: the rescans carry on alone.
-                Err(RecvError::Closed) => events_open = false,
-            },
+/// Staging: a build follows its staging task in `cf-app-staging`.
+pub(crate) struct Staging;
+
+impl TaskFollower for Staging {
+    const DOMAIN: &'static str = CF_STAGING_DOMAIN;
+    const WHAT: &'static str = "staging";
+
+    async fn rescan(controller: &Controller) -> Result<(), ApiError> {
+        rescan(controller).await
+    }
+
+    async fn changed(controller: &Controller, task: &Task) -> Result<(), sqlx::Error> {
+        if task.state == TaskState::Completed {
+            complete(controller, task).await
+        } else {
+            Ok(())
         }
     }
 }

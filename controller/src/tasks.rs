@@ -5,28 +5,19 @@
 //! becomes RUNNING, a completed one SUCCEEDED or FAILED (with the cell's failure
 //! reason), and the BBS task is then deleted.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use sqlx::any::AnyRow;
 use sqlx::Row as _;
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 use wf_bbs::{
-    BbsEvent, EnvVar, RunAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState,
-    CF_TASKS_DOMAIN,
+    EnvVar, RunAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState, CF_TASKS_DOMAIN,
 };
 
 use crate::db::{self, App, Arg, Droplet, Filter, Process, Record};
 use crate::error::ApiError;
 use crate::nsync::AppContext;
 use crate::signed_urls::{self, droplet_download_path};
+use crate::task_follower::{TaskFollower, LOST_TASK_GRACE_SECS};
 use crate::Controller;
 
-/// How often unfinished tasks are checked against the BBS.
-const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
-/// An unfinished task whose BBS task is gone for this long has been lost.
-const LOST_TASK_GRACE_SECS: i64 = 30;
 /// How long a task's droplet URL stays valid (a task may wait for a cell a while).
 const DROPLET_URL_VALIDITY_SECS: i64 = 24 * 3600;
 /// The failure reason of a cancelled task (Diego's).
@@ -363,35 +354,22 @@ async fn rescan(controller: &Controller) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Keeps the CC tasks in step with the BBS until cancelled.
-pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
-    let mut events = controller.bbs.subscribe();
-    let mut events_open = true;
-    let mut ticker = tokio::time::interval(RESCAN_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = rescan(&controller).await {
-                    tracing::warn!(error = %e, "task rescan failed");
-                }
-            }
-            event = events.recv(), if events_open => match event {
-                Ok(BbsEvent::TaskChanged { after, .. }) if after.domain == CF_TASKS_DOMAIN => {
-                    let outcome = match after.state {
-                        TaskState::Running => started(&controller, &after).await,
-                        TaskState::Completed => complete(&controller, &after).await,
-                        _ => Ok(()),
-                    };
-                    if let Err(e) = outcome {
-                        tracing::warn!(task = %after.task_guid, error = %e, "cannot record the task's state");
-                    }
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                // The BBS stopped publishing: the rescans carry on alone.
-                Err(RecvError::Closed) => events_open = false,
-            },
+/// CF tasks: a CC task follows its BBS Task in `cf-tasks`.
+pub(crate) struct CfTasks;
+
+impl TaskFollower for CfTasks {
+    const DOMAIN: &'static str = CF_TASKS_DOMAIN;
+    const WHAT: &'static str = "task";
+
+    async fn rescan(controller: &Controller) -> Result<(), ApiError> {
+        rescan(controller).await
+    }
+
+    async fn changed(controller: &Controller, task: &Task) -> Result<(), sqlx::Error> {
+        match task.state {
+            TaskState::Running => started(controller, task).await,
+            TaskState::Completed => complete(controller, task).await,
+            _ => Ok(()),
         }
     }
 }
