@@ -294,6 +294,7 @@ pub(crate) fn schedule(
         work: vec![Work::default(); cells.len()],
         ..Default::default()
     };
+    let mut counts = process_counts(cells);
     let (first, mut rest): (Vec<_>, Vec<_>) = lrps.into_iter().partition(|l| l.key.index == 0);
     rest.sort_by(|a, b| {
         (a.key.index, &a.key.process_guid).cmp(&(b.key.index, &b.key.process_guid))
@@ -301,13 +302,14 @@ pub(crate) fn schedule(
     tasks.sort_by(|a, b| b.definition.memory_mb.cmp(&a.definition.memory_mb));
 
     let place_lrp =
-        |cells: &mut [CellState], lrp: LrpRequest, out: &mut Schedule| match pick_cell_for_lrp(
-            cells,
-            &lrp.desired,
-        ) {
+        |cells: &mut [CellState],
+         counts: &mut [ProcessCounts],
+         lrp: LrpRequest,
+         out: &mut Schedule| match pick_cell_for_lrp(cells, counts, &lrp.desired) {
             Ok(i) => {
                 let instance_guid = new_guid();
                 reserve(&mut cells[i], lrp.desired.memory_mb, lrp.desired.disk_mb);
+                *counts[i].entry(lrp.key.process_guid.clone()).or_default() += 1;
                 cells[i].lrps.push(LrpSummary {
                     process_guid: lrp.key.process_guid.clone(),
                     index: lrp.key.index,
@@ -323,7 +325,7 @@ pub(crate) fn schedule(
             Err(reason) => out.failed_lrps.push((lrp.key, reason)),
         };
     for lrp in first {
-        place_lrp(cells, lrp, &mut out);
+        place_lrp(cells, &mut counts, lrp, &mut out);
     }
     for task in tasks {
         match pick_cell_for_task(cells, &task.definition) {
@@ -340,7 +342,7 @@ pub(crate) fn schedule(
         }
     }
     for lrp in rest {
-        place_lrp(cells, lrp, &mut out);
+        place_lrp(cells, &mut counts, lrp, &mut out);
     }
     out
 }
@@ -420,24 +422,41 @@ pub(crate) fn resource_score(cell: &CellState, memory_mb: u32, disk_mb: u32) -> 
         / 3.0
 }
 
-fn instances_on(cell: &CellState, process_guid: &str) -> usize {
-    cell.lrps
+/// How many instances of each process one cell holds.
+pub(crate) type ProcessCounts = HashMap<String, usize>;
+
+/// The [`ProcessCounts`] of each cell, counted once per auction: scoring looks them up
+/// for every cell and every instance placed.
+pub(crate) fn process_counts(cells: &[CellState]) -> Vec<ProcessCounts> {
+    cells
         .iter()
-        .filter(|l| l.process_guid == process_guid)
-        .count()
+        .map(|cell| {
+            let mut counts = ProcessCounts::new();
+            for lrp in &cell.lrps {
+                *counts.entry(lrp.process_guid.clone()).or_default() += 1;
+            }
+            counts
+        })
+        .collect()
+}
+
+fn instances_on(counts: &ProcessCounts, process_guid: &str) -> usize {
+    counts.get(process_guid).copied().unwrap_or(0)
 }
 
 /// The cell for one LRP instance: among compatible cells, zones holding the fewest
-/// instances of the process first; in a zone group, the lowest score wins.
+/// instances of the process first; in a zone group, the lowest score wins. `counts`
+/// are the cells' [`process_counts`].
 pub(crate) fn pick_cell_for_lrp(
     cells: &[CellState],
+    counts: &[ProcessCounts],
     desired: &DesiredLrp,
 ) -> Result<usize, String> {
     let mut zones: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
     for (i, cell) in cells.iter().enumerate() {
         if tags_match(&cell.placement_tags, &desired.placement_tags) {
             let zone = zones.entry(cell.zone.as_str()).or_default();
-            zone.0 += instances_on(cell, &desired.process_guid);
+            zone.0 += instances_on(&counts[i], &desired.process_guid);
             zone.1.push(i);
         }
     }
@@ -459,7 +478,7 @@ pub(crate) fn pick_cell_for_lrp(
             }
             let score = resource_score(cell, desired.memory_mb, desired.disk_mb)
                 + STARTING_CONTAINER_WEIGHT * f64::from(cell.starting_container_count)
-                + SAME_WORK_PENALTY * instances_on(cell, &desired.process_guid) as f64;
+                + SAME_WORK_PENALTY * instances_on(&counts[i], &desired.process_guid) as f64;
             if winner.is_none_or(|(best, _)| score < best) {
                 winner = Some((score, i));
             }
@@ -584,7 +603,7 @@ mod tests {
             instance_guid: "i0".into(),
         });
         cells[2].available_resources.memory_mb = 1024;
-        let i = pick_cell_for_lrp(&cells, &desired("web", 2)).unwrap();
+        let i = pick_cell_for_lrp(&cells, &process_counts(&cells), &desired("web", 2)).unwrap();
         assert_eq!(cells[i].cell_id, "c");
     }
 
@@ -592,7 +611,7 @@ mod tests {
     fn placement_errors_use_cf_wording() {
         let mut cells = vec![cell("a", "z1", 128), cell("b", "z2", 200)];
         assert_eq!(
-            pick_cell_for_lrp(&cells, &desired("web", 1)),
+            pick_cell_for_lrp(&cells, &process_counts(&cells), &desired("web", 1)),
             Err("insufficient resources: memory".to_string())
         );
         cells[0].available_resources.containers = 0;
@@ -604,7 +623,7 @@ mod tests {
         let mut tagged = desired("web", 1);
         tagged.placement_tags = vec!["gpu".into()];
         assert_eq!(
-            pick_cell_for_lrp(&cells, &tagged),
+            pick_cell_for_lrp(&cells, &process_counts(&cells), &tagged),
             Err("found no compatible cell with placement tag \"gpu\"".to_string())
         );
     }

@@ -22,7 +22,13 @@ const COMPLETED_TASK_TTL: Duration = Duration::from_secs(120);
 const TASK_NOT_STARTED: &str = "not started within time limit";
 const TASK_CELL_DISAPPEARED: &str = "cell disappeared before completion";
 
-/// Runs a pass at once, then one per interval (counted from the end of the last pass).
+/// How often the BBS looks for a cell whose presence expired.
+const CELL_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Runs a pass at once, then one per interval (counted from the end of the last pass),
+/// and one as soon as a cell's presence expires: as Diego's BBS converges when Locket
+/// reports a cell gone, so lost instances are replaced within the presence TTL and
+/// not a whole interval later.
 pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
     loop {
         if let Err(e) = bbs.converge().await {
@@ -31,6 +37,23 @@ pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(bbs.config.convergence_interval) => {}
+            () = cell_lost(&bbs) => tracing::info!("a cell's presence expired; converging now"),
+        }
+    }
+}
+
+/// Returns once some cell's presence has expired.
+async fn cell_lost(bbs: &Bbs) {
+    loop {
+        tokio::time::sleep(CELL_WATCH_INTERVAL).await;
+        let expired = async {
+            let mut conn = bbs.pool.acquire().await?;
+            db::cell_presence_expired(&mut conn, now_ns()).await
+        };
+        match expired.await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot check cell presences"),
         }
     }
 }
@@ -44,6 +67,18 @@ pub(crate) enum LrpFix {
     Auction(ActualLrpKey),
     /// Its cell is gone, or it crashed and may restart now: back to UNCLAIMED.
     Unclaim(ActualLrp),
+    /// RUNNING on a cell that is gone: kept as SUSPECT (still routed, in case its cell
+    /// is only cut off) while an UNCLAIMED replacement is auctioned.
+    Suspect(ActualLrp),
+    /// A SUSPECT whose replacement runs or that is no longer desired, or an EVACUATING
+    /// copy whose cell is gone: deleted, and stopped if its cell is there.
+    Discard(ActualLrp),
+    /// A SUSPECT whose cell came back before its replacement ran: ORDINARY again; the
+    /// replacement (if claimed on a cell) is stopped.
+    Promote {
+        suspect: ActualLrp,
+        replacement: Option<ActualLrp>,
+    },
     /// No longer desired: retire it.
     Retire(ActualLrp),
 }
@@ -70,28 +105,41 @@ pub(crate) fn plan_lrps(
         .iter()
         .map(|d| (d.process_guid.as_str(), d))
         .collect();
-    let mut present: HashSet<(&str, u32)> = HashSet::new();
+    let wanted = |key: &ActualLrpKey| {
+        desired_by_guid
+            .get(key.process_guid.as_str())
+            .is_some_and(|d| key.index < d.instances)
+    };
+    let slot = |a: &ActualLrp| (a.key.process_guid.clone(), a.key.index);
+    let ordinaries: HashMap<(String, u32), &ActualLrp> = actuals
+        .iter()
+        .filter(|a| a.presence == Presence::Ordinary)
+        .map(|a| (slot(a), a))
+        .collect();
+    let suspects: HashMap<(String, u32), &ActualLrp> = actuals
+        .iter()
+        .filter(|a| a.presence == Presence::Suspect)
+        .map(|a| (slot(a), a))
+        .collect();
     let mut fixes = Vec::new();
-    for actual in actuals {
-        present.insert((actual.key.process_guid.as_str(), actual.key.index));
-        let wanted = desired_by_guid
-            .get(actual.key.process_guid.as_str())
-            .is_some_and(|d| actual.key.index < d.instances);
-        if !wanted {
+    for actual in actuals.iter().filter(|a| a.presence == Presence::Ordinary) {
+        if !wanted(&actual.key) {
             if fresh_domains.contains(&actual.key.domain) {
                 fixes.push(LrpFix::Retire(actual.clone()));
             }
             continue;
         }
+        let cell_gone = !cells.contains_key(&actual.instance_key.cell_id);
         match actual.state {
             ActualLrpState::Unclaimed
                 if now.saturating_sub(actual.since) >= duration_ns(unclaimed_retry) =>
             {
                 fixes.push(LrpFix::Auction(actual.key.clone()));
             }
-            ActualLrpState::Claimed | ActualLrpState::Running
-                if !cells.contains_key(&actual.instance_key.cell_id) =>
-            {
+            ActualLrpState::Running if cell_gone && !suspects.contains_key(&slot(actual)) => {
+                fixes.push(LrpFix::Suspect(actual.clone()));
+            }
+            ActualLrpState::Claimed | ActualLrpState::Running if cell_gone => {
                 fixes.push(LrpFix::Unclaim(actual.clone()));
             }
             ActualLrpState::Crashed
@@ -102,9 +150,31 @@ pub(crate) fn plan_lrps(
             _ => {}
         }
     }
+    for suspect in actuals.iter().filter(|a| a.presence == Presence::Suspect) {
+        let ordinary = ordinaries.get(&slot(suspect)).copied();
+        let replaced = ordinary.is_some_and(|o| {
+            o.state == ActualLrpState::Running && cells.contains_key(&o.instance_key.cell_id)
+        });
+        if !wanted(&suspect.key) || replaced {
+            fixes.push(LrpFix::Discard(suspect.clone()));
+        } else if cells.contains_key(&suspect.instance_key.cell_id) {
+            fixes.push(LrpFix::Promote {
+                suspect: suspect.clone(),
+                replacement: ordinary.cloned(),
+            });
+        }
+    }
+    for evacuating in actuals
+        .iter()
+        .filter(|a| a.presence == Presence::Evacuating)
+    {
+        if !cells.contains_key(&evacuating.instance_key.cell_id) {
+            fixes.push(LrpFix::Discard(evacuating.clone()));
+        }
+    }
     for lrp in desired {
         for index in 0..lrp.instances {
-            if !present.contains(&(lrp.process_guid.as_str(), index)) {
+            if !ordinaries.contains_key(&(lrp.process_guid.clone(), index)) {
                 fixes.push(LrpFix::Create(ActualLrpKey {
                     process_guid: lrp.process_guid.clone(),
                     index,
@@ -186,6 +256,65 @@ impl Bbs {
                             after: actual,
                         });
                     }
+                    LrpFix::Suspect(running) => {
+                        let mut suspect = running.clone();
+                        suspect.presence = Presence::Suspect;
+                        suspect.modification_tag.index += 1;
+                        db::put_actual_lrp(&mut tx, &suspect).await?;
+                        tracing::info!(process_guid = %running.key.process_guid, index = running.key.index,
+                            cell_id = %running.instance_key.cell_id, "cell missing: instance is SUSPECT, replacing it");
+                        changes.events.push(BbsEvent::ActualLrpCreated {
+                            actual_lrp: suspect,
+                        });
+                        let mut replacement = running.clone();
+                        lrp::unclaim(&mut replacement, now);
+                        db::put_actual_lrp(&mut tx, &replacement).await?;
+                        changes.auction_lrps.push(replacement.key.clone());
+                        changes.events.push(BbsEvent::ActualLrpChanged {
+                            before: running,
+                            after: replacement,
+                        });
+                    }
+                    LrpFix::Discard(copy) => {
+                        db::delete_actual_lrp_with_presence(&mut tx, &copy.key, copy.presence)
+                            .await?;
+                        lrp::stop_on_cell(&copy, &cells, &mut changes);
+                        changes
+                            .events
+                            .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
+                    }
+                    LrpFix::Promote {
+                        suspect,
+                        replacement,
+                    } => {
+                        db::delete_actual_lrp_with_presence(
+                            &mut tx,
+                            &suspect.key,
+                            Presence::Suspect,
+                        )
+                        .await?;
+                        let mut promoted = suspect.clone();
+                        promoted.presence = Presence::Ordinary;
+                        promoted.modification_tag.index += 1;
+                        db::put_actual_lrp(&mut tx, &promoted).await?;
+                        tracing::info!(process_guid = %promoted.key.process_guid, index = promoted.key.index,
+                            cell_id = %promoted.instance_key.cell_id, "suspect's cell is back: promoting it");
+                        changes.events.push(BbsEvent::ActualLrpRemoved {
+                            actual_lrp: suspect,
+                        });
+                        match replacement {
+                            Some(replacement) => {
+                                lrp::stop_on_cell(&replacement, &cells, &mut changes);
+                                changes.events.push(BbsEvent::ActualLrpChanged {
+                                    before: replacement,
+                                    after: promoted,
+                                });
+                            }
+                            None => changes.events.push(BbsEvent::ActualLrpCreated {
+                                actual_lrp: promoted,
+                            }),
+                        }
+                    }
                     LrpFix::Retire(actual) => {
                         lrp::retire(&mut tx, actual, &cells, &mut changes).await?
                     }
@@ -261,9 +390,108 @@ mod tests {
     }
 
     #[test]
-    fn instances_on_missing_cells_and_due_crashes_are_unclaimed() {
+    fn running_instances_on_missing_cells_become_suspect_and_claimed_ones_unclaimed() {
         let desired = vec![desired("web", 3)];
-        let lost = running("web", 0, "gone");
+        let running_lost = running("web", 0, "gone");
+        let mut claimed_lost = running("web", 1, "gone");
+        claimed_lost.state = ActualLrpState::Claimed;
+        // A replacement is being placed already for index 2: unclaim, do not suspect twice.
+        let mut old_suspect = running("web", 2, "gone");
+        old_suspect.presence = Presence::Suspect;
+        let running_again = running("web", 2, "gone-too");
+        let fixes = plan_lrps(
+            &desired,
+            &[
+                running_lost.clone(),
+                claimed_lost.clone(),
+                running_again.clone(),
+                old_suspect,
+            ],
+            &cells(),
+            &HashSet::new(),
+            0,
+            RETRY,
+        );
+        assert_eq!(
+            fixes,
+            vec![
+                LrpFix::Suspect(running_lost),
+                LrpFix::Unclaim(claimed_lost),
+                LrpFix::Unclaim(running_again),
+            ]
+        );
+    }
+
+    #[test]
+    fn suspects_are_dropped_once_replaced_and_promoted_when_their_cell_returns() {
+        let desired = vec![desired("web", 3)];
+        let suspect = |index: u32, cell: &str| {
+            let mut s = running("web", index, cell);
+            s.presence = Presence::Suspect;
+            s
+        };
+        // 0: replacement runs -> drop. 1: cell back, replacement unclaimed -> promote.
+        // 2: cell still gone, replacement unclaimed -> wait.
+        let replaced = suspect(0, "gone");
+        let back = suspect(1, "cell-0");
+        let waiting = suspect(2, "gone");
+        let replacement_0 = running("web", 0, "cell-0");
+        let replacement_1 = lrp::unclaimed(key("web", 1), 0);
+        let replacement_2 = lrp::unclaimed(key("web", 2), 0);
+        let fixes = plan_lrps(
+            &desired,
+            &[
+                replacement_0,
+                replacement_1.clone(),
+                replacement_2,
+                replaced.clone(),
+                back.clone(),
+                waiting,
+            ],
+            &cells(),
+            &HashSet::new(),
+            0,
+            RETRY,
+        );
+        assert_eq!(
+            fixes,
+            vec![
+                LrpFix::Discard(replaced),
+                LrpFix::Promote {
+                    suspect: back,
+                    replacement: Some(replacement_1),
+                },
+            ]
+        );
+        // A suspect that is no longer desired goes too, and so does an EVACUATING copy
+        // whose cell is gone (not one whose cell is there).
+        let extra = suspect(5, "gone");
+        let mut evacuating_gone = running("web", 0, "gone");
+        evacuating_gone.presence = Presence::Evacuating;
+        let mut evacuating_here = running("web", 1, "cell-0");
+        evacuating_here.presence = Presence::Evacuating;
+        let fixes = plan_lrps(
+            &desired,
+            &[extra.clone(), evacuating_gone.clone(), evacuating_here],
+            &cells(),
+            &HashSet::new(),
+            0,
+            RETRY,
+        );
+        assert!(fixes.contains(&LrpFix::Discard(extra)));
+        assert!(fixes.contains(&LrpFix::Discard(evacuating_gone)));
+        assert_eq!(
+            fixes
+                .iter()
+                .filter(|f| matches!(f, LrpFix::Discard(_)))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn due_crashes_are_unclaimed() {
+        let desired = vec![desired("web", 3)];
         let mut due = lrp::unclaimed(key("web", 1), 0);
         due.state = ActualLrpState::Crashed;
         due.crash_count = 3;
@@ -272,13 +500,13 @@ mod tests {
         waiting.crash_count = 4;
         let fixes = plan_lrps(
             &desired,
-            &[lost.clone(), due.clone(), waiting],
+            &[running("web", 0, "cell-0"), due.clone(), waiting],
             &cells(),
             &HashSet::new(),
             45 * SEC,
             RETRY,
         );
-        assert_eq!(fixes, vec![LrpFix::Unclaim(lost), LrpFix::Unclaim(due)]);
+        assert_eq!(fixes, vec![LrpFix::Unclaim(due)]);
     }
 
     #[test]
@@ -356,19 +584,84 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn convergence_unclaims_instances_of_vanished_cells() {
+    async fn a_vanished_cells_instance_is_suspect_until_replaced_or_back() {
         for db in databases().await {
             let bbs = open(&db, Bus::in_process()).await;
+            let cell_0 = FakeRep::start("cell-0", "z1", 4096).await;
+            bbs.set_cell_presence(&cell_0.presence(), Duration::from_secs(60))
+                .await
+                .unwrap();
             bbs.desire_lrp(desired("web", 1)).await.unwrap();
-            let ik = instance("i-0", "cell-gone");
-            bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
-            bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61000))
+            let lost = instance("i-0", "cell-gone");
+            bbs.claim_actual_lrp(&key("web", 0), &lost).await.unwrap();
+            bbs.start_actual_lrp(&key("web", 0), &lost, net_info(61000))
+                .await
+                .unwrap();
+            let rows = || async {
+                let mut rows: Vec<(Presence, ActualLrpState, String)> = bbs
+                    .actual_lrps(&ActualLrpFilter::default())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| (a.presence, a.state, a.instance_key.instance_guid))
+                    .collect();
+                rows.sort_by_key(|r| r.0.as_str());
+                rows
+            };
+
+            bbs.converge().await.unwrap();
+            assert_eq!(
+                rows().await,
+                [
+                    (Presence::Ordinary, ActualLrpState::Unclaimed, String::new()),
+                    (Presence::Suspect, ActualLrpState::Running, "i-0".into()),
+                ],
+                "{db}"
+            );
+            // Its replacement starts: the suspect goes at once.
+            let replacement = instance("i-1", "cell-0");
+            bbs.claim_actual_lrp(&key("web", 0), &replacement)
+                .await
+                .unwrap();
+            bbs.start_actual_lrp(&key("web", 0), &replacement, net_info(61001))
+                .await
+                .unwrap();
+            assert_eq!(
+                rows().await,
+                [(Presence::Ordinary, ActualLrpState::Running, "i-1".into())],
+                "{db}"
+            );
+
+            // Another loss, and this time the cell comes back before the replacement
+            // runs: the suspect is promoted, the replacement left to be stopped.
+            let back = FakeRep::start("cell-back", "z1", 4096).await;
+            let on_back = instance("i-2", "cell-back");
+            bbs.remove_actual_lrp(&key("web", 0), &replacement)
                 .await
                 .unwrap();
             bbs.converge().await.unwrap();
-            let actual = actual(&bbs, "web", 0).await.unwrap();
-            assert_eq!(actual.state, ActualLrpState::Unclaimed);
-            assert!(actual.instance_key.is_empty());
+            bbs.claim_actual_lrp(&key("web", 0), &on_back)
+                .await
+                .unwrap();
+            bbs.start_actual_lrp(&key("web", 0), &on_back, net_info(61002))
+                .await
+                .unwrap();
+            bbs.converge().await.unwrap();
+            assert_eq!(rows().await[1].0, Presence::Suspect, "{db}");
+            bbs.set_cell_presence(&back.presence(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            bbs.converge().await.unwrap();
+            let now = rows().await;
+            assert_eq!(
+                now,
+                [(Presence::Ordinary, ActualLrpState::Running, "i-2".into())],
+                "{db}"
+            );
+            // A suspect's crash or removal by its cell removes only the suspect row.
+            bbs.remove_actual_lrp(&key("web", 0), &instance("nobody", "x"))
+                .await
+                .unwrap_err();
         }
     }
 }

@@ -162,16 +162,25 @@ pub(crate) async fn delete_desired_lrp(
 
 // --- ActualLRPs (the ORDINARY rows) ---
 
+/// The ORDINARY ActualLRP at `key`.
 pub(crate) async fn actual_lrp(
     conn: &mut AnyConnection,
     key: &ActualLrpKey,
+) -> Result<Option<ActualLrp>, BbsError> {
+    actual_lrp_with_presence(conn, key, Presence::Ordinary).await
+}
+
+pub(crate) async fn actual_lrp_with_presence(
+    conn: &mut AnyConnection,
+    key: &ActualLrpKey,
+    presence: Presence,
 ) -> Result<Option<ActualLrp>, BbsError> {
     let row = sqlx::query(
         "SELECT json FROM actual_lrps WHERE process_guid = $1 AND idx = $2 AND presence = $3",
     )
     .bind(key.process_guid.clone())
     .bind(i64::from(key.index))
-    .bind(Presence::Ordinary.as_str())
+    .bind(presence.as_str())
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(decode).transpose()
@@ -217,14 +226,23 @@ pub(crate) async fn put_actual_lrp(
     Ok(())
 }
 
+/// Deletes the ORDINARY ActualLRP at `key`.
 pub(crate) async fn delete_actual_lrp(
     conn: &mut AnyConnection,
     key: &ActualLrpKey,
 ) -> Result<(), BbsError> {
+    delete_actual_lrp_with_presence(conn, key, Presence::Ordinary).await
+}
+
+pub(crate) async fn delete_actual_lrp_with_presence(
+    conn: &mut AnyConnection,
+    key: &ActualLrpKey,
+    presence: Presence,
+) -> Result<(), BbsError> {
     sqlx::query("DELETE FROM actual_lrps WHERE process_guid = $1 AND idx = $2 AND presence = $3")
         .bind(key.process_guid.clone())
         .bind(i64::from(key.index))
-        .bind(Presence::Ordinary.as_str())
+        .bind(presence.as_str())
         .execute(conn)
         .await?;
     Ok(())
@@ -377,6 +395,19 @@ pub(crate) async fn rep_urls(
         .into_iter()
         .map(|cell| (cell.cell_id, cell.rep_url))
         .collect())
+}
+
+/// Whether some cell's presence has expired and is not yet cleaned up: a cell vanished
+/// since the last convergence pass.
+pub(crate) async fn cell_presence_expired(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<bool, BbsError> {
+    let row = sqlx::query("SELECT cell_id FROM cell_presences WHERE expires_at <= $1 LIMIT 1")
+        .bind(now)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Deletes expired domains and cell presences.

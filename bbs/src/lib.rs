@@ -10,9 +10,12 @@
 //! its database (Diego elects a single active BBS), and SQLite cannot upgrade a read
 //! transaction to a write one while another connection writes.
 
+pub mod api;
 mod auction;
+mod client;
 mod convergence;
 mod db;
+pub mod locket;
 mod lrp;
 pub mod models;
 mod presence;
@@ -29,13 +32,16 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
+pub use client::BbsClient;
+pub use locket::{Lock, LockLost};
 pub use models::*;
 use rep::RepClient;
 
-/// How many events a slow subscriber may fall behind before it sees `Lagged`.
 /// The BBS schema, `bbs/migrations/*.sql`.
-const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(1 => "0001_initial");
+const MIGRATIONS: &[wf_db::EmbeddedMigration] =
+    wf_db::embed_migrations!(1 => "0001_initial", 2 => "0002_locks");
 
+/// How many events a slow subscriber may fall behind before it sees `Lagged`.
 const EVENT_BUFFER: usize = 16_384;
 
 /// Longest `placement_error` / `crash_reason` kept, as in Diego.
@@ -59,6 +65,12 @@ pub enum BbsError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Open(#[from] wf_db::DbError),
+    /// The BBS could not be reached over its API (a [`BbsClient`] error).
+    #[error("BBS unavailable: {0}")]
+    Unavailable(String),
+    /// The BBS answered that it failed (its database, most likely).
+    #[error("BBS failed: {0}")]
+    Remote(String),
 }
 
 /// BBS settings; defaults are Diego's.
@@ -88,13 +100,15 @@ impl Default for BbsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct DesiredLrpFilter {
     pub domain: Option<String>,
     pub process_guids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ActualLrpFilter {
     pub domain: Option<String>,
     pub cell_id: Option<String>,
@@ -102,7 +116,8 @@ pub struct ActualLrpFilter {
     pub index: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TaskFilter {
     pub domain: Option<String>,
     pub cell_id: Option<String>,
@@ -157,6 +172,17 @@ impl Bbs {
                 }
             }
         })
+    }
+
+    /// Serves the BBS API ([`api`]) on `listener` until `cancel`.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, api::router(self.clone(), cancel.clone()))
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
     }
 
     /// Every change from now on.
@@ -352,7 +378,11 @@ pub(crate) mod testing {
             index: Some(index),
             ..Default::default()
         };
-        bbs.actual_lrps(&filter).await.unwrap().into_iter().next()
+        bbs.actual_lrps(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.presence == Presence::Ordinary)
     }
 
     /// Polls `check` until it holds, failing the test after 5 s.

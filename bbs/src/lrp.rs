@@ -149,20 +149,71 @@ impl Bbs {
         key: &ActualLrpKey,
         instance_key: &ActualLrpInstanceKey,
     ) -> Result<(), BbsError> {
-        self.change_actual(key, |actual, now| claim(actual, instance_key, now))
+        self.change_actual(key, false, |actual, now| claim(actual, instance_key, now))
             .await
     }
 
+    /// The instance runs. The SUSPECT or EVACUATING instance it replaces is deleted at
+    /// once: a suspect whose cell is back is stopped there, and a draining cell learns
+    /// on its next evacuate call that it may stop its instance.
     pub async fn start_actual_lrp(
         &self,
         key: &ActualLrpKey,
         instance_key: &ActualLrpInstanceKey,
         net_info: NetInfo,
     ) -> Result<(), BbsError> {
-        self.change_actual(key, |actual, now| {
+        self.change_actual(key, true, |actual, now| {
             start(actual, instance_key, net_info, now)
         })
         .await
+    }
+
+    /// A draining cell hands over its instance (Diego's EvacuateRunningActualLRP and
+    /// EvacuateClaimedActualLRP). A RUNNING instance is copied to an EVACUATING row,
+    /// which stays routed, while the ORDINARY row is auctioned again; a CLAIMED one is
+    /// simply auctioned again. Answers whether the cell should keep the instance
+    /// running: true until its replacement runs.
+    pub async fn evacuate_actual_lrp(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+        net_info: NetInfo,
+    ) -> Result<bool, BbsError> {
+        validate_instance_key(instance_key)?;
+        let now = now_ns();
+        let mut changes = Changes::default();
+        let keep = {
+            let _write = self.write.lock().await;
+            let mut tx = self.pool.begin().await?;
+            let held = db::actual_lrp(&mut tx, key)
+                .await?
+                .filter(|a| a.instance_key == *instance_key);
+            let keep = match held {
+                Some(ordinary) if ordinary.state == ActualLrpState::Running => {
+                    let mut evacuating = ordinary.clone();
+                    evacuating.presence = Presence::Evacuating;
+                    evacuating.net_info = net_info;
+                    evacuating.modification_tag.index += 1;
+                    db::put_actual_lrp(&mut tx, &evacuating).await?;
+                    changes.events.push(BbsEvent::ActualLrpCreated {
+                        actual_lrp: evacuating,
+                    });
+                    reauction(&mut tx, ordinary, now, &mut changes).await?;
+                    true
+                }
+                Some(ordinary) => {
+                    reauction(&mut tx, ordinary, now, &mut changes).await?;
+                    false
+                }
+                None => db::actual_lrp_with_presence(&mut tx, key, Presence::Evacuating)
+                    .await?
+                    .is_some_and(|a| a.instance_key == *instance_key),
+            };
+            tx.commit().await?;
+            keep
+        };
+        self.apply(changes);
+        Ok(keep)
     }
 
     /// Records a crash and applies CF's restart rule (immediate restart for the first
@@ -187,7 +238,19 @@ impl Bbs {
                 ActualLrpState::Claimed | ActualLrpState::Running
             ) && actual.instance_key == *instance_key;
             if !holds {
-                return Err(transition_error(&actual, ActualLrpState::Crashed));
+                // A suspect or evacuating instance that crashes is simply gone: its
+                // replacement takes over.
+                let Some(copy) = held_copy(&mut tx, key, instance_key).await? else {
+                    return Err(transition_error(&actual, ActualLrpState::Crashed));
+                };
+                db::delete_actual_lrp_with_presence(&mut tx, key, copy.presence).await?;
+                tx.commit().await?;
+                changes
+                    .events
+                    .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
+                drop(_write);
+                self.apply(changes);
+                return Ok(());
             }
             let before = actual.clone();
             actual.crash_count = restart::next_crash_count(&actual, now);
@@ -239,16 +302,21 @@ impl Bbs {
         {
             let _write = self.write.lock().await;
             let mut tx = self.pool.begin().await?;
-            let actual = db::actual_lrp(&mut tx, key)
+            let ordinary = db::actual_lrp(&mut tx, key)
                 .await?
-                .filter(|a| a.instance_key == *instance_key)
-                .ok_or_else(|| {
-                    BbsError::NotFound(format!(
-                        "ActualLRP {}/{} held by instance {:?}",
-                        key.process_guid, key.index, instance_key.instance_guid
-                    ))
-                })?;
-            db::delete_actual_lrp(&mut tx, key).await?;
+                .filter(|a| a.instance_key == *instance_key);
+            let actual = match ordinary {
+                Some(actual) => actual,
+                None => held_copy(&mut tx, key, instance_key)
+                    .await?
+                    .ok_or_else(|| {
+                        BbsError::NotFound(format!(
+                            "ActualLRP {}/{} held by instance {:?}",
+                            key.process_guid, key.index, instance_key.instance_guid
+                        ))
+                    })?,
+            };
+            db::delete_actual_lrp_with_presence(&mut tx, key, actual.presence).await?;
             changes
                 .events
                 .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
@@ -259,8 +327,14 @@ impl Bbs {
     }
 
     /// Reads the ActualLRP at `key`, applies `change` (which says whether it changed
-    /// anything), and stores and announces the result.
-    async fn change_actual<F>(&self, key: &ActualLrpKey, change: F) -> Result<(), BbsError>
+    /// anything), and stores and announces the result; with `replaces_copies`, the
+    /// SUSPECT and EVACUATING copies of the key held by other instances go too.
+    async fn change_actual<F>(
+        &self,
+        key: &ActualLrpKey,
+        replaces_copies: bool,
+        change: F,
+    ) -> Result<(), BbsError>
     where
         F: FnOnce(&mut ActualLrp, i64) -> Result<bool, BbsError>,
     {
@@ -278,15 +352,78 @@ impl Bbs {
             }
             actual.modification_tag.index += 1;
             db::put_actual_lrp(&mut tx, &actual).await?;
-            tx.commit().await?;
             changes.events.push(BbsEvent::ActualLrpChanged {
                 before,
-                after: actual,
+                after: actual.clone(),
             });
+            if replaces_copies {
+                drop_replaced_copies(&mut tx, &actual, now, &mut changes).await?;
+            }
+            tx.commit().await?;
         }
         self.apply(changes);
         Ok(())
     }
+}
+
+/// Deletes the SUSPECT and EVACUATING copies of `running`'s key that other instances
+/// hold (the suspect's instance is stopped if its cell is present).
+async fn drop_replaced_copies(
+    conn: &mut AnyConnection,
+    running: &ActualLrp,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<(), BbsError> {
+    for presence in [Presence::Suspect, Presence::Evacuating] {
+        let copy = db::actual_lrp_with_presence(conn, &running.key, presence)
+            .await?
+            .filter(|c| c.instance_key != running.instance_key);
+        let Some(copy) = copy else { continue };
+        db::delete_actual_lrp_with_presence(conn, &copy.key, presence).await?;
+        if presence == Presence::Suspect {
+            let cells = db::rep_urls(conn, now).await?;
+            stop_on_cell(&copy, &cells, changes);
+        }
+        changes
+            .events
+            .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
+    }
+    Ok(())
+}
+
+/// Puts `actual` back to UNCLAIMED and queues its auction.
+async fn reauction(
+    conn: &mut AnyConnection,
+    mut actual: ActualLrp,
+    now: i64,
+    changes: &mut Changes,
+) -> Result<(), BbsError> {
+    let before = actual.clone();
+    unclaim(&mut actual, now);
+    db::put_actual_lrp(conn, &actual).await?;
+    changes.auction_lrps.push(actual.key.clone());
+    changes.events.push(BbsEvent::ActualLrpChanged {
+        before,
+        after: actual,
+    });
+    Ok(())
+}
+
+/// The SUSPECT or EVACUATING copy at `key`, if `instance_key` holds it.
+async fn held_copy(
+    conn: &mut AnyConnection,
+    key: &ActualLrpKey,
+    instance_key: &ActualLrpInstanceKey,
+) -> Result<Option<ActualLrp>, BbsError> {
+    for presence in [Presence::Suspect, Presence::Evacuating] {
+        let copy = db::actual_lrp_with_presence(conn, key, presence)
+            .await?
+            .filter(|a| a.instance_key == *instance_key);
+        if copy.is_some() {
+            return Ok(copy);
+        }
+    }
+    Ok(None)
 }
 
 fn by_process(process_guid: &str) -> ActualLrpFilter {
@@ -443,16 +580,7 @@ pub(crate) async fn retire(
     cells: &HashMap<String, String>,
     changes: &mut Changes,
 ) -> Result<(), BbsError> {
-    let on_cell = matches!(
-        actual.state,
-        ActualLrpState::Claimed | ActualLrpState::Running
-    );
-    if let Some(rep_url) = cells.get(&actual.instance_key.cell_id).filter(|_| on_cell) {
-        changes.rep_calls.push(RepCall::StopLrp {
-            rep_url: rep_url.clone(),
-            process_guid: actual.key.process_guid.clone(),
-            instance_guid: actual.instance_key.instance_guid.clone(),
-        });
+    if stop_on_cell(&actual, cells, changes) {
         return Ok(());
     }
     db::delete_actual_lrp(conn, &actual.key).await?;
@@ -460,6 +588,28 @@ pub(crate) async fn retire(
         .events
         .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
     Ok(())
+}
+
+/// Asks the rep of the cell holding `actual` (if CLAIMED or RUNNING there, and the cell
+/// is present) to stop the instance; false if there is nothing to stop.
+pub(crate) fn stop_on_cell(
+    actual: &ActualLrp,
+    cells: &HashMap<String, String>,
+    changes: &mut Changes,
+) -> bool {
+    let on_cell = matches!(
+        actual.state,
+        ActualLrpState::Claimed | ActualLrpState::Running
+    );
+    let Some(rep_url) = cells.get(&actual.instance_key.cell_id).filter(|_| on_cell) else {
+        return false;
+    };
+    changes.rep_calls.push(RepCall::StopLrp {
+        rep_url: rep_url.clone(),
+        process_guid: actual.key.process_guid.clone(),
+        instance_guid: actual.instance_key.instance_guid.clone(),
+    });
+    true
 }
 
 #[cfg(test)]
@@ -608,6 +758,67 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn evacuation_keeps_the_instance_until_its_replacement_runs() {
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web-v1", 2)).await.unwrap();
+            let (draining, other) = (instance("i-0", "cell-0"), instance("i-1", "cell-1"));
+            let key0 = key("web-v1", 0);
+            bbs.claim_actual_lrp(&key0, &draining).await.unwrap();
+            bbs.start_actual_lrp(&key0, &draining, net_info(61000))
+                .await
+                .unwrap();
+            // A CLAIMED instance is just auctioned again.
+            let key1 = key("web-v1", 1);
+            bbs.claim_actual_lrp(&key1, &draining).await.unwrap();
+            let keep = bbs
+                .evacuate_actual_lrp(&key1, &draining, net_info(61001))
+                .await
+                .unwrap();
+            assert!(!keep, "{db}");
+            assert_eq!(
+                actual(&bbs, "web-v1", 1).await.unwrap().state,
+                ActualLrpState::Unclaimed
+            );
+
+            // A RUNNING one stays, EVACUATING and routable, while index 0 is re-placed.
+            for _ in 0..2 {
+                assert!(bbs
+                    .evacuate_actual_lrp(&key0, &draining, net_info(61000))
+                    .await
+                    .unwrap());
+            }
+            let rows = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
+            let evacuating: Vec<_> = rows
+                .iter()
+                .filter(|a| a.presence == Presence::Evacuating)
+                .collect();
+            assert_eq!(evacuating.len(), 1, "{db}");
+            assert_eq!(evacuating[0].instance_key, draining);
+            assert!(evacuating[0].routable);
+            assert_eq!(
+                actual(&bbs, "web-v1", 0).await.unwrap().state,
+                ActualLrpState::Unclaimed
+            );
+
+            // The replacement runs: the copy goes, and the draining cell may stop.
+            bbs.claim_actual_lrp(&key0, &other).await.unwrap();
+            bbs.start_actual_lrp(&key0, &other, net_info(62000))
+                .await
+                .unwrap();
+            assert!(!bbs
+                .evacuate_actual_lrp(&key0, &draining, net_info(61000))
+                .await
+                .unwrap());
+            let rows = bbs.actual_lrps(&by_process("web-v1")).await.unwrap();
+            assert!(
+                rows.iter().all(|a| a.presence == Presence::Ordinary),
+                "{db}: {rows:?}"
+            );
         }
     }
 

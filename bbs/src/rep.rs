@@ -5,6 +5,7 @@
 //! - `POST /work` with [`Work`] -> the [`Work`] the cell could not take
 //! - `POST /v1/lrps/{process_guid}/instances/{instance_guid}/stop` -> 202
 //! - `POST /v1/tasks/{task_guid}/cancel` -> 202
+//! - `POST /evacuate` -> 202: the cell drains (hands its instances over) and exits
 //! - `GET  /ping` -> 200
 
 use serde::{Deserialize, Serialize};

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// CF-NotAuthorized.
     #[error("{0}")]
     NotAuthorized(String),
+    /// CF-RunnerUnavailable: the BBS (Diego) cannot be reached.
+    #[error("Runner is unavailable: {0}")]
+    RunnerUnavailable(String),
     /// CF-ServerError; the cause is logged, not shown.
     #[error("An unknown error occurred.")]
     Internal(String),
@@ -52,6 +55,11 @@ impl ApiError {
             ApiError::InvalidAuthToken => (StatusCode::UNAUTHORIZED, 1000, "CF-InvalidAuthToken"),
             ApiError::NotAuthenticated => (StatusCode::UNAUTHORIZED, 10002, "CF-NotAuthenticated"),
             ApiError::NotAuthorized(_) => (StatusCode::FORBIDDEN, 10003, "CF-NotAuthorized"),
+            ApiError::RunnerUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                170015,
+                "CF-RunnerUnavailable",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 10001, "CF-ServerError"),
         }
     }
@@ -94,7 +102,10 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<wf_bbs::BbsError> for ApiError {
     fn from(e: wf_bbs::BbsError) -> Self {
-        ApiError::Internal(format!("BBS: {e}"))
+        match e {
+            wf_bbs::BbsError::Unavailable(cause) => ApiError::RunnerUnavailable(cause),
+            other => ApiError::Internal(format!("BBS: {other}")),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wf_bbs::Bbs;
+use wf_bbs::BbsClient;
 use wf_loggregator::{Envelope, LogStore, LogType};
 use wf_messaging::Bus;
 use wf_uaa::TokenVerifier;
@@ -69,7 +69,7 @@ pub struct Controller {
     db: db::Db,
     blobs: blobstore::Blobstore,
     signer: signed_urls::UrlSigner,
-    bbs: Arc<Bbs>,
+    bbs: BbsClient,
     bus: Bus,
     verifier: TokenVerifier,
     logs: Arc<LogStore>,
@@ -81,7 +81,7 @@ pub struct Controller {
 impl Controller {
     pub async fn open(
         config: ControllerConfig,
-        bbs: Arc<Bbs>,
+        bbs: BbsClient,
         bus: Bus,
         verifier: TokenVerifier,
         logs: Arc<LogStore>,

@@ -48,6 +48,17 @@ async fn start(backend: Backend) -> Api {
         ..Default::default()
     };
     let bbs = Bbs::open(bbs_config, bus.clone()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let bbs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bbs_client = wf_bbs::BbsClient::new(vec![format!(
+        "http://{}",
+        bbs_listener.local_addr().unwrap()
+    )])
+    .unwrap();
+    tokio::spawn({
+        let (bbs, cancel) = (bbs.clone(), cancel.clone());
+        async move { bbs.serve(bbs_listener, cancel).await }
+    });
     let uaa = Uaa::open(UaaConfig {
         database_url: uaa_db,
         admin_password: "pw".into(),
@@ -71,14 +82,13 @@ async fn start(backend: Backend) -> Api {
             sync_interval: Duration::from_secs(1),
             ..Default::default()
         },
-        bbs.clone(),
+        bbs_client,
         bus,
         uaa.verifier(),
         logs,
     )
     .await
     .unwrap();
-    let cancel = CancellationToken::new();
     controller.run(cancel.clone());
     Api {
         router: controller.router(),

@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt as _, Empty};
 use wf_host::executor::{new_store, Executor, ExecutorConfig, LineSink, RunSpec};
 use wf_host::handler::HandlerApp;
-use wf_host::sandbox::SecurityGroups;
+use wf_host::sandbox::{InstanceUsage, SecurityGroups};
 
 fn run_spec(dir: &std::path::Path) -> RunSpec {
     let discard: LineSink = Arc::new(|_: &[u8]| {});
@@ -34,6 +34,7 @@ fn run_spec(dir: &std::path::Path) -> RunSpec {
         security_groups: SecurityGroups::default(),
         stdout: discard.clone(),
         stderr: discard,
+        usage: Arc::new(InstanceUsage::default()),
     }
 }
 

@@ -2,13 +2,14 @@
 //! holds, and the rep's operations on them (offer work, stop, cancel, bulk sync).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wf_bbs::rep::{CellState, LrpSummary, LrpWork, Work};
 use wf_bbs::{
-    ActualLrpFilter, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, Bbs, CellPresence,
+    ActualLrpFilter, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsClient, CellPresence,
     NetInfo, Resources, Task, TaskFilter, TaskState,
 };
 use wf_messaging::Bus;
@@ -16,6 +17,9 @@ use wf_messaging::Bus;
 use crate::droplets::DropletCache;
 use crate::executor::Executor;
 use crate::CellConfig;
+
+/// Time between an evacuating cell's rounds of hand-over calls.
+const EVACUATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where an LRP container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,15 +70,20 @@ struct Containers {
 pub struct Cell {
     pub config: CellConfig,
     pub rep_url: String,
-    pub bbs: Arc<Bbs>,
+    pub bbs: BbsClient,
     pub bus: Bus,
     pub executor: Executor,
     pub droplets: DropletCache,
     pub http: reqwest::Client,
     pub ports: Arc<crate::instance::PortAllocator>,
+    pub metrics: crate::metrics::ContainerMetrics,
     containers: Mutex<Containers>,
     /// Cancelled when the cell shuts down; every container's token is a child.
     shutdown: CancellationToken,
+    /// Set by `POST /evacuate`: the cell takes no new work and hands its instances over.
+    evacuating: AtomicBool,
+    /// Cancelled once an evacuation has handed over or stopped every container.
+    pub evacuated: CancellationToken,
     tracker: TaskTracker,
 }
 
@@ -82,7 +91,7 @@ impl Cell {
     pub fn new(
         config: CellConfig,
         rep_url: String,
-        bbs: Arc<Bbs>,
+        bbs: BbsClient,
         bus: Bus,
         executor: Executor,
         http: reqwest::Client,
@@ -97,8 +106,11 @@ impl Cell {
             droplets,
             http,
             ports: Arc::new(crate::instance::PortAllocator::default()),
+            metrics: crate::metrics::ContainerMetrics::default(),
             containers: Mutex::new(Containers::default()),
             shutdown: CancellationToken::new(),
+            evacuating: AtomicBool::new(false),
+            evacuated: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
     }
@@ -144,7 +156,7 @@ impl Cell {
             rep_url: self.rep_url.clone(),
             zone: self.config.zone.clone(),
             capacity: self.total_resources(),
-            placement_tags: Vec::new(),
+            placement_tags: self.config.placement_tags.clone(),
         }
     }
 
@@ -178,8 +190,8 @@ impl Cell {
             lrps,
             tasks,
             starting_container_count: u32::try_from(starting).unwrap_or(u32::MAX),
-            evacuating: false,
-            placement_tags: Vec::new(),
+            evacuating: self.evacuating.load(Ordering::Relaxed),
+            placement_tags: self.config.placement_tags.clone(),
         }
     }
 
@@ -211,9 +223,10 @@ impl Cell {
         refused
     }
 
-    /// Reserves a container for `lrp` unless it does not fit or the cell is stopping.
+    /// Reserves a container for `lrp` unless it does not fit or the cell is stopping
+    /// or evacuating.
     fn reserve_lrp(&self, lrp: &LrpWork) -> Reservation {
-        if self.shutdown.is_cancelled() {
+        if self.shutdown.is_cancelled() || self.evacuating.load(Ordering::Relaxed) {
             return Reservation::Refused;
         }
         let mut containers = self.containers();
@@ -299,6 +312,89 @@ impl Cell {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The rep's `POST /evacuate` (Diego's drain): from now on the cell takes no new
+    /// work, and each instance is handed over through the BBS: a running one keeps
+    /// serving as EVACUATING until its replacement runs elsewhere, then stops. Tasks
+    /// run to their end. When nothing is left, or after `evacuation_timeout`,
+    /// [`Cell::evacuated`] is cancelled (`wfd cell` then exits). Asking again while an
+    /// evacuation is under way changes nothing.
+    pub fn evacuate(self: &Arc<Self>) {
+        if self.evacuating.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!(cell_id = %self.config.cell_id, "evacuating");
+        let cell = self.clone();
+        self.tracker.spawn(async move {
+            cell.hand_over_all().await;
+            tracing::info!(cell_id = %cell.config.cell_id, "evacuation done");
+            cell.evacuated.cancel();
+        });
+    }
+
+    async fn hand_over_all(&self) {
+        let deadline = tokio::time::Instant::now() + self.config.evacuation_timeout;
+        loop {
+            let (lrps, tasks_left) = {
+                let containers = self.containers();
+                let lrps: Vec<(
+                    String,
+                    ActualLrpKey,
+                    LrpPhase,
+                    Option<NetInfo>,
+                    CancellationToken,
+                )> = containers
+                    .lrps
+                    .iter()
+                    .map(|(g, c)| {
+                        (
+                            g.clone(),
+                            c.key.clone(),
+                            c.phase,
+                            c.net_info.clone(),
+                            c.stop.clone(),
+                        )
+                    })
+                    .collect();
+                (lrps, !containers.tasks.is_empty())
+            };
+            if lrps.is_empty() && !tasks_left {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    instances = lrps.len(),
+                    "evacuation timed out; stopping what is left"
+                );
+                for (_, _, _, _, stop) in lrps {
+                    stop.cancel();
+                }
+                return;
+            }
+            for (guid, key, phase, net_info, stop) in lrps {
+                if phase == LrpPhase::Reserved {
+                    // Not claimed yet: convergence auctions it again.
+                    stop.cancel();
+                    continue;
+                }
+                let instance_key = self.instance_key(&guid);
+                let net_info = net_info.unwrap_or_default();
+                match self
+                    .bbs
+                    .evacuate_actual_lrp(&key, &instance_key, net_info)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(process_guid = %key.process_guid, index = key.index, "handed over; stopping");
+                        stop.cancel();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "evacuating an instance failed; retrying"),
+                }
+            }
+            tokio::time::sleep(EVACUATION_POLL).await;
         }
     }
 

@@ -1,5 +1,6 @@
-//! The cell's cache of compiled apps on disk: each droplet's wasm is compiled once per
-//! engine configuration and kept as `<dir>/<compatibility hash>/<wasm sha256>.cwasm`,
+//! The cell's cache of compiled apps on disk: each droplet's wasm (a component, or a
+//! core module for WASI preview1 apps) is compiled once per engine configuration and
+//! kept as `<dir>/<compatibility hash>/<wasm sha256>.cwasm`,
 //! so a second instance, a restarted cell or a scaled-to-zero handler app maps machine
 //! code from the page cache instead of compiling again.
 //!
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
-use wasmtime::Engine;
+use wasmtime::{Engine, Module, Precompiled};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -28,7 +29,52 @@ pub enum CompileError {
     Compile(String),
 }
 
-/// Where a component came from.
+/// A compiled app.
+#[derive(Clone)]
+pub enum Compiled {
+    Component(Component),
+    /// A core module: a WASI preview1 app.
+    Module(Module),
+}
+
+impl Compiled {
+    /// Compiles `bytes` (binary wasm, or text for a component) as what they are.
+    fn precompile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        if is_core_module(bytes) {
+            engine.precompile_module(bytes)
+        } else {
+            engine.precompile_component(bytes)
+        }
+    }
+
+    /// # Safety
+    /// As [`Component::deserialize`]: `artifact` must come from `precompile` of an
+    /// engine with `engine`'s settings.
+    unsafe fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Compiled> {
+        Ok(match Engine::detect_precompiled(artifact) {
+            Some(Precompiled::Module) => Compiled::Module(Module::deserialize(engine, artifact)?),
+            _ => Compiled::Component(Component::deserialize(engine, artifact)?),
+        })
+    }
+
+    /// # Safety
+    /// As [`Component::deserialize_file`]: the file must be an artifact this cell
+    /// wrote from `precompile` of an engine with `engine`'s settings.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Compiled> {
+        Ok(match Engine::detect_precompiled_file(path)? {
+            Some(Precompiled::Module) => Compiled::Module(Module::deserialize_file(engine, path)?),
+            _ => Compiled::Component(Component::deserialize_file(engine, path)?),
+        })
+    }
+}
+
+/// Whether `bytes` are a binary core module: wasm's header with version 1 (a
+/// component's header carries its layer and version 0x0d there).
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm") && bytes.get(4..8) == Some(&[1, 0, 0, 0])
+}
+
+/// Where a compiled app came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// Mapped from an artifact this cell compiled earlier.
@@ -64,7 +110,7 @@ impl ArtifactCache {
         is_sha256(sha256).then(|| self.dir.join(format!("{sha256}.cwasm")))
     }
 
-    /// The component of `wasm` (whose hex sha256 is `sha256`): mapped from its artifact
+    /// The compiled `wasm` (whose hex sha256 is `sha256`): mapped from its artifact
     /// if there is one, otherwise compiled and stored (atomically) for next time. A
     /// cache that cannot be written only costs the next compilation, so write errors
     /// are logged, not returned.
@@ -73,7 +119,7 @@ impl ArtifactCache {
         engine: &Engine,
         sha256: &str,
         wasm: &Path,
-    ) -> Result<(Component, Origin), CompileError> {
+    ) -> Result<(Compiled, Origin), CompileError> {
         let Some(path) = self.path(sha256) else {
             return compile(engine, wasm).map(|c| (c, Origin::Compiled));
         };
@@ -84,8 +130,8 @@ impl ArtifactCache {
             // once complete, and keyed by the engine's compatibility hash; the
             // directory lives in the cell's private data dir, which apps cannot reach
             // (they see only their own preopened directories).
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, Origin::Cached)),
+            match unsafe { Compiled::deserialize_file(engine, &path) } {
+                Ok(compiled) => return Ok((compiled, Origin::Cached)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
                         "compiled artifact unusable; compiling again");
@@ -97,23 +143,22 @@ impl ArtifactCache {
             path: wasm.to_path_buf(),
             source,
         })?;
-        let artifact = engine
-            .precompile_component(&bytes)
+        let artifact = Compiled::precompile(engine, &bytes)
             .map_err(|e| CompileError::Compile(format!("{e:#}")))?;
         match self.store(&path, &artifact) {
             // SAFETY: as above; the file was just written from `artifact`.
-            Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, Origin::Compiled)),
+            Ok(()) => match unsafe { Compiled::deserialize_file(engine, &path) } {
+                Ok(compiled) => return Ok((compiled, Origin::Compiled)),
                 Err(e) => tracing::warn!(path = %path.display(), error = %format!("{e:#}"),
                     "loading a freshly written artifact failed"),
             },
             Err(e) => tracing::warn!(path = %path.display(), error = %e,
                 "storing the compiled artifact failed"),
         }
-        // SAFETY: `artifact` comes from `precompile_component` of this very engine.
-        let component = unsafe { Component::deserialize(engine, &artifact) }
+        // SAFETY: `artifact` comes from `precompile` on this very engine.
+        let compiled = unsafe { Compiled::deserialize(engine, &artifact) }
             .map_err(|e| CompileError::Compile(format!("{e:#}")))?;
-        Ok((component, Origin::Compiled))
+        Ok((compiled, Origin::Compiled))
     }
 
     /// Writes `artifact` to `path` through a temporary file and a rename, so that
@@ -131,8 +176,17 @@ impl ArtifactCache {
 }
 
 /// Compiles `wasm` without storing it.
-pub fn compile(engine: &Engine, wasm: &Path) -> Result<Component, CompileError> {
-    Component::from_file(engine, wasm).map_err(|e| CompileError::Compile(format!("{e:#}")))
+pub fn compile(engine: &Engine, wasm: &Path) -> Result<Compiled, CompileError> {
+    let bytes = std::fs::read(wasm).map_err(|source| CompileError::Read {
+        path: wasm.to_path_buf(),
+        source,
+    })?;
+    let compiled = if is_core_module(&bytes) {
+        Module::new(engine, &bytes).map(Compiled::Module)
+    } else {
+        Component::new(engine, &bytes).map(Compiled::Component)
+    };
+    compiled.map_err(|e| CompileError::Compile(format!("{e:#}")))
 }
 
 /// [`Engine::precompile_compatibility_hash`] as 32 hex digits (sha256-based, so stable
@@ -244,6 +298,31 @@ mod tests {
         assert_eq!(origin, Origin::Compiled);
         let (_, origin) = cache.load_or_compile(&engine, &sha, &wasm).unwrap();
         assert_eq!(origin, Origin::Cached);
+    }
+
+    #[test]
+    fn core_modules_are_compiled_and_cached_as_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(true);
+        // `(module (func (export "_start")))` in the binary format.
+        let module: &[u8] = &[
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // header, version 1
+            0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type: () -> ()
+            0x03, 0x02, 0x01, 0x00, // function 0 of type 0
+            0x07, 0x0a, 0x01, 0x06, b'_', b's', b't', b'a', b'r', b't', 0x00, 0x00, // export
+            0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: an empty body
+        ];
+        assert!(is_core_module(module));
+        let path = dir.path().join("app.wasm");
+        std::fs::write(&path, module).unwrap();
+        let sha = hex::encode(Sha256::digest(module));
+        let cache = ArtifactCache::new(&dir.path().join("compiled"), &engine);
+        for expected in [Origin::Compiled, Origin::Cached] {
+            let (compiled, origin) = cache.load_or_compile(&engine, &sha, &path).unwrap();
+            assert_eq!(origin, expected);
+            assert!(matches!(compiled, Compiled::Module(_)));
+        }
+        assert!(matches!(compile(&engine, &path), Ok(Compiled::Module(_))));
     }
 
     #[test]

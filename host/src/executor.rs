@@ -1,8 +1,11 @@
-//! The executor: one wasmtime [`Engine`] for the cell, compiled components cached by
-//! the wasm's sha256 (in memory, in front of the on-disk [`ArtifactCache`]), and
-//! running a component as a `wasi:cli` command in a sandbox of its own (env, read-only
-//! app dir, private tmp dir, its port only, memory limit). Handler apps use the same
-//! engine, stores and sandbox, one instance per request (see `handler`).
+//! The executor: one wasmtime [`Engine`] for the cell, compiled apps cached by the
+//! wasm's sha256 (in memory, in front of the on-disk [`ArtifactCache`]), and running
+//! an app to its end in a sandbox of its own (env, read-only app dir, private tmp dir,
+//! its port only, memory limit): a `wasi:cli` command component, or a WASI preview1
+//! core module (`_start`, on wasmtime's preview1 adapter, [`WasiP1Ctx`]) for apps
+//! from older toolchains, which has no sockets and so runs as a worker or a task.
+//! Handler apps use the same engine, stores and sandbox, one instance per request
+//! (see `handler`).
 //!
 //! The engine uses the **pooling instance allocator**: instance slots (memory, tables,
 //! fiber stack) are reserved once and reused, with copy-on-write memory images, which
@@ -20,33 +23,40 @@
 //!
 //! What an instance may reach (network, files) and its memory and disk quotas are the
 //! `sandbox`'s; this module applies them to each store and turns how an instance
-//! ended (exit, trap, out of memory, quota) into an [`Exit`].
+//! ended (exit, trap, out of memory, quota) into an [`Exit`]. The time an instance's
+//! wasm runs is the time spent polling its future ([`metered`]): a guest runs only
+//! inside that poll, and yields at every epoch tick, so two clock reads per poll
+//! measure its CPU time closely and cheaply.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use tokio::io::AsyncWrite;
 use tokio::sync::OnceCell;
 use wasmtime::component::{InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
 };
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::compiled::{ArtifactCache, CompileError};
+use crate::compiled::{ArtifactCache, CompileError, Compiled};
 use crate::sandbox::{
-    self, MemoryLimiter, NetworkPolicy, OutOfMemory, SecurityGroups, DISK_CHECK_INTERVAL,
+    self, InstanceUsage, MemoryLimiter, NetworkPolicy, OutOfMemory, SecurityGroups,
+    DISK_CHECK_INTERVAL,
 };
 
 /// How often the epoch advances: the longest a guest runs before yielding.
@@ -65,7 +75,7 @@ const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
 pub enum ExecutorError {
     #[error("compiling the app's wasm: {0}")]
     Compile(String),
-    #[error("the app's wasm is not a wasi:cli command component: {0}")]
+    #[error("the app's wasm is neither a wasi:cli command component nor a WASI preview1 module with `_start`: {0}")]
     NotACommand(String),
     #[error("setting up the instance: {0}")]
     Setup(String),
@@ -131,16 +141,21 @@ pub enum Exit {
     OutOfMemory { limit_mb: u64 },
     /// The cell stopped the instance for writing more than its disk quota.
     DiskQuotaExceeded { limit_mb: u64 },
+    /// The cell stopped the instance because it was told to (scale down, app stop,
+    /// cell shutdown), after letting it drain: what SIGTERM is to a CF container.
+    Stopped,
 }
 
 impl Exit {
-    /// The process-like exit status: traps count as status 1, and an instance the cell
-    /// killed for a quota as 137 (SIGKILL, as CF shows an OOM-killed container).
+    /// The process-like exit status: traps count as status 1, an instance the cell
+    /// killed for a quota as 137 (SIGKILL, as CF shows an OOM-killed container), and
+    /// one it stopped as 143 (SIGTERM).
     pub fn status(&self) -> i32 {
         match self {
             Exit::Status(code) => *code,
             Exit::Trap(_) | Exit::StackOverflow => 1,
             Exit::OutOfMemory { .. } | Exit::DiskQuotaExceeded { .. } => 137,
+            Exit::Stopped => 143,
         }
     }
 
@@ -149,7 +164,7 @@ impl Exit {
     pub fn describe(&self) -> String {
         let status = self.status();
         match self {
-            Exit::Status(_) => format!("Exited with status {status}"),
+            Exit::Status(_) | Exit::Stopped => format!("Exited with status {status}"),
             Exit::Trap(trap) => format!("Exited with status {status} (wasm trap: {trap})"),
             Exit::StackOverflow => {
                 format!("Exited with status {status} (wasm trap: stack overflow)")
@@ -205,14 +220,33 @@ pub struct RunSpec {
     pub security_groups: SecurityGroups,
     pub stdout: LineSink,
     pub stderr: LineSink,
+    /// Where what the instance uses is counted (CPU time, memory, disk).
+    pub usage: Arc<InstanceUsage>,
+}
+
+/// An app ready to run to its end (a server, worker or task).
+#[derive(Clone)]
+pub enum CommandApp {
+    /// A `wasi:cli` command component.
+    Component(CommandPre<InstanceState>),
+    /// A WASI preview1 core module: no sockets, so no port.
+    Module(wasmtime::InstancePre<ModuleState>),
+}
+
+/// A compiled app with its imports resolved.
+#[derive(Clone)]
+enum Linked {
+    Component(InstancePre<InstanceState>),
+    Module(wasmtime::InstancePre<ModuleState>),
 }
 
 /// The cell's wasm runtime.
 pub struct Executor {
     engine: Engine,
     linker: Linker<InstanceState>,
+    module_linker: wasmtime::Linker<ModuleState>,
     artifacts: Option<ArtifactCache>,
-    compiled: Mutex<HashMap<String, Arc<OnceCell<InstancePre<InstanceState>>>>>,
+    compiled: Mutex<HashMap<String, Arc<OnceCell<Linked>>>>,
 }
 
 impl Executor {
@@ -245,6 +279,11 @@ impl Executor {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .map_err(|e| ExecutorError::Setup(e.to_string()))?;
+        let mut module_linker = wasmtime::Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |state: &mut ModuleState| {
+            &mut state.wasi
+        })
+        .map_err(|e| ExecutorError::Setup(e.to_string()))?;
         let artifacts = settings
             .compiled_dir
             .as_deref()
@@ -263,19 +302,21 @@ impl Executor {
         Ok(Executor {
             engine,
             linker,
+            module_linker,
             artifacts,
             compiled: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The command component in `wasm`, compiled once per `sha256` (on a blocking thread).
-    pub async fn prepare(
-        &self,
-        sha256: &str,
-        wasm: &Path,
-    ) -> Result<CommandPre<InstanceState>, ExecutorError> {
-        let pre = self.instance_pre(sha256, wasm).await?;
-        CommandPre::new(pre).map_err(|e| ExecutorError::NotACommand(format!("{e:#}")))
+    /// The command component or preview1 module in `wasm`, compiled once per `sha256`
+    /// (on a blocking thread).
+    pub async fn prepare(&self, sha256: &str, wasm: &Path) -> Result<CommandApp, ExecutorError> {
+        match self.linked(sha256, wasm).await? {
+            Linked::Component(pre) => CommandPre::new(pre)
+                .map(CommandApp::Component)
+                .map_err(|e| ExecutorError::NotACommand(format!("{e:#}"))),
+            Linked::Module(pre) => Ok(CommandApp::Module(pre)),
+        }
     }
 
     /// The `wasi:http` handler component in `wasm`, compiled once per `sha256`.
@@ -284,75 +325,127 @@ impl Executor {
         sha256: &str,
         wasm: &Path,
     ) -> Result<ProxyPre<InstanceState>, ExecutorError> {
-        let pre = self.instance_pre(sha256, wasm).await?;
-        ProxyPre::new(pre).map_err(|e| ExecutorError::NotAHandler(format!("{e:#}")))
+        match self.linked(sha256, wasm).await? {
+            Linked::Component(pre) => {
+                ProxyPre::new(pre).map_err(|e| ExecutorError::NotAHandler(format!("{e:#}")))
+            }
+            Linked::Module(_) => Err(ExecutorError::NotAHandler("a core module".into())),
+        }
     }
 
-    /// The component in `wasm` with its imports resolved: from memory, else from the
+    /// The app in `wasm` with its imports resolved: from memory, else from the
     /// artifact cache, else compiled (on a blocking thread), once per `sha256`.
-    async fn instance_pre(
-        &self,
-        sha256: &str,
-        wasm: &Path,
-    ) -> Result<InstancePre<InstanceState>, ExecutorError> {
+    async fn linked(&self, sha256: &str, wasm: &Path) -> Result<Linked, ExecutorError> {
         let cell = {
             let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
             compiled.entry(sha256.to_string()).or_default().clone()
         };
-        let pre = cell
+        let linked = cell
             .get_or_try_init(|| async {
                 let engine = self.engine.clone();
                 let artifacts = self.artifacts.clone();
                 let (sha, path) = (sha256.to_string(), wasm.to_path_buf());
-                let component = tokio::task::spawn_blocking(move || match artifacts {
+                let compiled = tokio::task::spawn_blocking(move || match artifacts {
                     Some(cache) => cache.load_or_compile(&engine, &sha, &path).map(|c| c.0),
                     None => crate::compiled::compile(&engine, &path),
                 })
                 .await
                 .map_err(|e| ExecutorError::Compile(e.to_string()))??;
-                self.linker
-                    .instantiate_pre(&component)
-                    .map_err(|e| ExecutorError::Instantiate(format!("{e:#}")))
+                match compiled {
+                    Compiled::Component(component) => self
+                        .linker
+                        .instantiate_pre(&component)
+                        .map(Linked::Component),
+                    Compiled::Module(module) => self
+                        .module_linker
+                        .instantiate_pre(&module)
+                        .map(Linked::Module),
+                }
+                .map_err(|e| ExecutorError::Instantiate(format!("{e:#}")))
             })
             .await?;
-        Ok(pre.clone())
+        Ok(linked.clone())
     }
 
-    /// Runs the command to its end, or until it passes its disk quota. Dropping the
+    /// Runs the app to its end, or until it passes its disk quota. Dropping the
     /// future stops the instance.
-    pub async fn run(
-        &self,
-        pre: &CommandPre<InstanceState>,
-        spec: RunSpec,
-    ) -> Result<Exit, ExecutorError> {
-        let (mut store, output) = new_store(&self.engine, &spec)?;
-        let run = async {
-            let command = match pre.instantiate_async(&mut store).await {
-                Ok(command) => command,
-                // A memory quota below the app's initial memory.
-                Err(e) if e.downcast_ref::<OutOfMemory>().is_some() => {
-                    return Ok(Exit::from_error(&e))
-                }
-                Err(e) => return Err(ExecutorError::Instantiate(format!("{e:#}"))),
-            };
-            Ok(match command.wasi_cli_run().call_run(&mut store).await {
-                Ok(Ok(())) => Exit::Status(0),
-                Ok(Err(())) => Exit::Status(1),
-                Err(e) => {
-                    tracing::debug!(error = ?e, "instance ended with an error");
-                    Exit::from_error(&e)
-                }
-            })
+    pub async fn run(&self, app: &CommandApp, spec: RunSpec) -> Result<Exit, ExecutorError> {
+        let (run, output) = match app {
+            CommandApp::Component(pre) => {
+                let (store, output) = new_store(&self.engine, &spec)?;
+                (run_component(pre.clone(), store).boxed(), output)
+            }
+            CommandApp::Module(pre) => {
+                let (store, output) = new_module_store(&self.engine, &spec)?;
+                (run_module(pre.clone(), store).boxed(), output)
+            }
         };
-        let quota =
-            sandbox::watch_disk_quota(spec.tmp_dir.clone(), spec.disk_mb, DISK_CHECK_INTERVAL);
+        let quota = sandbox::watch_disk_quota(
+            spec.tmp_dir.clone(),
+            spec.disk_mb,
+            DISK_CHECK_INTERVAL,
+            spec.usage.clone(),
+        );
         let exit = tokio::select! {
-            exit = run => exit,
+            exit = metered(spec.usage.clone(), run) => exit,
             exceeded = quota => Ok(Exit::DiskQuotaExceeded { limit_mb: exceeded.limit_mb }),
         };
         output.flush_partial();
         exit
     }
+}
+
+async fn run_component(
+    pre: CommandPre<InstanceState>,
+    mut store: Store<InstanceState>,
+) -> Result<Exit, ExecutorError> {
+    let command = match pre.instantiate_async(&mut store).await {
+        Ok(command) => command,
+        // A memory quota below the app's initial memory.
+        Err(e) if e.downcast_ref::<OutOfMemory>().is_some() => return Ok(Exit::from_error(&e)),
+        Err(e) => return Err(ExecutorError::Instantiate(format!("{e:#}"))),
+    };
+    Ok(match command.wasi_cli_run().call_run(&mut store).await {
+        Ok(Ok(())) => Exit::Status(0),
+        Ok(Err(())) => Exit::Status(1),
+        Err(e) => {
+            tracing::debug!(error = ?e, "instance ended with an error");
+            Exit::from_error(&e)
+        }
+    })
+}
+
+/// Runs a preview1 module's `_start`: returning is status 0, `proc_exit` its code.
+async fn run_module(
+    pre: wasmtime::InstancePre<ModuleState>,
+    mut store: Store<ModuleState>,
+) -> Result<Exit, ExecutorError> {
+    let instance = match pre.instantiate_async(&mut store).await {
+        Ok(instance) => instance,
+        Err(e) if e.downcast_ref::<OutOfMemory>().is_some() => return Ok(Exit::from_error(&e)),
+        Err(e) => return Err(ExecutorError::Instantiate(format!("{e:#}"))),
+    };
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .map_err(|e| ExecutorError::NotACommand(format!("{e:#}")))?;
+    Ok(match start.call_async(&mut store, ()).await {
+        Ok(()) => Exit::Status(0),
+        Err(e) => {
+            tracing::debug!(error = ?e, "module instance ended with an error");
+            Exit::from_error(&e)
+        }
+    })
+}
+
+/// `future`, with the time spent polling it counted as `usage`'s CPU time.
+pub fn metered<F: Future>(usage: Arc<InstanceUsage>, future: F) -> impl Future<Output = F::Output> {
+    let mut future = Box::pin(future);
+    std::future::poll_fn(move |cx| {
+        let started = Instant::now();
+        let polled = future.as_mut().poll(cx);
+        usage.add_cpu_time(started.elapsed());
+        polled
+    })
 }
 
 /// The output streams of an instance, to flush when it ends.
@@ -369,38 +462,61 @@ impl InstanceOutput {
     }
 }
 
+/// The WASI context of an instance: args, env, output, files and network as `spec`
+/// says.
+fn wasi_builder(spec: &RunSpec) -> Result<(WasiCtxBuilder, InstanceOutput), ExecutorError> {
+    let stdout = LineStream::new(spec.stdout.clone());
+    let stderr = LineStream::new(spec.stderr.clone());
+    let mut builder = WasiCtx::builder();
+    builder
+        .args(&spec.args)
+        .envs(&spec.env)
+        .stdout(stdout.clone())
+        .stderr(stderr.clone());
+    sandbox::preopen_filesystem(&mut builder, &spec.app_dir, &spec.tmp_dir)
+        .map_err(|e| ExecutorError::Setup(e.to_string()))?;
+    NetworkPolicy::new(spec.listen_port, spec.security_groups.clone()).apply(&mut builder);
+    Ok((builder, InstanceOutput { stdout, stderr }))
+}
+
 /// A store for one instance of the app `spec` describes: its sandbox (WASI context),
 /// memory limit and CPU yielding, on `engine`.
 pub fn new_store(
     engine: &Engine,
     spec: &RunSpec,
 ) -> Result<(Store<InstanceState>, InstanceOutput), ExecutorError> {
-    let stdout = LineStream::new(spec.stdout.clone());
-    let stderr = LineStream::new(spec.stderr.clone());
-    let ctx = {
-        let mut builder = WasiCtx::builder();
-        builder
-            .args(&spec.args)
-            .envs(&spec.env)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone());
-        sandbox::preopen_filesystem(&mut builder, &spec.app_dir, &spec.tmp_dir)
-            .map_err(|e| ExecutorError::Setup(e.to_string()))?;
-        NetworkPolicy::new(spec.listen_port, spec.security_groups.clone()).apply(&mut builder);
-        builder.build()
+    let (mut builder, output) = wasi_builder(spec)?;
+    let state = InstanceState {
+        ctx: builder.build(),
+        table: ResourceTable::new(),
+        limits: MemoryLimiter::new(spec.memory_mb, spec.usage.clone()),
+        http: WasiHttpCtx::new(),
+        http_hooks: OutgoingHttp,
     };
-    let limits = MemoryLimiter::new(spec.memory_mb);
-    let mut store = Store::new(
-        engine,
-        InstanceState {
-            ctx,
-            table: ResourceTable::new(),
-            limits,
-            http: WasiHttpCtx::new(),
-            http_hooks: OutgoingHttp,
-        },
-    );
-    store.limiter(|state| &mut state.limits);
+    Ok((sandboxed_store(engine, state, |s| &mut s.limits), output))
+}
+
+/// A store for a preview1 module instance, in the same sandbox as [`new_store`]'s.
+fn new_module_store(
+    engine: &Engine,
+    spec: &RunSpec,
+) -> Result<(Store<ModuleState>, InstanceOutput), ExecutorError> {
+    let (mut builder, output) = wasi_builder(spec)?;
+    let state = ModuleState {
+        wasi: builder.build_p1(),
+        limits: MemoryLimiter::new(spec.memory_mb, spec.usage.clone()),
+    };
+    Ok((sandboxed_store(engine, state, |s| &mut s.limits), output))
+}
+
+/// A store of `data` held to its memory limiter, yielding at every epoch tick.
+fn sandboxed_store<T: Send + 'static>(
+    engine: &Engine,
+    data: T,
+    limits: fn(&mut T) -> &mut MemoryLimiter,
+) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(move |state| -> &mut dyn ResourceLimiter { limits(state) });
     store.set_epoch_deadline(1);
     // Yield through tokio, not wasmtime's own yield (which wakes the task at once): a
     // task that `yield_now`s runs again only after the runtime has polled its I/O
@@ -412,7 +528,13 @@ pub fn new_store(
             Box::pin(tokio::task::yield_now()),
         ))
     });
-    Ok((store, InstanceOutput { stdout, stderr }))
+    store
+}
+
+/// The store data of a preview1 module instance.
+pub struct ModuleState {
+    wasi: WasiP1Ctx,
+    limits: MemoryLimiter,
 }
 
 /// The store data of one instance.
@@ -688,6 +810,7 @@ pub(crate) mod tests {
         stdout: Arc<Mutex<Vec<String>>>,
         stderr: Arc<Mutex<Vec<String>>>,
         task: tokio::task::JoinHandle<Result<Exit, ExecutorError>>,
+        usage: Arc<InstanceUsage>,
         _dirs: (tempfile::TempDir, tempfile::TempDir),
     }
 
@@ -716,6 +839,7 @@ pub(crate) mod tests {
         let (stdout_sink, stdout) = collecting();
         let (stderr_sink, stderr) = collecting();
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let usage = Arc::new(InstanceUsage::default());
         let spec = RunSpec {
             args: vec!["app.wasm".into()],
             env: vec![
@@ -730,6 +854,7 @@ pub(crate) mod tests {
             security_groups,
             stdout: stdout_sink,
             stderr: stderr_sink,
+            usage: usage.clone(),
         };
         let runner = executor.clone();
         let task = tokio::spawn(async move { runner.run(&pre, spec).await });
@@ -738,6 +863,7 @@ pub(crate) mod tests {
             stdout,
             stderr,
             task,
+            usage,
             _dirs: dirs,
         }
     }
@@ -857,6 +983,7 @@ pub(crate) mod tests {
             security_groups: SecurityGroups::default(),
             stdout: stdout_sink,
             stderr: stderr_sink,
+            usage: Arc::new(InstanceUsage::default()),
         };
         let exit = executor.run(&pre, spec).await.unwrap();
         assert_ne!(exit.status(), 0, "{exit:?}");
@@ -980,6 +1107,131 @@ pub(crate) mod tests {
             exit_of(running).await,
             Exit::DiskQuotaExceeded { limit_mb: 1 }
         );
+    }
+
+    /// What the cell reports of an instance: the CPU time its wasm ran, its memory and
+    /// its `/tmp`. A busy loop uses about a core; an idle server next to nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn usage_counts_cpu_time_memory_and_disk() {
+        let executor = Arc::new(Executor::new().unwrap());
+        let idle = start_fixture(&executor, "hello", "0").await;
+        get(idle.port, "/").await;
+        let memory = idle.usage.memory_bytes();
+        assert!(
+            memory >= 64 << 10 && memory <= TEST_MEMORY_MB << 20,
+            "linear memory of the hello fixture: {memory}"
+        );
+        let idle_before = idle.usage.cpu_time();
+        let spinner =
+            start_sandboxed(&executor, "hostile", "1", 64, SecurityGroups::default()).await;
+        let wrote = body(spinner.port, "/disk?mb=2").await;
+        assert!(wrote.ends_with("ok\n"), "{wrote}");
+        let _spinning = send_only(spinner.port, "/spin").await;
+        let before = spinner.usage.cpu_time();
+        let period = Duration::from_millis(600);
+        tokio::time::sleep(period).await;
+        let spun = spinner.usage.cpu_time() - before;
+        let idled = idle.usage.cpu_time() - idle_before;
+        eprintln!(
+            "over {period:?}: busy loop {spun:?}, idle server {idled:?} (memory {memory} bytes)"
+        );
+        assert!(
+            spun >= period / 2 && spun <= period + Duration::from_millis(100),
+            "the busy loop ran {spun:?} in {period:?}"
+        );
+        assert!(
+            idled < Duration::from_millis(20),
+            "the idle server ran {idled:?}"
+        );
+        // Measured with the disk quota, every second.
+        let deadline = std::time::Instant::now() + DISK_CHECK_INTERVAL * 3;
+        while spinner.usage.disk_bytes() < 2 << 20 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let disk = spinner.usage.disk_bytes();
+        assert!(disk >= 2 << 20 && disk < 4 << 20, "/tmp holds {disk}");
+        spinner.task.abort();
+        idle.task.abort();
+        let _ = idle.task.await;
+        assert_eq!(
+            idle.usage.memory_bytes(),
+            0,
+            "a stopped instance holds no memory"
+        );
+    }
+
+    /// Runs the preview1 `worker` fixture with `args` (no port) to its end, or for
+    /// `within`; returns how it ended (if it did), its stdout and stderr.
+    async fn run_worker(
+        executor: &Executor,
+        args: &[&str],
+        within: Duration,
+    ) -> (Option<Exit>, Vec<String>, Vec<String>) {
+        let wasm = wf_tests::fixtures::fixture_wasm("worker");
+        let app = executor.prepare("worker-test", &wasm).await.unwrap();
+        assert!(matches!(app, CommandApp::Module(_)), "a core module");
+        let (stdout_sink, stdout) = collecting();
+        let (stderr_sink, stderr) = collecting();
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let spec = RunSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![
+                ("MEMORY_LIMIT".into(), format!("{TEST_MEMORY_MB}m")),
+                ("CF_INSTANCE_INDEX".into(), "4".into()),
+            ],
+            app_dir: dirs.0.path().to_path_buf(),
+            tmp_dir: dirs.1.path().to_path_buf(),
+            memory_mb: TEST_MEMORY_MB,
+            listen_port: None,
+            disk_mb: 0,
+            security_groups: SecurityGroups::default(),
+            stdout: stdout_sink,
+            stderr: stderr_sink,
+            usage: Arc::new(InstanceUsage::default()),
+        };
+        let exit = tokio::time::timeout(within, executor.run(&app, spec))
+            .await
+            .ok()
+            .map(|ran| ran.expect("the module ran"));
+        let lines = |l: Arc<Mutex<Vec<String>>>| l.lock().unwrap().clone();
+        (exit, lines(stdout), lines(stderr))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn preview1_modules_run_as_tasks_in_the_sandbox() {
+        let executor = Executor::new().unwrap();
+        let long = Duration::from_secs(30);
+        let (exit, stdout, _) = run_worker(&executor, &["app.wasm", "task"], long).await;
+        assert_eq!(exit, Some(Exit::Status(0)));
+        assert_eq!(
+            stdout,
+            ["task ran with MEMORY_LIMIT=64m: tmp ok, app read-only"]
+        );
+        let (exit, _, stderr) = run_worker(&executor, &["app.wasm", "exit", "3"], long).await;
+        assert_eq!(exit, Some(Exit::Status(3)));
+        assert_eq!(stderr, ["exiting with 3"]);
+        let (exit, _, _) = run_worker(&executor, &["app.wasm", "grow", "128"], long).await;
+        assert_eq!(
+            exit,
+            Some(Exit::OutOfMemory {
+                limit_mb: TEST_MEMORY_MB
+            })
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_preview1_worker_runs_until_stopped_and_is_no_handler() {
+        let executor = Executor::new().unwrap();
+        let (exit, stdout, _) =
+            run_worker(&executor, &["app.wasm"], Duration::from_millis(700)).await;
+        assert_eq!(exit, None, "a worker runs on");
+        assert_eq!(stdout[0], "worker 4 started");
+        assert!(stdout.len() >= 3 && stdout[1] == "tick 1", "{stdout:?}");
+        let wasm = wf_tests::fixtures::fixture_wasm("worker");
+        assert!(matches!(
+            executor.prepare_handler("worker-test", &wasm).await,
+            Err(ExecutorError::NotAHandler(_))
+        ));
     }
 
     /// One runtime thread for two instances: the busy loop must yield for the other to

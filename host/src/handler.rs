@@ -9,6 +9,10 @@
 //! handler past its deadline gets `504`, a trap or missing response `500`, a cell out
 //! of instance slots `503`. A failed request does not end the app instance; passing
 //! the disk quota of its `/tmp` (shared by its requests) does, as for a server.
+//!
+//! Stopping is graceful: once told to drain, the cell stops accepting connections,
+//! lets the requests in flight finish (keep-alive connections close after theirs),
+//! and ends when the last one has; whoever drains bounds the wait.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,12 +29,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView as _;
 
-use crate::executor::{new_store, ExecutorError, Exit, InstanceState, LineSink, RunSpec};
+use crate::executor::{metered, new_store, ExecutorError, Exit, InstanceState, LineSink, RunSpec};
 use crate::sandbox::{self, OutOfMemory, DISK_CHECK_INTERVAL};
 
 /// How long a request may run (instance included) unless the app says otherwise.
@@ -167,7 +172,8 @@ impl HandlerApp {
         let pre = self.pre.clone();
         let timeout = self.timeout;
         let stop = self.stop.clone();
-        let run = async move {
+        let usage = self.spec.usage.clone();
+        let run = metered(usage, async move {
             let proxy = pre.instantiate_async(&mut store).await.map_err(|e| {
                 if e.chain()
                     .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
@@ -184,7 +190,7 @@ impl HandlerApp {
                 .call_handle(&mut store, incoming, outparam)
                 .await
                 .map_err(|e| RequestFailure::Crash(Exit::from_error(&e).describe()))
-        };
+        });
         // The guest runs in a task of its own: it may go on streaming the body after
         // sending the response head. Dropping the store ends it at its next yield.
         let app = self.clone();
@@ -241,22 +247,46 @@ pub async fn bind(port: u16) -> Result<TcpListener, HandlerError> {
         .map_err(|source| HandlerError::Bind { port, source })
 }
 
-/// Serves HTTP/1.1 on `listener` for `app` until the instance passes its disk quota
-/// (how it ended is returned) or the future is dropped; either ends its connections
-/// and the requests still running.
-pub async fn serve(listener: TcpListener, app: Arc<HandlerApp>) -> Exit {
+/// Serves HTTP/1.1 on `listener` for `app` until the instance passes its disk quota,
+/// or, once `drain` is cancelled, until the requests in flight have finished
+/// ([`Exit::Stopped`]); how it ended is returned. Its end, or dropping the future,
+/// ends its connections and the requests still running.
+pub async fn serve(listener: TcpListener, app: Arc<HandlerApp>, drain: CancellationToken) -> Exit {
     let _stop_all = app.stop.clone().drop_guard();
     let spec = &app.spec;
-    let quota = sandbox::watch_disk_quota(spec.tmp_dir.clone(), spec.disk_mb, DISK_CHECK_INTERVAL);
+    let quota = sandbox::watch_disk_quota(
+        spec.tmp_dir.clone(),
+        spec.disk_mb,
+        DISK_CHECK_INTERVAL,
+        spec.usage.clone(),
+    );
+    let connections = TaskTracker::new();
+    let drained = async {
+        accept_loop(listener, &app, &connections, &drain).await;
+        connections.close();
+        connections.wait().await;
+        Exit::Stopped
+    };
     tokio::select! {
-        never = accept_loop(listener, &app) => match never {},
+        exit = drained => exit,
         exceeded = quota => Exit::DiskQuotaExceeded { limit_mb: exceeded.limit_mb },
     }
 }
 
-async fn accept_loop(listener: TcpListener, app: &Arc<HandlerApp>) -> Infallible {
+/// Accepts connections until `drain` is cancelled (dropping the listener, so new
+/// connections are refused); each connection is a task on `connections`.
+async fn accept_loop(
+    listener: TcpListener,
+    app: &Arc<HandlerApp>,
+    connections: &TaskTracker,
+    drain: &CancellationToken,
+) {
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = drain.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a handler connection failed");
@@ -271,17 +301,28 @@ async fn accept_loop(listener: TcpListener, app: &Arc<HandlerApp>) -> Infallible
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
         let stop = app.stop.clone();
-        tokio::spawn(async move {
+        let drain = drain.clone();
+        connections.spawn(async move {
             let conn = http1::Builder::new()
                 .keep_alive(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                served = conn => if let Err(e) = served {
-                    tracing::debug!(error = %e, "handler connection ended with an error");
-                },
-                _ = stop.cancelled() => {}
+            let mut conn = std::pin::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => Some(served),
+                _ = drain.cancelled() => {
+                    // The request in flight finishes; the connection closes after it.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        served = conn => Some(served),
+                        _ = stop.cancelled() => None,
+                    }
+                }
+                _ = stop.cancelled() => None,
+            };
+            if let Some(Err(e)) = served {
+                tracing::debug!(error = %e, "handler connection ended with an error");
             }
         });
     }
@@ -336,6 +377,7 @@ mod tests {
         stdout: Lines,
         events: Lines,
         task: tokio::task::JoinHandle<Exit>,
+        drain: CancellationToken,
         _dirs: (tempfile::TempDir, tempfile::TempDir),
     }
 
@@ -365,14 +407,17 @@ mod tests {
             security_groups: crate::sandbox::SecurityGroups::default(),
             stdout: stdout_sink,
             stderr: stderr_sink,
+            usage: Arc::new(crate::sandbox::InstanceUsage::default()),
         };
         let app = Arc::new(HandlerApp::new(pre, spec, events_sink).with_timeout(timeout));
-        let task = tokio::spawn(serve(listener, app));
+        let drain = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, app, drain.clone()));
         Served {
             port,
             stdout,
             events,
             task,
+            drain,
             _dirs: dirs,
         }
     }
@@ -521,6 +566,44 @@ mod tests {
             .await
             .is_err());
         again.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn draining_refuses_new_connections_and_lets_requests_in_flight_finish() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture(&executor, "0", DEFAULT_REQUEST_TIMEOUT).await;
+        let port = served.port;
+        let in_flight = tokio::spawn(async move { get(port, "/sleep?ms=600").await });
+        // The request is under way before the drain begins.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while served.stdout.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let draining = std::time::Instant::now();
+        served.drain.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            assert!(std::time::Instant::now() < deadline, "still accepting");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(in_flight.await.unwrap(), (200, "slept 600ms\n".to_string()));
+        let exit = tokio::time::timeout(Duration::from_secs(5), served.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit, Exit::Stopped);
+        assert!(
+            draining.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            draining.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 //! - `sandbox`: what an instance may reach (network by security groups, `/app`,
 //!   `/tmp`) and its memory and disk quotas; `app_logs`: its log rate limit;
 //! - `handler`: `wasi:http` handler apps, served by the cell, an instance per request;
-//! - `droplets`: the droplet download cache.
+//! - `droplets`: the droplet download cache;
+//! - `metrics`: container metrics (cpu, memory, disk) as gauges and `/container_metrics`.
 //!
 //! `executor`, `handler` and `sandbox` are public for the benchmarks in `benches/`.
 
@@ -22,6 +23,7 @@ mod droplets;
 pub mod executor;
 pub mod handler;
 mod instance;
+mod metrics;
 mod rep;
 pub mod sandbox;
 mod stager;
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use wf_bbs::Bbs;
+use wf_bbs::BbsClient;
 use wf_messaging::Bus;
 
 use crate::cell::Cell;
@@ -67,11 +69,28 @@ pub struct CellConfig {
     pub bulk_sync_interval: Duration,
     /// How long containers get to stop when the cell shuts down.
     pub shutdown_grace: Duration,
+    /// How long an evacuation may take before what is left is stopped (Diego: 600 s).
+    pub evacuation_timeout: Duration,
+    /// How long a stopping instance may take before it is killed (Diego's graceful
+    /// shutdown interval, CF's 10 s between SIGTERM and SIGKILL): a handler app's
+    /// requests in flight may finish within it.
+    pub graceful_shutdown_interval: Duration,
+    /// How long a stopping server instance keeps running after its ActualLRP is
+    /// removed, so that the route-emitter unregisters it and routers stop sending to
+    /// it before it goes (wasm has no SIGTERM to handle); bounded by
+    /// `graceful_shutdown_interval`. Default 1 s.
+    pub stop_drain: Duration,
+    /// How often every instance's container metrics go to loggregator (Diego's rep:
+    /// 15 s).
+    pub container_metrics_interval: Duration,
     /// Where instances may connect to, until per-app security groups come from the
     /// Cloud Controller: CF's default running groups, `public_networks` and `dns`
     /// ([`sandbox::default_security_groups`]). Loopback, link-local and the cell's own
     /// address stay closed unless a rule names them.
     pub security_groups: Vec<sandbox::SecurityGroupRule>,
+    /// The cell's placement tags: only LRPs and Tasks that ask for all of them (an
+    /// isolation segment) are placed here.
+    pub placement_tags: Vec<String>,
 }
 
 impl Default for CellConfig {
@@ -88,7 +107,12 @@ impl Default for CellConfig {
             presence_ttl: Duration::from_secs(15),
             bulk_sync_interval: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            evacuation_timeout: Duration::from_secs(600),
+            graceful_shutdown_interval: Duration::from_secs(10),
+            stop_drain: Duration::from_secs(1),
+            container_metrics_interval: Duration::from_secs(15),
             security_groups: sandbox::default_security_groups(),
+            placement_tags: Vec::new(),
         }
     }
 }
@@ -98,7 +122,7 @@ impl Default for CellConfig {
 pub async fn run(
     config: CellConfig,
     rep_listener: TcpListener,
-    bbs: Arc<Bbs>,
+    bbs: BbsClient,
     bus: Bus,
     cancel: CancellationToken,
 ) -> Result<(), CellError> {
@@ -135,12 +159,19 @@ pub async fn run(
     let stopping = cancel.child_token();
     let presence = tokio::spawn(presence_loop(cell.clone(), stopping.clone()));
     let sync = tokio::spawn(bulk_sync_loop(cell.clone(), stopping.clone()));
-    let shutdown = stopping.clone();
+    let metrics = tokio::spawn(metrics::emit_loop(cell.clone(), stopping.clone()));
+    // An evacuated cell stops as a cancelled one does: its work is elsewhere now.
+    let (shutdown, evacuated) = (stopping.clone(), cell.evacuated.clone());
     let served = axum::serve(rep_listener, rep::router(cell.clone()))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = evacuated.cancelled() => {}
+            }
+        })
         .await;
     stopping.cancel();
-    let _ = tokio::join!(presence, sync);
+    let _ = tokio::join!(presence, sync, metrics);
 
     cell.shutdown(cell.config.shutdown_grace).await;
     if let Err(e) = cell.bbs.remove_cell_presence(&cell.config.cell_id).await {

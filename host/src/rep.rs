@@ -1,5 +1,6 @@
 //! The rep's HTTP API (see `wf_bbs::rep`): the auctioneer reads the cell's state and
-//! offers work; the BBS stops instances and cancels tasks. Handlers delegate to [`Cell`].
+//! offers work; the BBS stops instances and cancels tasks; `/container_metrics` answers
+//! what each instance uses. Handlers delegate to [`Cell`].
 
 use std::sync::Arc;
 
@@ -10,22 +11,29 @@ use axum::{Json, Router};
 use wf_bbs::rep::{CellState, Work};
 
 use crate::cell::Cell;
+use crate::metrics::ContainerMetricsCollection;
 
 pub fn router(cell: Arc<Cell>) -> Router {
     Router::new()
         .route("/state", get(state))
         .route("/work", post(work))
+        .route("/container_metrics", get(container_metrics))
         .route(
             "/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
             post(stop_lrp),
         )
         .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
+        .route("/evacuate", post(evacuate))
         .route("/ping", get(|| async { StatusCode::OK }))
         .with_state(cell)
 }
 
 async fn state(State(cell): State<Arc<Cell>>) -> Json<CellState> {
     Json(cell.state())
+}
+
+async fn container_metrics(State(cell): State<Arc<Cell>>) -> Json<ContainerMetricsCollection> {
+    Json(cell.metrics.collection(&cell.config.cell_id))
 }
 
 async fn work(State(cell): State<Arc<Cell>>, Json(work): Json<Work>) -> Json<Work> {
@@ -49,4 +57,10 @@ async fn cancel_task(State(cell): State<Arc<Cell>>, Path(task_guid): Path<String
     } else {
         StatusCode::NOT_FOUND
     }
+}
+
+/// Starts the evacuation (202), or finds it under way (202 too: draining is idempotent).
+async fn evacuate(State(cell): State<Arc<Cell>>) -> StatusCode {
+    cell.evacuate();
+    StatusCode::ACCEPTED
 }

@@ -12,7 +12,9 @@
 //!   `/tmp`, nothing else of the host;
 //! - the **memory quota** ([`MemoryLimiter`]): all linear memories of the instance
 //!   together; growing past it traps with [`OutOfMemory`];
-//! - the **disk quota** of `/tmp` ([`watch_disk_quota`]), measured every second.
+//! - the **disk quota** of `/tmp` ([`watch_disk_quota`]), measured every second;
+//! - what the instance uses of them and of the CPU as it runs ([`InstanceUsage`]),
+//!   which the cell reports as container metrics.
 //!
 //! CPU fairness (epoch yielding) is set up with the store in `executor`.
 
@@ -20,6 +22,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const DNS_PORT: u16 = 53;
 /// Table elements a store may hold in all (each costs host memory outside the quota).
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// Host memory of one table element (a function reference: a pointer).
+const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -524,26 +529,68 @@ pub struct OutOfMemory {
     pub limit_mb: u64,
 }
 
+/// What one instance uses, counted while it runs: the time its wasm ran, the memory
+/// of its stores (linear memories and tables; a handler app's requests in flight
+/// add up) and the bytes of its `/tmp`. Shared by everything that runs for the
+/// instance; read by the cell's container metrics.
+#[derive(Debug, Default)]
+pub struct InstanceUsage {
+    cpu_ns: AtomicU64,
+    memory_bytes: AtomicU64,
+    disk_bytes: AtomicU64,
+}
+
+impl InstanceUsage {
+    /// Time spent running the instance's wasm (and the host calls it made) so far.
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed))
+    }
+
+    pub fn add_cpu_time(&self, spent: Duration) {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.cpu_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Linear memory and table bytes of the instance's live stores.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes its `/tmp` held when last measured.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// The memory quota of an instance, over all its linear memories together (a
 /// component holds several core instances; most have one memory). Growing past it
 /// traps with [`OutOfMemory`] rather than failing `memory.grow`: the instance is
-/// reported as out of memory, as CF reports a container the OOM killer ended.
+/// reported as out of memory, as CF reports a container the OOM killer ended. What
+/// the store holds counts in the instance's [`InstanceUsage`] until the store goes.
 #[derive(Debug)]
 pub struct MemoryLimiter {
     limit_mb: u64,
     limit_bytes: usize,
     used_bytes: usize,
     table_elements: usize,
+    usage: Arc<InstanceUsage>,
 }
 
 impl MemoryLimiter {
-    pub fn new(limit_mb: u64) -> MemoryLimiter {
+    pub fn new(limit_mb: u64, usage: Arc<InstanceUsage>) -> MemoryLimiter {
         MemoryLimiter {
             limit_mb,
             limit_bytes: usize::try_from(limit_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             used_bytes: 0,
             table_elements: 0,
+            usage,
         }
+    }
+
+    /// Bytes this store counts in the instance's usage.
+    fn counted_bytes(&self) -> u64 {
+        (self.used_bytes as u64)
+            .saturating_add((self.table_elements as u64).saturating_mul(TABLE_ELEMENT_BYTES))
     }
 
     /// Linear memory of the instance, in bytes.
@@ -567,6 +614,9 @@ impl ResourceLimiter for MemoryLimiter {
                 limit_mb: self.limit_mb,
             }));
         }
+        self.usage
+            .memory_bytes
+            .fetch_add((used - self.used_bytes) as u64, Ordering::Relaxed);
         self.used_bytes = used;
         Ok(true)
     }
@@ -583,8 +633,20 @@ impl ResourceLimiter for MemoryLimiter {
         if elements > MAX_TABLE_ELEMENTS {
             return Ok(false);
         }
+        let grown = (elements - self.table_elements) as u64;
+        self.usage
+            .memory_bytes
+            .fetch_add(grown.saturating_mul(TABLE_ELEMENT_BYTES), Ordering::Relaxed);
         self.table_elements = elements;
         Ok(true)
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.usage
+            .memory_bytes
+            .fetch_sub(self.counted_bytes(), Ordering::Relaxed);
     }
 }
 
@@ -596,32 +658,35 @@ pub struct DiskQuotaExceeded {
     pub used_bytes: u64,
 }
 
-/// Measures `dir` every `interval` and returns once it holds more than `limit_mb`
-/// (never, for a limit of 0). Usage is what the files occupy on disk (sparse files
-/// count what they really hold); a directory that cannot be measured counts as
-/// within quota until it can be.
+/// Measures `dir` every `interval` into `usage` and returns once it holds more than
+/// `limit_mb` (never, for a limit of 0). Usage is what the files occupy on disk
+/// (sparse files count what they really hold); a directory that cannot be measured
+/// counts as within quota until it can be.
 pub async fn watch_disk_quota(
     dir: PathBuf,
     limit_mb: u64,
     interval: Duration,
+    usage: Arc<InstanceUsage>,
 ) -> DiskQuotaExceeded {
-    if limit_mb == 0 {
-        return std::future::pending::<DiskQuotaExceeded>().await;
-    }
-    let limit_bytes = limit_mb.saturating_mul(1 << 20);
+    let limit_bytes = match limit_mb {
+        0 => u64::MAX,
+        mb => mb.saturating_mul(1 << 20),
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let measured = dir.clone();
         match tokio::task::spawn_blocking(move || disk_usage(&measured)).await {
-            Ok(Ok(used_bytes)) if used_bytes > limit_bytes => {
-                return DiskQuotaExceeded {
-                    limit_mb,
-                    used_bytes,
+            Ok(Ok(used_bytes)) => {
+                usage.disk_bytes.store(used_bytes, Ordering::Relaxed);
+                if used_bytes > limit_bytes {
+                    return DiskQuotaExceeded {
+                        limit_mb,
+                        used_bytes,
+                    };
                 }
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!(dir = %dir.display(), error = %e, "measuring disk usage"),
             Err(e) => tracing::debug!(error = %e, "measuring disk usage"),
         }
@@ -884,7 +949,8 @@ mod tests {
 
     #[test]
     fn memory_is_limited_over_all_memories_with_a_typed_trap() {
-        let mut limiter = MemoryLimiter::new(2);
+        let usage = Arc::new(InstanceUsage::default());
+        let mut limiter = MemoryLimiter::new(2, usage.clone());
         assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
         assert!(limiter.memory_growing(0, 512 << 10, None).unwrap());
         let err = limiter.memory_growing(1 << 20, 2 << 20, None).unwrap_err();
@@ -895,6 +961,18 @@ mod tests {
         assert_eq!(err.to_string(), "out of memory (limit 2M)");
         assert_eq!(limiter.used_bytes(), (1 << 20) + (512 << 10));
         assert!(limiter.memory_growing(512 << 10, 1 << 20, None).unwrap());
+        assert!(limiter.table_growing(0, 10, None).unwrap());
+        let counted = (2 << 20) + 10 * TABLE_ELEMENT_BYTES;
+        assert_eq!(usage.memory_bytes(), counted);
+        let mut neighbour = MemoryLimiter::new(2, usage.clone());
+        assert!(neighbour.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(usage.memory_bytes(), counted + (1 << 20));
+        drop(limiter);
+        assert_eq!(
+            usage.memory_bytes(),
+            1 << 20,
+            "a dropped store counts no more"
+        );
     }
 
     #[test]
@@ -913,7 +991,13 @@ mod tests {
     #[tokio::test]
     async fn the_disk_watch_fires_once_the_quota_is_passed() {
         let dir = tempfile::tempdir().unwrap();
-        let watch = watch_disk_quota(dir.path().to_path_buf(), 1, Duration::from_millis(20));
+        let usage = Arc::new(InstanceUsage::default());
+        let watch = watch_disk_quota(
+            dir.path().to_path_buf(),
+            1,
+            Duration::from_millis(20),
+            usage.clone(),
+        );
         tokio::pin!(watch);
         assert!(
             tokio::time::timeout(Duration::from_millis(100), &mut watch)
@@ -927,5 +1011,6 @@ mod tests {
             .unwrap();
         assert_eq!(exceeded.limit_mb, 1);
         assert!(exceeded.used_bytes >= 2 << 20);
+        assert_eq!(usage.disk_bytes(), exceeded.used_bytes);
     }
 }

@@ -1,21 +1,42 @@
 //! The message bus: one small publish/subscribe/request interface over NATS-style
 //! subjects (`router.register`, `loggregator.envelopes`, ...).
 //!
+//! This crate owns the [`Bus`] API, the subject rules and both transports behind it:
 //! [`Bus::in_process`] serves the single-process platform (`wfd dev`) and unit tests;
-//! a NATS implementation (async-nats against `nats-server`) serves the distributed mode.
+//! [`Bus::nats`] (async-nats against `nats-server`) serves the distributed mode. With the
+//! `testing` feature, [`testing`] starts a throwaway `nats-server` for tests.
+//!
 //! Subjects follow NATS rules: tokens separated by `.`, `*` matches one token, `>`
 //! matches one or more trailing tokens. Like NATS, a subscriber that cannot keep up
 //! loses messages (counted in [`Bus::dropped`]) rather than slowing the publisher.
+//!
+//! A NATS bus reconnects forever; [`Bus::on_reconnect`] tells callers when it did, so
+//! they can announce themselves again (as the router re-sends `router.start`).
+
+mod in_process;
+mod nats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use in_process::InProcess;
 
 /// How many messages a subscription buffers before new ones are dropped.
 pub const SUBSCRIPTION_BUFFER: usize = 65_536;
+
+/// How many publishes/subscribes a NATS bus queues while NATS is unreachable.
+pub const OUTGOING_BUFFER: usize = 65_536;
+
+/// How long a publish or subscribe on a NATS bus waits for room in a full
+/// [`OUTGOING_BUFFER`] before failing with [`BusError::Unavailable`].
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A message as delivered to a subscriber.
 #[derive(Debug, Clone)]
@@ -32,47 +53,82 @@ pub enum BusError {
     InvalidSubject(String),
     #[error("no reply to {subject:?} within {timeout:?}")]
     RequestTimeout { subject: String, timeout: Duration },
+    /// Nobody subscribes to the subject of a request, so no reply can come.
+    #[error("no subscriber for request {subject:?}")]
+    NoResponders { subject: String },
     #[error("the bus is closed")]
     Closed,
+    /// An entry of the server list given to [`Bus::nats`] is not a NATS URL.
+    #[error("invalid NATS URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The first connection to NATS failed (reconnects after that never give up).
+    #[error("cannot connect to NATS at {servers}: {source}")]
+    Connect {
+        /// The servers tried, without credentials.
+        servers: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// NATS has been unreachable long enough that the client's outgoing buffer is
+    /// full; the message was not sent.
+    #[error("NATS unreachable: could not queue {subject:?} within {waited:?}")]
+    Unavailable { subject: String, waited: Duration },
+    /// Any other failure reported by the NATS client (payload too large, ...).
+    #[error("NATS {op} on {subject:?} failed: {source}")]
+    Nats {
+        op: &'static str,
+        subject: String,
+        #[source]
+        source: async_nats::Error,
+    },
 }
 
 /// A handle to the message bus; cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
-    inner: Arc<InProcess>,
+    transport: Transport,
+    status: Arc<Status>,
 }
 
-struct InProcess {
-    subscribers: RwLock<Vec<Subscriber>>,
-    next_id: AtomicU64,
+#[derive(Clone)]
+enum Transport {
+    InProcess(Arc<InProcess>),
+    Nats(async_nats::Client),
+}
+
+/// What both transports report about themselves.
+struct Status {
     dropped: AtomicU64,
+    /// Reconnects so far; the in-process bus never sends.
+    reconnects: watch::Sender<u64>,
 }
 
-struct Subscriber {
-    id: u64,
-    pattern: Vec<String>,
-    tx: mpsc::Sender<Message>,
+impl Status {
+    fn new() -> Arc<Status> {
+        Arc::new(Status {
+            dropped: AtomicU64::new(0),
+            reconnects: watch::Sender::new(0),
+        })
+    }
 }
 
 /// A stream of messages on the subjects a subscription matches. Dropping it
 /// unsubscribes.
 pub struct Subscription {
-    id: u64,
-    rx: mpsc::Receiver<Message>,
-    bus: Arc<InProcess>,
+    inner: SubscriptionInner,
+}
+
+enum SubscriptionInner {
+    InProcess(in_process::Subscription),
+    Nats(async_nats::Subscriber),
 }
 
 impl Subscription {
     /// The next message, or `None` once the bus is gone.
     pub async fn next(&mut self) -> Option<Message> {
-        self.rx.recv().await
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Ok(mut subs) = self.bus.subscribers.write() {
-            subs.retain(|s| s.id != self.id);
+        match &mut self.inner {
+            SubscriptionInner::InProcess(sub) => sub.rx.recv().await,
+            SubscriptionInner::Nats(sub) => sub.next().await.map(nats::message),
         }
     }
 }
@@ -81,85 +137,95 @@ impl Bus {
     /// A bus that lives in this process only.
     pub fn in_process() -> Self {
         Bus {
-            inner: Arc::new(InProcess {
-                subscribers: RwLock::new(Vec::new()),
-                next_id: AtomicU64::new(1),
-                dropped: AtomicU64::new(0),
-            }),
+            transport: Transport::InProcess(Arc::new(InProcess::default())),
+            status: Status::new(),
         }
+    }
+
+    /// A bus over NATS. `urls` is a comma-separated list of `nats://[user:pass@]host:port`
+    /// (`tls://` for TLS; a user without a password is a token). Fails if no server
+    /// accepts the first connection; after that the client reconnects forever, to any
+    /// server of the list, and resubscribes by itself (see [`Bus::on_reconnect`]).
+    ///
+    /// Publishing never waits for subscribers: a subscription that does not keep up
+    /// loses messages once [`SUBSCRIPTION_BUFFER`] are waiting (counted in
+    /// [`Bus::dropped`]); the connection keeps reading, so the server never sees this
+    /// process as a slow consumer because of it. While NATS is unreachable, publishes and
+    /// subscribes queue in the client (up to [`OUTGOING_BUFFER`] of them) and are
+    /// sent on reconnect; once that queue is full they fail with
+    /// [`BusError::Unavailable`] after [`SEND_TIMEOUT`] instead of blocking.
+    pub async fn nats(urls: &str) -> Result<Bus, BusError> {
+        let status = Status::new();
+        let client = nats::connect(urls, status.clone()).await?;
+        Ok(Bus {
+            transport: Transport::Nats(client),
+            status,
+        })
     }
 
     /// Publishes `payload` on `subject` to every matching subscription.
     pub async fn publish(&self, subject: &str, payload: impl Into<Bytes>) -> Result<(), BusError> {
-        self.publish_with_reply(subject, None, payload.into())
-    }
-
-    fn publish_with_reply(
-        &self,
-        subject: &str,
-        reply: Option<String>,
-        payload: Bytes,
-    ) -> Result<(), BusError> {
-        let tokens = parse_subject(subject, false)?;
-        let subs = self
-            .inner
-            .subscribers
-            .read()
-            .map_err(|_| BusError::Closed)?;
-        for sub in subs.iter().filter(|s| matches(&s.pattern, &tokens)) {
-            let msg = Message {
-                subject: subject.to_string(),
-                reply: reply.clone(),
-                payload: payload.clone(),
-            };
-            if sub.tx.try_send(msg).is_err() {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        parse_subject(subject, false)?;
+        match &self.transport {
+            Transport::InProcess(bus) => {
+                bus.publish(subject, None, payload.into(), &self.status);
+                Ok(())
             }
+            Transport::Nats(client) => nats::publish(client, subject, payload.into()).await,
         }
-        Ok(())
     }
 
     /// Subscribes to `subject`, which may hold `*` and `>` wildcards.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {
         let pattern = parse_subject(subject, true)?;
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .subscribers
-            .write()
-            .map_err(|_| BusError::Closed)?
-            .push(Subscriber { id, pattern, tx });
-        Ok(Subscription {
-            id,
-            rx,
-            bus: self.inner.clone(),
-        })
+        let inner = match &self.transport {
+            Transport::InProcess(bus) => SubscriptionInner::InProcess(bus.subscribe(pattern)),
+            Transport::Nats(client) => {
+                SubscriptionInner::Nats(nats::subscribe(client, subject).await?)
+            }
+        };
+        Ok(Subscription { inner })
     }
 
-    /// Publishes a request and waits for the first reply.
+    /// Publishes a request and waits up to `timeout` for the first reply. Fails at once
+    /// with [`BusError::NoResponders`] if nobody subscribes to `subject`.
     pub async fn request(
         &self,
         subject: &str,
         payload: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Message, BusError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let inbox = format!("_INBOX.{id}");
-        let mut sub = self.subscribe(&inbox).await?;
-        self.publish_with_reply(subject, Some(inbox), payload.into())?;
-        match tokio::time::timeout(timeout, sub.next()).await {
-            Ok(Some(msg)) => Ok(msg),
-            Ok(None) => Err(BusError::Closed),
-            Err(_) => Err(BusError::RequestTimeout {
+        parse_subject(subject, false)?;
+        let reply = match &self.transport {
+            Transport::InProcess(bus) => {
+                tokio::time::timeout(timeout, bus.request(subject, payload.into(), &self.status))
+                    .await
+            }
+            Transport::Nats(client) => {
+                tokio::time::timeout(timeout, nats::request(client, subject, payload.into())).await
+            }
+        };
+        reply.unwrap_or_else(|_| {
+            Err(BusError::RequestTimeout {
                 subject: subject.to_string(),
                 timeout,
-            }),
-        }
+            })
+        })
     }
 
-    /// Messages dropped so far because a subscriber's buffer was full.
+    /// Messages dropped so far because a subscriber's buffer was full. On NATS this
+    /// counts the client's slow-consumer events, so it is a lower bound.
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.status.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many times the bus has reconnected to NATS; it changes on every reconnect, so
+    /// a caller waits with `changed()` and then announces itself again. This bus's
+    /// subscriptions are restored on the new connection before anything it sends after
+    /// the change. The in-process bus never reconnects: its value stays 0 and
+    /// `changed()` never returns while the bus lives.
+    pub fn on_reconnect(&self) -> watch::Receiver<u64> {
+        self.status.reconnects.subscribe()
     }
 }
 
@@ -182,36 +248,9 @@ fn parse_subject(subject: &str, allow_wildcards: bool) -> Result<Vec<String>, Bu
     Ok(tokens)
 }
 
-fn matches(pattern: &[String], subject: &[String]) -> bool {
-    let mut p = pattern.iter();
-    let mut s = subject.iter();
-    loop {
-        match (p.next(), s.next()) {
-            (Some(pt), Some(_)) if pt == ">" => return true,
-            (Some(pt), Some(st)) if pt == "*" || pt == st => continue,
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn toks(s: &str) -> Vec<String> {
-        s.split('.').map(str::to_string).collect()
-    }
-
-    #[test]
-    fn wildcards_follow_nats_rules() {
-        assert!(matches(&toks("router.register"), &toks("router.register")));
-        assert!(matches(&toks("router.*"), &toks("router.register")));
-        assert!(!matches(&toks("router.*"), &toks("router.register.x")));
-        assert!(matches(&toks("router.>"), &toks("router.register.x")));
-        assert!(!matches(&toks("router.>"), &toks("router")));
-        assert!(!matches(&toks("router.register"), &toks("router")));
-    }
 
     #[test]
     fn bad_subjects_are_refused() {
@@ -219,48 +258,5 @@ mod tests {
             assert!(parse_subject(s, true).is_err(), "{s:?}");
         }
         assert!(parse_subject("a.*", false).is_err());
-    }
-
-    #[tokio::test]
-    async fn publish_reaches_matching_subscribers_only() {
-        let bus = Bus::in_process();
-        let mut all = bus.subscribe("router.*").await.unwrap();
-        let mut other = bus.subscribe("logs").await.unwrap();
-        bus.publish("router.register", "x").await.unwrap();
-        assert_eq!(all.next().await.unwrap().payload, "x");
-        assert!(other.rx.try_recv().is_err());
-    }
-
-    #[tokio::test]
-    async fn request_gets_the_reply() {
-        let bus = Bus::in_process();
-        let mut greet = bus.subscribe("router.greet").await.unwrap();
-        let responder = bus.clone();
-        tokio::spawn(async move {
-            let msg = greet.next().await.unwrap();
-            responder
-                .publish(msg.reply.as_deref().unwrap(), "hello")
-                .await
-                .unwrap();
-        });
-        let reply = bus
-            .request("router.greet", "", Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(reply.payload, "hello");
-        let err = bus
-            .request("nobody.home", "", Duration::from_millis(10))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, BusError::RequestTimeout { .. }));
-    }
-
-    #[tokio::test]
-    async fn dropping_a_subscription_unsubscribes() {
-        let bus = Bus::in_process();
-        let sub = bus.subscribe("a").await.unwrap();
-        drop(sub);
-        bus.publish("a", "x").await.unwrap();
-        assert!(bus.inner.subscribers.read().unwrap().is_empty());
     }
 }

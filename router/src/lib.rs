@@ -230,6 +230,9 @@ async fn maintain_table(
 ) {
     let mut prune = tokio::time::interval(prune_interval);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // As Gorouter, announce again after every reconnect to NATS: route-emitters then
+    // re-publish at once what may have been missed.
+    let mut reconnects = bus.on_reconnect();
     let write = || {
         table
             .write()
@@ -256,6 +259,16 @@ async fn maintain_table(
                     if let Err(e) = bus.publish(reply, start.clone()).await {
                         tracing::warn!(error = %e, "cannot answer router.greet");
                     }
+                }
+            }
+            changed = reconnects.changed() => {
+                if changed.is_err() {
+                    // The bus is gone; registrations stop with it.
+                    return;
+                }
+                tracing::info!("reconnected to the message bus; announcing router.start");
+                if let Err(e) = bus.publish(START_SUBJECT, start.clone()).await {
+                    tracing::warn!(error = %e, "cannot announce router.start");
                 }
             }
             _ = prune.tick() => {

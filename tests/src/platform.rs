@@ -2,19 +2,22 @@
 //! process on ephemeral ports, drives it with the real `wf` CLI, and reaches apps
 //! through the router, as a user would.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The admin password every test platform is started with.
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
 /// The apps domain of test platforms.
 pub const APPS_DOMAIN: &str = "apps.test.local";
+/// How long a `wfd` process may take to report that it serves.
+const STARTUP: Duration = Duration::from_secs(120);
 
 /// Path of a binary of this workspace (`wf`, `wfd`), built by `cargo build --bins`.
 pub fn binary(name: &str) -> PathBuf {
@@ -33,10 +36,129 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running `wfd dev`. Dropping it stops the platform.
-pub struct Platform {
-    child: Option<Child>,
+/// One `wfd` process of a test platform, with its standard output's lines.
+pub struct Process {
+    pub name: String,
+    args: Vec<OsString>,
+    child: Child,
+    /// Closing it stops the process (`--stop-on-stdin-close`).
     stdin: Option<ChildStdin>,
+    /// In a mutex only so that a shared platform can live in a static.
+    lines: Mutex<mpsc::Receiver<String>>,
+}
+
+impl Process {
+    /// Starts `wfd args` (with `--stop-on-stdin-close` added).
+    pub fn start(name: &str, args: Vec<OsString>) -> Process {
+        let mut child = Command::new(binary("wfd"))
+            .args(&args)
+            .arg("--stop-on-stdin-close")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting wfd {name}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("wfd stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            name: name.to_string(),
+            args,
+            child,
+            stdin,
+            lines: Mutex::new(lines),
+        }
+    }
+
+    /// The rest of the first output line that starts with `prefix`, waiting up to `within`.
+    pub fn line_after(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "wfd {} did not print {prefix:?} within {within:?}",
+                    self.name
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process, e.g. to freeze it as a
+    /// network partition would cut it off.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} wfd {} failed", self.name);
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same command again (after [`Process::kill`] or [`Process::stop`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Process::start(&self.name, self.args.clone());
+    }
+
+    /// Asks the process to stop and waits for it, killing it after `within`; false if
+    /// it had to be killed.
+    pub fn stop(&mut self, within: Duration) -> bool {
+        self.stdin.take();
+        if self.exits_within(within) {
+            return true;
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether the process ends (by itself or as asked) within `within`.
+    pub fn exits_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stdin.take();
+        self.kill();
+    }
+}
+
+/// A running platform: `wfd dev`, or one `wfd` process per component
+/// ([`crate::distributed`]). Dropping it stops the platform.
+pub struct Platform {
+    pub processes: Vec<Process>,
     pub data_dir: PathBuf,
     pub api_url: String,
     pub router_addr: SocketAddr,
@@ -60,74 +182,74 @@ impl Platform {
         platform
     }
 
-    /// A new platform on `data_dir` (which may hold a previous platform's state).
+    /// A new `wfd dev` on `data_dir` (which may hold a previous platform's state).
     pub fn start_on(data_dir: &Path) -> Platform {
-        let mut child = Command::new(binary("wfd"))
-            .args(["dev", "--data-dir"])
-            .arg(data_dir)
-            .args(["--api-port", "0", "--router-port", "0"])
-            .args(["--apps-domain", APPS_DOMAIN])
-            .args(["--admin-password", ADMIN_PASSWORD])
-            .args(["--sync-interval", "2", "--stop-on-stdin-close"])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting wfd");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("wfd stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut api_url, mut router_addr) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while api_url.is_none() || router_addr.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(_) => panic!("wfd dev did not report its ports within 120 s"),
-            };
-            if let Some(url) = line.strip_prefix("api: ") {
-                api_url = Some(url.trim().to_string());
-            } else if let Some(rest) = line.strip_prefix("router: http://") {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                router_addr = Some(addr.parse().expect("router address"));
-            }
-        }
+        let args: Vec<OsString> = vec![
+            "dev".into(),
+            "--data-dir".into(),
+            data_dir.into(),
+            "--api-port".into(),
+            "0".into(),
+            "--router-port".into(),
+            "0".into(),
+            "--apps-domain".into(),
+            APPS_DOMAIN.into(),
+            "--admin-password".into(),
+            ADMIN_PASSWORD.into(),
+            "--sync-interval".into(),
+            "2".into(),
+        ];
+        let dev = Process::start("dev", args);
+        let api_url = dev.line_after("api: ", STARTUP);
+        let router = dev.line_after("router: http://", STARTUP);
+        let router_addr = router
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .expect("router address");
         Platform {
-            child: Some(child),
-            stdin,
+            processes: vec![dev],
             data_dir: data_dir.to_path_buf(),
-            api_url: api_url.unwrap_or_default(),
-            router_addr: router_addr.expect("router address"),
+            api_url,
+            router_addr,
             _temp: None,
         }
     }
 
-    /// Stops the platform the way an operator would (it closes its stdin, which
-    /// `--stop-on-stdin-close` treats like Ctrl-C), waiting for it to exit.
+    /// A platform made of `processes`, reached at `api_url` and `router_addr`.
+    pub fn of_processes(
+        processes: Vec<Process>,
+        data_dir: tempfile::TempDir,
+        api_url: String,
+        router_addr: SocketAddr,
+    ) -> Platform {
+        Platform {
+            processes,
+            data_dir: data_dir.path().to_path_buf(),
+            api_url,
+            router_addr,
+            _temp: Some(data_dir),
+        }
+    }
+
+    /// The process called `name`.
+    pub fn process(&mut self, name: &str) -> &mut Process {
+        self.processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Stops the platform the way an operator would (it closes each process's stdin,
+    /// which `--stop-on-stdin-close` treats like Ctrl-C), waiting for them to exit.
     pub fn stop(&mut self) {
-        self.stdin.take();
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wfd dev did not stop within 20 s of being asked to");
+        for process in self.processes.iter_mut().rev() {
+            assert!(
+                process.stop(Duration::from_secs(20)),
+                "wfd {} did not stop within 20 s of being asked to",
+                process.name
+            );
         }
     }
 
@@ -188,16 +310,6 @@ impl Platform {
                 panic!("{host}{path} did not answer as expected within {within:?}; last: {resp:?}");
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.stdin.take();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

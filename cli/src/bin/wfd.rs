@@ -14,10 +14,21 @@ enum Command {
     /// Run the whole platform in one process on the embedded defaults
     /// (SQLite, local blobstore, in-process message bus).
     Dev(wf_cli::wfd::DevArgs),
+    /// The BBS: DesiredLRPs, ActualLRPs, Tasks, convergence, auction, route-emitter.
+    /// One of several copies acts: the holder of the `bbs` lock.
+    Bbs(wf_cli::wfd::BbsArgs),
+    /// A cell: the rep and its wasmtime executor.
+    Cell(wf_cli::wfd::CellArgs),
+    /// The Cloud Controller (V3 API) and the log cache.
+    Controller(wf_cli::wfd::ControllerArgs),
+    /// UAA, the OAuth2 server.
+    Uaa(wf_cli::wfd::UaaArgs),
+    /// The router (Gorouter).
+    Router(wf_cli::wfd::RouterArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -25,7 +36,23 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Dev(args) => wf_cli::wfd::dev(args).await,
-    }
+        Command::Bbs(args) => wf_cli::wfd::bbs(args).await,
+        Command::Cell(args) => wf_cli::wfd::cell(args).await,
+        Command::Controller(args) => wf_cli::wfd::controller(args).await,
+        Command::Uaa(args) => wf_cli::wfd::uaa(args).await,
+        Command::Router(args) => wf_cli::wfd::router(args).await,
+    };
+    // Exit here rather than when the runtime drops: a blocking read of standard input
+    // (`--stop-on-stdin-close`) would hold the runtime's shutdown forever when the
+    // process ends for another reason (an evacuated cell, a lost lock).
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            1
+        }
+    };
+    std::process::exit(code);
 }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rand::distributions::{Alphanumeric, DistString};
-use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use wf_messaging::Bus;
+
+use super::process::{serve, stop_signal, StopArgs};
+use super::secrets::{admin_password, secret_file, set_private};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
@@ -45,10 +45,8 @@ pub struct DevArgs {
     /// Seconds between convergence passes and nsync bulk syncs (CF: 30).
     #[arg(long, default_value_t = 30)]
     pub sync_interval: u64,
-    /// Stop when standard input closes (for supervisors and test harnesses that own
-    /// this process through a pipe).
-    #[arg(long, hide = true)]
-    pub stop_on_stdin_close: bool,
+    #[command(flatten)]
+    pub stop: StopArgs,
 }
 
 /// Runs the platform until Ctrl-C (or SIGTERM).
@@ -81,7 +79,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .map(TcpListener::local_addr)
         .transpose()?;
 
-    let cancel = CancellationToken::new();
+    let cancel = stop_signal(&args.stop);
     let bus = Bus::in_process();
     let sync_interval = Duration::from_secs(args.sync_interval.max(1));
 
@@ -104,7 +102,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     )
     .await
     .context("opening the BBS")?;
-    tasks.push(bbs.run(cancel.clone()));
+    // The BBS stops last: the cell and the controller call it while they stop.
+    let bbs_stop = tokio_util::sync::CancellationToken::new();
+    let mut bbs_tasks = vec![bbs.run(bbs_stop.clone())];
+    // The cell and the controller reach the BBS over its API, as in distributed mode.
+    let bbs_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the BBS API port")?;
+    let bbs_client =
+        wf_bbs::BbsClient::new(vec![format!("http://{}", bbs_listener.local_addr()?)])?;
+    let bbs_cancel = bbs_stop.clone();
+    bbs_tasks.push(tokio::spawn(async move {
+        if let Err(e) = bbs.serve(bbs_listener, bbs_cancel).await {
+            tracing::error!(error = %e, "BBS API server failed");
+        }
+    }));
 
     let uaa = wf_uaa::Uaa::open(wf_uaa::UaaConfig {
         database_url: sqlite_url(&data_dir.join("uaa.db")),
@@ -127,7 +139,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             sync_interval,
             ..Default::default()
         },
-        bbs.clone(),
+        bbs_client.clone(),
         bus.clone(),
         uaa.verifier(),
         logs.clone(),
@@ -137,12 +149,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     tasks.push(controller.run(cancel.clone()));
 
     let api = controller.router().merge(uaa.router());
-    let api_cancel = cancel.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(api_listener, api.into_make_service())
-            .with_graceful_shutdown(async move { api_cancel.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server failed");
+    tasks.push(tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            if let Err(e) = serve(api_listener, api, cancel).await {
+                tracing::error!(error = %e, "API server failed");
+            }
         }
     }));
 
@@ -170,7 +182,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let cell_cancel = cancel.clone();
-    let cell_bbs = bbs.clone();
+    let cell_bbs = bbs_client;
     let cell_bus = bus.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) =
@@ -193,44 +205,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("admin password: {admin_password}");
     println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
 
-    wait_for_stop(args.stop_on_stdin_close).await;
-    tracing::info!("stopping");
-    cancel.cancel();
+    cancel.cancelled().await;
+    join_within(tasks, Duration::from_secs(10)).await;
+    bbs_stop.cancel();
+    join_within(bbs_tasks, Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, within: Duration) {
     let stopped = async {
         for task in tasks {
             let _ = task.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), stopped)
-        .await
-        .is_err()
-    {
-        tracing::warn!("some components did not stop within 10 s");
-    }
-    Ok(())
-}
-
-async fn wait_for_stop(stop_on_stdin_close: bool) {
-    let stdin_closed = async {
-        if !stop_on_stdin_close {
-            return std::future::pending().await;
-        }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-        _ = stdin_closed => {}
+    if tokio::time::timeout(within, stopped).await.is_err() {
+        tracing::warn!("some components did not stop within {within:?}");
     }
 }
 
@@ -244,67 +233,4 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
-}
-
-/// The admin password: the flag wins and is remembered; else the stored one; else a
-/// new random one, stored.
-fn admin_password(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<String> {
-    let path = data_dir.join("admin-password");
-    if let Some(password) = flag {
-        anyhow::ensure!(!password.is_empty(), "--admin-password must not be empty");
-        write_private(&path, password)?;
-        return Ok(password.to_string());
-    }
-    secret_text_file(&path)
-}
-
-fn secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    secret_text_file(path).map(String::into_bytes)
-}
-
-/// Reads a secret stored in the data dir, creating a random one the first time.
-fn secret_text_file(path: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let s = s.trim();
-            anyhow::ensure!(!s.is_empty(), "{} is empty", path.display());
-            Ok(s.to_string())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 24);
-            write_private(path, &secret)?;
-            Ok(secret)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    set_private(path, 0o600)
-}
-
-fn set_private(path: &Path, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting permissions of {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_password_is_generated_once_and_flag_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = admin_password(dir.path(), None).unwrap();
-        assert_eq!(first.len(), 24);
-        assert_eq!(admin_password(dir.path(), None).unwrap(), first);
-        assert_eq!(
-            admin_password(dir.path(), Some("s3cret")).unwrap(),
-            "s3cret"
-        );
-        assert_eq!(admin_password(dir.path(), None).unwrap(), "s3cret");
-        assert!(admin_password(dir.path(), Some("")).is_err());
-    }
 }

@@ -1,7 +1,13 @@
 //! `wfd`: runs the platform. `wfd dev` runs every component in one process on the
-//! embedded defaults (SQLite, local blobstore, in-process bus); later subcommands run
-//! one component per process.
+//! embedded defaults (SQLite, local blobstore, in-process bus); `wfd bbs`, `wfd cell`,
+//! `wfd controller`, `wfd uaa` and `wfd router` run one component per process.
 
+mod components;
 mod dev;
+mod process;
+mod secrets;
 
+pub use components::{
+    bbs, cell, controller, router, uaa, BbsArgs, CellArgs, ControllerArgs, RouterArgs, UaaArgs,
+};
 pub use dev::{dev, DevArgs};

@@ -5,8 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse as _;
 use axum::Json;
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 use wf_bbs::{ActualLrp, ActualLrpFilter, ActualLrpState};
+use wf_loggregator::{EnvelopeMessage, LogStore, ReadQuery, MAX_READ_LIMIT};
 
 use super::{
     cf_time, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody, ListParams,
@@ -331,14 +334,53 @@ async fn stats_of(controller: &Controller, process: &Process, app: &App) -> ApiR
         Vec::new()
     };
     let now = time::OffsetDateTime::now_utc();
-    let resources = instance_stats(process, &actuals, now);
+    let usage = latest_usage(&controller.logs, app, process);
+    let resources = instance_stats(process, &actuals, &usage, now);
     Ok(ok(json!({"resources": resources})))
+}
+
+/// One instance's latest container metrics, from the cell's gauges in the log cache
+/// (as CC reads Log Cache): cpu as a fraction of a core, memory and disk in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Usage {
+    cpu: f64,
+    mem: f64,
+    disk: f64,
+}
+
+/// The newest [`Usage`] of each index of `process`.
+fn latest_usage(logs: &LogStore, app: &App, process: &Process) -> HashMap<String, Usage> {
+    let query = ReadQuery {
+        envelope_types: vec!["GAUGE".to_string()],
+        limit: Some(MAX_READ_LIMIT),
+        descending: true,
+        ..Default::default()
+    };
+    let mut usage = HashMap::new();
+    for envelope in logs.read(&app.guid, &query) {
+        let EnvelopeMessage::Gauge(gauge) = &envelope.message else {
+            continue;
+        };
+        let ours = envelope.tags.get("process_id") == Some(&process.guid);
+        let Some(cpu) = gauge.metrics.get("cpu").filter(|_| ours) else {
+            continue;
+        };
+        let value = |name: &str| gauge.metrics.get(name).map_or(0.0, |g| g.value);
+        // Newest first: the first gauge seen for an index wins.
+        usage.entry(envelope.instance_id.clone()).or_insert(Usage {
+            cpu: cpu.value / 100.0,
+            mem: value("memory"),
+            disk: value("disk"),
+        });
+    }
+    usage
 }
 
 /// One stats entry per desired index: the best ActualLRP at that index, or DOWN.
 fn instance_stats(
     process: &Process,
     actuals: &[ActualLrp],
+    usage: &HashMap<String, Usage>,
     now: time::OffsetDateTime,
 ) -> Vec<Value> {
     let count = u32::try_from(process.instances).unwrap_or_default();
@@ -393,6 +435,11 @@ fn instance_stats(
                     (state, a.net_info.address.clone(), ports, uptime, details)
                 }
             };
+            let used = usage
+                .get(&index.to_string())
+                .copied()
+                .filter(|_| state == "RUNNING")
+                .unwrap_or_default();
             json!({
                 "type": process.process_type,
                 "index": index,
@@ -405,7 +452,7 @@ fn instance_stats(
                 "fds_quota": FDS_QUOTA,
                 "isolation_segment": null,
                 "details": details,
-                "usage": {"time": time, "cpu": 0.0, "mem": 0, "disk": 0, "log_rate": 0},
+                "usage": {"time": time, "cpu": used.cpu, "mem": used.mem as u64, "disk": used.disk as u64, "log_rate": 0},
             })
         })
         .collect()
@@ -498,8 +545,34 @@ mod tests {
             actual(1, ActualLrpState::Unclaimed, 0),
             actual(5, ActualLrpState::Running, 0),
         ];
-        let stats = instance_stats(&process(3), &actuals, now);
+        let usage: HashMap<String, Usage> = [
+            (
+                "0",
+                Usage {
+                    cpu: 0.25,
+                    mem: 1e6,
+                    disk: 2e6,
+                },
+            ),
+            (
+                "1",
+                Usage {
+                    cpu: 0.5,
+                    mem: 3e6,
+                    disk: 4e6,
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(i, u)| (i.to_string(), u))
+        .collect();
+        let stats = instance_stats(&process(3), &actuals, &usage, now);
         assert_eq!(stats.len(), 3);
+        assert_eq!(stats[0]["usage"]["cpu"], 0.25);
+        assert_eq!(stats[0]["usage"]["mem"], 1_000_000);
+        assert_eq!(stats[0]["usage"]["disk"], 2_000_000);
+        // Only a running instance has usage.
+        assert_eq!(stats[1]["usage"]["mem"], 0);
         assert_eq!(stats[0]["state"], "RUNNING");
         assert_eq!(stats[0]["uptime"], 10);
         assert_eq!(stats[0]["host"], "127.0.0.1");

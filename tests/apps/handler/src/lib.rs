@@ -2,7 +2,8 @@
 //! request). Answers `hello from handler <instance index>` and logs each request line
 //! to stdout; `/count` answers how many requests this instance has handled (always 1
 //! with an instance per request); `/spin` busy-loops forever to exercise the cell's
-//! per-request deadline.
+//! per-request deadline; `/sleep?ms=N` answers after N milliseconds (a request still
+//! in flight when the instance is stopped).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,6 +24,11 @@ impl Guest for Handler {
         let body = match path.as_str() {
             "/spin" => spin(),
             "/count" => format!("{handled}\n"),
+            p if p.starts_with("/sleep?ms=") => {
+                let ms: u64 = p["/sleep?ms=".len()..].parse().unwrap_or(0);
+                wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                format!("slept {ms}ms\n")
+            }
             _ => {
                 let index = std::env::var("CF_INSTANCE_INDEX").unwrap_or_else(|_| "0".into());
                 format!("hello from handler {index}\n")

@@ -1,0 +1,399 @@
+//! One component per process, for laying the platform out over machines: `wfd bbs`,
+//! `wfd cell`, `wfd controller`, `wfd uaa` and `wfd router`. They meet over the wire
+//! only: the BBS API (cells and the controller), NATS (route registrations, log
+//! envelopes), UAA's `/token_keys` (the controller) and the controller's blob URLs
+//! (cells). State is in the databases (PostgreSQL when several machines share it) and
+//! the blobstore; any of these processes can be killed and started again.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wf_messaging::Bus;
+
+use super::process::{serve, stop_signal, StopArgs};
+use super::secrets;
+
+/// `--fast-failover`: the TTL of cell presences and of the `bbs` lock.
+const FAST_TTL: Duration = Duration::from_secs(3);
+/// `--fast-failover`: time between convergence passes.
+const FAST_CONVERGENCE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS servers, comma-separated (`nats://user:pass@host:4222,...`).
+    #[arg(long, env = "WFD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+impl NatsArgs {
+    async fn connect(&self) -> anyhow::Result<Bus> {
+        Bus::nats(&self.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BbsArgs {
+    /// `postgres://...` (or `sqlite://path?mode=rwc` for one machine).
+    #[arg(long, env = "WFD_BBS_DATABASE_URL")]
+    pub database_url: String,
+    /// Where the BBS API listens once this BBS holds the `bbs` lock.
+    #[arg(long, default_value = "127.0.0.1:8889")]
+    pub listen: SocketAddr,
+    /// Seconds between convergence passes (Diego: 30).
+    #[arg(long, default_value_t = 30)]
+    pub convergence_interval: u64,
+    /// Seconds the `bbs` lock lives without a refresh (Locket: 15).
+    #[arg(long, default_value_t = 15)]
+    pub lock_ttl: u64,
+    /// Short timers for fast failover: convergence every second and a 3 s lock TTL
+    /// (pair with `wfd cell --fast-failover`). Costs more database work.
+    #[arg(long)]
+    pub fast_failover: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// The BBS: waits for the `bbs` lock, then serves the API and runs convergence, the
+/// auctioneer and the route-emitter until stopped or the lock is lost.
+pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
+    let cancel = stop_signal(&args.stop);
+    let bus = args.nats.connect().await?;
+    let (convergence_interval, lock_ttl) = if args.fast_failover {
+        (FAST_CONVERGENCE_INTERVAL, FAST_TTL)
+    } else {
+        (
+            Duration::from_secs(args.convergence_interval.max(1)),
+            Duration::from_secs(args.lock_ttl.max(1)),
+        )
+    };
+    let bbs = wf_bbs::Bbs::open(
+        wf_bbs::BbsConfig {
+            database_url: args.database_url.clone(),
+            convergence_interval,
+            ..Default::default()
+        },
+        bus,
+    )
+    .await
+    .context("opening the BBS database")?;
+    let owner = format!("bbs-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+    let lock = bbs.lock("bbs", &owner, lock_ttl);
+    if !lock.acquire(&cancel).await {
+        return Ok(());
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the BBS API to {}", args.listen))?;
+    println!(
+        "bbs: http://{} (holding the bbs lock as {owner})",
+        listener.local_addr()?
+    );
+
+    // Everything below stops when the lock is lost: another BBS may act then.
+    let active = cancel.child_token();
+    let loops = bbs.run(active.clone());
+    let api = {
+        let (bbs, active) = (bbs.clone(), active.clone());
+        tokio::spawn(async move { bbs.serve(listener, active).await })
+    };
+    let held = lock.hold(&active).await;
+    active.cancel();
+    let _ = tokio::join!(loops, api);
+    held.map_err(|lost| anyhow::anyhow!("stopped acting as the BBS: {lost}"))
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CellArgs {
+    /// The BBS API, comma-separated URLs of every BBS (the one holding the lock answers).
+    #[arg(long, env = "WFD_BBS_URL", value_delimiter = ',', required = true)]
+    pub bbs_url: Vec<String>,
+    /// Where the rep API listens.
+    #[arg(long, default_value = "127.0.0.1:1800")]
+    pub listen: SocketAddr,
+    /// The address routers and the BBS reach this cell at (its instances and its rep).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_address: String,
+    /// Unique among cells; default `cell-<pid>`.
+    #[arg(long)]
+    pub cell_id: Option<String>,
+    #[arg(long, default_value = "z1")]
+    pub zone: String,
+    /// Memory offered to instances, in MB.
+    #[arg(long, default_value_t = 16_384)]
+    pub memory_mb: u64,
+    /// Disk offered to instances, in MB.
+    #[arg(long, default_value_t = 65_536)]
+    pub disk_mb: u64,
+    /// Placement tags (isolation segments), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub placement_tags: Vec<String>,
+    /// Droplet cache, compiled artifacts and instance scratch space.
+    #[arg(long, default_value = "./.wasmfoundry-cell", env = "WFD_CELL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Short timers for fast failover: a 3 s presence TTL refreshed every second (pair
+    /// with `wfd bbs --fast-failover`), instead of Locket's 15 s and 5 s.
+    #[arg(long)]
+    pub fast_failover: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// A cell: the rep and its wasmtime executor.
+pub async fn cell(args: CellArgs) -> anyhow::Result<()> {
+    let cancel = stop_signal(&args.stop);
+    let bus = args.nats.connect().await?;
+    let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the rep API to {}", args.listen))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let config = wf_host::CellConfig {
+        cell_id: args
+            .cell_id
+            .clone()
+            .unwrap_or_else(|| format!("cell-{}", std::process::id())),
+        zone: args.zone.clone(),
+        data_dir: args.data_dir.canonicalize()?,
+        memory_mb: args.memory_mb,
+        disk_mb: args.disk_mb,
+        advertise_address: args.advertise_address.clone(),
+        placement_tags: args.placement_tags.clone(),
+        ..Default::default()
+    };
+    let config = if args.fast_failover {
+        wf_host::CellConfig {
+            presence_interval: FAST_TTL / 3,
+            presence_ttl: FAST_TTL,
+            ..config
+        }
+    } else {
+        config
+    };
+    println!(
+        "cell {}: rep http://{}",
+        config.cell_id,
+        listener.local_addr()?
+    );
+    wf_host::run(config, listener, bbs, bus, cancel).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UaaArgs {
+    /// `postgres://...` or `sqlite://path?mode=rwc`.
+    #[arg(long, env = "WFD_UAA_DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The URL clients reach UAA at; tokens are issued by `<url>/oauth/token`.
+    #[arg(long)]
+    pub url: String,
+    /// The admin user's password.
+    #[arg(long, env = "WFD_ADMIN_PASSWORD")]
+    pub admin_password: String,
+    /// PEM of the token signing key; generated there if missing.
+    #[arg(long)]
+    pub signing_key: PathBuf,
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// UAA on its own port.
+pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
+    let cancel = stop_signal(&args.stop);
+    anyhow::ensure!(
+        !args.admin_password.is_empty(),
+        "--admin-password must not be empty"
+    );
+    let url = args.url.trim_end_matches('/');
+    let uaa = wf_uaa::Uaa::open(wf_uaa::UaaConfig {
+        database_url: args.database_url.clone(),
+        issuer: format!("{url}/oauth/token"),
+        admin_password: args.admin_password.clone(),
+        signing_key_path: args.signing_key.clone(),
+        ..Default::default()
+    })
+    .await
+    .context("opening UAA")?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding UAA to {}", args.listen))?;
+    println!("uaa: http://{} ({url})", listener.local_addr()?);
+    serve(listener, uaa.router(), cancel).await
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// `postgres://...` or `sqlite://path?mode=rwc`.
+    #[arg(long, env = "WFD_CC_DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, default_value = "127.0.0.1:9022")]
+    pub listen: SocketAddr,
+    /// The URL clients and cells reach this API at.
+    #[arg(long)]
+    pub external_url: String,
+    /// UAA's URL; its `/token_keys` verify every request's token.
+    #[arg(long)]
+    pub uaa_url: String,
+    /// The BBS API, comma-separated URLs.
+    #[arg(long, env = "WFD_BBS_URL", value_delimiter = ',', required = true)]
+    pub bbs_url: Vec<String>,
+    /// Local blobstore root.
+    #[arg(long, default_value = "./.wasmfoundry-blobstore")]
+    pub blobstore_dir: PathBuf,
+    /// Holds the key of signed blob URLs; generated there if missing.
+    #[arg(long, default_value = "./.wasmfoundry-blob-signing-secret")]
+    pub signing_secret_file: PathBuf,
+    #[arg(long, default_value = "apps.localhost")]
+    pub apps_domain: String,
+    /// Seconds between nsync bulk syncs (CF: 30).
+    #[arg(long, default_value_t = 30)]
+    pub sync_interval: u64,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// The Cloud Controller with the log cache (fed from NATS).
+pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let cancel = stop_signal(&args.stop);
+    let bus = args.nats.connect().await?;
+    let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
+    let verifier = fetch_verifier(&args.uaa_url, &cancel).await?;
+    let logs = Arc::new(wf_loggregator::LogStore::new(
+        wf_loggregator::DEFAULT_MAX_ENVELOPES_PER_SOURCE,
+    ));
+    let ingest = wf_loggregator::spawn_ingest(bus.clone(), logs.clone(), cancel.clone());
+    let controller = wf_controller::Controller::open(
+        wf_controller::ControllerConfig {
+            database_url: args.database_url.clone(),
+            blobstore_dir: args.blobstore_dir.clone(),
+            external_url: args.external_url.clone(),
+            uaa_url: args.uaa_url.clone(),
+            apps_domain: args.apps_domain.clone(),
+            signing_secret: secrets::secret_file(&args.signing_secret_file)?,
+            sync_interval: Duration::from_secs(args.sync_interval.max(1)),
+        },
+        bbs,
+        bus,
+        verifier,
+        logs,
+    )
+    .await
+    .context("opening the Cloud Controller")?;
+    let background = controller.run(cancel.clone());
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", args.listen))?;
+    println!(
+        "api: http://{} ({})",
+        listener.local_addr()?,
+        args.external_url
+    );
+    let served = serve(listener, controller.router(), cancel.clone()).await;
+    cancel.cancel();
+    let _ = tokio::join!(background, ingest);
+    served
+}
+
+/// UAA's verification keys and issuer, waiting for UAA to answer.
+async fn fetch_verifier(
+    uaa_url: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<wf_uaa::TokenVerifier> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        keys: Vec<wf_uaa::TokenKey>,
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let uaa_url = uaa_url.trim_end_matches('/');
+    let fetch = || async {
+        let discovery: Discovery = http
+            .get(format!("{uaa_url}/.well-known/openid-configuration"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let keys: Keys = http
+            .get(format!("{uaa_url}/token_keys"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok((discovery, keys))
+    };
+    loop {
+        match fetch().await {
+            Ok((discovery, keys)) => {
+                return wf_uaa::TokenVerifier::from_keys(&discovery.issuer, &keys.keys)
+                    .context("UAA's token keys");
+            }
+            Err(e) => tracing::warn!(error = %e, %uaa_url, "UAA not answering yet; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => anyhow::bail!("stopped while waiting for UAA"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouterArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The status server (`/health`, `/routes`, `/metrics`); off if unset.
+    #[arg(long)]
+    pub status_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// The router, fed by `router.register` on NATS.
+pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let cancel = stop_signal(&args.stop);
+    let bus = args.nats.connect().await?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the router to {}", args.listen))?;
+    let status = match args.status_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the router status port to {addr}"))?,
+        ),
+        None => None,
+    };
+    println!("router: http://{}", listener.local_addr()?);
+    wf_router::run_with_status(
+        wf_router::RouterConfig::default(),
+        listener,
+        status,
+        bus,
+        cancel,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Distributed mode: one process per component over a real NATS (two BBS, three cells,
+//! two routers), driven through what an operator sees: a cell killed, a cell cut off
+//! and back, a cell drained, the active BBS killed, a router restarted, NATS restarted.
+//! The app keeps answering and the platform heals each time.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use wf_tests::distributed::{Distributed, LOCK_TTL_SECS, ROUTERS};
+
+/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (presence, cell id) of the RUNNING instances of `process_guid`, sorted.
+fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = d
+        .actual_lrps(process_guid)
+        .iter()
+        .filter(|lrp| lrp["state"] == "RUNNING")
+        .map(|lrp| {
+            (
+                lrp["presence"].as_str().unwrap_or("").to_string(),
+                lrp["instance_key"]["cell_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The cells of the ORDINARY RUNNING instances, if there are exactly `n` and no others.
+fn settled_on(d: &Distributed, process_guid: &str, n: usize) -> Option<Vec<String>> {
+    let rows = d.actual_lrps(process_guid);
+    let all_running_ordinary = rows
+        .iter()
+        .all(|lrp| lrp["state"] == "RUNNING" && lrp["presence"] == "ORDINARY");
+    (rows.len() == n && all_running_ordinary).then(|| {
+        rows.iter()
+            .map(|lrp| {
+                lrp["instance_key"]["cell_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    })
+}
+
+/// Pushes the hello fixture as `name` with `instances`; returns its web process guid.
+fn push(d: &Distributed, wf: &wf_tests::platform::Wf, name: &str, instances: u32) -> String {
+    wf.push_fixture(name, "hello");
+    wf.ok(&["scale", name, "-i", &instances.to_string()]);
+    let app_guid = wf.app_guid(name);
+    let processes = wf.curl_json(&[&format!("/v3/apps/{app_guid}/processes")]);
+    let process_guid = processes["resources"][0]["guid"]
+        .as_str()
+        .expect("web process guid")
+        .to_string();
+    eventually("the instances to run", Duration::from_secs(60), || {
+        settled_on(d, &process_guid, instances as usize).is_some()
+    });
+    process_guid
+}
+
+#[test]
+fn a_lost_cell_is_replaced_within_its_presence_ttl_on_default_timers() {
+    let Some(mut d) = Distributed::start_with(false) else {
+        return;
+    };
+    let wf = d.platform.user();
+    let process_guid = push(&d, &wf, "steady", 2);
+    let cells = settled_on(&d, &process_guid, 2).expect("two instances");
+    let victim = cells[0].clone();
+    d.platform.process(&victim).kill();
+    let killed = Instant::now();
+    let mut failed = 0;
+    eventually(
+        "the lost instance replaced",
+        Duration::from_secs(60),
+        || {
+            failed += usize::from(d.platform.get("steady", "/").status != 200);
+            settled_on(&d, &process_guid, 2).is_some_and(|cells| !cells.contains(&victim))
+        },
+    );
+    eprintln!(
+        "default timers: kill -9 of a cell -> replaced in {:?} ({failed} requests failed)",
+        killed.elapsed()
+    );
+    assert_eq!(failed, 0, "the router retries the lost instance's endpoint");
+    d.platform.stop();
+}
+
+#[test]
+fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
+    let Some(mut d) = Distributed::start() else {
+        return;
+    };
+    let wf = d.platform.user();
+    let process_guid = push(&d, &wf, "spread", 3);
+
+    // The auction spreads one app's instances over the cells.
+    eventually(
+        "three instances on three cells",
+        Duration::from_secs(60),
+        || {
+            settled_on(&d, &process_guid, 3)
+                .is_some_and(|cells| cells.iter().collect::<BTreeSet<_>>().len() == 3)
+        },
+    );
+    for router in 0..ROUTERS.len() {
+        eventually(
+            "every router to serve the app",
+            Duration::from_secs(30),
+            || d.get_via(router, "spread", "/").status == 200,
+        );
+    }
+
+    // Logs cross NATS: the cells' app lines and the routers' access lines reach the
+    // log cache in the controller.
+    eventually(
+        "app and router logs in wf logs --recent",
+        Duration::from_secs(30),
+        || {
+            let logs = wf.ok(&["logs", "spread", "--recent"]);
+            logs.contains("[APP/PROC/WEB/0] OUT GET /") && logs.contains("[RTR/")
+        },
+    );
+
+    // A cell dies (kill -9). Its presence expires, convergence marks its instance
+    // SUSPECT and auctions a replacement; meanwhile both routers retry its dead
+    // endpoint on another instance, so no request fails.
+    d.platform.process("cell-a").kill();
+    let killed = Instant::now();
+    let mut failed = Vec::new();
+    let mut requests = 0;
+    eventually(
+        "cell-a's instance replaced",
+        Duration::from_secs(60),
+        || {
+            for router in 0..ROUTERS.len() {
+                let resp = d.get_via(router, "spread", "/");
+                requests += 1;
+                if resp.status != 200 {
+                    failed.push(resp);
+                }
+            }
+            settled_on(&d, &process_guid, 3)
+                .is_some_and(|cells| !cells.iter().any(|c| c == "cell-a"))
+        },
+    );
+    let healed_in = killed.elapsed();
+    eprintln!(
+        "kill -9 of a cell: replaced and routed in {healed_in:?}, {requests} requests, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed while a cell was lost: {failed:?}"
+    );
+
+    // A cell is cut off (frozen) and comes back: its instance was SUSPECT, replaced
+    // meanwhile, and on its return the suspect is dropped and stopped: one instance
+    // per index, no SUSPECT left.
+    let before: Vec<(String, String)> = running(&d, &process_guid);
+    assert!(
+        before.iter().any(|(_, cell)| cell == "cell-b"),
+        "{before:?}"
+    );
+    d.platform.process("cell-b").signal("STOP");
+    let mut saw_suspect = false;
+    eventually(
+        "cell-b's instances replaced",
+        Duration::from_secs(60),
+        || {
+            let rows = running(&d, &process_guid);
+            saw_suspect |= rows.iter().any(|(p, c)| p == "SUSPECT" && c == "cell-b");
+            let ordinary_elsewhere = rows
+                .iter()
+                .filter(|(p, c)| p == "ORDINARY" && c != "cell-b")
+                .count();
+            ordinary_elsewhere == 3
+        },
+    );
+    eprintln!("cell cut off: its instances replaced (seen as SUSPECT meanwhile: {saw_suspect})");
+    d.platform.process("cell-b").signal("CONT");
+    eventually(
+        "one ORDINARY instance per index, none on the returned cell",
+        Duration::from_secs(60),
+        || {
+            settled_on(&d, &process_guid, 3)
+                .is_some_and(|cells| cells.iter().all(|c| c == "cell-c"))
+        },
+    );
+    for _ in 0..10 {
+        for router in 0..ROUTERS.len() {
+            let resp = d.get_via(router, "spread", "/");
+            assert_eq!(resp.status, 200, "{resp:?}");
+        }
+    }
+
+    // cell-c is drained (evacuated): each instance keeps serving as EVACUATING until
+    // its replacement runs on cell-b, so no request fails; then cell-c exits.
+    d.evacuate(2);
+    let mut failed = Vec::new();
+    eventually(
+        "cell-c's instances handed over to cell-b",
+        Duration::from_secs(60),
+        || {
+            for router in 0..ROUTERS.len() {
+                let resp = d.get_via(router, "spread", "/");
+                if resp.status != 200 {
+                    failed.push(resp);
+                }
+            }
+            settled_on(&d, &process_guid, 3)
+                .is_some_and(|cells| cells.iter().all(|c| c == "cell-b"))
+        },
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed during the evacuation: {failed:?}"
+    );
+    assert!(
+        d.platform
+            .process("cell-c")
+            .exits_within(Duration::from_secs(30)),
+        "an evacuated cell exits"
+    );
+
+    // The active BBS dies: the standby takes the `bbs` lock once it expires, and the
+    // cells and the controller follow it to its URL.
+    d.platform.process("bbs-a").kill();
+    d.platform
+        .process("bbs-b")
+        .line_after("bbs: ", Duration::from_secs(LOCK_TTL_SECS * 5));
+    wf.ok(&["scale", "spread", "-i", "4"]);
+    eventually(
+        "four instances under the new BBS",
+        Duration::from_secs(60),
+        || settled_on(&d, &process_guid, 4).is_some(),
+    );
+
+    // A new router learns every route at once: its router.start makes the
+    // route-emitter re-publish, without waiting for the 20 s re-emit.
+    d.restart_router(1);
+    let restarted = Instant::now();
+    eventually(
+        "the restarted router to serve the app",
+        Duration::from_secs(15),
+        || d.get_via(1, "spread", "/").status == 200,
+    );
+    eprintln!(
+        "restarted router: routes learned in {:?}",
+        restarted.elapsed()
+    );
+
+    // NATS restarts: the route-emitter and the routers reconnect, and unregistrations
+    // after the restart still reach them (scaled down, only index 0 answers).
+    d.nats.restart();
+    wf.ok(&["scale", "spread", "-i", "1"]);
+    eventually("one instance left", Duration::from_secs(60), || {
+        settled_on(&d, &process_guid, 1).is_some()
+    });
+    for router in 0..ROUTERS.len() {
+        eventually("only index 0 routed", Duration::from_secs(30), || {
+            d.get_via(router, "spread", "/").body == "hello from 0\n"
+        });
+        for _ in 0..20 {
+            let resp = d.get_via(router, "spread", "/");
+            assert_eq!(resp.body, "hello from 0\n", "{resp:?}");
+        }
+    }
+
+    d.platform.stop();
+}
