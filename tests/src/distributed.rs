@@ -13,7 +13,7 @@ use crate::platform::{http_get, HttpResponse, Platform, Process, ADMIN_PASSWORD,
 
 const STARTUP: Duration = Duration::from_secs(120);
 /// The `bbs` lock's TTL under `--fast-failover`: a standby takes over this long after a crash.
-pub const LOCK_TTL_SECS: u64 = 3;
+pub const LOCK_TTL_SECS: u64 = 2;
 /// The cells' names.
 pub const CELLS: [&str; 3] = ["cell-a", "cell-b", "cell-c"];
 /// The routers' names.

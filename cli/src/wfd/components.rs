@@ -19,7 +19,7 @@ use super::process::{serve, stop_signal, StopArgs};
 use super::secrets;
 
 /// `--fast-failover`: the TTL of cell presences and of the `bbs` lock.
-const FAST_TTL: Duration = Duration::from_secs(3);
+const FAST_TTL: Duration = Duration::from_secs(2);
 /// `--fast-failover`: time between convergence passes.
 const FAST_CONVERGENCE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -52,7 +52,7 @@ pub struct BbsArgs {
     /// Seconds the `bbs` lock lives without a refresh (Locket: 15).
     #[arg(long, default_value_t = 15)]
     pub lock_ttl: u64,
-    /// Short timers for fast failover: convergence every second and a 3 s lock TTL
+    /// Short timers for fast failover: convergence every second and a 2 s lock TTL
     /// (pair with `wfd cell --fast-failover`). Costs more database work.
     #[arg(long)]
     pub fast_failover: bool,
@@ -139,7 +139,7 @@ pub struct CellArgs {
     /// Droplet cache, compiled artifacts and instance scratch space.
     #[arg(long, default_value = "./.wasmfoundry-cell", env = "WFD_CELL_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Short timers for fast failover: a 3 s presence TTL refreshed every second (pair
+    /// Short timers for fast failover: a 2 s presence TTL refreshed three times in it (pair
     /// with `wfd bbs --fast-failover`), instead of Locket's 15 s and 5 s.
     #[arg(long)]
     pub fast_failover: bool,
