@@ -221,8 +221,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             for (key, reason) in lrps {
                 tracing::info!(process_guid = %key.process_guid, index = key.index, %reason, "ActualLRP not placed");
                 let Some(mut actual) = db::actual_lrp(&mut tx, &key).await? else {

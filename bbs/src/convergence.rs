@@ -223,8 +223,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             db::delete_expired(&mut tx, now).await?;
             let fresh: HashSet<String> =
                 db::fresh_domains(&mut tx, now).await?.into_iter().collect();

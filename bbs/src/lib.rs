@@ -6,9 +6,10 @@
 //! PostgreSQL through sqlx's `Any` driver ([`schema`] creates the tables); every change
 //! is announced on [`Bbs::subscribe`].
 //!
-//! Writers are serialized by one in-process lock: a BBS process is the only writer of
-//! its database (Diego elects a single active BBS), and SQLite cannot upgrade a read
-//! transaction to a write one while another connection writes.
+//! Writes run one at a time, through [`writer`]'s group commit: a BBS process is the
+//! only writer of its database (the holder of the `bbs` lock, as Diego elects a single
+//! active BBS), and SQLite cannot upgrade a read transaction to a write one while
+//! another connection writes.
 
 pub mod api;
 mod auction;
@@ -23,6 +24,7 @@ pub mod rep;
 pub mod restart;
 mod route_emitter;
 mod task;
+mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,6 +67,9 @@ pub enum BbsError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Open(#[from] wf_db::DbError),
+    /// The transaction that held a write did not commit.
+    #[error("database commit: {0}")]
+    Commit(String),
     /// The BBS could not be reached over its API (a [`BbsClient`] error).
     #[error("BBS unavailable: {0}")]
     Unavailable(String),
@@ -131,8 +136,8 @@ pub struct Bbs {
     bus: Bus,
     rep: RepClient,
     events: broadcast::Sender<BbsEvent>,
-    /// Held by every writer, see the module docs.
-    write: tokio::sync::Mutex<()>,
+    /// Every write goes through it, see the module docs.
+    writer: writer::Writer,
     auction: auction::Queue,
 }
 
@@ -141,6 +146,7 @@ impl Bbs {
     /// work starts with [`Bbs::run`].
     pub async fn open(config: BbsConfig, bus: Bus) -> Result<Arc<Bbs>, BbsError> {
         let pool = wf_db::open(&config.database_url, MIGRATIONS).await?;
+        let writer = writer::Writer::new(pool.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Arc::new(Bbs {
             rep: RepClient::new(config.rep_timeout),
@@ -148,7 +154,7 @@ impl Bbs {
             pool,
             bus,
             events,
-            write: tokio::sync::Mutex::new(()),
+            writer,
             auction: auction::Queue::default(),
         }))
     }

@@ -25,8 +25,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             if db::desired_lrp(&mut tx, &lrp.process_guid).await?.is_some() {
                 return Err(BbsError::AlreadyExists {
                     record: format!("DesiredLRP {}", lrp.process_guid),
@@ -53,8 +52,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let before = db::desired_lrp(&mut tx, process_guid)
                 .await?
                 .ok_or_else(|| desired_not_found(process_guid))?;
@@ -100,8 +98,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let desired = db::desired_lrp(&mut tx, process_guid)
                 .await?
                 .ok_or_else(|| desired_not_found(process_guid))?;
@@ -183,8 +180,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         let keep = {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let held = db::actual_lrp(&mut tx, key)
                 .await?
                 .filter(|a| a.instance_key == *instance_key);
@@ -228,8 +224,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let mut actual = db::actual_lrp(&mut tx, key)
                 .await?
                 .ok_or_else(|| actual_not_found(key))?;
@@ -248,7 +243,6 @@ impl Bbs {
                 changes
                     .events
                     .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
-                drop(_write);
                 self.apply(changes);
                 return Ok(());
             }
@@ -300,8 +294,7 @@ impl Bbs {
     ) -> Result<(), BbsError> {
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let ordinary = db::actual_lrp(&mut tx, key)
                 .await?
                 .filter(|a| a.instance_key == *instance_key);
@@ -341,8 +334,7 @@ impl Bbs {
         let now = now_ns();
         let mut changes = Changes::default();
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let mut actual = db::actual_lrp(&mut tx, key)
                 .await?
                 .ok_or_else(|| actual_not_found(key))?;

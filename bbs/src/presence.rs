@@ -13,9 +13,9 @@ impl Bbs {
             return Err(BbsError::InvalidRecord("domain is empty".into()));
         }
         let expires_at = now_ns().saturating_add(duration_ns(ttl));
-        let _write = self.write.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        db::upsert_domain(&mut conn, domain, expires_at).await
+        let mut tx = self.writer.begin().await?;
+        db::upsert_domain(&mut tx, domain, expires_at).await?;
+        tx.commit().await
     }
 
     /// The domains that are fresh now.
@@ -38,8 +38,7 @@ impl Bbs {
         }
         let now = now_ns();
         let appeared = {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let present = db::cell_is_present(&mut tx, &presence.cell_id, now).await?;
             db::put_cell_presence(&mut tx, presence, now.saturating_add(duration_ns(ttl))).await?;
             tx.commit().await?;
@@ -53,9 +52,9 @@ impl Bbs {
     }
 
     pub async fn remove_cell_presence(&self, cell_id: &str) -> Result<(), BbsError> {
-        let _write = self.write.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        db::delete_cell_presence(&mut conn, cell_id).await
+        let mut tx = self.writer.begin().await?;
+        db::delete_cell_presence(&mut tx, cell_id).await?;
+        tx.commit().await
     }
 
     /// Cells whose presence has not expired.

@@ -34,8 +34,7 @@ impl Bbs {
             first_completed_at: 0,
         };
         {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             if db::task(&mut tx, task_guid).await?.is_some() {
                 return Err(BbsError::AlreadyExists {
                     record: format!("Task {task_guid}"),
@@ -157,8 +156,7 @@ impl Bbs {
     /// Deletes a RESOLVING task (or a COMPLETED one whose consumer skips RESOLVING).
     pub async fn delete_task(&self, task_guid: &str) -> Result<(), BbsError> {
         let task = {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let task = db::task(&mut tx, task_guid)
                 .await?
                 .ok_or_else(|| task_not_found(task_guid))?;
@@ -192,8 +190,7 @@ impl Bbs {
     {
         let now = now_ns();
         let (before, after) = {
-            let _write = self.write.lock().await;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let mut task = db::task(&mut tx, task_guid)
                 .await?
                 .ok_or_else(|| task_not_found(task_guid))?;
