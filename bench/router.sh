@@ -15,6 +15,7 @@
 #   ROUTER_THREADS=1 bench/router.sh     # router on a 1-worker multi-thread runtime (default 0: current thread, like one nginx worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION=${DURATION:-10s}
 ROUTES=${ROUTES:-100000}
 CONNS=${CONNS:-"1 50"}
@@ -39,14 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_line() { # file pattern
-    for _ in $(seq 1 1800); do grep -q "$2" "$1" 2> /dev/null && return 0; sleep 0.1; done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # Backend and router run until their stdin (a fifo held open here) closes.
 mkfifo "$work/backend.in" "$work/router.in"

@@ -130,7 +130,7 @@ impl Cell {
         Resources {
             memory_mb: self.config.memory_mb,
             disk_mb: self.config.disk_mb,
-            containers: u64::from(self.config.max_containers),
+            containers: u64::from(self.config.container_capacity()),
         }
     }
 

@@ -5,10 +5,19 @@
 //! tmp dir, memory quota, CPU yielding), under a per-request deadline. An idle handler
 //! app costs a listening socket and its (shared, mapped) compiled code.
 //!
+//! Reusing instances is the app's explicit choice: with [`REUSE_ENV`] set to `true`
+//! in its environment, an instance that answered a request waits (up to
+//! [`MAX_IDLE_INSTANCES`] of them, each holding its pool slot) for the app's next
+//! request instead of being dropped, so state in the instance (globals, its memory)
+//! carries over from one request to the next. An instance whose request failed (trap,
+//! deadline, stop) is never reused.
+//!
 //! Failures are answered for the app and logged where its developer sees them: a
 //! handler past its deadline gets `504`, a trap or missing response `500`, a cell out
 //! of instance slots `503`. A failed request does not end the app instance; passing
-//! the disk quota of its `/tmp` (shared by its requests) does, as for a server.
+//! the disk quota of its `/tmp` (shared by its requests) does, as for a server. Only
+//! requests write to `/tmp`, so it is measured while requests run and once after the
+//! last one ends, never while the app is idle.
 //!
 //! Stopping is graceful: once told to drain, the cell stops accepting connections,
 //! lets the requests in flight finish (keep-alive connections close after theirs),
@@ -17,7 +26,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,13 +39,16 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView as _;
 
-use crate::executor::{metered, new_store, ExecutorError, Exit, InstanceState, LineSink, RunSpec};
-use crate::sandbox::{self, OutOfMemory, DISK_CHECK_INTERVAL};
+use crate::executor::{
+    metered, new_store, ExecutorError, Exit, InstanceOutput, InstanceState, LineSink, RunSpec,
+};
+use crate::sandbox::{self, DiskQuotaExceeded, OutOfMemory, DISK_CHECK_INTERVAL};
 
 /// How long a request may run (instance included) unless the app says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +56,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` (out of file descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The app environment variable that turns instance reuse on (`true`, any case).
+pub const REUSE_ENV: &str = "WF_HANDLER_REUSE";
+/// Most idle instances a reusing app keeps: as many as its peak of concurrent
+/// requests, up to this.
+pub const MAX_IDLE_INSTANCES: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -96,18 +113,130 @@ pub struct HandlerApp {
     events: LineSink,
     /// Cancelled when the instance stops: ends requests still running.
     stop: CancellationToken,
+    /// Instances waiting for a request, when the app reuses them ([`REUSE_ENV`]);
+    /// `None`: a fresh instance per request.
+    idle: Option<Mutex<Vec<Warm>>>,
+    /// Requests whose instance is still running.
+    in_flight: InFlight,
+}
+
+/// A count of the requests running and of those started, with a wake-up at every
+/// change.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+/// One running request: counted in [`InFlight`] until dropped.
+struct Running(Arc<HandlerApp>);
+
+impl Running {
+    fn start(app: &Arc<HandlerApp>) -> Running {
+        app.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        app.in_flight.started.fetch_add(1, Ordering::AcqRel);
+        app.in_flight.changed.notify_waiters();
+        Running(app.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.in_flight.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.changed.notify_waiters();
+    }
+}
+
+impl InFlight {
+    /// Waits until `done` holds of the counts.
+    async fn until(&self, mut done: impl FnMut(&InFlight) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Waits for a request to start after the `seen`th (however short it runs).
+    async fn until_started(&self, seen: &mut u64) {
+        self.until(|counts| {
+            let started = counts.started.load(Ordering::Acquire);
+            std::mem::replace(seen, started) != started
+        })
+        .await
+    }
+
+    /// Waits until no request runs.
+    async fn until_idle(&self) {
+        self.until(|counts| counts.count.load(Ordering::Acquire) == 0)
+            .await
+    }
+}
+
+/// An instance that answered a request, kept for the next one.
+struct Warm {
+    store: Store<InstanceState>,
+    proxy: Proxy,
+    output: InstanceOutput,
 }
 
 impl HandlerApp {
     /// `spec.listen_port` is ignored: handler instances never listen themselves.
+    /// Instances are reused when `spec.env` sets [`REUSE_ENV`] to `true`.
     pub fn new(pre: ProxyPre<InstanceState>, mut spec: RunSpec, events: LineSink) -> HandlerApp {
         spec.listen_port = None;
+        let reuse = spec
+            .env
+            .iter()
+            .any(|(name, value)| name == REUSE_ENV && value.eq_ignore_ascii_case("true"));
         HandlerApp {
             pre,
             spec,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             events,
             stop: CancellationToken::new(),
+            idle: reuse.then(|| Mutex::new(Vec::new())),
+            in_flight: InFlight::default(),
+        }
+    }
+
+    /// Whether the app reuses instances across requests.
+    pub fn reuses_instances(&self) -> bool {
+        self.idle.is_some()
+    }
+
+    /// An idle instance, if the app reuses them and one is waiting.
+    fn take_idle(&self) -> Option<Warm> {
+        let mut idle = self
+            .idle
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        idle.pop()
+    }
+
+    /// Keeps an instance whose request succeeded for the next request, if the app
+    /// reuses instances, is not stopping, and keeps fewer than the most; else drops it.
+    fn keep_idle(&self, warm: Warm) {
+        let Some(idle) = &self.idle else { return };
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(warm);
+        }
+    }
+
+    /// Drops the idle instances, freeing their pool slots.
+    fn drop_idle(&self) {
+        if let Some(idle) = &self.idle {
+            idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
 
@@ -117,8 +246,8 @@ impl HandlerApp {
         self
     }
 
-    /// Runs one request in a fresh instance; failures become the matching error
-    /// response and a line in the app's log.
+    /// Runs one request in a fresh instance (or an idle one, with reuse); failures
+    /// become the matching error response and a line in the app's log.
     pub async fn handle<B>(
         self: &Arc<Self>,
         request: hyper::Request<B>,
@@ -138,8 +267,8 @@ impl HandlerApp {
         }
     }
 
-    /// The response head from a fresh instance; failures after it (a body cut short)
-    /// are reported by the instance's task, failures before it are returned.
+    /// The response head from a fresh or reused instance; failures after it (a body
+    /// cut short) are reported by the instance's task, failures before it are returned.
     async fn respond<B>(
         self: &Arc<Self>,
         request: hyper::Request<B>,
@@ -150,7 +279,17 @@ impl HandlerApp {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let deadline = Instant::now() + self.timeout;
-        let (mut store, output) = new_store(self.pre.engine(), &self.spec)?;
+        let (mut store, reused, output) = match self.take_idle() {
+            Some(mut warm) => {
+                // Its deadline counted from when it last ran: a full tick from now.
+                warm.store.set_epoch_deadline(1);
+                (warm.store, Some(warm.proxy), warm.output)
+            }
+            None => {
+                let (store, output) = new_store(self.pre.engine(), &self.spec)?;
+                (store, None, output)
+            }
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let responded = Arc::new(AtomicBool::new(false));
         let incoming = store
@@ -174,28 +313,34 @@ impl HandlerApp {
         let stop = self.stop.clone();
         let usage = self.spec.usage.clone();
         let run = metered(usage, async move {
-            let proxy = pre.instantiate_async(&mut store).await.map_err(|e| {
-                if e.chain()
-                    .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
-                {
-                    RequestFailure::NoSlot(one_line(&e))
-                } else if e.downcast_ref::<OutOfMemory>().is_some() {
-                    RequestFailure::Crash(Exit::from_error(&e).describe())
-                } else {
-                    RequestFailure::Instantiate(one_line(&e))
-                }
-            })?;
+            let proxy = match reused {
+                Some(proxy) => proxy,
+                None => pre.instantiate_async(&mut store).await.map_err(|e| {
+                    if e.chain()
+                        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
+                    {
+                        RequestFailure::NoSlot(one_line(&e))
+                    } else if e.downcast_ref::<OutOfMemory>().is_some() {
+                        RequestFailure::Crash(Exit::from_error(&e).describe())
+                    } else {
+                        RequestFailure::Instantiate(one_line(&e))
+                    }
+                })?,
+            };
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)
                 .await
-                .map_err(|e| RequestFailure::Crash(Exit::from_error(&e).describe()))
+                .map_err(|e| RequestFailure::Crash(Exit::from_error(&e).describe()))?;
+            Ok((store, proxy))
         });
         // The guest runs in a task of its own: it may go on streaming the body after
         // sending the response head. Dropping the store ends it at its next yield.
         let app = self.clone();
         let task_line = line.to_string();
+        let running = Running::start(self);
         let task = tokio::spawn(async move {
+            let _running = running;
             let result = tokio::select! {
                 finished = tokio::time::timeout_at(deadline, run) => {
                     finished.unwrap_or(Err(RequestFailure::Deadline(timeout)))
@@ -204,12 +349,20 @@ impl HandlerApp {
             };
             output.flush_partial();
             match result {
+                Ok((store, proxy)) => {
+                    app.keep_idle(Warm {
+                        store,
+                        proxy,
+                        output,
+                    });
+                    Ok(())
+                }
                 // The head is out: a failure now can only cut the body short.
                 Err(failure) if responded.load(Ordering::Acquire) => {
                     app.report(&task_line, &failure, None);
                     Ok(())
                 }
-                result => result,
+                Err(failure) => Err(failure),
             }
         });
 
@@ -253,13 +406,7 @@ pub async fn bind(port: u16) -> Result<TcpListener, HandlerError> {
 /// ends its connections and the requests still running.
 pub async fn serve(listener: TcpListener, app: Arc<HandlerApp>, drain: CancellationToken) -> Exit {
     let _stop_all = app.stop.clone().drop_guard();
-    let spec = &app.spec;
-    let quota = sandbox::watch_disk_quota(
-        spec.tmp_dir.clone(),
-        spec.disk_mb,
-        DISK_CHECK_INTERVAL,
-        spec.usage.clone(),
-    );
+    let quota = watch_disk_quota(&app);
     let connections = TaskTracker::new();
     let drained = async {
         accept_loop(listener, &app, &connections, &drain).await;
@@ -267,9 +414,41 @@ pub async fn serve(listener: TcpListener, app: Arc<HandlerApp>, drain: Cancellat
         connections.wait().await;
         Exit::Stopped
     };
-    tokio::select! {
+    let exit = tokio::select! {
         exit = drained => exit,
         exceeded = quota => Exit::DiskQuotaExceeded { limit_mb: exceeded.limit_mb },
+    };
+    // Requests still running end with `stop`; they keep no instance once it is set.
+    app.stop.cancel();
+    app.drop_idle();
+    exit
+}
+
+/// Returns once the app's `/tmp` passes its disk quota, measuring it (and the usage
+/// metric) as a server's is measured while requests run, and once more after the last
+/// one has ended; an idle app's is not measured.
+async fn watch_disk_quota(app: &HandlerApp) -> DiskQuotaExceeded {
+    let spec = &app.spec;
+    let watch = || {
+        sandbox::watch_disk_quota(
+            spec.tmp_dir.clone(),
+            spec.disk_mb,
+            DISK_CHECK_INTERVAL,
+            spec.usage.clone(),
+        )
+    };
+    let mut seen = 0;
+    loop {
+        app.in_flight.until_started(&mut seen).await;
+        tokio::select! {
+            exceeded = watch() => return exceeded,
+            () = app.in_flight.until_idle() => {}
+        }
+        // The watch measures at once: this is the measurement after the last request.
+        tokio::select! {
+            exceeded = watch() => return exceeded,
+            () = tokio::time::sleep(DISK_CHECK_INTERVAL / 2) => {}
+        }
     }
 }
 
@@ -378,10 +557,22 @@ mod tests {
         events: Lines,
         task: tokio::task::JoinHandle<Exit>,
         drain: CancellationToken,
+        usage: Arc<crate::sandbox::InstanceUsage>,
         _dirs: (tempfile::TempDir, tempfile::TempDir),
     }
 
     async fn serve_fixture(executor: &Executor, index: &str, timeout: Duration) -> Served {
+        serve_fixture_with(executor, index, timeout, &[], 0).await
+    }
+
+    /// [`serve_fixture`] with more app environment and a disk quota (MiB, 0: none).
+    async fn serve_fixture_with(
+        executor: &Executor,
+        index: &str,
+        timeout: Duration,
+        app_env: &[(&str, &str)],
+        disk_mb: u64,
+    ) -> Served {
         let wasm = wf_tests::fixtures::fixture_wasm("handler");
         let pre = executor
             .prepare_handler("handler-test", &wasm)
@@ -393,23 +584,31 @@ mod tests {
         let (stderr_sink, _) = collecting();
         let (events_sink, events) = collecting();
         let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let usage = Arc::new(crate::sandbox::InstanceUsage::default());
         let spec = RunSpec {
             args: vec!["app.wasm".into()],
-            env: vec![
-                ("PORT".into(), port.to_string()),
-                ("CF_INSTANCE_INDEX".into(), index.into()),
-            ],
+            env: [
+                ("PORT", port.to_string().as_str()),
+                ("CF_INSTANCE_INDEX", index),
+            ]
+            .iter()
+            .chain(app_env)
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
             app_dir: dirs.0.path().to_path_buf(),
             tmp_dir: dirs.1.path().to_path_buf(),
             memory_mb: 64,
             listen_port: Some(port),
-            disk_mb: 0,
+            disk_mb,
             security_groups: crate::sandbox::SecurityGroups::default(),
             stdout: stdout_sink,
             stderr: stderr_sink,
-            usage: Arc::new(crate::sandbox::InstanceUsage::default()),
+            usage: usage.clone(),
         };
         let app = Arc::new(HandlerApp::new(pre, spec, events_sink).with_timeout(timeout));
+        let reuse =
+            app_env.contains(&(REUSE_ENV, "true")) || app_env.contains(&(REUSE_ENV, "TRUE"));
+        assert_eq!(app.reuses_instances(), reuse);
         let drain = CancellationToken::new();
         let task = tokio::spawn(serve(listener, app, drain.clone()));
         Served {
@@ -418,6 +617,7 @@ mod tests {
             events,
             task,
             drain,
+            usage,
             _dirs: dirs,
         }
     }
@@ -461,6 +661,125 @@ mod tests {
         );
         assert!(served.events.lock().unwrap().is_empty());
         served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_reuse_an_instance_keeps_its_state_until_a_request_fails() {
+        let executor = Executor::with_config(ExecutorConfig {
+            instance_slots: 4,
+            ..ExecutorConfig::default()
+        })
+        .unwrap();
+        let served = serve_fixture_with(
+            &executor,
+            "0",
+            Duration::from_millis(500),
+            &[(REUSE_ENV, "TRUE")],
+            0,
+        )
+        .await;
+        for expected in 1..=3 {
+            assert_eq!(
+                get(served.port, "/count").await,
+                (200, format!("{expected}\n"))
+            );
+        }
+        // More requests than instance slots, one after another: one instance serves
+        // them all, so none waits for a slot.
+        for _ in 0..10 {
+            assert_eq!(get(served.port, "/").await.0, 200);
+        }
+        assert_eq!(get(served.port, "/count").await, (200, "14\n".to_string()));
+        // The busy loop takes the idle instance and is stopped at its deadline: the
+        // next request starts over in a fresh instance.
+        assert_eq!(get(served.port, "/spin").await.0, 504);
+        assert_eq!(get(served.port, "/count").await, (200, "1\n".to_string()));
+        assert_eq!(get(served.port, "/count").await, (200, "2\n".to_string()));
+        served.task.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reuse_is_only_on_when_the_app_says_true() {
+        let executor = Executor::new().unwrap();
+        for value in ["false", "1", ""] {
+            let served = serve_fixture_with(
+                &executor,
+                "0",
+                DEFAULT_REQUEST_TIMEOUT,
+                &[(REUSE_ENV, value)],
+                0,
+            )
+            .await;
+            for _ in 0..2 {
+                assert_eq!(get(served.port, "/count").await, (200, "1\n".to_string()));
+            }
+            served.task.abort();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_reuse_concurrent_requests_each_get_an_instance_and_keep_it() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture_with(
+            &executor,
+            "0",
+            DEFAULT_REQUEST_TIMEOUT,
+            &[(REUSE_ENV, "true")],
+            0,
+        )
+        .await;
+        let port = served.port;
+        // Two requests at once (overlapping for a second) need two instances; both
+        // wait for the next requests.
+        let slow: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(async move { get(port, "/sleep?ms=1000").await }))
+            .collect();
+        for request in slow {
+            assert_eq!(request.await.unwrap(), (200, "slept 1000ms\n".to_string()));
+        }
+        let mut counts: Vec<String> = Vec::new();
+        for _ in 0..2 {
+            let concurrent: Vec<_> = (0..2)
+                .map(|_| tokio::spawn(async move { get(port, "/sleep?ms=1000").await }))
+                .collect();
+            for request in concurrent {
+                assert_eq!(request.await.unwrap().0, 200);
+            }
+        }
+        for _ in 0..2 {
+            counts.push(get(port, "/count").await.1);
+        }
+        // Each of the two instances handled one request of every pair; the last one
+        // back answers both counts.
+        assert_eq!(counts, ["4\n", "5\n"]);
+        served.task.abort();
+    }
+
+    /// Only requests write to `/tmp`: an idle app's is not measured, a request's
+    /// writes are (and end the app past its quota).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tmp_is_measured_after_requests_not_while_idle() {
+        let executor = Executor::new().unwrap();
+        let served = serve_fixture_with(&executor, "0", DEFAULT_REQUEST_TIMEOUT, &[], 1).await;
+        let tmp = served._dirs.1.path().to_path_buf();
+        std::fs::write(tmp.join("half"), vec![1u8; 512 << 10]).unwrap();
+        tokio::time::sleep(DISK_CHECK_INTERVAL * 2).await;
+        assert_eq!(served.usage.disk_bytes(), 0, "measured while idle");
+        assert_eq!(get(served.port, "/").await.0, 200);
+        let deadline = std::time::Instant::now() + DISK_CHECK_INTERVAL * 3;
+        while served.usage.disk_bytes() < 512 << 10 {
+            assert!(std::time::Instant::now() < deadline, "never measured");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!served.task.is_finished());
+        // Past the quota: the next request's measurement ends the app.
+        std::fs::write(tmp.join("more"), vec![1u8; 1 << 20]).unwrap();
+        assert_eq!(get(served.port, "/").await.0, 200);
+        let exit = tokio::time::timeout(DISK_CHECK_INTERVAL * 3, served.task)
+            .await
+            .expect("the app ends past its quota")
+            .unwrap();
+        assert_eq!(exit, Exit::DiskQuotaExceeded { limit_mb: 1 });
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,8 @@
 //!   instance; `compiled`: compiled artifacts on disk;
 //! - `sandbox`: what an instance may reach (network by security groups, `/app`,
 //!   `/tmp`) and its memory and disk quotas; `app_logs`: its log rate limit;
-//! - `handler`: `wasi:http` handler apps, served by the cell, an instance per request;
+//! - `handler`: `wasi:http` handler apps, served by the cell, an instance per request
+//!   (reused across requests only when the app asks for it);
 //! - `droplets`: the droplet download cache;
 //! - `metrics`: container metrics (cpu, memory, disk) as gauges and `/container_metrics`.
 //!
@@ -58,7 +59,10 @@ pub struct CellConfig {
     pub data_dir: PathBuf,
     pub memory_mb: u64,
     pub disk_mb: u64,
-    pub max_containers: u32,
+    /// A cap on the containers the cell takes; `None` (the default) derives it from
+    /// the cell's memory and the pooling allocator's slots
+    /// ([`CellConfig::container_capacity`]).
+    pub max_containers: Option<u32>,
     /// The address instances are reached at (what goes into `router.register`).
     pub advertise_address: String,
     /// How often the cell refreshes its presence (Locket: 5 s).
@@ -93,6 +97,44 @@ pub struct CellConfig {
     pub placement_tags: Vec<String>,
 }
 
+/// Address space one pool slot reserves: a 4 GiB linear memory (so bounds checks stay
+/// elided) and wasmtime's 32 MiB guard.
+const SLOT_ADDRESS_SPACE: u64 = (4 << 30) + (32 << 20);
+/// The part of the 47-bit (128 TiB) user address space the pool may reserve: half,
+/// leaving the rest to the heap, stacks, compiled code and the kernel's mappings.
+const POOL_ADDRESS_SPACE: u64 = 64 << 40;
+/// Pool slots the address space allows ([`POOL_ADDRESS_SPACE`] / [`SLOT_ADDRESS_SPACE`]).
+pub const MAX_INSTANCE_SLOTS: u32 = (POOL_ADDRESS_SPACE / SLOT_ADDRESS_SPACE) as u32;
+/// Pool slots kept beyond the containers for handler requests in flight (each holds
+/// a slot for its duration; a server or task holds one for its life).
+pub const REQUEST_SLOTS: u32 = 1_000;
+/// The least memory a container counts for in the cell's container capacity: about
+/// what an idle server instance keeps resident (its touched linear memory, its WASI
+/// context and task); an idle handler app costs far less.
+pub const MIN_CONTAINER_MEMORY_MB: u64 = 2;
+
+impl CellConfig {
+    /// How many containers (LRP instances and tasks) the cell takes: `max_containers`
+    /// if set, else as many as its memory holds at [`MIN_CONTAINER_MEMORY_MB`] each,
+    /// within the pool slots left after [`REQUEST_SLOTS`]. Every container also needs
+    /// its memory quota from `memory_mb`, which the auction checks on its own.
+    pub fn container_capacity(&self) -> u32 {
+        self.max_containers.unwrap_or_else(|| {
+            let by_memory = self.memory_mb / MIN_CONTAINER_MEMORY_MB;
+            let by_slots = MAX_INSTANCE_SLOTS - REQUEST_SLOTS;
+            u32::try_from(by_memory).unwrap_or(u32::MAX).min(by_slots)
+        })
+    }
+
+    /// The executor's pool slots: one per container, plus [`REQUEST_SLOTS`] for
+    /// handler requests in flight, within what the address space allows.
+    pub fn instance_slots(&self) -> u32 {
+        self.container_capacity()
+            .saturating_add(REQUEST_SLOTS)
+            .min(MAX_INSTANCE_SLOTS)
+    }
+}
+
 impl Default for CellConfig {
     fn default() -> Self {
         CellConfig {
@@ -101,7 +143,7 @@ impl Default for CellConfig {
             data_dir: PathBuf::from("cell"),
             memory_mb: 16_384,
             disk_mb: 65_536,
-            max_containers: 1_000,
+            max_containers: None,
             advertise_address: "127.0.0.1".into(),
             presence_interval: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(15),
@@ -142,9 +184,7 @@ pub async fn run(
     tokio::fs::create_dir_all(&config.data_dir).await?;
     let executor = executor::Executor::with_config(executor::ExecutorConfig {
         compiled_dir: Some(config.data_dir.join("compiled")),
-        // Each container may hold a slot for its life; as many again are for handler
-        // requests in flight.
-        instance_slots: config.max_containers.saturating_mul(2).max(1_000),
+        instance_slots: config.instance_slots(),
         ..executor::ExecutorConfig::default()
     })
     .map_err(|e| CellError::Runtime(e.to_string()))?;
@@ -217,5 +257,43 @@ async fn bulk_sync_loop(cell: Arc<Cell>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = cell.bulk_sync() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_capacity_comes_from_memory_and_pool_slots_unless_capped() {
+        // 16,256 slots of 4 GiB + 32 MiB in 64 TiB.
+        assert_eq!(MAX_INSTANCE_SLOTS, 16_256);
+        let small = CellConfig {
+            memory_mb: 4_096,
+            ..CellConfig::default()
+        };
+        assert_eq!(small.container_capacity(), 2_048);
+        assert_eq!(small.instance_slots(), 2_048 + REQUEST_SLOTS);
+        let this_machine = CellConfig {
+            memory_mb: 24 * 1_024,
+            ..CellConfig::default()
+        };
+        assert_eq!(this_machine.container_capacity(), 12_288);
+        // 64 GiB: the pool's slots bound it, with room left for requests in flight.
+        let large = CellConfig {
+            memory_mb: 64 * 1_024,
+            ..CellConfig::default()
+        };
+        assert_eq!(
+            large.container_capacity(),
+            MAX_INSTANCE_SLOTS - REQUEST_SLOTS
+        );
+        assert_eq!(large.instance_slots(), MAX_INSTANCE_SLOTS);
+        let capped = CellConfig {
+            max_containers: Some(250),
+            ..large
+        };
+        assert_eq!(capped.container_capacity(), 250);
+        assert_eq!(capped.instance_slots(), 250 + REQUEST_SLOTS);
     }
 }

@@ -36,6 +36,7 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    wf_cli::wfd::raise_open_files_limit();
     let result = match Cli::parse().command {
         Command::Dev(args) => wf_cli::wfd::dev(args).await,
         Command::Bbs(args) => wf_cli::wfd::bbs(args).await,

@@ -11,3 +11,4 @@ pub use components::{
     bbs, cell, controller, router, uaa, BbsArgs, CellArgs, ControllerArgs, RouterArgs, UaaArgs,
 };
 pub use dev::{dev, DevArgs};
+pub use process::raise_open_files_limit;

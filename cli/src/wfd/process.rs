@@ -1,6 +1,6 @@
-//! What every `wfd` process does alike: stop on Ctrl-C, SIGTERM or (for supervisors
-//! and test harnesses that own it through a pipe) standard input closing, and serve an
-//! axum router until then.
+//! What every `wfd` process does alike: raise its open-files limit, stop on Ctrl-C,
+//! SIGTERM or (for supervisors and test harnesses that own it through a pipe) standard
+//! input closing, and serve an axum router until then.
 
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
@@ -62,4 +62,29 @@ pub async fn serve(
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: a cell holds a few
+/// descriptors per container (its port, `/app`, `/tmp`) and a router two per proxied
+/// connection, so the usual soft limit of 1,024 would cap a cell far below its memory.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "open-files limit raised");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot raise the open-files limit"
+        );
+    }
 }
