@@ -75,6 +75,10 @@ pub struct RouterConfig {
     pub max_header_bytes: usize,
     /// Request bodies above this size get 413; `None`: no limit (Gorouter has none).
     pub max_request_body_bytes: Option<u64>,
+    /// Requests in flight per backend (Gorouter's `backends.max_conns`, default 500);
+    /// a backend at its limit is skipped, and when all are, the router answers 503
+    /// `Connection Limit Reached`. `None`: no limit.
+    pub max_conns_per_backend: Option<usize>,
     /// Response cookies that start a sticky session (Gorouter: `JSESSIONID`).
     pub sticky_session_cookie_names: Vec<String>,
     /// Basic auth for `/routes` and `/metrics` on the status port; `None`: open.
@@ -92,6 +96,7 @@ impl Default for RouterConfig {
             client_header_timeout: Duration::from_secs(30),
             max_header_bytes: 1024 * 1024,
             max_request_body_bytes: None,
+            max_conns_per_backend: Some(500),
             sticky_session_cookie_names: vec!["JSESSIONID".to_string()],
             status_credentials: None,
         }

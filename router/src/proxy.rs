@@ -60,6 +60,7 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     sticky_cookie_names: Vec<String>,
     max_request_body_bytes: Option<u64>,
+    max_conns_per_backend: Option<usize>,
     response_timeout: Duration,
     tunnels: TaskTracker,
     cancel: CancellationToken,
@@ -94,6 +95,7 @@ impl Proxy {
             metrics,
             sticky_cookie_names: config.sticky_session_cookie_names.clone(),
             max_request_body_bytes: config.max_request_body_bytes,
+            max_conns_per_backend: config.max_conns_per_backend,
             response_timeout: config.backend_response_timeout,
             tunnels,
             cancel,
@@ -189,6 +191,22 @@ impl Proxy {
                 return self.finish(resp, record, started, None, None);
             }
         };
+        let endpoints: Vec<Arc<Endpoint>> = match self.max_conns_per_backend {
+            Some(max) => endpoints
+                .into_iter()
+                .filter(|e| e.active_requests() < max)
+                .collect(),
+            None => endpoints,
+        };
+        if endpoints.is_empty() {
+            let resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Connection Limit Reached",
+                &format!("Requested route ('{route_host}') has reached its connection limit."),
+                None,
+            );
+            return self.finish(resp, record, started, None, None);
+        }
         if let (Some(limit), Some(length)) =
             (self.max_request_body_bytes, req.body().size_hint().upper())
         {

@@ -715,6 +715,57 @@ async fn least_connection_sends_requests_away_from_a_busy_backend() {
 }
 
 #[tokio::test]
+async fn backends_at_their_connection_limit_are_skipped_then_503() {
+    let config = RouterConfig {
+        max_conns_per_backend: Some(1),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let (tx, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let addr = backend_with("a", Some(tx)).await;
+    h.register(REGISTER_SUBJECT, "max.apps.localhost", addr, "i-a")
+        .await;
+    h.wait_for("max.apps.localhost", |r| r.status == StatusCode::OK)
+        .await;
+    let client = h.client.clone();
+    let uri = format!("http://{}/hold", h.router);
+    let held = tokio::spawn(async move {
+        let req = Request::get(uri)
+            .header("host", "max.apps.localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        client.request(req).await.unwrap().status()
+    });
+    tokio::time::timeout(DEADLINE, arrivals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Its one connection is taken: the next request gets Gorouter's 503.
+    let reply = h.get("max.apps.localhost", "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        header(&reply, "x-cf-routererror"),
+        "Connection Limit Reached"
+    );
+    // A second instance takes the overflow.
+    let b = backend("b").await;
+    h.register(REGISTER_SUBJECT, "max.apps.localhost", b, "i-b")
+        .await;
+    h.wait_for("max.apps.localhost", |r| r.body.starts_with('b'))
+        .await;
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    // Once the held request is done, the first backend takes requests again.
+    h.wait_for("max.apps.localhost", |r| r.body.starts_with('a'))
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_failing_endpoint_is_backed_off_after_its_first_error() {
     let h = Harness::start(RouterConfig::default()).await;
     let dead = {
