@@ -245,34 +245,15 @@ impl Bbs {
                         lrp::create_unclaimed(&mut tx, key, now, &mut changes).await?
                     }
                     LrpFix::Auction(key) => changes.auction_lrps.push(key),
-                    LrpFix::Unclaim(mut actual) => {
-                        let before = actual.clone();
-                        lrp::unclaim(&mut actual, now);
-                        db::put_actual_lrp(&mut tx, &actual).await?;
-                        changes.auction_lrps.push(actual.key.clone());
-                        changes.events.push(BbsEvent::ActualLrpChanged {
-                            before,
-                            after: actual,
-                        });
+                    LrpFix::Unclaim(actual) => {
+                        lrp::reauction(&mut tx, actual, now, &mut changes).await?
                     }
                     LrpFix::Suspect(running) => {
-                        let mut suspect = running.clone();
-                        suspect.presence = Presence::Suspect;
-                        suspect.modification_tag.index += 1;
-                        db::put_actual_lrp(&mut tx, &suspect).await?;
                         tracing::info!(process_guid = %running.key.process_guid, index = running.key.index,
                             cell_id = %running.instance_key.cell_id, "cell missing: instance is SUSPECT, replacing it");
-                        changes.events.push(BbsEvent::ActualLrpCreated {
-                            actual_lrp: suspect,
-                        });
-                        let mut replacement = running.clone();
-                        lrp::unclaim(&mut replacement, now);
-                        db::put_actual_lrp(&mut tx, &replacement).await?;
-                        changes.auction_lrps.push(replacement.key.clone());
-                        changes.events.push(BbsEvent::ActualLrpChanged {
-                            before: running,
-                            after: replacement,
-                        });
+                        lrp::put_copy(&mut tx, running.clone(), Presence::Suspect, &mut changes)
+                            .await?;
+                        lrp::reauction(&mut tx, running, now, &mut changes).await?;
                     }
                     LrpFix::Discard(copy) => {
                         db::delete_actual_lrp_with_presence(&mut tx, &copy.key, copy.presence)

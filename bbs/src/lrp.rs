@@ -187,13 +187,8 @@ impl Bbs {
             let keep = match held {
                 Some(ordinary) if ordinary.state == ActualLrpState::Running => {
                     let mut evacuating = ordinary.clone();
-                    evacuating.presence = Presence::Evacuating;
                     evacuating.net_info = net_info;
-                    evacuating.modification_tag.index += 1;
-                    db::put_actual_lrp(&mut tx, &evacuating).await?;
-                    changes.events.push(BbsEvent::ActualLrpCreated {
-                        actual_lrp: evacuating,
-                    });
+                    put_copy(&mut tx, evacuating, Presence::Evacuating, &mut changes).await?;
                     reauction(&mut tx, ordinary, now, &mut changes).await?;
                     true
                 }
@@ -269,14 +264,7 @@ impl Bbs {
                     .events
                     .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
             } else if restart::should_restart(actual.crash_count, actual.since, now) {
-                let crashed = actual.clone();
-                unclaim(&mut actual, now);
-                db::put_actual_lrp(&mut tx, &actual).await?;
-                changes.auction_lrps.push(actual.key.clone());
-                changes.events.push(BbsEvent::ActualLrpChanged {
-                    before: crashed,
-                    after: actual,
-                });
+                reauction(&mut tx, actual, now, &mut changes).await?;
             } else {
                 db::put_actual_lrp(&mut tx, &actual).await?;
             }
@@ -383,8 +371,25 @@ async fn drop_replaced_copies(
     Ok(())
 }
 
+/// Stores `copy` of an ActualLRP under `presence` (SUSPECT or EVACUATING) beside its
+/// ORDINARY row.
+pub(crate) async fn put_copy(
+    conn: &mut AnyConnection,
+    mut copy: ActualLrp,
+    presence: Presence,
+    changes: &mut Changes,
+) -> Result<(), BbsError> {
+    copy.presence = presence;
+    copy.modification_tag.index += 1;
+    db::put_actual_lrp(conn, &copy).await?;
+    changes
+        .events
+        .push(BbsEvent::ActualLrpCreated { actual_lrp: copy });
+    Ok(())
+}
+
 /// Puts `actual` back to UNCLAIMED and queues its auction.
-async fn reauction(
+pub(crate) async fn reauction(
     conn: &mut AnyConnection,
     mut actual: ActualLrp,
     now: i64,

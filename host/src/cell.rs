@@ -49,6 +49,32 @@ struct TaskContainer {
     cancel: CancellationToken,
 }
 
+/// One LRP container as a bulk sync or an evacuation sees it: (instance guid, key,
+/// phase, net info once running, stop token), read without holding the lock after.
+type LrpSnapshot = (
+    String,
+    ActualLrpKey,
+    LrpPhase,
+    Option<NetInfo>,
+    CancellationToken,
+);
+
+fn lrp_snapshot(containers: &Containers) -> Vec<LrpSnapshot> {
+    containers
+        .lrps
+        .iter()
+        .map(|(guid, c)| {
+            (
+                guid.clone(),
+                c.key.clone(),
+                c.phase,
+                c.net_info.clone(),
+                c.stop.clone(),
+            )
+        })
+        .collect()
+}
+
 /// What `/work` did with one offered LRP or Task.
 enum Reservation {
     /// Reserved; the token stops the container.
@@ -339,26 +365,7 @@ impl Cell {
         loop {
             let (lrps, tasks_left) = {
                 let containers = self.containers();
-                let lrps: Vec<(
-                    String,
-                    ActualLrpKey,
-                    LrpPhase,
-                    Option<NetInfo>,
-                    CancellationToken,
-                )> = containers
-                    .lrps
-                    .iter()
-                    .map(|(g, c)| {
-                        (
-                            g.clone(),
-                            c.key.clone(),
-                            c.phase,
-                            c.net_info.clone(),
-                            c.stop.clone(),
-                        )
-                    })
-                    .collect();
-                (lrps, !containers.tasks.is_empty())
+                (lrp_snapshot(&containers), !containers.tasks.is_empty())
             };
             if lrps.is_empty() && !tasks_left {
                 return;
@@ -417,25 +424,7 @@ impl Cell {
         // Local state first: anything claimed after this snapshot is not judged now.
         let (local_lrps, local_tasks) = {
             let containers = self.containers();
-            let lrps: Vec<(
-                String,
-                ActualLrpKey,
-                LrpPhase,
-                Option<NetInfo>,
-                CancellationToken,
-            )> = containers
-                .lrps
-                .iter()
-                .map(|(g, c)| {
-                    (
-                        g.clone(),
-                        c.key.clone(),
-                        c.phase,
-                        c.net_info.clone(),
-                        c.stop.clone(),
-                    )
-                })
-                .collect();
+            let lrps = lrp_snapshot(&containers);
             let tasks: Vec<(String, bool, CancellationToken)> = containers
                 .tasks
                 .iter()

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
-use super::process::{serve, stop_signal, StopArgs};
+use super::process::{bind, serve, stop_signal, StopArgs};
 use super::secrets;
 
 /// `--fast-failover`: the TTL of cell presences and of the `bbs` lock.
@@ -90,9 +89,7 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
     if !lock.acquire(&cancel).await {
         return Ok(());
     }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the BBS API to {}", args.listen))?;
+    let listener = bind(args.listen, "the BBS API").await?;
     println!(
         "bbs: http://{} (holding the bbs lock as {owner})",
         listener.local_addr()?
@@ -154,9 +151,7 @@ pub async fn cell(args: CellArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
     let bus = args.nats.connect().await?;
     let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the rep API to {}", args.listen))?;
+    let listener = bind(args.listen, "the rep API").await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let config = wf_host::CellConfig {
@@ -227,9 +222,7 @@ pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
     })
     .await
     .context("opening UAA")?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding UAA to {}", args.listen))?;
+    let listener = bind(args.listen, "UAA").await?;
     println!("uaa: http://{} ({url})", listener.local_addr()?);
     serve(listener, uaa.router(), cancel).await
 }
@@ -295,9 +288,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     .await
     .context("opening the Cloud Controller")?;
     let background = controller.run(cancel.clone());
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", args.listen))?;
+    let listener = bind(args.listen, "the API").await?;
     println!(
         "api: http://{} ({})",
         listener.local_addr()?,
@@ -375,15 +366,9 @@ pub struct RouterArgs {
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
     let bus = args.nats.connect().await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the router to {}", args.listen))?;
+    let listener = bind(args.listen, "the router").await?;
     let status = match args.status_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the router status port to {addr}"))?,
-        ),
+        Some(addr) => Some(bind(addr, "the router status port").await?),
         None => None,
     };
     println!("router: http://{}", listener.local_addr()?);

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use wf_messaging::Bus;
 
-use super::process::{serve, stop_signal, StopArgs};
+use super::process::{bind, serve, stop_signal, StopArgs};
 use super::secrets::{admin_password, secret_file, set_private};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -49,29 +49,36 @@ pub struct DevArgs {
     pub stop: StopArgs,
 }
 
+/// Where the in-process components that only this process calls listen.
+const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Runs the platform until Ctrl-C (or SIGTERM).
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = prepare_data_dir(&args.data_dir)?;
     let admin_password = admin_password(&data_dir, args.admin_password.as_deref())?;
     let signing_secret = secret_file(&data_dir.join("blob-signing-secret"))?;
 
-    let api_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.api_port))
-        .await
-        .with_context(|| format!("binding the API port {}", args.api_port))?;
-    let router_listener = TcpListener::bind(SocketAddr::new(args.listen_address, args.router_port))
-        .await
-        .with_context(|| format!("binding the router port {}", args.router_port))?;
+    let api_listener = bind(
+        SocketAddr::new(args.listen_address, args.api_port),
+        "the API",
+    )
+    .await?;
+    let router_listener = bind(
+        SocketAddr::new(args.listen_address, args.router_port),
+        "the router",
+    )
+    .await?;
     let router_status_listener = match args.router_status_port {
         Some(port) => Some(
-            TcpListener::bind(SocketAddr::new(args.listen_address, port))
-                .await
-                .with_context(|| format!("binding the router status port {port}"))?,
+            bind(
+                SocketAddr::new(args.listen_address, port),
+                "the router status port",
+            )
+            .await?,
         ),
         None => None,
     };
-    let rep_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the rep port")?;
+    let rep_listener = bind(LOOPBACK_ANY_PORT, "the rep API").await?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
     let router_status_addr = router_status_listener
@@ -106,9 +113,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let bbs_stop = tokio_util::sync::CancellationToken::new();
     let mut bbs_tasks = vec![bbs.run(bbs_stop.clone())];
     // The cell and the controller reach the BBS over its API, as in distributed mode.
-    let bbs_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the BBS API port")?;
+    let bbs_listener = bind(LOOPBACK_ANY_PORT, "the BBS API").await?;
     let bbs_client =
         wf_bbs::BbsClient::new(vec![format!("http://{}", bbs_listener.local_addr()?)])?;
     let bbs_cancel = bbs_stop.clone();

@@ -2,6 +2,9 @@
 //! SIGTERM or (for supervisors and test harnesses that own it through a pipe) standard
 //! input closing, and serve an axum router until then.
 
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +53,13 @@ async fn wait_for_stop(stop_on_stdin_close: bool) {
         _ = terminate => {}
         _ = stdin_closed => {}
     }
+}
+
+/// Binds `addr` for `what` (e.g. "the BBS API"), saying which on failure.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} to {addr}"))
 }
 
 /// Serves `router` on `listener` until `cancel`.
