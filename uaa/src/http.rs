@@ -1,10 +1,12 @@
 //! UAA's HTTP API: the token endpoint, the verification keys, token checks
 //! (`/check_token`, `/introspect`, `/userinfo`), the OpenID discovery document, the
-//! JSON login info the cf CLI reads, SCIM `/Users` and `/Groups`, and `/oauth/clients`.
+//! browser login and `/oauth/authorize` ([`login`]), SCIM `/Users` and `/Groups`, and
+//! `/oauth/clients`.
 //! Errors are written in UAA's `{"error", "error_description"}` shape here (and in the
 //! submodules through [`scim_error`]) and nowhere else.
 
 mod clients;
+mod login;
 mod scim;
 
 use std::collections::HashMap;
@@ -31,11 +33,11 @@ pub(crate) fn router(uaa: Arc<Uaa>) -> axum::Router {
         .route("/check_token", post(check_token))
         .route("/introspect", post(introspect))
         .route("/userinfo", get(userinfo).post(userinfo))
-        .route("/login", get(login))
         .route(
             "/.well-known/openid-configuration",
             get(openid_configuration),
         )
+        .merge(login::routes())
         .merge(scim::routes())
         .merge(clients::routes())
         .with_state(uaa)
@@ -72,6 +74,9 @@ fn grant_error(e: GrantError) -> Response {
         }
         GrantError::AccountLocked => {
             oauth_error(StatusCode::UNAUTHORIZED, "unauthorized", &description)
+        }
+        GrantError::InvalidCode(_) => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &description)
         }
         GrantError::InvalidRefreshToken(_) => {
             oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", &description)
@@ -274,6 +279,22 @@ async fn token(
             uaa.refresh_grant(client, refresh_token).await
         }
         Some("client_credentials") => uaa.client_credentials_grant(client, field("scope")).await,
+        Some("authorization_code") => {
+            let Some(code) = field("code") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "code is required",
+                );
+            };
+            uaa.authorization_code_grant(
+                client,
+                code,
+                field("redirect_uri"),
+                field("code_verifier"),
+            )
+            .await
+        }
         Some(other) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -458,22 +479,6 @@ async fn userinfo(State(uaa): State<Arc<Uaa>>, headers: HeaderMap) -> Response {
     }))
 }
 
-/// What `GET /login` with `Accept: application/json` tells the cf CLI.
-async fn login(State(uaa): State<Arc<Uaa>>) -> Response {
-    let url = uaa.url();
-    Json(json!({
-        "app": { "version": env!("CARGO_PKG_VERSION") },
-        "links": { "uaa": url, "login": url, "passwd": "/forgot_password", "register": "/create_account" },
-        "zone_name": "uaa",
-        "entityID": "uaa",
-        "prompts": {
-            "username": ["text", "Email"],
-            "password": ["password", "Password"],
-        },
-    }))
-    .into_response()
-}
-
 /// The OpenID Provider metadata (OpenID Connect Discovery 1.0), as UAA publishes it.
 async fn openid_configuration(State(uaa): State<Arc<Uaa>>) -> Response {
     let url = uaa.url();
@@ -486,14 +491,15 @@ async fn openid_configuration(State(uaa): State<Arc<Uaa>>) -> Response {
         "end_session_endpoint": format!("{url}/logout.do"),
         "introspection_endpoint": format!("{url}/introspect"),
         "scopes_supported": ["openid", "profile", "email", "phone", "roles", "user_attributes"],
-        "response_types_supported": ["code", "code id_token", "id_token", "token id_token"],
+        "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "id_token_encryption_alg_values_supported": ["none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "grant_types_supported": ["password", "client_credentials", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "password", "client_credentials", "refresh_token"],
+        "code_challenge_methods_supported": ["S256", "plain"],
         "claim_types_supported": ["normal"],
         "claims_supported": [
             "sub", "user_name", "origin", "iss", "auth_time", "amr", "acr", "client_id",
@@ -684,7 +690,14 @@ mod tests {
         )
         .await;
         assert_eq!(body["kid"], "key-1");
-        let (_, body) = send(&app, Request::get("/login").body(Body::empty()).unwrap()).await;
+        let (_, body) = send(
+            &app,
+            Request::get("/login")
+                .header("Accept", "application/json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(body["prompts"]["password"][0], "password");
         assert_eq!(body["links"]["uaa"], "http://uaa.test");
     }

@@ -1,10 +1,11 @@
-//! UAA: the OAuth2/OIDC server. Issues RS256 JWTs for users (password and refresh_token
-//! grants) and clients (client_credentials), publishes its verification keys, answers
+//! UAA: the OAuth2/OIDC server. Issues RS256 JWTs for users (password, refresh_token and
+//! authorization_code with PKCE after a browser login) and clients
+//! (client_credentials), publishes its verification keys, answers
 //! `/check_token`, `/introspect` and `/userinfo`, manages users and groups over SCIM and
 //! clients over `/oauth/clients`, and hands the other components a [`TokenVerifier`]
 //! that checks access tokens offline against those keys.
 //!
-//! Users, groups, clients and failed logins live in SQL (SQLite or PostgreSQL); the
+//! Users, groups, clients, failed logins, login sessions and authorization codes live in SQL (SQLite or PostgreSQL); the
 //! `admin` user and the `cf` client (and the `admin` client, when configured) are
 //! (re)written on every open. One zone exists, `uaa`.
 //!
@@ -15,6 +16,7 @@
 //! tokens checked offline (by [`TokenVerifier::verify`]) stay valid until they expire,
 //! as they do against a real UAA.
 
+mod authorize;
 mod clients;
 mod http;
 mod keys;
@@ -32,6 +34,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use sqlx::AnyPool;
 
+pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest, SessionUser};
 pub use clients::{ClientDetails, ADMIN_CLIENT_ID};
 pub use keys::{TokenKey, KEY_ID};
 pub use scim::{ScimGroup, ScimUser, UserChanges};
@@ -120,6 +123,9 @@ pub enum GrantError {
     AccountLocked,
     #[error("Invalid refresh token: {0}")]
     InvalidRefreshToken(String),
+    /// An authorization code that is unknown, used, expired, or not proven by PKCE.
+    #[error("{0}")]
+    InvalidCode(String),
     #[error("Invalid scope: {0}")]
     InvalidScope(String),
     #[error("Username already in use: {0}")]
@@ -278,8 +284,9 @@ impl Uaa {
     }
 
     /// All of UAA's HTTP API: `/oauth/token`, `/token_keys`, `/token_key`,
-    /// `/check_token`, `/introspect`, `/userinfo`, `/login` (JSON info),
-    /// `/.well-known/openid-configuration`, SCIM `/Users` and `/Groups`, `/oauth/clients`.
+    /// `/check_token`, `/introspect`, `/userinfo`, the login page and `/login.do`,
+    /// `/oauth/authorize`, `/logout.do`, `/.well-known/openid-configuration`, SCIM
+    /// `/Users` and `/Groups`, `/oauth/clients`.
     pub fn router(self: &Arc<Self>) -> axum::Router {
         http::router(self.clone())
     }
@@ -373,20 +380,7 @@ impl Uaa {
         scope: Option<&str>,
     ) -> Result<TokenResponse, GrantError> {
         let client = self.client_for_grant(client_id, "password").await?;
-        let user = users::find_by_username(&self.db, username)
-            .await?
-            .ok_or(GrantError::BadCredentials)?;
-        if self.is_locked(&user.id).await? {
-            return Err(GrantError::AccountLocked);
-        }
-        if !users::verify_password(password, &user.password_hash).await {
-            users::record_failed_login(&self.db, &user.id, users::unix_now()).await?;
-            return Err(GrantError::BadCredentials);
-        }
-        if !user.active {
-            return Err(GrantError::BadCredentials);
-        }
-        users::clear_failed_logins(&self.db, &user.id).await?;
+        let user = self.authenticate_user(username, password).await?;
         let scopes = grantable_scopes(&client, &user, scope)?;
         self.issue(&client, Some(&user), scopes, "password", None)
     }

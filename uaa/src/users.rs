@@ -51,8 +51,11 @@ impl User {
     }
 }
 
-const MIGRATIONS: &[wf_db::EmbeddedMigration] =
-    wf_db::embed_migrations!(1 => "0001_initial", 2 => "0002_clients");
+const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
+    1 => "0001_initial",
+    2 => "0002_clients",
+    3 => "0003_authorization_codes"
+);
 
 pub(crate) async fn connect(database_url: &str) -> Result<AnyPool, UaaError> {
     wf_db::open(database_url, MIGRATIONS)
