@@ -4,30 +4,40 @@
 //! route at once), answers `router.greet`, keeps the [`table::RouteTable`] current from
 //! `router.register`/`router.unregister`, prunes endpoints that stopped re-registering,
 //! and serves HTTP/1.1 clients through the [`proxy`](crate::proxy) until cancelled.
-//! [`run_with_status`] also serves `/health`, `/routes` and Prometheus `/metrics` on a
+//! [`serve`] also terminates TLS (certificates by SNI, HTTP/2 or HTTP/1.1 by ALPN) on a
+//! second listener, and serves `/health`, `/routes` and Prometheus `/metrics` on a
 //! separate status port.
 
 mod access_log;
+mod connector;
 pub mod message;
 mod metrics;
 mod proxy;
 mod status;
 pub mod table;
+mod tls;
 mod trace;
 
 pub use message::{RegistryMessage, RouterStart};
 pub use status::StatusCredentials;
 pub use table::{Endpoint, LoadBalancing, Lookup, RouteTable};
+pub use tls::{certificates_from_pem, certificates_from_pem_file, TlsCertificate, TlsError};
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wf_messaging::{Bus, BusError, Subscription};
@@ -35,7 +45,7 @@ use wf_messaging::{Bus, BusError, Subscription};
 use access_log::AccessLogger;
 use message::{GREET_SUBJECT, REGISTER_SUBJECT, START_SUBJECT, UNREGISTER_SUBJECT};
 use metrics::Metrics;
-use proxy::Proxy;
+use proxy::{Proxy, Scheme};
 
 /// How long open connections get to finish their requests once the router stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +56,8 @@ pub enum RouterError {
     Io(#[from] std::io::Error),
     #[error("router bus error: {0}")]
     Bus(String),
+    #[error("router TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl From<BusError> for RouterError {
@@ -83,6 +95,15 @@ pub struct RouterConfig {
     pub sticky_session_cookie_names: Vec<String>,
     /// Basic auth for `/routes` and `/metrics` on the status port; `None`: open.
     pub status_credentials: Option<StatusCredentials>,
+    /// The certificates the TLS listener serves, chosen by SNI; the one without a
+    /// domain (else the first) answers clients with no or an unknown server name.
+    pub tls_certificates: Vec<TlsCertificate>,
+    /// A client must finish its TLS handshake within this time (Gorouter: 10 s); the
+    /// same bound applies to handshakes with TLS backends.
+    pub tls_handshake_timeout: Duration,
+    /// The CAs trusted for TLS to backends (registered with `tls_port`) and to
+    /// `https` route services.
+    pub backend_ca_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl Default for RouterConfig {
@@ -99,6 +120,9 @@ impl Default for RouterConfig {
             max_conns_per_backend: Some(500),
             sticky_session_cookie_names: vec!["JSESSIONID".to_string()],
             status_credentials: None,
+            tls_certificates: Vec::new(),
+            tls_handshake_timeout: Duration::from_secs(10),
+            backend_ca_certificates: Vec::new(),
         }
     }
 }
@@ -115,6 +139,17 @@ struct RegistrySubscriptions {
     register: Subscription,
     unregister: Subscription,
     greet: Subscription,
+}
+
+/// The sockets the router serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Plain HTTP/1.1 clients.
+    pub http: TcpListener,
+    /// TLS clients (HTTP/2 or HTTP/1.1 by ALPN), with [`RouterConfig::tls_certificates`].
+    pub tls: Option<TcpListener>,
+    /// `/health`, `/routes` and `/metrics`.
+    pub status: Option<TcpListener>,
 }
 
 /// Serves HTTP on `listener`, routing by the table built from the bus, until cancelled.
@@ -136,6 +171,35 @@ pub async fn run_with_status(
     bus: Bus,
     cancel: CancellationToken,
 ) -> Result<(), RouterError> {
+    let listeners = Listeners {
+        http: listener,
+        tls: None,
+        status: status_listener,
+    };
+    serve(config, listeners, bus, cancel).await
+}
+
+/// Serves every listener of `listeners`, routing by the table built from the bus,
+/// until cancelled; then lets open connections finish their requests.
+pub async fn serve(
+    config: RouterConfig,
+    listeners: Listeners,
+    bus: Bus,
+    cancel: CancellationToken,
+) -> Result<(), RouterError> {
+    let Listeners {
+        http: listener,
+        tls: tls_listener,
+        status: status_listener,
+    } = listeners;
+    // TLS settings are checked before the router announces itself.
+    let acceptor = match &tls_listener {
+        Some(_) => Some(TlsAcceptor::from(tls::server_config(
+            &config.tls_certificates,
+        )?)),
+        None => None,
+    };
+    let backend_tls = tls::client_config(&config.backend_ca_certificates)?;
     let local = listener.local_addr()?;
     let mut table = RouteTable::new(config.prune_threshold);
     table.set_endpoint_backoff(config.endpoint_failure_backoff);
@@ -183,29 +247,44 @@ pub async fn run_with_status(
         logger,
         metrics,
         &config,
+        backend_tls,
         tracker.clone(),
         cancel.clone(),
     ));
     let limits = ConnectionLimits::from(&config);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    tracker.spawn(serve_connection(proxy.clone(), stream, remote, limits, cancel.clone()));
-                }
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "router accept failed");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
+    if let (Some(tls_listener), Some(acceptor)) = (tls_listener, acceptor) {
+        tracing::info!(address = %tls_listener.local_addr()?, "router serving TLS");
+        let proxy = proxy.clone();
+        let connections = tracker.clone();
+        let stop = cancel.clone();
+        tracker.spawn(accept_loop(
+            tls_listener,
+            cancel.clone(),
+            move |stream, remote| {
+                connections.spawn(serve_tls_connection(
+                    proxy.clone(),
+                    acceptor.clone(),
+                    stream,
+                    remote,
+                    limits,
+                    stop.clone(),
+                ));
             },
-        }
+        ));
     }
-    drop(listener);
+    let connections = tracker.clone();
+    let plain_proxy = proxy.clone();
+    let stop = cancel.clone();
+    accept_loop(listener, cancel.clone(), move |stream, remote| {
+        connections.spawn(serve_connection(
+            plain_proxy.clone(),
+            stream,
+            remote,
+            limits,
+            stop.clone(),
+        ));
+    })
+    .await;
     drop(proxy);
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
@@ -296,11 +375,44 @@ fn parse_registration(payload: &[u8]) -> Option<RegistryMessage> {
     }
 }
 
+/// Accepts connections on `listener` and hands each to `serve` until cancelled; the
+/// listener is closed on return.
+async fn accept_loop(
+    listener: TcpListener,
+    cancel: CancellationToken,
+    serve: impl Fn(TcpStream, SocketAddr),
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => serve(stream, remote),
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "router accept failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
 /// The client connection settings taken from [`RouterConfig`].
 #[derive(Debug, Clone, Copy)]
 struct ConnectionLimits {
     header_timeout: Duration,
     max_header_bytes: usize,
+    tls_handshake_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// hyper's read buffer must hold the largest header block it accepts.
+    fn read_buffer_bytes(&self) -> usize {
+        self.max_header_bytes.max(1024).max(8192) + 8192
+    }
 }
 
 impl From<&RouterConfig> for ConnectionLimits {
@@ -308,7 +420,53 @@ impl From<&RouterConfig> for ConnectionLimits {
         ConnectionLimits {
             header_timeout: config.client_header_timeout,
             max_header_bytes: config.max_header_bytes,
+            tls_handshake_timeout: config.tls_handshake_timeout,
         }
+    }
+}
+
+/// The proxy as a hyper service for one client connection.
+fn proxy_service(
+    proxy: Arc<Proxy>,
+    remote: SocketAddr,
+    scheme: Scheme,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<proxy::ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<proxy::ResponseBody>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let proxy = proxy.clone();
+        // Boxed: the request future is large, and hyper would otherwise move it.
+        let handling = Box::pin(async move { proxy.handle(req, remote, scheme).await });
+        async move { Ok::<_, Infallible>(handling.await) }
+    })
+}
+
+/// Drives a client connection to its end; once the router stops, asks it to finish
+/// its in-flight requests and close, and gives it [`DRAIN_TIMEOUT`] for that.
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    remote: SocketAddr,
+    cancel: CancellationToken,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = cancel.cancelled() => {
+            graceful_shutdown(conn.as_mut());
+            match tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
     }
 }
 
@@ -325,36 +483,62 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        // Boxed: the request future is large, and hyper would otherwise move it.
-        let handling = Box::pin(async move { proxy.handle(req, remote).await });
-        async move { Ok::<_, Infallible>(handling.await) }
-    });
-    // hyper's read buffer must hold the largest header block it accepts.
-    let max_header_bytes = limits.max_header_bytes.max(1024);
+    let service = proxy_service(proxy, remote, Scheme::Http);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(limits.header_timeout)
-        .max_header_size(max_header_bytes)
-        .max_buf_size(max_header_bytes.max(8192) + 8192)
+        .max_header_size(limits.max_header_bytes.max(1024))
+        .max_buf_size(limits.read_buffer_bytes())
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => return,
-            }
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
+    drive(conn, |c| c.graceful_shutdown(), remote, cancel).await;
+}
+
+/// Serves one TLS client connection: the handshake (bounded by the handshake
+/// timeout), then HTTP/2 or HTTP/1.1 as the client chose by ALPN, as
+/// [`serve_connection`] does for plain clients.
+async fn serve_tls_connection(
+    proxy: Arc<Proxy>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+    limits: ConnectionLimits,
+    cancel: CancellationToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
+    let stream = tokio::select! {
+        _ = cancel.cancelled() => return,
+        accepted = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %remote, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let service = proxy_service(proxy, remote, Scheme::Https);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.read_buffer_bytes());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    drive(conn, |c| c.graceful_shutdown(), remote, cancel).await;
 }
 
 #[cfg(test)]

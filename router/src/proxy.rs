@@ -1,5 +1,6 @@
 //! The proxy: resolves each request in the route table and forwards it to a backend
-//! over pooled HTTP/1.1 connections, streaming bodies both ways; writes Gorouter's
+//! over pooled HTTP/1.1 connections (TLS for endpoints registered with `tls_port`),
+//! streaming bodies both ways; writes Gorouter's
 //! headers (forwarding, trace context, sticky sessions), error responses and access
 //! log, retries connection errors on other endpoints and passes HTTP upgrades
 //! (WebSockets) through as byte tunnels.
@@ -15,15 +16,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLogger, AccessRecord};
+use crate::connector::{BackendConnector, ConnectError};
 use crate::metrics::Metrics;
 use crate::table::{ActiveRequest, Endpoint, Lookup, RouteTable};
+use crate::tls::TlsFailure;
 use crate::{trace, RouterConfig};
 
 /// Gorouter's attempts per request (capped by the number of endpoints).
@@ -53,9 +55,25 @@ pub(crate) enum RequestBodyError {
     Client(#[from] hyper::Error),
 }
 
+/// How a client reached the router: its `X-Forwarded-Proto` when it sent none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    fn header_value(self) -> HeaderValue {
+        match self {
+            Scheme::Http => HeaderValue::from_static("http"),
+            Scheme::Https => HeaderValue::from_static("https"),
+        }
+    }
+}
+
 pub(crate) struct Proxy {
     table: Arc<RwLock<RouteTable>>,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<BackendConnector, RequestBody>,
     log: AccessLogger,
     metrics: Arc<Metrics>,
     sticky_cookie_names: Vec<String>,
@@ -78,12 +96,15 @@ impl Proxy {
         log: AccessLogger,
         metrics: Arc<Metrics>,
         config: &RouterConfig,
+        backend_tls: Arc<rustls::ClientConfig>,
         tunnels: TaskTracker,
         cancel: CancellationToken,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.backend_connect_timeout));
-        connector.set_nodelay(true);
+        let connector = BackendConnector::new(
+            config.backend_connect_timeout,
+            config.tls_handshake_timeout,
+            backend_tls,
+        );
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
@@ -107,6 +128,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         remote: std::net::SocketAddr,
+        scheme: Scheme,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         // One random draw gives the request id and, when the client sent none, the
@@ -246,9 +268,15 @@ impl Proxy {
         });
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
+        if !headers.contains_key(header::HOST) {
+            // HTTP/2 clients name the host in the request's authority.
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                headers.insert(header::HOST, v);
+            }
+        }
         remove_hop_by_hop(&mut headers);
         headers.remove(X_CF_APP_INSTANCE);
-        add_forwarding_headers(&mut headers, remote, &record.vcap_request_id);
+        add_forwarding_headers(&mut headers, remote, &record.vcap_request_id, scheme);
         trace::propagate(&mut headers, request_id.as_u128(), rand::random());
         if let Some(upgrade) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -266,20 +294,20 @@ impl Proxy {
 
         let mut upgrade = upgrade;
         let mut last_error = String::new();
+        let mut failure_status = StatusCode::BAD_GATEWAY;
         let mut tried: Option<Arc<Endpoint>> = None;
         for (attempt, endpoint) in attempts.iter().enumerate() {
             if attempt > 0 {
                 Metrics::count(&self.metrics.backend_retries);
             }
             tried = Some(endpoint.clone());
-            let uri =
-                match format!("http://{}{}", endpoint.addr, path_and_query).parse::<http::Uri>() {
-                    Ok(uri) => uri,
-                    Err(e) => {
-                        last_error = format!("bad backend address {}: {e}", endpoint.addr);
-                        continue;
-                    }
-                };
+            let uri = match endpoint.uri(&path_and_query) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    last_error = format!("bad backend address {}: {e}", endpoint.addr);
+                    continue;
+                }
+            };
             let mut backend_req = Request::new(RequestBody {
                 slot: slot.clone(),
                 taken: None,
@@ -345,6 +373,9 @@ impl Proxy {
                         return self.finish(body_too_large(limit), record, started, None, None);
                     }
                     last_error = error_chain(&e);
+                    failure_status = connect_error(&e)
+                        .and_then(ConnectError::tls_failure)
+                        .map_or(StatusCode::BAD_GATEWAY, TlsFailure::status);
                     let connect = e.is_connect();
                     if connect {
                         Metrics::count(&self.metrics.backend_connect_errors);
@@ -357,6 +388,7 @@ impl Proxy {
                     }
                 }
                 Err(_) => {
+                    failure_status = StatusCode::BAD_GATEWAY;
                     Metrics::count(&self.metrics.backend_timeouts);
                     last_error = format!(
                         "timeout awaiting response headers after {:?}",
@@ -369,7 +401,7 @@ impl Proxy {
         record.bytes_received = slot.received.load(Ordering::Relaxed);
         tracing::info!(host = %host, error = %last_error, "all backend attempts failed");
         let resp = error_response(
-            StatusCode::BAD_GATEWAY,
+            failure_status,
             &format!("endpoint_failure ({last_error})"),
             "Registered endpoint failed to handle the request.",
             None,
@@ -593,6 +625,18 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The backend connector's error among the causes of a client error.
+fn connect_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return Some(connect);
+        }
+        source = cause.source();
+    }
+    None
+}
+
 /// The error and its causes, as one header-safe line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -676,9 +720,14 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` (client appended), `X-Forwarded-Proto` and `X-Request-Start` (when
-/// absent), and a new `X-Vcap-Request-Id`.
-fn add_forwarding_headers(headers: &mut HeaderMap, remote: std::net::SocketAddr, request_id: &str) {
+/// `X-Forwarded-For` (client appended), `X-Forwarded-Proto` (the client's scheme) and
+/// `X-Request-Start` (when absent), and a new `X-Vcap-Request-Id`.
+fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    remote: std::net::SocketAddr,
+    request_id: &str,
+    scheme: Scheme,
+) {
     let client_ip = remote.ip().to_string();
     let forwarded_for = match header_str(headers, X_FORWARDED_FOR) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
@@ -688,7 +737,7 @@ fn add_forwarding_headers(headers: &mut HeaderMap, remote: std::net::SocketAddr,
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, scheme.header_value());
     }
     if !headers.contains_key(X_REQUEST_START) {
         let ms = std::time::SystemTime::now()
@@ -924,16 +973,16 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(X_REQUEST_START, HeaderValue::from_static("42"));
         h.insert(X_VCAP_REQUEST_ID, HeaderValue::from_static("client-chosen"));
-        add_forwarding_headers(&mut h, remote, "rid");
+        add_forwarding_headers(&mut h, remote, "rid", Scheme::Http);
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_REQUEST_START], "42");
         assert_eq!(h[X_VCAP_REQUEST_ID], "rid");
 
         let mut h = HeaderMap::new();
-        add_forwarding_headers(&mut h, remote, "rid");
+        add_forwarding_headers(&mut h, remote, "rid", Scheme::Https);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert!(h[X_REQUEST_START].to_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
     }
 

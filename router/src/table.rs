@@ -25,8 +25,10 @@ pub const DEFAULT_ENDPOINT_BACKOFF: Duration = Duration::from_secs(30);
 /// the time of its last connection failure.
 #[derive(Debug)]
 pub struct Endpoint {
-    /// `host:port` to connect to.
+    /// `host:port` to connect to (`host:tls_port` for a TLS endpoint).
     pub addr: String,
+    /// `server_cert_domain_san` of a TLS endpoint: the name its certificate must have.
+    tls_server_name: Option<String>,
     /// The app guid (`app` of the registration), the log source of RTR lines.
     pub app_id: Option<String>,
     pub instance_index: Option<String>,
@@ -41,6 +43,7 @@ pub struct Endpoint {
 impl PartialEq for Endpoint {
     fn eq(&self, other: &Self) -> bool {
         self.addr == other.addr
+            && self.tls_server_name == other.tls_server_name
             && self.app_id == other.app_id
             && self.instance_index == other.instance_index
             && self.instance_id == other.instance_id
@@ -65,12 +68,28 @@ impl Endpoint {
     ) -> Endpoint {
         Endpoint {
             addr,
+            tls_server_name: None,
             app_id,
             instance_index,
             instance_id,
             active: AtomicUsize::new(0),
             failed_at_ms: AtomicU64::new(0),
             backoff: DEFAULT_ENDPOINT_BACKOFF,
+        }
+    }
+
+    /// Whether the router talks TLS to this endpoint.
+    pub fn is_tls(&self) -> bool {
+        self.tls_server_name.is_some()
+    }
+
+    /// The URI of `path_and_query` on this endpoint: `http://host:port/...`, or for a
+    /// TLS endpoint `https://<server_cert_domain_san>@host:tls_port/...` (the backend
+    /// connector takes the name to check from the user-info).
+    pub(crate) fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+        match &self.tls_server_name {
+            Some(name) => format!("https://{name}@{}{path_and_query}", self.addr).parse(),
+            None => format!("http://{}{path_and_query}", self.addr).parse(),
         }
     }
 
@@ -138,7 +157,6 @@ struct RegisteredEndpoint {
     updated: Instant,
     stale_threshold: Duration,
     tags: Arc<BTreeMap<String, String>>,
-    tls: bool,
 }
 
 /// One endpoint in the `/routes` dump, in Gorouter's shape.
@@ -205,6 +223,20 @@ fn route_key(host: &str, path: &str) -> (String, String) {
     )
 }
 
+/// The address to connect to and the TLS server name of a registration: with both
+/// `tls_port` and `server_cert_domain_san`, TLS to `host:tls_port`; else `host:port`.
+fn endpoint_addr(msg: &RegistryMessage) -> (String, Option<String>) {
+    match (
+        msg.tls_port,
+        msg.server_cert_domain_san
+            .as_deref()
+            .filter(|s| !s.is_empty()),
+    ) {
+        (Some(tls_port), Some(san)) => (format!("{}:{tls_port}", msg.host), Some(san.to_string())),
+        _ => (format!("{}:{}", msg.host, msg.port), None),
+    }
+}
+
 fn uri_key(uri: &str) -> (String, String) {
     match uri.find('/') {
         Some(i) => route_key(&uri[..i], &uri[i..]),
@@ -231,7 +263,7 @@ impl RouteTable {
     /// Adds or refreshes the endpoint of `msg` on each of its uris. A refresh of an
     /// unchanged endpoint keeps its live load and failure state.
     pub fn register(&mut self, msg: &RegistryMessage, now: Instant) {
-        let addr = format!("{}:{}", msg.host, msg.port);
+        let (addr, tls_server_name) = endpoint_addr(msg);
         let mut endpoint = Endpoint::new(
             addr.clone(),
             msg.app.clone().filter(|a| !a.is_empty()),
@@ -242,6 +274,7 @@ impl RouteTable {
                 .unwrap_or(addr),
         );
         endpoint.backoff = self.endpoint_backoff;
+        endpoint.tls_server_name = tls_server_name;
         let endpoint = Arc::new(endpoint);
         let tags = Arc::new(msg.tags.clone());
         let load_balancing = LoadBalancing::from_registration(msg);
@@ -267,14 +300,12 @@ impl RouteTable {
                     existing.updated = now;
                     existing.stale_threshold = stale_threshold;
                     existing.tags = tags.clone();
-                    existing.tls = msg.tls_port.is_some();
                 }
                 None => pool.endpoints.push(RegisteredEndpoint {
                     endpoint: endpoint.clone(),
                     updated: now,
                     stale_threshold,
                     tags: tags.clone(),
-                    tls: msg.tls_port.is_some(),
                 }),
             }
         }
@@ -282,7 +313,7 @@ impl RouteTable {
 
     /// Removes the endpoint of `msg` from each of its uris; emptied routes are removed.
     pub fn unregister(&mut self, msg: &RegistryMessage) {
-        let addr = format!("{}:{}", msg.host, msg.port);
+        let (addr, _) = endpoint_addr(msg);
         let instance_id = msg
             .private_instance_id
             .as_deref()
@@ -390,7 +421,7 @@ impl RouteTable {
                     .iter()
                     .map(|e| RouteDumpEntry {
                         address: e.endpoint.addr.clone(),
-                        tls: e.tls,
+                        tls: e.endpoint.is_tls(),
                         ttl: e.stale_threshold.as_secs(),
                         private_instance_id: Some(e.endpoint.instance_id.clone())
                             .filter(|id| *id != e.endpoint.addr),

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,7 +12,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use rustls::pki_types::pem::PemObject as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use wf_loggregator::{Envelope, EnvelopeMessage, ENVELOPE_SUBJECT};
 use wf_messaging::Bus;
@@ -33,6 +36,19 @@ async fn backend_with(
     name: &'static str,
     arrivals: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
 ) -> SocketAddr {
+    serve_backend(name, arrivals, None).await
+}
+
+/// [`backend`] behind TLS with `acceptor`'s certificate.
+async fn tls_backend(name: &'static str, acceptor: TlsAcceptor) -> SocketAddr {
+    serve_backend(name, None, Some(acceptor)).await
+}
+
+async fn serve_backend(
+    name: &'static str,
+    arrivals: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
+    tls: Option<TlsAcceptor>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -41,6 +57,7 @@ async fn backend_with(
                 return;
             };
             let arrivals = arrivals.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let arrivals = arrivals.clone();
@@ -113,10 +130,21 @@ async fn backend_with(
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    None => {
+                        let _ = http
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    }
+                }
             });
         }
     });
@@ -126,6 +154,8 @@ async fn backend_with(
 struct Harness {
     bus: Bus,
     router: SocketAddr,
+    /// The TLS listener, when the config has certificates.
+    tls: Option<SocketAddr>,
     status: SocketAddr,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), wf_router::RouterError>>,
@@ -149,11 +179,20 @@ impl Harness {
         let router = listener.local_addr().unwrap();
         let status_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let status = status_listener.local_addr().unwrap();
+        let tls_listener = match config.tls_certificates.is_empty() {
+            true => None,
+            false => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        };
+        let tls = tls_listener.as_ref().map(|l| l.local_addr().unwrap());
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(wf_router::run_with_status(
+        let listeners = wf_router::Listeners {
+            http: listener,
+            tls: tls_listener,
+            status: Some(status_listener),
+        };
+        let task = tokio::spawn(wf_router::serve(
             config,
-            listener,
-            Some(status_listener),
+            listeners,
             bus.clone(),
             cancel.clone(),
         ));
@@ -166,6 +205,7 @@ impl Harness {
         Harness {
             bus,
             router,
+            tls,
             status,
             cancel,
             task,
@@ -1040,5 +1080,315 @@ async fn status_port_asks_for_credentials_when_configured() {
         .status_get("/routes", Some("Basic cm91dGVyOnNlY3JldA=="))
         .await;
     assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, "{}"));
+    h.stop().await;
+}
+
+/// A CA made for one test, whose keys stay in memory.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wf-router test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+
+    /// A certificate for `names` and its key, as PEM.
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn acceptor(&self, names: &[&str]) -> TlsAcceptor {
+        let (cert, key) = self.issue(names);
+        let chain = wf_router::certificates_from_pem("test", cert.as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// A TLS connection to `addr` as `server_name` (sent as SNI when `sni`), offering the
+/// `alpn` protocols, trusting `roots`.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: rustls::RootCertStore,
+    server_name: &str,
+    sni: bool,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.enable_sni = sni;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    tokio::time::timeout(
+        DEADLINE,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake in time")
+    .expect("TLS handshake")
+}
+
+/// The leaf certificate the server presented.
+fn peer_leaf(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// One HTTP/1.1 GET over an established connection.
+async fn get_over<S>(stream: S, host: &str, path: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn pem_certificate(
+    domain: Option<&str>,
+    (cert, key): &(String, String),
+) -> wf_router::TlsCertificate {
+    wf_router::TlsCertificate::from_pem(domain, cert.as_bytes(), key.as_bytes()).unwrap()
+}
+
+fn leaf_der((cert, _): &(String, String)) -> Vec<u8> {
+    wf_router::certificates_from_pem("leaf", cert.as_bytes()).unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn tls_serves_each_domain_its_certificate_by_sni() {
+    let ca = TestCa::new();
+    let cert_a = ca.issue(&["app-a.example.com"]);
+    let cert_b = ca.issue(&["*.b.example.com"]);
+    let cert_default = ca.issue(&["default.example.com"]);
+    let config = RouterConfig {
+        tls_certificates: vec![
+            pem_certificate(Some("app-a.example.com"), &cert_a),
+            pem_certificate(Some("*.b.example.com"), &cert_b),
+            pem_certificate(None, &cert_default),
+        ],
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let tls = h.tls.unwrap();
+    let (a, b) = (backend("a").await, backend("b").await);
+    h.register(REGISTER_SUBJECT, "app-a.example.com", a, "i-a")
+        .await;
+    h.register(REGISTER_SUBJECT, "x.b.example.com", b, "i-b")
+        .await;
+    h.wait_for("app-a.example.com", |r| r.status == StatusCode::OK)
+        .await;
+    h.wait_for("x.b.example.com", |r| r.status == StatusCode::OK)
+        .await;
+
+    for (name, cert, body) in [
+        ("app-a.example.com", &cert_a, "a GET /tls "),
+        ("x.b.example.com", &cert_b, "b GET /tls "),
+    ] {
+        let stream = tls_connect(tls, ca.roots(), name, true, &[b"http/1.1"]).await;
+        assert_eq!(peer_leaf(&stream), leaf_der(cert), "certificate for {name}");
+        let reply = get_over(stream, name, "/tls").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, body);
+        assert_eq!(header(&reply, "seen-x-forwarded-proto"), "https");
+    }
+    // No SNI: the default certificate.
+    let stream = tls_connect(tls, ca.roots(), "default.example.com", false, &[]).await;
+    assert_eq!(peer_leaf(&stream), leaf_der(&cert_default));
+    // The plain listener still says http.
+    let reply = h.get("app-a.example.com", "/").await;
+    assert_eq!(header(&reply, "seen-x-forwarded-proto"), "http");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_over_tls_by_alpn() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["h2.example.com"]);
+    let config = RouterConfig {
+        tls_certificates: vec![pem_certificate(Some("h2.example.com"), &cert)],
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "h2.example.com", a, "i-a")
+        .await;
+    h.wait_for("h2.example.com", |r| r.status == StatusCode::OK)
+        .await;
+
+    let stream = tls_connect(
+        h.tls.unwrap(),
+        ca.roots(),
+        "h2.example.com",
+        true,
+        &[b"h2", b"http/1.1"],
+    )
+    .await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for path in ["/one?x=1", "/two"] {
+        let req = Request::post(format!("https://h2.example.com{path}"))
+            .body(Full::new(Bytes::from_static(b"h2 body")))
+            .unwrap();
+        let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), StatusCode::OK);
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("a POST {path} h2 body").as_bytes());
+        assert_eq!(headers["seen-host"], "h2.example.com");
+        assert_eq!(headers["seen-x-forwarded-proto"], "https");
+        assert_eq!(headers["seen-x-forwarded-for"], "127.0.0.1");
+        assert!(!headers["seen-x-vcap-request-id"].is_empty());
+        assert_eq!(headers["seen-x-cf-applicationid"], "app-guid");
+        assert!(headers.contains_key("x-vcap-request-id"));
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tls_backends_are_checked_for_their_registered_san() {
+    let ca = TestCa::new();
+    let stranger = TestCa::new();
+    let config = RouterConfig {
+        backend_ca_certificates: wf_router::certificates_from_pem("ca", ca.pem().as_bytes())
+            .unwrap(),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    // The plain port answers as "plain": a TLS registration must not use it.
+    let plain = backend("plain").await;
+    let secure = tls_backend("secure", ca.acceptor(&["backend.internal"])).await;
+    let untrusted = tls_backend("untrusted", stranger.acceptor(&["backend.internal"])).await;
+    let tls_registration = |route: &str, tls_addr: SocketAddr, san: &str, id: &str| {
+        let mut msg = registration(route, plain, id, "0");
+        msg.tls_port = Some(tls_addr.port());
+        msg.server_cert_domain_san = Some(san.to_string());
+        msg
+    };
+    h.publish(
+        REGISTER_SUBJECT,
+        tls_registration("good.example.com", secure, "backend.internal", "i-good"),
+    )
+    .await;
+    h.publish(
+        REGISTER_SUBJECT,
+        tls_registration("wrong-san.example.com", secure, "other.internal", "i-wrong"),
+    )
+    .await;
+    h.publish(
+        REGISTER_SUBJECT,
+        tls_registration(
+            "untrusted.example.com",
+            untrusted,
+            "backend.internal",
+            "i-untrusted",
+        ),
+    )
+    .await;
+
+    let reply = h
+        .wait_for("good.example.com", |r| r.status != StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "secure GET / ");
+    let routes = h.status_get("/routes", None).await;
+    assert!(
+        routes
+            .body
+            .contains(&format!("\"address\":\"{secure}\",\"tls\":true")),
+        "{}",
+        routes.body
+    );
+
+    // Gorouter: a certificate without the registered SAN is 503, an untrusted one 526;
+    // both count as endpoint failures.
+    let reply = h
+        .wait_for("wrong-san.example.com", |r| {
+            r.status != StatusCode::NOT_FOUND
+        })
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    let router_error = header(&reply, "x-cf-routererror");
+    assert!(
+        router_error.starts_with("endpoint_failure"),
+        "{router_error}"
+    );
+    assert!(router_error.contains("other.internal"), "{router_error}");
+    assert_eq!(h.metric("wf_router_backend_connect_errors_total").await, 1);
+
+    let reply = h
+        .wait_for("untrusted.example.com", |r| {
+            r.status != StatusCode::NOT_FOUND
+        })
+        .await;
+    assert_eq!(reply.status.as_u16(), 526, "{}", reply.body);
+    assert!(header(&reply, "x-cf-routererror").starts_with("endpoint_failure"));
+    assert_eq!(h.metric("wf_router_backend_connect_errors_total").await, 2);
     h.stop().await;
 }

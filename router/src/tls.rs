@@ -1,0 +1,293 @@
+//! TLS for the router, on rustls with the ring provider.
+//!
+//! Server side: the certificates the TLS listener terminates with, one per domain,
+//! chosen by the client's SNI server name (`*.example.com` certificates match one label
+//! below their domain) with a default for clients that send no name or an unknown one,
+//! and ALPN `h2` and `http/1.1`. Client side: the configuration for TLS to backends and
+//! route services, trusting the configured CAs, and the classification of handshake
+//! failures into Gorouter's statuses.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::StatusCode;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: String },
+    #[error("{what}: invalid PEM: {source}")]
+    Pem {
+        what: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("certificate for {domain}: {source}")]
+    Key {
+        domain: String,
+        source: rustls::Error,
+    },
+    #[error(
+        "invalid certificate domain {0:?}: expected a DNS name, `*.` and a DNS name, or `default`"
+    )]
+    Domain(String),
+    #[error("TLS listener needs at least one certificate")]
+    NoCertificates,
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// A certificate chain and its private key, served for one domain (or as the default).
+#[derive(Debug, Clone)]
+pub struct TlsCertificate {
+    /// Lower-cased DNS name or `*.` wildcard; `None`: the default certificate.
+    domain: Option<String>,
+    key: Arc<CertifiedKey>,
+}
+
+impl TlsCertificate {
+    /// A certificate for `domain` (`None`: the default) from PEM text: the chain, leaf
+    /// first, and its private key (PKCS#8, PKCS#1 or SEC1), which must match the leaf.
+    pub fn from_pem(
+        domain: Option<&str>,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<TlsCertificate, TlsError> {
+        let domain = domain.map(parse_domain).transpose()?;
+        let label = domain.clone().unwrap_or_else(|| "default".to_string());
+        let chain = certificates_from_pem(&format!("certificate for {label}"), cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Pem {
+            what: format!("private key for {label}"),
+            source,
+        })?;
+        let key =
+            CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Key {
+                domain: label,
+                source,
+            })?;
+        Ok(TlsCertificate {
+            domain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// [`TlsCertificate::from_pem`] from a certificate file and a key file.
+    pub fn from_pem_files(
+        domain: Option<&str>,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<TlsCertificate, TlsError> {
+        TlsCertificate::from_pem(domain, &read(cert_path)?, &read(key_path)?)
+    }
+
+    /// The domain served, `None` for the default certificate.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The certificates in PEM text (a CA bundle or a chain); `what` names it in errors.
+pub fn certificates_from_pem(
+    what: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            what: what.to_string(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what: what.to_string(),
+        });
+    }
+    Ok(chain)
+}
+
+/// [`certificates_from_pem`] from a file.
+pub fn certificates_from_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certificates_from_pem(&path.display().to_string(), &read(path)?)
+}
+
+/// A certificate's domain, lower-cased: a DNS name, optionally under a `*.` wildcard.
+fn parse_domain(domain: &str) -> Result<String, TlsError> {
+    let lower = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Ok(lower)
+    } else {
+        Err(TlsError::Domain(domain.to_string()))
+    }
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// Picks the certificate for a client's SNI name: the exact domain, else the wildcard
+/// one label up, else the default.
+#[derive(Debug)]
+struct SniResolver {
+    by_domain: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.by_domain.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.by_domain.get(&format!("*.{parent}")).cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        client_hello
+            .server_name()
+            .and_then(|name| self.find(name))
+            .or_else(|| Some(self.default.clone()))
+    }
+}
+
+/// The TLS listener's configuration: SNI over `certificates` (the default is the one
+/// without a domain, else the first, as Go's TLS server does), TLS 1.2 and 1.3, ALPN
+/// `h2` then `http/1.1`.
+pub(crate) fn server_config(
+    certificates: &[TlsCertificate],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let default = certificates
+        .iter()
+        .find(|c| c.domain.is_none())
+        .or_else(|| certificates.first())
+        .ok_or(TlsError::NoCertificates)?
+        .key
+        .clone();
+    let by_domain = certificates
+        .iter()
+        .filter_map(|c| Some((c.domain.clone()?, c.key.clone())))
+        .collect();
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { by_domain, default }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The configuration for TLS to backends and route services: HTTP/1.1, trusting
+/// `trusted_cas` (no CA: every TLS backend fails as untrusted).
+pub(crate) fn client_config(
+    trusted_cas: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in trusted_cas {
+        roots.add(ca.clone())?;
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How a TLS handshake with a backend failed, in Gorouter's classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsFailure {
+    /// The certificate does not name the registered `server_cert_domain_san`.
+    HostnameMismatch,
+    /// The certificate is not signed by a trusted CA, expired or malformed.
+    UntrustedCertificate,
+    /// Anything else: the backend speaks no TLS, or refused the handshake.
+    Handshake,
+}
+
+impl TlsFailure {
+    /// Classifies the I/O error of a failed client handshake.
+    pub(crate) fn of(error: &std::io::Error) -> TlsFailure {
+        let rustls_error = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match rustls_error {
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => TlsFailure::HostnameMismatch,
+            Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::UntrustedCertificate,
+            _ => TlsFailure::Handshake,
+        }
+    }
+
+    /// Gorouter's status for the failure: 503 for a hostname mismatch, 526 for an
+    /// untrusted certificate, 525 for a failed handshake.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            TlsFailure::HostnameMismatch => StatusCode::SERVICE_UNAVAILABLE,
+            TlsFailure::UntrustedCertificate => {
+                StatusCode::from_u16(526).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            TlsFailure::Handshake => StatusCode::from_u16(525).unwrap_or(StatusCode::BAD_GATEWAY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_dns_names_or_wildcards() {
+        assert_eq!(
+            parse_domain("Apps.Example.COM.").unwrap(),
+            "apps.example.com"
+        );
+        assert_eq!(parse_domain("*.example.com").unwrap(), "*.example.com");
+        for bad in ["", "*.", "a..b", "ex ample.com", "a.*.com", "host:443"] {
+            assert!(parse_domain(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_pem_is_a_clear_error() {
+        let err = TlsCertificate::from_pem(Some("a.example.com"), b"not pem", b"").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a.example.com: no PEM certificate"),
+            "{err}"
+        );
+        assert!(matches!(
+            server_config(&[]).unwrap_err(),
+            TlsError::NoCertificates
+        ));
+    }
+}
