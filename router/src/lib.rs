@@ -13,6 +13,7 @@ mod connector;
 pub mod message;
 mod metrics;
 mod proxy;
+mod route_service;
 mod status;
 pub mod table;
 mod tls;
@@ -104,6 +105,15 @@ pub struct RouterConfig {
     /// The CAs trusted for TLS to backends (registered with `tls_port`) and to
     /// `https` route services.
     pub backend_ca_certificates: Vec<CertificateDer<'static>>,
+    /// The secret route service signatures are encrypted with (Gorouter's
+    /// `route_services_secret`); `None`: route services are disabled and routes bound
+    /// to one get 502.
+    pub route_services_secret: Option<String>,
+    /// The previous secret, still accepted for signatures while secrets rotate
+    /// (Gorouter's `route_services_secret_decrypt_only`).
+    pub route_services_secret_decrypt_only: Option<String>,
+    /// How long a route service has to send the request back (Gorouter: 60 s).
+    pub route_services_timeout: Duration,
 }
 
 impl Default for RouterConfig {
@@ -123,6 +133,9 @@ impl Default for RouterConfig {
             tls_certificates: Vec::new(),
             tls_handshake_timeout: Duration::from_secs(10),
             backend_ca_certificates: Vec::new(),
+            route_services_secret: None,
+            route_services_secret_decrypt_only: None,
+            route_services_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! streaming bodies both ways; writes Gorouter's
 //! headers (forwarding, trace context, sticky sessions), error responses and access
 //! log, retries connection errors on other endpoints and passes HTTP upgrades
-//! (WebSockets) through as byte tunnels.
+//! (WebSockets) through as byte tunnels. Requests for a route bound to a route service
+//! go there first, signed; the signed requests it sends back go to the app.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +25,10 @@ use tokio_util::task::TaskTracker;
 use crate::access_log::{AccessLogger, AccessRecord};
 use crate::connector::{BackendConnector, ConnectError};
 use crate::metrics::Metrics;
+use crate::route_service::{
+    RouteServiceKeys, SignatureError, SignedHeaders, X_CF_FORWARDED_URL, X_CF_PROXY_METADATA,
+    X_CF_PROXY_SIGNATURE,
+};
 use crate::table::{ActiveRequest, Endpoint, Lookup, RouteTable};
 use crate::tls::TlsFailure;
 use crate::{trace, RouterConfig};
@@ -63,12 +68,28 @@ pub(crate) enum Scheme {
 }
 
 impl Scheme {
-    fn header_value(self) -> HeaderValue {
+    fn as_str(self) -> &'static str {
         match self {
-            Scheme::Http => HeaderValue::from_static("http"),
-            Scheme::Https => HeaderValue::from_static("https"),
+            Scheme::Http => "http",
+            Scheme::Https => "https",
         }
     }
+
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+/// Where a request for a route bound to a route service goes.
+enum RouteServiceStep {
+    /// First to the route service, signed.
+    ToRouteService {
+        url: http::Uri,
+        forwarded_url: String,
+        signed: SignedHeaders,
+    },
+    /// It came back from the route service with a valid signature: to the app.
+    FromRouteService,
 }
 
 pub(crate) struct Proxy {
@@ -80,6 +101,8 @@ pub(crate) struct Proxy {
     max_request_body_bytes: Option<u64>,
     max_conns_per_backend: Option<usize>,
     response_timeout: Duration,
+    /// `None`: route services are disabled (no `route_services_secret`).
+    route_services: Option<RouteServiceKeys>,
     tunnels: TaskTracker,
     cancel: CancellationToken,
 }
@@ -118,6 +141,13 @@ impl Proxy {
             max_request_body_bytes: config.max_request_body_bytes,
             max_conns_per_backend: config.max_conns_per_backend,
             response_timeout: config.backend_response_timeout,
+            route_services: config.route_services_secret.as_deref().map(|secret| {
+                RouteServiceKeys::new(
+                    secret,
+                    config.route_services_secret_decrypt_only.as_deref(),
+                    config.route_services_timeout,
+                )
+            }),
             tunnels,
             cancel,
         }
@@ -192,8 +222,12 @@ impl Proxy {
             table.lookup(&host, req.uri().path(), Instant::now())
         };
         let route_host = host.split(':').next().unwrap_or_default();
-        let (route_path, endpoints) = match lookup {
-            Lookup::Endpoints { path, endpoints } => (path, endpoints),
+        let (route_path, endpoints, route_service_url) = match lookup {
+            Lookup::Endpoints {
+                path,
+                endpoints,
+                route_service_url,
+            } => (path, endpoints, route_service_url),
             Lookup::UnknownRoute => {
                 let resp = error_response(
                     StatusCode::NOT_FOUND,
@@ -236,6 +270,16 @@ impl Proxy {
                 return self.finish(body_too_large(limit), record, started, None, None);
             }
         }
+        let route_service = match route_service_url {
+            Some(url) => {
+                let requested_url = format!("{}://{route_host}{}", scheme.as_str(), record.uri);
+                match self.route_service_step(&url, requested_url, req.headers()) {
+                    Ok(step) => Some(step),
+                    Err(resp) => return self.finish(resp, record, started, None, None),
+                }
+            }
+            None => None,
+        };
 
         let sticky_instance = sticky_instance(req.headers(), &self.sticky_cookie_names);
         let attempts = match &app_instance {
@@ -291,6 +335,51 @@ impl Proxy {
             limit: self.max_request_body_bytes,
             too_large: AtomicBool::new(false),
         });
+        match route_service {
+            Some(RouteServiceStep::ToRouteService {
+                url,
+                forwarded_url,
+                signed,
+            }) => {
+                let mut rs_req = Request::new(RequestBody { slot, taken: None });
+                *rs_req.method_mut() = parts.method;
+                *rs_req.version_mut() = Version::HTTP_11;
+                if let Ok(v) = HeaderValue::from_str(&forwarded_url) {
+                    headers.insert(X_CF_FORWARDED_URL, v);
+                }
+                for (name, value) in [
+                    (X_CF_PROXY_SIGNATURE, signed.signature),
+                    (X_CF_PROXY_METADATA, signed.metadata),
+                ] {
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        headers.insert(name, v);
+                    }
+                }
+                if let Some(v) = url
+                    .host()
+                    .map(|h| match url.port() {
+                        Some(port) => format!("{h}:{port}"),
+                        None => h.to_string(),
+                    })
+                    .and_then(|h| HeaderValue::from_str(&h).ok())
+                {
+                    headers.insert(header::HOST, v);
+                }
+                *rs_req.uri_mut() = url;
+                *rs_req.headers_mut() = headers;
+                return self.to_route_service(rs_req, record, started).await;
+            }
+            Some(RouteServiceStep::FromRouteService) => {
+                for name in [
+                    X_CF_FORWARDED_URL,
+                    X_CF_PROXY_SIGNATURE,
+                    X_CF_PROXY_METADATA,
+                ] {
+                    headers.remove(name);
+                }
+            }
+            None => {}
+        }
 
         let mut upgrade = upgrade;
         let mut last_error = String::new();
@@ -334,12 +423,7 @@ impl Proxy {
                         .then(|| hyper::upgrade::on(&mut resp));
                     let (mut parts, body) = resp.into_parts();
                     let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
-                    remove_hop_by_hop(&mut parts.headers);
-                    if !parts.headers.contains_key(X_VCAP_REQUEST_ID) {
-                        if let Ok(v) = HeaderValue::from_str(&record.vcap_request_id) {
-                            parts.headers.insert(X_VCAP_REQUEST_ID, v);
-                        }
-                    }
+                    prepare_response_headers(&mut parts.headers, &record.vcap_request_id);
                     set_sticky_cookie(
                         &mut parts.headers,
                         endpoint,
@@ -400,13 +484,110 @@ impl Proxy {
         }
         record.bytes_received = slot.received.load(Ordering::Relaxed);
         tracing::info!(host = %host, error = %last_error, "all backend attempts failed");
-        let resp = error_response(
-            failure_status,
-            &format!("endpoint_failure ({last_error})"),
-            "Registered endpoint failed to handle the request.",
-            None,
-        );
+        let resp = endpoint_failure(failure_status, &last_error);
         self.finish(resp, record, started, tried.as_ref(), None)
+    }
+
+    /// Decides where a request for a route bound to `url` goes: a request carrying a
+    /// signature must have a valid one for `requested_url` and goes to the app, any
+    /// other to the route service. Gorouter's errors: route services disabled (502),
+    /// WebSockets (503), an expired signature (504) or an invalid one (502).
+    fn route_service_step(
+        &self,
+        url: &str,
+        requested_url: String,
+        headers: &HeaderMap,
+    ) -> Result<RouteServiceStep, Response<ResponseBody>> {
+        let Some(keys) = &self.route_services else {
+            return Err(error_response(
+                StatusCode::BAD_GATEWAY,
+                "route_service_unsupported",
+                "Support for route services is disabled.",
+                None,
+            ));
+        };
+        if upgrade_protocol(headers).is_some() {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "route_service_unsupported",
+                "Websocket requests are not supported for routes bound to Route Services.",
+                None,
+            ));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let Some(signature) = headers
+            .get(X_CF_PROXY_SIGNATURE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return match url.parse::<http::Uri>() {
+                Ok(parsed) if parsed.host().is_some() => Ok(RouteServiceStep::ToRouteService {
+                    url: parsed,
+                    signed: keys.sign(&requested_url, now),
+                    forwarded_url: requested_url,
+                }),
+                _ => Err(endpoint_failure(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("invalid route service URL {url:?}"),
+                )),
+            };
+        };
+        let metadata = headers
+            .get(X_CF_PROXY_METADATA)
+            .and_then(|v| v.to_str().ok());
+        match keys.verify(signature, metadata, &requested_url, now) {
+            Ok(()) => Ok(RouteServiceStep::FromRouteService),
+            Err(e) => {
+                tracing::info!(url = %requested_url, error = %e, "route service signature rejected");
+                let (status, router_error) = match e {
+                    SignatureError::Expired(_) => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "expired_route_service_signature",
+                    ),
+                    _ => (StatusCode::BAD_GATEWAY, ""),
+                };
+                Err(error_response(
+                    status,
+                    router_error,
+                    "Failed to validate Route Service Signature",
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Sends a signed request to its route service (one attempt) and streams the
+    /// answer back.
+    async fn to_route_service(
+        &self,
+        req: Request<RequestBody>,
+        mut record: AccessRecord,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let slot = req.body().slot.clone();
+        record.backend_addr = req.uri().authority().map(|a| a.to_string());
+        record.gorouter_time = started.elapsed();
+        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
+        record.bytes_received = slot.received.load(Ordering::Relaxed);
+        let resp = match result {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                prepare_response_headers(&mut parts.headers, &record.vcap_request_id);
+                parts.headers.remove(X_CF_PROXY_SIGNATURE);
+                Response::from_parts(parts, ResponseBody::backend(body))
+            }
+            Ok(Err(_)) if slot.too_large.load(Ordering::Relaxed) => {
+                body_too_large(self.max_request_body_bytes.unwrap_or_default())
+            }
+            Ok(Err(e)) => endpoint_failure(StatusCode::BAD_GATEWAY, &error_chain(&e)),
+            Err(_) => endpoint_failure(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "timeout awaiting response headers after {:?}",
+                    self.response_timeout
+                ),
+            ),
+        };
+        self.finish(resp, record, started, None, None)
     }
 
     /// Completes the access record and hands it to the response body, which logs it
@@ -607,6 +788,27 @@ fn set_sticky_cookie(
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.append(header::SET_COOKIE, v);
     }
+}
+
+/// A backend's (or route service's) response headers, for the client: without
+/// hop-by-hop headers, with the request's `X-Vcap-Request-Id` unless it set one.
+fn prepare_response_headers(headers: &mut HeaderMap, request_id: &str) {
+    remove_hop_by_hop(headers);
+    if !headers.contains_key(X_VCAP_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            headers.insert(X_VCAP_REQUEST_ID, v);
+        }
+    }
+}
+
+/// Gorouter's answer when the backend failed: `X-Cf-Routererror: endpoint_failure (<error>)`.
+fn endpoint_failure(status: StatusCode, error: &str) -> Response<ResponseBody> {
+    error_response(
+        status,
+        &format!("endpoint_failure ({error})"),
+        "Registered endpoint failed to handle the request.",
+        None,
+    )
 }
 
 fn body_too_large(limit: u64) -> Response<ResponseBody> {

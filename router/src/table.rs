@@ -183,6 +183,8 @@ struct Pool {
     /// Round-robin position (also breaks least-connection ties).
     next: AtomicUsize,
     load_balancing: LoadBalancing,
+    /// `route_service_url` of the latest registration, as Gorouter keeps it per pool.
+    route_service_url: Option<Arc<str>>,
 }
 
 /// What a request's host and path resolve to.
@@ -193,10 +195,11 @@ pub enum Lookup {
     NoEndpoints,
     /// The matched route's context path (`""` for a host route) and its fresh
     /// endpoints in the order to try them: by the pool's load balancing, endpoints in
-    /// back-off last.
+    /// back-off last; and the route service the route is bound to.
     Endpoints {
         path: String,
         endpoints: Vec<Arc<Endpoint>>,
+        route_service_url: Option<Arc<str>>,
     },
 }
 
@@ -278,6 +281,11 @@ impl RouteTable {
         let endpoint = Arc::new(endpoint);
         let tags = Arc::new(msg.tags.clone());
         let load_balancing = LoadBalancing::from_registration(msg);
+        let route_service_url: Option<Arc<str>> = msg
+            .route_service_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+            .map(Arc::from);
         let stale_threshold = msg
             .stale_threshold_in_seconds
             .filter(|s| *s > 0)
@@ -291,6 +299,7 @@ impl RouteTable {
             }
             let pool = self.hosts.entry(host).or_default().entry(path).or_default();
             pool.load_balancing = load_balancing;
+            pool.route_service_url = route_service_url.clone();
             let same = |e: &&mut RegisteredEndpoint| e.endpoint.instance_id == endpoint.instance_id;
             match pool.endpoints.iter_mut().find(same) {
                 Some(existing) => {
@@ -406,6 +415,7 @@ impl RouteTable {
             return Lookup::Endpoints {
                 path,
                 endpoints: fresh,
+                route_service_url: pool.route_service_url.clone(),
             };
         }
         Lookup::NoEndpoints

@@ -101,6 +101,9 @@ async fn serve_backend(
                             "x-b3-spanid",
                             "traceparent",
                             "tracestate",
+                            "x-route-service",
+                            "x-cf-forwarded-url",
+                            "x-cf-proxy-signature",
                         ]
                         .iter()
                         .filter_map(|h| {
@@ -1390,5 +1393,148 @@ async fn tls_backends_are_checked_for_their_registered_san() {
     assert_eq!(reply.status.as_u16(), 526, "{}", reply.body);
     assert!(header(&reply, "x-cf-routererror").starts_with("endpoint_failure"));
     assert_eq!(h.metric("wf_router_backend_connect_errors_total").await, 2);
+    h.stop().await;
+}
+
+/// A route service: sends each request back to the router at its `X-CF-Forwarded-Url`
+/// with the router's headers and `X-Route-Service: <mode>`, where the mode is the path
+/// of its URL: `/pass` forwards as is, `/tamper` alters the signature, `/slow` waits
+/// `delay` first. Its response carries the forwarded URL it saw.
+async fn route_service(router: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let client = client.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let client = client.clone();
+                    async move {
+                        let mode = req.uri().path().trim_start_matches('/').to_string();
+                        let forwarded: http::Uri = req.headers()["x-cf-forwarded-url"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        let mut back = Request::builder()
+                            .method(req.method())
+                            .uri(format!(
+                                "http://{router}{}",
+                                forwarded.path_and_query().unwrap()
+                            ))
+                            .header("host", forwarded.host().unwrap())
+                            .header("x-route-service", mode.as_str());
+                        for name in [
+                            "x-cf-forwarded-url",
+                            "x-cf-proxy-signature",
+                            "x-cf-proxy-metadata",
+                        ] {
+                            let mut value = req.headers()[name].to_str().unwrap().to_string();
+                            if mode == "tamper" && name == "x-cf-proxy-signature" {
+                                let flipped = if value.starts_with('A') { "B" } else { "A" };
+                                value.replace_range(0..1, flipped);
+                            }
+                            back = back.header(name, value);
+                        }
+                        if mode == "slow" {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let resp = client
+                            .request(back.body(Full::new(body)).unwrap())
+                            .await
+                            .unwrap();
+                        let (mut parts, body) = resp.into_parts();
+                        parts.headers.insert(
+                            "rs-saw-forwarded-url",
+                            forwarded.to_string().parse().unwrap(),
+                        );
+                        let body = body.collect().await.unwrap().to_bytes();
+                        Ok::<_, Infallible>(Response::from_parts(parts, Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_refused() {
+    let timeout = Duration::from_millis(500);
+    let config = RouterConfig {
+        route_services_secret: Some("route-services-secret".into()),
+        route_services_timeout: timeout,
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let app = backend("app").await;
+    let rs = route_service(h.router, timeout + Duration::from_millis(500)).await;
+    for (route, mode) in [
+        ("pass.example.com", "pass"),
+        ("tamper.example.com", "tamper"),
+        ("slow.example.com", "slow"),
+    ] {
+        let mut msg = registration(route, app, &format!("i-{mode}"), "0");
+        msg.route_service_url = Some(format!("http://{rs}/{mode}"));
+        h.publish(REGISTER_SUBJECT, msg).await;
+    }
+    h.wait_for("pass.example.com", |r| r.status != StatusCode::NOT_FOUND)
+        .await;
+
+    let reply = h
+        .send(
+            "POST",
+            "pass.example.com:8080",
+            "/some/path?x=1",
+            "body",
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "app POST /some/path?x=1 body");
+    assert_eq!(header(&reply, "seen-x-route-service"), "pass");
+    assert_eq!(
+        header(&reply, "rs-saw-forwarded-url"),
+        "http://pass.example.com/some/path?x=1"
+    );
+    // The route service headers do not reach the app.
+    assert_eq!(header(&reply, "seen-x-cf-proxy-signature"), "");
+    assert_eq!(header(&reply, "seen-x-cf-forwarded-url"), "");
+
+    let reply = h.get("tamper.example.com", "/").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+    assert!(reply
+        .body
+        .contains("Failed to validate Route Service Signature"));
+
+    let reply = h.get("slow.example.com", "/").await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+    assert_eq!(
+        header(&reply, "x-cf-routererror"),
+        "expired_route_service_signature"
+    );
+
+    // A client cannot skip the route service with a made-up signature.
+    let reply = h
+        .send(
+            "GET",
+            "pass.example.com",
+            "/",
+            "",
+            &[
+                ("X-CF-Proxy-Signature", "bm90IGEgc2lnbmF0dXJl"),
+                ("X-CF-Proxy-Metadata", "e30="),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     h.stop().await;
 }
