@@ -357,14 +357,79 @@ pub struct RouterArgs {
     #[arg(long)]
     pub status_listen: Option<SocketAddr>,
     #[command(flatten)]
+    pub tls: RouterTlsArgs,
+    #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
     pub stop: StopArgs,
 }
 
+/// The router's TLS and route services, for `wfd router` and `wfd dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouterTlsArgs {
+    /// Address of the router's TLS listener (HTTP/2 and HTTP/1.1); off if unset.
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate for the TLS listener, chosen by SNI: `DOMAIN:CERT.pem:KEY.pem`, with
+    /// DOMAIN a host, `*.domain`, or `default` (for clients naming no known host; else
+    /// the first certificate is). Repeatable.
+    #[arg(long = "tls-cert", value_name = "DOMAIN:CERT:KEY")]
+    pub tls_certs: Vec<String>,
+    /// PEM file of the CAs trusted for TLS to backends (registered with `tls_port`) and
+    /// to https route services.
+    #[arg(long, value_name = "PEM")]
+    pub backend_ca: Option<PathBuf>,
+    /// The secret route service signatures are encrypted with; route services are off
+    /// without it.
+    #[arg(long, env = "WFD_ROUTE_SERVICES_SECRET", hide_env_values = true)]
+    pub route_services_secret: Option<String>,
+}
+
+impl RouterTlsArgs {
+    /// The router's configuration with these settings, and its TLS listener.
+    pub async fn configure(
+        &self,
+    ) -> anyhow::Result<(wf_router::RouterConfig, Option<tokio::net::TcpListener>)> {
+        let mut config = wf_router::RouterConfig {
+            route_services_secret: self.route_services_secret.clone(),
+            ..Default::default()
+        };
+        for spec in &self.tls_certs {
+            config.tls_certificates.push(tls_certificate(spec)?);
+        }
+        if let Some(path) = &self.backend_ca {
+            config.backend_ca_certificates = wf_router::certificates_from_pem_file(path)
+                .with_context(|| format!("--backend-ca {}", path.display()))?;
+        }
+        let listener = match self.tls_listen {
+            Some(_) if config.tls_certificates.is_empty() => {
+                anyhow::bail!("--tls-listen needs at least one --tls-cert")
+            }
+            Some(addr) => Some(bind(addr, "the router TLS port").await?),
+            None if !config.tls_certificates.is_empty() => {
+                anyhow::bail!("--tls-cert needs --tls-listen")
+            }
+            None => None,
+        };
+        Ok((config, listener))
+    }
+}
+
+/// `DOMAIN:CERT.pem:KEY.pem` of `--tls-cert`.
+fn tls_certificate(spec: &str) -> anyhow::Result<wf_router::TlsCertificate> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(domain), Some(cert), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("--tls-cert {spec:?}: expected DOMAIN:CERT.pem:KEY.pem");
+    };
+    let domain = (domain != "default").then_some(domain);
+    wf_router::TlsCertificate::from_pem_files(domain, cert.as_ref(), key.as_ref())
+        .with_context(|| format!("--tls-cert {spec}"))
+}
+
 /// The router, fed by `router.register` on NATS.
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
+    let (config, tls) = args.tls.configure().await?;
     let bus = args.nats.connect().await?;
     let listener = bind(args.listen, "the router").await?;
     let status = match args.status_listen {
@@ -372,13 +437,14 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         None => None,
     };
     println!("router: http://{}", listener.local_addr()?);
-    wf_router::run_with_status(
-        wf_router::RouterConfig::default(),
-        listener,
+    if let Some(tls) = &tls {
+        println!("router TLS: https://{}", tls.local_addr()?);
+    }
+    let listeners = wf_router::Listeners {
+        http: listener,
+        tls,
         status,
-        bus,
-        cancel,
-    )
-    .await?;
+    };
+    wf_router::serve(config, listeners, bus, cancel).await?;
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct DevArgs {
     /// Port of the router's status server (`/health`, `/routes`, `/metrics`); off if unset.
     #[arg(long)]
     pub router_status_port: Option<u16>,
+    #[command(flatten)]
+    pub router_tls: super::components::RouterTlsArgs,
     /// Address the API and the router listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub listen_address: IpAddr,
@@ -78,6 +80,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let (router_config, router_tls_listener) = args.router_tls.configure().await?;
+    let router_tls_addr = router_tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let rep_listener = bind(LOOPBACK_ANY_PORT, "the rep API").await?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
@@ -166,14 +173,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let router_cancel = cancel.clone();
     let router_bus = bus.clone();
     tasks.push(tokio::spawn(async move {
-        let config = wf_router::RouterConfig::default();
-        let served = wf_router::run_with_status(
-            config,
-            router_listener,
-            router_status_listener,
-            router_bus,
-            router_cancel,
-        );
+        let listeners = wf_router::Listeners {
+            http: router_listener,
+            tls: router_tls_listener,
+            status: router_status_listener,
+        };
+        let served = wf_router::serve(router_config, listeners, router_bus, router_cancel);
         if let Err(e) = served.await {
             tracing::error!(error = %e, "router failed");
         }
@@ -204,6 +209,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.apps_domain,
         router_addr.port()
     );
+    if let Some(addr) = router_tls_addr {
+        println!("router TLS: https://{addr}");
+    }
     if let Some(addr) = router_status_addr {
         println!("router status: http://{addr}/health (also /routes, /metrics)");
     }
