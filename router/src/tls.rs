@@ -22,22 +22,19 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{what}: no PEM certificate found")]
     NoCertificate { what: String },
-    #[error("{what}: invalid PEM: {source}")]
+    #[error("{what}: invalid PEM: {error}")]
     Pem {
         what: String,
-        source: rustls::pki_types::pem::Error,
+        error: rustls::pki_types::pem::Error,
     },
-    #[error("certificate for {domain}: {source}")]
+    #[error("certificate for {domain}: {error}")]
     Key {
         domain: String,
-        source: rustls::Error,
+        error: rustls::Error,
     },
     #[error(
         "invalid certificate domain {0:?}: expected a DNS name, `*.` and a DNS name, or `default`"
@@ -68,14 +65,14 @@ impl TlsCertificate {
         let domain = domain.map(parse_domain).transpose()?;
         let label = domain.clone().unwrap_or_else(|| "default".to_string());
         let chain = certificates_from_pem(&format!("certificate for {label}"), cert_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| TlsError::Pem {
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|error| TlsError::Pem {
             what: format!("private key for {label}"),
-            source,
+            error,
         })?;
         let key =
-            CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Key {
+            CertifiedKey::from_der(chain, key, &provider()).map_err(|error| TlsError::Key {
                 domain: label,
-                source,
+                error,
             })?;
         Ok(TlsCertificate {
             domain,
@@ -99,9 +96,9 @@ impl TlsCertificate {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -112,9 +109,9 @@ pub fn certificates_from_pem(
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem {
+        .map_err(|error| TlsError::Pem {
             what: what.to_string(),
-            source,
+            error,
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
