@@ -5,12 +5,14 @@
 //! The rules, after cloud_controller_ng:
 //! - `cloud_controller.admin`: everything.
 //! - `cloud_controller.admin_read_only` and `cloud_controller.global_auditor`: read
-//!   everything, write nothing.
+//!   everything, write nothing; global auditors do not see app environments (secrets).
 //! - An org role makes its org visible; organization_manager also sees and manages
 //!   every space of the org (update/delete spaces, create spaces, manage roles).
 //! - A space role makes its space visible; space_developer may change what lives in the
-//!   space (apps, packages, builds, routes, processes); space_manager manages the space
-//!   and its roles.
+//!   space (apps, packages, builds, routes, processes); space_supporter operates what is
+//!   there (start, stop, restart and update apps, scale and update processes, routes
+//!   and their destinations) but pushes no code and reads no environment;
+//!   space_manager manages the space and its roles.
 //!
 //! What a caller cannot see is "not found" (404); what they see but may not change is
 //! CF-NotAuthorized (403). Creating orgs is for admins only.
@@ -49,7 +51,10 @@ pub enum Access {
     Read,
     /// Change apps, packages, builds, processes and routes (space_developer).
     Develop,
-    /// Read app environments (space_developer, admin, global auditors).
+    /// Start, stop, restart and update apps, scale processes, change routes
+    /// (space_developer and space_supporter).
+    Operate,
+    /// Read app environments (space_developer, admin, admin read-only).
     ReadSecrets,
     /// Change the space itself and its roles (space_manager, organization_manager).
     Manage,
@@ -59,11 +64,15 @@ pub enum Access {
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
     admin: bool,
-    read_all: bool,
+    /// `cloud_controller.admin_read_only`: reads everything, secrets included.
+    admin_read_only: bool,
+    /// `cloud_controller.global_auditor`: reads everything but secrets.
+    global_auditor: bool,
     visible_orgs: HashSet<String>,
     managed_orgs: HashSet<String>,
     visible_spaces: HashSet<String>,
     developer_spaces: HashSet<String>,
+    supporter_spaces: HashSet<String>,
     managed_spaces: HashSet<String>,
 }
 
@@ -73,8 +82,8 @@ impl Permissions {
     pub async fn load(db: &db::Db, claims: &Claims) -> Result<Permissions, sqlx::Error> {
         let mut perms = Permissions {
             admin: claims.is_admin(),
-            read_all: claims.has_scope("cloud_controller.admin_read_only")
-                || claims.has_scope("cloud_controller.global_auditor"),
+            admin_read_only: claims.has_scope("cloud_controller.admin_read_only"),
+            global_auditor: claims.has_scope("cloud_controller.global_auditor"),
             ..Permissions::default()
         };
         if perms.admin || !claims.is_user() {
@@ -111,6 +120,9 @@ impl Permissions {
                     "space_developer" => {
                         self.developer_spaces.insert(space.clone());
                     }
+                    "space_supporter" => {
+                        self.supporter_spaces.insert(space.clone());
+                    }
                     "space_manager" => {
                         self.managed_spaces.insert(space.clone());
                     }
@@ -121,7 +133,7 @@ impl Permissions {
     }
 
     fn sees_everything(&self) -> bool {
-        self.admin || self.read_all
+        self.admin || self.admin_read_only || self.global_auditor
     }
 }
 
@@ -179,7 +191,13 @@ impl User {
         match access {
             Access::Read => self.can_access_space(space_guid),
             Access::Develop => p.admin || p.developer_spaces.contains(space_guid),
-            Access::ReadSecrets => p.read_all || self.can_in_space(space_guid, Access::Develop),
+            Access::Operate => {
+                self.can_in_space(space_guid, Access::Develop)
+                    || p.supporter_spaces.contains(space_guid)
+            }
+            Access::ReadSecrets => {
+                p.admin_read_only || self.can_in_space(space_guid, Access::Develop)
+            }
             Access::Manage => p.admin || p.managed_spaces.contains(space_guid),
         }
     }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The admin password every test platform is started with.
 pub const ADMIN_PASSWORD: &str = "admin-test-password";
+/// The secret of UAA's `admin` client on test platforms.
+pub const ADMIN_CLIENT_SECRET: &str = "admin-client-test-secret";
 /// The apps domain of test platforms.
 pub const APPS_DOMAIN: &str = "apps.test.local";
 /// How long a `wfd` process may take to report that it serves.
@@ -196,6 +198,8 @@ impl Platform {
             APPS_DOMAIN.into(),
             "--admin-password".into(),
             ADMIN_PASSWORD.into(),
+            "--admin-client-secret".into(),
+            ADMIN_CLIENT_SECRET.into(),
             "--sync-interval".into(),
             "2".into(),
         ];
@@ -378,6 +382,32 @@ impl Wf {
             .stdin(Stdio::null())
             .output()
             .expect("running wf")
+    }
+
+    /// Runs `wf args` answering its prompts with `input`, asserting success; returns
+    /// stdout.
+    pub fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new(binary("wf"))
+            .args(args)
+            .env("WF_HOME", self.home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting wf");
+        if let Some(mut stdin) = child.stdin.take() {
+            // wf may exit before reading everything; that shows in its status.
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        let out = child.wait_with_output().expect("running wf");
+        let (stdout, stderr) = texts(&out);
+        assert!(
+            out.status.success(),
+            "wf {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            args.join(" "),
+            out.status
+        );
+        stdout
     }
 
     /// Starts `wf args` in the background with piped stdout (for `wf logs APP`).

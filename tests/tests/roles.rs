@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wf_tests::platform::{Platform, Wf};
+use wf_tests::platform::{Platform, Wf, ADMIN_CLIENT_SECRET};
 
 const PASSWORD: &str = "a-user-password-1";
 
@@ -220,4 +220,97 @@ fn the_cli_creates_users_and_gives_them_roles() {
         ],
         "{roles}"
     );
+}
+
+#[test]
+fn users_log_in_change_their_password_and_are_deleted_with_the_cli() {
+    let platform = Platform::shared();
+    let admin = platform.user();
+    admin.ok(&["create-user", "dave", PASSWORD]);
+    admin.ok(&[
+        "set-space-role",
+        "dave",
+        &admin.org,
+        &admin.space,
+        "SpaceSupporter",
+    ]);
+
+    // `wf login` asks for the password (not on the command line), then targets.
+    let dave = Wf::new(&admin.org, &admin.space);
+    let out = dave.ok_with_input(
+        &[
+            "login",
+            "-a",
+            &platform.api_url,
+            "-u",
+            "dave",
+            "-o",
+            &admin.org,
+            "-s",
+            &admin.space,
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.contains("Password: "), "{out}");
+    assert!(
+        out.contains(&format!("space:          {}", admin.space)),
+        "{out}"
+    );
+    // Three wrong passwords and it gives up.
+    let eve = Wf::new(&admin.org, &admin.space);
+    let out = eve.run(&[
+        "login",
+        "-a",
+        &platform.api_url,
+        "-u",
+        "dave",
+        "-p",
+        "wrong",
+    ]);
+    assert!(!out.status.success());
+
+    let out = admin.ok(&["space-users", &admin.org, &admin.space]);
+    assert!(out.contains("SPACE SUPPORTER\n  dave (uaa)"), "{out}");
+    assert!(
+        out.contains("SPACE AUDITOR\n  No space auditor found"),
+        "{out}"
+    );
+    let out = admin.ok(&["org-users", &admin.org]);
+    assert!(out.contains("ORG MANAGER\n"), "{out}");
+
+    // A new password: the session ends, the old password no longer works.
+    let new_password = "a-new-password-2";
+    let out = dave.ok_with_input(
+        &["passwd"],
+        &format!("{PASSWORD}\n{new_password}\n{new_password}\n"),
+    );
+    assert!(out.contains("Please log in again"), "{out}");
+    assert!(dave.fails(&["apps"]).contains("Not logged in"));
+    assert!(dave
+        .fails(&["auth", "dave", PASSWORD])
+        .contains("Credentials were rejected"));
+    dave.ok(&["auth", "dave", new_password]);
+    dave.ok(&["logout"]);
+    assert!(dave.fails(&["oauth-token"]).contains("Not logged in"));
+
+    // Deleted from UAA and the controller.
+    admin.ok(&["delete-user", "dave", "-f"]);
+    assert!(dave
+        .fails(&["auth", "dave", new_password])
+        .contains("Credentials were rejected"));
+    let users = admin.curl_json(&["/v3/users?usernames=dave"]);
+    assert_eq!(users["resources"], json!([]), "{users}");
+    assert!(admin
+        .ok(&["delete-user", "dave", "-f"])
+        .contains("does not exist"));
+
+    // An OAuth client logs in with its credentials; its token is fetched again when needed.
+    let client = Wf::new(&admin.org, &admin.space);
+    client.ok(&["api", &platform.api_url]);
+    client.ok(&["auth", "admin", ADMIN_CLIENT_SECRET, "--client-credentials"]);
+    let token = client.ok(&["oauth-token"]);
+    assert!(token.starts_with("bearer "), "{token}");
+    assert!(client
+        .fails(&["auth", "admin", "wrong", "--client-credentials"])
+        .contains("Credentials were rejected"));
 }

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::config::{Config, ConfigError};
+use super::config::{ClientCredentials, Config, ConfigError};
 
 /// How long a single request may take (uploads included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -292,8 +292,56 @@ impl Client {
         }
     }
 
-    /// Gets a new access token with the `refresh_token` grant and stores it.
+    /// Logs in as an OAuth client with the `client_credentials` grant; the client is
+    /// remembered so that its token can be fetched again when it expires.
+    pub fn client_credentials_grant(
+        &mut self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}/oauth/token", self.uaa_url()?);
+        let resp = self
+            .http
+            .post(&url)
+            .basic_auth(client_id, Some(client_secret))
+            .header("Accept", "application/json")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .map_err(ClientError::connection)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().map_err(ClientError::connection)?;
+        match status {
+            200..=299 => {
+                self.config.client_credentials = Some(ClientCredentials {
+                    client_id: client_id.to_string(),
+                    client_secret: client_secret.to_string(),
+                });
+                self.store_tokens(&url, &body)
+            }
+            401 => Err(ClientError::BadCredentials),
+            _ => Err(ApiError::from_response(status, &body).into()),
+        }
+    }
+
+    /// Whether an expired token can be renewed without the user.
+    pub fn can_renew(&self) -> bool {
+        self.config.refresh_token.is_some() || self.config.client_credentials.is_some()
+    }
+
+    /// Gets a new access token, with the `refresh_token` grant (or, for a client, its
+    /// credentials again) and stores it.
     pub fn refresh(&mut self) -> Result<(), ClientError> {
+        if let (None, Some(client)) = (
+            &self.config.refresh_token,
+            self.config.client_credentials.clone(),
+        ) {
+            return self
+                .client_credentials_grant(&client.client_id, &client.client_secret)
+                .map_err(|e| match e {
+                    ClientError::BadCredentials => ClientError::SessionExpired,
+                    e => e,
+                });
+        }
         let refresh_token = self
             .config
             .refresh_token
@@ -350,7 +398,7 @@ impl Client {
         let resp = build(&self.http, &format!("bearer {token}"))
             .send()
             .map_err(ClientError::connection)?;
-        if resp.status().as_u16() != 401 || self.config.refresh_token.is_none() {
+        if resp.status().as_u16() != 401 || !self.can_renew() {
             return Ok(resp);
         }
         self.refresh()?;
@@ -587,15 +635,17 @@ fn json_response(url: &str, resp: Response) -> Result<ApiResponse, ClientError> 
 /// The `user_name` (else `client_id`) claim of a JWT, read without verifying it: only
 /// for display.
 pub fn token_user_name(token: &str) -> Option<String> {
+    token_claim(token, "user_name").or_else(|| token_claim(token, "client_id"))
+}
+
+/// A string claim of a JWT, read without verifying it (the CLI only displays it).
+pub fn token_claim(token: &str, claim: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims["user_name"]
-        .as_str()
-        .or_else(|| claims["client_id"].as_str())
-        .map(str::to_string)
+    claims[claim].as_str().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -26,10 +26,21 @@ pub struct Config {
     pub access_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Set by `wf auth --client-credentials`: the client whose tokens are fetched again
+    /// when they expire (client tokens have no refresh token), as the cf CLI keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_credentials: Option<ClientCredentials>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<Target>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space: Option<Target>,
+}
+
+/// An OAuth client's id and secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 /// A targeted org or space.
@@ -123,6 +134,7 @@ impl Config {
     pub fn clear_session(&mut self) {
         self.access_token = None;
         self.refresh_token = None;
+        self.client_credentials = None;
         self.org = None;
         self.space = None;
     }

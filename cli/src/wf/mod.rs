@@ -30,8 +30,36 @@ pub enum Command {
         /// The API URL, e.g. http://127.0.0.1:9022
         url: Option<String>,
     },
-    /// Log in with a username and password (non-interactive)
-    Auth { username: String, password: String },
+    /// Log in, asking for what is not given
+    Login {
+        /// API endpoint (e.g. http://127.0.0.1:9022)
+        #[arg(short = 'a')]
+        api: Option<String>,
+        /// Username
+        #[arg(short = 'u')]
+        username: Option<String>,
+        /// Password
+        #[arg(short = 'p')]
+        password: Option<String>,
+        /// Org
+        #[arg(short = 'o')]
+        org: Option<String>,
+        /// Space
+        #[arg(short = 's')]
+        space: Option<String>,
+    },
+    /// Log in with a username and password, or a client id and secret (non-interactive)
+    Auth {
+        /// Username, or client id with --client-credentials
+        username: String,
+        /// Password, or client secret with --client-credentials
+        password: String,
+        /// Use (non-user) client credentials instead of user credentials
+        #[arg(long)]
+        client_credentials: bool,
+    },
+    /// Log out of the current session
+    Logout,
     /// Print the current access token
     OauthToken,
     /// Create an org
@@ -141,6 +169,19 @@ pub enum Command {
     },
     /// Create a new user in UAA
     CreateUser { username: String, password: String },
+    /// Delete a user from UAA and the Cloud Controller
+    DeleteUser {
+        username: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Change your password
+    Passwd,
+    /// Show the users of an org by role
+    OrgUsers { org: String },
+    /// Show the users of a space by role
+    SpaceUsers { org: String, space: String },
     /// Assign an org role to a user (OrgManager, BillingManager, OrgAuditor, OrgUser)
     SetOrgRole {
         username: String,
@@ -243,7 +284,28 @@ pub fn run(command: Command) -> Result<(), Error> {
     use commands::{apps, curl, logs, orgs, push, routes, session, tasks, users};
     match command {
         Command::Api { url } => session::api(c, url),
-        Command::Auth { username, password } => session::auth(c, &username, &password),
+        Command::Login {
+            api,
+            username,
+            password,
+            org,
+            space,
+        } => session::login(
+            c,
+            session::LoginArgs {
+                api,
+                username,
+                password,
+                org,
+                space,
+            },
+        ),
+        Command::Auth {
+            username,
+            password,
+            client_credentials,
+        } => session::auth(c, &username, &password, client_credentials),
+        Command::Logout => session::logout(c),
         Command::OauthToken => session::oauth_token(c),
         Command::Target { org, space } => session::target(c, org, space),
         Command::CreateOrg { name } => orgs::create_org(c, &name),
@@ -287,6 +349,10 @@ pub fn run(command: Command) -> Result<(), Error> {
         } => tasks::run_task(c, &name, command, task_name, memory, disk),
         Command::Tasks { name } => tasks::tasks(c, &name),
         Command::CreateUser { username, password } => users::create_user(c, &username, &password),
+        Command::DeleteUser { username, force } => users::delete_user(c, &username, force),
+        Command::Passwd => users::passwd(c),
+        Command::OrgUsers { org } => users::org_users(c, &org),
+        Command::SpaceUsers { org, space } => users::space_users(c, &org, &space),
         Command::SetOrgRole {
             username,
             org,
@@ -344,6 +410,19 @@ mod tests {
         assert!(matches!(cli.command, Command::Curl { ref headers, .. } if headers == &["A: b"]));
         assert!(Cli::try_parse_from(["wf", "scale", "x", "-i", "-1"]).is_err());
         assert!(Cli::try_parse_from(["wf", "oauth-token"]).is_ok());
+        let cli = Cli::try_parse_from(["wf", "login", "-a", "x", "-u", "u", "-o", "o"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Login { ref api, ref password, .. } if api.as_deref() == Some("x") && password.is_none()
+        ));
+        let cli = Cli::try_parse_from(["wf", "auth", "c", "s", "--client-credentials"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Auth {
+                client_credentials: true,
+                ..
+            }
+        ));
         assert!(Cli::try_parse_from(["wf", "set-env", "a", "K", "V"]).is_ok());
         let cli = Cli::try_parse_from([
             "wf",

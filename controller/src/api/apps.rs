@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 
 use super::{
     cf_time, created, finished_job, href, load_app, load_app_for_write, load_app_secrets,
-    load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl, JsonBody,
-    ListParams,
+    load_app_to, load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl,
+    JsonBody, ListParams,
 };
 use crate::auth::{Access, User};
 use crate::db::{
@@ -228,7 +228,7 @@ pub async fn update(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult {
-    let app = load_app_for_write(&controller, &user, &guid).await?;
+    let app = load_app_to(&controller, &user, &guid, Access::Operate).await?;
     let mut changes = Vec::new();
     if let Some(name) = body.name {
         let name = name.trim().to_string();
@@ -323,7 +323,7 @@ async fn set_state(
     state: AppState,
     fresh: bool,
 ) -> ApiResult {
-    let app = load_app_for_write(controller, user, guid).await?;
+    let app = load_app_to(controller, user, guid, Access::Operate).await?;
     if state == AppState::Started && app.droplet_guid.is_none() {
         return Err(ApiError::unprocessable(
             "Assign a droplet before starting this app.",
@@ -387,7 +387,7 @@ pub async fn set_current_droplet(
     Path(guid): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
-    let app = load_app_for_write(&controller, &user, &guid).await?;
+    let app = load_app_to(&controller, &user, &guid, Access::Operate).await?;
     let droplet_guid = body
         .pointer("/data/guid")
         .and_then(Value::as_str)

@@ -146,7 +146,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/roles", get(roles::list).post(roles::create))
         .route("/v3/roles/{guid}", get(roles::show).delete(roles::delete))
         .route("/v3/users", get(roles::list_users))
-        .route("/v3/users/{guid}", get(roles::show_user))
+        .route(
+            "/v3/users/{guid}",
+            get(roles::show_user).delete(roles::delete_user),
+        )
         .route(
             "/v3/apps/{guid}/tasks",
             get(tasks::list_for_app).post(tasks::create),
@@ -417,7 +420,9 @@ pub async fn load_app_secrets(
     load_app_to(controller, user, guid, Access::ReadSecrets).await
 }
 
-async fn load_app_to(
+/// An app the user may do `access` to: 404 if they cannot see it, 403 if they see it
+/// but may not.
+pub async fn load_app_to(
     controller: &Controller,
     user: &User,
     guid: &str,

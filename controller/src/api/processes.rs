@@ -236,7 +236,7 @@ pub async fn scale(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let (process, app) = load_process(&controller, &user, &guid).await?;
-    user.require_in_space(&app.space_guid, Access::Develop)?;
+    user.require_in_space(&app.space_guid, Access::Operate)?;
     scale_process(&controller, process, &body).await
 }
 
@@ -247,7 +247,7 @@ pub async fn scale_for_app(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
-    user.require_in_space(&app.space_guid, Access::Develop)?;
+    user.require_in_space(&app.space_guid, Access::Operate)?;
     scale_process(&controller, process, &body).await
 }
 
@@ -294,7 +294,7 @@ pub async fn update(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let (process, app) = load_process(&controller, &user, &guid).await?;
-    user.require_in_space(&app.space_guid, Access::Develop)?;
+    user.require_in_space(&app.space_guid, Access::Operate)?;
     update_process(&controller, process, &body).await
 }
 
@@ -305,7 +305,7 @@ pub async fn update_for_app(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
     let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
-    user.require_in_space(&app.space_guid, Access::Develop)?;
+    user.require_in_space(&app.space_guid, Access::Operate)?;
     update_process(&controller, process, &body).await
 }
 

@@ -330,6 +330,29 @@ pub async fn list_users(State(controller): Ctl, user: User, params: ListParams) 
     Ok(paginated(&controller, &params, total, resources))
 }
 
+/// `DELETE /v3/users/:guid` (admins): the user's roles and record go; their UAA
+/// account is UAA's business (`wf delete-user` removes both, as `cf delete-user` does).
+pub async fn delete_user(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+) -> ApiResult {
+    let visible = user.scope_users(Filter::new().eq("guid", &guid));
+    if controller.db.find::<UserRecord>(visible).await?.is_empty() {
+        return Err(ApiError::not_found("User"));
+    }
+    user.require_admin()?;
+    controller
+        .db
+        .delete_where("roles", Filter::new().eq("user_guid", &guid))
+        .await?;
+    controller
+        .db
+        .delete_where("users", Filter::new().eq("guid", &guid))
+        .await?;
+    finished_job(&controller, "user.delete").await
+}
+
 pub async fn show_user(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let filter = user.scope_users(Filter::new().eq("guid", &guid));
     let found = controller.db.find::<UserRecord>(filter).await?;

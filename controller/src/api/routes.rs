@@ -225,7 +225,7 @@ pub async fn create(
     }
     let relationships = json!({"relationships": body.relationships});
     let space = match relationship_guid(&relationships, "space") {
-        Some(guid) => match load_space_to(&controller, &user, &guid, Access::Develop).await {
+        Some(guid) => match load_space_to(&controller, &user, &guid, Access::Operate).await {
             Ok(space) => Some(space),
             Err(e @ ApiError::NotAuthorized(_)) => return Err(e),
             Err(_) => None,
@@ -291,7 +291,7 @@ pub async fn create(
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
-    user.require_in_space(&route.space_guid, Access::Develop)?;
+    user.require_in_space(&route.space_guid, Access::Operate)?;
     delete_route(&controller, &route).await?;
     finished_job(&controller, "route.delete").await
 }
@@ -440,7 +440,7 @@ pub async fn add_destinations(
     JsonBody(body): JsonBody<DestinationsBody>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
-    user.require_in_space(&route.space_guid, Access::Develop)?;
+    user.require_in_space(&route.space_guid, Access::Operate)?;
     let wanted = wanted_destinations(&controller, &user, &route, body).await?;
     let existing: Vec<Destination> = controller
         .db
@@ -474,7 +474,7 @@ pub async fn replace_destinations(
     JsonBody(body): JsonBody<DestinationsBody>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
-    user.require_in_space(&route.space_guid, Access::Develop)?;
+    user.require_in_space(&route.space_guid, Access::Operate)?;
     let wanted = wanted_destinations(&controller, &user, &route, body).await?;
     let existing: Vec<Destination> = controller
         .db
@@ -506,7 +506,7 @@ pub async fn remove_destination(
     Path((guid, destination_guid)): Path<(String, String)>,
 ) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
-    user.require_in_space(&route.space_guid, Access::Develop)?;
+    user.require_in_space(&route.space_guid, Access::Operate)?;
     let destination = controller
         .db
         .get::<Destination>(&destination_guid)

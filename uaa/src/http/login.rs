@@ -1,6 +1,7 @@
 //! UAA's browser endpoints: the login page (`GET /login`, or its JSON prompts for the
 //! cf CLI), the login form's target (`POST /login.do`), `/oauth/authorize` for the
-//! `authorization_code` grant, `/logout.do`, and a home page at `/`.
+//! `authorization_code` grant, `/logout.do`, and a home page at `/home` (not `/`, which
+//! is the Cloud Controller's when both share a port, as in `wfd dev`).
 //!
 //! The session is the `JSESSIONID` cookie (HttpOnly, SameSite=Lax). The login form is
 //! protected from cross-site posts by UAA's double-submit token: an `X-Uaa-Csrf`
@@ -25,7 +26,7 @@ const CSRF_COOKIE: &str = "X-Uaa-Csrf";
 
 pub(super) fn routes() -> axum::Router<Arc<Uaa>> {
     axum::Router::new()
-        .route("/", get(home))
+        .route("/home", get(home))
         .route("/login", get(login))
         .route("/login.do", post(login_do))
         .route("/oauth/authorize", get(authorize))
@@ -83,11 +84,12 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     resp
 }
 
-/// A post-login destination on this UAA only (a path, never `//host`).
+/// A post-login destination on this UAA only (a path, never `//host`); `/home` when
+/// there is none.
 fn local_path(target: Option<&str>) -> &str {
     match target {
         Some(t) if t.starts_with('/') && !t.starts_with("//") && !t.contains('\\') => t,
-        _ => "/",
+        _ => "/home",
     }
 }
 
@@ -104,7 +106,7 @@ fn server_error(e: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// `GET /`: who is logged in, or the login page.
+/// `GET /home`: who is logged in, or the login page.
 async fn home(State(uaa): State<Arc<Uaa>>, headers: HeaderMap) -> Response {
     let user = match session_of(&headers) {
         Some(s) => uaa.session_user(s).await,
@@ -220,7 +222,7 @@ async fn login_do(
     let retry = |error: &str| {
         let mut url = url::Url::parse("http://uaa/login").expect("a valid URL");
         url.query_pairs_mut().append_pair("error", error);
-        if target != "/" {
+        if target != "/home" {
             url.query_pairs_mut()
                 .append_pair("form_redirect_uri", target);
         }
@@ -558,7 +560,7 @@ mod tests {
             (StatusCode::FOUND, target.as_str())
         );
         assert!(browser.cookie(SESSION_COOKIE).is_some());
-        let home = browser.get("/").await;
+        let home = browser.get("/home").await;
         assert!(
             home.body.contains("Logged in as <strong>admin</strong>"),
             "{}",
@@ -656,7 +658,7 @@ mod tests {
             .await
             .location
             .starts_with("/login?"));
-        browser.log_in("/", "admin", "s3cret").await;
+        browser.log_in("/home", "admin", "s3cret").await;
         let out = browser
             .get("/logout.do?client_id=dashboard&redirect=https://evil.example.com/")
             .await;

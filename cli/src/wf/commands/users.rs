@@ -1,11 +1,13 @@
-//! User and role commands: `create-user` (a UAA user through SCIM `/Users`),
-//! `set-org-role` and `set-space-role` (`POST /v3/roles`). As in the cf CLI, giving a
-//! space role first gives the user the organization_user role in the space's org.
+//! User and role commands: `create-user`, `delete-user` and `passwd` (UAA's SCIM
+//! `/Users`, and the controller's `/v3/users`), `set-org-role` and `set-space-role`
+//! (`POST /v3/roles`), `org-users` and `space-users` (`/v3/roles` with `/v3/users`).
+//! As in the cf CLI, giving a space role first gives the user the organization_user
+//! role in the space's org.
 
 use serde_json::{json, Value};
 
-use super::session::find_named;
-use super::{query_value, text};
+use super::session::{find_named, prompt};
+use super::{confirm, query_value, text};
 use crate::wf::client::{Client, ClientError};
 use crate::wf::Error;
 
@@ -28,6 +30,156 @@ pub fn create_user(client: &mut Client, username: &str, password: &str) -> Resul
     }
     println!("OK\n");
     println!("TIP: Assign roles with 'wf set-org-role' and 'wf set-space-role'.");
+    Ok(())
+}
+
+/// The UAA id of `username`, if the caller may read SCIM users and it exists.
+fn uaa_user_id(client: &mut Client, username: &str) -> Result<Option<String>, Error> {
+    let filter = query_value(&format!("userName eq \"{username}\""));
+    let url = format!("{}/Users?filter={filter}", client.uaa_url()?);
+    let list = client.get(&url)?;
+    Ok(list["resources"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|u| u["id"].as_str())
+        .map(str::to_string))
+}
+
+/// `wf delete-user USERNAME [-f]`: the UAA user and the controller's record of them.
+pub fn delete_user(client: &mut Client, username: &str, force: bool) -> Result<(), Error> {
+    client.require_login()?;
+    if !force && !confirm(&format!("Really delete the user {username}?")) {
+        return Ok(());
+    }
+    println!("Deleting user {username} as {}...", client.user_name());
+    let Some(id) = uaa_user_id(client, username)? else {
+        println!("User '{username}' does not exist.");
+        println!("OK");
+        return Ok(());
+    };
+    let url = format!("{}/Users/{id}", client.uaa_url()?);
+    client.delete(&url)?;
+    match client.delete(&format!("/v3/users/{id}")) {
+        Ok(()) => {}
+        // A user who never used the API is unknown to the controller.
+        Err(ClientError::Api(e)) if e.status == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf passwd`: changes the logged-in user's password (asking for the current one and
+/// the new one twice), then logs out as the cf CLI does.
+pub fn passwd(client: &mut Client) -> Result<(), Error> {
+    client.require_login()?;
+    let current = prompt("Current password", true)?;
+    let new = prompt("New password", true)?;
+    if prompt("Verify password", true)? != new {
+        return Err(Error::Failed(
+            "Password verification does not match.".into(),
+        ));
+    }
+    let token = client.config().access_token.clone().unwrap_or_default();
+    let user_id = crate::wf::client::token_claim(&token, "user_id")
+        .ok_or_else(|| Error::Failed("Only users have passwords; log in as a user.".into()))?;
+    println!("Changing password for user {}...", client.user_name());
+    let url = format!("{}/Users/{user_id}/password", client.uaa_url()?);
+    let body = json!({"oldPassword": current, "password": new});
+    match client.call(reqwest::Method::PUT, &url, Some(&body)) {
+        Ok(_) => {}
+        Err(ClientError::Api(e)) if e.status == 401 => {
+            return Err(Error::Failed("Current password did not match".into()))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    client.config_mut().clear_session();
+    client.save_config()?;
+    println!("OK");
+    println!("Please log in again");
+    Ok(())
+}
+
+/// `wf org-users ORG`: the org's users by role.
+pub fn org_users(client: &mut Client, org: &str) -> Result<(), Error> {
+    client.require_login()?;
+    println!("Getting users in org {org} as {}...\n", client.user_name());
+    let org_guid = find_org(client, org)?;
+    let sections = [
+        ("ORG MANAGER", "organization_manager"),
+        ("BILLING MANAGER", "organization_billing_manager"),
+        ("ORG AUDITOR", "organization_auditor"),
+    ];
+    print_users_by_role(client, ("organization_guids", &org_guid), &sections)
+}
+
+/// `wf space-users ORG SPACE`: the space's users by role.
+pub fn space_users(client: &mut Client, org: &str, space: &str) -> Result<(), Error> {
+    client.require_login()?;
+    println!(
+        "Getting users in org {org} / space {space} as {}...\n",
+        client.user_name()
+    );
+    let org_guid = find_org(client, org)?;
+    let space_guid = find_space(client, &org_guid, space)?;
+    let sections = [
+        ("SPACE MANAGER", "space_manager"),
+        ("SPACE DEVELOPER", "space_developer"),
+        ("SPACE AUDITOR", "space_auditor"),
+        ("SPACE SUPPORTER", "space_supporter"),
+    ];
+    print_users_by_role(client, ("space_guids", &space_guid), &sections)
+}
+
+/// The roles matching `filter`, printed per section as the cf CLI does:
+/// `  name (origin)`, or `  No <role> found`.
+fn print_users_by_role(
+    client: &mut Client,
+    filter: (&str, &str),
+    sections: &[(&str, &str)],
+) -> Result<(), Error> {
+    let roles = client.list(&format!("/v3/roles?{}={}", filter.0, query_value(filter.1)))?;
+    let mut guids: Vec<&str> = roles
+        .iter()
+        .filter_map(|r| r.pointer("/relationships/user/data/guid")?.as_str())
+        .collect();
+    guids.sort_unstable();
+    guids.dedup();
+    let users = if guids.is_empty() {
+        Vec::new()
+    } else {
+        client.list(&format!(
+            "/v3/users?guids={}",
+            query_value(&guids.join(","))
+        ))?
+    };
+    let name_of = |guid: &str| -> String {
+        users
+            .iter()
+            .find(|u| text(u, "guid") == guid)
+            .map(|u| match u["username"].as_str() {
+                Some(name) => format!("{name} ({})", text(u, "origin")),
+                None => guid.to_string(),
+            })
+            .unwrap_or_else(|| guid.to_string())
+    };
+    for (heading, kind) in sections {
+        println!("{heading}");
+        let mut names: Vec<String> = roles
+            .iter()
+            .filter(|r| text(r, "type") == *kind)
+            .filter_map(|r| r.pointer("/relationships/user/data/guid")?.as_str())
+            .map(name_of)
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            println!("  No {} found", heading.to_lowercase());
+        }
+        for name in names {
+            println!("  {name}");
+        }
+        println!();
+    }
     Ok(())
 }
 
@@ -66,21 +218,7 @@ fn role_type(role: &str, org_role: bool) -> Result<&'static str, Error> {
 /// caller may read SCIM users, else the username (which the API resolves among the
 /// users it has seen).
 fn user_data(client: &mut Client, username: &str) -> Value {
-    let filter = query_value(&format!("userName eq \"{username}\""));
-    let url = client
-        .uaa_url()
-        .map(|uaa| format!("{uaa}/Users?filter={filter}"));
-    let id = url
-        .ok()
-        .and_then(|url| client.get(&url).ok())
-        .and_then(|list| {
-            list["resources"]
-                .as_array()
-                .and_then(|r| r.first())
-                .and_then(|u| u["id"].as_str())
-                .map(str::to_string)
-        });
-    match id {
+    match uaa_user_id(client, username).ok().flatten() {
         Some(guid) => json!({"guid": guid}),
         None => json!({"username": username, "origin": "uaa"}),
     }
@@ -103,6 +241,17 @@ fn find_org(client: &mut Client, org: &str) -> Result<String, Error> {
     found
         .map(|o| text(&o, "guid").to_string())
         .ok_or_else(|| Error::Failed(format!("Organization '{org}' not found.")))
+}
+
+fn find_space(client: &mut Client, org_guid: &str, space: &str) -> Result<String, Error> {
+    find_named(
+        client,
+        "/v3/spaces",
+        &[("organization_guids", org_guid)],
+        space,
+    )?
+    .map(|s| text(&s, "guid").to_string())
+    .ok_or_else(|| Error::Failed(format!("Space '{space}' not found.")))
 }
 
 /// `wf set-org-role USERNAME ORG ROLE`.
@@ -146,14 +295,7 @@ pub fn set_space_role(
         client.user_name()
     );
     let org_guid = find_org(client, org)?;
-    let space_guid = find_named(
-        client,
-        "/v3/spaces",
-        &[("organization_guids", &org_guid)],
-        space,
-    )?
-    .map(|s| text(&s, "guid").to_string())
-    .ok_or_else(|| Error::Failed(format!("Space '{space}' not found.")))?;
+    let space_guid = find_space(client, &org_guid, space)?;
     let user = user_data(client, username);
     give_role(
         client,

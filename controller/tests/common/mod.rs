@@ -1,0 +1,171 @@
+//! The harness the API tests share: a Cloud Controller on a real BBS (over its HTTP
+//! API) and a real UAA, each on its own database of the chosen backend, called through
+//! the controller's router without sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+use wf_bbs::{Bbs, BbsConfig};
+use wf_controller::{Controller, ControllerConfig};
+use wf_db::testing::{Backend, TestDatabase};
+use wf_messaging::Bus;
+use wf_uaa::{Uaa, UaaConfig};
+
+pub struct Api {
+    router: axum::Router,
+    /// The admin's `bearer` token.
+    pub token: String,
+    /// For tests that play the cell's part (not every test binary does).
+    #[allow(dead_code)]
+    pub bbs: Arc<Bbs>,
+    pub uaa: Arc<Uaa>,
+    _dir: tempfile::TempDir,
+    cancel: CancellationToken,
+    /// The CC, BBS and UAA databases, dropped after the rest.
+    _databases: [TestDatabase; 3],
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub async fn start(backend: Backend) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let databases = [
+        backend.database().await,
+        backend.database().await,
+        backend.database().await,
+    ];
+    let [cc_db, bbs_db, uaa_db] = databases.each_ref().map(|db| db.url().to_string());
+    let bus = Bus::in_process();
+    let bbs_config = BbsConfig {
+        database_url: bbs_db,
+        ..Default::default()
+    };
+    let bbs = Bbs::open(bbs_config, bus.clone()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let bbs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bbs_client = wf_bbs::BbsClient::new(vec![format!(
+        "http://{}",
+        bbs_listener.local_addr().unwrap()
+    )])
+    .unwrap();
+    tokio::spawn({
+        let (bbs, cancel) = (bbs.clone(), cancel.clone());
+        async move { bbs.serve(bbs_listener, cancel).await }
+    });
+    let uaa = Uaa::open(UaaConfig {
+        database_url: uaa_db,
+        admin_password: "pw".into(),
+        signing_key_path: dir.path().join("key.pem"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let token = uaa
+        .password_grant("cf", "admin", "pw", None)
+        .await
+        .unwrap()
+        .access_token;
+    let logs = Arc::new(wf_loggregator::LogStore::new(1000));
+    let controller = Controller::open(
+        ControllerConfig {
+            database_url: cc_db,
+            blobstore_dir: dir.path().join("blobs"),
+            external_url: "http://cc.test".into(),
+            apps_domain: "apps.test".into(),
+            sync_interval: Duration::from_secs(1),
+            ..Default::default()
+        },
+        bbs_client,
+        bus,
+        uaa.verifier(),
+        logs,
+    )
+    .await
+    .unwrap();
+    controller.run(cancel.clone());
+    Api {
+        router: controller.router(),
+        token: format!("bearer {token}"),
+        bbs,
+        uaa,
+        _dir: dir,
+        cancel,
+        _databases: databases,
+    }
+}
+
+impl Api {
+    /// A request with the admin's token when `auth`.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        auth: bool,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let token = auth.then_some(self.token.as_str());
+        self.send_as(token, method, uri, content_type, body).await
+    }
+
+    /// A request with `token` (a `bearer ...` header value), or none.
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, _, json) = self.send(method, uri, None, body, true).await;
+        (status, json)
+    }
+
+    pub async fn get(&self, uri: &str) -> Value {
+        let (status, body) = self.call(Method::GET, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "GET {uri}: {body}");
+        body
+    }
+
+    pub async fn post(&self, uri: &str, body: Value) -> Value {
+        let (status, response) = self.call(Method::POST, uri, Some(body)).await;
+        assert!(status.is_success(), "POST {uri}: {status} {response}");
+        response
+    }
+}
