@@ -198,6 +198,9 @@ pub struct UaaArgs {
     /// The admin user's password.
     #[arg(long, env = "WFD_ADMIN_PASSWORD")]
     pub admin_password: String,
+    /// The secret of UAA's `admin` client; no such client unless given.
+    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET")]
+    pub admin_client_secret: Option<String>,
     /// PEM of the token signing key; generated there if missing.
     #[arg(long)]
     pub signing_key: PathBuf,
@@ -218,6 +221,7 @@ pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
         issuer: format!("{url}/oauth/token"),
         admin_password: args.admin_password.clone(),
         signing_key_path: args.signing_key.clone(),
+        admin_client_secret: args.admin_client_secret.clone(),
         ..Default::default()
     })
     .await

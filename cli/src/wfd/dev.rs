@@ -41,6 +41,11 @@ pub struct DevArgs {
     /// The admin user's password; else the one stored in the data dir, else a new one.
     #[arg(long, env = "WFD_ADMIN_PASSWORD")]
     pub admin_password: Option<String>,
+    /// The secret of UAA's `admin` client (client_credentials with uaa.admin,
+    /// clients.* and scim.*, for `wf auth admin SECRET --client-credentials`); no such
+    /// client unless given.
+    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET")]
+    pub admin_client_secret: Option<String>,
     /// Memory the cell offers to app instances, in MB.
     #[arg(long, default_value_t = 16_384)]
     pub cell_memory_mb: u64,
@@ -135,6 +140,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         issuer: format!("{api_url}/oauth/token"),
         admin_password: admin_password.clone(),
         signing_key_path: data_dir.join("uaa-signing-key.pem"),
+        admin_client_secret: args.admin_client_secret.clone(),
         ..Default::default()
     })
     .await
