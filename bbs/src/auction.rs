@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::models::*;
-use crate::rep::{CellState, LrpSummary, LrpWork, Work};
+use crate::rep::{CellState, LrpWork, Work};
 use crate::{db, new_guid, now_ns, task, truncate_reason, Bbs, BbsError, Changes};
 
 /// Requests arriving this close together go into one auction.
@@ -172,30 +172,36 @@ impl Bbs {
     }
 
     /// The batch's ActualLRPs that are still UNCLAIMED and desired, and its Tasks that are
-    /// still PENDING.
+    /// still PENDING. LRPs are looked up per process: its DesiredLRP and its UNCLAIMED
+    /// indices, one statement each.
     async fn waiting_work(&self, batch: Batch) -> Result<(Vec<LrpRequest>, Vec<Task>), BbsError> {
         let mut conn = self.pool.acquire().await?;
-        let mut desired: HashMap<String, Option<Arc<DesiredLrp>>> = HashMap::new();
-        let mut lrps = Vec::new();
+        let mut by_process: HashMap<String, Vec<ActualLrpKey>> = HashMap::new();
         for key in batch.lrps {
-            let waiting = db::actual_lrp(&mut conn, &key)
-                .await?
-                .is_some_and(|a| a.state == ActualLrpState::Unclaimed);
-            if !waiting {
+            by_process
+                .entry(key.process_guid.clone())
+                .or_default()
+                .push(key);
+        }
+        let mut lrps = Vec::new();
+        for (process_guid, keys) in by_process {
+            let Some(desired) = db::desired_lrp(&mut conn, &process_guid).await? else {
                 continue;
-            }
-            if !desired.contains_key(&key.process_guid) {
-                let lrp = db::desired_lrp(&mut conn, &key.process_guid).await?;
-                desired.insert(key.process_guid.clone(), lrp.map(Arc::new));
-            }
-            if let Some(Some(lrp)) = desired.get(&key.process_guid) {
-                if key.index < lrp.instances {
-                    lrps.push(LrpRequest {
+            };
+            let unclaimed: HashSet<ActualLrpKey> =
+                db::unclaimed_actual_lrp_keys(&mut conn, Some(&process_guid))
+                    .await?
+                    .into_iter()
+                    .collect();
+            let desired = Arc::new(desired);
+            lrps.extend(
+                keys.into_iter()
+                    .filter(|key| key.index < desired.instances && unclaimed.contains(key))
+                    .map(|key| LrpRequest {
                         key,
-                        desired: lrp.clone(),
-                    });
-                }
-            }
+                        desired: desired.clone(),
+                    }),
+            );
         }
         let mut tasks = Vec::new();
         for guid in batch.tasks {
@@ -293,38 +299,32 @@ pub(crate) fn schedule(
         work: vec![Work::default(); cells.len()],
         ..Default::default()
     };
-    let mut counts = process_counts(cells);
+    let mut placements = Placements::new(cells);
     let (first, mut rest): (Vec<_>, Vec<_>) = lrps.into_iter().partition(|l| l.key.index == 0);
     rest.sort_by(|a, b| {
         (a.key.index, &a.key.process_guid).cmp(&(b.key.index, &b.key.process_guid))
     });
     tasks.sort_by(|a, b| b.definition.memory_mb.cmp(&a.definition.memory_mb));
 
-    let place_lrp =
-        |cells: &mut [CellState],
-         counts: &mut [ProcessCounts],
-         lrp: LrpRequest,
-         out: &mut Schedule| match pick_cell_for_lrp(cells, counts, &lrp.desired) {
+    let place_lrp = |cells: &mut [CellState],
+                     placements: &mut Placements,
+                     lrp: LrpRequest,
+                     out: &mut Schedule| {
+        match pick_cell_for_lrp(cells, placements, &lrp.desired) {
             Ok(i) => {
-                let instance_guid = new_guid();
                 reserve(&mut cells[i], lrp.desired.memory_mb, lrp.desired.disk_mb);
-                *counts[i].entry(lrp.key.process_guid.clone()).or_default() += 1;
-                cells[i].lrps.push(LrpSummary {
-                    process_guid: lrp.key.process_guid.clone(),
-                    index: lrp.key.index,
-                    domain: lrp.key.domain.clone(),
-                    instance_guid: instance_guid.clone(),
-                });
+                placements.placed(&lrp.key.process_guid, i, cells.len());
                 out.work[i].lrps.push(LrpWork {
                     key: lrp.key,
-                    instance_guid,
+                    instance_guid: new_guid(),
                     desired: (*lrp.desired).clone(),
                 });
             }
             Err(reason) => out.failed_lrps.push((lrp.key, reason)),
-        };
+        }
+    };
     for lrp in first {
-        place_lrp(cells, &mut counts, lrp, &mut out);
+        place_lrp(cells, &mut placements, lrp, &mut out);
     }
     for task in tasks {
         match pick_cell_for_task(cells, &task.definition) {
@@ -341,7 +341,7 @@ pub(crate) fn schedule(
         }
     }
     for lrp in rest {
-        place_lrp(cells, &mut counts, lrp, &mut out);
+        place_lrp(cells, &mut placements, lrp, &mut out);
     }
     out
 }
@@ -421,54 +421,73 @@ pub(crate) fn resource_score(cell: &CellState, memory_mb: u32, disk_mb: u32) -> 
         / 3.0
 }
 
-/// How many instances of each process one cell holds.
-pub(crate) type ProcessCounts = HashMap<String, usize>;
-
-/// The [`ProcessCounts`] of each cell, counted once per auction: scoring looks them up
-/// for every cell and every instance placed.
-pub(crate) fn process_counts(cells: &[CellState]) -> Vec<ProcessCounts> {
-    cells
-        .iter()
-        .map(|cell| {
-            let mut counts = ProcessCounts::new();
-            for lrp in &cell.lrps {
-                *counts.entry(lrp.process_guid.clone()).or_default() += 1;
-            }
-            counts
-        })
-        .collect()
+/// Where the cells stand during one auction, for scoring LRPs: the cells of each zone,
+/// and how many instances of each process every cell holds, so that a placement looks
+/// its process up once rather than once per cell.
+pub(crate) struct Placements {
+    /// Cell indices by zone, zones in name order.
+    zones: Vec<Vec<usize>>,
+    /// By process guid, the instances on each cell (indexed as the cells).
+    counts: HashMap<String, Vec<u32>>,
 }
 
-fn instances_on(counts: &ProcessCounts, process_guid: &str) -> usize {
-    counts.get(process_guid).copied().unwrap_or(0)
+impl Placements {
+    pub(crate) fn new(cells: &[CellState]) -> Placements {
+        let mut zones: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut placements = Placements {
+            zones: Vec::new(),
+            counts: HashMap::new(),
+        };
+        for (i, cell) in cells.iter().enumerate() {
+            zones.entry(cell.zone.as_str()).or_default().push(i);
+            for lrp in &cell.lrps {
+                placements.placed(&lrp.process_guid, i, cells.len());
+            }
+        }
+        placements.zones = zones.into_values().collect();
+        placements
+    }
+
+    /// Counts one more instance of `process_guid` on cell `i` (of `cells`).
+    fn placed(&mut self, process_guid: &str, i: usize, cells: usize) {
+        match self.counts.get_mut(process_guid) {
+            Some(counts) => counts[i] += 1,
+            None => {
+                let mut counts = vec![0; cells];
+                counts[i] = 1;
+                self.counts.insert(process_guid.to_string(), counts);
+            }
+        }
+    }
 }
 
 /// The cell for one LRP instance: among compatible cells, zones holding the fewest
-/// instances of the process first; in a zone group, the lowest score wins. `counts`
-/// are the cells' [`process_counts`].
+/// instances of the process first; in a zone group, the lowest score wins.
 pub(crate) fn pick_cell_for_lrp(
     cells: &[CellState],
-    counts: &[ProcessCounts],
+    placements: &Placements,
     desired: &DesiredLrp,
 ) -> Result<usize, String> {
-    let mut zones: BTreeMap<&str, (usize, Vec<usize>)> = BTreeMap::new();
-    for (i, cell) in cells.iter().enumerate() {
-        if tags_match(&cell.placement_tags, &desired.placement_tags) {
-            let zone = zones.entry(cell.zone.as_str()).or_default();
-            zone.0 += instances_on(&counts[i], &desired.process_guid);
-            zone.1.push(i);
+    let counts = placements.counts.get(&desired.process_guid);
+    let instances_on = |i: usize| counts.map_or(0, |c| c[i] as usize);
+    let compatible = |i: usize| tags_match(&cells[i].placement_tags, &desired.placement_tags);
+    // (instances of the process in the zone, zone), for zones with a compatible cell.
+    let mut zones: Vec<(usize, usize)> = Vec::with_capacity(placements.zones.len());
+    for (z, members) in placements.zones.iter().enumerate() {
+        let mut members = members.iter().copied().filter(|&i| compatible(i)).peekable();
+        if members.peek().is_some() {
+            zones.push((members.map(instances_on).sum(), z));
         }
     }
     if zones.is_empty() {
         return Err(no_compatible_cell(&desired.placement_tags));
     }
-    let mut zones: Vec<(usize, Vec<usize>)> = zones.into_values().collect();
     zones.sort_by_key(|zone| zone.0);
 
     let mut lacking = None;
     let mut winner: Option<(f64, usize)> = None;
-    for (z, (instances, members)) in zones.iter().enumerate() {
-        for &i in members {
+    for (g, &(instances, z)) in zones.iter().enumerate() {
+        for &i in placements.zones[z].iter().filter(|&&i| compatible(i)) {
             let cell = &cells[i];
             let missing = missing_resources(cell, desired.memory_mb, desired.disk_mb);
             if !missing.is_empty() {
@@ -477,12 +496,12 @@ pub(crate) fn pick_cell_for_lrp(
             }
             let score = resource_score(cell, desired.memory_mb, desired.disk_mb)
                 + STARTING_CONTAINER_WEIGHT * f64::from(cell.starting_container_count)
-                + SAME_WORK_PENALTY * instances_on(&counts[i], &desired.process_guid) as f64;
+                + SAME_WORK_PENALTY * instances_on(i) as f64;
             if winner.is_none_or(|(best, _)| score < best) {
                 winner = Some((score, i));
             }
         }
-        let next_in_group = zones.get(z + 1).is_some_and(|next| next.0 == *instances);
+        let next_in_group = zones.get(g + 1).is_some_and(|next| next.0 == instances);
         if next_in_group {
             continue;
         }
@@ -529,6 +548,7 @@ mod tests {
     use wf_messaging::Bus;
 
     use super::*;
+    use crate::rep::LrpSummary;
     use crate::task::tests::staging;
     use crate::testing::*;
 
@@ -602,7 +622,7 @@ mod tests {
             instance_guid: "i0".into(),
         });
         cells[2].available_resources.memory_mb = 1024;
-        let i = pick_cell_for_lrp(&cells, &process_counts(&cells), &desired("web", 2)).unwrap();
+        let i = pick_cell_for_lrp(&cells, &Placements::new(&cells), &desired("web", 2)).unwrap();
         assert_eq!(cells[i].cell_id, "c");
     }
 
@@ -610,7 +630,7 @@ mod tests {
     fn placement_errors_use_cf_wording() {
         let mut cells = vec![cell("a", "z1", 128), cell("b", "z2", 200)];
         assert_eq!(
-            pick_cell_for_lrp(&cells, &process_counts(&cells), &desired("web", 1)),
+            pick_cell_for_lrp(&cells, &Placements::new(&cells), &desired("web", 1)),
             Err("insufficient resources: memory".to_string())
         );
         cells[0].available_resources.containers = 0;
@@ -622,7 +642,7 @@ mod tests {
         let mut tagged = desired("web", 1);
         tagged.placement_tags = vec!["gpu".into()];
         assert_eq!(
-            pick_cell_for_lrp(&cells, &process_counts(&cells), &tagged),
+            pick_cell_for_lrp(&cells, &Placements::new(&cells), &tagged),
             Err("found no compatible cell with placement tag \"gpu\"".to_string())
         );
     }

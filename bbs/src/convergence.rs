@@ -242,7 +242,7 @@ impl Bbs {
             ) {
                 match fix {
                     LrpFix::Create(key) => {
-                        lrp::create_unclaimed(&mut tx, key, now, &mut changes).await?
+                        lrp::create_unclaimed(&mut tx, [key], now, &mut changes).await?
                     }
                     LrpFix::Auction(key) => changes.auction_lrps.push(key),
                     LrpFix::Unclaim(actual) => {

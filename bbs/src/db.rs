@@ -10,8 +10,16 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::models::{ActualLrp, ActualLrpKey, CellPresence, DesiredLrp, Presence, Task};
+use crate::models::{
+    ActualLrp, ActualLrpKey, ActualLrpState, CellPresence, DesiredLrp, Presence, Task,
+};
 use crate::{ActualLrpFilter, BbsError, DesiredLrpFilter, TaskFilter};
+
+/// Rows written by one multi-row statement: far below SQLite's and PostgreSQL's limits
+/// on parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+/// Keys looked up by one statement (an `OR` of primary-key matches).
+const KEYS_PER_STATEMENT: usize = 250;
 
 fn decode<T: DeserializeOwned>(row: &AnyRow) -> Result<T, BbsError> {
     let json: String = row.try_get("json")?;
@@ -186,6 +194,68 @@ pub(crate) async fn actual_lrp_with_presence(
     row.as_ref().map(decode).transpose()
 }
 
+/// Every row at `keys`: the ORDINARY ones and their SUSPECT or EVACUATING copies, read
+/// [`KEYS_PER_STATEMENT`] keys at a time.
+pub(crate) async fn actual_lrp_rows_at(
+    conn: &mut AnyConnection,
+    keys: &[&ActualLrpKey],
+) -> Result<Vec<ActualLrp>, BbsError> {
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut sql = String::from("SELECT json FROM actual_lrps WHERE ");
+        for i in 0..chunk.len() {
+            let sep = if i == 0 { "" } else { " OR " };
+            let _ = write!(
+                sql,
+                "{sep}(process_guid = ${} AND idx = ${})",
+                2 * i + 1,
+                2 * i + 2
+            );
+        }
+        let mut query = sqlx::query(&sql);
+        for key in chunk {
+            query = query
+                .bind(key.process_guid.clone())
+                .bind(i64::from(key.index));
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.push(decode(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// The keys of the UNCLAIMED ActualLRPs, of one process or of all.
+pub(crate) async fn unclaimed_actual_lrp_keys(
+    conn: &mut AnyConnection,
+    process_guid: Option<&str>,
+) -> Result<Vec<ActualLrpKey>, BbsError> {
+    let mut sql = String::from(
+        "SELECT process_guid, idx, domain FROM actual_lrps WHERE presence = $1 AND state = $2",
+    );
+    if process_guid.is_some() {
+        sql.push_str(" AND process_guid = $3");
+    }
+    let mut query = sqlx::query(&sql)
+        .bind(Presence::Ordinary.as_str())
+        .bind(ActualLrpState::Unclaimed.as_str());
+    if let Some(process_guid) = process_guid {
+        query = query.bind(process_guid);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| {
+            let index: i64 = row.try_get("idx")?;
+            Ok(ActualLrpKey {
+                process_guid: row.try_get("process_guid")?,
+                index: u32::try_from(index)
+                    .map_err(|e| BbsError::InvalidRecord(format!("stored index {index}: {e}")))?,
+                domain: row.try_get("domain")?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn actual_lrps(
     conn: &mut AnyConnection,
     filter: &ActualLrpFilter,
@@ -203,26 +273,50 @@ pub(crate) async fn put_actual_lrp(
     conn: &mut AnyConnection,
     lrp: &ActualLrp,
 ) -> Result<(), BbsError> {
-    sqlx::query(
-        "INSERT INTO actual_lrps
-            (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (process_guid, idx, presence) DO UPDATE SET
-            domain = excluded.domain, instance_guid = excluded.instance_guid,
-            cell_id = excluded.cell_id, state = excluded.state, since = excluded.since,
-            json = excluded.json",
-    )
-    .bind(lrp.key.process_guid.clone())
-    .bind(i64::from(lrp.key.index))
-    .bind(lrp.presence.as_str())
-    .bind(lrp.key.domain.clone())
-    .bind(lrp.instance_key.instance_guid.clone())
-    .bind(lrp.instance_key.cell_id.clone())
-    .bind(lrp.state.as_str())
-    .bind(lrp.since)
-    .bind(encode(lrp)?)
-    .execute(conn)
-    .await?;
+    put_actual_lrps(conn, std::slice::from_ref(lrp)).await
+}
+
+/// Inserts or replaces `lrps`, [`ROWS_PER_STATEMENT`] in each statement.
+pub(crate) async fn put_actual_lrps(
+    conn: &mut AnyConnection,
+    lrps: &[ActualLrp],
+) -> Result<(), BbsError> {
+    const COLUMNS: usize = 9;
+    for chunk in lrps.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO actual_lrps
+                (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)
+             VALUES ",
+        );
+        for row in 0..chunk.len() {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 1..=COLUMNS {
+                let sep = if column == 1 { "" } else { ", " };
+                let _ = write!(sql, "{sep}${}", row * COLUMNS + column);
+            }
+            sql.push(')');
+        }
+        sql.push_str(
+            " ON CONFLICT (process_guid, idx, presence) DO UPDATE SET
+                domain = excluded.domain, instance_guid = excluded.instance_guid,
+                cell_id = excluded.cell_id, state = excluded.state, since = excluded.since,
+                json = excluded.json",
+        );
+        let mut query = sqlx::query(&sql);
+        for lrp in chunk {
+            query = query
+                .bind(lrp.key.process_guid.clone())
+                .bind(i64::from(lrp.key.index))
+                .bind(lrp.presence.as_str())
+                .bind(lrp.key.domain.clone())
+                .bind(lrp.instance_key.instance_guid.clone())
+                .bind(lrp.instance_key.cell_id.clone())
+                .bind(lrp.state.as_str())
+                .bind(lrp.since)
+                .bind(encode(lrp)?);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -345,6 +439,27 @@ pub(crate) async fn cell_is_present(
     Ok(row.is_some())
 }
 
+/// Pushes back the expiry of a present cell whose presence is unchanged; false if the
+/// cell is not present or its presence changed.
+pub(crate) async fn refresh_cell_presence(
+    conn: &mut AnyConnection,
+    presence: &CellPresence,
+    expires_at: i64,
+    now: i64,
+) -> Result<bool, BbsError> {
+    let result = sqlx::query(
+        "UPDATE cell_presences SET expires_at = $1
+         WHERE cell_id = $2 AND json = $3 AND expires_at > $4",
+    )
+    .bind(expires_at)
+    .bind(presence.cell_id.clone())
+    .bind(encode(presence)?)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
 pub(crate) async fn put_cell_presence(
     conn: &mut AnyConnection,
     presence: &CellPresence,
@@ -383,6 +498,21 @@ pub(crate) async fn cells(
             .fetch_all(conn)
             .await?;
     rows.iter().map(decode).collect()
+}
+
+/// The rep URL of `cell_id` if the cell is present.
+pub(crate) async fn rep_url(
+    conn: &mut AnyConnection,
+    cell_id: &str,
+    now: i64,
+) -> Result<Option<String>, BbsError> {
+    let row = sqlx::query("SELECT json FROM cell_presences WHERE cell_id = $1 AND expires_at > $2")
+        .bind(cell_id)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?;
+    let cell: Option<CellPresence> = row.as_ref().map(decode).transpose()?;
+    Ok(cell.map(|cell| cell.rep_url))
 }
 
 /// The present cells' rep URLs by cell id.

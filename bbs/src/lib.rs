@@ -13,6 +13,7 @@
 
 pub mod api;
 mod auction;
+mod claims;
 mod client;
 mod convergence;
 mod db;
@@ -138,6 +139,8 @@ pub struct Bbs {
     events: broadcast::Sender<BbsEvent>,
     /// Every write goes through it, see the module docs.
     writer: writer::Writer,
+    /// The reps' claims and starts, applied in batches by [`claims::run`].
+    claims: claims::Requests,
     auction: auction::Queue,
 }
 
@@ -148,14 +151,19 @@ impl Bbs {
         let pool = wf_db::open(&config.database_url, MIGRATIONS).await?;
         let writer = writer::Writer::new(pool.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Ok(Arc::new(Bbs {
-            rep: RepClient::new(config.rep_timeout),
-            config,
-            pool,
-            bus,
-            events,
-            writer,
-            auction: auction::Queue::default(),
+        let (claims, requests) = tokio::sync::mpsc::unbounded_channel();
+        Ok(Arc::new_cyclic(|bbs| {
+            tokio::spawn(claims::run(bbs.clone(), requests));
+            Bbs {
+                rep: RepClient::new(config.rep_timeout),
+                config,
+                pool,
+                bus,
+                events,
+                writer,
+                claims,
+                auction: auction::Queue::default(),
+            }
         }))
     }
 

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::AnyConnection;
 
 use crate::models::*;
+use crate::claims::{self, Call};
 use crate::{
     db, new_guid, now_ns, restart, truncate_reason, validate_guid, ActualLrpFilter, Bbs, BbsError,
     Changes, DesiredLrpFilter, RepCall,
@@ -146,8 +147,7 @@ impl Bbs {
         key: &ActualLrpKey,
         instance_key: &ActualLrpInstanceKey,
     ) -> Result<(), BbsError> {
-        self.change_actual(key, false, |actual, now| claim(actual, instance_key, now))
-            .await
+        claims::submit(&self.claims, key, Call::Claim(instance_key.clone())).await
     }
 
     /// The instance runs. The SUSPECT or EVACUATING instance it replaces is deleted at
@@ -159,10 +159,7 @@ impl Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: NetInfo,
     ) -> Result<(), BbsError> {
-        self.change_actual(key, true, |actual, now| {
-            start(actual, instance_key, net_info, now)
-        })
-        .await
+        claims::submit(&self.claims, key, Call::Start(instance_key.clone(), net_info)).await
     }
 
     /// A draining cell hands over its instance (Diego's EvacuateRunningActualLRP and
@@ -306,69 +303,6 @@ impl Bbs {
         self.apply(changes);
         Ok(())
     }
-
-    /// Reads the ActualLRP at `key`, applies `change` (which says whether it changed
-    /// anything), and stores and announces the result; with `replaces_copies`, the
-    /// SUSPECT and EVACUATING copies of the key held by other instances go too.
-    async fn change_actual<F>(
-        &self,
-        key: &ActualLrpKey,
-        replaces_copies: bool,
-        change: F,
-    ) -> Result<(), BbsError>
-    where
-        F: FnOnce(&mut ActualLrp, i64) -> Result<bool, BbsError>,
-    {
-        let now = now_ns();
-        let mut changes = Changes::default();
-        {
-            let mut tx = self.writer.begin().await?;
-            let mut actual = db::actual_lrp(&mut tx, key)
-                .await?
-                .ok_or_else(|| actual_not_found(key))?;
-            let before = actual.clone();
-            if !change(&mut actual, now)? {
-                return Ok(());
-            }
-            actual.modification_tag.index += 1;
-            db::put_actual_lrp(&mut tx, &actual).await?;
-            changes.events.push(BbsEvent::ActualLrpChanged {
-                before,
-                after: actual.clone(),
-            });
-            if replaces_copies {
-                drop_replaced_copies(&mut tx, &actual, now, &mut changes).await?;
-            }
-            tx.commit().await?;
-        }
-        self.apply(changes);
-        Ok(())
-    }
-}
-
-/// Deletes the SUSPECT and EVACUATING copies of `running`'s key that other instances
-/// hold (the suspect's instance is stopped if its cell is present).
-async fn drop_replaced_copies(
-    conn: &mut AnyConnection,
-    running: &ActualLrp,
-    now: i64,
-    changes: &mut Changes,
-) -> Result<(), BbsError> {
-    for presence in [Presence::Suspect, Presence::Evacuating] {
-        let copy = db::actual_lrp_with_presence(conn, &running.key, presence)
-            .await?
-            .filter(|c| c.instance_key != running.instance_key);
-        let Some(copy) = copy else { continue };
-        db::delete_actual_lrp_with_presence(conn, &copy.key, presence).await?;
-        if presence == Presence::Suspect {
-            let cells = db::rep_urls(conn, now).await?;
-            stop_on_cell(&copy, &cells, changes);
-        }
-        changes
-            .events
-            .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
-    }
-    Ok(())
 }
 
 /// Stores `copy` of an ActualLRP under `presence` (SUSPECT or EVACUATING) beside its
@@ -434,7 +368,7 @@ fn desired_not_found(process_guid: &str) -> BbsError {
     BbsError::NotFound(format!("DesiredLRP {process_guid}"))
 }
 
-fn actual_not_found(key: &ActualLrpKey) -> BbsError {
+pub(crate) fn actual_not_found(key: &ActualLrpKey) -> BbsError {
     BbsError::NotFound(format!("ActualLRP {}/{}", key.process_guid, key.index))
 }
 
@@ -477,7 +411,7 @@ pub(crate) fn unclaim(actual: &mut ActualLrp, now: i64) {
     actual.modification_tag.index += 1;
 }
 
-fn claim(
+pub(crate) fn claim(
     actual: &mut ActualLrp,
     instance_key: &ActualLrpInstanceKey,
     now: i64,
@@ -499,7 +433,7 @@ fn claim(
     Ok(true)
 }
 
-fn start(
+pub(crate) fn start(
     actual: &mut ActualLrp,
     instance_key: &ActualLrpInstanceKey,
     net_info: NetInfo,
@@ -542,29 +476,32 @@ pub(crate) async fn create_missing(
     changes: &mut Changes,
 ) -> Result<(), BbsError> {
     let have: HashSet<u32> = existing.iter().map(|a| a.key.index).collect();
-    for index in (0..desired.instances).filter(|i| !have.contains(i)) {
-        let key = ActualLrpKey {
+    let missing = (0..desired.instances)
+        .filter(|i| !have.contains(i))
+        .map(|index| ActualLrpKey {
             process_guid: desired.process_guid.clone(),
             index,
             domain: desired.domain.clone(),
-        };
-        create_unclaimed(conn, key, now, changes).await?;
-    }
-    Ok(())
+        });
+    create_unclaimed(conn, missing, now, changes).await
 }
 
+/// Creates UNCLAIMED ActualLRPs at `keys` (in multi-row statements) and queues their
+/// auction.
 pub(crate) async fn create_unclaimed(
     conn: &mut AnyConnection,
-    key: ActualLrpKey,
+    keys: impl IntoIterator<Item = ActualLrpKey>,
     now: i64,
     changes: &mut Changes,
 ) -> Result<(), BbsError> {
-    let actual = unclaimed(key, now);
-    db::put_actual_lrp(conn, &actual).await?;
-    changes.auction_lrps.push(actual.key.clone());
-    changes
-        .events
-        .push(BbsEvent::ActualLrpCreated { actual_lrp: actual });
+    let created: Vec<ActualLrp> = keys.into_iter().map(|key| unclaimed(key, now)).collect();
+    db::put_actual_lrps(conn, &created).await?;
+    for actual in created {
+        changes.auction_lrps.push(actual.key.clone());
+        changes
+            .events
+            .push(BbsEvent::ActualLrpCreated { actual_lrp: actual });
+    }
     Ok(())
 }
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::models::{ActualLrpState, CellPresence, TaskState};
-use crate::{db, duration_ns, now_ns, ActualLrpFilter, Bbs, BbsError, TaskFilter};
+use crate::models::{CellPresence, TaskState};
+use crate::{db, duration_ns, now_ns, Bbs, BbsError, TaskFilter};
 
 impl Bbs {
     pub async fn upsert_domain(&self, domain: &str, ttl: Duration) -> Result<(), BbsError> {
@@ -37,12 +37,19 @@ impl Bbs {
             ));
         }
         let now = now_ns();
+        let expires_at = now.saturating_add(duration_ns(ttl));
         let appeared = {
             let mut tx = self.writer.begin().await?;
-            let present = db::cell_is_present(&mut tx, &presence.cell_id, now).await?;
-            db::put_cell_presence(&mut tx, presence, now.saturating_add(duration_ns(ttl))).await?;
+            // The usual case, a refresh of an unchanged presence, only moves the expiry.
+            let appeared = if db::refresh_cell_presence(&mut tx, presence, expires_at, now).await? {
+                false
+            } else {
+                let present = db::cell_is_present(&mut tx, &presence.cell_id, now).await?;
+                db::put_cell_presence(&mut tx, presence, expires_at).await?;
+                !present
+            };
             tx.commit().await?;
-            !present
+            appeared
         };
         if appeared {
             tracing::info!(cell_id = %presence.cell_id, rep_url = %presence.rep_url, "cell present");
@@ -67,14 +74,12 @@ impl Bbs {
     pub(crate) async fn auction_all_waiting(&self) -> Result<(), BbsError> {
         let (lrps, tasks) = {
             let mut conn = self.pool.acquire().await?;
-            let lrps = db::actual_lrps(&mut conn, &ActualLrpFilter::default()).await?;
+            let lrps = db::unclaimed_actual_lrp_keys(&mut conn, None).await?;
             let tasks = db::tasks(&mut conn, &TaskFilter::default()).await?;
             (lrps, tasks)
         };
         self.auction.push(
-            lrps.into_iter()
-                .filter(|a| a.state == ActualLrpState::Unclaimed)
-                .map(|a| a.key),
+            lrps,
             tasks
                 .into_iter()
                 .filter(|t| t.state == TaskState::Pending)

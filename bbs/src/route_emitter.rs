@@ -1,14 +1,22 @@
 //! The route-emitter: publishes `router.register` for every RUNNING, routable ActualLRP
 //! whose DesiredLRP has `cf-router` routes, and `router.unregister` when such an instance
-//! stops or its routes change. It re-publishes every route each `register_interval` and
-//! whenever a router announces itself on `router.start`.
+//! stops or its routes change.
+//!
+//! As Diego's, it keeps its routing table in memory and updates it from the BBS's
+//! events: an ActualLRP event changes the registrations of that one instance, with the
+//! DesiredLRP's routes as last seen; a DesiredLRP event re-reads that process. It
+//! re-publishes the whole table every `register_interval` and whenever a router
+//! announces itself on `router.start`, and re-reads the whole BBS every
+//! [`SYNC_INTERVAL`] (and when it missed events) to heal any drift.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use wf_messaging::{Message, Subscription};
+use wf_messaging::{Bus, Message, Subscription};
 use wf_router::message::{RegistryMessage, REGISTER_SUBJECT, START_SUBJECT, UNREGISTER_SUBJECT};
 
 use crate::models::*;
@@ -16,6 +24,13 @@ use crate::{ActualLrpFilter, Bbs, BbsError, DesiredLrpFilter};
 
 /// The container port CF apps listen on, routed when a route names no mapped port.
 const DEFAULT_CONTAINER_PORT: u16 = 8080;
+/// How often the whole routing table is rebuilt from the BBS (Diego's `sync_interval`).
+const SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// An ActualLRP row of a process: its index and presence.
+type Slot = (u32, Presence);
+/// The registrations of one process's instances.
+type Instances = HashMap<Slot, Vec<RegistryMessage>>;
 
 /// Runs the route-emitter until `cancel`.
 pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
@@ -27,25 +42,31 @@ pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
             None
         }
     };
+    let register_interval = bbs.config.register_interval;
     let mut emitter = RouteEmitter {
-        bbs: bbs.clone(),
+        bbs,
+        desired: HashMap::new(),
         table: HashMap::new(),
     };
-    let mut ticker = tokio::time::interval(bbs.config.register_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first sync is immediate; the first re-publication one interval later.
+    let mut syncs = interval(SYNC_INTERVAL);
+    let mut emits = interval_at(Instant::now() + register_interval, register_interval);
+    for ticker in [&mut syncs, &mut emits] {
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    }
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            // The first tick is immediate: the initial sync.
-            _ = ticker.tick() => emitter.sync(true).await,
+            _ = syncs.tick() => emitter.sync().await,
+            _ = emits.tick() => {
+                emitter.emit_all().await;
+                Ok(())
+            }
             event = events.recv() => match event {
-                Ok(event) => match routing_process(&event) {
-                    Some(process_guid) => emitter.refresh(process_guid).await,
-                    None => Ok(()),
-                },
+                Ok(event) => emitter.handle(event).await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "route-emitter fell behind; resyncing");
-                    emitter.sync(false).await
+                    emitter.sync().await
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -53,7 +74,8 @@ pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
                 if start.is_none() {
                     router_starts = None;
                 }
-                emitter.sync(true).await
+                emitter.emit_all().await;
+                Ok(())
             }
         };
         if let Err(e) = result {
@@ -66,28 +88,6 @@ async fn next_message(sub: &mut Option<Subscription>) -> Option<Message> {
     match sub {
         Some(sub) => sub.next().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The process whose routes `event` may change.
-fn routing_process(event: &BbsEvent) -> Option<&str> {
-    let running = |a: &ActualLrp| a.state == ActualLrpState::Running;
-    match event {
-        BbsEvent::DesiredLrpChanged { before, after }
-            if before.routes == after.routes && before.metric_tags == after.metric_tags =>
-        {
-            None
-        }
-        BbsEvent::DesiredLrpCreated { desired_lrp }
-        | BbsEvent::DesiredLrpRemoved { desired_lrp } => Some(&desired_lrp.process_guid),
-        BbsEvent::DesiredLrpChanged { after, .. } => Some(&after.process_guid),
-        BbsEvent::ActualLrpChanged { before, after } if running(before) || running(after) => {
-            Some(&after.key.process_guid)
-        }
-        BbsEvent::ActualLrpRemoved { actual_lrp } if running(actual_lrp) => {
-            Some(&actual_lrp.key.process_guid)
-        }
-        _ => None,
     }
 }
 
@@ -136,20 +136,98 @@ fn host_port(net_info: &NetInfo, container_port: u16) -> Option<u16> {
         .or_else(|| net_info.ports.first().map(|m| m.host_port))
 }
 
+fn slot(actual: &ActualLrp) -> Slot {
+    (actual.key.index, actual.presence)
+}
+
 struct RouteEmitter {
     bbs: Arc<Bbs>,
+    /// The DesiredLRPs by process guid, as last read or announced.
+    desired: HashMap<String, DesiredLrp>,
     /// What is registered now, by process guid.
-    table: HashMap<String, Vec<RegistryMessage>>,
+    table: HashMap<String, Instances>,
 }
 
 impl RouteEmitter {
-    /// Recomputes the routes of one process from the BBS and publishes the difference.
+    /// Updates the table for one BBS event.
+    async fn handle(&mut self, event: BbsEvent) -> Result<(), BbsError> {
+        match event {
+            BbsEvent::DesiredLrpChanged { before, after }
+                if before.routes == after.routes && before.metric_tags == after.metric_tags =>
+            {
+                Ok(())
+            }
+            BbsEvent::DesiredLrpCreated { desired_lrp: lrp }
+            | BbsEvent::DesiredLrpChanged { after: lrp, .. } => {
+                self.refresh(&lrp.process_guid).await
+            }
+            BbsEvent::DesiredLrpRemoved { desired_lrp } => {
+                self.desired.remove(&desired_lrp.process_guid);
+                self.replace_process(&desired_lrp.process_guid, Instances::new())
+                    .await;
+                Ok(())
+            }
+            BbsEvent::ActualLrpCreated { actual_lrp } => self.update_instance(&actual_lrp).await,
+            BbsEvent::ActualLrpChanged { before, after } => {
+                if slot(&before) != slot(&after) {
+                    self.replace_instance(&before, Vec::new()).await;
+                }
+                self.update_instance(&after).await
+            }
+            BbsEvent::ActualLrpRemoved { actual_lrp } => {
+                self.replace_instance(&actual_lrp, Vec::new()).await;
+                Ok(())
+            }
+            BbsEvent::ActualLrpCrashed { .. }
+            | BbsEvent::TaskCreated { .. }
+            | BbsEvent::TaskChanged { .. }
+            | BbsEvent::TaskRemoved { .. } => Ok(()),
+        }
+    }
+
+    /// Recomputes the registrations of one instance from its DesiredLRP's routes; a
+    /// running instance of a process not known yet re-reads that process.
+    async fn update_instance(&mut self, actual: &ActualLrp) -> Result<(), BbsError> {
+        let wanted = match self.desired.get(&actual.key.process_guid) {
+            Some(desired) => registrations(desired, actual),
+            None if actual.state == ActualLrpState::Running => {
+                return self.refresh(&actual.key.process_guid).await;
+            }
+            None => Vec::new(),
+        };
+        self.replace_instance(actual, wanted).await;
+        Ok(())
+    }
+
+    /// Sets the registrations of `actual`'s row and publishes the difference.
+    async fn replace_instance(&mut self, actual: &ActualLrp, wanted: Vec<RegistryMessage>) {
+        let process_guid = &actual.key.process_guid;
+        let current = match self.table.get_mut(process_guid) {
+            Some(instances) if wanted.is_empty() => {
+                let current = instances.remove(&slot(actual));
+                if instances.is_empty() {
+                    self.table.remove(process_guid);
+                }
+                current
+            }
+            Some(instances) => instances.insert(slot(actual), wanted.clone()),
+            None if wanted.is_empty() => None,
+            None => {
+                let instances = Instances::from([(slot(actual), wanted.clone())]);
+                self.table.insert(process_guid.clone(), instances);
+                None
+            }
+        };
+        publish_difference(&self.bbs.bus, &current.unwrap_or_default(), &wanted).await;
+    }
+
+    /// Re-reads one process from the BBS and publishes the difference.
     async fn refresh(&mut self, process_guid: &str) -> Result<(), BbsError> {
         let filter = DesiredLrpFilter {
             process_guids: Some(vec![process_guid.to_string()]),
             ..Default::default()
         };
-        let desired = self.bbs.desired_lrps(&filter).await?;
+        let desired = self.bbs.desired_lrps(&filter).await?.pop();
         let actuals = self
             .bbs
             .actual_lrps(&ActualLrpFilter {
@@ -157,80 +235,111 @@ impl RouteEmitter {
                 ..Default::default()
             })
             .await?;
-        let wanted: Vec<RegistryMessage> = desired
-            .first()
-            .map(|d| actuals.iter().flat_map(|a| registrations(d, a)).collect())
-            .unwrap_or_default();
-        let current = self.table.remove(process_guid).unwrap_or_default();
-        self.publish_difference(&current, &wanted, false).await;
-        if !wanted.is_empty() {
-            self.table.insert(process_guid.to_string(), wanted);
+        let mut wanted = Instances::new();
+        if let Some(desired) = desired {
+            for actual in &actuals {
+                let messages = registrations(&desired, actual);
+                if !messages.is_empty() {
+                    wanted.insert(slot(actual), messages);
+                }
+            }
+            self.desired.insert(process_guid.to_string(), desired);
+        } else {
+            self.desired.remove(process_guid);
         }
+        self.replace_process(process_guid, wanted).await;
         Ok(())
     }
 
-    /// Recomputes every route; publishes the difference, or with `all` every route.
-    async fn sync(&mut self, all: bool) -> Result<(), BbsError> {
+    /// Sets the registrations of one process and publishes the difference.
+    async fn replace_process(&mut self, process_guid: &str, wanted: Instances) {
+        let current = self.table.remove(process_guid).unwrap_or_default();
+        publish_process_difference(&self.bbs.bus, &current, &wanted).await;
+        if !wanted.is_empty() {
+            self.table.insert(process_guid.to_string(), wanted);
+        }
+    }
+
+    /// Rebuilds the table from the whole BBS and publishes the difference.
+    async fn sync(&mut self) -> Result<(), BbsError> {
         let desired = self.bbs.desired_lrps(&DesiredLrpFilter::default()).await?;
         let actuals = self.bbs.actual_lrps(&ActualLrpFilter::default()).await?;
-        let by_guid: HashMap<&str, &DesiredLrp> = desired
-            .iter()
-            .map(|d| (d.process_guid.as_str(), d))
+        self.desired = desired
+            .into_iter()
+            .map(|d| (d.process_guid.clone(), d))
             .collect();
-        let mut wanted: HashMap<String, Vec<RegistryMessage>> = HashMap::new();
+        let mut wanted: HashMap<String, Instances> = HashMap::new();
         for actual in &actuals {
-            if let Some(desired) = by_guid.get(actual.key.process_guid.as_str()) {
+            if let Some(desired) = self.desired.get(&actual.key.process_guid) {
                 let messages = registrations(desired, actual);
                 if !messages.is_empty() {
                     wanted
                         .entry(actual.key.process_guid.clone())
                         .or_default()
-                        .extend(messages);
+                        .insert(slot(actual), messages);
                 }
             }
         }
         let old = std::mem::take(&mut self.table);
+        let none = Instances::new();
         for (process_guid, current) in &old {
-            let new = wanted
-                .get(process_guid)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            self.publish_difference(current, new, all).await;
+            let new = wanted.get(process_guid).unwrap_or(&none);
+            publish_process_difference(&self.bbs.bus, current, new).await;
         }
         for (process_guid, new) in &wanted {
             if !old.contains_key(process_guid) {
-                self.publish_difference(&[], new, all).await;
+                publish_process_difference(&self.bbs.bus, &none, new).await;
             }
         }
         self.table = wanted;
         Ok(())
     }
 
-    async fn publish_difference(
-        &self,
-        current: &[RegistryMessage],
-        wanted: &[RegistryMessage],
-        all: bool,
-    ) {
-        for gone in current.iter().filter(|m| !wanted.contains(m)) {
-            self.publish(UNREGISTER_SUBJECT, gone).await;
-        }
-        for message in wanted.iter().filter(|m| all || !current.contains(m)) {
-            self.publish(REGISTER_SUBJECT, message).await;
+    /// Publishes every registration in the table.
+    async fn emit_all(&self) {
+        for instances in self.table.values() {
+            for message in instances.values().flatten() {
+                publish(&self.bbs.bus, REGISTER_SUBJECT, message).await;
+            }
         }
     }
+}
 
-    async fn publish(&self, subject: &str, message: &RegistryMessage) {
-        let payload = match serde_json::to_vec(message) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot encode a route registration");
-                return;
-            }
-        };
-        if let Err(e) = self.bbs.bus.publish(subject, payload).await {
-            tracing::warn!(error = %e, subject, "cannot publish a route registration");
+async fn publish_process_difference(bus: &Bus, current: &Instances, wanted: &Instances) {
+    for (slot, messages) in current {
+        let new = wanted.get(slot).map(Vec::as_slice).unwrap_or_default();
+        publish_difference(bus, messages, new).await;
+    }
+    for (slot, messages) in wanted {
+        if !current.contains_key(slot) {
+            publish_difference(bus, &[], messages).await;
         }
+    }
+}
+
+async fn publish_difference(
+    bus: &Bus,
+    current: &[RegistryMessage],
+    wanted: &[RegistryMessage],
+) {
+    for gone in current.iter().filter(|m| !wanted.contains(m)) {
+        publish(bus, UNREGISTER_SUBJECT, gone).await;
+    }
+    for message in wanted.iter().filter(|m| !current.contains(m)) {
+        publish(bus, REGISTER_SUBJECT, message).await;
+    }
+}
+
+async fn publish(bus: &Bus, subject: &str, message: &RegistryMessage) {
+    let payload = match serde_json::to_vec(message) {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot encode a route registration");
+            return;
+        }
+    };
+    if let Err(e) = bus.publish(subject, payload).await {
+        tracing::warn!(error = %e, subject, "cannot publish a route registration");
     }
 }
 
