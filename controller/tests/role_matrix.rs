@@ -302,6 +302,41 @@ const CASES: &[Case] = &[
     case("DELETE app", Scope::Space, DEVELOPERS, |w| {
         (Method::DELETE, format!("/v3/apps/{}", w.app), None)
     }),
+    case("restart app", Scope::Space, OPERATORS, |w| {
+        (
+            Method::POST,
+            format!("/v3/apps/{}/actions/restart", w.app),
+            None,
+        )
+    })
+    // Authorized, then refused: the app has no droplet.
+    .permitted_status(422),
+    case("set droplet", Scope::Space, OPERATORS, |w| {
+        (
+            Method::PATCH,
+            format!("/v3/apps/{}/relationships/current_droplet", w.app),
+            Some(json!({"data": {"guid": "no-such-droplet"}})),
+        )
+    })
+    .permitted_status(422),
+    case("app processes", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/processes", w.app))
+    }),
+    case("app packages", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/packages", w.app))
+    }),
+    case("app builds", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/builds", w.app))
+    }),
+    case("app droplets", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/droplets", w.app))
+    }),
+    case("app tasks", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/tasks", w.app))
+    }),
+    case("app routes", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/routes", w.app))
+    }),
     case("stop app", Scope::Space, OPERATORS, |w| {
         (
             Method::POST,
@@ -397,6 +432,9 @@ const CASES: &[Case] = &[
                 "destinations": [{"app": {"guid": w.app}}],
             })),
         )
+    }),
+    case("route dests", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/routes/{}/destinations", w.route))
     }),
     // Roles.
     case(

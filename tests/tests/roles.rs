@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use wf_tests::fixtures::fixture_wasm;
 use wf_tests::platform::{Platform, Wf, ADMIN_CLIENT_SECRET};
 
 const PASSWORD: &str = "a-user-password-1";
@@ -313,4 +314,93 @@ fn users_log_in_change_their_password_and_are_deleted_with_the_cli() {
     assert!(client
         .fails(&["auth", "admin", "wrong", "--client-credentials"])
         .contains("Credentials were rejected"));
+}
+
+/// A tenant: an org and space of their own with a space developer in it.
+fn tenant(platform: &Platform, username: &str) -> Wf {
+    let admin = platform.user();
+    admin.ok(&["create-user", username, PASSWORD]);
+    admin.ok(&[
+        "set-space-role",
+        username,
+        &admin.org,
+        &admin.space,
+        "SpaceDeveloper",
+    ]);
+    let wf = Wf::new(&admin.org, &admin.space);
+    wf.login_as(platform, username, PASSWORD);
+    wf.ok(&["target", "-o", &wf.org, "-s", &wf.space]);
+    wf
+}
+
+fn path_of(fixture: &str) -> String {
+    fixture_wasm(fixture)
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
+}
+
+#[test]
+fn two_tenants_with_identically_named_apps_see_and_reach_only_their_own() {
+    let platform = Platform::shared();
+    let alice = tenant(platform, "alice");
+    let bob = tenant(platform, "bob");
+    alice.ok(&["push", "twin", "-p", &path_of("hello")]);
+    // Bob's app has the same name; its default route is Alice's, so he takes another.
+    let out = bob.fails(&["push", "twin", "-p", &path_of("hostile")]);
+    assert!(
+        out.contains("Route already exists with host 'twin'"),
+        "{out}"
+    );
+    bob.ok(&["push", "twin", "-p", &path_of("hostile"), "-n", "twin-bob"]);
+
+    // Each sees only their own.
+    let (alice_guid, bob_guid) = (alice.app_guid("twin"), bob.app_guid("twin"));
+    assert_ne!(alice_guid, bob_guid);
+    for (wf, own, other) in [
+        (&alice, &alice_guid, &bob_guid),
+        (&bob, &bob_guid, &alice_guid),
+    ] {
+        let apps = wf.curl_json(&["/v3/apps?names=twin"]);
+        let guids: Vec<&str> = apps["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|a| a["guid"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(guids, [own.as_str()], "{apps}");
+        let (status, body) = wf.api(platform, "GET", &format!("/v3/apps/{other}"), None);
+        assert_cf_error(status, &body, 404, 10010);
+        let (status, body) = wf.api(
+            platform,
+            "POST",
+            &format!("/v3/apps/{other}/actions/stop"),
+            None,
+        );
+        assert_cf_error(status, &body, 404, 10010);
+        let out = wf.ok(&["curl", &format!("/v3/apps/{other}/env")]);
+        assert!(out.contains("App not found"), "{out}");
+    }
+
+    // Through the router each route reaches its own app...
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (port, hello) = loop {
+        let stats = alice.curl_json(&[&format!("/v3/apps/{alice_guid}/processes/web")]);
+        let process = stats["guid"].as_str().unwrap_or_default().to_string();
+        let stats = alice.curl_json(&[&format!("/v3/processes/{process}/stats")]);
+        let port = stats["resources"][0]["instance_ports"][0]["external"].as_u64();
+        let hello = platform.get("twin", "/");
+        if let (Some(port), 200) = (port, hello.status) {
+            break (port, hello);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "twin never served: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(hello.body.contains("hello"), "{hello:?}");
+    let resp = platform.get("twin-bob", "/connect?addr=127.0.0.1:1");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    // ...and Bob's app cannot reach Alice's instance around it.
+    let resp = platform.get("twin-bob", &format!("/connect?addr=127.0.0.1:{port}"));
+    assert!(resp.body.starts_with("denied"), "{}", resp.body);
 }

@@ -812,6 +812,17 @@ mod tests {
             Err(TokenError::Invalid(_))
         ));
 
+        // A token for another audience (no cloud_controller scope) is not the CC's.
+        let openid_only = uaa
+            .password_grant("cf", "admin", "s3cret", Some("openid"))
+            .await
+            .unwrap()
+            .access_token;
+        assert!(matches!(
+            uaa.verifier().verify(&openid_only),
+            Err(TokenError::Invalid(_))
+        ));
+
         // Another issuer with the same key is not trusted.
         let other = TokenVerifier::from_keys(
             "http://elsewhere/oauth/token",

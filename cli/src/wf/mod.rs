@@ -240,6 +240,15 @@ pub struct PushArgs {
     /// Buildpack to stage with (repeatable)
     #[arg(short = 'b')]
     pub buildpacks: Vec<String>,
+    /// Hostname of the app's route (default: the app's name)
+    #[arg(short = 'n', long = "hostname", conflicts_with_all = ["random_route", "no_route"])]
+    pub hostname: Option<String>,
+    /// Give the app a route with a random hostname
+    #[arg(long, conflicts_with = "no_route")]
+    pub random_route: bool,
+    /// Do not map a route to the app
+    #[arg(long)]
+    pub no_route: bool,
 }
 
 /// Why a command failed; printed after `FAILED`.

@@ -80,7 +80,14 @@ pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
         )));
     }
 
-    map_default_route(client, &target, &guid, name)?;
+    if !args.no_route {
+        let host = match (&args.hostname, args.random_route) {
+            (Some(host), _) => host.clone(),
+            (None, true) => random_host(name),
+            (None, false) => route_host(name),
+        };
+        map_default_route(client, &target, &guid, name, &host)?;
+    }
 
     println!("Uploading files...");
     let package = client.post(
@@ -137,6 +144,7 @@ fn map_default_route(
     target: &SpaceTarget,
     app_guid: &str,
     name: &str,
+    host: &str,
 ) -> Result<(), Error> {
     let domains = client.list("/v3/domains")?;
     let Some(domain) = domains.iter().find(|d| is_shared(d)) else {
@@ -145,7 +153,6 @@ fn map_default_route(
     };
     let domain_guid = text(domain, "guid").to_string();
     let domain_name = text(domain, "name").to_string();
-    let host = route_host(name);
     let candidates = client.list(&format!(
         "/v3/routes?hosts={}&domain_guids={}",
         query_value(&host),
@@ -186,6 +193,15 @@ fn map_default_route(
 fn is_shared(domain: &Value) -> bool {
     domain["relationships"]["organization"]["data"].is_null()
         && domain["internal"].as_bool() != Some(true)
+}
+
+/// A host for `--random-route`: the default host with a random suffix.
+fn random_host(name: &str) -> String {
+    use rand::distributions::{Alphanumeric, DistString as _};
+    let suffix = Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 8)
+        .to_ascii_lowercase();
+    format!("{}-{suffix}", route_host(name))
 }
 
 /// The default host of an app: its name, lower-cased, with characters a hostname cannot
