@@ -6,9 +6,12 @@
 //! lines and publishes the envelopes in batches. When the channel is full, records are
 //! dropped and counted rather than slowing requests down (loggregator's rule).
 
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderValue, Method};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use wf_loggregator::{Envelope, LogType};
@@ -77,23 +80,24 @@ async fn publish(mut rx: mpsc::Receiver<Finished>, bus: Bus) {
 }
 
 /// What is known about a request when its response starts; the bytes sent and the
-/// total time are added when the response body is done.
+/// total time are added when the response body is done. Header values are kept as
+/// they are (cheap to clone) and only turned into text for the line.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AccessRecord {
     pub(crate) host: String,
     pub(crate) started_at: Option<OffsetDateTime>,
-    pub(crate) method: String,
+    pub(crate) method: Method,
     pub(crate) uri: String,
-    pub(crate) proto: String,
+    pub(crate) proto: &'static str,
     pub(crate) status: u16,
     pub(crate) bytes_received: u64,
-    pub(crate) referer: Option<String>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) remote_addr: String,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) backend_addr: Option<String>,
-    pub(crate) x_forwarded_for: Option<String>,
-    pub(crate) x_forwarded_proto: Option<String>,
-    pub(crate) vcap_request_id: String,
+    pub(crate) x_forwarded_for: Option<HeaderValue>,
+    pub(crate) x_forwarded_proto: Option<HeaderValue>,
+    pub(crate) vcap_request_id: Option<HeaderValue>,
     /// Time spent in the router before the request went to the backend.
     pub(crate) gorouter_time: Duration,
     pub(crate) app_id: Option<String>,
@@ -103,45 +107,70 @@ pub(crate) struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// The line, as Gorouter writes it.
+    /// The line, as Gorouter writes it, built in one buffer.
     pub(crate) fn line(&self, bytes_sent: u64, response_time: Duration) -> String {
-        let q = |v: &Option<String>| {
-            format!(
-                "\"{}\"",
-                v.as_deref().filter(|s| !s.is_empty()).unwrap_or("-")
-            )
-        };
-        let timestamp = self
-            .started_at
-            .and_then(|t| {
-                t.format(time::macros::format_description!(
-                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-                ))
-                .ok()
-            })
-            .unwrap_or_else(|| "-".to_string());
-        format!(
-            "{host} - [{timestamp}] \"{method} {uri} {proto}\" {status} {received} {bytes_sent} {referer} {agent} \"{remote}\" {backend} x_forwarded_for:{xff} x_forwarded_proto:{xfp} vcap_request_id:\"{rid}\" response_time:{rt:.6} gorouter_time:{gt:.6} app_id:{app} app_index:{index} instance_id:{instance} x_cf_routererror:{err}",
-            host = self.host,
-            method = self.method,
-            uri = self.uri,
-            proto = self.proto,
-            status = self.status,
-            received = self.bytes_received,
-            referer = q(&self.referer),
-            agent = q(&self.user_agent),
-            remote = self.remote_addr,
-            backend = q(&self.backend_addr),
-            xff = q(&self.x_forwarded_for),
-            xfp = q(&self.x_forwarded_proto),
-            rid = self.vcap_request_id,
-            rt = response_time.as_secs_f64(),
-            gt = self.gorouter_time.min(response_time).as_secs_f64(),
-            app = q(&self.app_id),
-            index = q(&self.app_index),
-            instance = q(&self.instance_id),
-            err = q(&self.router_error),
-        )
+        fn quoted(line: &mut String, value: Option<&str>) {
+            line.push('"');
+            line.push_str(value.filter(|s| !s.is_empty()).unwrap_or("-"));
+            line.push('"');
+        }
+        fn text(value: &Option<HeaderValue>) -> Option<&str> {
+            value.as_ref().and_then(|v| v.to_str().ok())
+        }
+        let mut line = String::with_capacity(384 + self.host.len() + self.uri.len());
+        // Writing to a String cannot fail.
+        let _ = write!(line, "{} - [", self.host);
+        match self.started_at {
+            Some(t) => {
+                let _ = write!(
+                    line,
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.nanosecond()
+                );
+            }
+            None => line.push('-'),
+        }
+        let _ = write!(
+            line,
+            "] \"{} {} {}\" {} {} {bytes_sent} ",
+            self.method, self.uri, self.proto, self.status, self.bytes_received
+        );
+        quoted(&mut line, text(&self.referer));
+        line.push(' ');
+        quoted(&mut line, text(&self.user_agent));
+        match self.remote_addr {
+            Some(addr) => {
+                let _ = write!(line, " \"{addr}\" ");
+            }
+            None => line.push_str(" \"-\" "),
+        }
+        quoted(&mut line, self.backend_addr.as_deref());
+        line.push_str(" x_forwarded_for:");
+        quoted(&mut line, text(&self.x_forwarded_for));
+        line.push_str(" x_forwarded_proto:");
+        quoted(&mut line, text(&self.x_forwarded_proto));
+        line.push_str(" vcap_request_id:");
+        quoted(&mut line, text(&self.vcap_request_id));
+        let _ = write!(
+            line,
+            " response_time:{:.6} gorouter_time:{:.6} app_id:",
+            response_time.as_secs_f64(),
+            self.gorouter_time.min(response_time).as_secs_f64()
+        );
+        quoted(&mut line, self.app_id.as_deref());
+        line.push_str(" app_index:");
+        quoted(&mut line, self.app_index.as_deref());
+        line.push_str(" instance_id:");
+        quoted(&mut line, self.instance_id.as_deref());
+        line.push_str(" x_cf_routererror:");
+        quoted(&mut line, self.router_error.as_deref());
+        line
     }
 
     /// Writes the line to the router's log and, for app routes, to the app's logs.
@@ -167,17 +196,17 @@ mod tests {
         let record = AccessRecord {
             host: "hello.apps.localhost".into(),
             started_at: Some(time::macros::datetime!(2024-01-02 03:04:05.123456789 UTC)),
-            method: "GET".into(),
+            method: Method::GET,
             uri: "/path?x=1".into(),
-            proto: "HTTP/1.1".into(),
+            proto: "HTTP/1.1",
             status: 200,
             bytes_received: 0,
-            user_agent: Some("curl/8".into()),
-            remote_addr: "127.0.0.1:5000".into(),
+            user_agent: Some(HeaderValue::from_static("curl/8")),
+            remote_addr: Some("127.0.0.1:5000".parse().unwrap()),
             backend_addr: Some("127.0.0.1:61000".into()),
-            x_forwarded_for: Some("127.0.0.1".into()),
-            x_forwarded_proto: Some("http".into()),
-            vcap_request_id: "rid".into(),
+            x_forwarded_for: Some(HeaderValue::from_static("127.0.0.1")),
+            x_forwarded_proto: Some(HeaderValue::from_static("http")),
+            vcap_request_id: Some(HeaderValue::from_static("rid")),
             gorouter_time: Duration::from_micros(150),
             app_id: Some("app-guid".into()),
             app_index: Some("0".into()),

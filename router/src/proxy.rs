@@ -164,6 +164,12 @@ impl Proxy {
         // One random draw gives the request id and, when the client sent none, the
         // trace id (Gorouter derives one from the other).
         let request_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let request_id_value = HeaderValue::from_str(
+            request_id
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        )
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
         let host = req
             .headers()
             .get(header::HOST)
@@ -171,25 +177,19 @@ impl Proxy {
             .map(str::to_string)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let header_text = |name: HeaderName| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
         let mut record = AccessRecord {
             host: host.clone(),
             started_at: Some(time::OffsetDateTime::now_utc()),
-            method: req.method().to_string(),
+            method: req.method().clone(),
             uri: req
                 .uri()
                 .path_and_query()
                 .map_or_else(|| "/".to_string(), |p| p.to_string()),
-            proto: version_text(req.version()).to_string(),
-            referer: header_text(header::REFERER),
-            user_agent: header_text(header::USER_AGENT),
-            remote_addr: remote.to_string(),
-            vcap_request_id: request_id.to_string(),
+            proto: version_text(req.version()),
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            remote_addr: Some(remote),
+            vcap_request_id: Some(request_id_value.clone()),
             ..Default::default()
         };
 
@@ -320,14 +320,14 @@ impl Proxy {
         }
         remove_hop_by_hop(&mut headers);
         headers.remove(X_CF_APP_INSTANCE);
-        add_forwarding_headers(&mut headers, remote, &record.vcap_request_id, scheme);
+        add_forwarding_headers(&mut headers, remote, request_id_value, scheme);
         trace::propagate(&mut headers, request_id.as_u128(), rand::random());
         if let Some(upgrade) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, upgrade.protocol.clone());
         }
-        record.x_forwarded_for = header_str(&headers, X_FORWARDED_FOR);
-        record.x_forwarded_proto = header_str(&headers, X_FORWARDED_PROTO);
+        record.x_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
+        record.x_forwarded_proto = headers.get(X_FORWARDED_PROTO).cloned();
         let path_and_query = record.uri.clone();
         let slot = Arc::new(BodySlot {
             body: Mutex::new(Some(body)),
@@ -423,7 +423,7 @@ impl Proxy {
                         .then(|| hyper::upgrade::on(&mut resp));
                     let (mut parts, body) = resp.into_parts();
                     let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
-                    prepare_response_headers(&mut parts.headers, &record.vcap_request_id);
+                    prepare_response_headers(&mut parts.headers, record.vcap_request_id.as_ref());
                     set_sticky_cookie(
                         &mut parts.headers,
                         endpoint,
@@ -571,7 +571,7 @@ impl Proxy {
         let resp = match result {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
-                prepare_response_headers(&mut parts.headers, &record.vcap_request_id);
+                prepare_response_headers(&mut parts.headers, record.vcap_request_id.as_ref());
                 parts.headers.remove(X_CF_PROXY_SIGNATURE);
                 Response::from_parts(parts, ResponseBody::backend(body))
             }
@@ -792,11 +792,11 @@ fn set_sticky_cookie(
 
 /// A backend's (or route service's) response headers, for the client: without
 /// hop-by-hop headers, with the request's `X-Vcap-Request-Id` unless it set one.
-fn prepare_response_headers(headers: &mut HeaderMap, request_id: &str) {
+fn prepare_response_headers(headers: &mut HeaderMap, request_id: Option<&HeaderValue>) {
     remove_hop_by_hop(headers);
-    if !headers.contains_key(X_VCAP_REQUEST_ID) {
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert(X_VCAP_REQUEST_ID, v);
+    if let Some(id) = request_id {
+        if !headers.contains_key(X_VCAP_REQUEST_ID) {
+            headers.insert(X_VCAP_REQUEST_ID, id.clone());
         }
     }
 }
@@ -927,15 +927,15 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn add_forwarding_headers(
     headers: &mut HeaderMap,
     remote: std::net::SocketAddr,
-    request_id: &str,
+    request_id: HeaderValue,
     scheme: Scheme,
 ) {
-    let client_ip = remote.ip().to_string();
-    let forwarded_for = match header_str(headers, X_FORWARDED_FOR) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
-        _ => client_ip,
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {}", remote.ip()),
+        _ => remote.ip().to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    // Owned text becomes the header value without another copy.
+    if let Ok(v) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -948,23 +948,17 @@ fn add_forwarding_headers(
             .unwrap_or_default();
         headers.insert(X_REQUEST_START, HeaderValue::from(ms as u64));
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(X_VCAP_REQUEST_ID, v);
-    }
+    headers.insert(X_VCAP_REQUEST_ID, request_id);
 }
 
 /// `X-CF-ApplicationID`, `X-CF-InstanceIndex`, `X-CF-InstanceID` of the endpoint,
 /// overwriting whatever the client sent.
 fn set_endpoint_headers(headers: &mut HeaderMap, endpoint: &Endpoint) {
-    let values = [
-        (X_CF_APPLICATION_ID, endpoint.app_id.as_deref()),
-        (X_CF_INSTANCE_INDEX, endpoint.instance_index.as_deref()),
-        (X_CF_INSTANCE_ID, Some(endpoint.instance_id.as_str())),
-    ];
-    for (name, value) in values {
-        match value.and_then(|v| HeaderValue::from_str(v).ok()) {
+    let names = [X_CF_APPLICATION_ID, X_CF_INSTANCE_INDEX, X_CF_INSTANCE_ID];
+    for (name, value) in names.into_iter().zip(endpoint.header_values()) {
+        match value {
             Some(v) => {
-                headers.insert(name, v);
+                headers.insert(name, v.clone());
             }
             None => {
                 headers.remove(name);
@@ -1175,14 +1169,24 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(X_REQUEST_START, HeaderValue::from_static("42"));
         h.insert(X_VCAP_REQUEST_ID, HeaderValue::from_static("client-chosen"));
-        add_forwarding_headers(&mut h, remote, "rid", Scheme::Http);
+        add_forwarding_headers(
+            &mut h,
+            remote,
+            HeaderValue::from_static("rid"),
+            Scheme::Http,
+        );
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_REQUEST_START], "42");
         assert_eq!(h[X_VCAP_REQUEST_ID], "rid");
 
         let mut h = HeaderMap::new();
-        add_forwarding_headers(&mut h, remote, "rid", Scheme::Https);
+        add_forwarding_headers(
+            &mut h,
+            remote,
+            HeaderValue::from_static("rid"),
+            Scheme::Https,
+        );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert!(h[X_REQUEST_START].to_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);

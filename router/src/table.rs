@@ -34,6 +34,8 @@ pub struct Endpoint {
     pub instance_index: Option<String>,
     /// `private_instance_id`, else `host:port`.
     pub instance_id: String,
+    /// `app_id`, `instance_index` and `instance_id` as header values, made once.
+    header_values: [Option<http::HeaderValue>; 3],
     active: AtomicUsize,
     /// Milliseconds since the Unix epoch of the last connect failure; 0 when none.
     failed_at_ms: AtomicU64,
@@ -66,9 +68,16 @@ impl Endpoint {
         instance_index: Option<String>,
         instance_id: String,
     ) -> Endpoint {
+        let header_values = [
+            app_id.as_deref(),
+            instance_index.as_deref(),
+            Some(instance_id.as_str()),
+        ]
+        .map(|v| v.and_then(|v| http::HeaderValue::from_str(v).ok()));
         Endpoint {
             addr,
             tls_server_name: None,
+            header_values,
             app_id,
             instance_index,
             instance_id,
@@ -76,6 +85,12 @@ impl Endpoint {
             failed_at_ms: AtomicU64::new(0),
             backoff: DEFAULT_ENDPOINT_BACKOFF,
         }
+    }
+
+    /// The values of `X-CF-ApplicationID`, `X-CF-InstanceIndex` and `X-CF-InstanceID`
+    /// for requests to this endpoint (`None`: not known, or not valid in a header).
+    pub(crate) fn header_values(&self) -> &[Option<http::HeaderValue>; 3] {
+        &self.header_values
     }
 
     /// Whether the router talks TLS to this endpoint.

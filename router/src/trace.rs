@@ -15,6 +15,15 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
 }
 
+/// The low `digits` hex digits of `value`, lower case: what `format!("{:0N$x}")` gives,
+/// without the formatting machinery (this runs on every request).
+fn hex(value: u128, digits: usize) -> String {
+    (0..digits)
+        .rev()
+        .map(|i| char::from(b"0123456789abcdef"[((value >> (4 * i)) & 0xf) as usize]))
+        .collect()
+}
+
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -39,7 +48,7 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
 /// bits: `trace_id` (128) is used when the client sent no trace, `span_id` (64) is this
 /// hop's span / parent id.
 pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
-    let span = format!("{span_id:016x}");
+    let span = hex(span_id.into(), 16);
     let b3_trace = text(headers, X_B3_TRACE_ID)
         .filter(|t| is_hex(t, 32) || is_hex(t, 16))
         .map(str::to_ascii_lowercase);
@@ -53,11 +62,12 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
         .clone()
         .or_else(|| b3_trace.clone().filter(|t| t.len() == 32))
         .or_else(|| b3_trace.clone().map(|t| format!("{t:0>32}")))
-        .unwrap_or_else(|| format!("{trace_id:032x}"));
+        .unwrap_or_else(|| hex(trace_id, 32));
 
     if !b3_valid {
+        // Owned text becomes a header value without another copy.
         let b3 = b3_trace.unwrap_or_else(|| trace.clone());
-        if let Ok(v) = HeaderValue::from_str(&b3) {
+        if let Ok(v) = HeaderValue::try_from(b3) {
             headers.insert(X_B3_TRACE_ID, v);
         }
         if let Ok(v) = HeaderValue::from_str(&span) {
@@ -69,9 +79,12 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     let flags = text(headers, TRACEPARENT)
         .filter(|_| w3c_trace.is_some())
         .and_then(|t| t.trim().rsplit('-').next())
-        .unwrap_or("01")
-        .to_string();
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        .unwrap_or("01");
+    let mut parent = String::with_capacity(6 + trace.len() + span.len() + flags.len());
+    for part in ["00-", &trace, "-", &span, "-", flags] {
+        parent.push_str(part);
+    }
+    if let Ok(v) = HeaderValue::try_from(parent) {
         headers.insert(TRACEPARENT, v);
     }
     let prior: Vec<String> = match w3c_trace {
@@ -84,12 +97,14 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
             .collect(),
         None => Vec::new(),
     };
-    let mut state = format!("gorouter={span}");
+    let mut state = String::with_capacity(25);
+    state.push_str("gorouter=");
+    state.push_str(&span);
     for entry in prior.iter().take(31) {
         state.push(',');
         state.push_str(entry);
     }
-    if let Ok(v) = HeaderValue::from_str(&state) {
+    if let Ok(v) = HeaderValue::try_from(state) {
         headers.insert(TRACESTATE, v);
     }
 }
@@ -100,6 +115,13 @@ mod tests {
 
     const TRACE: u128 = 0x0af7651916cd43dd8448eb211c80319c;
     const SPAN: u64 = 0xb7ad6b7169203331;
+
+    #[test]
+    fn hex_matches_format() {
+        assert_eq!(hex(TRACE, 32), format!("{TRACE:032x}"));
+        assert_eq!(hex(SPAN.into(), 16), format!("{SPAN:016x}"));
+        assert_eq!(hex(0xab, 16), "00000000000000ab");
+    }
 
     #[test]
     fn creates_b3_and_w3c_headers_when_absent() {
