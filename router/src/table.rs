@@ -1,5 +1,7 @@
 //! The route table: host + context path -> endpoint pools, fed by `router.register`
-//! and `router.unregister`, pruned of endpoints that stopped re-registering.
+//! and `router.unregister`, pruned of endpoints that stopped re-registering (except TLS
+//! endpoints: as in Gorouter, the certificate check keeps a stale one from serving the
+//! wrong app, so they stay until unregistered).
 //!
 //! Lookup follows Gorouter: the host is lower-cased without its port, the path is
 //! matched by the longest context path over whole segments, and `*.domain` wildcard
@@ -188,7 +190,8 @@ pub struct RouteDumpEntry {
 
 impl RegisteredEndpoint {
     fn is_stale(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.updated) > self.stale_threshold
+        !self.endpoint.is_tls()
+            && now.saturating_duration_since(self.updated) > self.stale_threshold
     }
 }
 
@@ -647,6 +650,24 @@ mod tests {
             table.lookup("app.example.com", "/", t2),
             Lookup::UnknownRoute
         );
+    }
+
+    #[test]
+    fn tls_endpoints_are_never_stale() {
+        let t0 = Instant::now();
+        let mut table = RouteTable::new(Duration::from_secs(120));
+        let mut tls = reg("tls.example.com", 1, "tls");
+        tls.tls_port = Some(61443);
+        tls.server_cert_domain_san = Some("tls-instance".into());
+        table.register(&tls, t0);
+        let later = t0 + Duration::from_secs(600);
+        assert_eq!(table.prune(later), 0);
+        assert_eq!(
+            addrs(table.lookup("tls.example.com", "/", later)),
+            ["127.0.0.1:61443"]
+        );
+        table.unregister(&tls);
+        assert_eq!(table.endpoint_count(), 0);
     }
 
     fn endpoints(lookup: Lookup) -> Vec<Arc<Endpoint>> {

@@ -88,11 +88,6 @@ impl TlsCertificate {
     ) -> Result<TlsCertificate, TlsError> {
         TlsCertificate::from_pem(domain, &read(cert_path)?, &read(key_path)?)
     }
-
-    /// The domain served, `None` for the default certificate.
-    pub fn domain(&self) -> Option<&str> {
-        self.domain.as_deref()
-    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
