@@ -1,9 +1,21 @@
-//! The blobstore: package zips (`packages/<guid>.zip`) and droplet tgzs
-//! (`droplets/<guid>.tgz`), kept as objects in an `object_store` store (a local
-//! directory today; any S3-compatible store later through object_store's `aws` feature).
-//! Uploads are streamed to a local scratch file (hashed, and for packages checked and
-//! repacked) and only then put under their final key, so a reader never sees half a
-//! blob. Also validates package bits.
+//! The blobstore: every blob the Cloud Controller keeps, in an `object_store` store (a
+//! local directory, or any S3-compatible bucket), laid out by kind as CF's buckets are:
+//!
+//! | kind | key |
+//! |---|---|
+//! | package zips | `packages/<package guid>.zip` |
+//! | droplet tgzs | `droplets/<droplet guid>.tgz` |
+//! | buildpack zips | `buildpacks/<buildpack guid>.zip` |
+//! | resource cache (files by sha1) | `resources/ab/cd/abcd...` (partitioned like CF's) |
+//! | buildpack cache | `buildpack_cache/<app guid>/<stack>.tgz` |
+//!
+//! Every blob has a recorded sha256. Uploads are streamed to a local scratch file
+//! (hashed, and for packages checked and repacked) and only then put under their final
+//! key, checked again against the recorded sha256 as they go (on S3 the server checks
+//! each request's `x-amz-checksum-sha256` too), so a reader never sees half a blob.
+//! Reads check the bytes against the recorded sha256 as they stream and hold back the
+//! last chunk until it matches: a blob that does not match is an error, never served
+//! whole. Also validates package bits.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -11,10 +23,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt as _};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectMeta, ObjectStore, PutPayload, WriteMultipart};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -26,6 +39,103 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// How much of a scratch file is read at a time.
 const READ_SIZE: usize = 256 * 1024;
 
+/// An S3-compatible bucket for the blobstore (`--blobstore s3://BUCKET`).
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// The server's URL (`http://127.0.0.1:9000` for MinIO or moto, path-style
+    /// addressing); `None` is AWS itself, at `region`'s endpoint.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a blobstore URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobstoreUrlError {
+    #[error("blobstore '{0}' is not an s3://BUCKET URL")]
+    NotS3(String),
+    #[error("blobstore '{0}': an S3 bucket name has 3 to 63 lowercase letters, digits, '.' and '-', and nothing after it")]
+    BadBucket(String),
+}
+
+/// The bucket of an `s3://BUCKET` URL.
+pub fn s3_bucket(url: &str) -> Result<String, BlobstoreUrlError> {
+    let bucket = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| BlobstoreUrlError::NotS3(url.to_string()))?;
+    let bucket = bucket.strip_suffix('/').unwrap_or(bucket);
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(BlobstoreUrlError::BadBucket(url.to_string()));
+    }
+    Ok(bucket.to_string())
+}
+
+/// What a blob holds, and so the folder it lives under (CF's bucket for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Package,
+    Droplet,
+    Buildpack,
+    Resource,
+    BuildpackCache,
+}
+
+impl BlobKind {
+    pub fn folder(self) -> &'static str {
+        match self {
+            BlobKind::Package => "packages",
+            BlobKind::Droplet => "droplets",
+            BlobKind::Buildpack => "buildpacks",
+            BlobKind::Resource => "resources",
+            BlobKind::BuildpackCache => "buildpack_cache",
+        }
+    }
+
+    /// The guid a package, droplet or buildpack key is named after, or the app guid of
+    /// a buildpack cache key; `None` for other keys (resources are named by content).
+    pub fn guid_of(self, key: &Key) -> Option<String> {
+        let parts: Vec<_> = key.parts().collect();
+        let extension = match self {
+            BlobKind::Package | BlobKind::Buildpack => ".zip",
+            BlobKind::Droplet => ".tgz",
+            BlobKind::BuildpackCache => {
+                return match parts.as_slice() {
+                    [folder, app, _stack] if folder.as_ref() == self.folder() => {
+                        Some(app.as_ref().to_string())
+                    }
+                    _ => None,
+                };
+            }
+            BlobKind::Resource => return None,
+        };
+        match parts.as_slice() {
+            [folder, name] if folder.as_ref() == self.folder() => {
+                name.as_ref().strip_suffix(extension).map(str::to_string)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub struct Blobstore {
     store: Arc<dyn ObjectStore>,
     /// Local directory for uploads in progress; never part of the store's key space
@@ -33,16 +143,28 @@ pub struct Blobstore {
     scratch: PathBuf,
 }
 
-/// A blob being read: its size and its bytes as they arrive from the store.
+/// A blob being read: its size and its bytes as they arrive from the store, checked
+/// against its recorded sha256 (a mismatch ends the stream with
+/// [`BlobError::ChecksumMismatch`] in place of the last chunk).
 pub struct Blob {
     pub size: u64,
-    pub chunks: BoxStream<'static, Result<Bytes, object_store::Error>>,
+    pub chunks: BoxStream<'static, Result<Bytes, BlobError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob {0} not found")]
     NotFound(String),
+    #[error(
+        "blob {key} does not match its recorded sha256 {expected} (its bytes hash to {actual})"
+    )]
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("'{0}' is not a hex sha1: resources are keyed by their sha1")]
+    BadResourceSha1(String),
     #[error("object store: {0}")]
     Store(object_store::Error),
     #[error("scratch file: {0}")]
@@ -59,12 +181,30 @@ impl From<object_store::Error> for BlobError {
 }
 
 impl Blobstore {
-    /// The local-directory blobstore under `root`: objects under `root`, scratch files
-    /// under `root/tmp` (cleared of uploads a previous run left behind).
-    pub async fn open(root: &Path) -> Result<Blobstore, BlobError> {
-        tokio::fs::create_dir_all(root).await?;
-        let store = LocalFileSystem::new_with_prefix(root)?;
-        Blobstore::with_store(Arc::new(store), root.join("tmp")).await
+    /// The blobstore in `s3`'s bucket, or else in the local directory `dir`. Scratch
+    /// files go under `dir/tmp` either way (cleared of uploads a previous run left
+    /// behind).
+    pub async fn open(dir: &Path, s3: Option<&S3Config>) -> Result<Blobstore, BlobError> {
+        tokio::fs::create_dir_all(dir).await?;
+        let store: Arc<dyn ObjectStore> = match s3 {
+            None => Arc::new(LocalFileSystem::new_with_prefix(dir)?),
+            Some(s3) => {
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_access_key_id(&s3.access_key_id)
+                    .with_secret_access_key(&s3.secret_access_key)
+                    .with_checksum_algorithm(Checksum::SHA256);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_virtual_hosted_style_request(false)
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                Arc::new(builder.build()?)
+            }
+        };
+        Blobstore::with_store(store, dir.join("tmp")).await
     }
 
     /// A blobstore over any object store, with `scratch` as its local scratch directory
@@ -81,13 +221,51 @@ impl Blobstore {
         Ok(Blobstore { store, scratch })
     }
 
+    // `Key::from_iter` escapes each part, so a guid cannot add levels or climb out.
+
     pub fn package_key(&self, guid: &str) -> Key {
-        // `from_iter` escapes each part, so a guid cannot add levels or climb out.
-        Key::from_iter(["packages".to_string(), format!("{guid}.zip")])
+        Key::from_iter([
+            BlobKind::Package.folder().to_string(),
+            format!("{guid}.zip"),
+        ])
     }
 
     pub fn droplet_key(&self, guid: &str) -> Key {
-        Key::from_iter(["droplets".to_string(), format!("{guid}.tgz")])
+        Key::from_iter([
+            BlobKind::Droplet.folder().to_string(),
+            format!("{guid}.tgz"),
+        ])
+    }
+
+    pub fn buildpack_key(&self, guid: &str) -> Key {
+        Key::from_iter([
+            BlobKind::Buildpack.folder().to_string(),
+            format!("{guid}.zip"),
+        ])
+    }
+
+    /// A resource cache entry, keyed by its (hex) sha1 as CF's resource matching is, and
+    /// partitioned by its first two pairs of digits: `resources/ab/cd/abcd...`.
+    pub fn resource_key(&self, sha1: &str) -> Result<Key, BlobError> {
+        let sha1 = sha1.to_ascii_lowercase();
+        if sha1.len() != 40 || !sha1.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BlobError::BadResourceSha1(sha1));
+        }
+        Ok(Key::from_iter([
+            BlobKind::Resource.folder(),
+            &sha1[0..2],
+            &sha1[2..4],
+            &sha1,
+        ]))
+    }
+
+    /// The buildpack cache an app's stagings on `stack` share.
+    pub fn buildpack_cache_key(&self, app_guid: &str, stack: &str) -> Key {
+        Key::from_iter([
+            BlobKind::BuildpackCache.folder().to_string(),
+            app_guid.to_string(),
+            format!("{stack}.tgz"),
+        ])
     }
 
     /// A fresh local scratch path for an upload in progress.
@@ -121,9 +299,10 @@ impl Blobstore {
     }
 
     /// Puts the finished scratch file `file` under `key`, streaming it in parts when it
-    /// is large; returns the hex sha256 of what it put. The blob appears under `key`
-    /// only once all of it is stored (a failed upload is aborted).
-    pub async fn put_file(&self, file: &Path, key: &Key) -> Result<String, BlobError> {
+    /// is large, and checking what it sends against `sha256` (the hex sha256 recorded
+    /// for the blob). The blob appears under `key` only once all of it is stored and
+    /// matched (a failed or mismatched upload is aborted).
+    pub async fn put_file(&self, file: &Path, key: &Key, sha256: &str) -> Result<(), BlobError> {
         let mut file = tokio::fs::File::open(file).await?;
         let size = file.metadata().await?.len();
         let mut hasher = Sha256::new();
@@ -131,8 +310,9 @@ impl Blobstore {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes).await?;
             hasher.update(&bytes);
+            check_sha256(key, sha256, hasher)?;
             self.store.put(key, PutPayload::from(bytes)).await?;
-            return Ok(hex::encode(hasher.finalize()));
+            return Ok(());
         }
         let upload = self.store.put_multipart(key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -141,7 +321,7 @@ impl Blobstore {
             loop {
                 let read = file.read(&mut buf).await?;
                 if read == 0 {
-                    return Ok(());
+                    return check_sha256(key, sha256, hasher);
                 }
                 hasher.update(&buf[..read]);
                 writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
@@ -156,26 +336,36 @@ impl Blobstore {
             return Err(e);
         }
         writer.finish().await?;
-        Ok(hex::encode(hasher.finalize()))
+        Ok(())
     }
 
-    /// Opens the blob under `key` for reading; `BlobError::NotFound` when there is none.
-    pub async fn get(&self, key: &Key) -> Result<Blob, BlobError> {
+    /// Opens the blob under `key` for reading, checked against `sha256` (the hex sha256
+    /// recorded for it) as it streams; `BlobError::NotFound` when there is none.
+    pub async fn get(&self, key: &Key, sha256: &str) -> Result<Blob, BlobError> {
         let result = self.store.get(key).await?;
         Ok(Blob {
             size: result.meta.size,
-            chunks: result.into_stream(),
+            chunks: verified(result.into_stream(), key.clone(), sha256.to_string()),
         })
     }
 
     /// The hex sha256 of the blob under `key`, read as a stream.
     pub async fn sha256(&self, key: &Key) -> Result<String, BlobError> {
-        let mut blob = self.get(key).await?;
+        let mut chunks = self.store.get(key).await?.into_stream();
         let mut hasher = Sha256::new();
-        while let Some(chunk) = blob.chunks.next().await {
+        while let Some(chunk) = chunks.next().await {
             hasher.update(&chunk?);
         }
         Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Every blob of `kind`, as the store lists it (in no particular order).
+    pub fn list(&self, kind: BlobKind) -> BoxStream<'static, Result<ObjectMeta, BlobError>> {
+        let prefix = Key::from(kind.folder());
+        self.store
+            .list(Some(&prefix))
+            .map_err(BlobError::from)
+            .boxed()
     }
 
     /// Deletes the blob under `key`; one that is not there is fine.
@@ -185,6 +375,74 @@ impl Blobstore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `Ok` when `hasher` (fed a blob's bytes) gives `expected`.
+fn check_sha256(key: &Key, expected: &str, hasher: Sha256) -> Result<(), BlobError> {
+    let actual = hex::encode(hasher.finalize());
+    if actual.eq_ignore_ascii_case(expected) {
+        return Ok(());
+    }
+    Err(BlobError::ChecksumMismatch {
+        key: key.to_string(),
+        expected: expected.to_string(),
+        actual,
+    })
+}
+
+/// `chunks`, hashed as they pass, with each chunk held back until the next arrives: the
+/// last one goes out only once the whole blob matched `sha256`, else the stream ends
+/// with the mismatch (logged, since a reader may only see a cut-off body).
+fn verified(
+    chunks: BoxStream<'static, Result<Bytes, object_store::Error>>,
+    key: Key,
+    sha256: String,
+) -> BoxStream<'static, Result<Bytes, BlobError>> {
+    struct Reading {
+        chunks: BoxStream<'static, Result<Bytes, object_store::Error>>,
+        hasher: Sha256,
+        held: Option<Bytes>,
+        key: Key,
+        sha256: String,
+    }
+    let reading = Reading {
+        chunks,
+        hasher: Sha256::new(),
+        held: None,
+        key,
+        sha256,
+    };
+    futures::stream::unfold(Some(reading), |reading| async move {
+        let mut reading = reading?;
+        loop {
+            match reading.chunks.next().await {
+                Some(Ok(chunk)) => {
+                    reading.hasher.update(&chunk);
+                    if let Some(previous) = reading.held.replace(chunk) {
+                        return Some((Ok(previous), Some(reading)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e.into()), None)),
+                None => {
+                    let Reading {
+                        hasher,
+                        held,
+                        key,
+                        sha256,
+                        ..
+                    } = reading;
+                    return match check_sha256(&key, &sha256, hasher) {
+                        Ok(()) => held.map(|last| (Ok(last), None)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "a blob is corrupt: not served");
+                            Some((Err(e), None))
+                        }
+                    };
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,9 +472,17 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 const WASM_ENTRY: &str = "app.wasm";
 
 /// Checks uploaded bits at `upload` (a zip, or a bare wasm that is wrapped into one as
-/// `app.wasm`) and writes the package zip to `dest`. `filename` names the upload in errors.
-/// Blocking: run it on a blocking thread.
-pub fn prepare_package(upload: &Path, dest: &Path, filename: &str) -> Result<(), BitsError> {
+/// `app.wasm`) and writes the package zip to `dest`; returns the zip's hex sha256.
+/// `filename` names the upload in errors. Blocking: run it on a blocking thread.
+pub fn prepare_package(upload: &Path, dest: &Path, filename: &str) -> Result<String, BitsError> {
+    write_package(upload, dest, filename)?;
+    let mut file = std::fs::File::open(dest).map_err(|e| BitsError::Io(e.to_string()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| BitsError::Io(e.to_string()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn write_package(upload: &Path, dest: &Path, filename: &str) -> Result<(), BitsError> {
     let io = |e: std::io::Error| BitsError::Io(e.to_string());
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(upload).map_err(io)?;
@@ -288,7 +554,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let upload = dir.path().join("upload");
         std::fs::write(&upload, bytes).unwrap();
-        let result = prepare_package(&upload, &dir.path().join("package.zip"), "bits.zip");
+        let dest = dir.path().join("package.zip");
+        let result = prepare_package(&upload, &dest, "bits.zip").map(|sha256| {
+            let zip = std::fs::read(&dest).unwrap();
+            assert_eq!(sha256, hex::encode(Sha256::digest(&zip)));
+        });
         (dir, result)
     }
 
@@ -338,8 +608,8 @@ mod tests {
         assert!(matches!(result, Err(BitsError::UnsafePath { .. })));
     }
 
-    async fn read_all(blobs: &Blobstore, key: &Key) -> Result<Vec<u8>, BlobError> {
-        let mut blob = blobs.get(key).await?;
+    async fn read_all(blobs: &Blobstore, key: &Key, sha256: &str) -> Result<Vec<u8>, BlobError> {
+        let mut blob = blobs.get(key, sha256).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = blob.chunks.next().await {
             bytes.extend_from_slice(&chunk?);
@@ -348,37 +618,41 @@ mod tests {
         Ok(bytes)
     }
 
+    /// Puts `data` under `key` as the API does: through a scratch file.
+    async fn put(blobs: &Blobstore, key: &Key, data: &[u8]) -> String {
+        let tmp = blobs.temp_path();
+        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.to_vec()))]);
+        let written = blobs.write_stream(&tmp, chunks).await.unwrap();
+        blobs.put_file(&tmp, key, &written).await.unwrap();
+        blobs.remove_temp(&tmp).await.unwrap();
+        written
+    }
+
     #[tokio::test]
     async fn blobs_round_trip_through_the_local_store() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("blobs");
-        let blobs = Blobstore::open(&root).await.unwrap();
+        let blobs = Blobstore::open(&root, None).await.unwrap();
         // One small blob (a single put) and one that goes up in parts.
         let small = b"\0asm\x01\0\0\0".to_vec();
         let large: Vec<u8> = (0..PART_SIZE * 2 + 12_345)
             .map(|i| (i % 251) as u8)
             .collect();
         for (guid, data) in [("p1", &small), ("p2", &large)] {
-            let tmp = blobs.temp_path();
-            let written = blobs
-                .write_stream(
-                    &tmp,
-                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data.clone()))]),
-                )
-                .await
-                .unwrap();
             let key = blobs.package_key(guid);
-            assert_eq!(blobs.put_file(&tmp, &key).await.unwrap(), written);
-            blobs.remove_temp(&tmp).await.unwrap();
-            assert_eq!(&read_all(&blobs, &key).await.unwrap(), data);
+            let written = put(&blobs, &key, data).await;
+            assert_eq!(&read_all(&blobs, &key, &written).await.unwrap(), data);
             assert_eq!(blobs.sha256(&key).await.unwrap(), written);
             assert!(root.join("packages").join(format!("{guid}.zip")).is_file());
         }
+        let listed: Vec<ObjectMeta> = blobs.list(BlobKind::Package).try_collect().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(blobs.list(BlobKind::Droplet).next().await.is_none());
 
         let key = blobs.package_key("p1");
         blobs.delete(&key).await.unwrap();
         assert!(matches!(
-            read_all(&blobs, &key).await,
+            read_all(&blobs, &key, "00").await,
             Err(BlobError::NotFound(_))
         ));
         // Deleting what is not there is fine.
@@ -388,8 +662,58 @@ mod tests {
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
     }
 
+    #[tokio::test]
+    async fn blobs_that_do_not_match_their_sha256_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let blobs = Blobstore::open(&root, None).await.unwrap();
+        let large: Vec<u8> = (0..PART_SIZE + 1).map(|i| (i % 253) as u8).collect();
+        for (guid, data) in [("d1", b"droplet".to_vec()), ("d2", large)] {
+            let key = blobs.droplet_key(guid);
+            // An upload whose bytes are not the recorded ones never appears.
+            let tmp = blobs.temp_path();
+            std::fs::write(&tmp, &data).unwrap();
+            let wrong = "ab".repeat(32);
+            let refused = blobs.put_file(&tmp, &key, &wrong).await.unwrap_err();
+            assert!(
+                matches!(refused, BlobError::ChecksumMismatch { .. }),
+                "{refused}"
+            );
+            assert!(matches!(
+                blobs.sha256(&key).await,
+                Err(BlobError::NotFound(_))
+            ));
+
+            // A stored blob changed behind the blobstore's back is an error on read,
+            // and its last chunk is never handed out.
+            let sha256 = put(&blobs, &key, &data).await;
+            let mut corrupt = data.clone();
+            corrupt[0] ^= 1;
+            std::fs::write(root.join("droplets").join(format!("{guid}.tgz")), &corrupt).unwrap();
+            let mut blob = blobs.get(&key, &sha256).await.unwrap();
+            let mut served = 0;
+            let err = loop {
+                match blob.chunks.next().await {
+                    Some(Ok(chunk)) => served += chunk.len(),
+                    Some(Err(e)) => break e,
+                    None => panic!("a corrupt blob was served whole"),
+                }
+            };
+            assert!(served < data.len());
+            assert!(
+                err.to_string()
+                    .contains("does not match its recorded sha256"),
+                "{err}"
+            );
+            assert!(matches!(
+                read_all(&blobs, &key, &sha256).await,
+                Err(BlobError::ChecksumMismatch { .. })
+            ));
+        }
+    }
+
     #[test]
-    fn keys_keep_guids_in_one_level() {
+    fn keys_follow_the_layout_and_keep_guids_in_one_level() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let blobs = Blobstore {
@@ -398,8 +722,81 @@ mod tests {
         };
         assert_eq!(blobs.package_key("g1").as_ref(), "packages/g1.zip");
         assert_eq!(blobs.droplet_key("g1").as_ref(), "droplets/g1.tgz");
+        assert_eq!(blobs.buildpack_key("b1").as_ref(), "buildpacks/b1.zip");
+        assert_eq!(
+            blobs.buildpack_cache_key("a1", "wasm").as_ref(),
+            "buildpack_cache/a1/wasm.tgz"
+        );
+        let sha1 = "ABCDEF0123456789abcdef0123456789abcdef01";
+        assert_eq!(
+            blobs.resource_key(sha1).unwrap().as_ref(),
+            "resources/ab/cd/abcdef0123456789abcdef0123456789abcdef01"
+        );
+        for bad in [
+            "abc",
+            "../../../../../../../../../../../../etc/passwd",
+            &"g".repeat(40),
+        ] {
+            assert!(matches!(
+                blobs.resource_key(bad),
+                Err(BlobError::BadResourceSha1(_))
+            ));
+        }
         let sneaky = blobs.droplet_key("../../etc/passwd");
         assert_eq!(sneaky.parts().count(), 2, "{sneaky}");
+        let sneaky = blobs.buildpack_cache_key("a/../b", "../x");
+        assert_eq!(sneaky.parts().count(), 3, "{sneaky}");
+
+        assert_eq!(
+            BlobKind::Package
+                .guid_of(&blobs.package_key("g1"))
+                .as_deref(),
+            Some("g1")
+        );
+        assert_eq!(
+            BlobKind::Droplet
+                .guid_of(&blobs.droplet_key("g1"))
+                .as_deref(),
+            Some("g1")
+        );
+        assert_eq!(
+            BlobKind::BuildpackCache
+                .guid_of(&blobs.buildpack_cache_key("a1", "wasm"))
+                .as_deref(),
+            Some("a1")
+        );
+        assert_eq!(BlobKind::Droplet.guid_of(&blobs.package_key("g1")), None);
+        assert_eq!(
+            BlobKind::Package.guid_of(&Key::from("packages/x/y.zip")),
+            None
+        );
+        assert_eq!(
+            BlobKind::Resource.guid_of(&blobs.resource_key(sha1).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn s3_urls_name_a_bucket() {
+        assert_eq!(s3_bucket("s3://cc-blobs").unwrap(), "cc-blobs");
+        assert_eq!(s3_bucket("s3://cc.blobs-1/").unwrap(), "cc.blobs-1");
+        assert!(matches!(
+            s3_bucket("/var/blobs"),
+            Err(BlobstoreUrlError::NotS3(_))
+        ));
+        for bad in [
+            "s3://",
+            "s3://ab",
+            "s3://Caps",
+            "s3://b/key",
+            "s3://-b-",
+            &format!("s3://{}", "b".repeat(64)),
+        ] {
+            assert!(
+                matches!(s3_bucket(bad), Err(BlobstoreUrlError::BadBucket(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod api;
 mod auth;
-mod blobstore;
+pub mod blobstore;
 mod db;
 mod error;
 mod logs;
@@ -24,6 +24,8 @@ use wf_loggregator::{Envelope, LogStore, LogType};
 use wf_messaging::Bus;
 use wf_uaa::TokenVerifier;
 
+pub use blobstore::S3Config;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("controller database error: {0}")]
@@ -35,8 +37,11 @@ pub enum ControllerError {
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub database_url: String,
-    /// Local blobstore root (packages, droplets).
+    /// Local blobstore root (packages, droplets, ...); with `blobstore_s3` it only holds
+    /// uploads in progress (under its `tmp`).
     pub blobstore_dir: PathBuf,
+    /// Keep blobs in this S3-compatible bucket rather than in `blobstore_dir`.
+    pub blobstore_s3: Option<S3Config>,
     /// How cells reach this API (signed blob URLs are made under it).
     pub external_url: String,
     /// The shared domain app routes go under.
@@ -53,6 +58,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             database_url: "sqlite::memory:".into(),
             blobstore_dir: PathBuf::from("blobstore"),
+            blobstore_s3: None,
             external_url: "http://127.0.0.1:9022".into(),
             apps_domain: "apps.localhost".into(),
             uaa_url: "http://127.0.0.1:9022".into(),
@@ -92,7 +98,7 @@ impl Controller {
         db.ensure_shared_domain(&config.apps_domain)
             .await
             .map_err(|e| ControllerError::Database(e.to_string()))?;
-        let blobs = blobstore::Blobstore::open(&config.blobstore_dir)
+        let blobs = blobstore::Blobstore::open(&config.blobstore_dir, config.blobstore_s3.as_ref())
             .await
             .map_err(|e| ControllerError::Blobstore(e.to_string()))?;
         let base_url = config.external_url.trim_end_matches('/').to_string();

@@ -138,14 +138,17 @@ fn check(controller: &Controller, uri: &Uri, signed: &Signed) -> Result<(), ApiE
         .map_err(|e| ApiError::NotAuthorized(format!("Signature verification failed: {e}")))
 }
 
-/// Streams the blob under `key` as the response; a 404 naming `what` when it is missing.
+/// Streams the blob under `key` as the response, checked against its recorded
+/// `sha256` (no checksum: not uploaded yet); a 404 naming `what` when it is missing.
 async fn serve_blob(
     controller: &Controller,
     key: object_store::path::Path,
+    sha256: Option<&str>,
     content_type: &'static str,
     what: &str,
 ) -> Result<Response, ApiError> {
-    let blob = match controller.blobs.get(&key).await {
+    let sha256 = sha256.ok_or_else(|| ApiError::not_found(what))?;
+    let blob = match controller.blobs.get(&key, sha256).await {
         Ok(blob) => blob,
         Err(BlobError::NotFound(_)) => return Err(ApiError::not_found(what)),
         Err(e) => return Err(e.into()),
@@ -176,7 +179,8 @@ async fn download_package(
         return Err(ApiError::not_found("Package bits"));
     }
     let key = controller.blobs.package_key(&guid);
-    serve_blob(&controller, key, "application/zip", "Package bits").await
+    let sha256 = package.checksum.as_deref();
+    serve_blob(&controller, key, sha256, "application/zip", "Package bits").await
 }
 
 async fn download_droplet(
@@ -186,8 +190,14 @@ async fn download_droplet(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     check(&controller, &uri, &signed)?;
+    let droplet: Droplet = controller
+        .db
+        .get(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Droplet"))?;
     let key = controller.blobs.droplet_key(&guid);
-    serve_blob(&controller, key, "application/gzip", "Droplet bits").await
+    let sha256 = droplet.checksum.as_deref();
+    serve_blob(&controller, key, sha256, "application/gzip", "Droplet bits").await
 }
 
 /// The cell's upload of a staged droplet; accepted while its build is staging.
@@ -217,7 +227,7 @@ async fn upload_droplet(
     let stored = match written {
         Ok(checksum) => controller
             .blobs
-            .put_file(&tmp, &controller.blobs.droplet_key(&guid))
+            .put_file(&tmp, &controller.blobs.droplet_key(&guid), &checksum)
             .await
             .map(|_| checksum)
             .map_err(ApiError::from),

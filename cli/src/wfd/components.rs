@@ -231,6 +231,55 @@ pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
     serve(listener, uaa.router(), cancel).await
 }
 
+/// An S3-compatible blobstore for the Cloud Controller (`wfd controller`, `wfd dev`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BlobstoreArgs {
+    /// `s3://BUCKET`: keep blobs in an S3-compatible bucket rather than a local
+    /// directory, with the keys in WFD_BLOBSTORE_ACCESS_KEY_ID and
+    /// WFD_BLOBSTORE_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "s3://BUCKET")]
+    pub blobstore: Option<String>,
+    /// The S3 server's URL, e.g. `http://minio.example:9000` (path-style addressing);
+    /// unset: AWS S3 itself.
+    #[arg(long, value_name = "URL", requires = "blobstore")]
+    pub blobstore_endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(long, default_value = "us-east-1")]
+    pub blobstore_region: String,
+}
+
+impl BlobstoreArgs {
+    /// The bucket `--blobstore` names, with its keys from the environment (never from
+    /// flags, which `ps` shows); `None` without `--blobstore`.
+    pub fn s3(&self) -> anyhow::Result<Option<wf_controller::S3Config>> {
+        let Some(url) = &self.blobstore else {
+            return Ok(None);
+        };
+        let bucket = wf_controller::blobstore::s3_bucket(url)?;
+        if let Some(endpoint) = &self.blobstore_endpoint {
+            let parsed = reqwest::Url::parse(endpoint)
+                .with_context(|| format!("--blobstore-endpoint '{endpoint}' is not a URL"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+                "--blobstore-endpoint '{endpoint}' is not an http(s) URL"
+            );
+        }
+        let key = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("--blobstore {url} needs {name} in the environment"))
+        };
+        Ok(Some(wf_controller::S3Config {
+            bucket,
+            endpoint: self.blobstore_endpoint.clone(),
+            region: self.blobstore_region.clone(),
+            access_key_id: key("WFD_BLOBSTORE_ACCESS_KEY_ID")?,
+            secret_access_key: key("WFD_BLOBSTORE_SECRET_ACCESS_KEY")?,
+        }))
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControllerArgs {
     /// `postgres://...` or `sqlite://path?mode=rwc`.
@@ -247,9 +296,11 @@ pub struct ControllerArgs {
     /// The BBS API, comma-separated URLs.
     #[arg(long, env = "WFD_BBS_URL", value_delimiter = ',', required = true)]
     pub bbs_url: Vec<String>,
-    /// Local blobstore root.
+    /// Local blobstore root; with `--blobstore s3://...` it only holds uploads in progress.
     #[arg(long, default_value = "./.wasmfoundry-blobstore")]
     pub blobstore_dir: PathBuf,
+    #[command(flatten)]
+    pub blobstore: BlobstoreArgs,
     /// Holds the key of signed blob URLs; generated there if missing.
     #[arg(long, default_value = "./.wasmfoundry-blob-signing-secret")]
     pub signing_secret_file: PathBuf,
@@ -278,6 +329,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         wf_controller::ControllerConfig {
             database_url: args.database_url.clone(),
             blobstore_dir: args.blobstore_dir.clone(),
+            blobstore_s3: args.blobstore.s3()?,
             external_url: args.external_url.clone(),
             uaa_url: args.uaa_url.clone(),
             apps_domain: args.apps_domain.clone(),

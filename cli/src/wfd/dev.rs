@@ -21,6 +21,8 @@ pub struct DevArgs {
     /// Where the databases, blobstore and cell state live.
     #[arg(long, default_value = "./.wasmfoundry", env = "WFD_DATA_DIR")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub blobstore: super::components::BlobstoreArgs,
     /// Port of the CC V3 API, UAA and the log cache (0: any free port).
     #[arg(long, default_value_t = 9022)]
     pub api_port: u16,
@@ -150,6 +152,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         wf_controller::ControllerConfig {
             database_url: sqlite_url(&data_dir.join("cc.db")),
             blobstore_dir: data_dir.join("blobstore"),
+            blobstore_s3: args.blobstore.s3()?,
             external_url: api_url.clone(),
             uaa_url: api_url.clone(),
             apps_domain: args.apps_domain.clone(),

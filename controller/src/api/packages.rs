@@ -257,7 +257,7 @@ async fn put_package(
     filename: String,
 ) -> Result<String, ApiError> {
     let (upload_path, staged_path) = (upload.to_path_buf(), staged.to_path_buf());
-    tokio::task::spawn_blocking(move || {
+    let checksum = tokio::task::spawn_blocking(move || {
         blobstore::prepare_package(&upload_path, &staged_path, &filename)
     })
     .await
@@ -266,9 +266,13 @@ async fn put_package(
         BitsError::Io(cause) => ApiError::Internal(cause),
         refused => ApiError::unprocessable(refused.to_string()),
     })?;
-    let checksum = controller
+    controller
         .blobs
-        .put_file(staged, &controller.blobs.package_key(&package.guid))
+        .put_file(
+            staged,
+            &controller.blobs.package_key(&package.guid),
+            &checksum,
+        )
         .await?;
     Ok(checksum)
 }
