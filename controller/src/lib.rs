@@ -8,6 +8,7 @@ pub mod blobstore;
 mod db;
 mod error;
 mod logs;
+pub mod manifest;
 mod nsync;
 mod signed_urls;
 mod staging;

@@ -224,7 +224,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    pub name: String,
+    /// The app to push (default: every app of the manifest)
+    pub name: Option<String>,
+    /// Path to a manifest file, or a folder holding manifest.yml
+    #[arg(short = 'f')]
+    pub manifest: Option<PathBuf>,
+    /// Ignore manifest.yml in the current directory
+    #[arg(long)]
+    pub no_manifest: bool,
     /// Path to a .wasm file, a .zip, or an app directory (default: the current directory)
     #[arg(short = 'p')]
     pub path: Option<PathBuf>,
@@ -405,7 +412,7 @@ mod tests {
         .unwrap();
         match cli.command {
             Command::Push(args) => {
-                assert_eq!(args.name, "hello");
+                assert_eq!(args.name.as_deref(), Some("hello"));
                 assert_eq!(args.instances, Some(3));
                 assert_eq!(args.memory.as_deref(), Some("256M"));
                 assert!(args.no_start);

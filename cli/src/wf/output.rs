@@ -67,27 +67,8 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Megabytes of a memory or disk size as typed on the command line: `256M`, `256MB`,
-/// `1G`, `1GB`, or a bare number of megabytes.
-pub fn parse_megabytes(input: &str) -> Result<u64, String> {
-    let upper = input.trim().to_ascii_uppercase();
-    let (digits, factor) =
-        if let Some(n) = upper.strip_suffix("GB").or_else(|| upper.strip_suffix('G')) {
-            (n, 1024)
-        } else if let Some(n) = upper.strip_suffix("MB").or_else(|| upper.strip_suffix('M')) {
-            (n, 1)
-        } else {
-            (upper.as_str(), 1)
-        };
-    match digits.trim().parse::<u64>() {
-        Ok(n) if n > 0 => n
-            .checked_mul(factor)
-            .ok_or_else(|| format!("Memory size '{input}' is too large.")),
-        _ => Err(format!(
-            "Invalid memory size '{input}': use a positive number with M or G, e.g. 256M or 1G."
-        )),
-    }
-}
+/// Sizes as CF writes them (`256M`, `1G`), in MB: the manifest parser's rule.
+pub use wf_controller::manifest::megabytes as parse_megabytes;
 
 #[cfg(test)]
 mod tests {
@@ -124,16 +105,5 @@ mod tests {
         assert_eq!(bytes(256 << 20), "256M");
         assert_eq!(bytes((12 << 20) + (300 << 10)), "12.3M");
         assert_eq!(bytes(1 << 30), "1G");
-    }
-
-    #[test]
-    fn parses_memory_sizes() {
-        assert_eq!(parse_megabytes("256M"), Ok(256));
-        assert_eq!(parse_megabytes("256mb"), Ok(256));
-        assert_eq!(parse_megabytes("1G"), Ok(1024));
-        assert_eq!(parse_megabytes("512"), Ok(512));
-        assert!(parse_megabytes("0M").is_err());
-        assert!(parse_megabytes("lots").is_err());
-        assert!(parse_megabytes("-1G").is_err());
     }
 }

@@ -184,7 +184,7 @@ pub async fn create(
                 ("environment_variables", db::to_json_text(&env)),
                 ("droplet_guid", Arg::Null),
                 ("created_at", now.clone().into()),
-                ("updated_at", now.clone().into()),
+                ("updated_at", now.into()),
             ],
         )
         .await;
@@ -193,14 +193,29 @@ pub async fn create(
         other => other?,
     }
     // The web process shares the app's guid, as in CF.
+    insert_process(&controller, &guid, &guid, "web").await?;
+    controller.emit_log(&guid, "API", &format!("Created app with guid {guid}"));
+    let app = load_app(&controller, &user, &guid).await?;
+    Ok(created(present_app(&controller, &app)))
+}
+
+/// A new process of `app_guid` with CF's defaults (one instance of the default memory
+/// and disk, port health check).
+pub async fn insert_process(
+    controller: &Controller,
+    app_guid: &str,
+    guid: &str,
+    process_type: &str,
+) -> Result<(), ApiError> {
+    let now = db::now();
     controller
         .db
         .insert(
             "processes",
             vec![
-                ("guid", guid.clone().into()),
-                ("app_guid", guid.clone().into()),
-                ("type", "web".into()),
+                ("guid", guid.into()),
+                ("app_guid", app_guid.into()),
+                ("type", process_type.into()),
                 ("command", Arg::Null),
                 ("instances", Arg::Int(1)),
                 ("memory_in_mb", Arg::Int(DEFAULT_MEMORY_MB)),
@@ -212,9 +227,7 @@ pub async fn create(
             ],
         )
         .await?;
-    controller.emit_log(&guid, "API", &format!("Created app with guid {guid}"));
-    let app = load_app(&controller, &user, &guid).await?;
-    Ok(created(present_app(&controller, &app)))
+    Ok(())
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {

@@ -4,6 +4,7 @@
 
 mod apps;
 mod builds;
+mod manifests;
 mod orgs;
 mod packages;
 mod processes;
@@ -84,6 +85,15 @@ pub fn router(controller: Arc<Controller>) -> Router {
             get(apps::current_droplet),
         )
         .route("/v3/apps/{guid}/env", get(apps::env))
+        .route("/v3/apps/{guid}/manifest", get(manifests::app_manifest))
+        .route(
+            "/v3/spaces/{guid}/actions/apply_manifest",
+            post(manifests::apply_manifest),
+        )
+        .route(
+            "/v3/spaces/{guid}/manifest_diff",
+            post(manifests::manifest_diff),
+        )
         .route(
             "/v3/apps/{guid}/environment_variables",
             get(apps::environment_variables).patch(apps::update_environment_variables),
@@ -440,6 +450,17 @@ pub async fn load_app_to(
 /// Records a finished asynchronous operation and answers `202 Accepted` pointing at
 /// its job (the work itself is done by the time the client polls).
 pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult {
+    new_job(controller, operation, JobState::Complete)
+        .await
+        .map(|(_, accepted)| accepted)
+}
+
+/// Records a job in `state`; its guid, and the `202 Accepted` pointing at it.
+pub async fn new_job(
+    controller: &Controller,
+    operation: &str,
+    state: JobState,
+) -> Result<(String, Response), ApiError> {
     let guid = db::new_guid();
     let now = db::now();
     controller
@@ -449,7 +470,7 @@ pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult
             vec![
                 ("guid", guid.clone().into()),
                 ("operation", operation.into()),
-                ("state", JobState::Complete.into()),
+                ("state", state.into()),
                 ("errors", "[]".into()),
                 ("created_at", now.clone().into()),
                 ("updated_at", now.into()),
@@ -457,7 +478,8 @@ pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult
         )
         .await?;
     let location = format!("{}/v3/jobs/{guid}", controller.base_url);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response())
+    let accepted = (StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response();
+    Ok((guid, accepted))
 }
 
 #[cfg(test)]

@@ -256,7 +256,7 @@ fn route_urls(routes: &[Value], app_guid: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn maps_app(route: &Value, app_guid: &str) -> bool {
+fn maps_app(route: &Value, app_guid: &str) -> bool {
     route["destinations"].as_array().is_some_and(|d| {
         d.iter()
             .any(|d| d["app"]["guid"].as_str() == Some(app_guid))

@@ -1,37 +1,31 @@
-//! `wf push`: creates the app if needed, maps its default route, uploads the bits,
-//! stages them (tracing the staging logs), sets the droplet, scales, starts, and waits
-//! for a running instance, as `cf push` does.
+//! `wf push`: as `cf push` (v7+) does, turns the manifest (`-f FILE`, else
+//! `manifest.yml` in the current directory) and the flags into one app's manifest and
+//! applies it (`apply_manifest`: the app, its environment, processes and routes), then
+//! uploads the bits, stages them (tracing the staging logs), sets the droplet, starts
+//! the app and waits for a running instance. Without a name, every app of the manifest
+//! is pushed in turn.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
+use wf_controller::manifest::{self, AppManifest, Manifest, RouteManifest};
 
-use super::apps::{maps_app, summary, wait_until_running};
+use super::apps::{summary, wait_until_running};
 use super::logs::{payload_lines, LogTail};
-use super::{find_app, query_value, space_target, text, SpaceTarget};
+use super::{find_app, space_target, text, SpaceTarget};
 use crate::wf::client::{Client, ClientError, Poll};
-use crate::wf::output::parse_megabytes;
 use crate::wf::{package, Error, PushArgs};
 
 /// How long the API may take to process uploaded bits.
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long staging may take.
 const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The manifest file names looked for when `-f` is not given.
+const MANIFEST_NAMES: &[&str] = &["manifest.yml", "manifest.yaml"];
 
 pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
     let target = space_target(client)?;
-    let name = args.name.as_str();
-    let memory = args
-        .memory
-        .as_deref()
-        .map(parse_megabytes)
-        .transpose()
-        .map_err(Error::Failed)?;
-    let path = match &args.path {
-        Some(p) => p.clone(),
-        None => std::env::current_dir()
-            .map_err(|e| Error::Failed(format!("Cannot read the current directory: {e}")))?,
-    };
     if client
         .get_optional(&format!("/v3/spaces/{}", target.space.guid))?
         .is_none()
@@ -41,53 +35,154 @@ pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
             target.space.name
         )));
     }
-    println!("Pushing app {name} to {}...", target.describe());
-    println!("Packaging files to upload...");
-    let bits = package::package(&path)?;
+    for (app, path) in plan(&args)? {
+        push_app(client, &target, &args, app, &path)?;
+    }
+    Ok(())
+}
 
-    let existing = find_app(client, &target, name)?;
-    let was_started = existing
-        .as_ref()
-        .is_some_and(|a| text(a, "state") == "STARTED");
-    let app = match existing {
-        Some(app) => {
-            println!("Updating app {name}...");
-            if !args.buildpacks.is_empty() {
-                let lifecycle = lifecycle(&args.buildpacks);
-                client.patch(
-                    &format!("/v3/apps/{}", text(&app, "guid")),
-                    &json!({ "lifecycle": lifecycle }),
-                )?;
-            }
-            app
+/// The apps to push with the folder of each: the manifest's (all of them, or the named
+/// one) with the flags applied, or just the named app.
+fn plan(args: &PushArgs) -> Result<Vec<(AppManifest, PathBuf)>, Error> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Failed(format!("Cannot read the current directory: {e}")))?;
+    let manifest_path = match (&args.manifest, args.no_manifest) {
+        (Some(_), true) => {
+            return Err(Error::Failed(
+                "Incorrect Usage: '-f' and '--no-manifest' cannot be used together.".into(),
+            ))
         }
-        None => {
-            println!("Creating app {name}...");
-            client.post(
-                "/v3/apps",
-                &json!({
-                    "name": name,
-                    "lifecycle": lifecycle(&args.buildpacks),
-                    "relationships": {"space": {"data": {"guid": target.space.guid}}}
-                }),
-            )?
+        (Some(path), false) if path.is_dir() => Some(find_manifest(path).ok_or_else(|| {
+            Error::Failed(format!("No manifest.yml found in {}", path.display()))
+        })?),
+        (Some(path), false) => Some(path.clone()),
+        (None, false) => find_manifest(&cwd),
+        (None, true) => None,
+    };
+    let (apps, base) = match &manifest_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Failed(format!("Cannot read the manifest {}: {e}", path.display()))
+            })?;
+            let manifest: Manifest = manifest::parse(&text).map_err(|e| {
+                Error::Failed(format!("The manifest {} is invalid: {e}", path.display()))
+            })?;
+            let base = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| cwd.clone());
+            (manifest.applications, base)
+        }
+        None => (Vec::new(), cwd.clone()),
+    };
+    let mut selected: Vec<AppManifest> = match (&args.name, apps.is_empty()) {
+        (Some(name), true) => vec![AppManifest {
+            name: name.clone(),
+            ..AppManifest::default()
+        }],
+        (Some(name), false) => vec![apps
+            .into_iter()
+            .find(|a| a.name == *name)
+            .ok_or_else(|| Error::Failed(format!("Could not find app named '{name}' in manifest")))?],
+        (None, false) => apps,
+        (None, true) => {
+            return Err(Error::Failed(
+                "Incorrect Usage: the required argument `APP_NAME` was not provided (or use a manifest)".into(),
+            ))
         }
     };
-    let guid = text(&app, "guid").to_string();
-    if guid.is_empty() {
-        return Err(Error::Failed(format!(
-            "The API did not return a guid for app '{name}'."
-        )));
+    let flags = args.instances.is_some()
+        || args.memory.is_some()
+        || !args.buildpacks.is_empty()
+        || args.hostname.is_some()
+        || args.random_route
+        || args.no_route
+        || args.path.is_some();
+    if flags && selected.len() > 1 {
+        return Err(Error::Failed(
+            "Incorrect Usage: flags cannot be used with a manifest of several apps; name the app to push.".into(),
+        ));
     }
-
-    if !args.no_route {
-        let host = match (&args.hostname, args.random_route) {
-            (Some(host), _) => host.clone(),
-            (None, true) => random_host(name),
-            (None, false) => route_host(name),
+    let mut planned = Vec::new();
+    for mut app in selected.drain(..) {
+        apply_flags(&mut app, args)?;
+        let path = match (&args.path, &app.path) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => base.join(p),
+            (None, None) => cwd.clone(),
         };
-        map_default_route(client, &target, &guid, name, &host)?;
+        app.path = None;
+        planned.push((app, path));
     }
+    Ok(planned)
+}
+
+fn find_manifest(dir: &Path) -> Option<PathBuf> {
+    MANIFEST_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+/// The command line wins over the manifest; an app with no route configured gets its
+/// default route.
+fn apply_flags(app: &mut AppManifest, args: &PushArgs) -> Result<(), Error> {
+    if let Some(n) = args.instances {
+        app.web.instances = Some(i64::from(n));
+    }
+    if let Some(memory) = &args.memory {
+        manifest::megabytes(memory).map_err(Error::Failed)?;
+        app.web.memory = Some(memory.clone());
+    }
+    if !args.buildpacks.is_empty() {
+        app.buildpacks = Some(args.buildpacks.clone());
+    }
+    if args.no_route {
+        app.no_route = Some(true);
+        app.routes = None;
+        app.random_route = None;
+    }
+    if args.random_route {
+        app.random_route = Some(true);
+        app.routes = None;
+    }
+    if let Some(host) = &args.hostname {
+        // A host on the default domain: the API picks the domain for a bare host.
+        app.routes = Some(vec![RouteManifest {
+            route: format!("{host}.{{default}}"),
+        }]);
+    }
+    let routed = app.routes.as_ref().is_some_and(|r| !r.is_empty())
+        || app.no_route == Some(true)
+        || app.random_route == Some(true);
+    if !routed {
+        app.default_route = Some(true);
+    }
+    Ok(())
+}
+
+fn push_app(
+    client: &mut Client,
+    target: &SpaceTarget,
+    args: &PushArgs,
+    mut app: AppManifest,
+    path: &Path,
+) -> Result<(), Error> {
+    let name = app.name.clone();
+    println!("Pushing app {name} to {}...", target.describe());
+    println!("Packaging files to upload...");
+    let bits = package::package(path)?;
+    resolve_default_domain(client, &mut app)?;
+
+    let was_started = find_app(client, target, &name)?
+        .as_ref()
+        .is_some_and(|a| text(a, "state") == "STARTED");
+    println!("Applying manifest to app {name}...");
+    apply_manifest(client, target, &app)?;
+    let guid = find_app(client, target, &name)?
+        .map(|a| text(&a, "guid").to_string())
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| Error::Failed(format!("App '{name}' was not created.")))?;
 
     println!("Uploading files...");
     let package = client.post(
@@ -106,20 +201,6 @@ pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
         &json!({"data": {"guid": droplet_guid}}),
     )?;
 
-    if args.instances.is_some() || memory.is_some() {
-        let mut scale = serde_json::Map::new();
-        if let Some(n) = args.instances {
-            scale.insert("instances".into(), json!(n));
-        }
-        if let Some(mb) = memory {
-            scale.insert("memory_in_mb".into(), json!(mb));
-        }
-        client.post(
-            &format!("/v3/apps/{guid}/processes/web/actions/scale"),
-            &Value::Object(scale),
-        )?;
-    }
-
     if !args.no_start {
         if was_started {
             println!("Stopping app {name}...");
@@ -127,98 +208,70 @@ pub fn push(client: &mut Client, args: PushArgs) -> Result<(), Error> {
         }
         client.post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))?;
         println!("\nWaiting for app {name} to start...\n");
-        wait_until_running(client, &guid, name)?;
+        wait_until_running(client, &guid, &name)?;
     }
     let app = client.get(&format!("/v3/apps/{guid}"))?;
     print!("{}", summary(client, &app)?);
     Ok(())
 }
 
-fn lifecycle(buildpacks: &[String]) -> Value {
-    json!({"type": "buildpack", "data": {"buildpacks": buildpacks}})
-}
-
-/// Makes sure route `<host>.<shared domain>` exists and is mapped to the app.
-fn map_default_route(
-    client: &mut Client,
-    target: &SpaceTarget,
-    app_guid: &str,
-    name: &str,
-    host: &str,
-) -> Result<(), Error> {
-    let domains = client.list("/v3/domains")?;
-    let Some(domain) = domains.iter().find(|d| is_shared(d)) else {
-        println!("No shared domain found: the app gets no route.");
+/// Puts the first shared domain where `-n HOST` left `{default}`.
+fn resolve_default_domain(client: &mut Client, app: &mut AppManifest) -> Result<(), Error> {
+    let Some(routes) = app.routes.as_mut() else {
         return Ok(());
     };
-    let domain_guid = text(domain, "guid").to_string();
-    let domain_name = text(domain, "name").to_string();
-    let candidates = client.list(&format!(
-        "/v3/routes?hosts={}&domain_guids={}",
-        query_value(&host),
-        query_value(&domain_guid)
-    ))?;
-    let existing = candidates.into_iter().find(|r| {
-        text(r, "host") == host
-            && r["relationships"]["domain"]["data"]["guid"].as_str() == Some(&domain_guid)
-            && text(r, "path").is_empty()
-    });
-    let route = match existing {
-        Some(route) => route,
-        None => {
-            println!("Creating route {host}.{domain_name}...");
-            client.post(
-                "/v3/routes",
-                &json!({
-                    "host": host,
-                    "relationships": {
-                        "domain": {"data": {"guid": domain_guid}},
-                        "space": {"data": {"guid": target.space.guid}}
-                    }
-                }),
-            )?
+    if !routes.iter().any(|r| r.route.ends_with(".{default}")) {
+        return Ok(());
+    }
+    let domains = client.list("/v3/domains")?;
+    let domain = domains
+        .iter()
+        .find(|d| manifest::is_shared_domain(d))
+        .map(|d| text(d, "name").to_string())
+        .ok_or_else(|| Error::Failed("No shared domain found for the app's route.".into()))?;
+    for route in routes.iter_mut() {
+        if let Some(host) = route.route.strip_suffix(".{default}") {
+            route.route = format!("{host}.{domain}");
         }
-    };
-    if !maps_app(&route, app_guid) {
-        println!("Mapping route {host}.{domain_name} to app {name}...");
-        client.post(
-            &format!("/v3/routes/{}/destinations", text(&route, "guid")),
-            &json!({"destinations": [{"app": {"guid": app_guid}}]}),
-        )?;
     }
     Ok(())
 }
 
-/// A shared (not org-private), external domain.
-fn is_shared(domain: &Value) -> bool {
-    domain["relationships"]["organization"]["data"].is_null()
-        && domain["internal"].as_bool() != Some(true)
-}
-
-/// A host for `--random-route`: the default host with a random suffix.
-fn random_host(name: &str) -> String {
-    use rand::distributions::{Alphanumeric, DistString as _};
-    let suffix = Alphanumeric
-        .sample_string(&mut rand::thread_rng(), 8)
-        .to_ascii_lowercase();
-    format!("{}-{suffix}", route_host(name))
-}
-
-/// The default host of an app: its name, lower-cased, with characters a hostname cannot
-/// hold replaced by `-`, as the cf CLI does.
-fn route_host(name: &str) -> String {
-    let host: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    host.trim_matches('-').to_string()
+/// `apply_manifest` with a manifest of `app` alone; waits for its job.
+fn apply_manifest(
+    client: &mut Client,
+    target: &SpaceTarget,
+    app: &AppManifest,
+) -> Result<(), Error> {
+    let manifest = Manifest {
+        version: Some(1),
+        applications: vec![app.clone()],
+    };
+    let yaml = serde_yaml::to_string(&manifest)
+        .map_err(|e| Error::Failed(format!("Cannot write the manifest: {e}")))?;
+    let response = client.raw(
+        reqwest::Method::POST,
+        &format!("/v3/spaces/{}/actions/apply_manifest", target.space.guid),
+        &[("Content-Type".to_string(), "application/x-yaml".to_string())],
+        Some(yaml),
+    )?;
+    if response.status != 202 {
+        return Err(
+            ClientError::from(crate::wf::client::ApiError::from_response(
+                response.status,
+                &response.body,
+            ))
+            .into(),
+        );
+    }
+    let job = response
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Failed("apply_manifest answered without a job".into()))?
+        .to_string();
+    client.wait_for_job(&job)?;
+    Ok(())
 }
 
 fn wait_for_package(client: &mut Client, package_guid: &str) -> Result<(), Error> {
@@ -299,29 +352,5 @@ fn print_staging_logs(client: &mut Client, tail: &mut LogTail) {
         for line in payload_lines(e) {
             println!("   {line}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_sanitized_app_names() {
-        assert_eq!(route_host("hello"), "hello");
-        assert_eq!(route_host("My_App.v2"), "my-app-v2");
-        assert_eq!(route_host("_x_"), "x");
-    }
-
-    #[test]
-    fn only_shared_external_domains_take_default_routes() {
-        assert!(is_shared(
-            &json!({"name": "apps.x", "internal": false, "relationships": {"organization": {"data": null}}})
-        ));
-        assert!(is_shared(&json!({"name": "apps.x"})));
-        assert!(!is_shared(&json!({"internal": true})));
-        assert!(!is_shared(
-            &json!({"relationships": {"organization": {"data": {"guid": "o"}}}})
-        ));
     }
 }
