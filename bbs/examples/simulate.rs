@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wf_bbs::rep::{CellState, LrpSummary, LrpWork, Work};
@@ -47,6 +48,8 @@ const HEADROOM: f64 = 1.5;
 const PRESENCE_TTL: Duration = Duration::from_secs(15);
 const PRESENCE_INTERVAL: Duration = Duration::from_secs(5);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// DesiredLRPs desired at once, as CC's process sync (nsync) does with its pool of 50.
+const DESIRE_WORKERS: usize = 50;
 
 struct Args {
     cells: usize,
@@ -343,20 +346,25 @@ fn desired(process_guid: String, instances: u32) -> DesiredLrp {
     }
 }
 
-/// Desires `lrps` instances in DesiredLRPs of `instances`; answers when it was done.
+/// Desires `lrps` instances in DesiredLRPs of `instances`, [`DESIRE_WORKERS`] at a
+/// time; answers when it was done.
 async fn desire_all(bbs: Arc<Bbs>, lrps: usize, instances: usize, begun: Instant) -> Duration {
-    let mut left = lrps;
-    let mut n = 0;
-    while left > 0 {
-        let count = left.min(instances);
-        bbs.desire_lrp(desired(format!("sim-{n:06}"), count as u32))
-            .await
-            .unwrap();
-        left -= count;
-        n += 1;
-    }
+    let counts: Vec<usize> = (0..lrps.div_ceil(instances))
+        .map(|n| instances.min(lrps - n * instances))
+        .collect();
+    let desired_lrps = counts.len();
+    futures::stream::iter(counts.into_iter().enumerate())
+        .for_each_concurrent(DESIRE_WORKERS, |(n, count)| {
+            let bbs = bbs.clone();
+            async move {
+                bbs.desire_lrp(desired(format!("sim-{n:06}"), count as u32))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
     let took = begun.elapsed();
-    println!("  desired {n} LRPs in {:.2} s", secs(took));
+    println!("  desired {desired_lrps} LRPs in {:.2} s", secs(took));
     took
 }
 
@@ -480,7 +488,7 @@ async fn simulate(args: &Args, database_url: &str) -> bool {
         .await
         .unwrap();
 
-    // Placement from empty; the LRPs are desired one after the other, as nsync would.
+    // Placement from empty; the LRPs are desired as CC's process sync would.
     let begun = Instant::now();
     let desiring = tokio::spawn(desire_all(bbs.clone(), args.lrps, args.instances, begun));
     let placed = wait_started(&sim, args.lrps, begun, args.timeout).await;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{interval, interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use wf_messaging::{Bus, Message, Subscription};
@@ -54,19 +55,51 @@ pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
     for ticker in [&mut syncs, &mut emits] {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
+    // A sync reads the BBS in its own task (seconds, at Diego's scale) while the events
+    // that arrive meanwhile are kept, to be applied over its snapshot: the event stream
+    // is never left to overflow.
+    let mut syncing: Option<JoinHandle<Result<Snapshot, BbsError>>> = None;
+    let mut held: Vec<BbsEvent> = Vec::new();
     loop {
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = syncs.tick() => emitter.sync().await,
+            _ = syncs.tick(), if syncing.is_none() => {
+                syncing = Some(tokio::spawn(snapshot(emitter.bbs.clone())));
+                Ok(())
+            }
+            snapshot = finished(&mut syncing) => {
+                syncing = None;
+                let result = match snapshot {
+                    Ok(Ok(snapshot)) => {
+                        emitter.apply(snapshot).await;
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(BbsError::Unavailable(format!("route-emitter sync: {e}"))),
+                };
+                for event in std::mem::take(&mut held) {
+                    if let Err(e) = emitter.handle(event).await {
+                        tracing::warn!(error = %e, "route-emitter cannot read the BBS");
+                    }
+                }
+                result
+            }
             _ = emits.tick() => {
                 emitter.emit_all().await;
                 Ok(())
             }
             event = events.recv() => match event {
+                Ok(event) if syncing.is_some() => {
+                    held.push(event);
+                    Ok(())
+                }
                 Ok(event) => emitter.handle(event).await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "route-emitter fell behind; resyncing");
-                    emitter.sync().await
+                    if syncing.is_none() {
+                        syncing = Some(tokio::spawn(snapshot(emitter.bbs.clone())));
+                    }
+                    Ok(())
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -82,6 +115,44 @@ pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
             tracing::warn!(error = %e, "route-emitter cannot read the BBS");
         }
     }
+}
+
+/// The outcome of the sync under way, or never if none is.
+async fn finished<T>(sync: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match sync {
+        Some(sync) => sync.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a sync read from the BBS: the DesiredLRPs, and the registrations they want.
+struct Snapshot {
+    desired: HashMap<String, DesiredLrp>,
+    table: HashMap<String, Instances>,
+}
+
+/// Reads every DesiredLRP and ActualLRP and computes the routing table they want.
+async fn snapshot(bbs: Arc<Bbs>) -> Result<Snapshot, BbsError> {
+    let desired: HashMap<String, DesiredLrp> = bbs
+        .desired_lrps(&DesiredLrpFilter::default())
+        .await?
+        .into_iter()
+        .map(|d| (d.process_guid.clone(), d))
+        .collect();
+    let actuals = bbs.actual_lrps(&ActualLrpFilter::default()).await?;
+    let mut table: HashMap<String, Instances> = HashMap::new();
+    for actual in &actuals {
+        if let Some(desired) = desired.get(&actual.key.process_guid) {
+            let messages = registrations(desired, actual);
+            if !messages.is_empty() {
+                table
+                    .entry(actual.key.process_guid.clone())
+                    .or_default()
+                    .insert(slot(actual), messages);
+            }
+        }
+    }
+    Ok(Snapshot { desired, table })
 }
 
 async fn next_message(sub: &mut Option<Subscription>) -> Option<Message> {
@@ -260,39 +331,20 @@ impl RouteEmitter {
         }
     }
 
-    /// Rebuilds the table from the whole BBS and publishes the difference.
-    async fn sync(&mut self) -> Result<(), BbsError> {
-        let desired = self.bbs.desired_lrps(&DesiredLrpFilter::default()).await?;
-        let actuals = self.bbs.actual_lrps(&ActualLrpFilter::default()).await?;
-        self.desired = desired
-            .into_iter()
-            .map(|d| (d.process_guid.clone(), d))
-            .collect();
-        let mut wanted: HashMap<String, Instances> = HashMap::new();
-        for actual in &actuals {
-            if let Some(desired) = self.desired.get(&actual.key.process_guid) {
-                let messages = registrations(desired, actual);
-                if !messages.is_empty() {
-                    wanted
-                        .entry(actual.key.process_guid.clone())
-                        .or_default()
-                        .insert(slot(actual), messages);
-                }
-            }
-        }
-        let old = std::mem::take(&mut self.table);
+    /// Takes the table of a sync's snapshot and publishes the difference.
+    async fn apply(&mut self, snapshot: Snapshot) {
         let none = Instances::new();
-        for (process_guid, current) in &old {
-            let new = wanted.get(process_guid).unwrap_or(&none);
+        for (process_guid, current) in &self.table {
+            let new = snapshot.table.get(process_guid).unwrap_or(&none);
             publish_process_difference(&self.bbs.bus, current, new).await;
         }
-        for (process_guid, new) in &wanted {
-            if !old.contains_key(process_guid) {
+        for (process_guid, new) in &snapshot.table {
+            if !self.table.contains_key(process_guid) {
                 publish_process_difference(&self.bbs.bus, &none, new).await;
             }
         }
-        self.table = wanted;
-        Ok(())
+        self.desired = snapshot.desired;
+        self.table = snapshot.table;
     }
 
     /// Publishes every registration in the table.
