@@ -35,6 +35,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     1 => "0001_initial",
     2 => "0002_tasks",
     3 => "0003_roles",
+    4 => "0004_audit_events",
 );
 
 /// A bound query argument.
