@@ -247,13 +247,10 @@ impl Proxy {
                 return self.finish(resp, record, started, None, None);
             }
         };
-        let endpoints: Vec<Arc<Endpoint>> = match self.max_conns_per_backend {
-            Some(max) => endpoints
-                .into_iter()
-                .filter(|e| e.active_requests() < max)
-                .collect(),
-            None => endpoints,
-        };
+        let mut endpoints = endpoints;
+        if let Some(max) = self.max_conns_per_backend {
+            endpoints.retain(|e| e.active_requests() < max);
+        }
         if endpoints.is_empty() {
             let resp = error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -303,7 +300,7 @@ impl Proxy {
                     }
                 }
             }
-            None => attempt_order(&endpoints, sticky_instance.as_deref()),
+            None => attempt_order(endpoints, sticky_instance.as_deref()),
         };
 
         let upgrade = upgrade_protocol(req.headers()).map(|protocol| Upgrade {
@@ -328,7 +325,6 @@ impl Proxy {
         }
         record.x_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
         record.x_forwarded_proto = headers.get(X_FORWARDED_PROTO).cloned();
-        let path_and_query = record.uri.clone();
         let slot = Arc::new(BodySlot {
             body: Mutex::new(Some(body)),
             received: AtomicU64::new(0),
@@ -390,7 +386,7 @@ impl Proxy {
                 Metrics::count(&self.metrics.backend_retries);
             }
             tried = Some(endpoint.clone());
-            let uri = match endpoint.uri(&path_and_query) {
+            let uri = match endpoint.uri(&record.uri) {
                 Ok(uri) => uri,
                 Err(e) => {
                     last_error = format!("bad backend address {}: {e}", endpoint.addr);
@@ -659,20 +655,21 @@ fn version_text(version: Version) -> &'static str {
 /// The endpoints to try, in order: the pool's order without endpoints in back-off
 /// (unless all are), the sticky session's instance first while it lives, at most
 /// [`MAX_ATTEMPTS`].
-fn attempt_order(endpoints: &[Arc<Endpoint>], sticky: Option<&str>) -> Vec<Arc<Endpoint>> {
+fn attempt_order(mut endpoints: Vec<Arc<Endpoint>>, sticky: Option<&str>) -> Vec<Arc<Endpoint>> {
     let healthy = endpoints.iter().take_while(|e| !e.is_backed_off()).count();
-    let usable = if healthy == 0 {
+    let mut usable = if healthy == 0 {
         endpoints.len()
     } else {
         healthy
     };
-    let mut order: Vec<Arc<Endpoint>> = endpoints[..usable].to_vec();
-    if let Some(target) = sticky.and_then(|id| endpoints.iter().find(|e| e.instance_id == id)) {
-        order.retain(|e| !Arc::ptr_eq(e, target));
-        order.insert(0, target.clone());
+    if let Some(i) = sticky.and_then(|id| endpoints.iter().position(|e| e.instance_id == id)) {
+        endpoints[..=i].rotate_right(1);
+        if i >= usable {
+            usable += 1;
+        }
     }
-    order.truncate(MAX_ATTEMPTS);
-    order
+    endpoints.truncate(usable.min(MAX_ATTEMPTS));
+    endpoints
 }
 
 /// `X-CF-App-Instance: <app guid>:<index>`: `Ok(None)` when absent, `Err(value)` when
@@ -1190,6 +1187,40 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert!(h[X_REQUEST_START].to_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn attempts_skip_backed_off_endpoints_and_start_with_the_sticky_one() {
+        let endpoint = |id: &str| {
+            Arc::new(Endpoint::new(
+                format!("127.0.0.1:{}", id.len()),
+                None,
+                None,
+                id.into(),
+            ))
+        };
+        let ids = |order: Vec<Arc<Endpoint>>| -> Vec<String> {
+            order.iter().map(|e| e.instance_id.clone()).collect()
+        };
+        let pool: Vec<_> = ["a", "b", "c", "d", "e"].map(endpoint).into();
+        pool[3].mark_failed();
+        pool[4].mark_failed();
+        assert_eq!(ids(attempt_order(pool.clone(), None)), ["a", "b", "c"]);
+        assert_eq!(ids(attempt_order(pool.clone(), Some("c"))), ["c", "a", "b"]);
+        assert_eq!(
+            ids(attempt_order(pool[..3].to_vec(), Some("b"))),
+            ["b", "a", "c"]
+        );
+        // A sticky instance in back-off still goes first.
+        assert_eq!(
+            ids(attempt_order(
+                vec![pool[0].clone(), pool[4].clone()],
+                Some("e")
+            )),
+            ["e", "a"]
+        );
+        // All backed off: all are tried.
+        assert_eq!(ids(attempt_order(pool[3..].to_vec(), None)), ["d", "e"]);
     }
 
     #[test]

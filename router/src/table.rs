@@ -11,6 +11,7 @@
 //! registration's `options.loadbalancing`), and endpoints that recently failed to accept
 //! a connection are offered last, so the proxy can skip them (Gorouter's back-off).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -104,10 +105,11 @@ impl Endpoint {
     /// TLS endpoint `https://<server_cert_domain_san>@host:tls_port/...` (the backend
     /// connector takes the name to check from the user-info).
     pub(crate) fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
-        match &self.tls_server_name {
-            Some(name) => format!("https://{name}@{}{path_and_query}", self.addr).parse(),
-            None => format!("http://{}{path_and_query}", self.addr).parse(),
-        }
+        // From an owned String, the URI keeps the text without copying it.
+        http::Uri::try_from(match &self.tls_server_name {
+            Some(name) => format!("https://{name}@{}{path_and_query}", self.addr),
+            None => format!("http://{}{path_and_query}", self.addr),
+        })
     }
 
     /// Requests (or upgraded connections) currently being served by this endpoint.
@@ -230,7 +232,7 @@ pub struct RouteTable {
 
 /// Splits a registered uri (`Host[:port][/path]`) or a request's host and path into
 /// the table's key: lower-cased host without port, path without query and trailing `/`.
-fn route_key(host: &str, path: &str) -> (String, String) {
+fn route_key<'a>(host: &'a str, path: &'a str) -> (Cow<'a, str>, Cow<'a, str>) {
     let host = host.trim();
     // Bracketed IPv6 literals keep their colons.
     let host = match host.rfind(':') {
@@ -238,10 +240,17 @@ fn route_key(host: &str, path: &str) -> (String, String) {
         _ => host,
     };
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    (
-        host.to_ascii_lowercase(),
-        path.trim_end_matches('/').to_ascii_lowercase(),
-    )
+    (lower_case(host), lower_case(path.trim_end_matches('/')))
+}
+
+/// `s` in ASCII lower case, copied only when it has upper-case letters (lookups run on
+/// every request, and most hosts and paths are lower case already).
+fn lower_case(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// The address to connect to and the TLS server name of a registration: with both
@@ -259,10 +268,11 @@ fn endpoint_addr(msg: &RegistryMessage) -> (String, Option<String>) {
 }
 
 fn uri_key(uri: &str) -> (String, String) {
-    match uri.find('/') {
+    let (host, path) = match uri.find('/') {
         Some(i) => route_key(&uri[..i], &uri[i..]),
         None => route_key(uri, ""),
-    }
+    };
+    (host.into_owned(), path.into_owned())
 }
 
 impl RouteTable {
