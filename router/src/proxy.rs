@@ -759,28 +759,27 @@ fn set_sticky_cookie(
     } else {
         route_path
     };
+    let trigger = set_cookies
+        .iter()
+        .find(|c| session_cookies.iter().any(|s| *s == name_of(c)));
+    if trigger.is_none() && requested_instance.is_none_or(|id| id == endpoint.instance_id) {
+        return;
+    }
     let mut cookie = format!(
         "{VCAP_ID_COOKIE}={}; Path={path}; HttpOnly",
         endpoint.instance_id
     );
-    let trigger = set_cookies
-        .iter()
-        .find(|c| session_cookies.iter().any(|s| *s == name_of(c)));
-    match trigger {
-        Some(trigger) => {
-            for attribute in trigger.split(';').skip(1).map(str::trim) {
-                let name = attribute.split('=').next().unwrap_or_default();
-                if ["max-age", "expires", "samesite", "secure", "partitioned"]
-                    .iter()
-                    .any(|a| name.eq_ignore_ascii_case(a))
-                {
-                    cookie.push_str("; ");
-                    cookie.push_str(attribute);
-                }
+    if let Some(trigger) = trigger {
+        for attribute in trigger.split(';').skip(1).map(str::trim) {
+            let name = attribute.split('=').next().unwrap_or_default();
+            if ["max-age", "expires", "samesite", "secure", "partitioned"]
+                .iter()
+                .any(|a| name.eq_ignore_ascii_case(a))
+            {
+                cookie.push_str("; ");
+                cookie.push_str(attribute);
             }
         }
-        None if requested_instance.is_some_and(|id| id != endpoint.instance_id) => {}
-        None => return,
     }
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.append(header::SET_COOKIE, v);
