@@ -10,6 +10,7 @@ mod error;
 mod logs;
 pub mod manifest;
 mod nsync;
+mod orphaned_blobs;
 mod signed_urls;
 mod staging;
 mod task_follower;
@@ -52,6 +53,10 @@ pub struct ControllerConfig {
     pub signing_secret: Vec<u8>,
     /// nsync bulk sync / staging scan interval (CF: 30 s).
     pub sync_interval: Duration,
+    /// How often orphaned blob cleanup runs (see `orphaned_blobs`).
+    pub orphaned_blobs_interval: Duration,
+    /// How long a blob stays orphaned, and unwritten, before cleanup deletes it.
+    pub orphaned_blobs_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -65,6 +70,8 @@ impl Default for ControllerConfig {
             uaa_url: "http://127.0.0.1:9022".into(),
             signing_secret: b"change-me".to_vec(),
             sync_interval: Duration::from_secs(30),
+            orphaned_blobs_interval: Duration::from_secs(3600),
+            orphaned_blobs_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -133,7 +140,8 @@ impl Controller {
             ))
     }
 
-    /// Staging completion, task state tracking and nsync bulk sync, until cancelled.
+    /// Staging completion, task state tracking, nsync bulk sync and orphaned blob
+    /// cleanup, until cancelled.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let staging = tokio::spawn(task_follower::follow::<staging::Staging>(
             self.clone(),
@@ -143,9 +151,10 @@ impl Controller {
             self.clone(),
             cancel.clone(),
         ));
-        let nsync = tokio::spawn(nsync::run(self.clone(), cancel));
+        let nsync = tokio::spawn(nsync::run(self.clone(), cancel.clone()));
+        let orphaned_blobs = tokio::spawn(orphaned_blobs::run(self.clone(), cancel));
         tokio::spawn(async move {
-            let _ = tokio::join!(staging, tasks, nsync);
+            let _ = tokio::join!(staging, tasks, nsync, orphaned_blobs);
         })
     }
 

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::blobstore::BlobError;
+use crate::blobstore::{BlobError, BlobKind};
 use crate::db::{self, Droplet, DropletState, Package, PackageState};
 use crate::error::ApiError;
 use crate::Controller;
@@ -95,6 +95,21 @@ pub fn droplet_download_path(guid: &str) -> String {
 
 pub fn droplet_upload_path(guid: &str) -> String {
     format!("/internal/v4/droplets/{guid}/upload")
+}
+
+/// The package or droplet a URL made from the paths above names, with its guid.
+pub fn blob_of_url(url: &str) -> Option<(BlobKind, &str)> {
+    const PREFIX: &str = "/internal/v4/";
+    let path = &url[url.find(PREFIX)? + PREFIX.len()..];
+    let mut parts = path.split(['?', '#']).next()?.split('/');
+    let kind = match parts.next()? {
+        "packages" => BlobKind::Package,
+        "droplets" => BlobKind::Droplet,
+        _ => return None,
+    };
+    let guid = parts.next().filter(|guid| !guid.is_empty())?;
+    let action = parts.next()?;
+    (matches!(action, "download" | "upload") && parts.next().is_none()).then_some((kind, guid))
 }
 
 pub fn now_unix() -> i64 {

@@ -12,7 +12,7 @@ use wf_db::testing::Backend;
 
 mod common;
 
-use common::start;
+use common::{multipart, start, start_with, Api};
 
 fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -24,19 +24,6 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
-    let mut body = format!(
-        "--XYZ\r\nContent-Disposition: form-data; name=\"bits\"; filename=\"{filename}\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(
-        b"\r\n--XYZ\r\nContent-Disposition: form-data; name=\"resources\"\r\n\r\n[]\r\n--XYZ--\r\n",
-    );
-    body
-}
-
 /// Strips the scheme and host of a controller URL.
 fn local(url: &str) -> &str {
     url.strip_prefix("http://cc.test").unwrap_or(url)
@@ -44,20 +31,31 @@ fn local(url: &str) -> &str {
 
 #[tokio::test]
 async fn push_by_hand_on_sqlite() {
-    push_by_hand(Backend::Sqlite).await;
+    push_by_hand(start(Backend::Sqlite).await).await;
 }
 
 #[tokio::test]
 async fn push_by_hand_on_postgres() {
     // Skipped, with a note, unless WF_TEST_POSTGRES_URL is set.
     if wf_db::testing::backends().contains(&Backend::Postgres) {
-        push_by_hand(Backend::Postgres).await;
+        push_by_hand(start(Backend::Postgres).await).await;
     }
 }
 
-async fn push_by_hand(backend: Backend) {
-    let api = start(backend).await;
+#[tokio::test]
+async fn push_by_hand_on_s3() {
+    // Skipped, with a note, without moto_server (unless WF_REQUIRE_S3 is set).
+    let Some(s3) = common::moto::MotoS3::start() else {
+        return;
+    };
+    let api = start_with(Backend::Sqlite, |config| {
+        config.blobstore_s3 = Some(s3.config());
+    })
+    .await;
+    push_by_hand(api).await;
+}
 
+async fn push_by_hand(api: Api) {
     // Tokens.
     let (status, _, body) = api.send(Method::GET, "/v3/apps", None, vec![], false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -246,9 +246,23 @@ pub struct BlobstoreArgs {
     /// The bucket's region.
     #[arg(long, default_value = "us-east-1")]
     pub blobstore_region: String,
+    /// Seconds between orphaned blob cleanups (deleting blobs no record points to).
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub orphaned_blobs_interval: u64,
+    /// Seconds a blob stays orphaned, and unwritten, before the cleanup deletes it.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub orphaned_blobs_grace: u64,
 }
 
 impl BlobstoreArgs {
+    /// How often orphaned blob cleanup runs, and its grace period.
+    pub fn orphaned_blobs(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.orphaned_blobs_interval.max(1)),
+            Duration::from_secs(self.orphaned_blobs_grace),
+        )
+    }
+
     /// The bucket `--blobstore` names, with its keys from the environment (never from
     /// flags, which `ps` shows); `None` without `--blobstore`.
     pub fn s3(&self) -> anyhow::Result<Option<wf_controller::S3Config>> {
@@ -335,6 +349,8 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             apps_domain: args.apps_domain.clone(),
             signing_secret: secrets::secret_file(&args.signing_secret_file)?,
             sync_interval: Duration::from_secs(args.sync_interval.max(1)),
+            orphaned_blobs_interval: args.blobstore.orphaned_blobs().0,
+            orphaned_blobs_grace: args.blobstore.orphaned_blobs().1,
         },
         bbs,
         bus,

@@ -153,6 +153,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             database_url: sqlite_url(&data_dir.join("cc.db")),
             blobstore_dir: data_dir.join("blobstore"),
             blobstore_s3: args.blobstore.s3()?,
+            orphaned_blobs_interval: args.blobstore.orphaned_blobs().0,
+            orphaned_blobs_grace: args.blobstore.orphaned_blobs().1,
             external_url: api_url.clone(),
             uaa_url: api_url.clone(),
             apps_domain: args.apps_domain.clone(),

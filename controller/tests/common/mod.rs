@@ -1,6 +1,9 @@
 //! The harness the API tests share: a Cloud Controller on a real BBS (over its HTTP
 //! API) and a real UAA, each on its own database of the chosen backend, called through
-//! the controller's router without sockets.
+//! the controller's router without sockets; its blobstore is a local directory unless
+//! a test configures another (`moto` gives an S3-compatible one).
+
+pub mod moto;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,8 @@ pub struct Api {
     /// For tests that play the cell's part (not every test binary does).
     #[allow(dead_code)]
     pub bbs: Arc<Bbs>,
+    /// For tests that manage users (not every test binary does).
+    #[allow(dead_code)]
     pub uaa: Arc<Uaa>,
     _dir: tempfile::TempDir,
     cancel: CancellationToken,
@@ -37,7 +42,13 @@ impl Drop for Api {
     }
 }
 
+#[allow(dead_code)] // not every test binary starts with the defaults
 pub async fn start(backend: Backend) -> Api {
+    start_with(backend, |_| {}).await
+}
+
+/// [`start`], with the controller's configuration changed by `configure` first.
+pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut ControllerConfig)) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let databases = [
         backend.database().await,
@@ -76,22 +87,18 @@ pub async fn start(backend: Backend) -> Api {
         .unwrap()
         .access_token;
     let logs = Arc::new(wf_loggregator::LogStore::new(1000));
-    let controller = Controller::open(
-        ControllerConfig {
-            database_url: cc_db,
-            blobstore_dir: dir.path().join("blobs"),
-            external_url: "http://cc.test".into(),
-            apps_domain: "apps.test".into(),
-            sync_interval: Duration::from_secs(1),
-            ..Default::default()
-        },
-        bbs_client,
-        bus,
-        uaa.verifier(),
-        logs,
-    )
-    .await
-    .unwrap();
+    let mut config = ControllerConfig {
+        database_url: cc_db,
+        blobstore_dir: dir.path().join("blobs"),
+        external_url: "http://cc.test".into(),
+        apps_domain: "apps.test".into(),
+        sync_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    configure(&mut config);
+    let controller = Controller::open(config, bbs_client, bus, uaa.verifier(), logs)
+        .await
+        .unwrap();
     controller.run(cancel.clone());
     Api {
         router: controller.router(),
@@ -102,6 +109,21 @@ pub async fn start(backend: Backend) -> Api {
         cancel,
         _databases: databases,
     }
+}
+
+/// A `multipart/form-data; boundary=XYZ` package upload: `bytes` as `bits`, no resources.
+#[allow(dead_code)] // not every test binary uploads bits
+pub fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--XYZ\r\nContent-Disposition: form-data; name=\"bits\"; filename=\"{filename}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(
+        b"\r\n--XYZ\r\nContent-Disposition: form-data; name=\"resources\"\r\n\r\n[]\r\n--XYZ--\r\n",
+    );
+    body
 }
 
 impl Api {
