@@ -136,6 +136,8 @@ pub enum Command {
         #[arg(short = 'r')]
         delete_routes: bool,
     },
+    /// Show recent events of an app (audit events, crashes)
+    Events { name: String },
     /// Tail or show recent logs of an app
     Logs {
         name: String,
@@ -159,6 +161,30 @@ pub enum Command {
     },
     /// List the routes of the targeted space
     Routes,
+    /// Create a route in the targeted space
+    CreateRoute(commands::routes::RouteArgs),
+    /// Delete a route
+    DeleteRoute {
+        #[command(flatten)]
+        route: commands::routes::RouteArgs,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Map a route to an app (creating the route if needed)
+    MapRoute {
+        app: String,
+        #[command(flatten)]
+        route: commands::routes::RouteArgs,
+    },
+    /// Remove a route from an app
+    UnmapRoute {
+        app: String,
+        #[command(flatten)]
+        route: commands::routes::RouteArgs,
+    },
+    /// List the domains of the targeted org
+    Domains,
     /// Show all environment variables of an app
     Env { name: String },
     /// Set an environment variable of an app
@@ -167,6 +193,8 @@ pub enum Command {
         key: String,
         value: String,
     },
+    /// Remove an environment variable of an app
+    UnsetEnv { name: String, key: String },
     /// Create a new user in UAA
     CreateUser { username: String, password: String },
     /// Delete a user from UAA and the Cloud Controller
@@ -297,7 +325,7 @@ pub fn run(command: Command) -> Result<(), Error> {
     let config = Config::load(&path)?;
     let mut client = Client::new(config, path)?;
     let c = &mut client;
-    use commands::{apps, curl, logs, orgs, push, routes, session, tasks, users};
+    use commands::{apps, curl, events, logs, orgs, push, routes, session, tasks, users};
     match command {
         Command::Api { url } => session::api(c, url),
         Command::Login {
@@ -347,6 +375,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             delete_routes,
         } => apps::delete(c, &name, force, delete_routes),
         Command::Logs { name, recent } => logs::logs(c, &name, recent),
+        Command::Events { name } => events::events(c, &name),
         Command::Curl {
             path,
             method,
@@ -354,8 +383,14 @@ pub fn run(command: Command) -> Result<(), Error> {
             headers,
         } => curl::curl(c, &path, method, data, &headers),
         Command::Routes => routes::routes(c),
+        Command::CreateRoute(route) => routes::create_route(c, &route),
+        Command::DeleteRoute { route, force } => routes::delete_route(c, &route, force),
+        Command::MapRoute { app, route } => routes::map_route(c, &app, &route),
+        Command::UnmapRoute { app, route } => routes::unmap_route(c, &app, &route),
+        Command::Domains => routes::domains(c),
         Command::Env { name } => apps::env(c, &name),
         Command::SetEnv { name, key, value } => apps::set_env(c, &name, &key, &value),
+        Command::UnsetEnv { name, key } => apps::unset_env(c, &name, &key),
         Command::RunTask {
             name,
             command,

@@ -241,6 +241,27 @@ pub fn set_env(client: &mut Client, name: &str, key: &str, value: &str) -> Resul
     Ok(())
 }
 
+/// `wf unset-env APP NAME`.
+pub fn unset_env(client: &mut Client, name: &str, key: &str) -> Result<(), Error> {
+    let target = space_target(client)?;
+    println!(
+        "Removing env variable {key} from app {name} in {}...",
+        target.describe()
+    );
+    let app = app_by_name(client, &target, name)?;
+    let path = format!("/v3/apps/{}/environment_variables", text(&app, "guid"));
+    let vars = client.get(&path)?;
+    if vars["var"].get(key).is_none() {
+        println!("Env variable {key} was not set.");
+        println!("OK");
+        return Ok(());
+    }
+    client.patch(&path, &json!({ "var": { key: null } }))?;
+    println!("OK");
+    println!("TIP: Use 'wf restart {name}' to ensure your env variable changes take effect.");
+    Ok(())
+}
+
 /// The instance stats of a process (`GET /v3/processes/:guid/stats`).
 pub(crate) fn process_stats(client: &mut Client, process_guid: &str) -> Result<Vec<Value>, Error> {
     let stats = client.get(&format!("/v3/processes/{process_guid}/stats"))?;

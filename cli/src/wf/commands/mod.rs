@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod curl;
+pub mod events;
 pub mod logs;
 pub mod orgs;
 pub mod push;

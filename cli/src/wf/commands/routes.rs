@@ -1,11 +1,236 @@
-//! `wf routes`: the routes of the targeted space and the apps they lead to.
+//! Route and domain commands: `routes`, `create-route`, `delete-route`, `map-route`,
+//! `unmap-route` and `domains`, with the cf CLI's (v7+) arguments and messages.
 
 use std::collections::HashMap;
 
-use super::{query_value, space_target, text};
+use serde_json::{json, Value};
+
+use super::{app_by_name, confirm, query_value, space_target, text, SpaceTarget};
 use crate::wf::client::Client;
 use crate::wf::output::table;
 use crate::wf::Error;
+
+/// A route as the commands name it: `DOMAIN [--hostname HOST] [--path PATH]`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RouteArgs {
+    /// The route's domain
+    pub domain: String,
+    /// Hostname of the route (none for a route on the domain itself)
+    #[arg(long = "hostname", short = 'n')]
+    pub hostname: Option<String>,
+    /// Path of the route, e.g. /api
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+impl RouteArgs {
+    fn url(&self) -> String {
+        let host = self
+            .hostname
+            .as_deref()
+            .map(|h| format!("{h}."))
+            .unwrap_or_default();
+        format!(
+            "{host}{}{}",
+            self.domain,
+            self.path.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+fn find_domain(client: &mut Client, name: &str) -> Result<Value, Error> {
+    let domains = client.list(&format!("/v3/domains?names={}", query_value(name)))?;
+    domains
+        .into_iter()
+        .find(|d| text(d, "name") == name)
+        .ok_or_else(|| Error::Failed(format!("Domain '{name}' not found.")))
+}
+
+/// The route `args` names, if it exists.
+fn find_route(
+    client: &mut Client,
+    domain: &Value,
+    args: &RouteArgs,
+) -> Result<Option<Value>, Error> {
+    let host = args.hostname.clone().unwrap_or_default();
+    let path = args.path.clone().unwrap_or_default();
+    // An empty `paths=` would match no path at all: the path is compared here.
+    let found = client.list(&format!(
+        "/v3/routes?domain_guids={}&hosts={}",
+        query_value(text(domain, "guid")),
+        query_value(&host)
+    ))?;
+    Ok(found
+        .into_iter()
+        .find(|r| text(r, "host") == host && text(r, "path") == path))
+}
+
+fn create(
+    client: &mut Client,
+    target: &SpaceTarget,
+    domain: &Value,
+    args: &RouteArgs,
+) -> Result<Value, Error> {
+    let mut body = json!({
+        "host": args.hostname.clone().unwrap_or_default(),
+        "relationships": {
+            "domain": {"data": {"guid": text(domain, "guid")}},
+            "space": {"data": {"guid": target.space.guid}},
+        },
+    });
+    if let Some(path) = &args.path {
+        body["path"] = json!(path);
+    }
+    Ok(client.post("/v3/routes", &body)?)
+}
+
+/// `wf create-route DOMAIN [--hostname HOST] [--path PATH]` in the targeted space.
+pub fn create_route(client: &mut Client, args: &RouteArgs) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let url = args.url();
+    println!("Creating route {url} for {}...", target.describe());
+    let domain = find_domain(client, &args.domain)?;
+    if find_route(client, &domain, args)?.is_some() {
+        println!("Route {url} already exists.");
+        println!("OK");
+        return Ok(());
+    }
+    create(client, &target, &domain, args)?;
+    println!("Route {url} has been created.");
+    println!("OK");
+    Ok(())
+}
+
+/// `wf delete-route DOMAIN [--hostname HOST] [--path PATH] [-f]`.
+pub fn delete_route(client: &mut Client, args: &RouteArgs, force: bool) -> Result<(), Error> {
+    space_target(client)?;
+    let url = args.url();
+    if !force && !confirm(&format!("Really delete the route {url}?")) {
+        return Ok(());
+    }
+    println!("Deleting route {url}...");
+    let domain = find_domain(client, &args.domain)?;
+    match find_route(client, &domain, args)? {
+        Some(route) => client.delete(&format!("/v3/routes/{}", text(&route, "guid")))?,
+        None => println!(
+            "Unable to delete. Route with domain '{}' not found.",
+            args.domain
+        ),
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf map-route APP DOMAIN [--hostname HOST] [--path PATH]`: creates the route in the
+/// targeted space when it does not exist.
+pub fn map_route(client: &mut Client, app: &str, args: &RouteArgs) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let url = args.url();
+    println!(
+        "Mapping route {url} to app {app} in {}...",
+        target.describe()
+    );
+    let app = app_by_name(client, &target, app)?;
+    let domain = find_domain(client, &args.domain)?;
+    let route = match find_route(client, &domain, args)? {
+        Some(route) => route,
+        None => {
+            println!("Creating route {url}...");
+            create(client, &target, &domain, args)?
+        }
+    };
+    client.post(
+        &format!("/v3/routes/{}/destinations", text(&route, "guid")),
+        &json!({"destinations": [{"app": {"guid": text(&app, "guid")}}]}),
+    )?;
+    println!("OK");
+    Ok(())
+}
+
+/// `wf unmap-route APP DOMAIN [--hostname HOST] [--path PATH]`.
+pub fn unmap_route(client: &mut Client, app: &str, args: &RouteArgs) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let url = args.url();
+    println!(
+        "Removing route {url} from app {app} in {}...",
+        target.describe()
+    );
+    let app = app_by_name(client, &target, app)?;
+    let domain = find_domain(client, &args.domain)?;
+    let route = find_route(client, &domain, args)?.ok_or_else(|| {
+        Error::Failed(format!(
+            "Route with host '{}', domain '{}' and path '{}' not found.",
+            args.hostname.as_deref().unwrap_or_default(),
+            args.domain,
+            args.path.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let route_guid = text(&route, "guid").to_string();
+    let destinations = client.get(&format!("/v3/routes/{route_guid}/destinations"))?;
+    let mine: Vec<String> = destinations["destinations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["app"]["guid"].as_str() == Some(text(&app, "guid")))
+        .map(|d| text(d, "guid").to_string())
+        .collect();
+    if mine.is_empty() {
+        println!("Route to be unmapped is not currently mapped to the application.");
+    }
+    for guid in mine {
+        client.delete(&format!("/v3/routes/{route_guid}/destinations/{guid}"))?;
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf domains`: the domains the targeted org may use.
+pub fn domains(client: &mut Client) -> Result<(), Error> {
+    client.require_login()?;
+    let org = client.config().org.clone().ok_or_else(|| {
+        Error::Failed("No org targeted, use 'wf target -o ORG' to target an org.".into())
+    })?;
+    println!(
+        "Getting domains in org {} as {}...\n",
+        org.name,
+        client.user_name()
+    );
+    let domains = client.list("/v3/domains")?;
+    if domains.is_empty() {
+        println!("No domains found.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = domains
+        .iter()
+        .map(|d| {
+            let private = !d["relationships"]["organization"]["data"].is_null();
+            vec![
+                text(d, "name").to_string(),
+                if private { "private" } else { "shared" }.to_string(),
+                if d["internal"].as_bool() == Some(true) {
+                    "true"
+                } else {
+                    ""
+                }
+                .to_string(),
+                d["supported_protocols"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["name", "availability", "internal", "protocols"], &rows)
+    );
+    Ok(())
+}
 
 pub fn routes(client: &mut Client) -> Result<(), Error> {
     let target = space_target(client)?;
