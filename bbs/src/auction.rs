@@ -474,7 +474,11 @@ pub(crate) fn pick_cell_for_lrp(
     // (instances of the process in the zone, zone), for zones with a compatible cell.
     let mut zones: Vec<(usize, usize)> = Vec::with_capacity(placements.zones.len());
     for (z, members) in placements.zones.iter().enumerate() {
-        let mut members = members.iter().copied().filter(|&i| compatible(i)).peekable();
+        let mut members = members
+            .iter()
+            .copied()
+            .filter(|&i| compatible(i))
+            .peekable();
         if members.peek().is_some() {
             zones.push((members.map(instances_on).sum(), z));
         }

@@ -111,7 +111,11 @@ async fn apply(
 ) -> Result<Vec<Result<(), BbsError>>, BbsError> {
     let keys: Vec<&ActualLrpKey> = {
         let mut seen = HashSet::new();
-        calls.iter().map(|(k, _)| k).filter(|k| seen.insert(*k)).collect()
+        calls
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| seen.insert(*k))
+            .collect()
     };
     let mut rows: HashMap<ActualLrpKey, Rows> = HashMap::new();
     for actual in db::actual_lrp_rows_at(conn, &keys).await? {
@@ -133,7 +137,9 @@ async fn apply(
         let before = actual.clone();
         let changed_now = match &call {
             Call::Claim(instance_key) => claim(actual, instance_key, now),
-            Call::Start(instance_key, net_info) => start(actual, instance_key, net_info.clone(), now),
+            Call::Start(instance_key, net_info) => {
+                start(actual, instance_key, net_info.clone(), now)
+            }
         };
         match changed_now {
             Err(e) => outcomes.push(Err(e)),
@@ -188,4 +194,65 @@ async fn drop_copies(
             .push(BbsEvent::ActualLrpRemoved { actual_lrp: copy });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use wf_messaging::Bus;
+
+    use super::*;
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn racing_calls_each_get_their_own_outcome() {
+        for db in databases().await {
+            let bbs = open(&db, Bus::in_process()).await;
+            bbs.desire_lrp(desired("web", 50)).await.unwrap();
+            let mut events = bbs.subscribe();
+            // Two cells race for each index, and one claims an index that does not exist.
+            let claims = (0..50u32).flat_map(|index| {
+                ["cell-a", "cell-b"].map(|cell| {
+                    let bbs = bbs.clone();
+                    async move {
+                        let ik = instance(&format!("{cell}-{index}"), cell);
+                        bbs.claim_actual_lrp(&key("web", index), &ik).await
+                    }
+                })
+            });
+            let (missing_key, missing_instance) = (key("web", 99), instance("i", "cell-a"));
+            let missing = bbs.claim_actual_lrp(&missing_key, &missing_instance);
+            let (results, missing) = tokio::join!(futures::future::join_all(claims), missing);
+
+            assert!(matches!(missing, Err(BbsError::NotFound(_))), "{db}");
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            let lost = results
+                .iter()
+                .filter(|r| matches!(r, Err(BbsError::InvalidTransition { .. })))
+                .count();
+            assert_eq!((won, lost), (50, 50), "{db}");
+            for index in 0..50 {
+                let claimed = actual(&bbs, "web", index).await.unwrap();
+                assert_eq!(claimed.state, ActualLrpState::Claimed, "{db}");
+                assert_eq!(claimed.modification_tag.index, 1, "{db}");
+                let event = events.recv().await.unwrap();
+                assert!(
+                    matches!(event, BbsEvent::ActualLrpChanged { .. }),
+                    "{db}: {event:?}"
+                );
+            }
+
+            // The winner starts its instance; the loser cannot.
+            let winner = actual(&bbs, "web", 0).await.unwrap().instance_key;
+            let (key0, loser) = (key("web", 0), instance("other", "cell-c"));
+            let (started, refused) = tokio::join!(
+                bbs.start_actual_lrp(&key0, &winner, net_info(61000)),
+                bbs.start_actual_lrp(&key0, &loser, net_info(61001)),
+            );
+            started.unwrap();
+            assert!(matches!(refused, Err(BbsError::InvalidTransition { .. })));
+            let running = actual(&bbs, "web", 0).await.unwrap();
+            assert_eq!(running.state, ActualLrpState::Running);
+            assert_eq!(running.instance_key, winner);
+        }
+    }
 }

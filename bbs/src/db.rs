@@ -15,11 +15,28 @@ use crate::models::{
 };
 use crate::{ActualLrpFilter, BbsError, DesiredLrpFilter, TaskFilter};
 
-/// Rows written by one multi-row statement: far below SQLite's and PostgreSQL's limits
-/// on parameters.
-const ROWS_PER_STATEMENT: usize = 500;
-/// Keys looked up by one statement (an `OR` of primary-key matches).
-const KEYS_PER_STATEMENT: usize = 250;
+/// Rows in one multi-row statement at most, and keys in one lookup. Statements come in
+/// a few sizes only (see [`shaped_chunks`]) so that each is prepared once and then found
+/// in the connection's statement cache; and small enough that SQLite's binding, which
+/// looks each numbered parameter up by a scan of the statement's parameters, stays cheap.
+const ROWS_PER_STATEMENT: usize = 64;
+const KEYS_PER_STATEMENT: usize = 64;
+
+/// Splits `items` into chunks of `max` (a power of four), 16, 4 or 1 items (for `max`
+/// 64): every chunk has one of a handful of lengths.
+fn shaped_chunks<T>(mut items: &[T], max: usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    while !items.is_empty() {
+        let mut size = max;
+        while size > items.len() {
+            size /= 4;
+        }
+        let (chunk, rest) = items.split_at(size);
+        chunks.push(chunk);
+        items = rest;
+    }
+    chunks
+}
 
 fn decode<T: DeserializeOwned>(row: &AnyRow) -> Result<T, BbsError> {
     let json: String = row.try_get("json")?;
@@ -195,13 +212,13 @@ pub(crate) async fn actual_lrp_with_presence(
 }
 
 /// Every row at `keys`: the ORDINARY ones and their SUSPECT or EVACUATING copies, read
-/// [`KEYS_PER_STATEMENT`] keys at a time.
+/// up to [`KEYS_PER_STATEMENT`] keys at a time.
 pub(crate) async fn actual_lrp_rows_at(
     conn: &mut AnyConnection,
     keys: &[&ActualLrpKey],
 ) -> Result<Vec<ActualLrp>, BbsError> {
     let mut found = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+    for chunk in shaped_chunks(keys, KEYS_PER_STATEMENT) {
         let mut sql = String::from("SELECT json FROM actual_lrps WHERE ");
         for i in 0..chunk.len() {
             let sep = if i == 0 { "" } else { " OR " };
@@ -276,13 +293,13 @@ pub(crate) async fn put_actual_lrp(
     put_actual_lrps(conn, std::slice::from_ref(lrp)).await
 }
 
-/// Inserts or replaces `lrps`, [`ROWS_PER_STATEMENT`] in each statement.
+/// Inserts or replaces `lrps`, up to [`ROWS_PER_STATEMENT`] in each statement.
 pub(crate) async fn put_actual_lrps(
     conn: &mut AnyConnection,
     lrps: &[ActualLrp],
 ) -> Result<(), BbsError> {
     const COLUMNS: usize = 9;
-    for chunk in lrps.chunks(ROWS_PER_STATEMENT) {
+    for chunk in shaped_chunks(lrps, ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO actual_lrps
                 (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)
@@ -551,4 +568,18 @@ pub(crate) async fn delete_expired(conn: &mut AnyConnection, now: i64) -> Result
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_statements_take_a_few_lengths() {
+        let items: Vec<u32> = (0..1000).collect();
+        let chunks = shaped_chunks(&items, 64);
+        assert!(chunks.iter().all(|c| [64, 16, 4, 1].contains(&c.len())));
+        assert_eq!(chunks.concat(), items);
+        assert!(shaped_chunks::<u32>(&[], 64).is_empty());
+    }
 }

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
-use crate::models::*;
 use crate::claims::{self, Call};
+use crate::models::*;
 use crate::{
     db, new_guid, now_ns, restart, truncate_reason, validate_guid, ActualLrpFilter, Bbs, BbsError,
     Changes, DesiredLrpFilter, RepCall,
@@ -159,7 +159,12 @@ impl Bbs {
         instance_key: &ActualLrpInstanceKey,
         net_info: NetInfo,
     ) -> Result<(), BbsError> {
-        claims::submit(&self.claims, key, Call::Start(instance_key.clone(), net_info)).await
+        claims::submit(
+            &self.claims,
+            key,
+            Call::Start(instance_key.clone(), net_info),
+        )
+        .await
     }
 
     /// A draining cell hands over its instance (Diego's EvacuateRunningActualLRP and

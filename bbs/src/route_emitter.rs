@@ -369,11 +369,7 @@ async fn publish_process_difference(bus: &Bus, current: &Instances, wanted: &Ins
     }
 }
 
-async fn publish_difference(
-    bus: &Bus,
-    current: &[RegistryMessage],
-    wanted: &[RegistryMessage],
-) {
+async fn publish_difference(bus: &Bus, current: &[RegistryMessage], wanted: &[RegistryMessage]) {
     for gone in current.iter().filter(|m| !wanted.contains(m)) {
         publish(bus, UNREGISTER_SUBJECT, gone).await;
     }
