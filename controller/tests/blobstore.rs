@@ -153,7 +153,10 @@ async fn orphaned_blobs_are_cleaned_up(
         .post("/v3/builds", json!({"package": {"guid": package_guid}}))
         .await;
     let build_guid = build["guid"].as_str().unwrap();
-    assert_eq!(api.get(&format!("/v3/builds/{build_guid}")).await["state"], "STAGING");
+    assert_eq!(
+        api.get(&format!("/v3/builds/{build_guid}")).await["state"],
+        "STAGING"
+    );
     let stage = match api
         .bbs
         .task_by_guid(build_guid)
@@ -236,6 +239,56 @@ async fn orphaned_blobs_are_cleaned_up(
     let mut expected = needed.to_vec();
     expected.sort();
     assert_eq!(keys(&store).await, expected);
+}
+
+#[tokio::test]
+async fn blobs_that_do_not_match_their_sha256_are_not_served_to_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("blobs");
+    let api = start_with(Backend::Sqlite, |config| {
+        config.blobstore_dir = root.clone()
+    })
+    .await;
+    let org = api.post("/v3/organizations", json!({"name": "o"})).await;
+    let space = api
+        .post("/v3/spaces", json!({"name": "s", "relationships": {"organization": {"data": {"guid": org["guid"]}}}}))
+        .await;
+    let app = api
+        .post(
+            "/v3/apps",
+            json!({"name": "a", "relationships": {"space": {"data": {"guid": space["guid"]}}}}),
+        )
+        .await;
+    let package_guid = upload_package(&api, app["guid"].as_str().unwrap()).await;
+    let build = api
+        .post("/v3/builds", json!({"package": {"guid": package_guid}}))
+        .await;
+    let task = api
+        .bbs
+        .task_by_guid(build["guid"].as_str().unwrap())
+        .await
+        .unwrap();
+    let TaskAction::Stage(stage) = task.definition.action else {
+        panic!("not a staging task");
+    };
+    let package_uri = stage.package_uri.strip_prefix("http://cc.test").unwrap();
+
+    let (status, served) = api.download(package_uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let zip = served.unwrap();
+    let package = api.get(&format!("/v3/packages/{package_guid}")).await;
+    assert_eq!(package["data"]["checksum"]["value"], sha256(&zip));
+
+    let mut corrupt = zip.to_vec();
+    corrupt[0] ^= 1;
+    std::fs::write(root.join(format!("packages/{package_guid}.zip")), corrupt).unwrap();
+    let (_, served) = api.download(package_uri).await;
+    let err = served.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not match its recorded sha256"),
+        "{err}"
+    );
 }
 
 /// A package of the app with uploaded bits (a bare wasm); returns its guid.

@@ -168,6 +168,17 @@ impl Api {
         (parts.status, parts.headers, json)
     }
 
+    /// A GET without a token (a signed blob URL): the status, and the body's bytes or
+    /// the error that cut it off.
+    #[allow(dead_code)] // not every test binary downloads blobs
+    pub async fn download(&self, uri: &str) -> (StatusCode, Result<bytes::Bytes, axum::Error>) {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await;
+        (status, body.map(|collected| collected.to_bytes()))
+    }
+
     pub async fn call(
         &self,
         method: Method,
