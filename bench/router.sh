@@ -5,7 +5,9 @@
 #   router  - wrk -> wf-router (in-process bus, 100k routes, RTR envelopes drained) -> backend
 #   nginx   - wrk -> nginx (Debian's, one worker, keep-alive upstream) -> backend
 # Servers are pinned to CPU 0, wrk to CPU 1; 10 s per run at c=1 and c=50. Prints req/s,
-# p50/p99 latency, and the ratios router/direct and router/nginx.
+# p50/p99 latency, the CPU time the serving process (backend, router, nginx's master and
+# worker) spent per request (steadier than req/s on a busy machine), and the ratios
+# router/direct and router/nginx.
 #
 # The backend is the harness' tiny hyper server rather than the `hello` wasm fixture:
 # the fixture serves one connection at a time with `Connection: close`, so it would
@@ -100,11 +102,26 @@ to_ms() { awk -v v="$1" 'BEGIN {
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
     else printf "%s", v }'; }
 
-declare -A RPS P50 P99
+# CPU time (user + system, in clock ticks) of processes so far.
+cpu_ticks() { awk '{t += $14 + $15} END {print t}' $(printf '/proc/%s/stat ' "$@"); }
+clock_ticks=$(getconf CLK_TCK)
+backend_pid=${pids[0]}
+router_pid=${pids[1]}
+nginx_pids="${pids[2]} $(pgrep -P "${pids[2]}" | tr '\n' ' ')"
+
+declare -A RPS P50 P99 CPU
 run() { # name addr conns
-    local threads=1
+    local threads=1 procs before after
+    case $1 in
+        direct) procs=$backend_pid ;;
+        router) procs=$router_pid ;;
+        nginx) procs=$nginx_pids ;;
+    esac
     taskset -c "$LOAD_CPU" wrk -t1 -c"$3" -d2s -H "Host: $host" "http://$2/" > /dev/null
+    before=$(cpu_ticks $procs)
     taskset -c "$LOAD_CPU" wrk -t$threads -c"$3" -d"$DURATION" --latency -H "Host: $host" "http://$2/" > "$work/wrk.$1.$3"
+    after=$(cpu_ticks $procs)
+    CPU[$1.$3]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" '/requests in/ {printf "%.1f", t / hz * 1e6 / $1}' "$work/wrk.$1.$3")
     RPS[$1.$3]=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.$1.$3")
     P50[$1.$3]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.$1.$3")")
     P99[$1.$3]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.$1.$3")")
@@ -115,7 +132,7 @@ run() { # name addr conns
 
 echo "router benchmark: $ROUTES extra routes, $DURATION per run, servers on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
 echo "backend $backend, router $router (status $status, threads $ROUTER_THREADS), nginx 127.0.0.1:$nginx_port"
-printf '%-8s %4s %12s %10s %10s\n' target conns 'req/s' 'p50 ms' 'p99 ms'
+printf '%-8s %4s %12s %10s %10s %12s\n' target conns 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req'
 for c in $CONNS; do
     for name in direct router nginx; do
         case $name in
@@ -124,7 +141,7 @@ for c in $CONNS; do
             nginx) addr=127.0.0.1:$nginx_port ;;
         esac
         run "$name" "$addr" "$c"
-        printf '%-8s %4s %12s %10s %10s\n' "$name" "$c" "${RPS[$name.$c]}" "${P50[$name.$c]}" "${P99[$name.$c]}"
+        printf '%-8s %4s %12s %10s %10s %12s\n' "$name" "$c" "${RPS[$name.$c]}" "${P50[$name.$c]}" "${P99[$name.$c]}" "${CPU[$name.$c]}"
     done
 done
 echo
