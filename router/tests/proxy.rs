@@ -1538,3 +1538,34 @@ async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_ref
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn tls_clients_that_do_not_handshake_are_closed_without_blocking_others() {
+    let ca = TestCa::new();
+    let cert = ca.issue(&["slow.example.com"]);
+    let config = RouterConfig {
+        tls_certificates: vec![pem_certificate(None, &cert)],
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let h = Harness::start(config).await;
+    let a = backend("a").await;
+    h.register(REGISTER_SUBJECT, "slow.example.com", a, "i-a")
+        .await;
+    h.wait_for("slow.example.com", |r| r.status == StatusCode::OK)
+        .await;
+    let tls = h.tls.unwrap();
+    let mut idle = TcpStream::connect(tls).await.unwrap();
+    // Meanwhile another client is served.
+    let stream = tls_connect(tls, ca.roots(), "slow.example.com", true, &[]).await;
+    let reply = get_over(stream, "slow.example.com", "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read(&mut idle, &mut buf))
+        .await
+        .expect("the router closes a client that never handshakes");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    h.stop().await;
+}
