@@ -1399,8 +1399,13 @@ async fn tls_backends_are_checked_for_their_registered_san() {
 /// A route service: sends each request back to the router at its `X-CF-Forwarded-Url`
 /// with the router's headers and `X-Route-Service: <mode>`, where the mode is the path
 /// of its URL: `/pass` forwards as is, `/tamper` alters the signature, `/slow` waits
-/// `delay` first. Its response carries the forwarded URL it saw.
-async fn route_service(router: SocketAddr, delay: Duration) -> SocketAddr {
+/// `delay` first. Its response carries the forwarded URL it saw. With `tls`, it is
+/// served over TLS.
+async fn route_service(
+    router: SocketAddr,
+    delay: Duration,
+    tls: Option<TlsAcceptor>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -1410,6 +1415,7 @@ async fn route_service(router: SocketAddr, delay: Duration) -> SocketAddr {
                 return;
             };
             let client = client.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let client = client.clone();
@@ -1457,9 +1463,16 @@ async fn route_service(router: SocketAddr, delay: Duration) -> SocketAddr {
                         Ok::<_, Infallible>(Response::from_parts(parts, Full::new(body)))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        http.serve_connection(TokioIo::new(stream), service).await
+                    }
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                };
             });
         }
     });
@@ -1469,21 +1482,30 @@ async fn route_service(router: SocketAddr, delay: Duration) -> SocketAddr {
 #[tokio::test]
 async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_refused() {
     let timeout = Duration::from_millis(500);
+    let ca = TestCa::new();
     let config = RouterConfig {
         route_services_secret: Some("route-services-secret".into()),
         route_services_timeout: timeout,
+        backend_ca_certificates: wf_router::certificates_from_pem("ca", ca.pem().as_bytes())
+            .unwrap(),
         ..Default::default()
     };
     let h = Harness::start(config).await;
     let app = backend("app").await;
-    let rs = route_service(h.router, timeout + Duration::from_millis(500)).await;
-    for (route, mode) in [
-        ("pass.example.com", "pass"),
-        ("tamper.example.com", "tamper"),
-        ("slow.example.com", "slow"),
+    let rs = route_service(h.router, timeout + Duration::from_millis(500), None).await;
+    let rs_tls = route_service(h.router, Duration::ZERO, Some(ca.acceptor(&["localhost"]))).await;
+    for (route, url) in [
+        ("pass.example.com", format!("http://{rs}/pass")),
+        ("tamper.example.com", format!("http://{rs}/tamper")),
+        ("slow.example.com", format!("http://{rs}/slow")),
+        // An https route service, checked against the backend CAs by its host name.
+        (
+            "secure.example.com",
+            format!("https://localhost:{}/pass", rs_tls.port()),
+        ),
     ] {
-        let mut msg = registration(route, app, &format!("i-{mode}"), "0");
-        msg.route_service_url = Some(format!("http://{rs}/{mode}"));
+        let mut msg = registration(route, app, route, "0");
+        msg.route_service_url = Some(url);
         h.publish(REGISTER_SUBJECT, msg).await;
     }
     h.wait_for("pass.example.com", |r| r.status != StatusCode::NOT_FOUND)
@@ -1508,6 +1530,13 @@ async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_ref
     // The route service headers do not reach the app.
     assert_eq!(header(&reply, "seen-x-cf-proxy-signature"), "");
     assert_eq!(header(&reply, "seen-x-cf-forwarded-url"), "");
+
+    let reply = h
+        .wait_for("secure.example.com", |r| r.status != StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "app GET / ");
+    assert_eq!(header(&reply, "seen-x-route-service"), "pass");
 
     let reply = h.get("tamper.example.com", "/").await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
