@@ -165,6 +165,11 @@ pub enum BlobError {
     },
     #[error("'{0}' is not a hex sha1: resources are keyed by their sha1")]
     BadResourceSha1(String),
+    #[error("S3 bucket {bucket} cannot be listed: {source}")]
+    Bucket {
+        bucket: String,
+        source: object_store::Error,
+    },
     #[error("object store: {0}")]
     Store(object_store::Error),
     #[error("scratch file: {0}")]
@@ -201,7 +206,17 @@ impl Blobstore {
                         .with_virtual_hosted_style_request(false)
                         .with_allow_http(endpoint.starts_with("http://"));
                 }
-                Arc::new(builder.build()?)
+                let store = builder.build()?;
+                // Fail at start, not at the first upload, when the bucket is missing or
+                // the keys are refused.
+                let probe = Key::from(BlobKind::Package.folder());
+                if let Err(source) = store.list_with_delimiter(Some(&probe)).await {
+                    return Err(BlobError::Bucket {
+                        bucket: s3.bucket.clone(),
+                        source,
+                    });
+                }
+                Arc::new(store)
             }
         };
         Blobstore::with_store(store, dir.join("tmp")).await

@@ -38,6 +38,9 @@ use crate::Controller;
 /// The most blobs one pass deletes.
 pub const MAX_DELETES_PER_PASS: usize = 1000;
 
+/// The shortest interval between passes.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// The kinds of blob a pass sweeps.
 const SWEPT: [BlobKind; 3] = [
     BlobKind::Package,
@@ -181,10 +184,12 @@ impl Sweeper {
     }
 }
 
-/// Runs a pass every `orphaned_blobs_interval` until cancelled.
+/// Runs a pass every `orphaned_blobs_interval` (at least [`MIN_INTERVAL`]) until
+/// cancelled.
 pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
     let mut sweeper = Sweeper::new(controller.config.orphaned_blobs_grace);
-    let mut ticks = tokio::time::interval(controller.config.orphaned_blobs_interval);
+    let period = controller.config.orphaned_blobs_interval.max(MIN_INTERVAL);
+    let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

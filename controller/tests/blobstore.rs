@@ -41,6 +41,14 @@ async fn s3_blobs_round_trip_and_are_checked_against_their_sha256() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let mut missing = s3.config();
+    missing.bucket = "no-such-bucket".into();
+    let refused = Blobstore::open(dir.path(), Some(&missing)).await;
+    assert!(
+        matches!(refused, Err(BlobError::Bucket { .. })),
+        "{:?}",
+        refused.err()
+    );
     let blobs = Blobstore::open(dir.path(), Some(&s3.config()))
         .await
         .unwrap();

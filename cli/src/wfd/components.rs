@@ -331,6 +331,7 @@ pub struct ControllerArgs {
 
 /// The Cloud Controller with the log cache (fed from NATS).
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let blobstore_s3 = args.blobstore.s3()?;
     let cancel = stop_signal(&args.stop);
     let bus = args.nats.connect().await?;
     let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
@@ -343,7 +344,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         wf_controller::ControllerConfig {
             database_url: args.database_url.clone(),
             blobstore_dir: args.blobstore_dir.clone(),
-            blobstore_s3: args.blobstore.s3()?,
+            blobstore_s3,
             external_url: args.external_url.clone(),
             uaa_url: args.uaa_url.clone(),
             apps_domain: args.apps_domain.clone(),

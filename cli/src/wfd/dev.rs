@@ -63,6 +63,7 @@ const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4A
 
 /// Runs the platform until Ctrl-C (or SIGTERM).
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let blobstore_s3 = args.blobstore.s3()?;
     let data_dir = prepare_data_dir(&args.data_dir)?;
     let admin_password = admin_password(&data_dir, args.admin_password.as_deref())?;
     let signing_secret = secret_file(&data_dir.join("blob-signing-secret"))?;
@@ -152,7 +153,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         wf_controller::ControllerConfig {
             database_url: sqlite_url(&data_dir.join("cc.db")),
             blobstore_dir: data_dir.join("blobstore"),
-            blobstore_s3: args.blobstore.s3()?,
+            blobstore_s3,
             orphaned_blobs_interval: args.blobstore.orphaned_blobs().0,
             orphaned_blobs_grace: args.blobstore.orphaned_blobs().1,
             external_url: api_url.clone(),
