@@ -21,6 +21,8 @@ use crate::wf::{package, Error, PushArgs};
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long staging may take.
 const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a rolling deployment may take.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The manifest file names looked for when `-f` is not given.
 const MANIFEST_NAMES: &[&str] = &["manifest.yml", "manifest.yaml"];
 
@@ -196,6 +198,12 @@ fn push_app(
 
     println!("\nStaging app and tracing logs...");
     let droplet_guid = stage(client, &guid, &package_guid)?;
+    if args.strategy.is_some() && !args.no_start {
+        deploy(client, &guid, &name, &droplet_guid)?;
+        let app = client.get(&format!("/v3/apps/{guid}"))?;
+        print!("{}", summary(client, &app)?);
+        return Ok(());
+    }
     client.patch(
         &format!("/v3/apps/{guid}/relationships/current_droplet"),
         &json!({"data": {"guid": droplet_guid}}),
@@ -213,6 +221,48 @@ fn push_app(
     let app = client.get(&format!("/v3/apps/{guid}"))?;
     print!("{}", summary(client, &app)?);
     Ok(())
+}
+
+/// `--strategy rolling`: a deployment of the droplet, followed until it is finalized
+/// (the old instances keep serving meanwhile).
+fn deploy(
+    client: &mut Client,
+    app_guid: &str,
+    name: &str,
+    droplet_guid: &str,
+) -> Result<(), Error> {
+    println!("Creating deployment for app {name}...\n");
+    let deployment = client.post(
+        "/v3/deployments",
+        &json!({
+            "droplet": {"guid": droplet_guid},
+            "strategy": "rolling",
+            "relationships": {"app": {"data": {"guid": app_guid}}},
+        }),
+    )?;
+    let path = format!("/v3/deployments/{}", text(&deployment, "guid"));
+    println!("Waiting for app {name} to deploy...\n");
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    let mut poll = Poll::new();
+    loop {
+        let deployment = client.get(&path)?;
+        if deployment["status"]["value"] == "FINALIZED" {
+            return match deployment["status"]["reason"].as_str() {
+                Some("DEPLOYED") => Ok(()),
+                reason => Err(Error::Failed(format!(
+                    "The deployment of app {name} ended {}.",
+                    reason.unwrap_or("without a reason")
+                ))),
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Failed(format!(
+                "Timed out after {} s waiting for app {name} to deploy.",
+                DEPLOY_TIMEOUT.as_secs()
+            )));
+        }
+        poll.wait();
+    }
 }
 
 /// Puts the first shared domain where `-n HOST` left `{default}`.
