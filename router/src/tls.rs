@@ -152,6 +152,23 @@ struct SniResolver {
 }
 
 impl SniResolver {
+    /// The default is the certificate without a domain, else the first (as Go's TLS
+    /// server does).
+    fn new(certificates: &[TlsCertificate]) -> Result<SniResolver, TlsError> {
+        let default = certificates
+            .iter()
+            .find(|c| c.domain.is_none())
+            .or_else(|| certificates.first())
+            .ok_or(TlsError::NoCertificates)?
+            .key
+            .clone();
+        let by_domain = certificates
+            .iter()
+            .filter_map(|c| Some((c.domain.clone()?, c.key.clone())))
+            .collect();
+        Ok(SniResolver { by_domain, default })
+    }
+
     fn find(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(key) = self.by_domain.get(&name) {
@@ -171,27 +188,16 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The TLS listener's configuration: SNI over `certificates` (the default is the one
-/// without a domain, else the first, as Go's TLS server does), TLS 1.2 and 1.3, ALPN
+/// The TLS listener's configuration: SNI over `certificates`, TLS 1.2 and 1.3, ALPN
 /// `h2` then `http/1.1`.
 pub(crate) fn server_config(
     certificates: &[TlsCertificate],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let default = certificates
-        .iter()
-        .find(|c| c.domain.is_none())
-        .or_else(|| certificates.first())
-        .ok_or(TlsError::NoCertificates)?
-        .key
-        .clone();
-    let by_domain = certificates
-        .iter()
-        .filter_map(|c| Some((c.domain.clone()?, c.key.clone())))
-        .collect();
+    let resolver = SniResolver::new(certificates)?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { by_domain, default }));
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -267,6 +273,61 @@ mod tests {
         for bad in ["", "*.", "a..b", "ex ample.com", "a.*.com", "host:443"] {
             assert!(parse_domain(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn certificate(domain: Option<&str>, name: &str) -> TlsCertificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        TlsCertificate::from_pem(
+            domain,
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sni_picks_the_exact_then_the_wildcard_domain_else_the_default() {
+        let exact = certificate(Some("App.Example.com"), "app.example.com");
+        let wildcard = certificate(Some("*.b.example.com"), "*.b.example.com");
+        let fallback = certificate(None, "default.example.com");
+        let resolver =
+            SniResolver::new(&[exact.clone(), wildcard.clone(), fallback.clone()]).unwrap();
+        let found = |name: &str| resolver.find(name);
+        assert!(Arc::ptr_eq(&found("app.example.com").unwrap(), &exact.key));
+        assert!(Arc::ptr_eq(&found("APP.example.com.").unwrap(), &exact.key));
+        assert!(Arc::ptr_eq(
+            &found("x.b.example.com").unwrap(),
+            &wildcard.key
+        ));
+        // A wildcard covers one label only.
+        assert!(found("y.x.b.example.com").is_none());
+        assert!(found("b.example.com").is_none());
+        assert!(found("other.example.net").is_none());
+        assert!(Arc::ptr_eq(&resolver.default, &fallback.key));
+        // Without a default certificate, the first one is.
+        let resolver = SniResolver::new(&[wildcard.clone(), exact]).unwrap();
+        assert!(Arc::ptr_eq(&resolver.default, &wildcard.key));
+    }
+
+    #[test]
+    fn mismatched_keys_are_refused() {
+        let a = rcgen::KeyPair::generate().unwrap();
+        let b = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_string()])
+            .unwrap()
+            .self_signed(&a)
+            .unwrap();
+        let err = TlsCertificate::from_pem(
+            Some("a.example.com"),
+            cert.pem().as_bytes(),
+            b.serialize_pem().as_bytes(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, TlsError::Key { .. }), "{err}");
     }
 
     #[test]
