@@ -1551,6 +1551,22 @@ async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_ref
         "expired_route_service_signature"
     );
 
+    // Gorouter: no WebSockets through route services.
+    let reply = h
+        .send(
+            "GET",
+            "pass.example.com",
+            "/",
+            "",
+            &[("Connection", "upgrade"), ("Upgrade", "websocket")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        header(&reply, "x-cf-routererror"),
+        "route_service_unsupported"
+    );
+
     // A client cannot skip the route service with a made-up signature.
     let reply = h
         .send(
@@ -1565,6 +1581,21 @@ async fn route_services_see_requests_first_and_bad_or_expired_signatures_are_ref
         )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    h.stop().await;
+
+    // Without a route services secret, routes bound to a route service get 502.
+    let h = Harness::start(RouterConfig::default()).await;
+    let mut msg = registration("pass.example.com", app, "i-pass", "0");
+    msg.route_service_url = Some(format!("http://{rs}/pass"));
+    h.publish(REGISTER_SUBJECT, msg).await;
+    let reply = h
+        .wait_for("pass.example.com", |r| r.status != StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        header(&reply, "x-cf-routererror"),
+        "route_service_unsupported"
+    );
     h.stop().await;
 }
 
