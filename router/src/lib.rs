@@ -20,6 +20,7 @@ mod tls;
 mod trace;
 
 pub use message::{RegistryMessage, RouterStart};
+pub use route_service::RouteServiceError;
 pub use status::StatusCredentials;
 pub use table::{Endpoint, LoadBalancing, Lookup, RouteTable};
 pub use tls::{certificates_from_pem, certificates_from_pem_file, TlsCertificate, TlsError};
@@ -59,6 +60,8 @@ pub enum RouterError {
     Bus(String),
     #[error("router TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    RouteServices(#[from] RouteServiceError),
 }
 
 impl From<BusError> for RouterError {
@@ -213,6 +216,17 @@ pub async fn serve(
         None => None,
     };
     let backend_tls = tls::client_config(&config.backend_ca_certificates)?;
+    let route_services = config
+        .route_services_secret
+        .as_deref()
+        .map(|secret| {
+            route_service::RouteServiceKeys::new(
+                secret,
+                config.route_services_secret_decrypt_only.as_deref(),
+                config.route_services_timeout,
+            )
+        })
+        .transpose()?;
     let local = listener.local_addr()?;
     let mut table = RouteTable::new(config.prune_threshold);
     table.set_endpoint_backoff(config.endpoint_failure_backoff);
@@ -261,6 +275,7 @@ pub async fn serve(
         metrics,
         &config,
         backend_tls,
+        route_services,
         tracker.clone(),
         cancel.clone(),
     ));

@@ -120,6 +120,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         config: &RouterConfig,
         backend_tls: Arc<rustls::ClientConfig>,
+        route_services: Option<RouteServiceKeys>,
         tunnels: TaskTracker,
         cancel: CancellationToken,
     ) -> Proxy {
@@ -141,13 +142,7 @@ impl Proxy {
             max_request_body_bytes: config.max_request_body_bytes,
             max_conns_per_backend: config.max_conns_per_backend,
             response_timeout: config.backend_response_timeout,
-            route_services: config.route_services_secret.as_deref().map(|secret| {
-                RouteServiceKeys::new(
-                    secret,
-                    config.route_services_secret_decrypt_only.as_deref(),
-                    config.route_services_timeout,
-                )
-            }),
+            route_services,
             tunnels,
             cancel,
         }
@@ -515,16 +510,30 @@ impl Proxy {
             .get(X_CF_PROXY_SIGNATURE)
             .and_then(|v| v.to_str().ok())
         else {
-            return match url.parse::<http::Uri>() {
-                Ok(parsed) if parsed.host().is_some() => Ok(RouteServiceStep::ToRouteService {
-                    url: parsed,
-                    signed: keys.sign(&requested_url, now),
+            let url = match url.parse::<http::Uri>() {
+                Ok(parsed) if parsed.host().is_some() => parsed,
+                _ => {
+                    return Err(endpoint_failure(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("invalid route service URL {url:?}"),
+                    ))
+                }
+            };
+            return match keys.sign(&requested_url, now) {
+                Ok(signed) => Ok(RouteServiceStep::ToRouteService {
+                    url,
+                    signed,
                     forwarded_url: requested_url,
                 }),
-                _ => Err(endpoint_failure(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("invalid route service URL {url:?}"),
-                )),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign a route service request");
+                    Err(error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "",
+                        "Route service request failed.",
+                        None,
+                    ))
+                }
             };
         };
         let metadata = headers

@@ -26,6 +26,17 @@ pub(crate) const X_CF_PROXY_METADATA: &str = "x-cf-proxy-metadata";
 /// Gorouter's PBKDF2 iterations for the route services key.
 const KEY_ITERATIONS: u32 = 100_001;
 
+/// Why a route service request could not be signed, or the keys not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteServiceError {
+    #[error("route services key: AES-128-GCM refused the derived key")]
+    Key,
+    #[error("route service signature: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("route service signature: AES-GCM sealing failed")]
+    Seal,
+}
+
 /// Why a request coming back from a route service was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SignatureError {
@@ -69,7 +80,7 @@ pub(crate) struct RouteServiceKeys {
     timeout: Duration,
 }
 
-fn derive_key(secret: &str) -> LessSafeKey {
+fn derive_key(secret: &str) -> Result<LessSafeKey, RouteServiceError> {
     let mut key = [0u8; 16];
     ring::pbkdf2::derive(
         ring::pbkdf2::PBKDF2_HMAC_SHA256,
@@ -78,9 +89,8 @@ fn derive_key(secret: &str) -> LessSafeKey {
         secret.as_bytes(),
         &mut key,
     );
-    // A 16-byte key is always valid for AES-128-GCM.
-    let unbound = UnboundKey::new(&AES_128_GCM, &key).unwrap_or_else(|_| unreachable!());
-    LessSafeKey::new(unbound)
+    let unbound = UnboundKey::new(&AES_128_GCM, &key).map_err(|_| RouteServiceError::Key)?;
+    Ok(LessSafeKey::new(unbound))
 }
 
 /// The URL without its scheme: a route service may call back over http or https.
@@ -89,38 +99,44 @@ fn without_scheme(url: &str) -> &str {
 }
 
 impl RouteServiceKeys {
-    pub(crate) fn new(secret: &str, previous: Option<&str>, timeout: Duration) -> Self {
-        RouteServiceKeys {
-            current: derive_key(secret),
-            previous: previous.map(derive_key),
+    pub(crate) fn new(
+        secret: &str,
+        previous: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, RouteServiceError> {
+        Ok(RouteServiceKeys {
+            current: derive_key(secret)?,
+            previous: previous.map(derive_key).transpose()?,
             timeout,
-        }
+        })
     }
 
     /// Signs `forwarded_url` as requested at `now`.
-    pub(crate) fn sign(&self, forwarded_url: &str, now: OffsetDateTime) -> SignedHeaders {
+    pub(crate) fn sign(
+        &self,
+        forwarded_url: &str,
+        now: OffsetDateTime,
+    ) -> Result<SignedHeaders, RouteServiceError> {
         let signature = Signature {
             forwarded_url: forwarded_url.to_string(),
             requested_time: now,
         };
-        // Serializing a struct of a string and a date cannot fail.
-        let mut sealed = serde_json::to_vec(&signature).unwrap_or_default();
+        let mut sealed = serde_json::to_vec(&signature)?;
         let nonce: [u8; NONCE_LEN] = rand::random();
-        // Sealing fails only for inputs beyond GCM's 64 GB limit.
         self.current
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
                 &mut sealed,
             )
-            .unwrap_or_else(|_| unreachable!());
+            .map_err(|_| RouteServiceError::Seal)?;
         let metadata = Metadata {
             nonce: STANDARD.encode(nonce),
         };
-        SignedHeaders {
+        Ok(SignedHeaders {
             signature: URL_SAFE.encode(sealed),
-            metadata: URL_SAFE.encode(serde_json::to_vec(&metadata).unwrap_or_default()),
-        }
+            metadata: URL_SAFE.encode(serde_json::to_vec(&metadata)?),
+        })
     }
 
     /// Checks the signature of a request back from a route service for
@@ -183,9 +199,9 @@ mod tests {
 
     #[test]
     fn signatures_round_trip_and_expire() {
-        let keys = RouteServiceKeys::new("secret", None, Duration::from_secs(60));
+        let keys = RouteServiceKeys::new("secret", None, Duration::from_secs(60)).unwrap();
         let now = OffsetDateTime::now_utc();
-        let signed = keys.sign(URL, now);
+        let signed = keys.sign(URL, now).unwrap();
         keys.verify(&signed.signature, Some(&signed.metadata), URL, now)
             .unwrap();
         // Called back over plain http: the same URL.
@@ -219,14 +235,14 @@ mod tests {
     #[test]
     fn other_secrets_fail_and_the_previous_one_is_accepted() {
         let now = OffsetDateTime::now_utc();
-        let old = RouteServiceKeys::new("old", None, Duration::from_secs(60));
-        let signed = old.sign(URL, now);
-        let other = RouteServiceKeys::new("new", None, Duration::from_secs(60));
+        let old = RouteServiceKeys::new("old", None, Duration::from_secs(60)).unwrap();
+        let signed = old.sign(URL, now).unwrap();
+        let other = RouteServiceKeys::new("new", None, Duration::from_secs(60)).unwrap();
         assert!(matches!(
             other.verify(&signed.signature, Some(&signed.metadata), URL, now),
             Err(SignatureError::Decrypt)
         ));
-        let rotating = RouteServiceKeys::new("new", Some("old"), Duration::from_secs(60));
+        let rotating = RouteServiceKeys::new("new", Some("old"), Duration::from_secs(60)).unwrap();
         rotating
             .verify(&signed.signature, Some(&signed.metadata), URL, now)
             .unwrap();
@@ -234,8 +250,8 @@ mod tests {
 
     #[test]
     fn headers_have_gorouters_shape() {
-        let keys = RouteServiceKeys::new("secret", None, Duration::from_secs(60));
-        let signed = keys.sign(URL, OffsetDateTime::now_utc());
+        let keys = RouteServiceKeys::new("secret", None, Duration::from_secs(60)).unwrap();
+        let signed = keys.sign(URL, OffsetDateTime::now_utc()).unwrap();
         let metadata: serde_json::Value =
             serde_json::from_slice(&URL_SAFE.decode(&signed.metadata).unwrap()).unwrap();
         let nonce = STANDARD
