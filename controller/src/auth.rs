@@ -281,26 +281,28 @@ impl User {
         )
     }
 
+    /// Limits a list of space quotas to those of orgs the user manages and those
+    /// applied to spaces they can see.
+    pub fn scope_space_quotas(&self, filter: Filter) -> Filter {
+        if self.perms.sees_everything() {
+            return filter;
+        }
+        let (template, args) = any_in(&[
+            ("organization_guid IN ({})", &self.perms.managed_orgs),
+            (
+                "guid IN (SELECT quota_guid FROM spaces WHERE guid IN ({}))",
+                &self.perms.visible_spaces,
+            ),
+        ]);
+        filter.clause(&template, args)
+    }
+
     /// `(organization_guid IN (..) OR space_guid IN (..))` over what the user sees.
     fn visible_roles_clause(&self) -> (String, Vec<Arg>) {
-        let mut args = Vec::new();
-        let mut parts = Vec::new();
-        for (column, set) in [
-            ("organization_guid", &self.perms.visible_orgs),
-            ("space_guid", &self.perms.visible_spaces),
-        ] {
-            let values = sorted(set);
-            if values.is_empty() {
-                parts.push("1 = 0".to_string());
-            } else {
-                parts.push(format!(
-                    "{column} IN ({})",
-                    vec!["?"; values.len()].join(", ")
-                ));
-                args.extend(values.into_iter().map(Arg::Text));
-            }
-        }
-        (format!("({})", parts.join(" OR ")), args)
+        any_in(&[
+            ("organization_guid IN ({})", &self.perms.visible_orgs),
+            ("space_guid IN ({})", &self.perms.visible_spaces),
+        ])
     }
 
     /// The `created_by` of builds and audit records.
@@ -311,6 +313,23 @@ impl User {
             "email": self.claims.email,
         })
     }
+}
+
+/// `(part OR part ...)`, where each part is a template whose `{}` stands for its set of
+/// guids (an empty set matches nothing), with `?` marks for [`Filter::clause`].
+fn any_in(parts: &[(&str, &HashSet<String>)]) -> (String, Vec<Arg>) {
+    let mut args = Vec::new();
+    let mut sql = Vec::new();
+    for (template, set) in parts {
+        let values = sorted(set);
+        if values.is_empty() {
+            sql.push("1 = 0".to_string());
+        } else {
+            sql.push(template.replace("{}", &vec!["?"; values.len()].join(", ")));
+            args.extend(values.into_iter().map(Arg::Text));
+        }
+    }
+    (format!("({})", sql.join(" OR ")), args)
 }
 
 fn sorted(set: &HashSet<String>) -> Vec<String> {

@@ -36,6 +36,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     2 => "0002_tasks",
     3 => "0003_roles",
     4 => "0004_audit_events",
+    5 => "0005_quotas",
 );
 
 /// A bound query argument.
@@ -44,6 +45,8 @@ pub enum Arg {
     Text(String),
     Int(i64),
     Null,
+    /// NULL for a number column (PostgreSQL types its parameters).
+    NullInt,
 }
 
 impl From<&str> for Arg {
@@ -157,6 +160,7 @@ fn bind_all<'q>(mut query: AnyQuery<'q>, args: &[Arg]) -> AnyQuery<'q> {
             Arg::Text(s) => query.bind(s.clone()),
             Arg::Int(i) => query.bind(*i),
             Arg::Null => query.bind(Option::<String>::None),
+            Arg::NullInt => query.bind(Option::<i64>::None),
         };
     }
     query
@@ -393,19 +397,22 @@ pub struct Org {
     pub guid: String,
     pub name: String,
     pub suspended: bool,
+    /// Its organization quota.
+    pub quota_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for Org {
     const TABLE: &'static str = "organizations";
-    const COLUMNS: &'static str = "guid, name, suspended, created_at, updated_at";
+    const COLUMNS: &'static str = "guid, name, suspended, quota_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Org {
             guid: text(row, "guid")?,
             name: text(row, "name")?,
             suspended: int(row, "suspended")? != 0,
+            quota_guid: opt_text(row, "quota_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
@@ -417,19 +424,23 @@ pub struct Space {
     pub guid: String,
     pub name: String,
     pub organization_guid: String,
+    /// Its space quota, if it has one.
+    pub quota_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for Space {
     const TABLE: &'static str = "spaces";
-    const COLUMNS: &'static str = "guid, name, organization_guid, created_at, updated_at";
+    const COLUMNS: &'static str =
+        "guid, name, organization_guid, quota_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Space {
             guid: text(row, "guid")?,
             name: text(row, "name")?,
             organization_guid: text(row, "organization_guid")?,
+            quota_guid: opt_text(row, "quota_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
@@ -764,6 +775,102 @@ impl Record for Role {
             user_guid: text(row, "user_guid")?,
             organization_guid: opt_text(row, "organization_guid")?,
             space_guid: opt_text(row, "space_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// The limits of an organization or space quota; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub total_memory_in_mb: Option<i64>,
+    pub per_process_memory_in_mb: Option<i64>,
+    pub total_instances: Option<i64>,
+    pub per_app_tasks: Option<i64>,
+    pub log_rate_limit_in_bytes_per_second: Option<i64>,
+    pub paid_services_allowed: bool,
+    pub total_service_instances: Option<i64>,
+    pub total_service_keys: Option<i64>,
+    pub total_routes: Option<i64>,
+    pub total_reserved_ports: Option<i64>,
+    pub total_domains: Option<i64>,
+}
+
+impl QuotaLimits {
+    fn from_row(row: &AnyRow) -> Result<QuotaLimits, sqlx::Error> {
+        let limit = |column: &str| row.try_get::<Option<i64>, _>(column);
+        Ok(QuotaLimits {
+            total_memory_in_mb: limit("total_memory_in_mb")?,
+            per_process_memory_in_mb: limit("per_process_memory_in_mb")?,
+            total_instances: limit("total_instances")?,
+            per_app_tasks: limit("per_app_tasks")?,
+            log_rate_limit_in_bytes_per_second: limit("log_rate_limit_in_bytes_per_second")?,
+            paid_services_allowed: int(row, "paid_services_allowed")? != 0,
+            total_service_instances: limit("total_service_instances")?,
+            total_service_keys: limit("total_service_keys")?,
+            total_routes: limit("total_routes")?,
+            total_reserved_ports: limit("total_reserved_ports")?,
+            total_domains: limit("total_domains")?,
+        })
+    }
+}
+
+const QUOTA_COLUMNS: &str = "guid, name, total_memory_in_mb, per_process_memory_in_mb, \
+    total_instances, per_app_tasks, log_rate_limit_in_bytes_per_second, paid_services_allowed, \
+    total_service_instances, total_service_keys, total_routes, total_reserved_ports, \
+    total_domains, created_at, updated_at";
+
+/// An organization quota (CF's quota definition).
+#[derive(Debug, Clone)]
+pub struct OrgQuota {
+    pub guid: String,
+    pub name: String,
+    pub limits: QuotaLimits,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for OrgQuota {
+    const TABLE: &'static str = "organization_quotas";
+    const COLUMNS: &'static str = QUOTA_COLUMNS;
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(OrgQuota {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            limits: QuotaLimits::from_row(row)?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A space quota, owned by one org and applied to some of its spaces.
+#[derive(Debug, Clone)]
+pub struct SpaceQuota {
+    pub guid: String,
+    pub name: String,
+    pub organization_guid: String,
+    pub limits: QuotaLimits,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for SpaceQuota {
+    const TABLE: &'static str = "space_quotas";
+    const COLUMNS: &'static str = "guid, name, organization_guid, total_memory_in_mb, \
+        per_process_memory_in_mb, total_instances, per_app_tasks, \
+        log_rate_limit_in_bytes_per_second, paid_services_allowed, total_service_instances, \
+        total_service_keys, total_routes, total_reserved_ports, total_domains, created_at, \
+        updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(SpaceQuota {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            organization_guid: text(row, "organization_guid")?,
+            limits: QuotaLimits::from_row(row)?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })

@@ -10,6 +10,7 @@ mod error;
 mod logs;
 pub mod manifest;
 mod nsync;
+mod quotas;
 mod orphaned_blobs;
 mod signed_urls;
 mod staging;

@@ -248,6 +248,68 @@ pub enum Command {
         /// The task's id, as `wf tasks` shows it
         id: u64,
     },
+    /// List the org quotas
+    #[command(visible_alias = "org-quotas")]
+    Quotas,
+    /// Show an org quota
+    #[command(visible_alias = "org-quota")]
+    Quota { name: String },
+    /// Define a new org quota
+    #[command(visible_alias = "create-org-quota")]
+    CreateQuota {
+        name: String,
+        #[command(flatten)]
+        limits: commands::quotas::LimitArgs,
+    },
+    /// Change an org quota
+    #[command(visible_alias = "update-org-quota")]
+    UpdateQuota {
+        name: String,
+        /// New name
+        #[arg(short = 'n')]
+        new_name: Option<String>,
+        #[command(flatten)]
+        limits: commands::quotas::LimitArgs,
+    },
+    /// Delete an org quota
+    #[command(visible_alias = "delete-org-quota")]
+    DeleteQuota {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Assign an org quota to an org
+    #[command(visible_alias = "set-org-quota")]
+    SetQuota { org: String, quota: String },
+    /// List the space quotas of the targeted org
+    SpaceQuotas,
+    /// Show a space quota of the targeted org
+    SpaceQuota { name: String },
+    /// Define a new space quota in the targeted org
+    CreateSpaceQuota {
+        name: String,
+        #[command(flatten)]
+        limits: commands::quotas::LimitArgs,
+    },
+    /// Change a space quota of the targeted org
+    UpdateSpaceQuota {
+        name: String,
+        /// New name
+        #[arg(short = 'n')]
+        new_name: Option<String>,
+        #[command(flatten)]
+        limits: commands::quotas::LimitArgs,
+    },
+    /// Delete a space quota of the targeted org
+    DeleteSpaceQuota {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Assign a space quota to a space of the targeted org
+    SetSpaceQuota { space: String, quota: String },
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +346,10 @@ pub struct PushArgs {
     /// Do not map a route to the app
     #[arg(long)]
     pub no_route: bool,
+    /// Deployment strategy: `rolling` replaces the instances one at a time, without
+    /// downtime (default: stop, then start)
+    #[arg(long, value_parser = ["rolling"])]
+    pub strategy: Option<String>,
 }
 
 /// Why a command failed; printed after `FAILED`.
@@ -325,7 +391,8 @@ pub fn run(command: Command) -> Result<(), Error> {
     let config = Config::load(&path)?;
     let mut client = Client::new(config, path)?;
     let c = &mut client;
-    use commands::{apps, curl, events, logs, orgs, push, routes, session, tasks, users};
+    use commands::quotas::Kind;
+    use commands::{apps, curl, events, logs, orgs, push, quotas, routes, session, tasks, users};
     match command {
         Command::Api { url } => session::api(c, url),
         Command::Login {
@@ -416,6 +483,28 @@ pub fn run(command: Command) -> Result<(), Error> {
             role,
         } => users::set_space_role(c, &username, &org, &space, &role),
         Command::TerminateTask { name, id } => tasks::terminate_task(c, &name, id),
+        Command::Quotas => quotas::list(c, Kind::Org),
+        Command::Quota { name } => quotas::show(c, Kind::Org, &name),
+        Command::CreateQuota { name, limits } => quotas::create(c, Kind::Org, &name, &limits),
+        Command::UpdateQuota {
+            name,
+            new_name,
+            limits,
+        } => quotas::update(c, Kind::Org, &name, new_name, &limits),
+        Command::DeleteQuota { name, force } => quotas::delete(c, Kind::Org, &name, force),
+        Command::SetQuota { org, quota } => quotas::set_org_quota(c, &org, &quota),
+        Command::SpaceQuotas => quotas::list(c, Kind::Space),
+        Command::SpaceQuota { name } => quotas::show(c, Kind::Space, &name),
+        Command::CreateSpaceQuota { name, limits } => {
+            quotas::create(c, Kind::Space, &name, &limits)
+        }
+        Command::UpdateSpaceQuota {
+            name,
+            new_name,
+            limits,
+        } => quotas::update(c, Kind::Space, &name, new_name, &limits),
+        Command::DeleteSpaceQuota { name, force } => quotas::delete(c, Kind::Space, &name, force),
+        Command::SetSpaceQuota { space, quota } => quotas::set_space_quota(c, &space, &quota),
     }
 }
 

@@ -342,6 +342,9 @@ async fn set_state(
             "Assign a droplet before starting this app.",
         ));
     }
+    if state == AppState::Started && app.state != AppState::Started {
+        crate::quotas::check_start(controller, &app).await?;
+    }
     controller
         .db
         .update("apps", guid, vec![("state", state.into())])

@@ -46,13 +46,15 @@ fn present_org(controller: &Controller, org: &Org) -> Value {
         "updated_at": cf_time(&org.updated_at),
         "name": org.name,
         "suspended": org.suspended,
-        "relationships": {"quota": {"data": null}},
+        "relationships": {"quota": to_one(org.quota_guid.as_deref())},
         "metadata": metadata(),
         "links": {
             "self": link(""),
             "domains": link("/domains"),
             "default_domain": link("/domains/default"),
-            "quota": null,
+            "quota": org.quota_guid.as_ref().map(|quota| {
+                href(controller, &format!("/v3/organization_quotas/{quota}"))
+            }),
         },
     })
 }
@@ -65,7 +67,7 @@ fn present_space(controller: &Controller, space: &Space) -> Value {
         "name": space.name,
         "relationships": {
             "organization": to_one(Some(&space.organization_guid)),
-            "quota": {"data": null},
+            "quota": to_one(space.quota_guid.as_deref()),
         },
         "metadata": metadata(),
         "links": {
@@ -130,6 +132,7 @@ pub async fn create_org(
     }
     let guid = db::new_guid();
     let now = db::now();
+    let quota = crate::quotas::default_org_quota(&controller).await?;
     let inserted = controller
         .db
         .insert(
@@ -138,6 +141,7 @@ pub async fn create_org(
                 ("guid", guid.clone().into()),
                 ("name", name.clone().into()),
                 ("suspended", Arg::Int(0)),
+                ("quota_guid", quota.into()),
                 ("created_at", now.clone().into()),
                 ("updated_at", now.into()),
             ],

@@ -17,7 +17,7 @@ use super::{
 use crate::auth::{Access, User};
 use crate::db::{App, AppState, Arg, Filter, Process};
 use crate::error::ApiError;
-use crate::{nsync, Controller};
+use crate::{nsync, quotas, Controller};
 
 /// CF's file descriptor quota of an instance.
 const FDS_QUOTA: u64 = 16_384;
@@ -186,6 +186,7 @@ fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
 
 async fn scale_process(controller: &Controller, process: Process, body: &Value) -> ApiResult {
     let scale = parse_scale(body)?;
+    quotas::check_scale(controller, &process, scale.instances, scale.memory_in_mb).await?;
     let mut changes = Vec::new();
     if let Some(instances) = scale.instances {
         changes.push(("instances", Arg::Int(instances)));

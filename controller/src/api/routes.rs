@@ -237,6 +237,7 @@ pub async fn create(
             "Invalid space. Ensure that the space exists and you have access to it.",
         ));
     };
+    crate::quotas::check_route(&controller, &space).await?;
     let domain = match relationship_guid(&relationships, "domain") {
         Some(guid) => controller.db.get::<Domain>(&guid).await?,
         None => None,

@@ -224,6 +224,7 @@ pub async fn create(
         .disk_in_mb
         .or_else(|| web.as_ref().map(|p| p.disk_in_mb))
         .unwrap_or(DEFAULT_DISK_MB);
+    crate::quotas::check_task(&controller, &app, memory).await?;
     let name = body.name.clone().unwrap_or_else(random_name);
 
     let task_guid = db::new_guid();

@@ -7,6 +7,7 @@ pub mod events;
 pub mod logs;
 pub mod orgs;
 pub mod push;
+pub mod quotas;
 pub mod routes;
 pub mod session;
 pub mod tasks;
