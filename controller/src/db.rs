@@ -37,6 +37,8 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     3 => "0003_roles",
     4 => "0004_audit_events",
     5 => "0005_quotas",
+    6 => "0006_deployments",
+    7 => "0007_feature_flags_and_env_groups",
 );
 
 /// A bound query argument.
@@ -389,6 +391,7 @@ cf_state!(PackageState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY", 
 cf_state!(BuildState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(DropletState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
+cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED" });
 
 // --- records ---
 
@@ -775,6 +778,135 @@ impl Record for Role {
             user_guid: text(row, "user_guid")?,
             organization_guid: opt_text(row, "organization_guid")?,
             space_guid: opt_text(row, "space_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A rolling deployment of an app's web process (`/v3/deployments`).
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub guid: String,
+    pub app_guid: String,
+    pub process_guid: String,
+    pub state: DeploymentState,
+    /// `ACTIVE` or `FINALIZED`.
+    pub status_value: String,
+    /// `DEPLOYING`, `DEPLOYED` or `SUPERSEDED`.
+    pub status_reason: String,
+    pub strategy: String,
+    pub droplet_guid: String,
+    pub previous_droplet_guid: Option<String>,
+    /// The DesiredLRP of the version being replaced.
+    pub old_lrp_guid: String,
+    /// Instances the new version runs now (up to the process's instances).
+    pub new_instances: i64,
+    /// Instances the old version keeps now.
+    pub old_instances: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Deployment {
+    const TABLE: &'static str = "deployments";
+    const COLUMNS: &'static str = "guid, app_guid, process_guid, state, status_value, \
+        status_reason, strategy, droplet_guid, previous_droplet_guid, old_lrp_guid, \
+        new_instances, old_instances, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Deployment {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            process_guid: text(row, "process_guid")?,
+            state: state(row, "state")?,
+            status_value: text(row, "status_value")?,
+            status_reason: text(row, "status_reason")?,
+            strategy: text(row, "strategy")?,
+            droplet_guid: text(row, "droplet_guid")?,
+            previous_droplet_guid: opt_text(row, "previous_droplet_guid")?,
+            old_lrp_guid: text(row, "old_lrp_guid")?,
+            new_instances: int(row, "new_instances")?,
+            old_instances: int(row, "old_instances")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A feature flag an admin set (`/v3/feature_flags`; unset flags keep CF's defaults).
+#[derive(Debug, Clone)]
+pub struct FeatureFlag {
+    pub enabled: bool,
+    pub custom_error_message: Option<String>,
+    pub updated_at: String,
+}
+
+impl Record for FeatureFlag {
+    const TABLE: &'static str = "feature_flags";
+    const COLUMNS: &'static str = "name, enabled, custom_error_message, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(FeatureFlag {
+            enabled: int(row, "enabled")? != 0,
+            custom_error_message: opt_text(row, "custom_error_message")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// The running or staging environment variable group.
+#[derive(Debug, Clone)]
+pub struct EnvVarGroup {
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    pub updated_at: String,
+}
+
+impl Record for EnvVarGroup {
+    const TABLE: &'static str = "environment_variable_groups";
+    const COLUMNS: &'static str = "name, variables, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(EnvVarGroup {
+            variables: json(row, "variables")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An audit event (`/v3/audit_events`).
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub guid: String,
+    pub event_type: String,
+    pub actor_guid: String,
+    pub actor_type: String,
+    pub actor_name: String,
+    pub target_guid: String,
+    pub target_type: String,
+    pub target_name: String,
+    pub data: serde_json::Value,
+    pub space_guid: Option<String>,
+    pub organization_guid: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for AuditEvent {
+    const TABLE: &'static str = "audit_events";
+    const COLUMNS: &'static str = "guid, type, actor_guid, actor_type, actor_name, \
+        target_guid, target_type, target_name, data, space_guid, organization_guid, \
+        created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(AuditEvent {
+            guid: text(row, "guid")?,
+            event_type: text(row, "type")?,
+            actor_guid: text(row, "actor_guid")?,
+            actor_type: text(row, "actor_type")?,
+            actor_name: text(row, "actor_name")?,
+            target_guid: text(row, "target_guid")?,
+            target_type: text(row, "target_type")?,
+            target_name: text(row, "target_name")?,
+            data: json(row, "data")?,
+            space_guid: opt_text(row, "space_guid")?,
+            organization_guid: opt_text(row, "organization_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })

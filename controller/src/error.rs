@@ -30,6 +30,9 @@ pub enum ApiError {
     /// CF-NotAuthorized.
     #[error("{0}")]
     NotAuthorized(String),
+    /// CF-FeatureDisabled: a feature flag forbids the action (its message).
+    #[error("{0}")]
+    FeatureDisabled(String),
     /// CF-RunnerUnavailable: the BBS (Diego) cannot be reached.
     #[error("Runner is unavailable: {0}")]
     RunnerUnavailable(String),
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::InvalidAuthToken => (StatusCode::UNAUTHORIZED, 1000, "CF-InvalidAuthToken"),
             ApiError::NotAuthenticated => (StatusCode::UNAUTHORIZED, 10002, "CF-NotAuthenticated"),
             ApiError::NotAuthorized(_) => (StatusCode::FORBIDDEN, 10003, "CF-NotAuthorized"),
+            ApiError::FeatureDisabled(_) => (StatusCode::FORBIDDEN, 330002, "CF-FeatureDisabled"),
             ApiError::RunnerUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 170015,

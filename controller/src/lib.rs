@@ -3,15 +3,17 @@
 //! desired LRPs kept in sync with the apps (nsync), and tasks (`cf run-task`).
 
 mod api;
+mod audit;
 mod auth;
 pub mod blobstore;
 mod db;
+mod deployments;
 mod error;
 mod logs;
 pub mod manifest;
 mod nsync;
-mod quotas;
 mod orphaned_blobs;
+mod quotas;
 mod signed_urls;
 mod staging;
 mod task_follower;
@@ -153,9 +155,11 @@ impl Controller {
             cancel.clone(),
         ));
         let nsync = tokio::spawn(nsync::run(self.clone(), cancel.clone()));
+        let crashes = tokio::spawn(audit::watch_crashes(self.clone(), cancel.clone()));
+        let deployments = tokio::spawn(deployments::run(self.clone(), cancel.clone()));
         let orphaned_blobs = tokio::spawn(orphaned_blobs::run(self.clone(), cancel));
         tokio::spawn(async move {
-            let _ = tokio::join!(staging, tasks, nsync, orphaned_blobs);
+            let _ = tokio::join!(staging, tasks, nsync, crashes, deployments, orphaned_blobs);
         })
     }
 

@@ -42,7 +42,7 @@ pub fn lrp_guid(process: &Process) -> String {
 }
 
 /// The CC process guid inside a DesiredLRP process guid (both parts are hyphenated uuids).
-fn process_guid_of(lrp_guid: &str) -> &str {
+pub(crate) fn process_guid_of(lrp_guid: &str) -> &str {
     const VERSION_LEN: usize = 36;
     match lrp_guid.len().checked_sub(VERSION_LEN + 1) {
         Some(end) if lrp_guid.as_bytes().get(end) == Some(&b'-') => &lrp_guid[..end],
@@ -57,6 +57,8 @@ pub struct AppContext {
     pub org: Option<Org>,
     /// `host.domain[/path]` of each route with a destination to the app.
     pub uris: Vec<String>,
+    /// The running environment variable group (the app's own variables win).
+    pub running_group: serde_json::Map<String, Value>,
 }
 
 impl AppContext {
@@ -89,11 +91,13 @@ impl AppContext {
         }
         uris.sort();
         uris.dedup();
+        let running_group = crate::api::env_group_variables(controller, "running").await?;
         Ok(AppContext {
             app,
             space,
             org,
             uris,
+            running_group,
         })
     }
 
@@ -110,7 +114,9 @@ impl AppContext {
                 value: "{}".into(),
             },
         ];
-        for (name, value) in &self.app.environment_variables {
+        let mut vars = self.running_group.clone();
+        vars.extend(self.app.environment_variables.clone());
+        for (name, value) in &vars {
             let value = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -411,11 +417,12 @@ async fn sync_some(
     {
         desired.extend(desired_lrp(controller, &process).await?);
     }
-    let existing = existing_lrps(controller)
+    let existing: Vec<DesiredLrp> = existing_lrps(controller)
         .await?
         .into_iter()
         .filter(|lrp| process_guids.contains(process_guid_of(&lrp.process_guid)))
         .collect();
+    crate::deployments::shape_lrps(controller, &mut desired, &existing).await?;
     apply(controller, plan(desired, existing)).await
 }
 
@@ -455,6 +462,7 @@ async fn bulk_sync(controller: &Controller) -> Result<(), NsyncError> {
         desired.extend(desired_lrp(controller, &process).await?);
     }
     let existing = existing_lrps(controller).await?;
+    crate::deployments::shape_lrps(controller, &mut desired, &existing).await?;
     apply(controller, plan(desired, existing)).await
 }
 

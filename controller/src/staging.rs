@@ -37,7 +37,9 @@ pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<
             value: crate::api::STACK.into(),
         },
     ];
-    for (name, value) in &app.environment_variables {
+    let mut vars = crate::api::env_group_variables(controller, "staging").await?;
+    vars.extend(app.environment_variables.clone());
+    for (name, value) in &vars {
         let value = value
             .as_str()
             .map_or_else(|| value.to_string(), str::to_string);

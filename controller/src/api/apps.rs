@@ -10,6 +10,7 @@ use super::{
     load_app_to, load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl,
     JsonBody, ListParams,
 };
+use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{
     self, App, AppState, Arg, Build, BuildState, Droplet, DropletState, Filter, Package, Process,
@@ -100,7 +101,7 @@ pub fn present_app(controller: &Controller, app: &App) -> Value {
     })
 }
 
-fn validate_env(vars: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn validate_env(vars: &Map<String, Value>) -> Result<(), ApiError> {
     for name in vars.keys() {
         if name.is_empty() {
             return Err(ApiError::unprocessable(
@@ -196,6 +197,16 @@ pub async fn create(
     insert_process(&controller, &guid, &guid, "web").await?;
     controller.emit_log(&guid, "API", &format!("Created app with guid {guid}"));
     let app = load_app(&controller, &user, &guid).await?;
+    let request = json!({"name": name, "space_guid": space.guid, "buildpacks": buildpacks});
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.create",
+        Target::app(&app),
+        Some(&space.guid),
+        json!({"request": request}),
+    )
+    .await;
     Ok(created(present_app(&controller, &app)))
 }
 
@@ -270,8 +281,20 @@ pub async fn update(
         }
     }
     if !changes.is_empty() {
+        let changed: Vec<&str> = changes.iter().map(|(field, _)| *field).collect();
+        let request = json!({ "changed": changed });
         controller.db.update("apps", &guid, changes).await?;
         nsync::sync_app(&controller, &guid).await;
+        let app = load_app(&controller, &user, &guid).await?;
+        audit::record(
+            &controller,
+            &user,
+            "audit.app.update",
+            Target::app(&app),
+            Some(&app.space_guid),
+            json!({"request": request}),
+        )
+        .await;
     }
     let app = load_app(&controller, &user, &guid).await?;
     Ok(ok(present_app(&controller, &app)))
@@ -280,6 +303,15 @@ pub async fn update(
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let app = load_app_for_write(&controller, &user, &guid).await?;
     delete_app(&controller, &app).await?;
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.delete-request",
+        Target::app(&app),
+        Some(&app.space_guid),
+        json!({"request": {"recursive": true}}),
+    )
+    .await;
     finished_job(&controller, "app.delete").await
 }
 
@@ -362,6 +394,20 @@ async fn set_state(
         ),
     );
     let app = load_app(controller, user, guid).await?;
+    let event = match (state, fresh) {
+        (AppState::Started, true) => "audit.app.restart",
+        (AppState::Started, false) => "audit.app.start",
+        (AppState::Stopped, _) => "audit.app.stop",
+    };
+    audit::record(
+        controller,
+        user,
+        event,
+        Target::app(&app),
+        Some(&app.space_guid),
+        json!({}),
+    )
+    .await;
     Ok(ok(present_app(controller, &app)))
 }
 
@@ -429,6 +475,16 @@ pub async fn set_current_droplet(
         nsync::sync_app(&controller, &guid).await;
     }
     let app = load_app(&controller, &user, &guid).await?;
+    let data = json!({"request": {"droplet_guid": droplet.guid}});
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.droplet.mapped",
+        Target::app(&app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
     Ok(ok(present_current_droplet(&controller, &app)))
 }
 
@@ -448,6 +504,15 @@ pub async fn current_droplet(
 
 pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let app = load_app_secrets(&controller, &user, &guid).await?;
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.environment.show",
+        Target::app(&app),
+        Some(&app.space_guid),
+        json!({}),
+    )
+    .await;
     let process = controller
         .db
         .find::<Process>(Filter::new().eq("app_guid", &app.guid).eq("type", "web"))
@@ -456,9 +521,10 @@ pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -
         .next();
     let environment_variables = app.environment_variables.clone();
     let context = AppContext::load(&controller, app).await?;
+    let staging = super::env_group_variables(&controller, "staging").await?;
     Ok(ok(json!({
-        "staging_env_json": {},
-        "running_env_json": {},
+        "staging_env_json": staging,
+        "running_env_json": context.running_group,
         "environment_variables": environment_variables,
         "system_env_json": {"VCAP_SERVICES": {}},
         "application_env_json": {"VCAP_APPLICATION": context.vcap_application(process.as_ref())},
@@ -518,6 +584,17 @@ pub async fn update_environment_variables(
             .await?;
         controller.db.renew_process_versions(&guid).await?;
         nsync::sync_app(&controller, &guid).await;
+        // CF never writes environment values into events.
+        let data = json!({"request": {"environment_variables": "[PRIVATE DATA HIDDEN]"}});
+        audit::record(
+            &controller,
+            &user,
+            "audit.app.update",
+            Target::app(&app),
+            Some(&app.space_guid),
+            data,
+        )
+        .await;
     }
     let app = load_app(&controller, &user, &guid).await?;
     Ok(ok(present_env_vars(&controller, &app)))

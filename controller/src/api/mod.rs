@@ -3,7 +3,11 @@
 //! (links, timestamps, metadata, relationships).
 
 mod apps;
+mod audit_events;
 mod builds;
+mod deployments;
+mod env_groups;
+mod feature_flags;
 mod manifests;
 mod orgs;
 mod packages;
@@ -15,6 +19,7 @@ mod routes;
 mod tasks;
 
 pub use apps::STACK;
+pub use env_groups::variables as env_group_variables;
 pub use routes::{route_url, APP_PORT};
 
 use std::sync::Arc;
@@ -168,6 +173,22 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/tasks", get(tasks::list))
         .route("/v3/tasks/{guid}", get(tasks::show))
         .route("/v3/tasks/{guid}/actions/cancel", post(tasks::cancel))
+        .route(
+            "/v3/deployments",
+            get(deployments::list).post(deployments::create),
+        )
+        .route("/v3/deployments/{guid}", get(deployments::show))
+        .route("/v3/feature_flags", get(feature_flags::list))
+        .route(
+            "/v3/feature_flags/{name}",
+            get(feature_flags::show).patch(feature_flags::update),
+        )
+        .route(
+            "/v3/environment_variable_groups/{name}",
+            get(env_groups::show).patch(env_groups::update),
+        )
+        .route("/v3/audit_events", get(audit_events::list))
+        .route("/v3/audit_events/{guid}", get(audit_events::show))
         .route(
             "/v3/organization_quotas",
             get(quotas::list_org_quotas).post(quotas::create_org_quota),

@@ -10,6 +10,7 @@ use super::{
     cf_time, created, finished_job, href, load_space, load_space_to, metadata, ok, paginated,
     relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
+use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{self, App, Arg, Filter, Org, Route, Space};
 use crate::error::ApiError;
@@ -119,7 +120,14 @@ pub async fn create_org(
     user: User,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
-    user.require_admin()?;
+    // With user_org_creation, users create orgs and become their managers.
+    let by_user = !user.is_admin();
+    if by_user
+        && !(user.claims.is_user()
+            && super::feature_flags::enabled(&controller, "user_org_creation").await?)
+    {
+        return Err(ApiError::not_authorized());
+    }
     let name = valid_name(body.name, "Organization")?;
     let exists = |name: &str| format!("Organization '{name}' already exists.");
     if !controller
@@ -153,7 +161,44 @@ pub async fn create_org(
         }
         other => other?,
     }
+    if by_user {
+        for kind in ["organization_user", "organization_manager"] {
+            let now = db::now();
+            controller
+                .db
+                .insert(
+                    "roles",
+                    vec![
+                        ("guid", db::new_guid().into()),
+                        ("type", kind.into()),
+                        ("user_guid", user.claims.user_id.clone().into()),
+                        ("organization_guid", guid.clone().into()),
+                        ("space_guid", Arg::Null),
+                        ("created_at", now.clone().into()),
+                        ("updated_at", now.into()),
+                    ],
+                )
+                .await?;
+        }
+    }
+    // The caller's roles were loaded before the org existed.
+    let perms = crate::auth::Permissions::load(&controller.db, &user.claims).await?;
+    let user = User { perms, ..user };
     let org = load_org(&controller, &user, &guid).await?;
+    let target = Target {
+        kind: "organization",
+        guid: &org.guid,
+        name: &org.name,
+    };
+    audit::record(
+        &controller,
+        &user,
+        "audit.organization.create",
+        target,
+        None,
+        json!({}),
+    )
+    .await;
     Ok(created(present_org(&controller, &org)))
 }
 
@@ -207,6 +252,20 @@ pub async fn delete_org(State(controller): Ctl, user: User, Path(guid): Path<Str
         .db
         .delete_where("organizations", Filter::new().eq("guid", &org.guid))
         .await?;
+    let target = Target {
+        kind: "organization",
+        guid: &org.guid,
+        name: &org.name,
+    };
+    audit::record(
+        &controller,
+        &user,
+        "audit.organization.delete-request",
+        target,
+        None,
+        json!({}),
+    )
+    .await;
     finished_job(&controller, "organization.delete").await
 }
 
@@ -285,6 +344,7 @@ pub async fn create_space(
         .get::<Space>(&guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Space"))?;
+    audit::record_space_event(&controller, &user, "audit.space.create", &space).await;
     Ok(created(present_space(&controller, &space)))
 }
 
@@ -317,6 +377,7 @@ pub async fn update_space(
             .await?;
     }
     let space = load_space(&controller, &user, &guid).await?;
+    audit::record_space_event(&controller, &user, "audit.space.update", &space).await;
     Ok(ok(present_space(&controller, &space)))
 }
 
@@ -330,6 +391,7 @@ pub async fn delete_space(
         return Err(ApiError::not_authorized());
     }
     delete_space_contents(&controller, &space).await?;
+    audit::record_space_event(&controller, &user, "audit.space.delete-request", &space).await;
     finished_job(&controller, "space.delete").await
 }
 

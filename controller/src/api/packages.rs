@@ -172,6 +172,7 @@ pub async fn upload(
 ) -> ApiResult {
     let package = load_package(&controller, &user, &guid).await?;
     load_app_for_write(&controller, &user, &package.app_guid).await?;
+    super::feature_flags::require(&controller, &user, "app_bits_upload").await?;
     let mut multipart = multipart.map_err(|e| ApiError::MessageParse(e.body_text()))?;
     let tmp = controller.blobs.temp_path();
     let received = receive_bits(&controller, &mut multipart, &tmp).await;

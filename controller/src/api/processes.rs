@@ -14,6 +14,7 @@ use wf_loggregator::{EnvelopeMessage, LogStore, ReadQuery, MAX_READ_LIMIT};
 use super::{
     cf_time, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
+use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{App, AppState, Arg, Filter, Process};
 use crate::error::ApiError;
@@ -184,7 +185,39 @@ fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
     })
 }
 
-async fn scale_process(controller: &Controller, process: Process, body: &Value) -> ApiResult {
+/// An audit event of the process's app, with CF's process data.
+async fn record_process_event(
+    controller: &Controller,
+    user: &User,
+    event: &str,
+    process: &Process,
+    request: &Value,
+) {
+    let Ok(Some(app)) = controller.db.get::<App>(&process.app_guid).await else {
+        return;
+    };
+    let data = json!({
+        "process_guid": process.guid,
+        "process_type": process.process_type,
+        "request": request,
+    });
+    audit::record(
+        controller,
+        user,
+        event,
+        Target::app(&app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
+}
+
+async fn scale_process(
+    controller: &Controller,
+    user: &User,
+    process: Process,
+    body: &Value,
+) -> ApiResult {
     let scale = parse_scale(body)?;
     quotas::check_scale(controller, &process, scale.instances, scale.memory_in_mb).await?;
     let mut changes = Vec::new();
@@ -217,6 +250,7 @@ async fn scale_process(controller: &Controller, process: Process, body: &Value) 
                 process.process_type, process.app_guid
             ),
         );
+        record_process_event(controller, user, "audit.app.process.scale", &process, body).await;
     }
     let process: Process = controller
         .db
@@ -238,7 +272,8 @@ pub async fn scale(
 ) -> ApiResult {
     let (process, app) = load_process(&controller, &user, &guid).await?;
     user.require_in_space(&app.space_guid, Access::Operate)?;
-    scale_process(&controller, process, &body).await
+    super::feature_flags::require(&controller, &user, "app_scaling").await?;
+    scale_process(&controller, &user, process, &body).await
 }
 
 pub async fn scale_for_app(
@@ -249,10 +284,16 @@ pub async fn scale_for_app(
 ) -> ApiResult {
     let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
     user.require_in_space(&app.space_guid, Access::Operate)?;
-    scale_process(&controller, process, &body).await
+    super::feature_flags::require(&controller, &user, "app_scaling").await?;
+    scale_process(&controller, &user, process, &body).await
 }
 
-async fn update_process(controller: &Controller, process: Process, body: &Value) -> ApiResult {
+async fn update_process(
+    controller: &Controller,
+    user: &User,
+    process: Process,
+    body: &Value,
+) -> ApiResult {
     let mut changes = Vec::new();
     match body.get("command") {
         None => {}
@@ -279,6 +320,7 @@ async fn update_process(controller: &Controller, process: Process, body: &Value)
             .update("processes", &process.guid, changes)
             .await?;
         nsync::sync_app(controller, &process.app_guid).await;
+        record_process_event(controller, user, "audit.app.process.update", &process, body).await;
     }
     let process: Process = controller
         .db
@@ -296,7 +338,7 @@ pub async fn update(
 ) -> ApiResult {
     let (process, app) = load_process(&controller, &user, &guid).await?;
     user.require_in_space(&app.space_guid, Access::Operate)?;
-    update_process(&controller, process, &body).await
+    update_process(&controller, &user, process, &body).await
 }
 
 pub async fn update_for_app(
@@ -307,7 +349,7 @@ pub async fn update_for_app(
 ) -> ApiResult {
     let (process, app) = load_app_process(&controller, &user, &guid, &process_type).await?;
     user.require_in_space(&app.space_guid, Access::Operate)?;
-    update_process(&controller, process, &body).await
+    update_process(&controller, &user, process, &body).await
 }
 
 pub async fn stats(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {

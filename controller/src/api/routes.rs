@@ -14,8 +14,9 @@ use super::{
     cf_time, created, finished_job, href, load_app, load_space_to, metadata, ok, paginated,
     relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
+use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, Arg, Destination, Domain, Filter, Route};
+use crate::db::{self, App, Arg, Destination, Domain, Filter, Route};
 use crate::error::ApiError;
 use crate::{nsync, Controller};
 
@@ -237,6 +238,7 @@ pub async fn create(
             "Invalid space. Ensure that the space exists and you have access to it.",
         ));
     };
+    super::feature_flags::require(&controller, &user, "route_creation").await?;
     crate::quotas::check_route(&controller, &space).await?;
     let domain = match relationship_guid(&relationships, "domain") {
         Some(guid) => controller.db.get::<Domain>(&guid).await?,
@@ -287,13 +289,75 @@ pub async fn create(
         other => other?,
     }
     let route = load_route(&controller, &user, &guid).await?;
+    record_route_event(&controller, &user, "audit.route.create", &route).await;
     Ok(created(present_route(&controller, &route).await?))
+}
+
+/// An audit event of a route (named `host.domain/path`).
+async fn record_route_event(controller: &Controller, user: &User, event: &str, route: &Route) {
+    let url = route_name(controller, route).await;
+    let target = Target {
+        kind: "route",
+        guid: &route.guid,
+        name: &url,
+    };
+    audit::record(
+        controller,
+        user,
+        event,
+        target,
+        Some(&route.space_guid),
+        json!({}),
+    )
+    .await;
+}
+
+/// An app's `audit.app.map-route` / `audit.app.unmap-route`.
+async fn record_mapping_event(
+    controller: &Controller,
+    user: &User,
+    event: &str,
+    route: &Route,
+    app_guid: &str,
+    process_type: &str,
+) {
+    let Ok(Some(app)) = controller.db.get::<App>(app_guid).await else {
+        return;
+    };
+    let data = json!({
+        "route_guid": route.guid,
+        "route": route_name(controller, route).await,
+        "process_type": process_type,
+    });
+    audit::record(
+        controller,
+        user,
+        event,
+        Target::app(&app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
+}
+
+/// `host.domain/path` of a route.
+async fn route_name(controller: &Controller, route: &Route) -> String {
+    let domain = controller
+        .db
+        .get::<Domain>(&route.domain_guid)
+        .await
+        .ok()
+        .flatten()
+        .map(|d| d.name)
+        .unwrap_or_default();
+    route_url(&route.host, &domain, &route.path)
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
     user.require_in_space(&route.space_guid, Access::Operate)?;
     delete_route(&controller, &route).await?;
+    record_route_event(&controller, &user, "audit.route.delete-request", &route).await;
     finished_job(&controller, "route.delete").await
 }
 
@@ -460,7 +524,17 @@ pub async fn add_destinations(
                 .any(|t: &(String, String, i64)| *t == destination)
         {
             touched.push(destination.clone());
-            insert_destination(&controller, &route, destination).await?;
+            insert_destination(&controller, &route, destination.clone()).await?;
+            let (app_guid, process_type, _) = &destination;
+            record_mapping_event(
+                &controller,
+                &user,
+                "audit.app.map-route",
+                &route,
+                app_guid,
+                process_type,
+            )
+            .await;
         }
     }
     sync_apps(&controller, touched.into_iter().map(|d| d.0)).await;
@@ -521,6 +595,16 @@ pub async fn remove_destination(
             Filter::new().eq("guid", &destination.guid),
         )
         .await?;
+    let (app_guid, process_type) = (&destination.app_guid, &destination.process_type);
+    record_mapping_event(
+        &controller,
+        &user,
+        "audit.app.unmap-route",
+        &route,
+        app_guid,
+        process_type,
+    )
+    .await;
     sync_apps(&controller, [destination.app_guid]).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

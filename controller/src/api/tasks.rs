@@ -12,6 +12,7 @@ use super::{
     cf_time, created, href, load_app, load_app_for_write, metadata, ok, paginated, to_one,
     ApiResult, Ctl, JsonBody, ListParams,
 };
+use crate::audit::{self, Target};
 use crate::auth::User;
 use crate::db::{self, Arg, Droplet, DropletState, Filter, Process};
 use crate::error::ApiError;
@@ -179,6 +180,7 @@ pub async fn create(
 ) -> ApiResult {
     validate(&body)?;
     let app = load_app_for_write(&controller, &user, &guid).await?;
+    super::feature_flags::require(&controller, &user, "task_creation").await?;
     let droplet_guid = body
         .droplet_guid
         .clone()
@@ -286,13 +288,23 @@ pub async fn create(
         .get(&task_guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Task"))?;
+    let data = json!({"task_guid": task.guid, "request": {"name": task.name, "command": "[PRIVATE DATA HIDDEN]"}});
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.task.create",
+        Target::app(&app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
     Ok(created(present_task(&controller, &task)))
 }
 
 /// `POST /v3/tasks/:guid/actions/cancel`: CANCELING, then FAILED ("task was cancelled").
 pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let task = load_task(&controller, &user, &guid).await?;
-    load_app_for_write(&controller, &user, &task.app_guid).await?;
+    let app = load_app_for_write(&controller, &user, &task.app_guid).await?;
     if task.state.is_final() {
         return Err(ApiError::unprocessable(format!(
             "Task state is {} and therefore cannot be canceled",
@@ -300,6 +312,16 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
         )));
     }
     crate::tasks::cancel(&controller, &task).await?;
+    let data = json!({"task_guid": task.guid, "request": {"name": task.name}});
+    audit::record(
+        &controller,
+        &user,
+        "audit.app.task.cancel",
+        Target::app(&app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
     let task = load_task(&controller, &user, &guid).await?;
     Ok((StatusCode::ACCEPTED, Json(present_task(&controller, &task))).into_response())
 }

@@ -1,0 +1,275 @@
+//! Feature flags and environment variable groups: CF's defaults, admin-only changes,
+//! and their effect (a disabled feature refused with CF-FeatureDisabled; users
+//! creating orgs under user_org_creation; group variables in the app's environment).
+
+mod common;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use wf_db::testing::Backend;
+
+use common::Api;
+
+/// A user with `role` in a new org and space; their `bearer` token and the space guid.
+async fn developer(api: &Api, name: &str) -> (String, String, String) {
+    let user_id = api
+        .uaa
+        .create_user(name, "a-password-1", &format!("{name}@x.test"))
+        .await
+        .unwrap();
+    let token = api
+        .uaa
+        .password_grant("cf", name, "a-password-1", None)
+        .await
+        .unwrap()
+        .access_token;
+    let org = api
+        .post("/v3/organizations", json!({"name": format!("{name}-org")}))
+        .await;
+    let org = org["guid"].as_str().unwrap().to_string();
+    let space = api
+        .post(
+            "/v3/spaces",
+            json!({"name": "s", "relationships": {"organization": {"data": {"guid": org}}}}),
+        )
+        .await;
+    let space = space["guid"].as_str().unwrap().to_string();
+    for (kind, target, guid) in [
+        ("organization_user", "organization", &org),
+        ("space_developer", "space", &space),
+    ] {
+        api.post(
+            "/v3/roles",
+            json!({"type": kind, "relationships": {"user": {"data": {"guid": user_id}}, target: {"data": {"guid": guid}}}}),
+        )
+        .await;
+    }
+    (format!("bearer {token}"), space, user_id)
+}
+
+async fn call_as(
+    api: &Api,
+    token: &str,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let (status, _, json) = api.send_as(Some(token), method, uri, None, body).await;
+    (status, json)
+}
+
+#[tokio::test]
+async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
+    let api = common::start(Backend::Sqlite).await;
+    let flags = api.get("/v3/feature_flags").await;
+    let resources = flags["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 17, "{flags}");
+    let flag = |name: &str| {
+        resources
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(flag("app_scaling")["enabled"], true);
+    assert_eq!(flag("user_org_creation")["enabled"], false);
+    assert_eq!(
+        api.call(Method::GET, "/v3/feature_flags/nope", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (dev, space, _) = developer(&api, "flagdev").await;
+    let app = call_as(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/apps",
+        Some(json!({"name": "a", "relationships": {"space": {"data": {"guid": space}}}})),
+    )
+    .await
+    .1;
+    let scale = format!(
+        "/v3/apps/{}/processes/web/actions/scale",
+        app["guid"].as_str().unwrap()
+    );
+    let (status, body) = call_as(
+        &api,
+        &dev,
+        Method::PATCH,
+        "/v3/feature_flags/app_scaling",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["title"].as_str()),
+        (StatusCode::FORBIDDEN, Some("CF-NotAuthorized"))
+    );
+
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "/v3/feature_flags/app_scaling",
+            Some(json!({"enabled": false, "custom_error_message": "scaling is frozen"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["enabled"], false);
+    let (status, body) = call_as(
+        &api,
+        &dev,
+        Method::POST,
+        &scale,
+        Some(json!({"instances": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["errors"][0]["title"], "CF-FeatureDisabled");
+    assert_eq!(body["errors"][0]["code"], 330002);
+    assert_eq!(body["errors"][0]["detail"], "scaling is frozen");
+    // Admins are not bound by flags.
+    assert_eq!(
+        api.call(Method::POST, &scale, Some(json!({"instances": 2})))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    api.call(
+        Method::PATCH,
+        "/v3/feature_flags/app_scaling",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(
+        call_as(
+            &api,
+            &dev,
+            Method::POST,
+            &scale,
+            Some(json!({"instances": 1}))
+        )
+        .await
+        .0,
+        StatusCode::ACCEPTED
+    );
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            "/v3/feature_flags/app_scaling",
+            Some(json!({"enabled": "yes"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // user_org_creation: users create orgs and manage them.
+    let (status, body) = call_as(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/organizations",
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["title"].as_str()),
+        (StatusCode::FORBIDDEN, Some("CF-NotAuthorized"))
+    );
+    api.call(
+        Method::PATCH,
+        "/v3/feature_flags/user_org_creation",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    let (status, org) = call_as(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/organizations",
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{org}");
+    let org_guid = org["guid"].as_str().unwrap();
+    let (status, _) = call_as(
+        &api,
+        &dev,
+        Method::PATCH,
+        &format!("/v3/organizations/{org_guid}"),
+        Some(json!({"name": "mine2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the creator manages the org");
+}
+
+#[tokio::test]
+async fn environment_variable_groups_reach_the_apps_environment() {
+    let api = common::start(Backend::Sqlite).await;
+    let running = api.get("/v3/environment_variable_groups/running").await;
+    assert_eq!(running["var"], json!({}), "{running}");
+    assert_eq!(
+        api.call(Method::GET, "/v3/environment_variable_groups/other", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "/v3/environment_variable_groups/running",
+            Some(json!({"var": {"REGION": "eu", "SHARED": "group"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    api.call(
+        Method::PATCH,
+        "/v3/environment_variable_groups/staging",
+        Some(json!({"var": {"MIRROR": "local"}})),
+    )
+    .await;
+
+    let (dev, space, _) = developer(&api, "groupdev").await;
+    let (status, _) = call_as(
+        &api,
+        &dev,
+        Method::PATCH,
+        "/v3/environment_variable_groups/running",
+        Some(json!({"var": {"X": "1"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let app = call_as(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/apps",
+        Some(json!({"name": "g", "environment_variables": {"SHARED": "app"}, "relationships": {"space": {"data": {"guid": space}}}})),
+    )
+    .await
+    .1;
+    let env = api
+        .get(&format!("/v3/apps/{}/env", app["guid"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        env["running_env_json"],
+        json!({"REGION": "eu", "SHARED": "group"}),
+        "{env}"
+    );
+    assert_eq!(env["staging_env_json"], json!({"MIRROR": "local"}), "{env}");
+    assert_eq!(
+        env["environment_variables"],
+        json!({"SHARED": "app"}),
+        "{env}"
+    );
+    // Removing a variable with null.
+    let body = api
+        .call(
+            Method::PATCH,
+            "/v3/environment_variable_groups/running",
+            Some(json!({"var": {"REGION": null}})),
+        )
+        .await
+        .1;
+    assert_eq!(body["var"], json!({"SHARED": "group"}), "{body}");
+}
