@@ -231,6 +231,9 @@ impl Bbs {
             let desired = db::desired_lrps(&mut tx, &DesiredLrpFilter::default()).await?;
             let actuals = db::actual_lrps(&mut tx, &ActualLrpFilter::default()).await?;
             let tasks = db::tasks(&mut tx, &TaskFilter::default()).await?;
+            // The ActualLRPs the fixes create or change, written together at the end (no
+            // fix deletes a row another one writes).
+            let mut rows = Vec::new();
 
             for fix in plan_lrps(
                 &desired,
@@ -241,19 +244,14 @@ impl Bbs {
                 self.config.unclaimed_retry,
             ) {
                 match fix {
-                    LrpFix::Create(key) => {
-                        lrp::create_unclaimed(&mut tx, [key], now, &mut changes).await?
-                    }
+                    LrpFix::Create(key) => lrp::create_unclaimed(key, now, &mut rows, &mut changes),
                     LrpFix::Auction(key) => changes.auction_lrps.push(key),
-                    LrpFix::Unclaim(actual) => {
-                        lrp::reauction(&mut tx, actual, now, &mut changes).await?
-                    }
+                    LrpFix::Unclaim(actual) => lrp::reauction(actual, now, &mut rows, &mut changes),
                     LrpFix::Suspect(running) => {
                         tracing::info!(process_guid = %running.key.process_guid, index = running.key.index,
                             cell_id = %running.instance_key.cell_id, "cell missing: instance is SUSPECT, replacing it");
-                        lrp::put_copy(&mut tx, running.clone(), Presence::Suspect, &mut changes)
-                            .await?;
-                        lrp::reauction(&mut tx, running, now, &mut changes).await?;
+                        lrp::put_copy(running.clone(), Presence::Suspect, &mut rows, &mut changes);
+                        lrp::reauction(running, now, &mut rows, &mut changes);
                     }
                     LrpFix::Discard(copy) => {
                         db::delete_actual_lrp_with_presence(&mut tx, &copy.key, copy.presence)
@@ -276,7 +274,7 @@ impl Bbs {
                         let mut promoted = suspect.clone();
                         promoted.presence = Presence::Ordinary;
                         promoted.modification_tag.index += 1;
-                        db::put_actual_lrp(&mut tx, &promoted).await?;
+                        rows.push(promoted.clone());
                         tracing::info!(process_guid = %promoted.key.process_guid, index = promoted.key.index,
                             cell_id = %promoted.instance_key.cell_id, "suspect's cell is back: promoting it");
                         changes.events.push(BbsEvent::ActualLrpRemoved {
@@ -300,6 +298,7 @@ impl Bbs {
                     }
                 }
             }
+            db::put_actual_lrps(&mut tx, &rows).await?;
             for fix in plan_tasks(&tasks, &cells, now, self.config.unclaimed_retry) {
                 match fix {
                     TaskFix::Auction(guid) => changes.auction_tasks.push(guid),

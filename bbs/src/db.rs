@@ -2,7 +2,7 @@
 //! queries filter on; every function takes a connection so callers choose between the
 //! pool and a transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use serde::de::DeserializeOwned;
@@ -293,13 +293,22 @@ pub(crate) async fn put_actual_lrp(
     put_actual_lrps(conn, std::slice::from_ref(lrp)).await
 }
 
-/// Inserts or replaces `lrps`, up to [`ROWS_PER_STATEMENT`] in each statement.
+/// Inserts or replaces `lrps`, up to [`ROWS_PER_STATEMENT`] in each statement; a row
+/// given more than once is written as last given (PostgreSQL refuses to upsert a row
+/// twice in one statement).
 pub(crate) async fn put_actual_lrps(
     conn: &mut AnyConnection,
     lrps: &[ActualLrp],
 ) -> Result<(), BbsError> {
     const COLUMNS: usize = 9;
-    for chunk in shaped_chunks(lrps, ROWS_PER_STATEMENT) {
+    let mut seen = HashSet::new();
+    let mut last: Vec<&ActualLrp> = lrps
+        .iter()
+        .rev()
+        .filter(|a| seen.insert((&a.key, a.presence)))
+        .collect();
+    last.reverse();
+    for chunk in shaped_chunks(&last, ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO actual_lrps
                 (process_guid, idx, presence, domain, instance_guid, cell_id, state, since, json)

@@ -190,12 +190,16 @@ impl Bbs {
                 Some(ordinary) if ordinary.state == ActualLrpState::Running => {
                     let mut evacuating = ordinary.clone();
                     evacuating.net_info = net_info;
-                    put_copy(&mut tx, evacuating, Presence::Evacuating, &mut changes).await?;
-                    reauction(&mut tx, ordinary, now, &mut changes).await?;
+                    let mut rows = Vec::new();
+                    put_copy(evacuating, Presence::Evacuating, &mut rows, &mut changes);
+                    reauction(ordinary, now, &mut rows, &mut changes);
+                    db::put_actual_lrps(&mut tx, &rows).await?;
                     true
                 }
                 Some(ordinary) => {
-                    reauction(&mut tx, ordinary, now, &mut changes).await?;
+                    let mut rows = Vec::new();
+                    reauction(ordinary, now, &mut rows, &mut changes);
+                    db::put_actual_lrps(&mut tx, &rows).await?;
                     false
                 }
                 None => db::actual_lrp_with_presence(&mut tx, key, Presence::Evacuating)
@@ -266,7 +270,9 @@ impl Bbs {
                     .events
                     .push(BbsEvent::ActualLrpRemoved { actual_lrp: actual });
             } else if restart::should_restart(actual.crash_count, actual.since, now) {
-                reauction(&mut tx, actual, now, &mut changes).await?;
+                let mut rows = Vec::new();
+                reauction(actual, now, &mut rows, &mut changes);
+                db::put_actual_lrps(&mut tx, &rows).await?;
             } else {
                 db::put_actual_lrp(&mut tx, &actual).await?;
             }
@@ -310,39 +316,38 @@ impl Bbs {
     }
 }
 
-/// Stores `copy` of an ActualLRP under `presence` (SUSPECT or EVACUATING) beside its
-/// ORDINARY row.
-pub(crate) async fn put_copy(
-    conn: &mut AnyConnection,
+/// Makes `copy` of an ActualLRP under `presence` (SUSPECT or EVACUATING), to be stored
+/// beside its ORDINARY row: added to `rows`, which the caller writes.
+pub(crate) fn put_copy(
     mut copy: ActualLrp,
     presence: Presence,
+    rows: &mut Vec<ActualLrp>,
     changes: &mut Changes,
-) -> Result<(), BbsError> {
+) {
     copy.presence = presence;
     copy.modification_tag.index += 1;
-    db::put_actual_lrp(conn, &copy).await?;
+    rows.push(copy.clone());
     changes
         .events
         .push(BbsEvent::ActualLrpCreated { actual_lrp: copy });
-    Ok(())
 }
 
-/// Puts `actual` back to UNCLAIMED and queues its auction.
-pub(crate) async fn reauction(
-    conn: &mut AnyConnection,
+/// Puts `actual` back to UNCLAIMED (added to `rows`, which the caller writes) and queues
+/// its auction.
+pub(crate) fn reauction(
     mut actual: ActualLrp,
     now: i64,
+    rows: &mut Vec<ActualLrp>,
     changes: &mut Changes,
-) -> Result<(), BbsError> {
+) {
     let before = actual.clone();
     unclaim(&mut actual, now);
-    db::put_actual_lrp(conn, &actual).await?;
+    rows.push(actual.clone());
     changes.auction_lrps.push(actual.key.clone());
     changes.events.push(BbsEvent::ActualLrpChanged {
         before,
         after: actual,
     });
-    Ok(())
 }
 
 /// The SUSPECT or EVACUATING copy at `key`, if `instance_key` holds it.
@@ -488,26 +493,27 @@ pub(crate) async fn create_missing(
             index,
             domain: desired.domain.clone(),
         });
-    create_unclaimed(conn, missing, now, changes).await
+    let mut rows = Vec::new();
+    for key in missing {
+        create_unclaimed(key, now, &mut rows, changes);
+    }
+    db::put_actual_lrps(conn, &rows).await
 }
 
-/// Creates UNCLAIMED ActualLRPs at `keys` (in multi-row statements) and queues their
-/// auction.
-pub(crate) async fn create_unclaimed(
-    conn: &mut AnyConnection,
-    keys: impl IntoIterator<Item = ActualLrpKey>,
+/// A new UNCLAIMED ActualLRP at `key` (added to `rows`, which the caller writes), queued
+/// for auction.
+pub(crate) fn create_unclaimed(
+    key: ActualLrpKey,
     now: i64,
+    rows: &mut Vec<ActualLrp>,
     changes: &mut Changes,
-) -> Result<(), BbsError> {
-    let created: Vec<ActualLrp> = keys.into_iter().map(|key| unclaimed(key, now)).collect();
-    db::put_actual_lrps(conn, &created).await?;
-    for actual in created {
-        changes.auction_lrps.push(actual.key.clone());
-        changes
-            .events
-            .push(BbsEvent::ActualLrpCreated { actual_lrp: actual });
-    }
-    Ok(())
+) {
+    let actual = unclaimed(key, now);
+    rows.push(actual.clone());
+    changes.auction_lrps.push(actual.key.clone());
+    changes
+        .events
+        .push(BbsEvent::ActualLrpCreated { actual_lrp: actual });
 }
 
 /// Retires an ActualLRP no longer desired: rows without a running instance go at once;
