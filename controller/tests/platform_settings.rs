@@ -1,4 +1,4 @@
-//! Feature flags and environment variable groups: CF's defaults, admin-only changes,
+//! Feature flags, environment variable groups and stacks: CF's defaults, admin-only changes,
 //! and their effect (a disabled feature refused with CF-FeatureDisabled; users
 //! creating orgs under user_org_creation; group variables in the app's environment).
 
@@ -272,4 +272,26 @@ async fn environment_variable_groups_reach_the_apps_environment() {
         .await
         .1;
     assert_eq!(body["var"], json!({"SHARED": "group"}), "{body}");
+}
+
+#[tokio::test]
+async fn the_one_stack_is_wasm() {
+    let api = common::start(Backend::Sqlite).await;
+    let stacks = api.get("/v3/stacks").await;
+    assert_eq!(stacks["pagination"]["total_results"], 1, "{stacks}");
+    let stack = &stacks["resources"][0];
+    assert_eq!(
+        (stack["name"].as_str(), stack["default"].as_bool()),
+        (Some("wasm"), Some(true))
+    );
+    let guid = stack["guid"].as_str().unwrap();
+    assert_eq!(api.get(&format!("/v3/stacks/{guid}")).await["name"], "wasm");
+    assert_eq!(
+        api.get("/v3/stacks?names=cflinuxfs4").await["resources"],
+        json!([])
+    );
+    assert_eq!(
+        api.call(Method::GET, "/v3/stacks/nope", None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -16,6 +16,7 @@ mod quotas;
 mod roles;
 mod root;
 mod routes;
+mod stacks;
 mod tasks;
 
 pub use apps::STACK;
@@ -187,6 +188,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/environment_variable_groups/{name}",
             get(env_groups::show).patch(env_groups::update),
         )
+        .route("/v3/stacks", get(stacks::list))
+        .route("/v3/stacks/{guid}", get(stacks::show))
         .route("/v3/audit_events", get(audit_events::list))
         .route("/v3/audit_events/{guid}", get(audit_events::show))
         .route(
