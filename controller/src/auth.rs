@@ -252,6 +252,11 @@ impl User {
     }
 
     /// Limits a list to rows whose `column` is an org the user can see.
+    /// The orgs this user sees through their roles (admins and global readers see all).
+    pub fn visible_org_guids(&self) -> Vec<String> {
+        sorted(&self.perms.visible_orgs)
+    }
+
     pub fn scope_orgs(&self, filter: Filter, column: &str) -> Filter {
         if self.perms.sees_everything() {
             return filter;

@@ -39,6 +39,8 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     5 => "0005_quotas",
     6 => "0006_deployments",
     7 => "0007_feature_flags_and_env_groups",
+    8 => "0008_list_order_indexes",
+    9 => "0009_private_domains",
 );
 
 /// A bound query argument.
@@ -634,19 +636,22 @@ pub struct Domain {
     pub guid: String,
     pub name: String,
     pub internal: bool,
+    /// The owning org of a private domain; `None` for shared domains.
+    pub organization_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for Domain {
     const TABLE: &'static str = "domains";
-    const COLUMNS: &'static str = "guid, name, internal, created_at, updated_at";
+    const COLUMNS: &'static str = "guid, name, internal, organization_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Domain {
             guid: text(row, "guid")?,
             name: text(row, "name")?,
             internal: int(row, "internal")? != 0,
+            organization_guid: opt_text(row, "organization_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })

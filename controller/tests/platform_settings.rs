@@ -10,41 +10,15 @@ use wf_db::testing::Backend;
 
 use common::Api;
 
-/// A user with `role` in a new org and space; their `bearer` token and the space guid.
-async fn developer(api: &Api, name: &str) -> (String, String, String) {
-    let user_id = api
-        .uaa
-        .create_user(name, "a-password-1", &format!("{name}@x.test"))
-        .await
-        .unwrap();
-    let token = api
-        .uaa
-        .password_grant("cf", name, "a-password-1", None)
-        .await
-        .unwrap()
-        .access_token;
-    let org = api
-        .post("/v3/organizations", json!({"name": format!("{name}-org")}))
+/// A space developer in a new org and space: their `bearer` token and the space guid.
+async fn developer(api: &Api, name: &str) -> (String, String) {
+    let (token, user_id) = api.new_user(name).await;
+    let (org, space) = api.org_and_space(&format!("{name}-org")).await;
+    api.grant(&user_id, "organization_user", "organization", &org)
         .await;
-    let org = org["guid"].as_str().unwrap().to_string();
-    let space = api
-        .post(
-            "/v3/spaces",
-            json!({"name": "s", "relationships": {"organization": {"data": {"guid": org}}}}),
-        )
+    api.grant(&user_id, "space_developer", "space", &space)
         .await;
-    let space = space["guid"].as_str().unwrap().to_string();
-    for (kind, target, guid) in [
-        ("organization_user", "organization", &org),
-        ("space_developer", "space", &space),
-    ] {
-        api.post(
-            "/v3/roles",
-            json!({"type": kind, "relationships": {"user": {"data": {"guid": user_id}}, target: {"data": {"guid": guid}}}}),
-        )
-        .await;
-    }
-    (format!("bearer {token}"), space, user_id)
+    (token, space)
 }
 
 async fn call_as(
@@ -81,7 +55,7 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
         StatusCode::NOT_FOUND
     );
 
-    let (dev, space, _) = developer(&api, "flagdev").await;
+    let (dev, space) = developer(&api, "flagdev").await;
     let app = call_as(
         &api,
         &dev,
@@ -229,7 +203,7 @@ async fn environment_variable_groups_reach_the_apps_environment() {
     )
     .await;
 
-    let (dev, space, _) = developer(&api, "groupdev").await;
+    let (dev, space) = developer(&api, "groupdev").await;
     let (status, _) = call_as(
         &api,
         &dev,

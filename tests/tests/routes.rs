@@ -1,10 +1,11 @@
 //! Route, domain and environment commands end to end: `wf create-route`,
 //! `map-route` (creating the route when needed), `unmap-route`, `delete-route`,
-//! `domains`, `set-env` / `unset-env`, checked through the router and the API.
+//! `domains`, `create-private-domain` / `delete-private-domain`, `set-env` /
+//! `unset-env`, checked through the router and the API.
 
 use std::time::{Duration, Instant};
 
-use wf_tests::platform::{Platform, APPS_DOMAIN};
+use wf_tests::platform::{http_get, Platform, APPS_DOMAIN};
 
 fn wait_for_status(platform: &Platform, host: &str, path: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -85,6 +86,21 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
         domains.contains(APPS_DOMAIN) && domains.contains("shared"),
         "{domains}"
     );
+
+    // A private domain of the org: routes on it reach the app.
+    let private = format!("{}.example", wf.org);
+    wf.ok(&["create-private-domain", &wf.org, &private]);
+    assert!(wf.ok(&["domains"]).contains("private"));
+    wf.ok(&["map-route", "rt", &private, "--hostname", "www"]);
+    let host = format!("www.{private}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(platform.router_addr, &host, "/").status != 200 {
+        assert!(Instant::now() < deadline, "{host} never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wf.ok(&["delete-private-domain", &private, "-f"]);
+    assert!(!wf.ok(&["domains"]).contains(&private));
+    assert!(!wf.ok(&["routes"]).contains(&private));
 
     wf.ok(&["set-env", "rt", "COLOR", "blue"]);
     assert!(wf.ok(&["env", "rt"]).contains("COLOR: blue"));

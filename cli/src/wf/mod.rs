@@ -185,6 +185,24 @@ pub enum Command {
     },
     /// List the domains of the targeted org
     Domains,
+    /// Create a domain for one org's spaces
+    CreatePrivateDomain { org: String, domain: String },
+    /// Create a domain every org may use (admins)
+    CreateSharedDomain { domain: String },
+    /// Delete a private domain and its routes
+    DeletePrivateDomain {
+        domain: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Delete a shared domain and its routes (admins)
+    DeleteSharedDomain {
+        domain: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
     /// Show all environment variables of an app
     Env { name: String },
     /// Set an environment variable of an app
@@ -455,6 +473,12 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::MapRoute { app, route } => routes::map_route(c, &app, &route),
         Command::UnmapRoute { app, route } => routes::unmap_route(c, &app, &route),
         Command::Domains => routes::domains(c),
+        Command::CreatePrivateDomain { org, domain } => {
+            routes::create_domain(c, Some(&org), &domain)
+        }
+        Command::CreateSharedDomain { domain } => routes::create_domain(c, None, &domain),
+        Command::DeletePrivateDomain { domain, force }
+        | Command::DeleteSharedDomain { domain, force } => routes::delete_domain(c, &domain, force),
         Command::Env { name } => apps::env(c, &name),
         Command::SetEnv { name, key, value } => apps::set_env(c, &name, &key, &value),
         Command::UnsetEnv { name, key } => apps::unset_env(c, &name, &key),

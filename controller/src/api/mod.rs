@@ -6,6 +6,7 @@ mod apps;
 mod audit_events;
 mod builds;
 mod deployments;
+mod domains;
 mod env_groups;
 mod feature_flags;
 mod manifests;
@@ -224,8 +225,11 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
             delete(quotas::remove_space_quota),
         )
-        .route("/v3/domains", get(routes::list_domains))
-        .route("/v3/domains/{guid}", get(routes::show_domain))
+        .route("/v3/domains", get(domains::list).post(domains::create))
+        .route(
+            "/v3/domains/{guid}",
+            get(domains::show).delete(domains::delete),
+        )
         .with_state(controller)
 }
 

@@ -23,51 +23,6 @@ use crate::{nsync, Controller};
 /// The port apps listen on inside their instance (CF: 8080).
 pub const APP_PORT: i64 = 8080;
 
-fn present_domain(controller: &Controller, domain: &Domain) -> Value {
-    json!({
-        "guid": domain.guid,
-        "created_at": cf_time(&domain.created_at),
-        "updated_at": cf_time(&domain.updated_at),
-        "name": domain.name,
-        "internal": domain.internal,
-        "router_group": null,
-        "supported_protocols": ["http"],
-        "relationships": {
-            "organization": {"data": null},
-            "shared_organizations": {"data": []},
-        },
-        "metadata": metadata(),
-        "links": {
-            "self": href(controller, &format!("/v3/domains/{}", domain.guid)),
-            "route_reservations": href(controller, &format!("/v3/domains/{}/route_reservations", domain.guid)),
-        },
-    })
-}
-
-pub async fn list_domains(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
-    let filter = params.filter(Filter::new(), "names", "name");
-    let filter = params.filter(filter, "guids", "guid");
-    let (total, domains) = controller.db.list::<Domain>(filter, &params.page).await?;
-    let resources = domains
-        .iter()
-        .map(|d| present_domain(&controller, d))
-        .collect();
-    Ok(paginated(&controller, &params, total, resources))
-}
-
-pub async fn show_domain(
-    State(controller): Ctl,
-    _user: User,
-    Path(guid): Path<String>,
-) -> ApiResult {
-    let domain: Domain = controller
-        .db
-        .get(&guid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Domain"))?;
-    Ok(ok(present_domain(&controller, &domain)))
-}
-
 /// `host.domain/path` (or `domain/path` without a host).
 pub fn route_url(host: &str, domain: &str, path: &str) -> String {
     if host.is_empty() {
@@ -244,6 +199,12 @@ pub async fn create(
         Some(guid) => controller.db.get::<Domain>(&guid).await?,
         None => None,
     };
+    // A private domain serves only its own org's spaces.
+    let domain = domain.filter(|d| {
+        d.organization_guid
+            .as_ref()
+            .is_none_or(|org| *org == space.organization_guid)
+    });
     let Some(domain) = domain else {
         return Err(ApiError::unprocessable(
             "Invalid domain. Ensure that the domain exists and you have access to it.",

@@ -202,3 +202,52 @@ impl Api {
         response
     }
 }
+
+impl Api {
+    /// A new UAA user; their `bearer` token and user id (their CC guid).
+    #[allow(dead_code)] // not every test binary makes users
+    pub async fn new_user(&self, name: &str) -> (String, String) {
+        let id = self
+            .uaa
+            .create_user(name, "a-password-1", &format!("{name}@x.test"))
+            .await
+            .unwrap();
+        let token = self
+            .uaa
+            .password_grant("cf", name, "a-password-1", None)
+            .await
+            .unwrap()
+            .access_token;
+        (format!("bearer {token}"), id)
+    }
+
+    /// Gives `user_id` the role `kind` in the org or space `guid` (`target`:
+    /// `organization` or `space`).
+    #[allow(dead_code)]
+    pub async fn grant(&self, user_id: &str, kind: &str, target: &str, guid: &str) {
+        self.post(
+            "/v3/roles",
+            serde_json::json!({
+                "type": kind,
+                "relationships": {"user": {"data": {"guid": user_id}}, target: {"data": {"guid": guid}}},
+            }),
+        )
+        .await;
+    }
+
+    /// A new org and a space in it; their guids.
+    #[allow(dead_code)]
+    pub async fn org_and_space(&self, org: &str) -> (String, String) {
+        let org = self
+            .post("/v3/organizations", serde_json::json!({"name": org}))
+            .await;
+        let org = org["guid"].as_str().unwrap().to_string();
+        let space = self
+            .post(
+                "/v3/spaces",
+                serde_json::json!({"name": "s", "relationships": {"organization": {"data": {"guid": org}}}}),
+            )
+            .await;
+        (org, space["guid"].as_str().unwrap().to_string())
+    }
+}

@@ -1,5 +1,7 @@
 //! Route and domain commands: `routes`, `create-route`, `delete-route`, `map-route`,
-//! `unmap-route` and `domains`, with the cf CLI's (v7+) arguments and messages.
+//! `unmap-route`, `domains`, `create-private-domain`, `create-shared-domain` and
+//! `delete-private-domain` / `delete-shared-domain`, with the cf CLI's (v7+) arguments
+//! and messages.
 
 use std::collections::HashMap;
 
@@ -180,6 +182,50 @@ pub fn unmap_route(client: &mut Client, app: &str, args: &RouteArgs) -> Result<(
     for guid in mine {
         client.delete(&format!("/v3/routes/{route_guid}/destinations/{guid}"))?;
     }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf create-private-domain ORG DOMAIN` (org managers) or, without an org,
+/// `wf create-shared-domain DOMAIN` (admins).
+pub fn create_domain(client: &mut Client, org: Option<&str>, domain: &str) -> Result<(), Error> {
+    client.require_login()?;
+    let mut body = json!({ "name": domain });
+    match org {
+        Some(org) => {
+            println!(
+                "Creating private domain {domain} for org {org} as {}...",
+                client.user_name()
+            );
+            let found = super::session::find_named(client, "/v3/organizations", &[], org)?
+                .ok_or_else(|| Error::Failed(format!("Organization '{org}' not found.")))?;
+            body["relationships"] =
+                json!({"organization": {"data": {"guid": text(&found, "guid")}}});
+        }
+        None => println!(
+            "Creating shared domain {domain} as {}...",
+            client.user_name()
+        ),
+    }
+    client.post("/v3/domains", &body)?;
+    println!("OK");
+    Ok(())
+}
+
+/// `wf delete-private-domain DOMAIN` / `wf delete-shared-domain DOMAIN` (`-f`): the
+/// domain and its routes.
+pub fn delete_domain(client: &mut Client, domain: &str, force: bool) -> Result<(), Error> {
+    client.require_login()?;
+    if !force
+        && !confirm(&format!(
+            "Really delete the domain {domain} and all its routes?"
+        ))
+    {
+        return Ok(());
+    }
+    println!("Deleting domain {domain} as {}...", client.user_name());
+    let found = find_domain(client, domain)?;
+    client.delete(&format!("/v3/domains/{}", text(&found, "guid")))?;
     println!("OK");
     Ok(())
 }
