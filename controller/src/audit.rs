@@ -83,6 +83,19 @@ pub async fn record(
     .await;
 }
 
+/// Records `event` of `app` (its target, in its space) by the caller of a request.
+pub async fn record_app(controller: &Controller, user: &User, event: &str, app: &App, data: Value) {
+    record(
+        controller,
+        user,
+        event,
+        Target::app(app),
+        Some(&app.space_guid),
+        data,
+    )
+    .await;
+}
+
 /// Records `event` by `actor`; the org is the space's.
 pub async fn record_as(
     controller: &Controller,

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use wf_bbs::{DesiredLrpFilter, TaskAction, TaskFilter, CF_APPS_DOMAIN};
 use wf_db::testing::Backend;
 

@@ -8,19 +8,6 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use wf_db::testing::Backend;
 
-use common::Api;
-
-async fn call_as(
-    api: &Api,
-    token: &str,
-    method: Method,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let (status, _, json) = api.send_as(Some(token), method, uri, None, body).await;
-    (status, json)
-}
 
 fn route(host: &str, domain: &str, space: &str) -> Value {
     json!({"host": host, "relationships": {"domain": {"data": {"guid": domain}}, "space": {"data": {"guid": space}}}})
@@ -46,14 +33,14 @@ async fn shared_and_private_domains() {
         .await;
 
     // Shared domains are for admins.
-    let (status, _) = call_as(
-        &api,
-        &manager,
-        Method::POST,
-        "/v3/domains",
-        Some(json!({"name": "shared.example"})),
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &manager,
+            Method::POST,
+            "/v3/domains",
+            Some(json!({"name": "shared.example"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let shared = api
         .post("/v3/domains", json!({"name": "shared.example"}))
@@ -77,21 +64,22 @@ async fn shared_and_private_domains() {
 
     // A private domain, made by the org's manager.
     let private = json!({"name": "owner.example", "relationships": {"organization": {"data": {"guid": org}}}});
-    let (status, _) = call_as(
-        &api,
-        &outsider,
-        Method::POST,
-        "/v3/domains",
-        Some(private.clone()),
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &outsider,
+            Method::POST,
+            "/v3/domains",
+            Some(private.clone()),
+        )
+        .await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "an org the outsider cannot see"
     );
-    let (status, domain) =
-        call_as(&api, &manager, Method::POST, "/v3/domains", Some(private)).await;
+    let (status, domain) = api
+        .call_as(&manager, Method::POST, "/v3/domains", Some(private))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{domain}");
     assert_eq!(
         domain["relationships"]["organization"]["data"]["guid"],
@@ -108,12 +96,16 @@ async fn shared_and_private_domains() {
             .map(|d| d["name"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, mine) = call_as(&api, &manager, Method::GET, "/v3/domains", None).await;
+    let (_, mine) = api
+        .call_as(&manager, Method::GET, "/v3/domains", None)
+        .await;
     assert!(
         names(&mine).contains(&"owner.example".to_string()),
         "{mine}"
     );
-    let (_, theirs) = call_as(&api, &outsider, Method::GET, "/v3/domains", None).await;
+    let (_, theirs) = api
+        .call_as(&outsider, Method::GET, "/v3/domains", None)
+        .await;
     assert!(
         !names(&theirs).contains(&"owner.example".to_string()),
         "{theirs}"
@@ -123,15 +115,9 @@ async fn shared_and_private_domains() {
         "{theirs}"
     );
     assert_eq!(
-        call_as(
-            &api,
-            &outsider,
-            Method::GET,
-            &format!("/v3/domains/{guid}"),
-            None
-        )
-        .await
-        .0,
+        api.call_as(&outsider, Method::GET, &format!("/v3/domains/{guid}"), None)
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 
@@ -150,34 +136,34 @@ async fn shared_and_private_domains() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // Deleting it (its manager may) deletes its routes.
-    let (status, _) = call_as(
-        &api,
-        &outsider,
-        Method::DELETE,
-        &format!("/v3/domains/{guid}"),
-        None,
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &outsider,
+            Method::DELETE,
+            &format!("/v3/domains/{guid}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = call_as(
-        &api,
-        &manager,
-        Method::DELETE,
-        &format!("/v3/domains/{guid}"),
-        None,
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &manager,
+            Method::DELETE,
+            &format!("/v3/domains/{guid}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let routes = api.get(&format!("/v3/routes?space_guids={space}")).await;
     assert_eq!(routes["resources"], json!([]), "{routes}");
-    let (status, _) = call_as(
-        &api,
-        &manager,
-        Method::DELETE,
-        &format!("/v3/domains/{}", shared["guid"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &manager,
+            Method::DELETE,
+            &format!("/v3/domains/{}", shared["guid"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,

@@ -5,7 +5,7 @@
 mod common;
 
 use http::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use wf_db::testing::Backend;
 
 use common::Api;
@@ -19,18 +19,6 @@ async fn developer(api: &Api, name: &str) -> (String, String) {
     api.grant(&user_id, "space_developer", "space", &space)
         .await;
     (token, space)
-}
-
-async fn call_as(
-    api: &Api,
-    token: &str,
-    method: Method,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let (status, _, json) = api.send_as(Some(token), method, uri, None, body).await;
-    (status, json)
 }
 
 #[tokio::test]
@@ -56,27 +44,27 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
     );
 
     let (dev, space) = developer(&api, "flagdev").await;
-    let app = call_as(
-        &api,
-        &dev,
-        Method::POST,
-        "/v3/apps",
-        Some(json!({"name": "a", "relationships": {"space": {"data": {"guid": space}}}})),
-    )
-    .await
-    .1;
+    let app = api
+        .call_as(
+            &dev,
+            Method::POST,
+            "/v3/apps",
+            Some(json!({"name": "a", "relationships": {"space": {"data": {"guid": space}}}})),
+        )
+        .await
+        .1;
     let scale = format!(
         "/v3/apps/{}/processes/web/actions/scale",
         app["guid"].as_str().unwrap()
     );
-    let (status, body) = call_as(
-        &api,
-        &dev,
-        Method::PATCH,
-        "/v3/feature_flags/app_scaling",
-        Some(json!({"enabled": false})),
-    )
-    .await;
+    let (status, body) = api
+        .call_as(
+            &dev,
+            Method::PATCH,
+            "/v3/feature_flags/app_scaling",
+            Some(json!({"enabled": false})),
+        )
+        .await;
     assert_eq!(
         (status, body["errors"][0]["title"].as_str()),
         (StatusCode::FORBIDDEN, Some("CF-NotAuthorized"))
@@ -91,14 +79,9 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["enabled"], false);
-    let (status, body) = call_as(
-        &api,
-        &dev,
-        Method::POST,
-        &scale,
-        Some(json!({"instances": 2})),
-    )
-    .await;
+    let (status, body) = api
+        .call_as(&dev, Method::POST, &scale, Some(json!({"instances": 2})))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["errors"][0]["title"], "CF-FeatureDisabled");
     assert_eq!(body["errors"][0]["code"], 330002);
@@ -117,15 +100,9 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
     )
     .await;
     assert_eq!(
-        call_as(
-            &api,
-            &dev,
-            Method::POST,
-            &scale,
-            Some(json!({"instances": 1}))
-        )
-        .await
-        .0,
+        api.call_as(&dev, Method::POST, &scale, Some(json!({"instances": 1})))
+            .await
+            .0,
         StatusCode::ACCEPTED
     );
     let (status, _) = api
@@ -138,14 +115,14 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // user_org_creation: users create orgs and manage them.
-    let (status, body) = call_as(
-        &api,
-        &dev,
-        Method::POST,
-        "/v3/organizations",
-        Some(json!({"name": "mine"})),
-    )
-    .await;
+    let (status, body) = api
+        .call_as(
+            &dev,
+            Method::POST,
+            "/v3/organizations",
+            Some(json!({"name": "mine"})),
+        )
+        .await;
     assert_eq!(
         (status, body["errors"][0]["title"].as_str()),
         (StatusCode::FORBIDDEN, Some("CF-NotAuthorized"))
@@ -156,24 +133,24 @@ async fn feature_flags_have_cf_defaults_and_admins_switch_them() {
         Some(json!({"enabled": true})),
     )
     .await;
-    let (status, org) = call_as(
-        &api,
-        &dev,
-        Method::POST,
-        "/v3/organizations",
-        Some(json!({"name": "mine"})),
-    )
-    .await;
+    let (status, org) = api
+        .call_as(
+            &dev,
+            Method::POST,
+            "/v3/organizations",
+            Some(json!({"name": "mine"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{org}");
     let org_guid = org["guid"].as_str().unwrap();
-    let (status, _) = call_as(
-        &api,
-        &dev,
-        Method::PATCH,
-        &format!("/v3/organizations/{org_guid}"),
-        Some(json!({"name": "mine2"})),
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &dev,
+            Method::PATCH,
+            &format!("/v3/organizations/{org_guid}"),
+            Some(json!({"name": "mine2"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "the creator manages the org");
 }
 
@@ -204,18 +181,16 @@ async fn environment_variable_groups_reach_the_apps_environment() {
     .await;
 
     let (dev, space) = developer(&api, "groupdev").await;
-    let (status, _) = call_as(
-        &api,
-        &dev,
-        Method::PATCH,
-        "/v3/environment_variable_groups/running",
-        Some(json!({"var": {"X": "1"}})),
-    )
-    .await;
+    let (status, _) = api
+        .call_as(
+            &dev,
+            Method::PATCH,
+            "/v3/environment_variable_groups/running",
+            Some(json!({"var": {"X": "1"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let app = call_as(
-        &api,
-        &dev,
+    let app = api.call_as(&dev,
         Method::POST,
         "/v3/apps",
         Some(json!({"name": "g", "environment_variables": {"SHARED": "app"}, "relationships": {"space": {"data": {"guid": space}}}})),

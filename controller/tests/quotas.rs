@@ -34,19 +34,6 @@ fn guid(v: &Value) -> String {
         .to_string()
 }
 
-/// A call as `token`: (status, body).
-async fn call_as(
-    api: &Api,
-    token: &str,
-    method: Method,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let (status, _, json) = api.send_as(Some(token), method, uri, None, body).await;
-    (status, json)
-}
-
 /// Asserts a CF error: its status, title and (when given) detail.
 fn assert_error(
     (status, body): (StatusCode, Value),
@@ -329,33 +316,32 @@ async fn quotas(api: Api) {
     .await;
     role(&api, "space_developer", &developer, "space", &space_guid).await;
     // Everyone reads org quotas, seeing only their orgs on them; only admins change them.
-    let (status, seen) = call_as(
-        &api,
-        &developer_token,
-        Method::GET,
-        &format!("/v3/organization_quotas/{small_guid}"),
-        None,
-    )
-    .await;
+    let (status, seen) = api
+        .call_as(
+            &developer_token,
+            Method::GET,
+            &format!("/v3/organization_quotas/{small_guid}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(
         seen["relationships"]["organizations"]["data"],
         json!([{"guid": org_guid}])
     );
-    let (status, seen) = call_as(
-        &api,
-        &outsider_token,
-        Method::GET,
-        &format!("/v3/organization_quotas/{small_guid}"),
-        None,
-    )
-    .await;
+    let (status, seen) = api
+        .call_as(
+            &outsider_token,
+            Method::GET,
+            &format!("/v3/organization_quotas/{small_guid}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{seen}");
     assert_eq!(seen["relationships"]["organizations"]["data"], json!([]));
     for token in [&manager_token, &developer_token] {
         not_authorized(
-            call_as(
-                &api,
+            api.call_as(
                 token,
                 Method::POST,
                 "/v3/organization_quotas",
@@ -364,8 +350,7 @@ async fn quotas(api: Api) {
             .await,
         );
         not_authorized(
-            call_as(
-                &api,
+            api.call_as(
                 token,
                 Method::PATCH,
                 &format!("/v3/organization_quotas/{small_guid}"),
@@ -374,8 +359,7 @@ async fn quotas(api: Api) {
             .await,
         );
         not_authorized(
-            call_as(
-                &api,
+            api.call_as(
                 token,
                 Method::POST,
                 &format!(
@@ -397,8 +381,7 @@ async fn quotas(api: Api) {
         body
     };
     not_authorized(
-        call_as(
-            &api,
+        api.call_as(
             &developer_token,
             Method::POST,
             "/v3/space_quotas",
@@ -407,8 +390,7 @@ async fn quotas(api: Api) {
         .await,
     );
     unprocessable(
-        call_as(
-            &api,
+        api.call_as(
             &manager_token,
             Method::POST,
             "/v3/space_quotas",
@@ -419,9 +401,7 @@ async fn quotas(api: Api) {
             "Organization with guid '{other_org}' does not exist, or you do not have access to it."
         ),
     );
-    let (status, space_quota) = call_as(
-        &api,
-        &manager_token,
+    let (status, space_quota) = api.call_as(&manager_token,
         Method::POST,
         "/v3/space_quotas",
         Some(new_space_quota(
@@ -440,12 +420,17 @@ async fn quotas(api: Api) {
     assert!(space_quota.get("domains").is_none(), "{space_quota}");
     let space_quota_path = format!("/v3/space_quotas/{space_quota_guid}");
     // Not yet on the developer's space: the developer does not see it.
-    not_found(call_as(&api, &developer_token, Method::GET, &space_quota_path, None).await);
-    not_found(call_as(&api, &outsider_token, Method::GET, &space_quota_path, None).await);
+    not_found(
+        api.call_as(&developer_token, Method::GET, &space_quota_path, None)
+            .await,
+    );
+    not_found(
+        api.call_as(&outsider_token, Method::GET, &space_quota_path, None)
+            .await,
+    );
     let apply_path = format!("{space_quota_path}/relationships/spaces");
     not_found(
-        call_as(
-            &api,
+        api.call_as(
             &developer_token,
             Method::POST,
             &apply_path,
@@ -453,33 +438,30 @@ async fn quotas(api: Api) {
         )
         .await,
     );
-    let (status, applied) = call_as(
-        &api,
-        &manager_token,
-        Method::POST,
-        &apply_path,
-        Some(json!({"data": [{"guid": space_guid}]})),
-    )
-    .await;
+    let (status, applied) = api
+        .call_as(
+            &manager_token,
+            Method::POST,
+            &apply_path,
+            Some(json!({"data": [{"guid": space_guid}]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["data"], json!([{"guid": space_guid}]));
-    let (status, seen) =
-        call_as(&api, &developer_token, Method::GET, &space_quota_path, None).await;
+    let (status, seen) = api
+        .call_as(&developer_token, Method::GET, &space_quota_path, None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{seen}");
-    let (_, listed) = call_as(
-        &api,
-        &developer_token,
-        Method::GET,
-        "/v3/space_quotas",
-        None,
-    )
-    .await;
+    let (_, listed) = api
+        .call_as(&developer_token, Method::GET, "/v3/space_quotas", None)
+        .await;
     assert_eq!(listed["pagination"]["total_results"], 1, "{listed}");
-    let (_, listed) = call_as(&api, &outsider_token, Method::GET, "/v3/space_quotas", None).await;
+    let (_, listed) = api
+        .call_as(&outsider_token, Method::GET, "/v3/space_quotas", None)
+        .await;
     assert_eq!(listed["pagination"]["total_results"], 0, "{listed}");
     not_authorized(
-        call_as(
-            &api,
+        api.call_as(
             &developer_token,
             Method::PATCH,
             &space_quota_path,
@@ -488,8 +470,7 @@ async fn quotas(api: Api) {
         .await,
     );
     not_authorized(
-        call_as(
-            &api,
+        api.call_as(
             &developer_token,
             Method::DELETE,
             &format!("{apply_path}/{space_guid}"),
@@ -647,13 +628,8 @@ async fn quotas(api: Api) {
         )
         .await;
     assert!(status.is_success(), "{status} {task}");
-    let (status, _) = call_as(
-        &api,
-        &manager_token,
-        Method::DELETE,
-        &space_quota_path,
-        None,
-    )
-    .await;
+    let (status, _) = api
+        .call_as(&manager_token, Method::DELETE, &space_quota_path, None)
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }

@@ -286,12 +286,11 @@ pub async fn update(
         controller.db.update("apps", &guid, changes).await?;
         nsync::sync_app(&controller, &guid).await;
         let app = load_app(&controller, &user, &guid).await?;
-        audit::record(
+        audit::record_app(
             &controller,
             &user,
             "audit.app.update",
-            Target::app(&app),
-            Some(&app.space_guid),
+            &app,
             json!({"request": request}),
         )
         .await;
@@ -303,12 +302,11 @@ pub async fn update(
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let app = load_app_for_write(&controller, &user, &guid).await?;
     delete_app(&controller, &app).await?;
-    audit::record(
+    audit::record_app(
         &controller,
         &user,
         "audit.app.delete-request",
-        Target::app(&app),
-        Some(&app.space_guid),
+        &app,
         json!({"request": {"recursive": true}}),
     )
     .await;
@@ -399,15 +397,7 @@ async fn set_state(
         (AppState::Started, false) => "audit.app.start",
         (AppState::Stopped, _) => "audit.app.stop",
     };
-    audit::record(
-        controller,
-        user,
-        event,
-        Target::app(&app),
-        Some(&app.space_guid),
-        json!({}),
-    )
-    .await;
+    audit::record_app(controller, user, event, &app, json!({})).await;
     Ok(ok(present_app(controller, &app)))
 }
 
@@ -476,15 +466,7 @@ pub async fn set_current_droplet(
     }
     let app = load_app(&controller, &user, &guid).await?;
     let data = json!({"request": {"droplet_guid": droplet.guid}});
-    audit::record(
-        &controller,
-        &user,
-        "audit.app.droplet.mapped",
-        Target::app(&app),
-        Some(&app.space_guid),
-        data,
-    )
-    .await;
+    audit::record_app(&controller, &user, "audit.app.droplet.mapped", &app, data).await;
     Ok(ok(present_current_droplet(&controller, &app)))
 }
 
@@ -504,12 +486,11 @@ pub async fn current_droplet(
 
 pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let app = load_app_secrets(&controller, &user, &guid).await?;
-    audit::record(
+    audit::record_app(
         &controller,
         &user,
         "audit.app.environment.show",
-        Target::app(&app),
-        Some(&app.space_guid),
+        &app,
         json!({}),
     )
     .await;
@@ -586,15 +567,7 @@ pub async fn update_environment_variables(
         nsync::sync_app(&controller, &guid).await;
         // CF never writes environment values into events.
         let data = json!({"request": {"environment_variables": "[PRIVATE DATA HIDDEN]"}});
-        audit::record(
-            &controller,
-            &user,
-            "audit.app.update",
-            Target::app(&app),
-            Some(&app.space_guid),
-            data,
-        )
-        .await;
+        audit::record_app(&controller, &user, "audit.app.update", &app, data).await;
     }
     let app = load_app(&controller, &user, &guid).await?;
     Ok(ok(present_env_vars(&controller, &app)))

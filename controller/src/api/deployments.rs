@@ -11,7 +11,7 @@ use super::{
     cf_time, created, href, load_app, load_app_to, metadata, ok, paginated, relationship_guid,
     to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::audit::{self, Target};
+use crate::audit;
 use crate::auth::{Access, User};
 use crate::db::{
     self, AppState, Deployment, DeploymentState, Droplet, DropletState, Filter, Process,
@@ -147,12 +147,11 @@ pub async fn create(
     nsync::sync_app(&controller, &app.guid).await;
     let data =
         json!({"deployment_guid": guid, "droplet_guid": droplet.guid, "strategy": "rolling"});
-    audit::record(
+    audit::record_app(
         &controller,
         &user,
         "audit.app.deployment.create",
-        Target::app(&app),
-        Some(&app.space_guid),
+        &app,
         data,
     )
     .await;

@@ -14,7 +14,7 @@ use wf_loggregator::{EnvelopeMessage, LogStore, ReadQuery, MAX_READ_LIMIT};
 use super::{
     cf_time, href, load_app, metadata, ok, paginated, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::audit::{self, Target};
+use crate::audit;
 use crate::auth::{Access, User};
 use crate::db::{App, AppState, Arg, Filter, Process};
 use crate::error::ApiError;
@@ -201,15 +201,7 @@ async fn record_process_event(
         "process_type": process.process_type,
         "request": request,
     });
-    audit::record(
-        controller,
-        user,
-        event,
-        Target::app(&app),
-        Some(&app.space_guid),
-        data,
-    )
-    .await;
+    audit::record_app(controller, user, event, &app, data).await;
 }
 
 async fn scale_process(

@@ -290,15 +290,7 @@ async fn record_mapping_event(
         "route": route_name(controller, route).await,
         "process_type": process_type,
     });
-    audit::record(
-        controller,
-        user,
-        event,
-        Target::app(&app),
-        Some(&app.space_guid),
-        data,
-    )
-    .await;
+    audit::record_app(controller, user, event, &app, data).await;
 }
 
 /// `host.domain/path` of a route.

@@ -12,7 +12,7 @@ use super::{
     cf_time, created, href, load_app, load_app_for_write, metadata, ok, paginated, to_one,
     ApiResult, Ctl, JsonBody, ListParams,
 };
-use crate::audit::{self, Target};
+use crate::audit;
 use crate::auth::User;
 use crate::db::{self, Arg, Droplet, DropletState, Filter, Process};
 use crate::error::ApiError;
@@ -289,15 +289,7 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("Task"))?;
     let data = json!({"task_guid": task.guid, "request": {"name": task.name, "command": "[PRIVATE DATA HIDDEN]"}});
-    audit::record(
-        &controller,
-        &user,
-        "audit.app.task.create",
-        Target::app(&app),
-        Some(&app.space_guid),
-        data,
-    )
-    .await;
+    audit::record_app(&controller, &user, "audit.app.task.create", &app, data).await;
     Ok(created(present_task(&controller, &task)))
 }
 
@@ -313,15 +305,7 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
     }
     crate::tasks::cancel(&controller, &task).await?;
     let data = json!({"task_guid": task.guid, "request": {"name": task.name}});
-    audit::record(
-        &controller,
-        &user,
-        "audit.app.task.cancel",
-        Target::app(&app),
-        Some(&app.space_guid),
-        data,
-    )
-    .await;
+    audit::record_app(&controller, &user, "audit.app.task.cancel", &app, data).await;
     let task = load_task(&controller, &user, &guid).await?;
     Ok((StatusCode::ACCEPTED, Json(present_task(&controller, &task))).into_response())
 }

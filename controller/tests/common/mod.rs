@@ -204,6 +204,20 @@ impl Api {
 }
 
 impl Api {
+    /// A JSON call as `token` (a `bearer ...` value): (status, body).
+    #[allow(dead_code)]
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, _, json) = self.send_as(Some(token), method, uri, None, body).await;
+        (status, json)
+    }
+
     /// A new UAA user; their `bearer` token and user id (their CC guid).
     #[allow(dead_code)] // not every test binary makes users
     pub async fn new_user(&self, name: &str) -> (String, String) {
