@@ -9,7 +9,8 @@
 //! Writes run one at a time, through [`writer`]'s group commit: a BBS process is the
 //! only writer of its database (the holder of the `bbs` lock, as Diego elects a single
 //! active BBS), and SQLite cannot upgrade a read transaction to a write one while
-//! another connection writes.
+//! another connection writes. The reps' claims and starts, the bulk of the writes at
+//! scale, are applied in batches ([`claims`]).
 
 pub mod api;
 mod auction;
