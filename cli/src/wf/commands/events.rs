@@ -15,9 +15,8 @@ pub fn events(client: &mut Client, name: &str) -> Result<(), Error> {
     let target = space_target(client)?;
     let app = app_by_name(client, &target, name)?;
     println!(
-        "Getting events for app {name} in {} as {}...\n",
-        target.describe(),
-        client.user_name()
+        "Getting events for app {name} in {}...\n",
+        target.describe()
     );
     let page = client.get(&format!(
         "/v3/audit_events?target_guids={}&order_by=-created_at&per_page={SHOWN}",
