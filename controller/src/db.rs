@@ -41,6 +41,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     7 => "0007_feature_flags_and_env_groups",
     8 => "0008_list_order_indexes",
     9 => "0009_private_domains",
+    10 => "0010_app_usage_events",
 );
 
 /// A bound query argument.
@@ -871,6 +872,56 @@ impl Record for EnvVarGroup {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(EnvVarGroup {
             variables: json(row, "variables")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An app usage event (`/v3/app_usage_events`).
+#[derive(Debug, Clone)]
+pub struct AppUsageEvent {
+    pub guid: String,
+    pub state: String,
+    pub previous_state: Option<String>,
+    pub app_guid: String,
+    pub app_name: String,
+    pub process_guid: String,
+    pub process_type: String,
+    pub instance_count: i64,
+    pub previous_instance_count: Option<i64>,
+    pub memory_in_mb_per_instance: i64,
+    pub previous_memory_in_mb_per_instance: Option<i64>,
+    pub space_guid: String,
+    pub space_name: String,
+    pub organization_guid: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for AppUsageEvent {
+    const TABLE: &'static str = "app_usage_events";
+    const COLUMNS: &'static str = "guid, state, previous_state, app_guid, app_name, \
+        process_guid, process_type, instance_count, previous_instance_count, \
+        memory_in_mb_per_instance, previous_memory_in_mb_per_instance, space_guid, \
+        space_name, organization_guid, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let opt_int = |column: &str| -> Result<Option<i64>, sqlx::Error> { row.try_get(column) };
+        Ok(AppUsageEvent {
+            guid: text(row, "guid")?,
+            state: text(row, "state")?,
+            previous_state: opt_text(row, "previous_state")?,
+            app_guid: text(row, "app_guid")?,
+            app_name: text(row, "app_name")?,
+            process_guid: text(row, "process_guid")?,
+            process_type: text(row, "process_type")?,
+            instance_count: int(row, "instance_count")?,
+            previous_instance_count: opt_int("previous_instance_count")?,
+            memory_in_mb_per_instance: int(row, "memory_in_mb_per_instance")?,
+            previous_memory_in_mb_per_instance: opt_int("previous_memory_in_mb_per_instance")?,
+            space_guid: text(row, "space_guid")?,
+            space_name: text(row, "space_name")?,
+            organization_guid: text(row, "organization_guid")?,
+            created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
     }

@@ -8,7 +8,6 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use wf_db::testing::Backend;
 
-
 fn route(host: &str, domain: &str, space: &str) -> Value {
     json!({"host": host, "relationships": {"domain": {"data": {"guid": domain}}, "space": {"data": {"guid": space}}}})
 }

@@ -1,6 +1,7 @@
 //! Audit events end to end: what a developer does to an app (create, scale, stop,
 //! start, env change) and its crashes show in `wf events` and `/v3/audit_events`, with
-//! the actor, and only to those who may see the app's space.
+//! the actor, and only to those who may see the app's space; its app usage events say
+//! what ran and how big.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,42 @@ fn actions_and_crashes_are_audited() {
     assert!(!all.contains("hunter2"), "{all}");
     assert!(all.contains("[PRIVATE DATA HIDDEN]"), "{all}");
 
+    // Usage events: started, resized while started, stopped, started again.
+    let usage = wf.curl_json(&["/v3/app_usage_events?per_page=5000"]);
+    let mine: Vec<&Value> = usage["resources"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter(|e| e["app"]["guid"] == guid.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let summary: Vec<(String, String, u64)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e["state"]["current"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["state"]["previous"].as_str().unwrap_or("-").to_string(),
+                e["instance_count"]["current"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("STARTED", "STOPPED", 1),
+        ("STARTED", "STARTED", 2),
+        ("STOPPED", "STARTED", 2),
+        ("STARTED", "STOPPED", 2),
+    ];
+    let expected: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(a, b, n)| (a.to_string(), b.to_string(), *n))
+        .collect();
+    assert_eq!(summary, expected, "{usage}");
+    assert_eq!(mine[1]["instance_count"]["previous"], 1, "{usage}");
+
     // A crash is recorded by the platform, with the instance's exit.
     let resp = platform.get("audited", "/crash");
     assert_eq!(resp.status, 200, "{resp:?}");
@@ -83,4 +120,9 @@ fn actions_and_crashes_are_audited() {
     let outsider = Wf::new(&wf.org, &wf.space);
     outsider.login_as(platform, "event-outsider", password);
     assert!(event_types(&outsider, &guid).is_empty());
+    let (status, _) = outsider.api(platform, "GET", "/v3/app_usage_events", None);
+    assert_eq!(
+        status, 403,
+        "usage events are for admins and global readers"
+    );
 }

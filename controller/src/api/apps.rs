@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::usage_events;
 use super::{
     cf_time, created, finished_job, href, load_app, load_app_for_write, load_app_secrets,
     load_app_to, load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl,
@@ -316,6 +317,11 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
 /// Deletes the app with its processes (and their LRPs), route destinations, packages,
 /// builds and droplets.
 pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiError> {
+    if app.state == AppState::Started {
+        let sizes = usage_events::sizes(controller, &app.guid).await?;
+        let before = Some((AppState::Started, sizes.as_slice()));
+        usage_events::record(controller, app, AppState::Stopped, before, None).await;
+    }
     let by_app = || Filter::new().eq("app_guid", &app.guid);
     let processes: Vec<Process> = controller.db.find(by_app()).await?;
     for build in controller.db.find::<Build>(by_app()).await? {
@@ -375,6 +381,7 @@ async fn set_state(
     if state == AppState::Started && app.state != AppState::Started {
         crate::quotas::check_start(controller, &app).await?;
     }
+    let sizes_before = usage_events::sizes(controller, guid).await?;
     controller
         .db
         .update("apps", guid, vec![("state", state.into())])
@@ -391,7 +398,17 @@ async fn set_state(
             state.as_str()
         ),
     );
+    let was = app.state;
     let app = load_app(controller, user, guid).await?;
+    // Usage: a stop of what ran, then a start (a restart is both).
+    if was == AppState::Started && (state == AppState::Stopped || fresh) {
+        let before = Some((AppState::Started, sizes_before.as_slice()));
+        usage_events::record(controller, &app, AppState::Stopped, before, None).await;
+    }
+    if state == AppState::Started && (was != AppState::Started || fresh) {
+        let before = Some((AppState::Stopped, &[][..]));
+        usage_events::record(controller, &app, AppState::Started, before, None).await;
+    }
     let event = match (state, fresh) {
         (AppState::Started, true) => "audit.app.restart",
         (AppState::Started, false) => "audit.app.start",

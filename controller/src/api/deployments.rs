@@ -145,6 +145,10 @@ pub async fn create(
         )
         .await?;
     nsync::sync_app(&controller, &app.guid).await;
+    if !rolling {
+        let before = Some((AppState::Stopped, &[][..]));
+        super::usage_events::record(&controller, &app, AppState::Started, before, None).await;
+    }
     let data =
         json!({"deployment_guid": guid, "droplet_guid": droplet.guid, "strategy": "rolling"});
     audit::record_app(

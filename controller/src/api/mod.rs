@@ -19,6 +19,7 @@ mod root;
 mod routes;
 mod stacks;
 mod tasks;
+mod usage_events;
 
 pub use apps::STACK;
 pub use env_groups::variables as env_group_variables;
@@ -191,6 +192,12 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v3/stacks", get(stacks::list))
         .route("/v3/stacks/{guid}", get(stacks::show))
+        .route("/v3/app_usage_events", get(usage_events::list))
+        .route("/v3/app_usage_events/{guid}", get(usage_events::show))
+        .route(
+            "/v3/app_usage_events/actions/destructively_purge_all_and_reseed",
+            post(usage_events::purge_and_reseed),
+        )
         .route("/v3/audit_events", get(audit_events::list))
         .route("/v3/audit_events/{guid}", get(audit_events::show))
         .route(

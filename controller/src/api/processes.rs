@@ -243,6 +243,23 @@ async fn scale_process(
             ),
         );
         record_process_event(controller, user, "audit.app.process.scale", &process, body).await;
+        if let Some(app) = controller.db.get::<App>(&process.app_guid).await? {
+            if app.state == AppState::Started {
+                let before = [(
+                    process.guid.clone(),
+                    (process.instances, process.memory_in_mb),
+                )];
+                let before = Some((AppState::Started, &before[..]));
+                super::usage_events::record(
+                    controller,
+                    &app,
+                    AppState::Started,
+                    before,
+                    Some(&process.guid),
+                )
+                .await;
+            }
+        }
     }
     let process: Process = controller
         .db
