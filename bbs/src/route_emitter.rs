@@ -416,6 +416,12 @@ mod tests {
             let mut registers = bus.subscribe(REGISTER_SUBJECT).await.unwrap();
             let mut unregisters = bus.subscribe(UNREGISTER_SUBJECT).await.unwrap();
             let bbs = open(&db, bus.clone()).await;
+            // The instance's cell is present: convergence leaves its instance alone
+            // (a missing cell would make it SUSPECT, changing its `since`).
+            let cell = FakeRep::start("cell-0", "z1", 4096).await;
+            bbs.set_cell_presence(&cell.presence(), Duration::from_secs(60))
+                .await
+                .unwrap();
             let cancel = CancellationToken::new();
             let running = bbs.run(cancel.clone());
 
