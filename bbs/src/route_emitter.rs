@@ -270,26 +270,31 @@ impl RouteEmitter {
         Ok(())
     }
 
-    /// Sets the registrations of `actual`'s row and publishes the difference.
+    /// Sets the registrations of `actual`'s row and publishes the difference. An
+    /// endpoint another row of the process still registers stays registered: when an
+    /// instance becomes EVACUATING (or SUSPECT) its endpoint moves to the copy's row,
+    /// and the router must not lose it in between.
     async fn replace_instance(&mut self, actual: &ActualLrp, wanted: Vec<RegistryMessage>) {
         let process_guid = &actual.key.process_guid;
-        let current = match self.table.get_mut(process_guid) {
-            Some(instances) if wanted.is_empty() => {
-                let current = instances.remove(&slot(actual));
-                if instances.is_empty() {
-                    self.table.remove(process_guid);
-                }
-                current
+        let instances = self.table.entry(process_guid.clone()).or_default();
+        let current = if wanted.is_empty() {
+            instances.remove(&slot(actual))
+        } else {
+            instances.insert(slot(actual), wanted.clone())
+        }
+        .unwrap_or_default();
+        let bus = &self.bbs.bus;
+        for message in wanted.iter().filter(|m| !current.contains(m)) {
+            publish(bus, REGISTER_SUBJECT, message).await;
+        }
+        for gone in current.iter().filter(|m| !wanted.contains(m)) {
+            if !instances.values().any(|messages| messages.contains(gone)) {
+                publish(bus, UNREGISTER_SUBJECT, gone).await;
             }
-            Some(instances) => instances.insert(slot(actual), wanted.clone()),
-            None if wanted.is_empty() => None,
-            None => {
-                let instances = Instances::from([(slot(actual), wanted.clone())]);
-                self.table.insert(process_guid.clone(), instances);
-                None
-            }
-        };
-        publish_difference(&self.bbs.bus, &current.unwrap_or_default(), &wanted).await;
+        }
+        if instances.is_empty() {
+            self.table.remove(process_guid);
+        }
     }
 
     /// Re-reads one process from the BBS and publishes the difference.
@@ -357,24 +362,26 @@ impl RouteEmitter {
     }
 }
 
+/// Publishes what changes from `current` to `wanted` for one process: registrations
+/// first, then unregistrations of endpoints no row wants any more (an endpoint moving
+/// between rows is never unregistered).
 async fn publish_process_difference(bus: &Bus, current: &Instances, wanted: &Instances) {
-    for (slot, messages) in current {
-        let new = wanted.get(slot).map(Vec::as_slice).unwrap_or_default();
-        publish_difference(bus, messages, new).await;
+    if current == wanted {
+        return;
     }
     for (slot, messages) in wanted {
-        if !current.contains_key(slot) {
-            publish_difference(bus, &[], messages).await;
+        let old = current.get(slot).map(Vec::as_slice).unwrap_or_default();
+        for message in messages.iter().filter(|m| !old.contains(m)) {
+            publish(bus, REGISTER_SUBJECT, message).await;
         }
     }
-}
-
-async fn publish_difference(bus: &Bus, current: &[RegistryMessage], wanted: &[RegistryMessage]) {
-    for gone in current.iter().filter(|m| !wanted.contains(m)) {
-        publish(bus, UNREGISTER_SUBJECT, gone).await;
-    }
-    for message in wanted.iter().filter(|m| !current.contains(m)) {
-        publish(bus, REGISTER_SUBJECT, message).await;
+    for (slot, messages) in current {
+        let new = wanted.get(slot).map(Vec::as_slice).unwrap_or_default();
+        for gone in messages.iter().filter(|m| !new.contains(m)) {
+            if !wanted.values().any(|messages| messages.contains(gone)) {
+                publish(bus, UNREGISTER_SUBJECT, gone).await;
+            }
+        }
     }
 }
 
@@ -457,6 +464,60 @@ mod tests {
             cancel.cancel();
             running.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_moving_to_an_evacuating_copy_stays_registered() {
+        let db = databases().await.remove(0);
+        let bus = Bus::in_process();
+        let mut unregisters = bus.subscribe(UNREGISTER_SUBJECT).await.unwrap();
+        let bbs = open(&db, bus.clone()).await;
+        bbs.desire_lrp(desired("web", 1)).await.unwrap();
+        let ik = instance("i-0", "cell-0");
+        bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
+        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001))
+            .await
+            .unwrap();
+        let running = actual(&bbs, "web", 0).await.unwrap();
+        let evacuating = ActualLrp {
+            presence: Presence::Evacuating,
+            ..running.clone()
+        };
+        let replacement = crate::lrp::unclaimed(key("web", 0), running.since + 1);
+        let mut emitter = RouteEmitter {
+            bbs: bbs.clone(),
+            desired: HashMap::from([("web".to_string(), desired("web", 1))]),
+            table: HashMap::new(),
+        };
+        for event in [
+            BbsEvent::ActualLrpCreated {
+                actual_lrp: running.clone(),
+            },
+            BbsEvent::ActualLrpCreated {
+                actual_lrp: evacuating.clone(),
+            },
+            BbsEvent::ActualLrpChanged {
+                before: running,
+                after: replacement,
+            },
+        ] {
+            emitter.handle(event).await.unwrap();
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(200), unregisters.next()).await;
+        assert!(
+            quiet.is_err(),
+            "the endpoint left the router mid-evacuation"
+        );
+        emitter
+            .handle(BbsEvent::ActualLrpRemoved {
+                actual_lrp: evacuating,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut unregisters).await["private_instance_id"],
+            "i-0"
+        );
     }
 
     #[test]
