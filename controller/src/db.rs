@@ -394,7 +394,7 @@ cf_state!(PackageState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY", 
 cf_state!(BuildState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(DropletState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
-cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED" });
+cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED", Canceled => "CANCELED" });
 
 // --- records ---
 

@@ -1,7 +1,9 @@
 //! Rolling deployments end to end: `wf push --strategy rolling` replaces a running
 //! app's instances one at a time while a client keeps calling it through the router:
 //! every request succeeds, the old and new versions both answer during the rollout,
-//! and only the new one at the end.
+//! and only the new one at the end. A deployment whose new version never becomes
+//! healthy is cancelled with `wf cancel-deployment`: the old version kept serving all
+//! along and is the app again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,4 +88,82 @@ fn a_rolling_push_has_no_downtime() {
         .as_array()
         .map(|r| r.iter().filter(|i| i["state"] == "RUNNING").count());
     assert_eq!(running, Some(2), "{stats}");
+}
+
+#[test]
+fn a_cancelled_deployment_rolls_back_without_downtime() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    let hello = fixture_wasm("hello");
+    wf.ok(&["push", "rollback", "-p", hello.to_str().unwrap(), "-i", "2"]);
+    let guid = wf.app_guid("rollback");
+    let droplet_before =
+        wf.curl_json(&[&format!("/v3/apps/{guid}/droplets/current")])["guid"].clone();
+
+    // The worker fixture has no socket: under the web process's port health check it
+    // never becomes healthy, so its deployment waits for its first instance.
+    let worker = fixture_wasm("worker");
+    let mut push = wf.spawn(&[
+        "push",
+        "rollback",
+        "-p",
+        worker.to_str().unwrap(),
+        "--strategy",
+        "rolling",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let active = format!("/v3/deployments?app_guids={guid}&status_values=ACTIVE");
+    while wf.curl_json(&[&active])["resources"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "no deployment started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..20 {
+        let resp = platform.get("rollback", "/");
+        assert!(
+            resp.status == 200 && resp.body.starts_with("hello"),
+            "{resp:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = wf.ok(&["cancel-deployment", "rollback"]);
+    assert!(out.contains("OK"), "{out}");
+    assert!(
+        !push.wait().unwrap().success(),
+        "the push reports the cancelled deployment"
+    );
+
+    let deployments = wf.curl_json(&[&format!("/v3/deployments?app_guids={guid}")]);
+    assert_eq!(
+        deployments["resources"][0]["status"]["reason"], "CANCELED",
+        "{deployments}"
+    );
+    let droplet_after =
+        wf.curl_json(&[&format!("/v3/apps/{guid}/droplets/current")])["guid"].clone();
+    assert_eq!(droplet_after, droplet_before);
+    for _ in 0..20 {
+        let resp = platform.get("rollback", "/");
+        assert!(
+            resp.status == 200 && resp.body.starts_with("hello"),
+            "{resp:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = wf.curl_json(&[&format!("/v3/apps/{guid}/processes/web/stats")]);
+        let states: Vec<&str> = stats["resources"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|i| i["state"].as_str()).collect())
+            .unwrap_or_default();
+        if states == ["RUNNING", "RUNNING"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = wf.fails(&["cancel-deployment", "rollback"]);
+    assert!(out.contains("No active deployment"), "{out}");
 }

@@ -213,6 +213,8 @@ pub enum Command {
     },
     /// Remove an environment variable of an app
     UnsetEnv { name: String, key: String },
+    /// Cancel an app's rolling deployment, going back to its previous droplet
+    CancelDeployment { name: String },
     /// Create a new user in UAA
     CreateUser { username: String, password: String },
     /// Delete a user from UAA and the Cloud Controller
@@ -482,6 +484,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Env { name } => apps::env(c, &name),
         Command::SetEnv { name, key, value } => apps::set_env(c, &name, &key, &value),
         Command::UnsetEnv { name, key } => apps::unset_env(c, &name, &key),
+        Command::CancelDeployment { name } => apps::cancel_deployment(c, &name),
         Command::RunTask {
             name,
             command,

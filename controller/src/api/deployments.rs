@@ -3,6 +3,8 @@
 //! at a time while the previous version keeps serving (see [`crate::deployments`]), and
 //! restarts the other processes. A new deployment supersedes the app's active one. A
 //! stopped app is simply started on the droplet (the deployment is DEPLOYED at once).
+//! Cancelling an active deployment rolls back: the previous droplet is current again
+//! and the previous version's LRP gets all the instances back while the new one goes.
 
 use axum::extract::{Path, State};
 use serde_json::{json, Value};
@@ -161,6 +163,66 @@ pub async fn create(
     .await;
     let deployment = load(&controller, &user, &guid).await?;
     Ok(created(present(&controller, &deployment)))
+}
+
+/// `POST /v3/deployments/:guid/actions/cancel`: back to the previous droplet and version.
+pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let deployment = load(&controller, &user, &guid).await?;
+    let app = load_app_to(&controller, &user, &deployment.app_guid, Access::Operate).await?;
+    if deployment.state != DeploymentState::Deploying {
+        return Err(ApiError::unprocessable(format!(
+            "Cannot cancel a {} deployment",
+            deployment.state.as_str()
+        )));
+    }
+    let previous_version = deployment
+        .old_lrp_guid
+        .strip_prefix(&format!("{}-", deployment.process_guid))
+        .unwrap_or_default()
+        .to_string();
+    let mut app_changes = Vec::new();
+    if let Some(previous) = &deployment.previous_droplet_guid {
+        app_changes.push(("droplet_guid", db::Arg::Text(previous.clone())));
+    }
+    if !app_changes.is_empty() {
+        controller.db.update("apps", &app.guid, app_changes).await?;
+    }
+    if !previous_version.is_empty() {
+        controller
+            .db
+            .update(
+                "processes",
+                &deployment.process_guid,
+                vec![("version", previous_version.into())],
+            )
+            .await?;
+    }
+    controller
+        .db
+        .update(
+            "deployments",
+            &deployment.guid,
+            vec![
+                ("state", DeploymentState::Canceled.into()),
+                ("status_value", "FINALIZED".into()),
+                ("status_reason", "CANCELED".into()),
+                ("old_instances", db::Arg::Int(0)),
+                ("updated_at", db::now().into()),
+            ],
+        )
+        .await?;
+    nsync::sync_app(&controller, &app.guid).await;
+    let data = json!({"deployment_guid": deployment.guid});
+    audit::record_app(
+        &controller,
+        &user,
+        "audit.app.deployment.cancel",
+        &app,
+        data,
+    )
+    .await;
+    let deployment = load(&controller, &user, &guid).await?;
+    Ok(ok(present(&controller, &deployment)))
 }
 
 async fn load(controller: &Controller, user: &User, guid: &str) -> Result<Deployment, ApiError> {

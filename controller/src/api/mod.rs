@@ -181,6 +181,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
             get(deployments::list).post(deployments::create),
         )
         .route("/v3/deployments/{guid}", get(deployments::show))
+        .route(
+            "/v3/deployments/{guid}/actions/cancel",
+            post(deployments::cancel),
+        )
         .route("/v3/feature_flags", get(feature_flags::list))
         .route(
             "/v3/feature_flags/{name}",

@@ -241,6 +241,34 @@ pub fn set_env(client: &mut Client, name: &str, key: &str, value: &str) -> Resul
     Ok(())
 }
 
+/// `wf cancel-deployment APP`: rolls the app's active deployment back.
+pub fn cancel_deployment(client: &mut Client, name: &str) -> Result<(), Error> {
+    let target = space_target(client)?;
+    println!(
+        "Canceling deployment for app {name} in {}...",
+        target.describe()
+    );
+    let app = app_by_name(client, &target, name)?;
+    let active = client.list(&format!(
+        "/v3/deployments?app_guids={}&status_values=ACTIVE",
+        text(&app, "guid")
+    ))?;
+    let Some(deployment) = active.first() else {
+        return Err(Error::Failed(format!(
+            "No active deployment found for app {name}."
+        )));
+    };
+    client.post(
+        &format!(
+            "/v3/deployments/{}/actions/cancel",
+            text(deployment, "guid")
+        ),
+        &json!({}),
+    )?;
+    println!("OK");
+    Ok(())
+}
+
 /// `wf unset-env APP NAME`.
 pub fn unset_env(client: &mut Client, name: &str, key: &str) -> Result<(), Error> {
     let target = space_target(client)?;
