@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 use super::usage_events;
 use super::{
     cf_time, created, finished_job, href, load_app, load_app_for_write, load_app_secrets,
-    load_app_to, load_space_to, metadata, ok, paginated, relationship_guid, to_one, ApiResult, Ctl,
-    JsonBody, ListParams,
+    load_app_to, load_space_to, metadata, ok, paginated_with, relationship_guid, to_one, ApiResult,
+    Ctl, JsonBody, ListParams,
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
@@ -119,6 +119,7 @@ pub fn validate_env(vars: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let includes = params.includes(&["space", "space.organization"])?;
     let filter = user.scope_spaces(Filter::new(), "space_guid");
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
@@ -131,7 +132,15 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
     );
     let (total, apps) = controller.db.list::<App>(filter, &params.page).await?;
     let resources = apps.iter().map(|a| present_app(&controller, a)).collect();
-    Ok(paginated(&controller, &params, total, resources))
+    let space_guids = apps.into_iter().map(|a| a.space_guid).collect();
+    let included = super::orgs::included(&controller, &includes, space_guids).await?;
+    Ok(paginated_with(
+        &controller,
+        &params,
+        total,
+        resources,
+        included,
+    ))
 }
 
 pub async fn create(

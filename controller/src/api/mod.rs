@@ -342,6 +342,23 @@ impl ListParams {
         })
     }
 
+    /// The `include` values, checked against what the endpoint can include
+    /// (CF-BadQueryParameter otherwise).
+    pub fn includes(&self, allowed: &[&str]) -> Result<Vec<String>, ApiError> {
+        let wanted = self.values("include").unwrap_or_default();
+        match wanted.iter().find(|w| !allowed.contains(&w.as_str())) {
+            Some(bad) => Err(ApiError::BadQueryParameter(format!(
+                "Invalid included resource: '{bad}'. Valid included resources are: {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            None => Ok(wanted),
+        }
+    }
+
     /// Adds `column IN (values of param)` when `param` was given.
     pub fn filter(&self, filter: Filter, param: &str, column: &str) -> Filter {
         match self.values(param) {
@@ -390,12 +407,23 @@ pub fn paginated(
     total: u64,
     resources: Vec<Value>,
 ) -> Response {
+    paginated_with(controller, params, total, resources, None)
+}
+
+/// A page of resources with the related resources `include` asked for.
+pub fn paginated_with(
+    controller: &Controller,
+    params: &ListParams,
+    total: u64,
+    resources: Vec<Value>,
+    included: Option<Value>,
+) -> Response {
     let per_page = u64::from(params.page.per_page);
     let total_pages = total.div_ceil(per_page).max(1);
     let page = u64::from(params.page.page);
     let next = (page < total_pages).then(|| params.page_href(controller, page + 1));
     let previous = (page > 1).then(|| params.page_href(controller, (page - 1).min(total_pages)));
-    Json(json!({
+    let mut body = json!({
         "pagination": {
             "total_results": total,
             "total_pages": total_pages,
@@ -405,8 +433,11 @@ pub fn paginated(
             "previous": previous,
         },
         "resources": resources,
-    }))
-    .into_response()
+    });
+    if let Some(included) = included {
+        body["included"] = included;
+    }
+    Json(body).into_response()
 }
 
 // --- shape pieces ---

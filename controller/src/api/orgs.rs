@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{
     cf_time, created, finished_job, href, load_space, load_space_to, metadata, ok, paginated,
-    relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
+    paginated_with, relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
@@ -276,7 +276,51 @@ pub struct CreateSpace {
     relationships: Value,
 }
 
+/// The `included` object of a list whose resources live in `space_guids`: the spaces
+/// (`space`) and their orgs (`organization` or `space.organization`) as `include` asks.
+pub(super) async fn included(
+    controller: &Controller,
+    includes: &[String],
+    space_guids: Vec<String>,
+) -> Result<Option<Value>, ApiError> {
+    if includes.is_empty() {
+        return Ok(None);
+    }
+    let mut guids = space_guids;
+    guids.sort();
+    guids.dedup();
+    let spaces = controller
+        .db
+        .find::<Space>(Filter::new().any_of("guid", &guids))
+        .await?;
+    let mut included = serde_json::Map::new();
+    if includes.iter().any(|i| i == "space") {
+        let list: Vec<Value> = spaces
+            .iter()
+            .map(|s| present_space(controller, s))
+            .collect();
+        included.insert("spaces".into(), Value::Array(list));
+    }
+    if includes
+        .iter()
+        .any(|i| i == "organization" || i == "space.organization")
+    {
+        let mut org_guids: Vec<String> =
+            spaces.iter().map(|s| s.organization_guid.clone()).collect();
+        org_guids.sort();
+        org_guids.dedup();
+        let orgs = controller
+            .db
+            .find::<Org>(Filter::new().any_of("guid", &org_guids))
+            .await?;
+        let list: Vec<Value> = orgs.iter().map(|o| present_org(controller, o)).collect();
+        included.insert("organizations".into(), Value::Array(list));
+    }
+    Ok(Some(Value::Object(included)))
+}
+
 pub async fn list_spaces(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let includes = params.includes(&["organization"])?;
     let filter = user.scope_spaces(Filter::new(), "guid");
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
@@ -286,7 +330,15 @@ pub async fn list_spaces(State(controller): Ctl, user: User, params: ListParams)
         .iter()
         .map(|s| present_space(&controller, s))
         .collect();
-    Ok(paginated(&controller, &params, total, resources))
+    let space_guids = spaces.into_iter().map(|s| s.guid).collect();
+    let included = included(&controller, &includes, space_guids).await?;
+    Ok(paginated_with(
+        &controller,
+        &params,
+        total,
+        resources,
+        included,
+    ))
 }
 
 pub async fn create_space(
