@@ -842,6 +842,7 @@ impl Record for Deployment {
 /// A feature flag an admin set (`/v3/feature_flags`; unset flags keep CF's defaults).
 #[derive(Debug, Clone)]
 pub struct FeatureFlag {
+    pub name: String,
     pub enabled: bool,
     pub custom_error_message: Option<String>,
     pub updated_at: String,
@@ -852,6 +853,7 @@ impl Record for FeatureFlag {
     const COLUMNS: &'static str = "name, enabled, custom_error_message, updated_at";
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(FeatureFlag {
+            name: text(row, "name")?,
             enabled: int(row, "enabled")? != 0,
             custom_error_message: opt_text(row, "custom_error_message")?,
             updated_at: text(row, "updated_at")?,

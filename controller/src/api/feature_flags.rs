@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{cf_time, href, ok, ApiResult, Ctl, JsonBody};
+use super::{cf_time, href, ok, paginated, ApiResult, Ctl, JsonBody, ListParams};
 use crate::auth::User;
 use crate::db::{self, Arg, FeatureFlag, Filter};
 use crate::error::ApiError;
@@ -43,17 +43,9 @@ struct Flag {
     updated_at: Option<String>,
 }
 
-async fn load(controller: &Controller, name: &str) -> Result<Flag, ApiError> {
-    let Some(&(name, default)) = FLAGS.iter().find(|(n, _)| *n == name) else {
-        return Err(ApiError::not_found("Feature flag"));
-    };
-    let set = controller
-        .db
-        .find::<FeatureFlag>(Filter::new().eq("name", name))
-        .await?
-        .into_iter()
-        .next();
-    Ok(match set {
+/// A flag's state: what an admin set, else CF's default.
+fn flag(name: &'static str, default: bool, set: Option<FeatureFlag>) -> Flag {
+    match set {
         Some(set) => Flag {
             name,
             enabled: set.enabled,
@@ -66,7 +58,20 @@ async fn load(controller: &Controller, name: &str) -> Result<Flag, ApiError> {
             custom_error_message: None,
             updated_at: None,
         },
-    })
+    }
+}
+
+async fn load(controller: &Controller, name: &str) -> Result<Flag, ApiError> {
+    let Some(&(name, default)) = FLAGS.iter().find(|(n, _)| *n == name) else {
+        return Err(ApiError::not_found("Feature flag"));
+    };
+    let set = controller
+        .db
+        .find::<FeatureFlag>(Filter::new().eq("name", name))
+        .await?
+        .into_iter()
+        .next();
+    Ok(flag(name, default, set))
 }
 
 /// Whether flag `name` is enabled.
@@ -100,20 +105,20 @@ fn present(controller: &Controller, flag: &Flag) -> Value {
     })
 }
 
-pub async fn list(State(controller): Ctl, _user: User) -> ApiResult {
-    let mut resources = Vec::new();
-    for (name, _) in FLAGS {
-        resources.push(present(&controller, &load(&controller, name).await?));
-    }
-    let total = resources.len();
-    let first = href(&controller, "/v3/feature_flags?page=1&per_page=50");
-    Ok(ok(json!({
-        "pagination": {
-            "total_results": total, "total_pages": 1,
-            "first": first, "last": first, "next": null, "previous": null,
-        },
-        "resources": resources,
-    })))
+pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
+    let mut set = controller.db.find::<FeatureFlag>(Filter::new()).await?;
+    let resources: Vec<Value> = FLAGS
+        .iter()
+        .map(|&(name, default)| {
+            let found = set
+                .iter()
+                .position(|f| f.name == name)
+                .map(|i| set.swap_remove(i));
+            present(&controller, &flag(name, default, found))
+        })
+        .collect();
+    let total = u64::try_from(resources.len()).unwrap_or(0);
+    Ok(paginated(&controller, &params, total, resources))
 }
 
 pub async fn show(State(controller): Ctl, _user: User, Path(name): Path<String>) -> ApiResult {
