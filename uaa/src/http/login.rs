@@ -63,6 +63,14 @@ fn redirect(location: &str) -> Response {
     resp
 }
 
+/// `/login` with `query` (form-encoded).
+fn login_path(query: &[(&str, &str)]) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    format!("/login?{query}")
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -220,13 +228,11 @@ async fn login_do(
     }
     let target = local_path(form.form_redirect_uri.as_deref());
     let retry = |error: &str| {
-        let mut url = url::Url::parse("http://uaa/login").expect("a valid URL");
-        url.query_pairs_mut().append_pair("error", error);
+        let mut query = vec![("error", error)];
         if target != "/home" {
-            url.query_pairs_mut()
-                .append_pair("form_redirect_uri", target);
+            query.push(("form_redirect_uri", target));
         }
-        redirect(&format!("/login?{}", url.query().unwrap_or_default()))
+        redirect(&login_path(&query))
     };
     match uaa.login(&form.username, &form.password).await {
         Ok(session) => {
@@ -260,10 +266,8 @@ async fn authorize(
     let outcome = match uaa.authorize(session, &request).await {
         Ok(Some(authorization)) => Ok(authorization),
         Ok(None) => {
-            let mut url = url::Url::parse("http://uaa/login").expect("a valid URL");
             let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            url.query_pairs_mut().append_pair("form_redirect_uri", here);
-            return redirect(&format!("/login?{}", url.query().unwrap_or_default()));
+            return redirect(&login_path(&[("form_redirect_uri", here)]));
         }
         Err(e) => Err(e),
     };
