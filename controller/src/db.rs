@@ -119,6 +119,16 @@ impl Filter {
         self.in_select(column, "{}", values)
     }
 
+    /// `column IS NULL OR column IN (values)`.
+    pub fn null_or_any_of(self, column: &str, values: &[String]) -> Filter {
+        if values.is_empty() {
+            return self.clause(&format!("{column} IS NULL"), vec![]);
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        let template = format!("({column} IS NULL OR {column} IN ({marks}))");
+        self.clause(&template, values.iter().map(Arg::from).collect())
+    }
+
     /// `column IN (select)`, where `{}` in `select` is the list of `values`.
     pub fn in_select(self, column: &str, select: &str, values: &[String]) -> Filter {
         if values.is_empty() {

@@ -44,14 +44,7 @@ fn visible(user: &User, filter: Filter) -> Filter {
     if user.sees_everything() {
         return filter;
     }
-    let orgs = user.visible_org_guids();
-    let marks = vec!["?"; orgs.len()].join(", ");
-    let template = if orgs.is_empty() {
-        "organization_guid IS NULL".to_string()
-    } else {
-        format!("(organization_guid IS NULL OR organization_guid IN ({marks}))")
-    };
-    filter.clause(&template, orgs.into_iter().map(Arg::Text).collect())
+    filter.null_or_any_of("organization_guid", &user.visible_org_guids())
 }
 
 async fn load(controller: &Controller, user: &User, guid: &str) -> Result<Domain, ApiError> {
