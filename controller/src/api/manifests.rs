@@ -22,9 +22,10 @@ use tower::ServiceExt as _;
 use super::apps::insert_process;
 use super::{load_app, load_space_to, new_job, ok, ApiResult, Ctl};
 use crate::auth::{Access, User};
-use crate::db::{self, Domain, Filter, JobState, Process, Route};
+use crate::db::{self, Filter, JobState, Process};
 use crate::error::ApiError;
 use crate::manifest::{self, AppManifest, Manifest, ProcessManifest};
+use crate::nsync::AppContext;
 use crate::Controller;
 
 /// The manifest in a request body (YAML, as `Content-Type: application/x-yaml`).
@@ -191,36 +192,13 @@ async fn current_manifest(controller: &Controller, app: &db::App) -> Result<AppM
         .find::<Process>(Filter::new().eq("app_guid", &app.guid))
         .await?;
     processes.sort_by(|a, b| a.process_type.cmp(&b.process_type));
-    let routes = controller
-        .db
-        .find::<Route>(Filter::new().in_select(
-            "guid",
-            "SELECT route_guid FROM route_destinations WHERE app_guid IN ({})",
-            std::slice::from_ref(&app.guid),
-        ))
-        .await?;
-    let domains: BTreeMap<String, String> = controller
-        .db
-        .find::<Domain>(Filter::new())
+    // The app's route URLs as its instances see them (sorted).
+    let routes: Vec<manifest::RouteManifest> = AppContext::load(controller, app.clone())
         .await?
+        .uris
         .into_iter()
-        .map(|d| (d.guid, d.name))
+        .map(|route| manifest::RouteManifest { route })
         .collect();
-    let mut routes: Vec<manifest::RouteManifest> = routes
-        .iter()
-        .filter_map(|r| {
-            let domain = domains.get(&r.domain_guid)?;
-            let host = if r.host.is_empty() {
-                String::new()
-            } else {
-                format!("{}.", r.host)
-            };
-            Some(manifest::RouteManifest {
-                route: format!("{host}{domain}{}", r.path),
-            })
-        })
-        .collect();
-    routes.sort_by(|a, b| a.route.cmp(&b.route));
     let env: BTreeMap<String, serde_yaml::Value> = app
         .environment_variables
         .iter()
