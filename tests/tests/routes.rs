@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use wf_tests::platform::{http_get, Platform, APPS_DOMAIN};
 
+/// Waits until the router answers `status` for `path` on `host` (a full host name).
 fn wait_for_status(platform: &Platform, host: &str, path: &str, status: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = platform.get(host, path);
+        let resp = http_get(platform.router_addr, host, path);
         if resp.status == status {
             return;
         }
@@ -35,7 +36,7 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
     );
     let again = wf.ok(&["create-route", APPS_DOMAIN, "--hostname", "rt-extra"]);
     assert!(again.contains("already exists"), "{again}");
-    wait_for_status(platform, "rt-extra", "/", 404);
+    wait_for_status(platform, &format!("rt-extra.{APPS_DOMAIN}"), "/", 404);
 
     wf.ok(&["map-route", "rt", APPS_DOMAIN, "--hostname", "rt-extra"]);
     wf.ok(&[
@@ -47,8 +48,8 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
         "--path",
         "/v2",
     ]);
-    wait_for_status(platform, "rt-extra", "/", 200);
-    wait_for_status(platform, "rt-api", "/v2/x", 200);
+    wait_for_status(platform, &format!("rt-extra.{APPS_DOMAIN}"), "/", 200);
+    wait_for_status(platform, &format!("rt-api.{APPS_DOMAIN}"), "/v2/x", 200);
     let routes = wf.ok(&["routes"]);
     assert!(
         routes.contains("rt-api") && routes.contains("/v2"),
@@ -64,7 +65,7 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
         "--path",
         "/v2",
     ]);
-    wait_for_status(platform, "rt-api", "/v2/x", 404);
+    wait_for_status(platform, &format!("rt-api.{APPS_DOMAIN}"), "/v2/x", 404);
     let out = wf.ok(&[
         "unmap-route",
         "rt",
@@ -76,7 +77,7 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
     ]);
     assert!(out.contains("not currently mapped"), "{out}");
     wf.ok(&["delete-route", APPS_DOMAIN, "--hostname", "rt-extra", "-f"]);
-    wait_for_status(platform, "rt-extra", "/", 404);
+    wait_for_status(platform, &format!("rt-extra.{APPS_DOMAIN}"), "/", 404);
     assert!(!wf.ok(&["routes"]).contains("rt-extra"));
     let out = wf.fails(&["map-route", "rt", "no-such.domain", "--hostname", "x"]);
     assert!(out.contains("Domain 'no-such.domain' not found."), "{out}");
@@ -92,12 +93,7 @@ fn routes_are_created_mapped_unmapped_and_deleted_with_the_cli() {
     wf.ok(&["create-private-domain", &wf.org, &private]);
     assert!(wf.ok(&["domains"]).contains("private"));
     wf.ok(&["map-route", "rt", &private, "--hostname", "www"]);
-    let host = format!("www.{private}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(platform.router_addr, &host, "/").status != 200 {
-        assert!(Instant::now() < deadline, "{host} never served");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_status(platform, &format!("www.{private}"), "/", 200);
     wf.ok(&["delete-private-domain", &private, "-f"]);
     assert!(!wf.ok(&["domains"]).contains(&private));
     assert!(!wf.ok(&["routes"]).contains(&private));
