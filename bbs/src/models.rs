@@ -236,11 +236,33 @@ pub struct StageAction {
     pub package_uri: String,
     /// Where the droplet is uploaded (HTTP PUT of the droplet file).
     pub droplet_upload_uri: String,
-    /// Buildpack names in order; empty means detect among all built-in ones.
+    /// The buildpacks to run, in order: the ones the app names (then `skip_detect`), or
+    /// every enabled buildpack by position (then the first whose detect passes runs).
     #[serde(default)]
-    pub buildpacks: Vec<String>,
+    pub buildpacks: Vec<BuildpackRef>,
+    /// Run the named buildpacks without detect: all but the last supply, the last
+    /// finalizes (CF's multi-buildpack).
+    #[serde(default)]
+    pub skip_detect: bool,
+    /// Signed URL of the app's buildpack cache (GET; 404 while there is none).
+    #[serde(default)]
+    pub buildpack_cache_download_uri: Option<String>,
+    /// Signed URL the cell PUTs the new buildpack cache (a tgz) to after staging.
+    #[serde(default)]
+    pub buildpack_cache_upload_uri: Option<String>,
     #[serde(default)]
     pub env: Vec<EnvVar>,
+}
+
+/// One buildpack of a staging: a built-in one (no `url`) or a custom one, whose zip
+/// the cell downloads from `url` and checks against `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildpackRef {
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,8 +11,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// The name of the (only) built-in buildpack, as apps and builds list it.
+/// The name of the built-in buildpack for prebuilt wasm, as apps and builds list it.
 pub const WASM_BUILDPACK: &str = "wasm_buildpack";
+/// The built-in buildpacks, in their default detection order (CC seeds its buildpack
+/// records with these at positions 1, 2, ...).
+pub const BUILT_IN: &[&str] = &[
+    "staticfile_buildpack",
+    WASM_BUILDPACK,
+    "wat_buildpack",
+    "rust_buildpack",
+    "c_buildpack",
+    "javascript_buildpack",
+    "python_buildpack",
+];
 /// Where the app's wasm sits in a droplet, and the `web` start command.
 pub const DROPLET_WASM: &str = "app.wasm";
 /// The droplet's metadata file.

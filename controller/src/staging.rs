@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use wf_bbs::{
-    EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState, CF_STAGING_DOMAIN,
+    BuildpackRef, EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState, CF_STAGING_DOMAIN,
 };
 
 use crate::blobstore::BlobError;
@@ -58,7 +58,18 @@ pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<
             droplet_upload_uri: controller
                 .signer
                 .url(&droplet_upload_path(&build.droplet_guid), expires),
-            buildpacks: build.buildpacks.clone(),
+            buildpacks: build
+                .buildpacks
+                .iter()
+                .map(|name| BuildpackRef {
+                    name: name.clone(),
+                    url: None,
+                    sha256: None,
+                })
+                .collect(),
+            skip_detect: !build.buildpacks.is_empty(),
+            buildpack_cache_download_uri: None,
+            buildpack_cache_upload_uri: None,
             env,
         }),
         log_guid: app.guid.clone(),
