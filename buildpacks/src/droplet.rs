@@ -82,29 +82,7 @@ fn append_dir<W: std::io::Write>(
 /// only files and directories inside `dest` and that `app.wasm` matches its sha256.
 pub fn unpack(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingError> {
     let invalid = |what: String| StagingError::InvalidPackage(format!("invalid droplet: {what}"));
-    let file = File::open(droplet).map_err(|e| invalid(e.to_string()))?;
-    std::fs::create_dir_all(dest)
-        .map_err(|e| crate::io_error("creating", "the droplet directory", e))?;
-    let mut archive = tar::Archive::new(GzDecoder::new(std::io::BufReader::new(file)));
-    archive.set_preserve_permissions(false);
-    for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
-        let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
-        let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir()) {
-            let path = entry
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            return Err(invalid(format!(
-                "entry {path:?} is neither a file nor a directory"
-            )));
-        }
-        // `unpack_in` refuses entries that would land outside `dest`.
-        let inside = entry.unpack_in(dest).map_err(|e| invalid(e.to_string()))?;
-        if !inside {
-            return Err(invalid("an entry points outside the droplet".to_string()));
-        }
-    }
+    unpack_tgz(droplet, dest).map_err(invalid)?;
     let json = std::fs::read(dest.join(DROPLET_METADATA))
         .map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
     let metadata: DropletMetadata =
@@ -124,4 +102,52 @@ pub fn unpack(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingErr
         )));
     }
     Ok(metadata)
+}
+
+/// Unpacks the gzipped tar `tgz` into `dest` (created), refusing anything but files and
+/// directories inside `dest`; the error says why.
+fn unpack_tgz(tgz: &Path, dest: &Path) -> Result<(), String> {
+    let file = File::open(tgz).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let mut archive = tar::Archive::new(GzDecoder::new(std::io::BufReader::new(file)));
+    archive.set_preserve_permissions(false);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            let path = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(format!("entry {path:?} is neither a file nor a directory"));
+        }
+        // `unpack_in` refuses entries that would land outside `dest`.
+        if !entry.unpack_in(dest).map_err(|e| e.to_string())? {
+            return Err("an entry points outside the archive's directory".to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Packs the files and directories under `dir` into the gzipped tar `tgz` (an app's
+/// buildpack cache); returns its size.
+pub fn pack_cache(dir: &Path, tgz: &Path) -> std::io::Result<u64> {
+    let file = File::create(tgz)?;
+    let mut tar = tar::Builder::new(GzEncoder::new(
+        BufWriter::new(file),
+        flate2::Compression::fast(),
+    ));
+    tar.follow_symlinks(false);
+    append_dir(&mut tar, dir, Path::new(""), None)?;
+    tar.into_inner()?
+        .finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(std::fs::metadata(tgz)?.len())
+}
+
+/// Unpacks a tgz written by [`pack_cache`] into `dir`.
+pub fn unpack_cache(tgz: &Path, dir: &Path) -> Result<(), StagingError> {
+    unpack_tgz(tgz, dir).map_err(|e| StagingError::Staging(format!("invalid buildpack cache: {e}")))
 }

@@ -1,10 +1,20 @@
 //! Buildpacks: turn a package (the app's bits, a zip) into a droplet (a tgz holding
-//! `app.wasm`, the app's files under `app/`, and `droplet.json`). The skeleton has the
-//! `wasm` buildpack: the package holds a prebuilt WebAssembly module or component.
+//! `app.wasm`, the app's files under `app/`, and `droplet.json`) through CF's buildpack
+//! lifecycle ([`lifecycle`]): built-in buildpacks ([`builtin`]) and custom ones with
+//! CF's scripts ([`custom`]), whose build tools run in the staging [`sandbox`].
 
+mod builtin;
+mod custom;
 mod droplet;
+pub mod lifecycle;
 mod package;
+pub mod sandbox;
+pub mod tools;
 mod wasm;
+
+pub use droplet::{pack_cache, unpack_cache};
+pub use lifecycle::{stage, Buildpack, BuildpackSource, Context, ProcessTypes, StageRequest};
+pub use sandbox::Limits;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,8 +58,11 @@ pub struct DropletMetadata {
     pub wasm: String,
     /// Hex sha256 of the wasm bytes (the cell caches compiled artifacts by it).
     pub wasm_sha256: String,
-    /// Name of the buildpack that staged it (`wasm_buildpack`).
+    /// Name of the buildpack that staged it (`wasm_buildpack`): the final one.
     pub buildpack: String,
+    /// Every buildpack that ran, in order (the final one last).
+    #[serde(default)]
+    pub buildpacks: Vec<String>,
     /// Process type -> start command (`web` -> `app.wasm`).
     pub process_types: BTreeMap<String, String>,
 }
@@ -78,55 +91,6 @@ impl StagingError {
             StagingError::Staging(_) | StagingError::InvalidPackage(_) => "StagingError",
         }
     }
-}
-
-/// Stages `package_zip` into a droplet under `work_dir`; `log` receives staging output.
-///
-/// The package is unpacked into `work_dir/app`, the `wasm` buildpack detects the app's
-/// wasm (`app.wasm`, or the only `.wasm` at the top level), validates it, and writes
-/// `work_dir/droplet.tgz`.
-pub fn stage(
-    package_zip: &Path,
-    work_dir: &Path,
-    buildpacks: &[String],
-    log: &mut dyn FnMut(&str),
-) -> Result<Staged, StagingError> {
-    if let Some(unknown) = buildpacks.iter().find(|b| b.as_str() != WASM_BUILDPACK) {
-        return Err(StagingError::Staging(format!(
-            "buildpack {unknown:?} is not available (built-in: {WASM_BUILDPACK})"
-        )));
-    }
-    let app_dir = work_dir.join(DROPLET_APP_DIR);
-    let unpacked = package::extract(package_zip, &app_dir)?;
-    log(&format!("-----> Extracted app package ({unpacked} bytes)"));
-
-    log("-----> Wasm Buildpack");
-    let wasm_name = wasm::find_app_wasm(&app_dir)?;
-    let bytes =
-        std::fs::read(app_dir.join(&wasm_name)).map_err(|e| io_error("reading", &wasm_name, e))?;
-    let kind = wasm::validate(&bytes).map_err(|reason| {
-        StagingError::Staging(format!(
-            "{wasm_name} is not a valid WebAssembly module or component: {reason}"
-        ))
-    })?;
-    log(&format!(
-        "       Detected {} ({})",
-        wasm_name,
-        kind.describe()
-    ));
-
-    let metadata = DropletMetadata {
-        kind: kind.app_kind(),
-        wasm: DROPLET_WASM.to_string(),
-        wasm_sha256: sha256_hex(&bytes),
-        buildpack: WASM_BUILDPACK.to_string(),
-        process_types: BTreeMap::from([("web".to_string(), DROPLET_WASM.to_string())]),
-    };
-    let droplet = work_dir.join("droplet.tgz");
-    let size = droplet::write(&droplet, &app_dir, &wasm_name, &metadata)?;
-    log(&format!("       Process types: web -> {DROPLET_WASM}"));
-    log(&format!("       Droplet: {size} bytes"));
-    Ok(Staged { droplet, metadata })
 }
 
 /// Unpacks a droplet tgz into `dest`, returning its metadata.

@@ -192,7 +192,23 @@ mod tests {
         let mut zip = zip_writer(&zip_path);
         zip_entry(&mut zip, "app.wasm", b"\0asm\x0d\0\x01\0");
         zip.finish().unwrap();
-        let staged = wf_buildpacks::stage(&zip_path, &dir.join("work"), &[], &mut |_| {}).unwrap();
+        let staged = wf_buildpacks::stage(
+            wf_buildpacks::StageRequest {
+                package: &zip_path,
+                work_dir: &dir.join("work"),
+                buildpacks: vec![],
+                skip_detect: false,
+                cache_dir: &dir.join("cache"),
+                tools_dir: &dir.join("tools"),
+                env: vec![],
+                limits: wf_buildpacks::Limits {
+                    timeout: std::time::Duration::from_secs(60),
+                    memory_bytes: 256 << 20,
+                },
+            },
+            &|_: &str| {},
+        )
+        .unwrap();
         let bytes = std::fs::read(&staged.droplet).unwrap();
         let sha = hex::encode(Sha256::digest(&bytes));
         (bytes, sha)

@@ -1,18 +1,25 @@
-//! Staging on the cell: download the app package, run the buildpacks (on a blocking
-//! thread, streaming their output as STG logs), and upload the droplet.
+//! Staging on the cell: download the app package, the custom buildpacks and the app's
+//! buildpack cache, run the buildpack lifecycle (on a blocking thread, streaming its
+//! output as STG logs), and upload the droplet and the new buildpack cache.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wf_bbs::StageAction;
-use wf_buildpacks::StagingError;
+use wf_buildpacks::{BuildpackSource, Limits, StageRequest, StagingError};
 use wf_loggregator::LogType;
 
 use crate::cell::Cell;
 use crate::instance::InstanceLogs;
 
-/// Longest a droplet upload may take.
+/// Longest a droplet or cache upload may take.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the buildpacks may take (CF's default `staging_timeout_in_seconds`).
+const STAGING_TIMEOUT: Duration = Duration::from_secs(900);
+/// The largest buildpack cache a cell uploads; a larger one is dropped (with a line in
+/// the staging log), and the next staging starts cold.
+const MAX_CACHE_BYTES: u64 = 1 << 30;
 
 /// Stages the app; the result is the droplet's metadata (JSON), the error the build's
 /// failure reason, `<CF error name> - <message>`.
@@ -20,6 +27,7 @@ pub async fn stage(
     cell: &Arc<Cell>,
     task_guid: &str,
     action: &StageAction,
+    memory_mb: u32,
     logs: &InstanceLogs,
 ) -> Result<String, String> {
     let failed = |message: String| format!("StagingError - {message}");
@@ -46,13 +54,70 @@ pub async fn stage(
         &format!("Downloaded app package ({})", human_size(size)),
     );
 
-    let buildpacks = action.buildpacks.clone();
+    let mut buildpacks = Vec::new();
+    for (index, buildpack) in action.buildpacks.iter().enumerate() {
+        buildpacks.push(match &buildpack.url {
+            None => BuildpackSource::BuiltIn(buildpack.name.clone()),
+            Some(url) => {
+                let zip = work.path().join(format!("buildpack-{index}.zip"));
+                let sha256 = crate::droplets::download(&cell.http, url, &zip)
+                    .await
+                    .map_err(|e| {
+                        failed(format!(
+                            "failed to download buildpack {}: {e}",
+                            buildpack.name
+                        ))
+                    })?;
+                if buildpack
+                    .sha256
+                    .as_ref()
+                    .is_some_and(|want| *want != sha256)
+                {
+                    return Err(failed(format!(
+                        "buildpack {} does not match its sha256",
+                        buildpack.name
+                    )));
+                }
+                BuildpackSource::Custom {
+                    name: buildpack.name.clone(),
+                    zip,
+                }
+            }
+        });
+    }
+    let cache_dir = work.path().join("cache");
+    if let Some(uri) = &action.buildpack_cache_download_uri {
+        restore_cache(cell, uri, &work.path().join("cache.tgz"), &cache_dir, logs).await;
+    }
+
     let work_dir = work.path().join("build");
+    let tools_dir = cell.config.data_dir.join("buildpack-tools");
+    let skip_detect = action.skip_detect;
+    let env = action
+        .env
+        .iter()
+        .map(|var| (var.name.clone(), var.value.clone()))
+        .collect();
+    let limits = Limits {
+        timeout: STAGING_TIMEOUT,
+        memory_bytes: u64::from(memory_mb.max(64)) << 20,
+    };
     let build_logs = logs.clone();
+    let cache = cache_dir.clone();
     let staged = tokio::task::spawn_blocking(move || {
-        wf_buildpacks::stage(&package, &work_dir, &buildpacks, &mut |line| {
-            build_logs.app(LogType::Out, line)
-        })
+        wf_buildpacks::stage(
+            StageRequest {
+                package: &package,
+                work_dir: &work_dir,
+                buildpacks,
+                skip_detect,
+                cache_dir: &cache,
+                tools_dir: &tools_dir,
+                env,
+                limits,
+            },
+            &|line: &str| build_logs.app(LogType::Out, line),
+        )
     })
     .await
     .map_err(|e| failed(format!("the buildpack crashed: {e}")))?
@@ -78,10 +143,112 @@ pub async fn stage(
         LogType::Out,
         &format!("Uploaded droplet ({})", human_size(size)),
     );
+    if let Some(uri) = &action.buildpack_cache_upload_uri {
+        save_cache(
+            cell,
+            uri,
+            &cache_dir,
+            &work.path().join("cache-new.tgz"),
+            logs,
+        )
+        .await;
+    }
     logs.app(LogType::Out, "Uploading complete");
 
     serde_json::to_string(&staged.metadata)
         .map_err(|e| failed(format!("encoding the droplet metadata: {e}")))
+}
+
+/// Downloads and unpacks the app's buildpack cache into `dir`; a missing or broken
+/// cache only means a cold build.
+async fn restore_cache(cell: &Cell, uri: &str, tgz: &Path, dir: &Path, logs: &InstanceLogs) {
+    let restored = async {
+        let resp = cell.http.get(uri).timeout(UPLOAD_TIMEOUT).send().await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let bytes = resp.error_for_status()?.bytes().await?;
+        Ok::<_, reqwest::Error>(Some(bytes))
+    }
+    .await;
+    let bytes = match restored {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(e) => {
+            logs.app(LogType::Out, &format!("Buildpack cache not restored: {e}"));
+            return;
+        }
+    };
+    let (tgz, dir) = (tgz.to_path_buf(), dir.to_path_buf());
+    let size = bytes.len() as u64;
+    let unpacked = tokio::task::spawn_blocking(move || {
+        std::fs::write(&tgz, &bytes).map_err(|e| e.to_string())?;
+        wf_buildpacks::unpack_cache(&tgz, &dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            e.to_string()
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match unpacked {
+        Ok(()) => logs.app(
+            LogType::Out,
+            &format!("Restored buildpack cache ({})", human_size(size)),
+        ),
+        Err(e) => logs.app(LogType::Out, &format!("Buildpack cache not restored: {e}")),
+    }
+}
+
+/// Packs `dir` and uploads it as the app's new buildpack cache; failing that only
+/// costs the next staging its cache.
+async fn save_cache(cell: &Cell, uri: &str, dir: &Path, tgz: &Path, logs: &InstanceLogs) {
+    let (source, target) = (dir.to_path_buf(), tgz.to_path_buf());
+    let packed = tokio::task::spawn_blocking(move || wf_buildpacks::pack_cache(&source, &target))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    let size = match packed {
+        Ok(size) if size <= MAX_CACHE_BYTES => size,
+        Ok(size) => {
+            logs.app(
+                LogType::Out,
+                &format!(
+                    "Buildpack cache not saved: {} is over the {} limit",
+                    human_size(size),
+                    human_size(MAX_CACHE_BYTES)
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            logs.app(LogType::Out, &format!("Buildpack cache not saved: {e}"));
+            return;
+        }
+    };
+    let uploaded = async {
+        let file = tokio::fs::File::open(tgz)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        cell.http
+            .put(uri)
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .timeout(UPLOAD_TIMEOUT)
+            .body(body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match uploaded {
+        Ok(_) => logs.app(
+            LogType::Out,
+            &format!("Uploaded build artifacts cache ({})", human_size(size)),
+        ),
+        Err(e) => logs.app(LogType::Out, &format!("Buildpack cache not saved: {e}")),
+    }
 }
 
 /// Sizes as CF's staging logs print them (`1.2M`, `340K`, `12B`).

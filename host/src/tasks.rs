@@ -70,7 +70,14 @@ pub async fn run_task(cell: Arc<Cell>, task: Task, cancel: CancellationToken) {
 async fn perform(cell: &Arc<Cell>, task: &Task, logs: &InstanceLogs) -> Result<String, String> {
     match &task.definition.action {
         TaskAction::Stage(action) => {
-            crate::stager::stage(cell, &task.task_guid, action, logs).await
+            crate::stager::stage(
+                cell,
+                &task.task_guid,
+                action,
+                task.definition.memory_mb,
+                logs,
+            )
+            .await
         }
         TaskAction::Run(action) => {
             let exit = crate::instance::run_once(
