@@ -266,6 +266,15 @@ impl<'a> SandboxCommand<'a> {
         command.args([
             "--unshare-all",
             "--share-net",
+            // As `vcap` (uid 2000, CF's staging user) in a user namespace, with no
+            // capabilities even when the cell runs as root.
+            "--unshare-user",
+            "--uid",
+            "2000",
+            "--gid",
+            "2000",
+            "--cap-drop",
+            "ALL",
             "--die-with-parent",
             "--new-session",
             "--proc",
@@ -573,7 +582,7 @@ mod tests {
         std::fs::write(&secret, "s3cret").unwrap();
         let sandbox = sandbox(dir.path(), Duration::from_secs(30), 512);
         let script = format!(
-            "ls {APP}; echo made > {APP}/out; cat {} || echo no-secret; ls /root 2>&1 | head -1; echo home=$HOME; echo err >&2",
+            "ls {APP}; echo made > {APP}/out; cat {} || echo no-secret; ls /root 2>&1 | head -1; echo home=$HOME; echo err >&2; id -u; grep CapEff /proc/self/status",
             secret.display()
         );
         let mut result = Ok(());
@@ -593,6 +602,11 @@ mod tests {
         assert!(!lines.iter().any(|l| l.contains("s3cret")), "{lines:?}");
         assert!(lines.contains(&format!("home={HOME}")), "{lines:?}");
         assert!(lines.contains(&"err".to_string()), "{lines:?}");
+        assert!(lines.contains(&"2000".to_string()), "runs as vcap: {lines:?}");
+        assert!(
+            lines.contains(&"CapEff:\t0000000000000000".to_string()),
+            "no capabilities: {lines:?}"
+        );
         assert_eq!(std::fs::read_to_string(app.join("out")).unwrap(), "made\n");
     }
 
