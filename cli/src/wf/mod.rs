@@ -126,6 +126,8 @@ pub enum Command {
     Stop { name: String },
     /// Stop all instances of an app, then start them again
     Restart { name: String },
+    /// Stage the app's package again (new droplet, with the buildpack cache) and restart it
+    Restage { name: String },
     /// Delete an app
     Delete {
         name: String,
@@ -456,6 +458,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Start { name } => apps::start(c, &name),
         Command::Stop { name } => apps::stop(c, &name),
         Command::Restart { name } => apps::restart(c, &name),
+        Command::Restage { name } => push::restage(c, &name),
         Command::Delete {
             name,
             force,

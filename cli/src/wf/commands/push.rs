@@ -223,6 +223,42 @@ fn push_app(
     Ok(())
 }
 
+/// `wf restage`: stages the app's newest package again (with its buildpack cache), sets
+/// the new droplet, and restarts the app if it was started, as `cf restage` does.
+pub fn restage(client: &mut Client, name: &str) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let app = super::app_by_name(client, &target, name)?;
+    let guid = text(&app, "guid").to_string();
+    println!("Restaging app {name} in {}...", target.describe());
+    let packages = client.get(&format!(
+        "/v3/apps/{guid}/packages?states=READY&order_by=-created_at&per_page=1"
+    ))?;
+    let package_guid = packages["resources"][0]["guid"]
+        .as_str()
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "App '{name}' has no uploaded package to stage; push it first."
+            ))
+        })?
+        .to_string();
+    println!("\nStaging app and tracing logs...");
+    let droplet_guid = stage(client, &guid, &package_guid)?;
+    client.patch(
+        &format!("/v3/apps/{guid}/relationships/current_droplet"),
+        &json!({"data": {"guid": droplet_guid}}),
+    )?;
+    if text(&app, "state") == "STARTED" {
+        println!("Stopping app {name}...");
+        client.post(&format!("/v3/apps/{guid}/actions/stop"), &json!({}))?;
+        client.post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))?;
+        println!("\nWaiting for app {name} to start...\n");
+        wait_until_running(client, &guid, name)?;
+    }
+    let app = client.get(&format!("/v3/apps/{guid}"))?;
+    print!("{}", summary(client, &app)?);
+    Ok(())
+}
+
 /// `--strategy rolling`: a deployment of the droplet, followed until it is finalized
 /// (the old instances keep serving meanwhile).
 fn deploy(
