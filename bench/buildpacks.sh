@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Push-to-first-200 per built-in buildpack, side by side: each hello app of
+# tests/apps/source (and the prebuilt `hello` fixture for the wasm buildpack) pushed
+#   cold     - the first push on a fresh `wfd dev`: tools installed, no buildpack cache;
+#   new app  - a second app from the same source: tools there, its own cache empty;
+#   restage  - `wf restage` of that app: the buildpack cache is warm;
+# with the droplet size from the staging log. Apps without a route (the C worker) are
+# timed to their first RUNNING instance instead.
+#
+#   bench/buildpacks.sh                   # debug build (dependencies optimized)
+#   PROFILE=release bench/buildpacks.sh
+#   APPS="rust-hello static-site" bench/buildpacks.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${PROFILE:-debug}
+flag=""; [ "$PROFILE" = release ] && flag="--release"
+cargo build -q $flag -p wf-cli --bins
+cargo build -q --release --target wasm32-wasip2 -p fixture-hello
+BIN=target/$PROFILE
+SRC=tests/apps/source
+APPS=${APPS:-"wasm static-site rust-hello c-worker js-hello python-hello"}
+
+work=$(mktemp -d)
+trap 'kill $wfd_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+export WF_HOME=$work/wf
+mkfifo "$work/stdin"
+"$BIN/wfd" dev --data-dir "$work/data" --api-port 0 --router-port 0 \
+    --apps-domain apps.bench.local --admin-password bench --stop-on-stdin-close \
+    < "$work/stdin" > "$work/wfd.out" 2> "$work/wfd.err" &
+wfd_pid=$!
+exec 3> "$work/stdin"
+for _ in $(seq 1 600); do grep -q '^router: ' "$work/wfd.out" 2>/dev/null && break; sleep 0.1; done
+api=$(sed -n 's/^api: //p' "$work/wfd.out")
+router=$(sed -n 's#^router: http://\([^ ]*\).*#\1#p' "$work/wfd.out")
+"$BIN/wf" api "$api" > /dev/null
+"$BIN/wf" auth admin bench > /dev/null
+"$BIN/wf" create-org bench > /dev/null
+"$BIN/wf" create-space bench -o bench > /dev/null
+"$BIN/wf" target -o bench -s bench > /dev/null
+
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+
+# Waits for the app to answer 200 through the router (or, for a worker, to run).
+wait_ready() {
+    local name=$1 deadline=$((SECONDS + 300))
+    if [ "$name" != "${name#c-worker}" ]; then
+        until "$BIN/wf" app "$name" 2>/dev/null | grep -q 'running'; do
+            [ $SECONDS -lt $deadline ] || return 1; sleep 0.05
+        done
+        return
+    fi
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $name.apps.bench.local" "http://$router/")" = 200 ]; do
+        [ $SECONDS -lt $deadline ] || return 1; sleep 0.01
+    done
+}
+
+# Runs `wf $@` for app $name, then waits for it; prints "<ms> <droplet bytes>".
+timed() {
+    local name=$1; shift
+    local start; start=$(date +%s%N)
+    "$BIN/wf" "$@" > "$work/$name.out" 2>&1 || { echo "wf $* failed:" >&2; tail -20 "$work/$name.out" >&2; return 1; }
+    wait_ready "$name"
+    echo "$(ms_since "$start") $(sed -n 's/.*Droplet: \([0-9]*\) bytes.*/\1/p' "$work/$name.out" | tail -1)"
+}
+
+printf '%-14s %10s %10s %10s %12s\n' buildpack-app cold-ms new-app-ms restage-ms droplet-KiB
+for app in $APPS; do
+    if [ "$app" = wasm ]; then
+        path=target/wasm32-wasip2/release/fixture-hello.wasm
+    else
+        path=$SRC/$app
+        [ -d "$path" ] || { echo "$app: $path missing, skipped"; continue; }
+    fi
+    read -r cold size < <(timed "${app}-a" push "${app}-a" -p "$path")
+    read -r fresh _ < <(timed "${app}-b" push "${app}-b" -p "$path")
+    read -r warm _ < <(timed "${app}-b" restage "${app}-b")
+    printf '%-14s %10s %10s %10s %12s\n' "$app" "$cold" "$fresh" "$warm" "$(( ${size:-0} / 1024 ))"
+done
