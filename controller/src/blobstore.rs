@@ -15,7 +15,7 @@
 //! each request's `x-amz-checksum-sha256` too), so a reader never sees half a blob.
 //! Reads check the bytes against the recorded sha256 as they stream and hold back the
 //! last chunk until it matches: a blob that does not match is an error, never served
-//! whole. Also validates package bits.
+//! whole. Also validates package and buildpack bits.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -468,8 +468,8 @@ pub enum UploadError {
     Io(#[from] std::io::Error),
 }
 
-/// Why uploaded package bits were refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why uploaded package or buildpack bits were refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BitsError {
     #[error("{0} is not a valid zip file or WebAssembly module")]
     NotZip(String),
@@ -477,6 +477,10 @@ pub enum BitsError {
     Empty(String),
     #[error("{file} holds an entry with an unsafe path '{entry}'")]
     UnsafePath { file: String, entry: String },
+    #[error("{0} is not a valid zip file")]
+    NotBuildpackZip(String),
+    #[error("{0} is not a buildpack: it must hold bin/detect, and bin/compile, bin/finalize or bin/supply")]
+    NotABuildpack(String),
     #[error("cannot read the uploaded bits: {0}")]
     Io(String),
 }
@@ -521,14 +525,25 @@ fn write_package(upload: &Path, dest: &Path, filename: &str) -> Result<(), BitsE
 /// A package zip must open, hold at least one file, and keep every entry inside the
 /// app directory.
 fn validate_zip(path: &Path, filename: &str) -> Result<(), BitsError> {
+    let not_zip = || BitsError::NotZip(filename.to_string());
+    if zip_files(path, filename, not_zip)?.is_empty() {
+        return Err(BitsError::Empty(filename.to_string()));
+    }
+    Ok(())
+}
+
+/// The files of the zip at `path` (`not_zip` when it does not open), every entry
+/// checked to stay inside the directory it unpacks to.
+fn zip_files(
+    path: &Path,
+    filename: &str,
+    not_zip: impl Fn() -> BitsError,
+) -> Result<Vec<String>, BitsError> {
     let file = std::fs::File::open(path).map_err(|e| BitsError::Io(e.to_string()))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|_| BitsError::NotZip(filename.to_string()))?;
-    let mut files = 0;
+    let mut archive = zip::ZipArchive::new(file).map_err(|_| not_zip())?;
+    let mut files = Vec::new();
     for i in 0..archive.len() {
-        let entry = archive
-            .by_index_raw(i)
-            .map_err(|_| BitsError::NotZip(filename.to_string()))?;
+        let entry = archive.by_index_raw(i).map_err(|_| not_zip())?;
         let name = entry.name();
         if !is_safe_entry(name) || entry.enclosed_name().is_none() {
             return Err(BitsError::UnsafePath {
@@ -537,11 +552,25 @@ fn validate_zip(path: &Path, filename: &str) -> Result<(), BitsError> {
             });
         }
         if !entry.is_dir() {
-            files += 1;
+            files.push(name.to_string());
         }
     }
-    if files == 0 {
-        return Err(BitsError::Empty(filename.to_string()));
+    Ok(files)
+}
+
+/// Checks that the zip at `path` is a buildpack (CF's contract): safe entries,
+/// `bin/detect`, and `bin/compile` or `bin/finalize` (or `bin/supply`, for a buildpack
+/// that only supplies).
+pub fn validate_buildpack(path: &Path, filename: &str) -> Result<(), BitsError> {
+    let files = zip_files(path, filename, || {
+        BitsError::NotBuildpackZip(filename.to_string())
+    })?;
+    let has = |script: &str| files.iter().any(|f| f == script);
+    let builds = ["bin/compile", "bin/finalize", "bin/supply"]
+        .into_iter()
+        .any(has);
+    if !has("bin/detect") || !builds {
+        return Err(BitsError::NotABuildpack(filename.to_string()));
     }
     Ok(())
 }
@@ -621,6 +650,46 @@ mod tests {
         );
         let (_dir, result) = prepare(&zip_of(&[("/etc/passwd", b"x")]));
         assert!(matches!(result, Err(BitsError::UnsafePath { .. })));
+    }
+
+    #[test]
+    fn buildpacks_need_detect_and_a_build_script() {
+        let check = |bytes: &[u8]| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bp.zip");
+            std::fs::write(&path, bytes).unwrap();
+            validate_buildpack(&path, "bp.zip")
+        };
+        for scripts in [
+            &["bin/detect", "bin/compile"][..],
+            &["bin/detect", "bin/supply", "bin/finalize", "bin/release"],
+            &["bin/detect", "bin/supply"],
+        ] {
+            let entries: Vec<(&str, &[u8])> =
+                scripts.iter().map(|s| (*s, &b"#!/bin/sh"[..])).collect();
+            assert_eq!(check(&zip_of(&entries)), Ok(()), "{scripts:?}");
+        }
+        let not_a_buildpack = BitsError::NotABuildpack("bp.zip".into());
+        for entries in [
+            &[("bin/compile", &b"x"[..])][..],
+            &[("bin/detect", b"x")],
+            &[("nested/bin/detect", b"x"), ("nested/bin/compile", b"x")],
+            &[],
+        ] {
+            assert_eq!(check(&zip_of(entries)), Err(not_a_buildpack.clone()));
+        }
+        assert_eq!(
+            check(b"not a zip"),
+            Err(BitsError::NotBuildpackZip("bp.zip".into()))
+        );
+        assert!(matches!(
+            check(&zip_of(&[
+                ("bin/detect", b"x"),
+                ("bin/compile", b"x"),
+                ("../evil", b"x")
+            ])),
+            Err(BitsError::UnsafePath { .. })
+        ));
     }
 
     async fn read_all(blobs: &Blobstore, key: &Key, sha256: &str) -> Result<Vec<u8>, BlobError> {

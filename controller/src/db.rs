@@ -1,5 +1,5 @@
 //! The CC database (CC_DB): the schema, the records of orgs, spaces, apps, processes,
-//! packages, builds, droplets, domains, routes, route destinations and jobs, and a
+//! packages, builds, droplets, buildpacks, domains, routes, route destinations and jobs, and a
 //! small portable query layer over sqlx's `AnyPool` (SQLite or PostgreSQL).
 //!
 //! SQL stays portable: `$N` placeholders, TEXT for JSON and timestamps (RFC 3339 UTC
@@ -42,6 +42,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     8 => "0008_list_order_indexes",
     9 => "0009_private_domains",
     10 => "0010_app_usage_events",
+    11 => "0011_buildpacks",
 );
 
 /// A bound query argument.
@@ -318,6 +319,48 @@ impl Db {
         Ok(())
     }
 
+    /// Adds the built-in buildpacks (`names`, by their default detection order) that
+    /// have no record on the `wasm` stack yet, after the last position: a first start
+    /// gives them positions 1..n, and a later one never moves what an admin arranged.
+    pub async fn ensure_built_in_buildpacks(&self, names: &[&str]) -> Result<(), sqlx::Error> {
+        let existing = self.find::<Buildpack>(Filter::new()).await?;
+        let mut last = existing.iter().map(|b| b.position).max().unwrap_or(0);
+        for name in names {
+            let present = existing
+                .iter()
+                .any(|b| b.name == *name && b.stack.as_deref() == Some(crate::api::STACK));
+            if present {
+                continue;
+            }
+            last += 1;
+            let now = now();
+            let inserted = self
+                .insert(
+                    "buildpacks",
+                    vec![
+                        ("guid", new_guid().into()),
+                        ("name", (*name).into()),
+                        ("stack", crate::api::STACK.into()),
+                        ("position", Arg::Int(last)),
+                        ("enabled", Arg::Int(1)),
+                        ("locked", Arg::Int(0)),
+                        ("state", BuildpackState::Ready.into()),
+                        ("filename", Arg::Null),
+                        ("checksum", Arg::Null),
+                        ("created_at", now.clone().into()),
+                        ("updated_at", now.into()),
+                    ],
+                )
+                .await;
+            match inserted {
+                // Another controller starting at the same time seeded it.
+                Err(e) if is_unique_violation(&e) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
     /// Gives every process of `app_guid` a new version, so nsync replaces its LRP.
     pub async fn renew_process_versions(&self, app_guid: &str) -> Result<(), sqlx::Error> {
         for process in self
@@ -404,6 +447,7 @@ cf_state!(PackageState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY", 
 cf_state!(BuildState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(DropletState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
 cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
+cf_state!(BuildpackState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY" });
 cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED", Canceled => "CANCELED" });
 
 // --- records ---
@@ -796,6 +840,72 @@ impl Record for Role {
             space_guid: opt_text(row, "space_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An admin buildpack (`/v3/buildpacks`): built in (READY, no checksum) or a custom zip.
+#[derive(Debug, Clone)]
+pub struct Buildpack {
+    pub guid: String,
+    pub name: String,
+    /// `wasm`, or `None` for any stack.
+    pub stack: Option<String>,
+    /// 1-based place in the detection order.
+    pub position: i64,
+    pub enabled: bool,
+    /// A locked buildpack takes no new bits.
+    pub locked: bool,
+    pub state: BuildpackState,
+    /// The uploaded zip's file name.
+    pub filename: Option<String>,
+    /// Hex sha256 of the uploaded zip; `None` for a built-in buildpack.
+    pub checksum: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Buildpack {
+    /// Built in: the cell implements it by name, there is no zip to fetch.
+    pub fn is_built_in(&self) -> bool {
+        self.state == BuildpackState::Ready && self.checksum.is_none()
+    }
+}
+
+impl Record for Buildpack {
+    const TABLE: &'static str = "buildpacks";
+    const COLUMNS: &'static str = "guid, name, stack, position, enabled, locked, state, \
+        filename, checksum, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "position"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Buildpack {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            stack: opt_text(row, "stack")?,
+            position: int(row, "position")?,
+            enabled: int(row, "enabled")? != 0,
+            locked: int(row, "locked")? != 0,
+            state: state(row, "state")?,
+            filename: opt_text(row, "filename")?,
+            checksum: opt_text(row, "checksum")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// The recorded sha256 of an app's buildpack cache blob (guid = the app's guid).
+#[derive(Debug, Clone)]
+pub struct BuildpackCache {
+    pub checksum: String,
+}
+
+impl Record for BuildpackCache {
+    const TABLE: &'static str = "buildpack_caches";
+    const COLUMNS: &'static str = "guid, checksum, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(BuildpackCache {
+            checksum: text(row, "checksum")?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Cloud Controller: the CF V3 API (orgs, spaces, apps, packages, builds, droplets,
-//! processes, routes), the blobstore, and the bridge to Diego: staging tasks, and
+//! processes, routes, buildpacks), the blobstore, and the bridge to Diego: staging tasks, and
 //! desired LRPs kept in sync with the apps (nsync), and tasks (`cf run-task`).
 
 mod api;
@@ -93,6 +93,8 @@ pub struct Controller {
     /// nsync passes (per app and bulk) run one at a time, so that a bulk pass working
     /// from an older read of the database cannot undo a newer per-app change.
     nsync_lock: tokio::sync::Mutex<()>,
+    /// Buildpack creates, moves and deletes run one at a time, so positions stay 1..n.
+    buildpack_positions: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
@@ -107,6 +109,9 @@ impl Controller {
             .await
             .map_err(|e| ControllerError::Database(e.to_string()))?;
         db.ensure_shared_domain(&config.apps_domain)
+            .await
+            .map_err(|e| ControllerError::Database(e.to_string()))?;
+        db.ensure_built_in_buildpacks(wf_buildpacks::BUILT_IN)
             .await
             .map_err(|e| ControllerError::Database(e.to_string()))?;
         let blobs = blobstore::Blobstore::open(&config.blobstore_dir, config.blobstore_s3.as_ref())
@@ -124,6 +129,7 @@ impl Controller {
             verifier,
             logs,
             nsync_lock: tokio::sync::Mutex::new(()),
+            buildpack_positions: tokio::sync::Mutex::new(()),
             config,
         }))
     }

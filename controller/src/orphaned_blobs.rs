@@ -1,7 +1,7 @@
 //! Orphaned blob cleanup, CF's periodic job: deletes the blobs no record points to.
 //!
 //! Every `orphaned_blobs_interval` a pass reads what is in use, then lists the package,
-//! droplet and buildpack cache blobs and deletes those nothing needs. What it
+//! droplet, buildpack and buildpack cache blobs and deletes those nothing needs. What it
 //! guarantees:
 //!
 //! - **Grace period.** A blob is deleted only when two passes at least
@@ -9,17 +9,17 @@
 //!   than the grace period ago. A pass that races a new upload or a new record therefore
 //!   never deletes a blob that is about to be used.
 //! - **Never a needed blob.** In use, and so never deleted: the blob of every package
-//!   and droplet record (whatever its state); the package and droplet of every build in
-//!   progress; each app's current droplet, and the buildpack cache of every app; every
-//!   droplet a DesiredLRP or a task in the BBS runs, and every package a staging task
-//!   fetches or droplet it uploads (read from the BBS: a running instance or an
-//!   in-flight staging keeps its blobs even when their records are gone). When the
+//!   and droplet record (whatever its state), and the zip of every buildpack record;
+//!   the package and droplet of every build in progress; each app's current droplet,
+//!   and the buildpack cache of every app; every droplet a DesiredLRP or a task in the
+//!   BBS runs, and every package, buildpack zip and buildpack cache a staging task
+//!   fetches, and droplet and cache it uploads (read from the BBS: a running instance
+//!   or an in-flight staging keeps its blobs even when their records are gone). When the
 //!   database or the BBS cannot be read, the pass deletes nothing.
 //! - **Bounded.** At most [`MAX_DELETES_PER_PASS`] deletions a pass; the rest wait for
 //!   the next one. Errors are logged and the next pass tries again.
 //!
-//! Buildpacks and the resource cache are not swept: the resource cache is keyed by
-//! content and shared by every app, and buildpacks have no records to check yet.
+//! The resource cache is not swept: it is keyed by content and shared by every app.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use wf_bbs::{BbsError, DesiredLrpFilter, TaskAction, TaskFilter};
 
 use crate::blobstore::{BlobError, BlobKind, Blobstore};
-use crate::db::{App, Build, BuildState, Droplet, Filter, Package};
+use crate::db::{App, Build, BuildState, Buildpack, Droplet, Filter, Package};
 use crate::signed_urls::blob_of_url;
 use crate::Controller;
 
@@ -42,9 +42,10 @@ pub const MAX_DELETES_PER_PASS: usize = 1000;
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The kinds of blob a pass sweeps.
-const SWEPT: [BlobKind; 3] = [
+const SWEPT: [BlobKind; 4] = [
     BlobKind::Package,
     BlobKind::Droplet,
+    BlobKind::Buildpack,
     BlobKind::BuildpackCache,
 ];
 
@@ -63,6 +64,7 @@ pub enum CleanupError {
 pub struct InUse {
     packages: HashSet<String>,
     droplets: HashSet<String>,
+    buildpacks: HashSet<String>,
     apps: HashSet<String>,
 }
 
@@ -82,6 +84,12 @@ impl InUse {
                 .await?
                 .into_iter()
                 .map(|d| d.guid),
+        );
+        in_use.buildpacks.extend(
+            db.find::<Buildpack>(Filter::new())
+                .await?
+                .into_iter()
+                .map(|b| b.guid),
         );
         for build in db
             .find::<Build>(Filter::new().eq("state", BuildState::Staging))
@@ -104,6 +112,9 @@ impl InUse {
                 TaskAction::Stage(stage) => {
                     urls.push(stage.package_uri);
                     urls.push(stage.droplet_upload_uri);
+                    urls.extend(stage.buildpacks.into_iter().filter_map(|b| b.url));
+                    urls.extend(stage.buildpack_cache_download_uri);
+                    urls.extend(stage.buildpack_cache_upload_uri);
                 }
                 TaskAction::Run(run) => urls.push(run.droplet_uri),
             }
@@ -114,12 +125,14 @@ impl InUse {
         Ok(in_use)
     }
 
-    /// Marks the package or droplet a signed blob URL names as in use.
+    /// Marks the blob a signed blob URL names as in use.
     fn add_url(&mut self, url: &str) {
         match blob_of_url(url) {
             Some((BlobKind::Package, guid)) => self.packages.insert(guid.to_string()),
             Some((BlobKind::Droplet, guid)) => self.droplets.insert(guid.to_string()),
-            _ => false,
+            Some((BlobKind::Buildpack, guid)) => self.buildpacks.insert(guid.to_string()),
+            Some((BlobKind::BuildpackCache, guid)) => self.apps.insert(guid.to_string()),
+            Some((BlobKind::Resource, _)) | None => false,
         };
     }
 
@@ -132,8 +145,9 @@ impl InUse {
         match kind {
             BlobKind::Package => self.packages.contains(&guid),
             BlobKind::Droplet => self.droplets.contains(&guid),
+            BlobKind::Buildpack => self.buildpacks.contains(&guid),
             BlobKind::BuildpackCache => self.apps.contains(&guid),
-            BlobKind::Buildpack | BlobKind::Resource => true,
+            BlobKind::Resource => true,
         }
     }
 }
@@ -246,10 +260,14 @@ mod tests {
         in_use.add_url("http://cc/internal/v4/droplets/d1/download?expires=1&signature=ab");
         in_use.add_url("http://cc/internal/v4/droplets/d2/upload?expires=1&signature=ab");
         in_use.add_url("http://cc/internal/v4/packages/p1/download?expires=1&signature=ab");
+        in_use.add_url("http://cc/internal/v4/buildpacks/b1/download?expires=1&signature=ab");
+        in_use.add_url("http://cc/internal/v4/buildpack_cache/a1/upload?expires=1&signature=ab");
         in_use.add_url("http://cc/v3/packages/p2/download");
         in_use.add_url("garbage");
         assert_eq!(in_use.droplets, HashSet::from(["d1".into(), "d2".into()]));
         assert_eq!(in_use.packages, HashSet::from(["p1".into()]));
+        assert_eq!(in_use.buildpacks, HashSet::from(["b1".into()]));
+        assert_eq!(in_use.apps, HashSet::from(["a1".into()]));
     }
 
     #[tokio::test]
@@ -260,8 +278,8 @@ mod tests {
             blobs.package_key("p-used"),
             blobs.droplet_key("d-used"),
             blobs.buildpack_cache_key("a-used", "wasm"),
+            blobs.buildpack_key("b-used"),
             // Not swept at all.
-            blobs.buildpack_key("b1"),
             blobs.resource_key(&"ab".repeat(20)).unwrap(),
             Key::from("packages/not-in-the-layout"),
         ];
@@ -269,6 +287,7 @@ mod tests {
             blobs.package_key("p-gone"),
             blobs.droplet_key("d-gone"),
             blobs.buildpack_cache_key("a-gone", "wasm"),
+            blobs.buildpack_key("b-gone"),
         ];
         for key in needed.iter().chain(&orphans) {
             put(&blobs, key).await;
@@ -277,6 +296,7 @@ mod tests {
         in_use.packages.insert("p-used".into());
         in_use.droplets.insert("d-used".into());
         in_use.apps.insert("a-used".into());
+        in_use.buildpacks.insert("b-used".into());
         let all = keys(&blobs).await;
 
         // A long grace period: orphans are marked, never deleted.
@@ -293,7 +313,7 @@ mod tests {
         assert_eq!(keys(&blobs).await, all);
         // An orphan that is in use again by the next pass stays, and is unmarked.
         in_use.packages.insert("p-gone".into());
-        assert_eq!(sweeper.sweep(&blobs, &in_use).await.unwrap(), 2);
+        assert_eq!(sweeper.sweep(&blobs, &in_use).await.unwrap(), 3);
         assert!(!sweeper.candidates.contains_key("packages/p-gone.zip"));
         let mut expected: Vec<String> = needed.iter().map(Key::to_string).collect();
         expected.push(blobs.package_key("p-gone").to_string());

@@ -1,6 +1,8 @@
 //! Signed blob URLs for cells: `/internal/v4/packages/{guid}/download`,
-//! `/internal/v4/droplets/{guid}/download` and `/internal/v4/droplets/{guid}/upload`
-//! take no token; they carry `expires` (unix seconds) and `signature` (hex
+//! `/internal/v4/droplets/{guid}/download`, `/internal/v4/droplets/{guid}/upload`,
+//! `/internal/v4/buildpacks/{guid}/download` (a custom buildpack's zip) and
+//! `/internal/v4/buildpack_cache/{app guid}/download|upload` (the app's buildpack
+//! cache) take no token; they carry `expires` (unix seconds) and `signature` (hex
 //! HMAC-SHA256 of the path and expiry under the controller's signing secret).
 
 use std::sync::Arc;
@@ -15,12 +17,17 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::blobstore::{BlobError, BlobKind};
-use crate::db::{self, Droplet, DropletState, Package, PackageState};
+use crate::db::{
+    self, App, Buildpack, BuildpackCache, BuildpackState, Droplet, DropletState, Package,
+    PackageState,
+};
 use crate::error::ApiError;
 use crate::Controller;
 
 /// Largest droplet a cell may upload.
 const MAX_DROPLET_BYTES: usize = 1 << 30;
+/// Largest buildpack cache a cell may upload.
+const MAX_BUILDPACK_CACHE_BYTES: usize = 1 << 30;
 
 pub struct UrlSigner {
     base_url: String,
@@ -97,7 +104,20 @@ pub fn droplet_upload_path(guid: &str) -> String {
     format!("/internal/v4/droplets/{guid}/upload")
 }
 
-/// The package or droplet a URL made from the paths above names, with its guid.
+pub fn buildpack_download_path(guid: &str) -> String {
+    format!("/internal/v4/buildpacks/{guid}/download")
+}
+
+pub fn buildpack_cache_download_path(app_guid: &str) -> String {
+    format!("/internal/v4/buildpack_cache/{app_guid}/download")
+}
+
+pub fn buildpack_cache_upload_path(app_guid: &str) -> String {
+    format!("/internal/v4/buildpack_cache/{app_guid}/upload")
+}
+
+/// The package, droplet or buildpack a URL made from the paths above names, with its
+/// guid (for a buildpack cache: the app's guid).
 pub fn blob_of_url(url: &str) -> Option<(BlobKind, &str)> {
     const PREFIX: &str = "/internal/v4/";
     let path = &url[url.find(PREFIX)? + PREFIX.len()..];
@@ -105,6 +125,8 @@ pub fn blob_of_url(url: &str) -> Option<(BlobKind, &str)> {
     let kind = match parts.next()? {
         "packages" => BlobKind::Package,
         "droplets" => BlobKind::Droplet,
+        "buildpacks" => BlobKind::Buildpack,
+        "buildpack_cache" => BlobKind::BuildpackCache,
         _ => return None,
     };
     let guid = parts.next().filter(|guid| !guid.is_empty())?;
@@ -131,6 +153,18 @@ pub fn router(controller: Arc<Controller>) -> axum::Router {
             put(upload_droplet)
                 .post(upload_droplet)
                 .layer(DefaultBodyLimit::max(MAX_DROPLET_BYTES)),
+        )
+        .route(
+            "/internal/v4/buildpacks/{guid}/download",
+            get(download_buildpack),
+        )
+        .route(
+            "/internal/v4/buildpack_cache/{guid}/download",
+            get(download_buildpack_cache),
+        )
+        .route(
+            "/internal/v4/buildpack_cache/{guid}/upload",
+            put(upload_buildpack_cache).post(upload_buildpack_cache),
         )
         .with_state(controller)
 }
@@ -234,26 +268,8 @@ async fn upload_droplet(
             "The droplet is not staging: it takes no upload.",
         ));
     }
-    let tmp = controller.blobs.temp_path();
-    let written = controller
-        .blobs
-        .write_stream(&tmp, body.into_data_stream())
-        .await;
-    let stored = match written {
-        Ok(checksum) => controller
-            .blobs
-            .put_file(&tmp, &controller.blobs.droplet_key(&guid), &checksum)
-            .await
-            .map(|_| checksum)
-            .map_err(ApiError::from),
-        Err(e) => Err(ApiError::unprocessable(format!(
-            "Droplet upload failed: {e}"
-        ))),
-    };
-    if let Err(e) = controller.blobs.remove_temp(&tmp).await {
-        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a droplet's scratch file");
-    }
-    let checksum = stored?;
+    let key = controller.blobs.droplet_key(&guid);
+    let checksum = store_upload(&controller, body, &key, "Droplet").await?;
     controller
         .db
         .update(
@@ -262,6 +278,145 @@ async fn upload_droplet(
             vec![("checksum", db::Arg::Text(checksum))],
         )
         .await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// Streams an uploaded `body` to a scratch file and then under `key`; returns its
+/// sha256. `what` names the blob in errors.
+async fn store_upload(
+    controller: &Controller,
+    body: Body,
+    key: &object_store::path::Path,
+    what: &str,
+) -> Result<String, ApiError> {
+    let tmp = controller.blobs.temp_path();
+    let written = controller
+        .blobs
+        .write_stream(&tmp, body.into_data_stream())
+        .await;
+    let stored = match written {
+        Ok(checksum) => controller
+            .blobs
+            .put_file(&tmp, key, &checksum)
+            .await
+            .map(|_| checksum)
+            .map_err(ApiError::from),
+        Err(e) => Err(ApiError::unprocessable(format!(
+            "{what} upload failed: {e}"
+        ))),
+    };
+    if let Err(e) = controller.blobs.remove_temp(&tmp).await {
+        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove an upload's scratch file");
+    }
+    stored
+}
+
+/// A custom buildpack's zip, for the cells that stage with it.
+async fn download_buildpack(
+    State(controller): State<Arc<Controller>>,
+    Path(guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check(&controller, &uri, &signed)?;
+    let buildpack: Buildpack = controller
+        .db
+        .get(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Buildpack"))?;
+    if buildpack.state != BuildpackState::Ready {
+        return Err(ApiError::not_found("Buildpack bits"));
+    }
+    let key = controller.blobs.buildpack_key(&guid);
+    let sha256 = buildpack.checksum.as_deref();
+    serve_blob(
+        &controller,
+        key,
+        sha256,
+        "application/zip",
+        "Buildpack bits",
+    )
+    .await
+}
+
+/// The app's buildpack cache; 404 while it has none.
+async fn download_buildpack_cache(
+    State(controller): State<Arc<Controller>>,
+    Path(app_guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    check(&controller, &uri, &signed)?;
+    let cache: Option<BuildpackCache> = controller.db.get(&app_guid).await?;
+    let key = controller
+        .blobs
+        .buildpack_cache_key(&app_guid, crate::api::STACK);
+    let sha256 = cache.as_ref().map(|c| c.checksum.as_str());
+    serve_blob(
+        &controller,
+        key,
+        sha256,
+        "application/gzip",
+        "Buildpack cache",
+    )
+    .await
+}
+
+/// A cell's upload of the app's new buildpack cache (a tgz, at most
+/// [`MAX_BUILDPACK_CACHE_BYTES`]); replaces the previous one.
+async fn upload_buildpack_cache(
+    State(controller): State<Arc<Controller>>,
+    Path(app_guid): Path<String>,
+    Query(signed): Query<Signed>,
+    uri: Uri,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    check(&controller, &uri, &signed)?;
+    if controller.db.get::<App>(&app_guid).await?.is_none() {
+        return Err(ApiError::not_found("App"));
+    }
+    let key = controller
+        .blobs
+        .buildpack_cache_key(&app_guid, crate::api::STACK);
+    let limited = Body::new(http_body_util::Limited::new(
+        body,
+        MAX_BUILDPACK_CACHE_BYTES,
+    ));
+    let checksum = store_upload(&controller, limited, &key, "Buildpack cache").await?;
+    let recorded = vec![("checksum", db::Arg::Text(checksum.clone()))];
+    if !controller
+        .db
+        .update("buildpack_caches", &app_guid, recorded)
+        .await?
+    {
+        let now = db::now();
+        let inserted = controller
+            .db
+            .insert(
+                "buildpack_caches",
+                vec![
+                    ("guid", app_guid.clone().into()),
+                    ("checksum", checksum.clone().into()),
+                    ("created_at", now.clone().into()),
+                    ("updated_at", now.into()),
+                ],
+            )
+            .await;
+        match inserted {
+            // Another upload recorded it first: this one's blob is what is stored now.
+            Err(e) if db::is_unique_violation(&e) => {
+                controller
+                    .db
+                    .update(
+                        "buildpack_caches",
+                        &app_guid,
+                        vec![("checksum", db::Arg::Text(checksum))],
+                    )
+                    .await?;
+            }
+            other => other?,
+        }
+    }
     Ok(StatusCode::CREATED)
 }
 

@@ -1,28 +1,69 @@
 //! Staging: a build becomes a BBS Task in domain `cf-app-staging` (task guid = build
-//! guid) that a cell runs: it downloads the package, runs the buildpacks and uploads
-//! the droplet through signed URLs. [`run`] watches the BBS for completed staging
+//! guid) that a cell runs: it downloads the package, runs the buildpacks (built-in ones
+//! by name, custom ones from their zips) with the app's buildpack cache, and uploads the
+//! droplet and the new cache, all through signed URLs. [`run`] watches the BBS for completed staging
 //! tasks (events, plus a rescan every second for events it missed), records the
 //! outcome on the build and its droplet, and deletes the task.
 
 use std::collections::BTreeMap;
 
 use wf_bbs::{
-    BuildpackRef, EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState, CF_STAGING_DOMAIN,
+    BuildpackRef, EnvVar, StageAction, Task, TaskAction, TaskDefinition, TaskFilter, TaskState,
+    CF_STAGING_DOMAIN,
 };
 
 use crate::blobstore::BlobError;
 use crate::db::{self, App, Arg, Build, BuildState, DropletState, Filter};
 use crate::error::ApiError;
-use crate::signed_urls::{self, droplet_upload_path, package_download_path};
+use crate::signed_urls::{
+    self, buildpack_cache_download_path, buildpack_cache_upload_path, buildpack_download_path,
+    droplet_upload_path, package_download_path,
+};
 use crate::task_follower::{TaskFollower, LOST_TASK_GRACE_SECS};
 use crate::Controller;
 
 /// How long a staging task's package and upload URLs stay valid.
 const STAGING_URL_VALIDITY_SECS: i64 = 24 * 3600;
 
-/// Desires the staging task of `build`; if the BBS refuses it, the build fails.
+/// The buildpacks of `build`'s staging (see [`crate::api::buildpacks_for_staging`]) as
+/// the cell gets them, and whether detect is skipped.
+async fn buildpack_refs(
+    controller: &Controller,
+    build: &Build,
+    expires: i64,
+) -> Result<(Vec<BuildpackRef>, bool), ApiError> {
+    let (buildpacks, skip_detect) =
+        crate::api::buildpacks_for_staging(controller, &build.buildpacks).await?;
+    let refs = buildpacks
+        .into_iter()
+        .map(|buildpack| {
+            let url = (!buildpack.is_built_in()).then(|| {
+                controller
+                    .signer
+                    .url(&buildpack_download_path(&buildpack.guid), expires)
+            });
+            BuildpackRef {
+                name: buildpack.name,
+                url,
+                sha256: buildpack.checksum,
+            }
+        })
+        .collect();
+    Ok((refs, skip_detect))
+}
+
+/// Desires the staging task of `build`; if its buildpacks cannot run (changed since the
+/// build was made) or the BBS refuses it, the build fails.
 pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<(), ApiError> {
     let expires = signed_urls::now_unix() + STAGING_URL_VALIDITY_SECS;
+    let (buildpacks, skip_detect) = match buildpack_refs(controller, build, expires).await {
+        Ok(refs) => refs,
+        Err(ApiError::Unprocessable(reason)) => {
+            fail(controller, build, &format!("StagingError - {reason}")).await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let mut env = vec![
         EnvVar {
             name: "CF_APP_GUID".into(),
@@ -58,18 +99,18 @@ pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<
             droplet_upload_uri: controller
                 .signer
                 .url(&droplet_upload_path(&build.droplet_guid), expires),
-            buildpacks: build
-                .buildpacks
-                .iter()
-                .map(|name| BuildpackRef {
-                    name: name.clone(),
-                    url: None,
-                    sha256: None,
-                })
-                .collect(),
-            skip_detect: !build.buildpacks.is_empty(),
-            buildpack_cache_download_uri: None,
-            buildpack_cache_upload_uri: None,
+            buildpacks,
+            skip_detect,
+            buildpack_cache_download_uri: Some(
+                controller
+                    .signer
+                    .url(&buildpack_cache_download_path(&app.guid), expires),
+            ),
+            buildpack_cache_upload_uri: Some(
+                controller
+                    .signer
+                    .url(&buildpack_cache_upload_path(&app.guid), expires),
+            ),
             env,
         }),
         log_guid: app.guid.clone(),

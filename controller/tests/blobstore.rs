@@ -218,12 +218,12 @@ async fn orphaned_blobs_are_cleaned_up(
         format!("droplets/{running_guid}.tgz"),
         format!("buildpack_cache/{app_guid}/wasm.tgz"),
         format!("resources/ab/cd/{}", "abcd".repeat(10)),
-        "buildpacks/b1.zip".to_string(),
     ];
     let orphans = [
         "packages/p-gone.zip",
         "droplets/d-gone.tgz",
         "buildpack_cache/a-gone/wasm.tgz",
+        "buildpacks/b-gone.zip",
     ];
     for key in needed[2..].iter().map(String::as_str).chain(orphans) {
         store

@@ -170,6 +170,7 @@ pub async fn create(
         Some(lifecycle) => lifecycle.buildpacks()?.unwrap_or_default(),
         None => Vec::new(),
     };
+    super::buildpacks::check_names(&controller, &buildpacks).await?;
     let env = body.environment_variables.unwrap_or_default();
     validate_env(&env)?;
     let exists = || ApiError::unprocessable(format!("App with the name '{name}' already exists."));
@@ -287,6 +288,7 @@ pub async fn update(
     }
     if let Some(lifecycle) = &body.lifecycle {
         if let Some(buildpacks) = lifecycle.buildpacks()? {
+            super::buildpacks::check_names(&controller, &buildpacks).await?;
             changes.push(("buildpacks", db::to_json_text(&buildpacks)));
         }
     }
@@ -324,7 +326,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
 }
 
 /// Deletes the app with its processes (and their LRPs), route destinations, packages,
-/// builds and droplets.
+/// builds, droplets and buildpack cache.
 pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiError> {
     if app.state == AppState::Started {
         let sizes = usage_events::sizes(controller, &app.guid).await?;
@@ -352,6 +354,14 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
             .delete(&controller.blobs.droplet_key(&droplet.guid))
             .await?;
     }
+    controller
+        .blobs
+        .delete(&controller.blobs.buildpack_cache_key(&app.guid, &app.stack))
+        .await?;
+    controller
+        .db
+        .delete_where("buildpack_caches", Filter::new().eq("guid", &app.guid))
+        .await?;
     for table in [
         "route_destinations",
         "builds",

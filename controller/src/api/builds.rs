@@ -175,6 +175,8 @@ pub async fn create_build(
             .unwrap_or_else(|| app.buildpacks.clone()),
         None => app.buildpacks.clone(),
     };
+    // Refuse now, not at staging, a build whose buildpacks cannot run.
+    super::buildpacks::for_staging(&controller, &buildpacks).await?;
     let memory = body.staging_memory_in_mb.unwrap_or(STAGING_MEMORY_MB);
     let disk = body.staging_disk_in_mb.unwrap_or(STAGING_DISK_MB);
     if memory <= 0 || disk <= 0 {

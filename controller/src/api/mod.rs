@@ -4,6 +4,7 @@
 
 mod apps;
 mod audit_events;
+mod buildpacks;
 mod builds;
 mod deployments;
 mod domains;
@@ -22,6 +23,7 @@ mod tasks;
 mod usage_events;
 
 pub use apps::STACK;
+pub use buildpacks::for_staging as buildpacks_for_staging;
 pub use env_groups::variables as env_group_variables;
 pub use routes::{route_url, APP_PORT};
 
@@ -44,6 +46,8 @@ use crate::Controller;
 
 /// Largest package upload.
 const MAX_PACKAGE_BYTES: usize = 1 << 30;
+/// Largest buildpack upload.
+const MAX_BUILDPACK_BYTES: usize = 1 << 30;
 const DEFAULT_PER_PAGE: u32 = 50;
 const MAX_PER_PAGE: u32 = 5000;
 
@@ -193,6 +197,20 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/v3/environment_variable_groups/{name}",
             get(env_groups::show).patch(env_groups::update),
+        )
+        .route(
+            "/v3/buildpacks",
+            get(buildpacks::list).post(buildpacks::create),
+        )
+        .route(
+            "/v3/buildpacks/{guid}",
+            get(buildpacks::show)
+                .patch(buildpacks::update)
+                .delete(buildpacks::delete),
+        )
+        .route(
+            "/v3/buildpacks/{guid}/upload",
+            post(buildpacks::upload).layer(DefaultBodyLimit::max(MAX_BUILDPACK_BYTES)),
         )
         .route("/v3/stacks", get(stacks::list))
         .route("/v3/stacks/{guid}", get(stacks::show))

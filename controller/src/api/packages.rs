@@ -177,7 +177,7 @@ pub async fn upload(
     let tmp = controller.blobs.temp_path();
     let received = receive_bits(&controller, &mut multipart, &tmp).await;
     let result = match received {
-        Ok(Some(filename)) => store_package(&controller, &package, &tmp, filename).await,
+        Ok(Some((filename, _))) => store_package(&controller, &package, &tmp, filename).await,
         Ok(None) => Err(ApiError::unprocessable(
             "Upload must include bits: the 'bits' field is missing.",
         )),
@@ -191,14 +191,15 @@ pub async fn upload(
     Ok(ok(present_package(&controller, &package)))
 }
 
-/// Streams the `bits` field to `tmp`; returns its file name, or `None` without one.
-async fn receive_bits(
+/// Streams the `bits` field to `tmp`; returns its file name and sha256, or `None`
+/// without one.
+pub(super) async fn receive_bits(
     controller: &Controller,
     multipart: &mut Multipart,
     tmp: &std::path::Path,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, String)>, ApiError> {
     let parse = |e: axum::extract::multipart::MultipartError| ApiError::MessageParse(e.body_text());
-    let mut filename = None;
+    let mut received = None;
     while let Some(field) = multipart.next_field().await.map_err(parse)? {
         if field.name() != Some("bits") {
             continue;
@@ -211,14 +212,14 @@ async fn receive_bits(
                 Err(e) => Some((Err(e), field)),
             }
         });
-        controller
+        let sha256 = controller
             .blobs
             .write_stream(tmp, Box::pin(chunks))
             .await
             .map_err(|e| ApiError::unprocessable(format!("Uploading {name} failed: {e}")))?;
-        filename = Some(name);
+        received = Some((name, sha256));
     }
-    Ok(filename)
+    Ok(received)
 }
 
 async fn store_package(
