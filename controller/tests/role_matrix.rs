@@ -190,6 +190,8 @@ struct World {
     app: String,
     process: String,
     route: String,
+    /// An admin buildpack of this world's own.
+    buildpack: String,
     /// A user with a developer's role only, for role creation.
     other_user: String,
 }
@@ -460,6 +462,34 @@ const CASES: &[Case] = &[
         get(format!("/v3/roles?space_guids={}", w.space))
     })
     .listing(),
+    // Buildpacks: everyone signed in reads, admins write.
+    case("list buildpacks", Scope::Global, ROLES, |_| {
+        get("/v3/buildpacks".into())
+    }),
+    case("GET buildpack", Scope::Global, ROLES, |w| {
+        get(format!("/v3/buildpacks/{}", w.buildpack))
+    }),
+    case("POST buildpack", Scope::Global, &[Admin], |w| {
+        (
+            Method::POST,
+            "/v3/buildpacks".into(),
+            Some(json!({"name": format!("new-{}", w.org_name)})),
+        )
+    }),
+    case("PATCH buildpack", Scope::Global, &[Admin], |w| {
+        (
+            Method::PATCH,
+            format!("/v3/buildpacks/{}", w.buildpack),
+            Some(json!({"enabled": false})),
+        )
+    }),
+    case("DELETE buildpack", Scope::Global, &[Admin], |w| {
+        (
+            Method::DELETE,
+            format!("/v3/buildpacks/{}", w.buildpack),
+            None,
+        )
+    }),
 ];
 
 /// The users, one per role, with their `bearer` tokens.
@@ -551,6 +581,12 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
         .as_str()
         .unwrap()
         .to_string();
+    let buildpack = api
+        .post("/v3/buildpacks", json!({"name": format!("bp-{n}")}))
+        .await["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (user, _) = &users.by_role[&role];
     for kind in role.cc_roles() {
         let target = if kind.starts_with("organization") {
@@ -594,6 +630,7 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
         app,
         process,
         route,
+        buildpack,
         other_user: other_user.clone(),
     }
 }
