@@ -588,10 +588,37 @@ impl Client {
 
     /// Uploads `zip` as the bits of package `package_guid` (multipart field `bits`).
     pub fn upload_bits(&mut self, package_guid: &str, zip: Vec<u8>) -> Result<Value, ClientError> {
-        let url = self.url(&format!("/v3/packages/{package_guid}/upload"))?;
+        let path = format!("/v3/packages/{package_guid}/upload");
+        Ok(self.upload_zip(&path, "app.zip", zip)?.json)
+    }
+
+    /// Uploads `zip` (named `filename`) as the bits of buildpack `guid`, waiting for
+    /// the upload's job when the API answers with one.
+    pub fn upload_buildpack(
+        &mut self,
+        guid: &str,
+        filename: &str,
+        zip: Vec<u8>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("/v3/buildpacks/{guid}/upload");
+        let resp = self.upload_zip(&path, filename, zip)?;
+        if let Some(job) = resp.location.as_deref().filter(|_| resp.status == 202) {
+            self.wait_for_job(job)?;
+        }
+        Ok(resp.json)
+    }
+
+    /// POSTs `zip` to `path` as the multipart field `bits` (with no `resources`).
+    fn upload_zip(
+        &mut self,
+        path: &str,
+        filename: &str,
+        zip: Vec<u8>,
+    ) -> Result<ApiResponse, ClientError> {
+        let url = self.url(path)?;
         let resp = self.send_authorized(|http, auth| {
             let bits = reqwest::blocking::multipart::Part::bytes(zip.clone())
-                .file_name("app.zip")
+                .file_name(filename.to_string())
                 .mime_str("application/zip")
                 .unwrap_or_else(|_| reqwest::blocking::multipart::Part::bytes(zip.clone()));
             let form = reqwest::blocking::multipart::Form::new()
@@ -602,7 +629,7 @@ impl Client {
                 .header("Accept", "application/json")
                 .multipart(form)
         })?;
-        Ok(json_response(&url, resp)?.json)
+        json_response(&url, resp)
     }
 }
 

@@ -332,6 +332,35 @@ pub enum Command {
     },
     /// Assign a space quota to a space of the targeted org
     SetSpaceQuota { space: String, quota: String },
+    /// List all buildpacks
+    Buildpacks,
+    /// Create a buildpack and upload its bits
+    CreateBuildpack {
+        name: String,
+        /// A directory or a .zip of the buildpack
+        path: PathBuf,
+        /// Its position among the buildpacks (1 is tried first)
+        position: i64,
+        /// Keep the buildpack from being used for staging
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Update a buildpack
+    UpdateBuildpack {
+        name: String,
+        #[command(flatten)]
+        args: commands::buildpacks::UpdateArgs,
+    },
+    /// Delete a buildpack
+    DeleteBuildpack {
+        name: String,
+        /// The stack of the buildpack, when several share its name
+        #[arg(short = 's')]
+        stack: Option<String>,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -414,7 +443,9 @@ pub fn run(command: Command) -> Result<(), Error> {
     let mut client = Client::new(config, path)?;
     let c = &mut client;
     use commands::quotas::Kind;
-    use commands::{apps, curl, events, logs, orgs, push, quotas, routes, session, tasks, users};
+    use commands::{
+        apps, buildpacks, curl, events, logs, orgs, push, quotas, routes, session, tasks, users,
+    };
     match command {
         Command::Api { url } => session::api(c, url),
         Command::Login {
@@ -535,6 +566,17 @@ pub fn run(command: Command) -> Result<(), Error> {
         } => quotas::update(c, Kind::Space, &name, new_name, &limits),
         Command::DeleteSpaceQuota { name, force } => quotas::delete(c, Kind::Space, &name, force),
         Command::SetSpaceQuota { space, quota } => quotas::set_space_quota(c, &space, &quota),
+        Command::Buildpacks => buildpacks::list(c),
+        Command::CreateBuildpack {
+            name,
+            path,
+            position,
+            disable,
+        } => buildpacks::create(c, &name, &path, position, disable),
+        Command::UpdateBuildpack { name, args } => buildpacks::update(c, &name, &args),
+        Command::DeleteBuildpack { name, stack, force } => {
+            buildpacks::delete(c, &name, stack.as_deref(), force)
+        }
     }
 }
 
@@ -612,6 +654,26 @@ mod tests {
                 if command.as_deref() == Some("app.wasm task") && task_name.as_deref() == Some("t1")
         ));
         assert!(Cli::try_parse_from(["wf", "terminate-task", "hello", "1"]).is_ok());
+        let cli =
+            Cli::try_parse_from(["wf", "create-buildpack", "bp", "dir", "2", "--disable"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::CreateBuildpack {
+                position: 2,
+                disable: true,
+                ..
+            }
+        ));
+        let cli =
+            Cli::try_parse_from(["wf", "update-buildpack", "bp", "-i", "1", "--lock"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::UpdateBuildpack { ref args, .. } if args.position == Some(1) && args.lock
+        ));
+        assert!(
+            Cli::try_parse_from(["wf", "update-buildpack", "bp", "--enable", "--disable"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["wf", "delete-buildpack", "bp", "-f"]).is_ok());
         assert!(Cli::try_parse_from(["wf", "terminate-task", "hello", "x"]).is_err());
     }
 }
