@@ -1,6 +1,10 @@
 //! The built-in buildpacks ([`crate::BUILT_IN`]), each a [`Buildpack`] in Rust that
 //! runs its build tools in the staging sandbox.
 
+mod c;
+mod rust;
+#[cfg(test)]
+mod source_tests;
 mod wasm;
 
 use crate::lifecycle::Buildpack;
@@ -9,6 +13,8 @@ use crate::lifecycle::Buildpack;
 pub fn get(name: &str) -> Option<Box<dyn Buildpack>> {
     match name {
         crate::WASM_BUILDPACK => Some(Box::new(wasm::WasmBuildpack)),
+        rust::NAME => Some(Box::new(rust::RustBuildpack)),
+        c::NAME => Some(Box::new(c::CBuildpack)),
         _ => None,
     }
 }
