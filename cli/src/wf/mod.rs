@@ -161,6 +161,40 @@ pub enum Command {
         #[arg(short = 'H')]
         headers: Vec<String>,
     },
+    /// Create a user-provided service instance
+    #[command(name = "create-user-provided-service", visible_alias = "cups")]
+    CreateUserProvidedService(commands::services::UserProvidedArgs),
+    /// Update a user-provided service instance
+    #[command(name = "update-user-provided-service", visible_alias = "uups")]
+    UpdateUserProvidedService(commands::services::UserProvidedArgs),
+    /// List service instances in the target space
+    #[command(visible_alias = "s")]
+    Services,
+    /// Show service instance info
+    Service { name: String },
+    /// Bind a service instance to an app
+    #[command(visible_alias = "bs")]
+    BindService {
+        app: String,
+        service_instance: String,
+        /// Name of the binding
+        #[arg(long = "binding-name")]
+        binding_name: Option<String>,
+    },
+    /// Unbind a service instance from an app
+    #[command(visible_alias = "us")]
+    UnbindService {
+        app: String,
+        service_instance: String,
+    },
+    /// Delete a service instance and its bindings
+    #[command(visible_alias = "ds")]
+    DeleteService {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
     /// List the routes of the targeted space
     Routes,
     /// Create a route in the targeted space
@@ -444,7 +478,8 @@ pub fn run(command: Command) -> Result<(), Error> {
     let c = &mut client;
     use commands::quotas::Kind;
     use commands::{
-        apps, buildpacks, curl, events, logs, orgs, push, quotas, routes, session, tasks, users,
+        apps, buildpacks, curl, events, logs, orgs, push, quotas, routes, services, session, tasks,
+        users,
     };
     match command {
         Command::Api { url } => session::api(c, url),
@@ -503,6 +538,20 @@ pub fn run(command: Command) -> Result<(), Error> {
             data,
             headers,
         } => curl::curl(c, &path, method, data, &headers),
+        Command::CreateUserProvidedService(args) => services::create_user_provided(c, &args),
+        Command::UpdateUserProvidedService(args) => services::update_user_provided(c, &args),
+        Command::Services => services::services(c),
+        Command::Service { name } => services::service(c, &name),
+        Command::BindService {
+            app,
+            service_instance,
+            binding_name,
+        } => services::bind_service(c, &app, &service_instance, binding_name.as_deref()),
+        Command::UnbindService {
+            app,
+            service_instance,
+        } => services::unbind_service(c, &app, &service_instance),
+        Command::DeleteService { name, force } => services::delete_service(c, &name, force),
         Command::Routes => routes::routes(c),
         Command::CreateRoute(route) => routes::create_route(c, &route),
         Command::DeleteRoute { route, force } => routes::delete_route(c, &route, force),

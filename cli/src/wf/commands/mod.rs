@@ -10,6 +10,7 @@ pub mod orgs;
 pub mod push;
 pub mod quotas;
 pub mod routes;
+pub mod services;
 pub mod session;
 pub mod tasks;
 pub mod users;
