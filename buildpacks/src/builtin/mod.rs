@@ -5,7 +5,9 @@ mod c;
 mod rust;
 #[cfg(test)]
 mod source_tests;
+mod staticfile;
 mod wasm;
+mod wat;
 
 use crate::lifecycle::Buildpack;
 
@@ -15,6 +17,8 @@ pub fn get(name: &str) -> Option<Box<dyn Buildpack>> {
         crate::WASM_BUILDPACK => Some(Box::new(wasm::WasmBuildpack)),
         rust::NAME => Some(Box::new(rust::RustBuildpack)),
         c::NAME => Some(Box::new(c::CBuildpack)),
+        wat::NAME => Some(Box::new(wat::WatBuildpack)),
+        staticfile::NAME => Some(Box::new(staticfile::StaticfileBuildpack)),
         _ => None,
     }
 }
