@@ -109,7 +109,7 @@ fn a_cargo_project_builds_a_server_and_restages_from_the_cache() {
     let started = std::time::Instant::now();
     let (staged, lines) = stage_dir(&fixture("rust-hello"), root.path(), "warm");
     staged.unwrap_or_else(|e| panic!("{e}: {lines:#?}"));
-    eprintln!("warm staging took {:?}: {lines:#?}", started.elapsed());
+    eprintln!("warm staging took {:?}", started.elapsed());
 }
 
 #[test]
@@ -128,6 +128,55 @@ fn a_compile_error_shows_rustcs_message_and_fails_staging() {
     );
     assert!(
         lines.iter().any(|l| l.contains("error[E0308]")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn vendored_dependencies_build_offline_once_and_stay_out_of_the_droplet() {
+    if !sandbox_available() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    // `cargo vendor`'s layout, without the config snippet it prints.
+    let app = app_of(
+        root.path(),
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"vendored-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ntiny = \"0.1\"\n",
+            ),
+            ("src/main.rs", "fn main() { println!(\"{}\", tiny::answer()); }\n"),
+            (
+                "vendor/tiny/Cargo.toml",
+                "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("vendor/tiny/src/lib.rs", "pub fn answer() -> u32 { 42 }\n"),
+            ("vendor/tiny/.cargo-checksum.json", "{\"files\":{},\"package\":null}"),
+        ],
+    );
+    let (staged, lines) = stage_dir(&app, root.path(), "cold");
+    let staged = staged.unwrap_or_else(|e| panic!("{e}: {lines:#?}"));
+    assert!(
+        lines.iter().any(|l| l.contains("Compiling tiny v0.1.0")),
+        "{lines:#?}"
+    );
+    let droplet = root.path().join("droplet");
+    unpack_droplet(&staged.droplet, &droplet).unwrap();
+    assert!(
+        !droplet.join("app/vendor").exists(),
+        "vendor/ is a build input"
+    );
+
+    // Restaged with the cache: the dependency is not compiled again, the app is.
+    let (staged, lines) = stage_dir(&app, root.path(), "warm");
+    staged.unwrap_or_else(|e| panic!("{e}: {lines:#?}"));
+    assert!(
+        !lines.iter().any(|l| l.contains("Compiling tiny")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("Compiling vendored-app")),
         "{lines:#?}"
     );
 }
