@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Push-to-first-200: the time from `wf push` starting to the first 200 answered by the
-# app through the router, for the `hello` fixture (a prebuilt wasm), N times on one
-# `wfd dev` (fresh data dir). Prints each run and the median.
+# app through the router, N times on one `wfd dev` (fresh data dir), for the `hello`
+# fixture (a prebuilt wasm, wasm_buildpack) and the static site
+# (tests/apps/source/static-site, staticfile_buildpack; target: under 1 s). Prints
+# each run and the medians.
 #
 #   bench/push-to-first-200.sh            # debug build (dependencies optimized)
 #   PROFILE=release bench/push-to-first-200.sh
@@ -33,16 +35,22 @@ router=$(sed -n 's#^router: http://\([^ ]*\).*#\1#p' "$work/wfd.out")
 "$BIN/wf" create-space bench -o bench > /dev/null
 "$BIN/wf" target -o bench -s bench > /dev/null
 
-times=()
-for i in $(seq 1 "$N"); do
-    start=$(date +%s%N)
-    "$BIN/wf" push "hello$i" -p "$WASM" > "$work/push$i.out"
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: hello$i.apps.bench.local" "http://$router/")" = 200 ]; do
-        sleep 0.01
+# bench LABEL NAME PATH: pushes PATH as NAME1..NAMEN, timing each to its first 200.
+bench() {
+    local label=$1 name=$2 path=$3 times=() i start ms sorted
+    for i in $(seq 1 "$N"); do
+        start=$(date +%s%N)
+        "$BIN/wf" push "$name$i" -p "$path" > "$work/$name$i.out"
+        until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $name$i.apps.bench.local" "http://$router/")" = 200 ]; do
+            sleep 0.01
+        done
+        ms=$(( ($(date +%s%N) - start) / 1000000 ))
+        times+=("$ms")
+        echo "$label run $i: push to first 200 in ${ms} ms"
     done
-    ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    times+=("$ms")
-    echo "run $i: push to first 200 in ${ms} ms"
-done
-sorted=($(printf '%s\n' "${times[@]}" | sort -n))
-echo "median push-to-first-200 ($PROFILE build, $N runs): ${sorted[$((N / 2))]} ms"
+    sorted=($(printf '%s\n' "${times[@]}" | sort -n))
+    echo "median push-to-first-200, $label ($PROFILE build, $N runs): ${sorted[$((N / 2))]} ms"
+}
+
+bench "hello (wasm)" hello "$WASM"
+bench "static site (staticfile)" site tests/apps/source/static-site
