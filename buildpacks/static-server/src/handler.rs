@@ -73,7 +73,7 @@ impl Answer {
         for (name, value) in &headers {
             // Names are constants and values come from the config or the path: an
             // invalid one is left out rather than failing the response.
-            let _ = fields.append(&name.to_string(), &value.as_bytes().to_vec());
+            let _ = fields.append(name, value.as_bytes());
         }
         let response = OutgoingResponse::new(fields);
         let _ = response.set_status_code(self.status);
@@ -183,7 +183,7 @@ fn site_path(config: &Config, rel: &str) -> String {
 /// The request header `name`, several values joined with `, `.
 fn header(headers: &Fields, name: &str) -> Option<String> {
     let values: Vec<String> = headers
-        .get(&name.to_string())
+        .get(name)
         .into_iter()
         .map(|v| String::from_utf8_lossy(&v).into_owned())
         .collect();
