@@ -1,10 +1,11 @@
 //! Loggregator: log and metric envelopes, the log cache (recent envelopes per source),
-//! its read API, and the RLP gateway's live stream of what is ingested.
+//! its read API, the RLP gateway's live stream of what is ingested, and syslog drains.
 
 pub mod api;
 pub mod envelope;
 pub mod rlp;
 pub mod store;
+pub mod syslog;
 
 pub use api::{log_cache_router, AccessDecision, SourceAuthorizer};
 pub use envelope::{Envelope, EnvelopeMessage, LogType, ENVELOPE_SUBJECT};
@@ -14,4 +15,8 @@ pub use rlp::{
 pub use store::{
     emit, spawn_ingest, LogStore, LogStoreConfig, ReadQuery, SourceMeta, StoreStats,
     DEFAULT_MAX_ENVELOPES_PER_SOURCE, DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
+};
+pub use syslog::{
+    DrainScheme, DrainStats, DrainType, DrainUrl, DrainUrlError, SyslogConfig, SyslogDrains,
+    SyslogError,
 };
