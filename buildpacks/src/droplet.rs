@@ -114,7 +114,9 @@ fn unpack_tgz(tgz: &Path, dest: &Path) -> Result<(), String> {
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let kind = entry.header().entry_type();
-        if !(kind.is_file() || kind.is_dir()) {
+        // The tar builder stores files with holes (linkers write some) as GNU sparse
+        // entries, which unpack to regular files.
+        if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_dir()) {
             let path = entry
                 .path()
                 .map(|p| p.display().to_string())
@@ -150,4 +152,29 @@ pub fn pack_cache(dir: &Path, tgz: &Path) -> std::io::Result<u64> {
 /// Unpacks a tgz written by [`pack_cache`] into `dir`.
 pub fn unpack_cache(tgz: &Path, dir: &Path) -> Result<(), StagingError> {
     unpack_tgz(tgz, dir).map_err(|e| StagingError::Staging(format!("invalid buildpack cache: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_with_sparse_files_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(cache.join("target")).unwrap();
+        // A file with a hole, as lld leaves some shared objects.
+        let sparse = cache.join("target/libmacro.so");
+        let file = File::create(&sparse).unwrap();
+        file.set_len(1 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"end", (1 << 20) - 3).unwrap();
+        drop(file);
+        let tgz = dir.path().join("cache.tgz");
+        pack_cache(&cache, &tgz).unwrap();
+        let restored = dir.path().join("restored");
+        unpack_cache(&tgz, &restored).unwrap();
+        let bytes = std::fs::read(restored.join("target/libmacro.so")).unwrap();
+        assert_eq!(bytes.len(), 1 << 20);
+        assert!(bytes.ends_with(b"end") && bytes[..1000].iter().all(|b| *b == 0));
+    }
 }
