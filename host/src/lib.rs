@@ -95,6 +95,11 @@ pub struct CellConfig {
     /// The cell's placement tags: only LRPs and Tasks that ask for all of them (an
     /// isolation segment) are placed here.
     pub placement_tags: Vec<String>,
+    /// Where buildpacks install their build tools (componentizers, compilers), kept
+    /// across stagings; `None` means `data_dir/buildpack-tools`. Default:
+    /// `$WF_BUILDPACK_TOOLS_DIR` if set, so that the cells of one machine (a test
+    /// platform's) share one install.
+    pub buildpack_tools_dir: Option<PathBuf>,
 }
 
 /// Address space one pool slot reserves: a 4 GiB linear memory (so bounds checks stay
@@ -155,6 +160,7 @@ impl Default for CellConfig {
             container_metrics_interval: Duration::from_secs(15),
             security_groups: sandbox::default_security_groups(),
             placement_tags: Vec::new(),
+            buildpack_tools_dir: std::env::var_os("WF_BUILDPACK_TOOLS_DIR").map(PathBuf::from),
         }
     }
 }

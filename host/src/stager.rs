@@ -91,7 +91,11 @@ pub async fn stage(
     }
 
     let work_dir = work.path().join("build");
-    let tools_dir = cell.config.data_dir.join("buildpack-tools");
+    let tools_dir = cell
+        .config
+        .buildpack_tools_dir
+        .clone()
+        .unwrap_or_else(|| cell.config.data_dir.join("buildpack-tools"));
     let skip_detect = action.skip_detect;
     let env = action
         .env

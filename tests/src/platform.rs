@@ -38,6 +38,23 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Where the cells of test platforms install buildpack tools (componentize-js,
+/// componentize-py, ...): `target/buildpack-tools`, shared by all of them and kept
+/// across runs, unless `WF_BUILDPACK_TOOLS_DIR` names another place.
+fn buildpack_tools_dir() -> OsString {
+    std::env::var_os("WF_BUILDPACK_TOOLS_DIR").unwrap_or_else(|| {
+        let profile_dir = binary("wfd")
+            .parent()
+            .map(Path::to_path_buf)
+            .expect("wfd lives in target/<profile>");
+        profile_dir
+            .parent()
+            .unwrap_or(&profile_dir)
+            .join("buildpack-tools")
+            .into_os_string()
+    })
+}
+
 /// One `wfd` process of a test platform, with its standard output's lines.
 pub struct Process {
     pub name: String,
@@ -55,6 +72,7 @@ impl Process {
         let mut child = Command::new(binary("wfd"))
             .args(&args)
             .arg("--stop-on-stdin-close")
+            .env("WF_BUILDPACK_TOOLS_DIR", buildpack_tools_dir())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),

@@ -2,12 +2,15 @@
 //! runs its build tools in the staging sandbox.
 
 mod c;
+mod javascript;
+mod python;
 mod rust;
 #[cfg(test)]
 mod source_tests;
 mod staticfile;
 mod wasm;
 mod wat;
+mod wit;
 
 use crate::lifecycle::Buildpack;
 
@@ -19,6 +22,8 @@ pub fn get(name: &str) -> Option<Box<dyn Buildpack>> {
         c::NAME => Some(Box::new(c::CBuildpack)),
         wat::NAME => Some(Box::new(wat::WatBuildpack)),
         staticfile::NAME => Some(Box::new(staticfile::StaticfileBuildpack)),
+        javascript::NAME => Some(Box::new(javascript::JavascriptBuildpack)),
+        python::NAME => Some(Box::new(python::PythonBuildpack)),
         _ => None,
     }
 }

@@ -1,0 +1,24 @@
+"""A wasi:http handler in Python: the cell calls it for every request."""
+
+from componentize_py_types import Ok
+from wit_world import exports
+from wit_world.imports.types import (
+    Fields,
+    IncomingRequest,
+    OutgoingBody,
+    OutgoingResponse,
+    ResponseOutparam,
+)
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        path = request.path_with_query() or "/"
+        body = f"hello from python {path}\n".encode()
+        response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain")]))
+        response.set_status_code(200)
+        out = response.body()
+        ResponseOutparam.set(response_out, Ok(response))
+        with out.write() as stream:
+            stream.blocking_write_and_flush(body)
+        OutgoingBody.finish(out, None)
