@@ -2,7 +2,7 @@
 //! (`tests/apps/source/`), staged by `rust_buildpack` and `c_buildpack` on the cell,
 //! served through the router or run as a worker; compile errors fail the push with
 //! `StagingError` and the compiler's message in the staging log; a restage reuses the
-//! buildpack cache. The tests share one platform; each works in an org and space of
+//! buildpack cache (a vendored proc-macro crate is not compiled again). The tests share one platform; each works in an org and space of
 //! its own.
 
 use std::path::PathBuf;
@@ -78,6 +78,31 @@ fn a_cargo_project_is_built_served_and_restaged_from_the_buildpack_cache() {
     assert_eq!(resp.body, "hello from rust source\n");
     assert!(out.contains("Restored buildpack cache"), "{out}");
     assert!(out.contains("Built app.wasm"), "{out}");
+}
+
+#[test]
+fn vendored_crates_build_offline_and_a_restage_does_not_compile_them_again() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    let dir = source_app("rust-vendored");
+    let out = wf.ok(&["push", "vendored", "-p", &dir, "--no-start"]);
+    for expected in [
+        "Vendored crates found: building offline",
+        "Compiling greeting-macro v0.1.0",
+        "Compiling rust-vendored v0.1.0 (/tmp/app)",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    let out = wf.ok(&["restage", "vendored"]);
+    // The trace may begin with the push's staging; the restage's starts at the restore.
+    let (_, restage) = out
+        .split_once("Restored buildpack cache")
+        .unwrap_or_else(|| panic!("no restored cache:\n{out}"));
+    assert!(restage.contains("Compiling rust-vendored"), "{out}");
+    assert!(
+        !restage.contains("Compiling greeting-macro"),
+        "the proc-macro crate comes from the cache:\n{out}"
+    );
 }
 
 #[test]
