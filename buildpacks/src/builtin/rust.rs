@@ -149,7 +149,8 @@ fn cargo<'c>(
         .env("CARGO_TERM_PROGRESS_WHEN", "never")
 }
 
-/// The cell's Rust sysroot (from its own `rustc`), which must have the wasm target.
+/// The cell's Rust sysroot (from its own `rustc`), which must have cargo and the wasm
+/// target.
 fn cell_sysroot() -> Result<PathBuf, StagingError> {
     let output = Command::new("rustc")
         .args(["--print", "sysroot"])
@@ -168,10 +169,22 @@ fn cell_sysroot() -> Result<PathBuf, StagingError> {
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    check_sysroot(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
+/// `sysroot` if it has what staging needs: cargo and the wasm target's standard library.
+fn check_sysroot(sysroot: PathBuf) -> Result<PathBuf, StagingError> {
     if !sysroot.join("lib/rustlib").join(TARGET).is_dir() {
         return Err(StagingError::Staging(format!(
             "this cell's Rust toolchain ({}) lacks the {TARGET} target: the cell needs `rustup target add {TARGET}`",
+            sysroot.display()
+        )));
+    }
+    if !sysroot.join("bin/cargo").is_file() {
+        return Err(StagingError::Staging(format!(
+            "this cell's Rust toolchain ({}) has no cargo: the cell needs `rustup component add cargo`",
             sysroot.display()
         )));
     }
@@ -511,6 +524,20 @@ mod tests {
         let b = package("b", "/tmp/app/b/Cargo.toml", &[("b", "cdylib")]);
         let err = choose(vec![a, b]).unwrap_err().to_string();
         assert!(err.contains("several packages to run (a, b)"), "{err}");
+    }
+
+    #[test]
+    fn a_sysroot_without_the_wasm_target_or_cargo_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let sysroot = dir.path().to_path_buf();
+        let err = check_sysroot(sysroot.clone()).unwrap_err().to_string();
+        assert!(err.contains("`rustup target add wasm32-wasip2`"), "{err}");
+        std::fs::create_dir_all(sysroot.join("lib/rustlib/wasm32-wasip2")).unwrap();
+        let err = check_sysroot(sysroot.clone()).unwrap_err().to_string();
+        assert!(err.contains("has no cargo"), "{err}");
+        std::fs::create_dir_all(sysroot.join("bin")).unwrap();
+        std::fs::write(sysroot.join("bin/cargo"), "").unwrap();
+        assert_eq!(check_sysroot(sysroot.clone()).unwrap(), sysroot);
     }
 
     #[test]
