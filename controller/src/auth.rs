@@ -257,6 +257,11 @@ impl User {
         sorted(&self.perms.visible_orgs)
     }
 
+    /// The spaces this user sees through their roles.
+    pub fn visible_space_guids(&self) -> Vec<String> {
+        sorted(&self.perms.visible_spaces)
+    }
+
     pub fn scope_orgs(&self, filter: Filter, column: &str) -> Filter {
         if self.perms.sees_everything() {
             return filter;

@@ -1282,3 +1282,71 @@ mod tests {
         assert_eq!(renamed.name, "z");
     }
 }
+
+/// A service instance; so far user-provided ones (`type` `user-provided`), whose
+/// credentials are stored encrypted (see `crypto.rs`).
+#[derive(Debug, Clone)]
+pub struct ServiceInstance {
+    pub guid: String,
+    pub name: String,
+    pub kind: String,
+    pub space_guid: String,
+    /// Encrypted JSON object.
+    pub credentials: Option<String>,
+    pub syslog_drain_url: Option<String>,
+    pub route_service_url: Option<String>,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for ServiceInstance {
+    const TABLE: &'static str = "service_instances";
+    const COLUMNS: &'static str = "guid, name, type, space_guid, credentials, syslog_drain_url, \
+        route_service_url, tags, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ServiceInstance {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            kind: text(row, "type")?,
+            space_guid: text(row, "space_guid")?,
+            credentials: opt_text(row, "credentials")?,
+            syslog_drain_url: opt_text(row, "syslog_drain_url")?,
+            route_service_url: opt_text(row, "route_service_url")?,
+            tags: json(row, "tags")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A service credential binding: of an app (`type` `app`) to a service instance.
+#[derive(Debug, Clone)]
+pub struct ServiceBinding {
+    pub guid: String,
+    pub name: Option<String>,
+    pub kind: String,
+    pub service_instance_guid: String,
+    pub app_guid: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for ServiceBinding {
+    const TABLE: &'static str = "service_credential_bindings";
+    const COLUMNS: &'static str =
+        "guid, name, type, service_instance_guid, app_guid, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ServiceBinding {
+            guid: text(row, "guid")?,
+            name: opt_text(row, "name")?,
+            kind: text(row, "type")?,
+            service_instance_guid: text(row, "service_instance_guid")?,
+            app_guid: opt_text(row, "app_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}

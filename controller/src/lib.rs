@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod auth;
 pub mod blobstore;
+mod crypto;
 mod db;
 mod deployments;
 mod error;
@@ -14,6 +15,7 @@ pub mod manifest;
 mod nsync;
 mod orphaned_blobs;
 mod quotas;
+mod services;
 mod signed_urls;
 mod staging;
 mod task_follower;
@@ -60,6 +62,9 @@ pub struct ControllerConfig {
     pub orphaned_blobs_interval: Duration,
     /// How long a blob stays orphaned, and unwritten, before cleanup deletes it.
     pub orphaned_blobs_grace: Duration,
+    /// Keys for secrets in the database (service credentials): (label, secret), the
+    /// first one current; empty means one key derived from `signing_secret`.
+    pub encryption_keys: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for ControllerConfig {
@@ -75,6 +80,7 @@ impl Default for ControllerConfig {
             sync_interval: Duration::from_secs(30),
             orphaned_blobs_interval: Duration::from_secs(3600),
             orphaned_blobs_grace: Duration::from_secs(3600),
+            encryption_keys: Vec::new(),
         }
     }
 }
@@ -95,6 +101,12 @@ pub struct Controller {
     nsync_lock: tokio::sync::Mutex<()>,
     /// Buildpack creates, moves and deletes run one at a time, so positions stay 1..n.
     buildpack_positions: tokio::sync::Mutex<()>,
+    /// Encrypts the secrets kept in the database.
+    crypto: crypto::Encryptor,
+    /// Forwards bound apps' logs to their syslog drains (see `services`).
+    drains: Arc<wf_loggregator::SyslogDrains>,
+    /// Stops `drains` when `run` is cancelled.
+    drains_cancel: CancellationToken,
 }
 
 impl Controller {
@@ -119,7 +131,16 @@ impl Controller {
             .map_err(|e| ControllerError::Blobstore(e.to_string()))?;
         let base_url = config.external_url.trim_end_matches('/').to_string();
         let signer = signed_urls::UrlSigner::new(&base_url, &config.signing_secret);
-        Ok(Arc::new(Controller {
+        let crypto = if config.encryption_keys.is_empty() {
+            let mut derived = config.signing_secret.clone();
+            derived.extend_from_slice(b"/database-encryption");
+            crypto::Encryptor::new(&[("default".to_string(), derived)])
+        } else {
+            crypto::Encryptor::new(&config.encryption_keys)
+        };
+        let drains_cancel = CancellationToken::new();
+        let drains = wf_loggregator::SyslogDrains::start(&logs, drains_cancel.clone());
+        let controller = Arc::new(Controller {
             base_url,
             db,
             blobs,
@@ -130,8 +151,18 @@ impl Controller {
             logs,
             nsync_lock: tokio::sync::Mutex::new(()),
             buildpack_positions: tokio::sync::Mutex::new(()),
+            crypto,
+            drains,
+            drains_cancel,
             config,
-        }))
+        });
+        services::sync_all_drains(&controller)
+            .await
+            .map_err(|e| ControllerError::Database(e.to_string()))?;
+        services::rotate_credentials(&controller)
+            .await
+            .map_err(|e| ControllerError::Database(e.to_string()))?;
+        Ok(controller)
     }
 
     /// The V3 API, the internal blob URLs and the log cache API.
@@ -149,8 +180,8 @@ impl Controller {
             ))
     }
 
-    /// Staging completion, task state tracking, nsync bulk sync and orphaned blob
-    /// cleanup, until cancelled.
+    /// Staging completion, task state tracking, nsync bulk sync, orphaned blob
+    /// cleanup and syslog drains, until cancelled.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let staging = tokio::spawn(task_follower::follow::<staging::Staging>(
             self.clone(),
@@ -163,9 +194,12 @@ impl Controller {
         let nsync = tokio::spawn(nsync::run(self.clone(), cancel.clone()));
         let crashes = tokio::spawn(audit::watch_crashes(self.clone(), cancel.clone()));
         let deployments = tokio::spawn(deployments::run(self.clone(), cancel.clone()));
-        let orphaned_blobs = tokio::spawn(orphaned_blobs::run(self.clone(), cancel));
+        let orphaned_blobs = tokio::spawn(orphaned_blobs::run(self.clone(), cancel.clone()));
+        let drains_cancel = self.drains_cancel.clone();
         tokio::spawn(async move {
             let _ = tokio::join!(staging, tasks, nsync, crashes, deployments, orphaned_blobs);
+            cancel.cancelled().await;
+            drains_cancel.cancel();
         })
     }
 

@@ -59,6 +59,8 @@ pub struct AppContext {
     pub uris: Vec<String>,
     /// The running environment variable group (the app's own variables win).
     pub running_group: serde_json::Map<String, Value>,
+    /// `VCAP_SERVICES`: what the app's service bindings give it.
+    pub vcap_services: Value,
 }
 
 impl AppContext {
@@ -92,12 +94,14 @@ impl AppContext {
         uris.sort();
         uris.dedup();
         let running_group = crate::api::env_group_variables(controller, "running").await?;
+        let vcap_services = crate::services::vcap_services(controller, &app.guid).await?;
         Ok(AppContext {
             app,
             space,
             org,
             uris,
             running_group,
+            vcap_services,
         })
     }
 
@@ -111,7 +115,7 @@ impl AppContext {
             },
             EnvVar {
                 name: "VCAP_SERVICES".into(),
-                value: "{}".into(),
+                value: self.vcap_services.to_string(),
             },
         ];
         let mut vars = self.running_group.clone();
@@ -322,8 +326,9 @@ fn plan(desired: Vec<DesiredLrp>, existing: Vec<DesiredLrp>) -> Vec<Step> {
 }
 
 /// The fields of a DesiredLRP the BBS cannot update. The route URIs in
-/// `VCAP_APPLICATION` do not count: as in CF, a route change re-routes running
-/// instances without restarting them, and their environment catches up on restart.
+/// `VCAP_APPLICATION` and `VCAP_SERVICES` do not count: as in CF, a route change
+/// re-routes running instances without restarting them, and a new service binding
+/// waits for the app's restart; their environment catches up then.
 fn fixed_part(lrp: &DesiredLrp) -> DesiredLrp {
     let mut fixed = DesiredLrp {
         instances: 0,
@@ -333,6 +338,7 @@ fn fixed_part(lrp: &DesiredLrp) -> DesiredLrp {
         modification_tag: Default::default(),
         ..lrp.clone()
     };
+    fixed.action.env.retain(|v| v.name != "VCAP_SERVICES");
     for var in fixed
         .action
         .env

@@ -325,8 +325,8 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
     finished_job(&controller, "app.delete").await
 }
 
-/// Deletes the app with its processes (and their LRPs), route destinations, packages,
-/// builds, droplets and buildpack cache.
+/// Deletes the app with its processes (and their LRPs), route destinations, service
+/// bindings (and drains), packages, builds, droplets and buildpack cache.
 pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiError> {
     if app.state == AppState::Started {
         let sizes = usage_events::sizes(controller, &app.guid).await?;
@@ -364,6 +364,7 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
         .await?;
     for table in [
         "route_destinations",
+        "service_credential_bindings",
         "builds",
         "packages",
         "droplets",
@@ -376,6 +377,7 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
         .delete_where("apps", Filter::new().eq("guid", &app.guid))
         .await?;
     nsync::sync_processes(controller, processes.into_iter().map(|p| p.guid).collect()).await;
+    crate::services::sync_app_drains(controller, &app.guid).await?;
     controller.emit_log(
         &app.guid,
         "API",
@@ -543,7 +545,7 @@ pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -
         "staging_env_json": staging,
         "running_env_json": context.running_group,
         "environment_variables": environment_variables,
-        "system_env_json": {"VCAP_SERVICES": {}},
+        "system_env_json": {"VCAP_SERVICES": context.vcap_services},
         "application_env_json": {"VCAP_APPLICATION": context.vcap_application(process.as_ref())},
     })))
 }

@@ -18,6 +18,8 @@ mod quotas;
 mod roles;
 mod root;
 mod routes;
+mod service_bindings;
+pub mod service_instances;
 mod stacks;
 mod tasks;
 mod usage_events;
@@ -253,6 +255,32 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/v3/space_quotas/{guid}/relationships/spaces/{space_guid}",
             delete(quotas::remove_space_quota),
+        )
+        .route(
+            "/v3/service_instances",
+            get(service_instances::list).post(service_instances::create),
+        )
+        .route(
+            "/v3/service_instances/{guid}",
+            get(service_instances::show)
+                .patch(service_instances::update)
+                .delete(service_instances::delete),
+        )
+        .route(
+            "/v3/service_instances/{guid}/credentials",
+            get(service_instances::credentials),
+        )
+        .route(
+            "/v3/service_credential_bindings",
+            get(service_bindings::list).post(service_bindings::create),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}",
+            get(service_bindings::show).delete(service_bindings::delete),
+        )
+        .route(
+            "/v3/service_credential_bindings/{guid}/details",
+            get(service_bindings::details),
         )
         .route("/v3/domains", get(domains::list).post(domains::create))
         .route(
