@@ -25,7 +25,7 @@ fn drain_url(s: &str) -> DrainUrl {
 }
 
 fn line(i: usize, text: &str) -> Envelope {
-    let log_type = if i % 2 == 0 {
+    let log_type = if i.is_multiple_of(2) {
         LogType::Out
     } else {
         LogType::Err
@@ -158,7 +158,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 
 fn assert_app_lines(received: &[Syslog], text: &str, hostname: &str) {
     for (i, m) in received.iter().enumerate() {
-        assert_eq!(m.pri, if i % 2 == 0 { 14 } else { 11 }, "{m:?}");
+        assert_eq!(m.pri, if i.is_multiple_of(2) { 14 } else { 11 }, "{m:?}");
         assert_eq!(m.hostname, hostname);
         assert_eq!(m.app_name, APP);
         assert_eq!(m.procid, "[APP/PROC/WEB/0]");

@@ -221,7 +221,7 @@ impl SyslogDrains {
     pub fn prometheus(&self) -> String {
         let stats = self.stats();
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&DrainStats) -> u64); 3] = [
+        let families: [Family; 3] = [
             (
                 "syslog_drain_messages_sent_total",
                 "counter",
@@ -263,6 +263,14 @@ impl SyslogDrains {
         out
     }
 }
+
+/// A Prometheus metric family: name, type, help, and its value for one drain.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DrainStats) -> u64,
+);
 
 fn label(value: &str) -> String {
     value

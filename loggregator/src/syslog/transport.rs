@@ -77,7 +77,7 @@ impl TlsSettings {
             .timeout(config.write_timeout)
             .pool_max_idle_per_host(2)
             .build()
-            .map_err(|e| format!("HTTPS client setup: {}", e.without_url()))?;
+            .map_err(|e| format!("HTTPS client setup: {}", chain(e)))?;
         let built = (Arc::new(tls), http);
         state.built = Some(built.clone());
         Ok(built)
@@ -184,7 +184,7 @@ impl Connection {
                                 format!("POST responded with {} status code", response.status()),
                             ))
                         }
-                        Err(e) => return Err((i, format!("POST failed: {}", e.without_url()))),
+                        Err(e) => return Err((i, format!("POST failed: {}", chain(e)))),
                     }
                 }
                 Ok(())
@@ -203,4 +203,18 @@ async fn tcp(url: &DrainUrl, connect_timeout: Duration) -> Result<TcpStream, Str
     .map_err(|e| format!("cannot connect to {}:{}: {e}", url.host(), url.port()))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// A reqwest error with its causes (its own message is often just "error sending
+/// request") and without the URL, which may hold credentials.
+fn chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
