@@ -524,3 +524,37 @@ async fn set_stops_removed_drains_and_keeps_unchanged_ones_connected() {
     assert!(drains.stats().is_empty());
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn a_drain_reconnects_when_the_server_closes_without_losing_the_next_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let store = Arc::new(LogStore::new(10_000));
+    let cancel = CancellationToken::new();
+    let drains = SyslogDrains::start(&store, cancel.clone());
+    drains.set(
+        APP,
+        "o.s.a",
+        vec![drain_url(&format!("syslog://127.0.0.1:{port}"))],
+    );
+    store.ingest(line(0, "first"));
+    let mut first = accept(&listener).await;
+    assert_eq!(read_frames(&mut first, 1).await[0].msg, "first 0\n");
+    // The server restarts its side; the next line goes to a new connection.
+    drop(first);
+    eventually("the drain sent the first line", || {
+        drains.stats()[0].sent == 1
+    })
+    .await;
+    // Not synchronisation: the next line comes a while after the restart, as it would
+    // (the drain sees the close once its runtime has polled the socket).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.ingest(line(1, "second"));
+    let mut second = accept(&listener).await;
+    assert_eq!(read_frames(&mut second, 1).await[0].msg, "second 1\n");
+    assert_eq!(
+        drains.stats()[0].last_error.as_deref(),
+        Some("the drain closed the connection")
+    );
+    cancel.cancel();
+}

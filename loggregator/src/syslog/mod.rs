@@ -104,6 +104,8 @@ pub struct SyslogDrains {
 
 struct Shared {
     store: Arc<LogStore>,
+    /// Where drain writers run (`set` may be called from outside the runtime).
+    runtime: tokio::runtime::Handle,
     config: SyslogConfig,
     cancel: CancellationToken,
     /// App guid -> its drains.
@@ -114,7 +116,8 @@ struct Shared {
 }
 
 impl SyslogDrains {
-    /// Starts forwarding: subscribes to `store` and runs until `cancel`.
+    /// Starts forwarding: subscribes to `store` and runs until `cancel`. Call it within
+    /// a Tokio runtime; the drains run there.
     pub fn start(store: &Arc<LogStore>, cancel: CancellationToken) -> Arc<SyslogDrains> {
         SyslogDrains::start_with_config(store, cancel, SyslogConfig::default())
     }
@@ -133,6 +136,7 @@ impl SyslogDrains {
         };
         let shared = Arc::new(Shared {
             store: store.clone(),
+            runtime: tokio::runtime::Handle::current(),
             config,
             cancel,
             apps: RwLock::new(HashMap::new()),
@@ -185,7 +189,9 @@ impl SyslogDrains {
                         url,
                         self.shared.cancel.child_token(),
                     ));
-                    tokio::spawn(run_drain(drain.clone(), self.shared.clone()));
+                    self.shared
+                        .runtime
+                        .spawn(run_drain(drain.clone(), self.shared.clone()));
                     drain
                 }
             };
@@ -501,6 +507,14 @@ async fn run_drain(drain: Arc<Drain>, shared: Arc<Shared>) {
             if pending.is_empty() {
                 continue;
             }
+        }
+        if open.closed_by_peer() {
+            drain.set_error("the drain closed the connection".to_string());
+            connection = None;
+            if !pause(&drain, &shared, &mut backoff).await {
+                return;
+            }
+            continue;
         }
         let sent = tokio::select! {
             _ = drain.cancel.cancelled() => return,

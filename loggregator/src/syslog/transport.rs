@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::drain_url::{DrainScheme, DrainUrl};
@@ -84,9 +85,14 @@ impl TlsSettings {
     }
 }
 
+/// A TCP or TLS connection to a syslog server.
+pub(crate) trait SyslogStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> SyslogStream for T {}
+
 /// An open way to one drain.
 pub(crate) enum Connection {
-    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+    Stream(Box<dyn SyslogStream>),
     Https {
         client: reqwest::Client,
         url: url::Url,
@@ -137,6 +143,26 @@ impl Connection {
                 })
             }
         }
+    }
+
+    /// Whether the server has closed the connection (or reset it). Syslog servers send
+    /// nothing back, so anything readable is the end of the stream: checking before a
+    /// write keeps a batch from vanishing into a connection the server already closed
+    /// (the first write after the close would still succeed locally).
+    pub(crate) fn closed_by_peer(&mut self) -> bool {
+        let Connection::Stream(stream) = self else {
+            return false;
+        };
+        let mut buf = [0u8; 1024];
+        // Bounded, in case a server does talk back.
+        for _ in 0..16 {
+            match stream.read(&mut buf).now_or_never() {
+                None => return false,
+                Some(Ok(0)) | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+        false
     }
 
     /// Sends `messages` in order. On failure, how many were sent before it and why.
