@@ -43,6 +43,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     9 => "0009_private_domains",
     10 => "0010_app_usage_events",
     11 => "0011_buildpacks",
+    12 => "0012_service_instances",
 );
 
 /// A bound query argument.

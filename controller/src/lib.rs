@@ -158,10 +158,10 @@ impl Controller {
         });
         services::sync_all_drains(&controller)
             .await
-            .map_err(|e| ControllerError::Database(e.to_string()))?;
+            .map_err(|e| ControllerError::Database(format!("{e:?}")))?;
         services::rotate_credentials(&controller)
             .await
-            .map_err(|e| ControllerError::Database(e.to_string()))?;
+            .map_err(|e| ControllerError::Database(format!("{e:?}")))?;
         Ok(controller)
     }
 

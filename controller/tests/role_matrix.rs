@@ -192,6 +192,9 @@ struct World {
     route: String,
     /// An admin buildpack of this world's own.
     buildpack: String,
+    /// A user-provided service instance in the space, bound to the app.
+    service_instance: String,
+    binding: String,
     /// A user with a developer's role only, for role creation.
     other_user: String,
 }
@@ -462,6 +465,63 @@ const CASES: &[Case] = &[
         get(format!("/v3/roles?space_guids={}", w.space))
     })
     .listing(),
+    // Service instances and bindings: space readers see them, developers change them,
+    // secret readers see credentials.
+    case("GET svc instance", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/service_instances/{}", w.service_instance))
+    }),
+    case("list svc instances", Scope::Space, &[], |w| {
+        get(format!("/v3/service_instances?space_guids={}", w.space))
+    })
+    .listing(),
+    case("svc credentials", Scope::Space, SECRET_READERS, |w| {
+        get(format!(
+            "/v3/service_instances/{}/credentials",
+            w.service_instance
+        ))
+    }),
+    case("POST svc instance", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::POST,
+            "/v3/service_instances".into(),
+            Some(json!({
+                "type": "user-provided",
+                "name": "another",
+                "relationships": {"space": {"data": {"guid": w.space}}},
+            })),
+        )
+    })
+    .creating(),
+    case("PATCH svc instance", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::PATCH,
+            format!("/v3/service_instances/{}", w.service_instance),
+            Some(json!({"tags": ["t"]})),
+        )
+    }),
+    case("DELETE svc instance", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::DELETE,
+            format!("/v3/service_instances/{}", w.service_instance),
+            None,
+        )
+    }),
+    case("GET binding", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/service_credential_bindings/{}", w.binding))
+    }),
+    case("binding details", Scope::Space, SECRET_READERS, |w| {
+        get(format!(
+            "/v3/service_credential_bindings/{}/details",
+            w.binding
+        ))
+    }),
+    case("DELETE binding", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::DELETE,
+            format!("/v3/service_credential_bindings/{}", w.binding),
+            None,
+        )
+    }),
     // Buildpacks: everyone signed in reads, admins write.
     case("list buildpacks", Scope::Global, ROLES, |_| {
         get("/v3/buildpacks".into())
@@ -587,6 +647,35 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
         .as_str()
         .unwrap()
         .to_string();
+    let service_instance = api
+        .post(
+            "/v3/service_instances",
+            json!({
+                "type": "user-provided",
+                "name": "ups",
+                "credentials": {"password": "secret"},
+                "relationships": {"space": {"data": {"guid": space}}},
+            }),
+        )
+        .await["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let binding = api
+        .post(
+            "/v3/service_credential_bindings",
+            json!({
+                "type": "app",
+                "relationships": {
+                    "app": {"data": {"guid": app}},
+                    "service_instance": {"data": {"guid": service_instance}},
+                },
+            }),
+        )
+        .await["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (user, _) = &users.by_role[&role];
     for kind in role.cc_roles() {
         let target = if kind.starts_with("organization") {
@@ -631,6 +720,8 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
         process,
         route,
         buildpack,
+        service_instance,
+        binding,
         other_user: other_user.clone(),
     }
 }

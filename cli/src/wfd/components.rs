@@ -318,6 +318,12 @@ pub struct ControllerArgs {
     /// Holds the key of signed blob URLs; generated there if missing.
     #[arg(long, default_value = "./.wasmfoundry-blob-signing-secret")]
     pub signing_secret_file: PathBuf,
+    /// A key for the secrets in the CC database (service credentials): LABEL=FILE, the
+    /// secret in FILE. Repeat it to rotate: the first is current, the others still
+    /// decrypt, and values under them are re-encrypted at start. Default: one key
+    /// derived from the signing secret.
+    #[arg(long = "encryption-key", value_name = "LABEL=FILE")]
+    pub encryption_keys: Vec<String>,
     #[arg(long, default_value = "apps.localhost")]
     pub apps_domain: String,
     /// Seconds between nsync bulk syncs (CF: 30).
@@ -352,6 +358,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             sync_interval: Duration::from_secs(args.sync_interval.max(1)),
             orphaned_blobs_interval: args.blobstore.orphaned_blobs().0,
             orphaned_blobs_grace: args.blobstore.orphaned_blobs().1,
+            encryption_keys: encryption_keys(&args.encryption_keys)?,
         },
         bbs,
         bus,
@@ -374,6 +381,32 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 /// UAA's verification keys and issuer, waiting for UAA to answer.
+/// The `--encryption-key LABEL=FILE` keys, read.
+fn encryption_keys(args: &[String]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    args.iter()
+        .map(|arg| {
+            let (label, file) = arg
+                .split_once('=')
+                .filter(|(label, file)| {
+                    !label.is_empty() && !label.contains(':') && !file.is_empty()
+                })
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--encryption-key {arg:?}: expected LABEL=FILE (a label without ':')"
+                    )
+                })?;
+            let secret = std::fs::read_to_string(file)
+                .with_context(|| format!("--encryption-key {label}: reading {file}"))?;
+            let secret = secret.trim();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "--encryption-key {label}: {file} is empty"
+            );
+            Ok((label.to_string(), secret.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
 async fn fetch_verifier(
     uaa_url: &str,
     cancel: &CancellationToken,

@@ -1,0 +1,405 @@
+//! Service instances (`/v3/service_instances`). So far the user-provided kind (`wf
+//! cups`): credentials the developer gives (stored encrypted, shown only to those who
+//! may read secrets, through `/credentials`), a `syslog_drain_url` that the app's logs
+//! are forwarded to once bound, and a `route_service_url`. Deleting an instance deletes
+//! its bindings. Managed instances (brokers, OSB) come with the service brokers.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{
+    cf_time, created, href, load_space_to, metadata, ok, paginated, relationship_guid, ApiResult,
+    Ctl, JsonBody, ListParams,
+};
+use crate::audit::{self, Target};
+use crate::auth::{Access, User};
+use crate::db::{self, Arg, Filter, ServiceBinding, ServiceInstance};
+use crate::error::ApiError;
+use crate::Controller;
+
+/// What audit events and logs show instead of credentials.
+pub const PRIVATE: &str = "[PRIVATE DATA HIDDEN]";
+pub const USER_PROVIDED: &str = "user-provided";
+
+fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
+    let link = |suffix: &str| {
+        href(
+            controller,
+            &format!("/v3/service_instances/{}{suffix}", instance.guid),
+        )
+    };
+    json!({
+        "guid": instance.guid,
+        "created_at": cf_time(&instance.created_at),
+        "updated_at": cf_time(&instance.updated_at),
+        "name": instance.name,
+        "type": instance.kind,
+        "tags": instance.tags,
+        "syslog_drain_url": instance.syslog_drain_url,
+        "route_service_url": instance.route_service_url,
+        "last_operation": {
+            "type": "create",
+            "state": "succeeded",
+            "description": "Operation succeeded",
+            "created_at": cf_time(&instance.created_at),
+            "updated_at": cf_time(&instance.updated_at),
+        },
+        "relationships": {"space": {"data": {"guid": instance.space_guid}}},
+        "metadata": metadata(),
+        "links": {
+            "self": link(""),
+            "space": href(controller, &format!("/v3/spaces/{}", instance.space_guid)),
+            "credentials": link("/credentials"),
+            "service_credential_bindings": href(
+                controller,
+                &format!("/v3/service_credential_bindings?service_instance_guids={}", instance.guid),
+            ),
+            "service_route_bindings": href(
+                controller,
+                &format!("/v3/service_route_bindings?service_instance_guids={}", instance.guid),
+            ),
+        },
+    })
+}
+
+/// A service instance the user can see (else 404), and may do `access` to (else 403).
+pub async fn load_to(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+    access: Access,
+) -> Result<ServiceInstance, ApiError> {
+    match controller.db.get::<ServiceInstance>(guid).await? {
+        Some(instance) if user.can_access_space(&instance.space_guid) => {
+            user.require_in_space(&instance.space_guid, access)?;
+            Ok(instance)
+        }
+        _ => Err(ApiError::not_found("Service instance")),
+    }
+}
+
+pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let filter = user.scope_spaces(Filter::new(), "space_guid");
+    let filter = params.filter(filter, "names", "name");
+    let filter = params.filter(filter, "guids", "guid");
+    let filter = params.filter(filter, "space_guids", "space_guid");
+    let filter = params.filter(filter, "type", "type");
+    let (total, instances) = controller
+        .db
+        .list::<ServiceInstance>(filter, &params.page)
+        .await?;
+    let resources = instances.iter().map(|i| present(&controller, i)).collect();
+    Ok(paginated(&controller, &params, total, resources))
+}
+
+pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let instance = load_to(&controller, &user, &guid, Access::Read).await?;
+    Ok(ok(present(&controller, &instance)))
+}
+
+/// `GET /v3/service_instances/:guid/credentials` (user-provided instances only).
+pub async fn credentials(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+) -> ApiResult {
+    let instance = load_to(&controller, &user, &guid, Access::ReadSecrets).await?;
+    if instance.kind != USER_PROVIDED {
+        return Err(ApiError::not_found("Service instance"));
+    }
+    Ok(ok(Value::Object(instance_credentials(
+        &controller,
+        &instance,
+    )?)))
+}
+
+/// The decrypted credentials of `instance` (an empty object when it has none).
+pub fn instance_credentials(
+    controller: &Controller,
+    instance: &ServiceInstance,
+) -> Result<Map<String, Value>, ApiError> {
+    let Some(stored) = &instance.credentials else {
+        return Ok(Map::new());
+    };
+    let plain = controller.crypto.decrypt(stored).map_err(|e| {
+        ApiError::Internal(format!(
+            "credentials of service instance {}: {e}",
+            instance.guid
+        ))
+    })?;
+    serde_json::from_str(&plain)
+        .map_err(|e| ApiError::Internal(format!("credentials of {}: {e}", instance.guid)))
+}
+
+/// The fields a create or update may set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFields {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    credentials: Option<Value>,
+    #[serde(default, deserialize_with = "given")]
+    syslog_drain_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    route_service_url: Option<Option<String>>,
+    tags: Option<Vec<String>>,
+    relationships: Option<Value>,
+    /// Accepted as CF clients send it; labels and annotations are not kept yet.
+    #[serde(rename = "metadata")]
+    _metadata: Option<Value>,
+}
+
+/// A field that was given, possibly as `null` (which clears it): `Some(None)`.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// The checked column values of `fields` (only those given).
+fn columns(
+    controller: &Controller,
+    fields: &InstanceFields,
+) -> Result<Vec<(&'static str, Arg)>, ApiError> {
+    let mut values = Vec::new();
+    if let Some(name) = &fields.name {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(ApiError::unprocessable(
+                "Name must be between 1 and 255 characters",
+            ));
+        }
+        values.push(("name", Arg::Text(name.to_string())));
+    }
+    if let Some(credentials) = &fields.credentials {
+        if !credentials.is_object() {
+            return Err(ApiError::unprocessable("Credentials must be an object"));
+        }
+        let sealed = controller
+            .crypto
+            .encrypt(&credentials.to_string())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        values.push(("credentials", Arg::Text(sealed)));
+    }
+    if let Some(url) = &fields.syslog_drain_url {
+        let url = url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        if let Some(url) = url {
+            url.parse::<wf_loggregator::DrainUrl>().map_err(|e| {
+                ApiError::unprocessable(format!("Syslog drain url is invalid: {e}"))
+            })?;
+        }
+        values.push((
+            "syslog_drain_url",
+            url.map_or(Arg::Null, |u| Arg::Text(u.into())),
+        ));
+    }
+    if let Some(url) = &fields.route_service_url {
+        let url = url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        if let Some(url) = url {
+            let valid = url::Url::parse(url).is_ok_and(|u| {
+                u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if !valid {
+                return Err(ApiError::unprocessable("Route service url must be https"));
+            }
+        }
+        values.push((
+            "route_service_url",
+            url.map_or(Arg::Null, |u| Arg::Text(u.into())),
+        ));
+    }
+    if let Some(tags) = &fields.tags {
+        if tags.iter().map(String::len).sum::<usize>() > 2048 {
+            return Err(ApiError::unprocessable(
+                "Tags are limited to 2048 characters",
+            ));
+        }
+        values.push(("tags", db::to_json_text(tags)));
+    }
+    Ok(values)
+}
+
+fn name_taken(name: &str) -> ApiError {
+    ApiError::unprocessable(format!("The service instance name is taken: {name}."))
+}
+
+/// What audit events record of a request: everything but the credentials.
+fn audit_request(fields: &InstanceFields) -> Value {
+    let mut request = Map::new();
+    if let Some(name) = &fields.name {
+        request.insert("name".into(), json!(name));
+    }
+    if fields.credentials.is_some() {
+        request.insert("credentials".into(), json!(PRIVATE));
+    }
+    if let Some(url) = &fields.syslog_drain_url {
+        request.insert("syslog_drain_url".into(), json!(url));
+    }
+    if let Some(url) = &fields.route_service_url {
+        request.insert("route_service_url".into(), json!(url));
+    }
+    if let Some(tags) = &fields.tags {
+        request.insert("tags".into(), json!(tags));
+    }
+    json!({"request": request})
+}
+
+async fn record(
+    controller: &Controller,
+    user: &User,
+    event: &str,
+    instance: &ServiceInstance,
+    data: Value,
+) {
+    let target = Target {
+        kind: "user_provided_service_instance",
+        guid: &instance.guid,
+        name: &instance.name,
+    };
+    audit::record(
+        controller,
+        user,
+        event,
+        target,
+        Some(&instance.space_guid),
+        data,
+    )
+    .await;
+}
+
+pub async fn create(
+    State(controller): Ctl,
+    user: User,
+    JsonBody(fields): JsonBody<InstanceFields>,
+) -> ApiResult {
+    match fields.kind.as_deref() {
+        Some(USER_PROVIDED) => {}
+        Some("managed") => {
+            return Err(ApiError::unprocessable(
+                "Managed service instances need a service broker; none is registered",
+            ))
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "Type must be one of 'managed', 'user-provided'",
+            ))
+        }
+    }
+    let name = fields
+        .name
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("Name can't be blank"));
+    }
+    let body = json!({"relationships": fields.relationships.clone().unwrap_or_default()});
+    let space_guid = relationship_guid(&body, "space").ok_or_else(|| {
+        ApiError::unprocessable("Relationships 'relationships' must include space")
+    })?;
+    let space = load_space_to(&controller, &user, &space_guid, Access::Read)
+        .await
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "Invalid space. Ensure that the space exists and you have access to it.",
+            )
+        })?;
+    user.require_in_space(&space.guid, Access::Develop)?;
+    let guid = db::new_guid();
+    let now = db::now();
+    let mut values = vec![
+        ("guid", guid.clone().into()),
+        ("type", USER_PROVIDED.into()),
+        ("space_guid", space.guid.clone().into()),
+        ("created_at", now.clone().into()),
+        ("updated_at", now.into()),
+    ];
+    values.extend(columns(&controller, &fields)?);
+    match controller.db.insert("service_instances", values).await {
+        Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&name)),
+        other => other?,
+    }
+    let instance = controller
+        .db
+        .get::<ServiceInstance>(&guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Service instance"))?;
+    record(
+        &controller,
+        &user,
+        "audit.user_provided_service_instance.create",
+        &instance,
+        audit_request(&fields),
+    )
+    .await;
+    Ok(created(present(&controller, &instance)))
+}
+
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(fields): JsonBody<InstanceFields>,
+) -> ApiResult {
+    let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
+    if fields.kind.is_some() || fields.relationships.is_some() {
+        return Err(ApiError::unprocessable(
+            "Type and relationships cannot be changed",
+        ));
+    }
+    let mut values = columns(&controller, &fields)?;
+    if !values.is_empty() {
+        values.push(("updated_at", db::now().into()));
+        let name = fields.name.clone().unwrap_or_default();
+        match controller
+            .db
+            .update("service_instances", &guid, values)
+            .await
+        {
+            Err(e) if db::is_unique_violation(&e) => return Err(name_taken(name.trim())),
+            other => {
+                other?;
+            }
+        }
+    }
+    let updated = load_to(&controller, &user, &guid, Access::Read).await?;
+    if updated.syslog_drain_url != instance.syslog_drain_url {
+        crate::services::sync_instance_drains(&controller, &guid).await?;
+    }
+    record(
+        &controller,
+        &user,
+        "audit.user_provided_service_instance.update",
+        &updated,
+        audit_request(&fields),
+    )
+    .await;
+    Ok(ok(present(&controller, &updated)))
+}
+
+pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", &guid))
+        .await?;
+    for binding in &bindings {
+        super::service_bindings::remove(&controller, &user, binding).await?;
+    }
+    controller
+        .db
+        .delete_where("service_instances", Filter::new().eq("guid", &guid))
+        .await?;
+    record(
+        &controller,
+        &user,
+        "audit.user_provided_service_instance.delete",
+        &instance,
+        json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,172 @@
+//! What an app's service bindings give it: `VCAP_SERVICES` in CF's shape (offering
+//! label -> bound instances; user-provided instances under `user-provided`), and the
+//! syslog drains its logs go to. Drains follow bindings at once: every bind, unbind,
+//! drain URL change and controller start hands the app's drains to loggregator.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::api::service_instances::instance_credentials;
+use crate::db::{App, Filter, Org, ServiceBinding, ServiceInstance, Space};
+use crate::error::ApiError;
+use crate::Controller;
+
+/// The app's bindings with their instances, oldest first.
+async fn bound_instances(
+    controller: &Controller,
+    app_guid: &str,
+) -> Result<Vec<(ServiceBinding, ServiceInstance)>, sqlx::Error> {
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(Filter::new().eq("app_guid", app_guid))
+        .await?;
+    let guids: Vec<String> = bindings
+        .iter()
+        .map(|b| b.service_instance_guid.clone())
+        .collect();
+    let instances: BTreeMap<String, ServiceInstance> = controller
+        .db
+        .find::<ServiceInstance>(Filter::new().any_of("guid", &guids))
+        .await?
+        .into_iter()
+        .map(|i| (i.guid.clone(), i))
+        .collect();
+    Ok(bindings
+        .into_iter()
+        .filter_map(|b| {
+            let instance = instances.get(&b.service_instance_guid)?.clone();
+            Some((b, instance))
+        })
+        .collect())
+}
+
+/// `VCAP_SERVICES` of the app.
+pub async fn vcap_services(controller: &Controller, app_guid: &str) -> Result<Value, sqlx::Error> {
+    let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (binding, instance) in bound_instances(controller, app_guid).await? {
+        let credentials = instance_credentials(controller, &instance).unwrap_or_else(|e| {
+            // Not fatal for the app, but never silent: the key is missing or wrong.
+            tracing::error!(instance = %instance.guid, error = %e, "cannot decrypt service credentials");
+            Map::new()
+        });
+        services
+            .entry(instance.kind.clone())
+            .or_default()
+            .push(json!({
+                "label": instance.kind,
+                "name": binding.name.clone().unwrap_or_else(|| instance.name.clone()),
+                "tags": instance.tags,
+                "instance_guid": instance.guid,
+                "instance_name": instance.name,
+                "binding_guid": binding.guid,
+                "binding_name": binding.name,
+                "credentials": credentials,
+                "syslog_drain_url": instance.syslog_drain_url,
+                "volume_mounts": [],
+            }));
+    }
+    Ok(json!(services))
+}
+
+/// Hands loggregator the app's current syslog drains (none once it has no bindings
+/// with a drain, or is gone).
+pub async fn sync_app_drains(controller: &Controller, app_guid: &str) -> Result<(), ApiError> {
+    let mut urls = Vec::new();
+    let mut hostname = String::new();
+    if let Some(app) = controller.db.get::<App>(app_guid).await? {
+        for (_, instance) in bound_instances(controller, app_guid).await? {
+            let Some(url) = &instance.syslog_drain_url else {
+                continue;
+            };
+            match url.parse::<wf_loggregator::DrainUrl>() {
+                Ok(url) => urls.push(url),
+                Err(e) => {
+                    tracing::warn!(instance = %instance.guid, error = %e, "skipping an invalid syslog drain")
+                }
+            }
+        }
+        hostname = drain_hostname(controller, &app).await?;
+    }
+    controller.drains.set(app_guid, &hostname, urls);
+    Ok(())
+}
+
+/// Re-syncs the drains of every app bound to the instance.
+pub async fn sync_instance_drains(
+    controller: &Controller,
+    instance_guid: &str,
+) -> Result<(), ApiError> {
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", instance_guid))
+        .await?;
+    for app_guid in bindings.iter().filter_map(|b| b.app_guid.as_deref()) {
+        sync_app_drains(controller, app_guid).await?;
+    }
+    Ok(())
+}
+
+/// Hands loggregator the drains of every bound app (at controller start).
+pub async fn sync_all_drains(controller: &Controller) -> Result<(), ApiError> {
+    let instances: Vec<ServiceInstance> = controller
+        .db
+        .find(Filter::new().clause("syslog_drain_url IS NOT NULL", vec![]))
+        .await?;
+    for instance in instances {
+        sync_instance_drains(controller, &instance.guid).await?;
+    }
+    Ok(())
+}
+
+/// CF's drain hostname: `org.space.app`.
+async fn drain_hostname(controller: &Controller, app: &App) -> Result<String, sqlx::Error> {
+    let space = controller.db.get::<Space>(&app.space_guid).await?;
+    let org = match &space {
+        Some(space) => controller.db.get::<Org>(&space.organization_guid).await?,
+        None => None,
+    };
+    Ok(format!(
+        "{}.{}.{}",
+        org.map(|o| o.name).unwrap_or_default(),
+        space.map(|s| s.name).unwrap_or_default(),
+        app.name
+    ))
+}
+
+/// Re-encrypts, under the current key, the credentials stored under an older one (after
+/// a key rotation); a value no configured key opens is left for an operator to fix.
+pub async fn rotate_credentials(controller: &Controller) -> Result<(), ApiError> {
+    let instances: Vec<ServiceInstance> = controller
+        .db
+        .find(Filter::new().clause("credentials IS NOT NULL", vec![]))
+        .await?;
+    for instance in instances {
+        let Some(stored) = &instance.credentials else {
+            continue;
+        };
+        if !controller.crypto.needs_rotation(stored) {
+            continue;
+        }
+        let resealed = controller
+            .crypto
+            .decrypt(stored)
+            .and_then(|plain| controller.crypto.encrypt(&plain));
+        match resealed {
+            Ok(sealed) => {
+                controller
+                    .db
+                    .update(
+                        "service_instances",
+                        &instance.guid,
+                        vec![("credentials", sealed.into())],
+                    )
+                    .await?;
+            }
+            Err(e) => {
+                tracing::error!(instance = %instance.guid, error = %e, "cannot re-encrypt service credentials")
+            }
+        }
+    }
+    Ok(())
+}
