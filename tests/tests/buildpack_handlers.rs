@@ -15,6 +15,8 @@ use wf_tests::platform::{Platform, Wf};
 /// MB that the cell compiles before the first request.
 const SERVED_WITHIN: Duration = Duration::from_secs(120);
 const LOGS_WITHIN: Duration = Duration::from_secs(10);
+/// Requests timed after the first 200.
+const REQUESTS: u32 = 10;
 
 fn source(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,12 +31,23 @@ fn source(name: &str) -> String {
 /// router; returns the body.
 fn push_and_get(platform: &Platform, wf: &Wf, name: &str, fixture: &str, path: &str) -> String {
     let started = Instant::now();
-    wf.ok(&["push", name, "-p", &source(fixture)]);
+    let out = wf.ok(&["push", name, "-p", &source(fixture)]);
     let pushed = started.elapsed();
     let resp = platform.wait_for(name, path, SERVED_WITHIN, |r| r.status == 200);
+    let droplet = out
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Droplet: "))
+        .unwrap_or("size not in the push output");
+    let first_200 = started.elapsed();
+    // Each request gets a fresh instance of the component.
+    let requests = Instant::now();
+    for _ in 0..REQUESTS {
+        assert_eq!(platform.get(name, path).status, 200);
+    }
     eprintln!(
-        "{fixture}: wf push took {pushed:.1?}, first 200 after {:.1?}",
-        started.elapsed()
+        "{fixture}: wf push took {pushed:.1?}, first 200 after {first_200:.1?}; droplet \
+         {droplet}; {:.1?} per request after that",
+        requests.elapsed() / REQUESTS
     );
     resp.body
 }
@@ -108,6 +121,10 @@ fn a_python_handler_is_built_served_and_broken_source_fails() {
         "python-hello",
         &["Python Buildpack", "wasi:http handler component"],
     );
+
+    // Dependencies from requirements.txt, and a handler module that is not app.py.
+    let body = push_and_get(platform, &wf, "python-deps", "python-deps", "/");
+    assert_eq!(body, "hello from python with six 1.17.0\n");
 
     push_broken(
         &wf,
