@@ -1,7 +1,8 @@
 //! The JavaScript and Python buildpacks on the real platform: source pushed with
 //! `wf push -p DIR` becomes a `wasi:http` handler component (componentize-js,
 //! componentize-py, installed on the cell on first use) that the cell serves through
-//! the router; source that does not parse fails staging with the tool's message.
+//! the router; pushing the same sources again reuses the component from the app's
+//! buildpack cache; source that does not parse fails staging with the tool's message.
 //!
 //! Each test prints how long its push took to the first 200 (run with `--nocapture`);
 //! the first run installs the tools into `target/buildpack-tools`, later runs reuse them.
@@ -27,9 +28,18 @@ fn source(name: &str) -> String {
         .to_string()
 }
 
+/// What staging says when it reuses the component it built from the same sources.
+const REUSED: &str = "Reusing the component built from the same sources";
+
 /// Pushes fixture `fixture` as `name` and waits for `path` to answer 200 through the
-/// router; returns the body.
-fn push_and_get(platform: &Platform, wf: &Wf, name: &str, fixture: &str, path: &str) -> String {
+/// router; returns the push output and the body.
+fn push_and_get(
+    platform: &Platform,
+    wf: &Wf,
+    name: &str,
+    fixture: &str,
+    path: &str,
+) -> (String, String) {
     let started = Instant::now();
     let out = wf.ok(&["push", name, "-p", &source(fixture)]);
     let pushed = started.elapsed();
@@ -44,12 +54,17 @@ fn push_and_get(platform: &Platform, wf: &Wf, name: &str, fixture: &str, path: &
     for _ in 0..REQUESTS {
         assert_eq!(platform.get(name, path).status, 200);
     }
+    let reused = if out.contains(REUSED) {
+        " (component from the buildpack cache)"
+    } else {
+        ""
+    };
     eprintln!(
-        "{fixture}: wf push took {pushed:.1?}, first 200 after {first_200:.1?}; droplet \
+        "{fixture}{reused}: wf push took {pushed:.1?}, first 200 after {first_200:.1?}; droplet \
          {droplet}; {:.1?} per request after that",
         requests.elapsed() / REQUESTS
     );
-    resp.body
+    (out, resp.body)
 }
 
 /// Waits until the app's recent logs contain every one of `wanted`; returns them.
@@ -83,7 +98,8 @@ fn a_javascript_fetch_handler_is_built_served_and_broken_source_fails() {
     let platform = Platform::shared();
     let wf = platform.user();
 
-    let body = push_and_get(platform, &wf, "js-hello", "js-hello", "/greet/me");
+    let (out, body) = push_and_get(platform, &wf, "js-hello", "js-hello", "/greet/me");
+    assert!(!out.contains(REUSED), "{out}");
     assert_eq!(body, "hello from javascript /greet/me\n");
     assert_eq!(
         platform.get("js-hello", "/again").body,
@@ -94,6 +110,11 @@ fn a_javascript_fetch_handler_is_built_served_and_broken_source_fails() {
         "js-hello",
         &["JavaScript Buildpack", "wasi:http handler component"],
     );
+
+    // The same sources again: the component comes from the app's buildpack cache.
+    let (out, body) = push_and_get(platform, &wf, "js-hello", "js-hello", "/");
+    assert!(out.contains(REUSED), "{out}");
+    assert_eq!(body, "hello from javascript /\n");
 
     push_broken(
         &wf,
@@ -108,13 +129,14 @@ fn a_python_handler_is_built_served_and_broken_source_fails() {
     let platform = Platform::shared();
     let wf = platform.user();
 
-    let body = push_and_get(
+    let (out, body) = push_and_get(
         platform,
         &wf,
         "python-hello",
         "python-hello",
         "/greet/me?x=1",
     );
+    assert!(!out.contains(REUSED), "{out}");
     assert_eq!(body, "hello from python /greet/me?x=1\n");
     recent_logs_with(
         &wf,
@@ -122,8 +144,12 @@ fn a_python_handler_is_built_served_and_broken_source_fails() {
         &["Python Buildpack", "wasi:http handler component"],
     );
 
+    let (out, body) = push_and_get(platform, &wf, "python-hello", "python-hello", "/");
+    assert!(out.contains(REUSED), "{out}");
+    assert_eq!(body, "hello from python /\n");
+
     // Dependencies from requirements.txt, and a handler module that is not app.py.
-    let body = push_and_get(platform, &wf, "python-deps", "python-deps", "/");
+    let (_, body) = push_and_get(platform, &wf, "python-deps", "python-deps", "/");
     assert_eq!(body, "hello from python with six 1.17.0\n");
 
     push_broken(

@@ -49,6 +49,15 @@ impl Buildpack for JavascriptBuildpack {
         ctx.log("-----> JavaScript Buildpack");
         let entry = entry_module(ctx.app_dir)?;
         ctx.log(&format!("       Entry module: {entry}"));
+        let toolchain = format!(
+            "componentize-js {COMPONENTIZE_JS} {entry} wasi 0.2.{RUNTIME_WASI_PATCH}/{}",
+            super::wit::WASI_PATCH
+        );
+        let digest = super::components::digest(ctx, &toolchain)?;
+        if super::components::restore(ctx, &digest)? {
+            ctx.log("       Reusing the component built from the same sources (buildpack cache)");
+            return Ok(());
+        }
         check_syntax(ctx, &entry)?;
 
         let tool =
@@ -86,7 +95,8 @@ impl Buildpack for JavascriptBuildpack {
             .arg(&entry)
             .arg(format!("{DEPS}/{}/wit", ctx.index))
             .args([world.as_str(), DROPLET_WASM])
-            .run(ctx.log)
+            .run(ctx.log)?;
+        super::components::save(ctx, &digest)
     }
 
     fn release(&self, _ctx: &Context) -> Result<ProcessTypes, StagingError> {

@@ -2,6 +2,7 @@
 //! runs its build tools in the staging sandbox.
 
 mod c;
+mod components;
 mod javascript;
 mod python;
 mod rust;

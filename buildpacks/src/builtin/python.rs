@@ -42,6 +42,15 @@ impl Buildpack for PythonBuildpack {
             ))
         })?;
         ctx.log(&format!("       Handler module: {module}"));
+        let toolchain = format!(
+            "componentize-py {COMPONENTIZE_PY} {module} wasi 0.2.{}",
+            super::wit::WASI_PATCH
+        );
+        let digest = super::components::digest(ctx, &toolchain)?;
+        if super::components::restore(ctx, &digest)? {
+            ctx.log("       Reusing the component built from the same sources (buildpack cache)");
+            return Ok(());
+        }
 
         let tool =
             crate::tools::ensure(ctx, &format!("componentize-py-{COMPONENTIZE_PY}"), |dir| {
@@ -92,7 +101,8 @@ impl Buildpack for PythonBuildpack {
         for dir in &python_path {
             command = command.args(["--python-path", dir]);
         }
-        command.args(["--output", DROPLET_WASM]).run(ctx.log)
+        command.args(["--output", DROPLET_WASM]).run(ctx.log)?;
+        super::components::save(ctx, &digest)
     }
 
     fn release(&self, _ctx: &Context) -> Result<ProcessTypes, StagingError> {
