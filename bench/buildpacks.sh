@@ -71,8 +71,10 @@ for app in $APPS; do
         path=$SRC/$app
         [ -d "$path" ] || { echo "$app: $path missing, skipped"; continue; }
     fi
-    read -r cold size < <(timed "${app}-a" push "${app}-a" -p "$path")
-    read -r fresh _ < <(timed "${app}-b" push "${app}-b" -p "$path")
+    # An app's own manifest (the C worker's: no route, a process health check) comes along.
+    src=(-p "$path"); [ -f "$path/manifest.yml" ] && src=(-f "$path/manifest.yml")
+    read -r cold size < <(timed "${app}-a" push "${app}-a" "${src[@]}")
+    read -r fresh _ < <(timed "${app}-b" push "${app}-b" "${src[@]}")
     read -r warm _ < <(timed "${app}-b" restage "${app}-b")
     printf '%-14s %10s %10s %10s %12s\n' "$app" "$cold" "$fresh" "$warm" "$(( ${size:-0} / 1024 ))"
 done

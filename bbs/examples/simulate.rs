@@ -341,6 +341,7 @@ fn desired(process_guid: String, instances: u32) -> DesiredLrp {
             droplet_sha256: "abc".into(),
             command: String::new(),
             env: vec![],
+            log_rate_limit_bytes_per_second: None,
         },
         modification_tag: ModificationTag::default(),
     }

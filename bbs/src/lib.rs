@@ -356,6 +356,7 @@ pub(crate) mod testing {
                 droplet_sha256: "abc".into(),
                 command: String::new(),
                 env: vec![],
+                log_rate_limit_bytes_per_second: None,
             },
             modification_tag: ModificationTag::default(),
         }

@@ -76,6 +76,10 @@ pub struct RunAction {
     pub command: String,
     #[serde(default)]
     pub env: Vec<EnvVar>,
+    /// Diego's `log_rate_limit`: bytes per second the instance may log (`None`: the
+    /// cell's default).
+    #[serde(default)]
+    pub log_rate_limit_bytes_per_second: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,6 +44,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     10 => "0010_app_usage_events",
     11 => "0011_buildpacks",
     12 => "0012_service_instances",
+    15 => "0015_process_log_rate_limit",
 );
 
 /// A bound query argument.
@@ -553,6 +554,8 @@ pub struct Process {
     pub memory_in_mb: i64,
     pub disk_in_mb: i64,
     pub health_check_type: String,
+    /// Bytes per second an instance may log; -1: no limit of its own.
+    pub log_rate_limit_in_bytes_per_second: i64,
     /// Renewed whenever the app must run afresh (CC's process version); part of the
     /// DesiredLRP's process guid.
     pub version: String,
@@ -563,7 +566,8 @@ pub struct Process {
 impl Record for Process {
     const TABLE: &'static str = "processes";
     const COLUMNS: &'static str = "guid, app_guid, type, command, instances, memory_in_mb, \
-        disk_in_mb, health_check_type, version, created_at, updated_at";
+        disk_in_mb, health_check_type, log_rate_limit_in_bytes_per_second, version, created_at, \
+        updated_at";
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Process {
             guid: text(row, "guid")?,
@@ -574,6 +578,7 @@ impl Record for Process {
             memory_in_mb: int(row, "memory_in_mb")?,
             disk_in_mb: int(row, "disk_in_mb")?,
             health_check_type: text(row, "health_check_type")?,
+            log_rate_limit_in_bytes_per_second: int(row, "log_rate_limit_in_bytes_per_second")?,
             version: text(row, "version")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,

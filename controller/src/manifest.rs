@@ -73,6 +73,9 @@ pub struct ProcessManifest {
     pub health_check_http_endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
+    /// `log-rate-limit-per-second`: `-1` (none of its own), or bytes with B/K/M/G.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rate_limit_per_second: Option<String>,
 }
 
 /// One application of a manifest.
@@ -206,6 +209,9 @@ fn validate(manifest: &Manifest) -> Result<(), ManifestError> {
                         .map_err(|e| ManifestError::Invalid(format!("{prefix}{field}: {e}")))?;
                 }
             }
+            if let Some(rate) = &process.log_rate_limit_per_second {
+                log_rate(rate).map_err(|e| ManifestError::Invalid(format!("{prefix}{e}")))?;
+            }
             if let Some(kind) = &process.health_check_type {
                 if !matches!(kind.as_str(), "port" | "process" | "http" | "none") {
                     return invalid(format!(
@@ -277,9 +283,50 @@ pub fn megabytes(input: &str) -> Result<u64, String> {
     }
 }
 
+/// A log rate limit as CF writes it (`cf scale -l`, `log-rate-limit-per-second`): `-1`
+/// for unlimited, else bytes per second with an optional B, K, M or G (powers of 1024).
+pub fn log_rate(input: &str) -> Result<i64, String> {
+    let upper = input.trim().to_ascii_uppercase();
+    if upper == "-1" {
+        return Ok(-1);
+    }
+    let unit = |suffixes: &[&str]| suffixes.iter().find_map(|s| upper.strip_suffix(s));
+    let (digits, factor) = if let Some(n) = unit(&["GB", "G"]) {
+        (n, 1 << 30)
+    } else if let Some(n) = unit(&["MB", "M"]) {
+        (n, 1 << 20)
+    } else if let Some(n) = unit(&["KB", "K"]) {
+        (n, 1 << 10)
+    } else {
+        (unit(&["B"]).unwrap_or(&upper), 1)
+    };
+    digits
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| {
+            format!("Invalid log rate limit '{input}': use -1 (unlimited) or a number of bytes with B, K, M or G, e.g. 4K.")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_rates_are_bytes_or_unlimited() {
+        assert_eq!(log_rate("-1"), Ok(-1));
+        assert_eq!(log_rate("512"), Ok(512));
+        assert_eq!(log_rate("128B"), Ok(128));
+        assert_eq!(log_rate("4k"), Ok(4096));
+        assert_eq!(log_rate("1MB"), Ok(1 << 20));
+        assert_eq!(log_rate("2G"), Ok(2 << 30));
+        for bad in ["", "-2", "lots", "1T", "K"] {
+            assert!(log_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_cf_manifests() {

@@ -273,6 +273,10 @@ fn build_lrp(
             droplet_sha256: checksum,
             command,
             env,
+            log_rate_limit_bytes_per_second: u64::try_from(
+                process.log_rate_limit_in_bytes_per_second,
+            )
+            .ok(),
         },
         modification_tag: Default::default(),
     }
@@ -525,6 +529,7 @@ mod tests {
                 droplet_sha256: "00".repeat(32),
                 command: "app.wasm".into(),
                 env: vec![],
+                log_rate_limit_bytes_per_second: None,
             },
             modification_tag: Default::default(),
         }

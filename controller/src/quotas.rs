@@ -394,6 +394,7 @@ mod tests {
             memory_in_mb,
             disk_in_mb: 1024,
             health_check_type: "port".into(),
+            log_rate_limit_in_bytes_per_second: -1,
             version: "v".into(),
             created_at: String::new(),
             updated_at: String::new(),

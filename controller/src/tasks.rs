@@ -156,6 +156,7 @@ pub async fn start(
             droplet_sha256: checksum.to_string(),
             command: task.command.clone(),
             env: task_env(controller, app).await?,
+            log_rate_limit_bytes_per_second: None,
         }),
         log_guid: app.guid.clone(),
         log_source: log_source(&task.name),

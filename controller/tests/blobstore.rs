@@ -202,6 +202,7 @@ async fn orphaned_blobs_are_cleaned_up(
                     droplet_sha256: "00".repeat(32),
                     command: String::new(),
                     env: vec![],
+                    log_rate_limit_bytes_per_second: None,
                 }),
                 log_guid: app_guid.clone(),
                 log_source: "APP/TASK/t".into(),

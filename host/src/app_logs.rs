@@ -163,9 +163,10 @@ async fn forward(
     let report = || {
         let dropped = admission.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
+            // The count of what was lost, and CF's words for why.
             let notice = format!(
-                "{dropped} log lines dropped: the app logs more than its limit of {} KiB/s",
-                limits.bytes_per_second / 1024
+                "{dropped} log lines dropped: app instance exceeded log rate limit ({} bytes/sec)",
+                limits.bytes_per_second
             );
             stderr(notice.as_bytes());
         }
@@ -266,7 +267,7 @@ mod tests {
         let err_lines = err_lines.lock().unwrap();
         assert_eq!(
             *err_lines,
-            ["99900 log lines dropped: the app logs more than its limit of 0 KiB/s"]
+            ["99900 log lines dropped: app instance exceeded log rate limit (1 bytes/sec)"]
         );
     }
 

@@ -84,7 +84,7 @@ pub async fn run_lrp(cell: Arc<Cell>, work: LrpWork, stop: CancellationToken) {
         &format!("Cell {cell_id} creating container for instance {guid}"),
     );
 
-    let app_logs = logs.limited_app_sinks();
+    let app_logs = logs.limited_app_sinks(&work.desired.action);
     let outcome = run_instance(&cell, &work, &logs, &app_logs, &stop).await;
     // The app's last lines go out before the cell says how it ended.
     app_logs.forwarder.finish().await;
@@ -458,7 +458,7 @@ pub async fn run_once(
     let (droplet, pre) = prepare(cell, action).await?;
     let tmp = instance_tmp_dir(&cell.config.data_dir)
         .map_err(|e| format!("Failed to create container: {e}"))?;
-    let app_logs = logs.limited_app_sinks();
+    let app_logs = logs.limited_app_sinks(action);
     let env = instance_env(
         &action.env,
         &[
@@ -735,12 +735,18 @@ impl InstanceLogs {
         Arc::new(move |line: &[u8]| logs.emit(&logs.source_type, log_type, line))
     }
 
-    /// The app's stdout and stderr sinks behind the instance's log rate limit.
-    pub fn limited_app_sinks(&self) -> LimitedLogs {
+    /// The app's stdout and stderr sinks behind the instance's log rate limit: the
+    /// action's own (`cf scale -l`), else the cell's default.
+    pub fn limited_app_sinks(&self, action: &RunAction) -> LimitedLogs {
+        let mut limits = LogLimits::default();
+        if let Some(rate) = action.log_rate_limit_bytes_per_second {
+            limits.bytes_per_second = rate;
+            limits.burst_bytes = limits.burst_bytes.min(rate);
+        }
         crate::app_logs::limit(
             self.app_sink(LogType::Out),
             self.app_sink(LogType::Err),
-            LogLimits::default(),
+            limits,
         )
     }
 

@@ -91,6 +91,29 @@ fn a_hostile_app_is_contained_and_its_neighbour_keeps_answering() {
 }
 
 /// A few requests to the neighbour, each answered in full within [`NEIGHBOUR_LATENCY`].
+/// `wf scale -l` gives the app a log rate of its own (restarting it), which its
+/// instances keep to and say so when they drop lines; the process shows the limit.
+#[test]
+fn an_apps_own_log_rate_limit_is_kept() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("chatty", "hostile");
+    let out = wf.ok(&["scale", "chatty", "-l", "4K"]);
+    assert!(out.contains("OK"), "{out}");
+    let stats = process_stats(&wf, "chatty");
+    assert_eq!(stats["resources"][0]["log_rate_limit"], 4096, "{stats}");
+    platform.wait_for("chatty", "/", START_WITHIN, |r| r.body == "hostile 0\n");
+    let resp = platform.get("chatty", "/flood?lines=2000");
+    assert_eq!(resp.body, "flooded 2000\n", "{resp:?}");
+    wait_for_logs(
+        &wf,
+        "chatty",
+        &["app instance exceeded log rate limit (4096 bytes/sec)"],
+    );
+    let err = wf.fails(&["scale", "chatty", "-l", "lots"]);
+    assert!(err.contains("Invalid log rate limit 'lots'"), "{err}");
+}
+
 fn neighbour_answers(platform: &Platform, during: &str) {
     for _ in 0..5 {
         let started = Instant::now();

@@ -119,6 +119,9 @@ pub enum Command {
         /// Memory limit (e.g. 256M, 1G)
         #[arg(short = 'm')]
         memory: Option<String>,
+        /// Log rate limit per second, in bytes (e.g. 128B, 4K, 1M); -1 is unlimited
+        #[arg(short = 'l', allow_hyphen_values = true)]
+        log_rate_limit: Option<String>,
     },
     /// Start an app
     Start { name: String },
@@ -520,7 +523,8 @@ pub fn run(command: Command) -> Result<(), Error> {
             name,
             instances,
             memory,
-        } => apps::scale(c, &name, instances, memory),
+            log_rate_limit,
+        } => apps::scale(c, &name, instances, memory, log_rate_limit),
         Command::Start { name } => apps::start(c, &name),
         Command::Stop { name } => apps::stop(c, &name),
         Command::Restart { name } => apps::restart(c, &name),

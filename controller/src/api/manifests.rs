@@ -224,6 +224,10 @@ async fn current_manifest(controller: &Controller, app: &db::App) -> Result<AppM
                     disk_quota: Some(format!("{}M", p.disk_in_mb)),
                     command: p.command.clone(),
                     health_check_type: Some(p.health_check_type.clone()),
+                    log_rate_limit_per_second: Some(match p.log_rate_limit_in_bytes_per_second {
+                        -1 => "-1".to_string(),
+                        bytes => format!("{bytes}B"),
+                    }),
                     ..ProcessManifest::default()
                 })
                 .collect(),
@@ -400,6 +404,10 @@ impl Applier {
                 let mb = manifest::megabytes(size).map_err(|e| unprocessable(&e))?;
                 scale.insert(field.into(), json!(mb));
             }
+        }
+        if let Some(rate) = &p.log_rate_limit_per_second {
+            let rate = manifest::log_rate(rate).map_err(|e| unprocessable(&e))?;
+            scale.insert("log_rate_limit_in_bytes_per_second".into(), json!(rate));
         }
         if !scale.is_empty() {
             self.call(

@@ -39,7 +39,7 @@ pub fn present_process(controller: &Controller, process: &Process) -> Value {
         "instances": process.instances,
         "memory_in_mb": process.memory_in_mb,
         "disk_in_mb": process.disk_in_mb,
-        "log_rate_limit_in_bytes_per_second": -1,
+        "log_rate_limit_in_bytes_per_second": process.log_rate_limit_in_bytes_per_second,
         "health_check": {
             "type": process.health_check_type,
             "data": {"timeout": null, "invocation_timeout": null, "interval": null},
@@ -154,6 +154,8 @@ struct Scale {
     instances: Option<i64>,
     memory_in_mb: Option<i64>,
     disk_in_mb: Option<i64>,
+    /// -1 for no limit of the process's own.
+    log_rate_limit_in_bytes_per_second: Option<i64>,
 }
 
 fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
@@ -162,8 +164,8 @@ fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
             None | Some(Value::Null) => Ok(None),
             Some(value) => match value.as_i64() {
                 Some(n) if n >= min => Ok(Some(n)),
-                Some(_) if min == 0 => Err(ApiError::unprocessable(format!(
-                    "{label} must be greater than or equal to 0"
+                Some(_) if min <= 0 => Err(ApiError::unprocessable(format!(
+                    "{label} must be greater than or equal to {min}"
                 ))),
                 Some(_) => Err(ApiError::unprocessable(format!(
                     "{label} must be greater than 0"
@@ -178,10 +180,16 @@ fn parse_scale(body: &Value) -> Result<Scale, ApiError> {
             "Instances must be less than or equal to {MAX_INSTANCES}"
         )));
     }
+    let log_rate = field(
+        "log_rate_limit_in_bytes_per_second",
+        "Log rate limit in bytes per second",
+        -1,
+    )?;
     Ok(Scale {
         instances,
         memory_in_mb: field("memory_in_mb", "Memory in mb", 1)?,
         disk_in_mb: field("disk_in_mb", "Disk in mb", 1)?,
+        log_rate_limit_in_bytes_per_second: log_rate,
     })
 }
 
@@ -224,6 +232,10 @@ async fn scale_process(
     if let Some(disk) = scale.disk_in_mb {
         fresh |= disk != process.disk_in_mb;
         changes.push(("disk_in_mb", Arg::Int(disk)));
+    }
+    if let Some(rate) = scale.log_rate_limit_in_bytes_per_second {
+        fresh |= rate != process.log_rate_limit_in_bytes_per_second;
+        changes.push(("log_rate_limit_in_bytes_per_second", Arg::Int(rate)));
     }
     if !changes.is_empty() {
         if fresh {
@@ -502,6 +514,7 @@ fn instance_stats(
                 "mem_quota": mb(process.memory_in_mb),
                 "disk_quota": mb(process.disk_in_mb),
                 "fds_quota": FDS_QUOTA,
+                "log_rate_limit": process.log_rate_limit_in_bytes_per_second,
                 "isolation_segment": null,
                 "details": details,
                 "usage": {"time": time, "cpu": used.cpu, "mem": used.mem as u64, "disk": used.disk as u64, "log_rate": 0},
@@ -523,7 +536,8 @@ mod tests {
             Scale {
                 instances: Some(3),
                 memory_in_mb: Some(128),
-                disk_in_mb: None
+                disk_in_mb: None,
+                log_rate_limit_in_bytes_per_second: None,
             }
         );
         assert_eq!(
@@ -540,6 +554,14 @@ mod tests {
         assert!(parse_scale(&json!({"disk_in_mb": -5})).is_err());
         assert!(parse_scale(&json!({"instances": "three"})).is_err());
         assert!(parse_scale(&json!({"instances": 1_000_000})).is_err());
+        let rate = parse_scale(&json!({"log_rate_limit_in_bytes_per_second": -1})).unwrap();
+        assert_eq!(rate.log_rate_limit_in_bytes_per_second, Some(-1));
+        let err = parse_scale(&json!({"log_rate_limit_in_bytes_per_second": -2})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Log rate limit in bytes per second must be greater than or equal to -1"),
+            "{err}"
+        );
     }
 
     fn process(instances: i64) -> Process {
@@ -552,6 +574,7 @@ mod tests {
             memory_in_mb: 256,
             disk_in_mb: 1024,
             health_check_type: "port".into(),
+            log_rate_limit_in_bytes_per_second: -1,
             version: "v".into(),
             created_at: String::new(),
             updated_at: String::new(),

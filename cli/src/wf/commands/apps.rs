@@ -78,6 +78,7 @@ pub fn scale(
     name: &str,
     instances: Option<u32>,
     memory: Option<String>,
+    log_rate_limit: Option<String>,
 ) -> Result<(), Error> {
     let target = space_target(client)?;
     let memory = memory
@@ -85,9 +86,14 @@ pub fn scale(
         .map(parse_megabytes)
         .transpose()
         .map_err(Error::Failed)?;
+    let log_rate = log_rate_limit
+        .as_deref()
+        .map(wf_controller::manifest::log_rate)
+        .transpose()
+        .map_err(Error::Failed)?;
     let app = app_by_name(client, &target, name)?;
     let guid = text(&app, "guid").to_string();
-    if instances.is_none() && memory.is_none() {
+    if instances.is_none() && memory.is_none() && log_rate.is_none() {
         println!(
             "Showing current scale of app {name} in {}...\n",
             target.describe()
@@ -103,12 +109,15 @@ pub fn scale(
     if let Some(mb) = memory {
         body.insert("memory_in_mb".into(), json!(mb));
     }
+    if let Some(rate) = log_rate {
+        body.insert("log_rate_limit_in_bytes_per_second".into(), json!(rate));
+    }
     client.post(
         &format!("/v3/apps/{guid}/processes/web/actions/scale"),
         &Value::Object(body),
     )?;
-    // A new memory limit only applies to new instances: restart, as the cf CLI does.
-    if memory.is_some() && text(&app, "state") == "STARTED" {
+    // New memory and log limits only apply to new instances: restart, as the cf CLI does.
+    if (memory.is_some() || log_rate.is_some()) && text(&app, "state") == "STARTED" {
         println!("Stopping app {name} in {}...", target.describe());
         client.post(&format!("/v3/apps/{guid}/actions/stop"), &json!({}))?;
         client.post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))?;
