@@ -71,8 +71,8 @@ for app in $APPS; do
         path=$SRC/$app
         [ -d "$path" ] || { echo "$app: $path missing, skipped"; continue; }
     fi
-    # An app's own manifest (the C worker's: no route, a process health check) comes along.
-    src=(-p "$path"); [ -f "$path/manifest.yml" ] && src=(-f "$path/manifest.yml")
+    # A worker (the C one: a preview1 module, no port) has no route and a process check.
+    src=(-p "$path"); [ "$app" = c-worker ] && src+=(--no-route -u process)
     read -r cold size < <(timed "${app}-a" push "${app}-a" "${src[@]}")
     read -r fresh _ < <(timed "${app}-b" push "${app}-b" "${src[@]}")
     read -r warm _ < <(timed "${app}-b" restage "${app}-b")

@@ -425,6 +425,9 @@ pub struct PushArgs {
     /// Buildpack to stage with (repeatable)
     #[arg(short = 'b')]
     pub buildpacks: Vec<String>,
+    /// Application health check type: port, process, http or none
+    #[arg(short = 'u', long = "health-check-type", value_parser = ["port", "process", "http", "none"])]
+    pub health_check_type: Option<String>,
     /// Hostname of the app's route (default: the app's name)
     #[arg(short = 'n', long = "hostname", conflicts_with_all = ["random_route", "no_route"])]
     pub hostname: Option<String>,

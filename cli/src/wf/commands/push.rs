@@ -139,6 +139,9 @@ fn apply_flags(app: &mut AppManifest, args: &PushArgs) -> Result<(), Error> {
     if !args.buildpacks.is_empty() {
         app.buildpacks = Some(args.buildpacks.clone());
     }
+    if let Some(kind) = &args.health_check_type {
+        app.web.health_check_type = Some(kind.clone());
+    }
     if args.no_route {
         app.no_route = Some(true);
         app.routes = None;
