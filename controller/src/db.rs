@@ -44,6 +44,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     10 => "0010_app_usage_events",
     11 => "0011_buildpacks",
     12 => "0012_service_instances",
+    14 => "0014_service_brokers",
     15 => "0015_process_log_rate_limit",
 );
 
@@ -1289,8 +1290,50 @@ mod tests {
     }
 }
 
-/// A service instance; so far user-provided ones (`type` `user-provided`), whose
-/// credentials are stored encrypted (see `crypto.rs`).
+/// Where an instance's or binding's last broker operation stands, as CF shows it
+/// (`last_operation`), and the step the operations runner has left to take.
+#[derive(Debug, Clone, Default)]
+pub struct Operation {
+    /// `create`, `update` or `delete`.
+    pub kind: Option<String>,
+    /// `in progress`, `succeeded` or `failed`.
+    pub state: Option<String>,
+    pub description: Option<String>,
+    /// What the runner does next (see `service_operations`).
+    pub pending: Option<String>,
+    pub attempts: i64,
+    pub started_at: Option<String>,
+    /// The broker's `operation` for `last_operation` polls.
+    pub broker_operation: Option<String>,
+    /// The `/v3/jobs` job that finishes with the operation.
+    pub job_guid: Option<String>,
+    /// Who asked for it (the broker's originating identity).
+    pub user_guid: Option<String>,
+}
+
+impl Operation {
+    fn from_row(row: &AnyRow) -> Result<Operation, sqlx::Error> {
+        Ok(Operation {
+            kind: opt_text(row, "last_operation_type")?,
+            state: opt_text(row, "last_operation_state")?,
+            description: opt_text(row, "last_operation_description")?,
+            pending: opt_text(row, "pending")?,
+            attempts: int(row, "attempts")?,
+            started_at: opt_text(row, "operation_started_at")?,
+            broker_operation: opt_text(row, "broker_operation")?,
+            job_guid: opt_text(row, "job_guid")?,
+            user_guid: opt_text(row, "operation_user_guid")?,
+        })
+    }
+
+    /// Whether a broker operation is under way.
+    pub fn in_progress(&self) -> bool {
+        self.state.as_deref() == Some("in progress")
+    }
+}
+
+/// A service instance: user-provided (`type` `user-provided`, credentials stored
+/// encrypted, see `crypto.rs`) or managed (`managed`: of a broker's plan).
 #[derive(Debug, Clone)]
 pub struct ServiceInstance {
     pub guid: String,
@@ -1302,6 +1345,11 @@ pub struct ServiceInstance {
     pub syslog_drain_url: Option<String>,
     pub route_service_url: Option<String>,
     pub tags: Vec<String>,
+    pub service_plan_guid: Option<String>,
+    pub dashboard_url: Option<String>,
+    /// Encrypted JSON object: the parameters sent to the broker.
+    pub parameters: Option<String>,
+    pub operation: Operation,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -1309,7 +1357,9 @@ pub struct ServiceInstance {
 impl Record for ServiceInstance {
     const TABLE: &'static str = "service_instances";
     const COLUMNS: &'static str = "guid, name, type, space_guid, credentials, syslog_drain_url, \
-        route_service_url, tags, created_at, updated_at";
+        route_service_url, tags, service_plan_guid, dashboard_url, parameters, \
+        last_operation_type, last_operation_state, last_operation_description, pending, due_at, \
+        attempts, operation_started_at, broker_operation, job_guid, operation_user_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ServiceInstance {
@@ -1321,13 +1371,19 @@ impl Record for ServiceInstance {
             syslog_drain_url: opt_text(row, "syslog_drain_url")?,
             route_service_url: opt_text(row, "route_service_url")?,
             tags: json(row, "tags")?,
+            service_plan_guid: opt_text(row, "service_plan_guid")?,
+            dashboard_url: opt_text(row, "dashboard_url")?,
+            parameters: opt_text(row, "parameters")?,
+            operation: Operation::from_row(row)?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
     }
 }
 
-/// A service credential binding: of an app (`type` `app`) to a service instance.
+/// A service credential binding: of an app (`type` `app`) or a service key (`key`) to
+/// a service instance. Bindings of managed instances keep the broker's credentials
+/// (encrypted) and drain.
 #[derive(Debug, Clone)]
 pub struct ServiceBinding {
     pub guid: String,
@@ -1335,14 +1391,22 @@ pub struct ServiceBinding {
     pub kind: String,
     pub service_instance_guid: String,
     pub app_guid: Option<String>,
+    /// Encrypted JSON object (managed instances' bindings).
+    pub credentials: Option<String>,
+    pub syslog_drain_url: Option<String>,
+    /// Encrypted JSON object: the parameters sent to the broker.
+    pub parameters: Option<String>,
+    pub operation: Operation,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for ServiceBinding {
     const TABLE: &'static str = "service_credential_bindings";
-    const COLUMNS: &'static str =
-        "guid, name, type, service_instance_guid, app_guid, created_at, updated_at";
+    const COLUMNS: &'static str = "guid, name, type, service_instance_guid, app_guid, \
+        credentials, syslog_drain_url, parameters, last_operation_type, last_operation_state, \
+        last_operation_description, pending, due_at, attempts, operation_started_at, \
+        broker_operation, job_guid, operation_user_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ServiceBinding {
@@ -1351,8 +1415,150 @@ impl Record for ServiceBinding {
             kind: text(row, "type")?,
             service_instance_guid: text(row, "service_instance_guid")?,
             app_guid: opt_text(row, "app_guid")?,
+            credentials: opt_text(row, "credentials")?,
+            syslog_drain_url: opt_text(row, "syslog_drain_url")?,
+            parameters: opt_text(row, "parameters")?,
+            operation: Operation::from_row(row)?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A service broker; `authentication` is the encrypted `{"username", "password"}`.
+#[derive(Debug, Clone)]
+pub struct ServiceBroker {
+    pub guid: String,
+    pub name: String,
+    pub url: String,
+    pub authentication: String,
+    /// Space-scoped brokers' space.
+    pub space_guid: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for ServiceBroker {
+    const TABLE: &'static str = "service_brokers";
+    const COLUMNS: &'static str =
+        "guid, name, url, authentication, space_guid, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ServiceBroker {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            url: text(row, "url")?,
+            authentication: text(row, "authentication")?,
+            space_guid: opt_text(row, "space_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A service offering of a broker's catalog (`broker_id`: the catalog's `id`).
+#[derive(Debug, Clone)]
+pub struct ServiceOffering {
+    pub guid: String,
+    pub service_broker_guid: String,
+    pub broker_id: String,
+    pub name: String,
+    pub description: String,
+    pub available: bool,
+    pub bindable: bool,
+    pub plan_updateable: bool,
+    pub instances_retrievable: bool,
+    pub bindings_retrievable: bool,
+    pub tags: Vec<String>,
+    pub requires: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for ServiceOffering {
+    const TABLE: &'static str = "service_offerings";
+    const COLUMNS: &'static str = "guid, service_broker_guid, broker_id, name, description, \
+        available, bindable, plan_updateable, instances_retrievable, bindings_retrievable, tags, \
+        requires, metadata, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ServiceOffering {
+            guid: text(row, "guid")?,
+            service_broker_guid: text(row, "service_broker_guid")?,
+            broker_id: text(row, "broker_id")?,
+            name: text(row, "name")?,
+            description: text(row, "description")?,
+            available: int(row, "available")? != 0,
+            bindable: int(row, "bindable")? != 0,
+            plan_updateable: int(row, "plan_updateable")? != 0,
+            instances_retrievable: int(row, "instances_retrievable")? != 0,
+            bindings_retrievable: int(row, "bindings_retrievable")? != 0,
+            tags: json(row, "tags")?,
+            requires: json(row, "requires")?,
+            metadata: json(row, "metadata")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A plan of a service offering; `visibility_type` is `admin`, `public`,
+/// `organization` (the orgs in `service_plan_visibilities`) or `space` (a space-scoped
+/// broker's).
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    pub guid: String,
+    pub service_offering_guid: String,
+    pub broker_id: String,
+    pub name: String,
+    pub description: String,
+    pub available: bool,
+    pub free: bool,
+    pub bindable: bool,
+    pub plan_updateable: bool,
+    pub visibility_type: String,
+    pub metadata: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for ServicePlan {
+    const TABLE: &'static str = "service_plans";
+    const COLUMNS: &'static str = "guid, service_offering_guid, broker_id, name, description, \
+        available, free, bindable, plan_updateable, visibility_type, metadata, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ServicePlan {
+            guid: text(row, "guid")?,
+            service_offering_guid: text(row, "service_offering_guid")?,
+            broker_id: text(row, "broker_id")?,
+            name: text(row, "name")?,
+            description: text(row, "description")?,
+            available: int(row, "available")? != 0,
+            free: int(row, "free")? != 0,
+            bindable: int(row, "bindable")? != 0,
+            plan_updateable: int(row, "plan_updateable")? != 0,
+            visibility_type: text(row, "visibility_type")?,
+            metadata: json(row, "metadata")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An org a plan of `organization` visibility is visible in.
+#[derive(Debug, Clone)]
+pub struct PlanVisibility {
+    pub organization_guid: String,
+}
+
+impl Record for PlanVisibility {
+    const TABLE: &'static str = "service_plan_visibilities";
+    const COLUMNS: &'static str = "organization_guid";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(PlanVisibility {
+            organization_guid: text(row, "organization_guid")?,
         })
     }
 }

@@ -14,7 +14,9 @@ mod logs;
 pub mod manifest;
 mod nsync;
 mod orphaned_blobs;
+mod osb;
 mod quotas;
+mod service_operations;
 mod services;
 mod signed_urls;
 mod staging;
@@ -32,6 +34,7 @@ use wf_messaging::Bus;
 use wf_uaa::TokenVerifier;
 
 pub use blobstore::S3Config;
+pub use service_operations::BrokerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -65,6 +68,8 @@ pub struct ControllerConfig {
     /// Keys for secrets in the database (service credentials): (label, secret), the
     /// first one current; empty means one key derived from `signing_secret`.
     pub encryption_keys: Vec<(String, Vec<u8>)>,
+    /// Service broker calls: timeouts and `last_operation` polling.
+    pub brokers: BrokerConfig,
 }
 
 impl Default for ControllerConfig {
@@ -81,6 +86,7 @@ impl Default for ControllerConfig {
             orphaned_blobs_interval: Duration::from_secs(3600),
             orphaned_blobs_grace: Duration::from_secs(3600),
             encryption_keys: Vec::new(),
+            brokers: BrokerConfig::default(),
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct Controller {
     drains: Arc<wf_loggregator::SyslogDrains>,
     /// Stops `drains` when `run` is cancelled.
     drains_cancel: CancellationToken,
+    /// Carries out service broker operations (see `service_operations`).
+    operations: service_operations::Runner,
 }
 
 impl Controller {
@@ -154,6 +162,7 @@ impl Controller {
             crypto,
             drains,
             drains_cancel,
+            operations: service_operations::Runner::default(),
             config,
         });
         services::sync_all_drains(&controller)
@@ -181,7 +190,7 @@ impl Controller {
     }
 
     /// Staging completion, task state tracking, nsync bulk sync, orphaned blob
-    /// cleanup and syslog drains, until cancelled.
+    /// cleanup, service broker operations and syslog drains, until cancelled.
     pub fn run(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let staging = tokio::spawn(task_follower::follow::<staging::Staging>(
             self.clone(),
@@ -195,9 +204,18 @@ impl Controller {
         let crashes = tokio::spawn(audit::watch_crashes(self.clone(), cancel.clone()));
         let deployments = tokio::spawn(deployments::run(self.clone(), cancel.clone()));
         let orphaned_blobs = tokio::spawn(orphaned_blobs::run(self.clone(), cancel.clone()));
+        let broker_operations = tokio::spawn(service_operations::run(self.clone(), cancel.clone()));
         let drains_cancel = self.drains_cancel.clone();
         tokio::spawn(async move {
-            let _ = tokio::join!(staging, tasks, nsync, crashes, deployments, orphaned_blobs);
+            let _ = tokio::join!(
+                staging,
+                tasks,
+                nsync,
+                crashes,
+                deployments,
+                orphaned_blobs,
+                broker_operations
+            );
             cancel.cancelled().await;
             drains_cancel.cancel();
         })

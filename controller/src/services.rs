@@ -1,18 +1,21 @@
 //! What an app's service bindings give it: `VCAP_SERVICES` in CF's shape (offering
-//! label -> bound instances; user-provided instances under `user-provided`), and the
-//! syslog drains its logs go to. Drains follow bindings at once: every bind, unbind,
+//! label -> bound instances, with the broker's credentials for a managed instance's
+//! binding; user-provided instances under `user-provided`), and the syslog drains its
+//! logs go to. Drains follow bindings at once: every bind, unbind,
 //! drain URL change and controller start hands the app's drains to loggregator.
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::api::service_instances::instance_credentials;
+use crate::api::service_instances::{instance_credentials, MANAGED};
 use crate::db::{App, Filter, Org, ServiceBinding, ServiceInstance, Space};
 use crate::error::ApiError;
+use crate::service_operations::{decrypt_object, PlanContext};
 use crate::Controller;
 
-/// The app's bindings with their instances, oldest first.
+/// The app's bindings with their instances, oldest first (bindings of managed
+/// instances once the broker has bound them).
 async fn bound_instances(
     controller: &Controller,
     app_guid: &str,
@@ -34,6 +37,7 @@ async fn bound_instances(
         .collect();
     Ok(bindings
         .into_iter()
+        .filter(|b| b.credentials.is_some() || b.operation.kind.is_none())
         .filter_map(|b| {
             let instance = instances.get(&b.service_instance_guid)?.clone();
             Some((b, instance))
@@ -45,28 +49,81 @@ async fn bound_instances(
 pub async fn vcap_services(controller: &Controller, app_guid: &str) -> Result<Value, sqlx::Error> {
     let mut services: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (binding, instance) in bound_instances(controller, app_guid).await? {
-        let credentials = instance_credentials(controller, &instance).unwrap_or_else(|e| {
-            // Not fatal for the app, but never silent: the key is missing or wrong.
-            tracing::error!(instance = %instance.guid, error = %e, "cannot decrypt service credentials");
-            Map::new()
-        });
-        services
-            .entry(instance.kind.clone())
-            .or_default()
-            .push(json!({
-                "label": instance.kind,
-                "name": binding.name.clone().unwrap_or_else(|| instance.name.clone()),
-                "tags": instance.tags,
-                "instance_guid": instance.guid,
-                "instance_name": instance.name,
-                "binding_guid": binding.guid,
-                "binding_name": binding.name,
-                "credentials": credentials,
-                "syslog_drain_url": instance.syslog_drain_url,
-                "volume_mounts": [],
-            }));
+        let entry = if instance.kind == MANAGED {
+            managed_entry(controller, &binding, &instance).await
+        } else {
+            user_provided_entry(controller, &binding, &instance)
+        };
+        let (label, entry) = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Not fatal for the app, but never silent: a key is missing or wrong.
+                tracing::error!(binding = %binding.guid, error = ?e, "leaving a binding out of VCAP_SERVICES");
+                continue;
+            }
+        };
+        services.entry(label).or_default().push(entry);
     }
     Ok(json!(services))
+}
+
+/// A user-provided instance's entry: its own credentials and drain.
+fn user_provided_entry(
+    controller: &Controller,
+    binding: &ServiceBinding,
+    instance: &ServiceInstance,
+) -> Result<(String, Value), ApiError> {
+    let credentials = instance_credentials(controller, instance)?;
+    Ok((
+        instance.kind.clone(),
+        json!({
+            "label": instance.kind,
+            "name": binding.name.clone().unwrap_or_else(|| instance.name.clone()),
+            "tags": instance.tags,
+            "instance_guid": instance.guid,
+            "instance_name": instance.name,
+            "binding_guid": binding.guid,
+            "binding_name": binding.name,
+            "credentials": credentials,
+            "syslog_drain_url": instance.syslog_drain_url,
+            "volume_mounts": [],
+        }),
+    ))
+}
+
+/// A managed instance's entry: labelled with its offering, with its plan, the
+/// offering's and the instance's tags, and the binding's credentials and drain.
+async fn managed_entry(
+    controller: &Controller,
+    binding: &ServiceBinding,
+    instance: &ServiceInstance,
+) -> Result<(String, Value), ApiError> {
+    let plan = PlanContext::load(
+        controller,
+        instance.service_plan_guid.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    let credentials =
+        decrypt_object(controller, binding.credentials.as_deref())?.unwrap_or_default();
+    let mut tags = plan.offering.tags.clone();
+    tags.extend(instance.tags.iter().cloned());
+    Ok((
+        plan.offering.name.clone(),
+        json!({
+            "label": plan.offering.name,
+            "provider": null,
+            "plan": plan.plan.name,
+            "name": binding.name.clone().unwrap_or_else(|| instance.name.clone()),
+            "tags": tags,
+            "instance_guid": instance.guid,
+            "instance_name": instance.name,
+            "binding_guid": binding.guid,
+            "binding_name": binding.name,
+            "credentials": credentials,
+            "syslog_drain_url": binding.syslog_drain_url,
+            "volume_mounts": [],
+        }),
+    ))
 }
 
 /// Hands loggregator the app's current syslog drains (none once it has no bindings
@@ -75,8 +132,13 @@ pub async fn sync_app_drains(controller: &Controller, app_guid: &str) -> Result<
     let mut urls = Vec::new();
     let mut hostname = String::new();
     if let Some(app) = controller.db.get::<App>(app_guid).await? {
-        for (_, instance) in bound_instances(controller, app_guid).await? {
-            let Some(url) = &instance.syslog_drain_url else {
+        for (binding, instance) in bound_instances(controller, app_guid).await? {
+            let drain = if instance.kind == MANAGED {
+                &binding.syslog_drain_url
+            } else {
+                &instance.syslog_drain_url
+            };
+            let Some(url) = drain else {
                 continue;
             };
             match url.parse::<wf_loggregator::DrainUrl>() {
@@ -115,6 +177,13 @@ pub async fn sync_all_drains(controller: &Controller) -> Result<(), ApiError> {
         .await?;
     for instance in instances {
         sync_instance_drains(controller, &instance.guid).await?;
+    }
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(Filter::new().clause("syslog_drain_url IS NOT NULL", vec![]))
+        .await?;
+    for app_guid in bindings.iter().filter_map(|b| b.app_guid.as_deref()) {
+        sync_app_drains(controller, app_guid).await?;
     }
     Ok(())
 }

@@ -359,6 +359,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             orphaned_blobs_interval: args.blobstore.orphaned_blobs().0,
             orphaned_blobs_grace: args.blobstore.orphaned_blobs().1,
             encryption_keys: encryption_keys(&args.encryption_keys)?,
+            brokers: Default::default(),
         },
         bbs,
         bus,

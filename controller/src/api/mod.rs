@@ -19,7 +19,9 @@ mod roles;
 mod root;
 mod routes;
 mod service_bindings;
+mod service_brokers;
 pub mod service_instances;
+mod service_offerings;
 mod stacks;
 mod tasks;
 mod usage_events;
@@ -281,6 +283,39 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/v3/service_credential_bindings/{guid}/details",
             get(service_bindings::details),
+        )
+        .route(
+            "/v3/service_brokers",
+            get(service_brokers::list).post(service_brokers::create),
+        )
+        .route(
+            "/v3/service_brokers/{guid}",
+            get(service_brokers::show)
+                .patch(service_brokers::update)
+                .delete(service_brokers::delete),
+        )
+        .route(
+            "/v3/service_offerings",
+            get(service_offerings::list_offerings),
+        )
+        .route(
+            "/v3/service_offerings/{guid}",
+            get(service_offerings::show_offering),
+        )
+        .route("/v3/service_plans", get(service_offerings::list_plans))
+        .route(
+            "/v3/service_plans/{guid}",
+            get(service_offerings::show_plan),
+        )
+        .route(
+            "/v3/service_plans/{guid}/visibility",
+            get(service_offerings::visibility)
+                .patch(service_offerings::replace_visibility)
+                .post(service_offerings::append_visibility),
+        )
+        .route(
+            "/v3/service_plans/{guid}/visibility/{org_guid}",
+            delete(service_offerings::remove_visibility),
         )
         .route("/v3/domains", get(domains::list).post(domains::create))
         .route(

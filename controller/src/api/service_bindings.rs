@@ -1,7 +1,9 @@
 //! Service credential bindings (`/v3/service_credential_bindings`): an app bound to a
 //! service instance sees it in `VCAP_SERVICES` from its next start (as in CF: bind,
 //! then restart or restage), and its logs go to the instance's syslog drain at once.
-//! A binding's credentials (`/details`) are those of its user-provided instance.
+//! A binding's credentials (`/details`) are those of its user-provided instance, or
+//! those the broker gave a managed instance's binding (`app`) or service key (`key`):
+//! those bindings are made and removed by the broker in a job (`service_operations`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,15 +11,16 @@ use axum::response::IntoResponse as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::service_instances::{self, instance_credentials};
+use super::service_instances::{self, instance_credentials, MANAGED};
 use super::{
     cf_time, created, href, load_app_to, metadata, ok, paginated, relationship_guid, ApiResult,
     Ctl, JsonBody, ListParams,
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, App, Filter, ServiceBinding, ServiceInstance};
+use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
 use crate::error::ApiError;
+use crate::service_operations::{self, decrypt_object, encrypt_json};
 use crate::Controller;
 
 fn present(controller: &Controller, binding: &ServiceBinding) -> Value {
@@ -39,13 +42,7 @@ fn present(controller: &Controller, binding: &ServiceBinding) -> Value {
         "updated_at": cf_time(&binding.updated_at),
         "name": binding.name,
         "type": binding.kind,
-        "last_operation": {
-            "type": "create",
-            "state": "succeeded",
-            "description": null,
-            "created_at": cf_time(&binding.created_at),
-            "updated_at": cf_time(&binding.updated_at),
-        },
+        "last_operation": service_instances::last_operation(&binding.operation, &binding.created_at, &binding.updated_at),
         "relationships": relationships,
         "metadata": metadata(),
         "links": links,
@@ -122,7 +119,17 @@ pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) 
 
 /// `GET /v3/service_credential_bindings/:guid/details`: credentials and drain.
 pub async fn details(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    let (_, instance) = load_to(&controller, &user, &guid, Access::ReadSecrets).await?;
+    let (binding, instance) = load_to(&controller, &user, &guid, Access::ReadSecrets).await?;
+    if instance.kind == MANAGED {
+        if binding.operation.state.as_deref() != Some(service_operations::SUCCEEDED) {
+            return Err(ApiError::not_found("Service credential binding"));
+        }
+        return Ok(ok(json!({
+            "credentials": decrypt_object(&controller, binding.credentials.as_deref())?.unwrap_or_default(),
+            "syslog_drain_url": binding.syslog_drain_url,
+            "volume_mounts": [],
+        })));
+    }
     Ok(ok(json!({
         "credentials": instance_credentials(&controller, &instance)?,
         "syslog_drain_url": instance.syslog_drain_url,
@@ -150,21 +157,15 @@ pub async fn create(
     user: User,
     JsonBody(body): JsonBody<CreateBinding>,
 ) -> ApiResult {
-    match body.kind.as_deref() {
-        Some("app") => {}
-        Some("key") => {
-            return Err(ApiError::unprocessable(
-                "Service credential bindings of type 'key' are not supported for user-provided service instances",
-            ))
-        }
+    let key = match body.kind.as_deref() {
+        Some("app") => false,
+        Some("key") => true,
         _ => return Err(ApiError::unprocessable("Type must be one of 'app', 'key'")),
-    }
+    };
     let relationships = json!({"relationships": body.relationships});
     let instance_guid = relationship_guid(&relationships, "service_instance").ok_or_else(|| {
         ApiError::unprocessable("Relationships 'relationships' must include service_instance")
     })?;
-    let app_guid = relationship_guid(&relationships, "app")
-        .ok_or_else(|| ApiError::unprocessable("Relationships 'relationships' must include app"))?;
     let instance = service_instances::load_to(&controller, &user, &instance_guid, Access::Read)
         .await
         .map_err(|_| {
@@ -172,24 +173,72 @@ pub async fn create(
                 "The service instance could not be found: {instance_guid}"
             ))
         })?;
-    let app = load_app_to(&controller, &user, &app_guid, Access::Read)
-        .await
-        .map_err(|_| ApiError::unprocessable(format!("The app could not be found: {app_guid}")))?;
-    user.require_in_space(&app.space_guid, Access::Develop)?;
-    if app.space_guid != instance.space_guid {
+    if key && instance.kind != MANAGED {
         return Err(ApiError::unprocessable(
-            "The service instance and the app are in different spaces",
+            "Service credential bindings of type 'key' are not supported for user-provided service instances",
         ));
+    }
+    let app = match relationship_guid(&relationships, "app") {
+        Some(app_guid) if !key => Some(
+            load_app_to(&controller, &user, &app_guid, Access::Read)
+                .await
+                .map_err(|_| {
+                    ApiError::unprocessable(format!("The app could not be found: {app_guid}"))
+                })?,
+        ),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "Relationships 'relationships' of a key must not include app",
+            ))
+        }
+        None if key => None,
+        None => {
+            return Err(ApiError::unprocessable(
+                "Relationships 'relationships' must include app",
+            ))
+        }
+    };
+    user.require_in_space(&instance.space_guid, Access::Develop)?;
+    if let Some(app) = &app {
+        if app.space_guid != instance.space_guid {
+            return Err(ApiError::unprocessable(
+                "The service instance and the app are in different spaces",
+            ));
+        }
     }
     if body.parameters.is_some() && instance.kind == service_instances::USER_PROVIDED {
         return Err(ApiError::unprocessable(
             "Binding parameters are not supported for user-provided service instances",
         ));
     }
+    if key
+        && body
+            .name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        return Err(ApiError::unprocessable("Name can't be blank"));
+    }
+    if instance.kind == MANAGED {
+        check_bindable(&controller, &instance).await?;
+    }
     let name = body
         .name
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty());
+    let parameters = match &body.parameters {
+        None => Arg::Null,
+        Some(p) if p.is_object() => encrypt_json(&controller, p)?,
+        Some(_) => return Err(ApiError::unprocessable("Parameters must be an object")),
+    };
+    if key && name_in_use(&controller, &instance.guid, &name).await? {
+        return Err(ApiError::unprocessable(format!(
+            "The binding name is invalid. Key binding names must be unique. The service instance already has a key binding with name '{}'.",
+            name.unwrap_or_default()
+        )));
+    }
     let guid = db::new_guid();
     let now = db::now();
     let inserted = controller
@@ -199,9 +248,10 @@ pub async fn create(
             vec![
                 ("guid", guid.clone().into()),
                 ("name", name.map_or(db::Arg::Null, db::Arg::Text)),
-                ("type", "app".into()),
+                ("type", (if key { "key" } else { "app" }).into()),
                 ("service_instance_guid", instance.guid.clone().into()),
-                ("app_guid", app.guid.clone().into()),
+                ("app_guid", app.as_ref().map(|a| a.guid.clone()).into()),
+                ("parameters", parameters),
                 ("created_at", now.clone().into()),
                 ("updated_at", now.into()),
             ],
@@ -220,43 +270,153 @@ pub async fn create(
         .get::<ServiceBinding>(&guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Service credential binding"))?;
-    crate::services::sync_app_drains(&controller, &app.guid).await?;
-    record(
-        &controller,
-        &user,
-        "audit.service_binding.create",
-        &binding,
-        &app,
-    )
-    .await;
+    record(&controller, &user, "create", &binding, &instance).await;
+    if instance.kind == MANAGED {
+        let (_, accepted) = start_operation(
+            &controller,
+            &user,
+            &binding.guid,
+            service_operations::CREATE,
+            "service_bindings.create",
+        )
+        .await?;
+        return Ok(accepted);
+    }
+    if let Some(app) = &app {
+        crate::services::sync_app_drains(&controller, &app.guid).await?;
+    }
     Ok(created(present(&controller, &binding)))
 }
 
+/// Whether the instance already has a key named `name`.
+async fn name_in_use(
+    controller: &Controller,
+    instance_guid: &str,
+    name: &Option<String>,
+) -> Result<bool, ApiError> {
+    let Some(name) = name else {
+        return Ok(false);
+    };
+    let found: Vec<ServiceBinding> = controller
+        .db
+        .find(
+            Filter::new()
+                .eq("service_instance_guid", instance_guid)
+                .eq("name", name),
+        )
+        .await?;
+    Ok(!found.is_empty())
+}
+
+/// A managed instance can be bound once created, when its plan is bindable.
+async fn check_bindable(
+    controller: &Controller,
+    instance: &ServiceInstance,
+) -> Result<(), ApiError> {
+    let op = &instance.operation;
+    if op.in_progress() {
+        return Err(service_instances::operation_in_progress(instance));
+    }
+    if op.state.as_deref() != Some(service_operations::SUCCEEDED) {
+        return Err(ApiError::unprocessable(format!(
+            "Service instance {} was not created successfully.",
+            instance.name
+        )));
+    }
+    let bindable = match &instance.service_plan_guid {
+        Some(plan) => controller
+            .db
+            .get::<ServicePlan>(plan)
+            .await?
+            .is_some_and(|p| p.bindable),
+        None => false,
+    };
+    if !bindable {
+        return Err(ApiError::unprocessable(
+            "Service plan does not allow bindings.",
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a bind or unbind with a job; the runner makes the broker call.
+async fn start_operation(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+    kind: &str,
+    job_operation: &str,
+) -> Result<(String, axum::response::Response), ApiError> {
+    let (job, accepted) = super::new_job(controller, job_operation, JobState::Processing).await?;
+    let values = service_operations::start_values(kind, kind, &job, &user.claims.user_id);
+    controller
+        .db
+        .update("service_credential_bindings", guid, values)
+        .await?;
+    controller.operations.wake();
+    Ok((job, accepted))
+}
+
+/// Records `audit.service_binding.<action>` (or `audit.service_key.<action>`).
 async fn record(
     controller: &Controller,
     user: &User,
-    event: &str,
+    action: &str,
     binding: &ServiceBinding,
-    app: &App,
+    instance: &ServiceInstance,
 ) {
+    let (kind, event) = if binding.kind == "key" {
+        ("service_key", format!("audit.service_key.{action}"))
+    } else {
+        ("service_binding", format!("audit.service_binding.{action}"))
+    };
     let target = Target {
-        kind: "service_binding",
+        kind,
         guid: &binding.guid,
         name: binding.name.as_deref().unwrap_or_default(),
     };
-    let data = json!({"request": {
-        "type": binding.kind,
-        "relationships": {
-            "app": {"data": {"guid": app.guid}},
-            "service_instance": {"data": {"guid": binding.service_instance_guid}},
-        },
-    }});
-    audit::record(controller, user, event, target, Some(&app.space_guid), data).await;
+    let mut relationships = json!({
+        "service_instance": {"data": {"guid": binding.service_instance_guid}},
+    });
+    if let Some(app) = &binding.app_guid {
+        relationships["app"] = json!({"data": {"guid": app}});
+    }
+    let mut request = json!({"type": binding.kind, "relationships": relationships});
+    if binding.parameters.is_some() {
+        request["parameters"] = json!(service_instances::PRIVATE);
+    }
+    let data = json!({"request": request});
+    audit::record(
+        controller,
+        user,
+        &event,
+        target,
+        Some(&instance.space_guid),
+        data,
+    )
+    .await;
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    let (binding, _) = load_to(&controller, &user, &guid, Access::Develop).await?;
-    remove(&controller, &user, &binding).await?;
+    let (binding, instance) = load_to(&controller, &user, &guid, Access::Develop).await?;
+    if instance.kind == MANAGED {
+        if binding.operation.in_progress() {
+            return Err(ApiError::unprocessable(
+                "There is an operation in progress for the service binding.",
+            ));
+        }
+        let (_, accepted) = start_operation(
+            &controller,
+            &user,
+            &binding.guid,
+            service_operations::DELETE,
+            "service_bindings.delete",
+        )
+        .await?;
+        record(&controller, &user, "delete", &binding, &instance).await;
+        return Ok(accepted);
+    }
+    remove(&controller, &user, &binding, &instance).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -265,6 +425,7 @@ pub async fn remove(
     controller: &Controller,
     user: &User,
     binding: &ServiceBinding,
+    instance: &ServiceInstance,
 ) -> Result<(), ApiError> {
     controller
         .db
@@ -275,16 +436,7 @@ pub async fn remove(
         .await?;
     if let Some(app_guid) = &binding.app_guid {
         crate::services::sync_app_drains(controller, app_guid).await?;
-        if let Some(app) = controller.db.get::<App>(app_guid).await? {
-            record(
-                controller,
-                user,
-                "audit.service_binding.delete",
-                binding,
-                &app,
-            )
-            .await;
-        }
     }
+    record(controller, user, "delete", binding, instance).await;
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Service instances (`/v3/service_instances`). So far the user-provided kind (`wf
-//! cups`): credentials the developer gives (stored encrypted, shown only to those who
-//! may read secrets, through `/credentials`), a `syslog_drain_url` that the app's logs
-//! are forwarded to once bound, and a `route_service_url`. Deleting an instance deletes
-//! its bindings. Managed instances (brokers, OSB) come with the service brokers.
+//! Service instances (`/v3/service_instances`). User-provided ones (`wf cups`):
+//! credentials the developer gives (stored encrypted, shown only to those who may read
+//! secrets, through `/credentials`), a `syslog_drain_url` that the app's logs are
+//! forwarded to once bound, and a `route_service_url`; deleting one deletes its
+//! bindings. Managed ones, of a broker's plan the user may use in the space: creating
+//! and deleting them answer a job and leave the broker calls to `service_operations`,
+//! with `last_operation` showing where they stand.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,13 +18,26 @@ use super::{
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, Arg, Filter, ServiceBinding, ServiceInstance};
+use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
 use crate::error::ApiError;
+use crate::service_operations::{self, encrypt_json};
 use crate::Controller;
 
 /// What audit events and logs show instead of credentials.
 pub const PRIVATE: &str = "[PRIVATE DATA HIDDEN]";
 pub const USER_PROVIDED: &str = "user-provided";
+pub const MANAGED: &str = "managed";
+
+/// CF's `last_operation`: a user-provided instance's is its creation.
+pub fn last_operation(operation: &db::Operation, created_at: &str, updated_at: &str) -> Value {
+    json!({
+        "type": operation.kind.as_deref().unwrap_or("create"),
+        "state": operation.state.as_deref().unwrap_or(service_operations::SUCCEEDED),
+        "description": operation.description.as_deref().unwrap_or("Operation succeeded"),
+        "created_at": cf_time(operation.started_at.as_deref().unwrap_or(created_at)),
+        "updated_at": cf_time(updated_at),
+    })
+}
 
 fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
     let link = |suffix: &str| {
@@ -31,7 +46,7 @@ fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
             &format!("/v3/service_instances/{}{suffix}", instance.guid),
         )
     };
-    json!({
+    let mut body = json!({
         "guid": instance.guid,
         "created_at": cf_time(&instance.created_at),
         "updated_at": cf_time(&instance.updated_at),
@@ -40,13 +55,7 @@ fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
         "tags": instance.tags,
         "syslog_drain_url": instance.syslog_drain_url,
         "route_service_url": instance.route_service_url,
-        "last_operation": {
-            "type": "create",
-            "state": "succeeded",
-            "description": "Operation succeeded",
-            "created_at": cf_time(&instance.created_at),
-            "updated_at": cf_time(&instance.updated_at),
-        },
+        "last_operation": last_operation(&instance.operation, &instance.created_at, &instance.updated_at),
         "relationships": {"space": {"data": {"guid": instance.space_guid}}},
         "metadata": metadata(),
         "links": {
@@ -62,7 +71,17 @@ fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
                 &format!("/v3/service_route_bindings?service_instance_guids={}", instance.guid),
             ),
         },
-    })
+    });
+    if let Some(plan) = &instance.service_plan_guid {
+        body["dashboard_url"] = json!(instance.dashboard_url);
+        body["relationships"]["service_plan"] = json!({"data": {"guid": plan}});
+        body["links"]["service_plan"] = href(controller, &format!("/v3/service_plans/{plan}"));
+        body["links"]
+            .as_object_mut()
+            .expect("an object")
+            .remove("credentials");
+    }
+    body
 }
 
 /// A service instance the user can see (else 404), and may do `access` to (else 403).
@@ -148,6 +167,8 @@ pub struct InstanceFields {
     route_service_url: Option<Option<String>>,
     tags: Option<Vec<String>>,
     relationships: Option<Value>,
+    /// For the broker (managed instances).
+    parameters: Option<Value>,
     /// Accepted as CF clients send it; labels and annotations are not kept yet.
     #[serde(rename = "metadata")]
     _metadata: Option<Value>,
@@ -243,6 +264,12 @@ fn audit_request(fields: &InstanceFields) -> Value {
     if let Some(tags) = &fields.tags {
         request.insert("tags".into(), json!(tags));
     }
+    if fields.parameters.is_some() {
+        request.insert("parameters".into(), json!(PRIVATE));
+    }
+    if let Some(relationships) = &fields.relationships {
+        request.insert("relationships".into(), relationships.clone());
+    }
     json!({"request": request})
 }
 
@@ -253,8 +280,13 @@ async fn record(
     instance: &ServiceInstance,
     data: Value,
 ) {
+    let kind = if instance.kind == MANAGED {
+        "service_instance"
+    } else {
+        "user_provided_service_instance"
+    };
     let target = Target {
-        kind: "user_provided_service_instance",
+        kind,
         guid: &instance.guid,
         name: &instance.name,
     };
@@ -275,12 +307,13 @@ pub async fn create(
     JsonBody(fields): JsonBody<InstanceFields>,
 ) -> ApiResult {
     match fields.kind.as_deref() {
-        Some(USER_PROVIDED) => {}
-        Some("managed") => {
+        Some(USER_PROVIDED) if fields.parameters.is_some() => {
             return Err(ApiError::unprocessable(
-                "Managed service instances need a service broker; none is registered",
+                "Parameters are not supported for user-provided service instances",
             ))
         }
+        Some(USER_PROVIDED) => {}
+        Some(MANAGED) => return create_managed(&controller, &user, &fields).await,
         _ => {
             return Err(ApiError::unprocessable(
                 "Type must be one of 'managed', 'user-provided'",
@@ -345,10 +378,16 @@ pub async fn update(
     JsonBody(fields): JsonBody<InstanceFields>,
 ) -> ApiResult {
     let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
-    if fields.kind.is_some() || fields.relationships.is_some() {
+    if fields.kind.is_some() || fields.relationships.is_some() || fields.parameters.is_some() {
         return Err(ApiError::unprocessable(
-            "Type and relationships cannot be changed",
+            "Type, relationships and parameters cannot be changed",
         ));
+    }
+    if instance.kind == MANAGED {
+        check_managed_fields(&fields)?;
+        if instance.operation.in_progress() {
+            return Err(operation_in_progress(&instance));
+        }
     }
     let mut values = columns(&controller, &fields)?;
     if !values.is_empty() {
@@ -372,7 +411,11 @@ pub async fn update(
     record(
         &controller,
         &user,
-        "audit.user_provided_service_instance.update",
+        if updated.kind == MANAGED {
+            "audit.service_instance.update"
+        } else {
+            "audit.user_provided_service_instance.update"
+        },
         &updated,
         audit_request(&fields),
     )
@@ -382,12 +425,15 @@ pub async fn update(
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
+    if instance.kind == MANAGED {
+        return delete_managed(&controller, &user, &instance).await;
+    }
     let bindings: Vec<ServiceBinding> = controller
         .db
         .find(Filter::new().eq("service_instance_guid", &guid))
         .await?;
     for binding in &bindings {
-        super::service_bindings::remove(&controller, &user, binding).await?;
+        super::service_bindings::remove(&controller, &user, binding, &instance).await?;
     }
     controller
         .db
@@ -402,4 +448,167 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
     )
     .await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What only user-provided instances have.
+fn check_managed_fields(fields: &InstanceFields) -> Result<(), ApiError> {
+    if fields.credentials.is_some()
+        || fields.syslog_drain_url.is_some()
+        || fields.route_service_url.is_some()
+    {
+        return Err(ApiError::unprocessable(
+            "Credentials, syslog_drain_url and route_service_url are for user-provided service instances",
+        ));
+    }
+    Ok(())
+}
+
+/// CF-AsyncServiceInstanceOperationInProgress's message.
+pub fn operation_in_progress(instance: &ServiceInstance) -> ApiError {
+    ApiError::unprocessable(format!(
+        "An operation for service instance {} is in progress.",
+        instance.name
+    ))
+}
+
+/// Starts the operation (`create` or `delete`) of a managed instance with a job; the
+/// runner makes the broker call.
+async fn start_operation(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+    kind: &str,
+    job_operation: &str,
+) -> Result<(String, axum::response::Response), ApiError> {
+    let (job, accepted) = super::new_job(controller, job_operation, JobState::Processing).await?;
+    let values = service_operations::start_values(kind, kind, &job, &user.claims.user_id);
+    controller
+        .db
+        .update("service_instances", guid, values)
+        .await?;
+    controller.operations.wake();
+    Ok((job, accepted))
+}
+
+async fn create_managed(
+    controller: &std::sync::Arc<Controller>,
+    user: &User,
+    fields: &InstanceFields,
+) -> ApiResult {
+    check_managed_fields(fields)?;
+    let name = fields
+        .name
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Err(ApiError::unprocessable("Name can't be blank"));
+    }
+    let body = json!({"relationships": fields.relationships.clone().unwrap_or_default()});
+    let space_guid = relationship_guid(&body, "space").ok_or_else(|| {
+        ApiError::unprocessable("Relationships 'relationships' must include space")
+    })?;
+    let plan_guid = relationship_guid(&body, "service_plan").ok_or_else(|| {
+        ApiError::unprocessable("Relationships 'relationships' must include service_plan")
+    })?;
+    let space = load_space_to(controller, user, &space_guid, Access::Read)
+        .await
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "Invalid space. Ensure that the space exists and you have access to it.",
+            )
+        })?;
+    user.require_in_space(&space.guid, Access::Develop)?;
+    let invalid_plan = || {
+        ApiError::unprocessable(
+            "Invalid service plan. Ensure that the service plan exists, is available, and you have access to it.",
+        )
+    };
+    let plan = controller
+        .db
+        .get::<ServicePlan>(&plan_guid)
+        .await?
+        .ok_or_else(invalid_plan)?;
+    if !plan.available
+        || !super::service_offerings::usable_in(controller, user, &plan, &space).await?
+    {
+        return Err(invalid_plan());
+    }
+    let parameters = match &fields.parameters {
+        None => Arg::Null,
+        Some(p) if p.is_object() => encrypt_json(controller, p)?,
+        Some(_) => return Err(ApiError::unprocessable("Parameters must be an object")),
+    };
+    let guid = db::new_guid();
+    let now = db::now();
+    let mut values = vec![
+        ("guid", guid.clone().into()),
+        ("type", MANAGED.into()),
+        ("space_guid", space.guid.clone().into()),
+        ("service_plan_guid", plan.guid.clone().into()),
+        ("parameters", parameters),
+        ("created_at", now.clone().into()),
+        ("updated_at", now.into()),
+    ];
+    values.extend(columns(controller, fields)?);
+    match controller.db.insert("service_instances", values).await {
+        Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&name)),
+        other => other?,
+    }
+    let (_, accepted) = start_operation(
+        controller,
+        user,
+        &guid,
+        service_operations::CREATE,
+        "service_instance.create",
+    )
+    .await?;
+    let instance = load_to(controller, user, &guid, Access::Read).await?;
+    record(
+        controller,
+        user,
+        "audit.service_instance.create",
+        &instance,
+        audit_request(fields),
+    )
+    .await;
+    Ok(accepted)
+}
+
+/// Deprovisions a managed instance (refused while it has bindings or keys).
+async fn delete_managed(
+    controller: &Controller,
+    user: &User,
+    instance: &ServiceInstance,
+) -> ApiResult {
+    if instance.operation.in_progress() {
+        return Err(operation_in_progress(instance));
+    }
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", &instance.guid))
+        .await?;
+    if !bindings.is_empty() {
+        return Err(ApiError::unprocessable(
+            "Cannot delete service instance. Service keys, bindings, and shares must first be deleted.",
+        ));
+    }
+    let (_, accepted) = start_operation(
+        controller,
+        user,
+        &instance.guid,
+        service_operations::DELETE,
+        "service_instance.delete",
+    )
+    .await?;
+    record(
+        controller,
+        user,
+        "audit.service_instance.delete",
+        instance,
+        json!({}),
+    )
+    .await;
+    Ok(accepted)
 }

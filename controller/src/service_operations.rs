@@ -1,0 +1,815 @@
+//! The broker side of managed service instances and their bindings: a runner that
+//! takes up each instance or binding with a `pending` step (create, poll, delete,
+//! orphan) whose `due_at` has passed, calls the broker (`osb`), and records the
+//! outcome as CF's `last_operation` and in the operation's job. The steps live in the
+//! database, so a restarted controller carries on where it stopped; polls back off
+//! (honouring `Retry-After`) up to a maximum duration; a provision or bind that timed
+//! out, failed with 5xx or answered garbage is followed by a deprovision or unbind
+//! (orphan mitigation), retried until it goes through or the maximum duration passes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{
+    self, Arg, Filter, JobState, Org, ServiceBinding, ServiceBroker, ServiceInstance,
+    ServiceOffering, ServicePlan, Space,
+};
+use crate::error::ApiError;
+use crate::osb::{self, BindOutcome, LastOperation, OsbError, Outcome};
+use crate::Controller;
+
+/// How the controller talks to service brokers (CF's `broker_client_*` settings).
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Longest wait for one broker answer (CF: 60 s).
+    pub timeout: Duration,
+    /// First wait between `last_operation` polls, doubled after each (CF: 60 s).
+    pub poll_interval: Duration,
+    /// Longest wait between polls, unless the broker's `Retry-After` asks for more
+    /// (CF: 24 h).
+    pub max_poll_interval: Duration,
+    /// How long an operation may stay in progress before it fails (CF: 7 days).
+    pub max_poll_duration: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(60),
+            max_poll_interval: Duration::from_secs(24 * 3600),
+            max_poll_duration: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The runner's shared state: the HTTP client, a wake-up for new work, and the rows
+/// being worked on.
+#[derive(Default)]
+pub struct Runner {
+    http: reqwest::Client,
+    wake: tokio::sync::Notify,
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl Runner {
+    /// Makes the runner look for due steps now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Pending steps.
+pub const CREATE: &str = "create";
+pub const DELETE: &str = "delete";
+const POLL: &str = "poll";
+const ORPHAN: &str = "orphan";
+
+pub const IN_PROGRESS: &str = "in progress";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+/// Takes up due steps until cancelled.
+pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
+    let tick = controller
+        .config
+        .brokers
+        .poll_interval
+        .min(Duration::from_secs(1));
+    loop {
+        if let Err(e) = pass(&controller).await {
+            tracing::error!(error = %e, "service broker operations");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = controller.operations.wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
+    let due = || {
+        Filter::new()
+            .clause("pending IS NOT NULL", vec![])
+            .clause("due_at <= ?", vec![db::now().into()])
+    };
+    let instances: Vec<ServiceInstance> = controller.db.find(due()).await?;
+    let bindings: Vec<ServiceBinding> = controller.db.find(due()).await?;
+    let guids = instances
+        .into_iter()
+        .map(|i| (i.guid, false))
+        .chain(bindings.into_iter().map(|b| (b.guid, true)));
+    for (guid, binding) in guids {
+        if !controller
+            .operations
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(guid.clone())
+        {
+            continue;
+        }
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            let outcome = if binding {
+                binding_step(&controller, &guid).await
+            } else {
+                instance_step(&controller, &guid).await
+            };
+            if let Err(e) = outcome {
+                tracing::error!(guid, error = %e, "service broker operation step");
+            }
+            controller
+                .operations
+                .in_flight
+                .lock()
+                .expect("in-flight set")
+                .remove(&guid);
+        });
+    }
+    Ok(())
+}
+
+/// The plan, offering and broker of a managed instance.
+pub struct PlanContext {
+    pub plan: ServicePlan,
+    pub offering: ServiceOffering,
+    pub broker: ServiceBroker,
+}
+
+impl PlanContext {
+    pub async fn load(controller: &Controller, plan_guid: &str) -> Result<PlanContext, ApiError> {
+        let plan = controller
+            .db
+            .get::<ServicePlan>(plan_guid)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Service plan"))?;
+        let offering = controller
+            .db
+            .get::<ServiceOffering>(&plan.service_offering_guid)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Service offering"))?;
+        let broker = controller
+            .db
+            .get::<ServiceBroker>(&offering.service_broker_guid)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Service broker"))?;
+        Ok(PlanContext {
+            plan,
+            offering,
+            broker,
+        })
+    }
+
+    fn ids(&self) -> osb::PlanIds<'_> {
+        osb::PlanIds {
+            service_id: &self.offering.broker_id,
+            plan_id: &self.plan.broker_id,
+        }
+    }
+}
+
+/// A broker's decrypted basic-auth credentials.
+pub struct BrokerAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl BrokerAuth {
+    pub fn of(controller: &Controller, broker: &ServiceBroker) -> Result<BrokerAuth, ApiError> {
+        let plain = controller
+            .crypto
+            .decrypt(&broker.authentication)
+            .map_err(|e| {
+                ApiError::Internal(format!("credentials of broker {}: {e}", broker.guid))
+            })?;
+        let value: Value = serde_json::from_str(&plain).map_err(|e| {
+            ApiError::Internal(format!("credentials of broker {}: {e}", broker.guid))
+        })?;
+        let field = |name: &str| value[name].as_str().unwrap_or_default().to_string();
+        Ok(BrokerAuth {
+            username: field("username"),
+            password: field("password"),
+        })
+    }
+
+    /// The OSB client for `url` with these credentials.
+    pub fn client<'a>(&'a self, controller: &'a Controller, url: &'a str) -> osb::Broker<'a> {
+        osb::Broker {
+            http: controller.operations.http(),
+            url,
+            username: &self.username,
+            password: &self.password,
+            timeout: controller.config.brokers.timeout,
+        }
+    }
+}
+
+/// A decrypted JSON object column (parameters, credentials).
+pub fn decrypt_object(
+    controller: &Controller,
+    stored: Option<&str>,
+) -> Result<Option<Map<String, Value>>, ApiError> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let plain = controller
+        .crypto
+        .decrypt(stored)
+        .map_err(|e| ApiError::Internal(format!("decrypting a stored secret: {e}")))?;
+    serde_json::from_str(&plain)
+        .map(Some)
+        .map_err(|e| ApiError::Internal(format!("a stored secret: {e}")))
+}
+
+pub fn encrypt_json(controller: &Controller, value: &Value) -> Result<Arg, ApiError> {
+    controller
+        .crypto
+        .encrypt(&value.to_string())
+        .map(Arg::Text)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The column values that start an operation of `kind` whose first step is `pending`.
+pub fn start_values(
+    kind: &str,
+    pending: &str,
+    job_guid: &str,
+    user_guid: &str,
+) -> Vec<(&'static str, Arg)> {
+    let now = db::now();
+    vec![
+        ("last_operation_type", kind.into()),
+        ("last_operation_state", IN_PROGRESS.into()),
+        ("last_operation_description", Arg::Null),
+        ("pending", pending.into()),
+        ("due_at", now.clone().into()),
+        ("attempts", 0.into()),
+        ("operation_started_at", now.into()),
+        ("broker_operation", Arg::Null),
+        ("job_guid", job_guid.into()),
+        ("operation_user_guid", user_guid.into()),
+    ]
+}
+
+/// When the next poll is due: `Retry-After` if the broker gave one, else the poll
+/// interval doubled per attempt; both at most the maximum interval.
+fn next_due(config: &BrokerConfig, attempts: i64, retry_after: Option<Duration>) -> String {
+    let backoff = config
+        .poll_interval
+        .saturating_mul(1u32 << attempts.clamp(0, 20));
+    let wait = retry_after.unwrap_or(backoff).min(config.max_poll_interval);
+    later(wait)
+}
+
+fn later(wait: Duration) -> String {
+    let at = time::OffsetDateTime::now_utc() + wait;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    at.format(&format).unwrap_or_else(|_| db::now())
+}
+
+/// Whether an operation started at `started` has run out of time.
+fn expired(config: &BrokerConfig, started: Option<&str>) -> bool {
+    let started = started.map(db::unix_seconds).unwrap_or_default();
+    let elapsed = time::OffsetDateTime::now_utc().unix_timestamp() - started;
+    elapsed > i64::try_from(config.max_poll_duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Finishes the operation's job: COMPLETE, or FAILED with `error`.
+async fn finish_job(
+    controller: &Controller,
+    job: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let Some(job) = job else {
+        return Ok(());
+    };
+    let (state, errors) = match error {
+        None => (JobState::Complete, json!([])),
+        Some(detail) => (
+            JobState::Failed,
+            ApiError::unprocessable(detail).body()["errors"].clone(),
+        ),
+    };
+    controller
+        .db
+        .update(
+            "jobs",
+            job,
+            vec![
+                ("state", state.into()),
+                ("errors", errors.to_string().into()),
+            ],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The values that end an operation in `state` with `description`.
+fn end_values(state: &str, description: Option<String>) -> Vec<(&'static str, Arg)> {
+    vec![
+        ("last_operation_state", state.into()),
+        ("last_operation_description", description.into()),
+        ("pending", Arg::Null),
+        ("due_at", Arg::Null),
+    ]
+}
+
+fn orphan_values(state_description: String) -> Vec<(&'static str, Arg)> {
+    vec![
+        ("last_operation_state", FAILED.into()),
+        ("last_operation_description", state_description.into()),
+        ("pending", ORPHAN.into()),
+        ("due_at", db::now().into()),
+        ("attempts", 0.into()),
+        ("operation_started_at", db::now().into()),
+    ]
+}
+
+fn poll_values(
+    config: &BrokerConfig,
+    attempts: i64,
+    retry_after: Option<Duration>,
+    description: Option<String>,
+) -> Vec<(&'static str, Arg)> {
+    vec![
+        ("pending", POLL.into()),
+        ("attempts", (attempts + 1).into()),
+        ("due_at", next_due(config, attempts, retry_after).into()),
+        ("last_operation_description", description.into()),
+    ]
+}
+
+async fn org_of(controller: &Controller, space_guid: &str) -> Result<(Space, Org), ApiError> {
+    let space = controller
+        .db
+        .get::<Space>(space_guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Space"))?;
+    let org = controller
+        .db
+        .get::<Org>(&space.organization_guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Organization"))?;
+    Ok((space, org))
+}
+
+/// One step of an instance's operation.
+async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiError> {
+    let Some(instance) = controller.db.get::<ServiceInstance>(guid).await? else {
+        return Ok(());
+    };
+    let (Some(pending), Some(plan_guid)) = (
+        instance.operation.pending.clone(),
+        instance.service_plan_guid.clone(),
+    ) else {
+        return Ok(());
+    };
+    let plan = PlanContext::load(controller, &plan_guid).await?;
+    let auth = BrokerAuth::of(controller, &plan.broker)?;
+    let broker = auth.client(controller, &plan.broker.url);
+    let config = &controller.config.brokers;
+    let op = &instance.operation;
+    let identity = op
+        .user_guid
+        .clone()
+        .map(|user_id| osb::Identity { user_id });
+    let job = op.job_guid.as_deref();
+    let set =
+        |values: Vec<(&'static str, Arg)>| controller.db.update("service_instances", guid, values);
+    match pending.as_str() {
+        CREATE => {
+            let (space, org) = org_of(controller, &instance.space_guid).await?;
+            let parameters =
+                decrypt_object(controller, instance.parameters.as_deref())?.map(Value::Object);
+            let context = osb::Context {
+                organization_guid: &org.guid,
+                space_guid: &space.guid,
+                instance_name: &instance.name,
+            };
+            let identity = identity.unwrap_or(osb::Identity {
+                user_id: String::new(),
+            });
+            match broker
+                .provision(guid, plan.ids(), context, parameters.as_ref(), &identity)
+                .await
+            {
+                Ok(Outcome::Done { dashboard_url }) => {
+                    let mut values = end_values(SUCCEEDED, None);
+                    values.push(("dashboard_url", dashboard_url.into()));
+                    set(values).await?;
+                    finish_job(controller, job, None).await?;
+                }
+                Ok(Outcome::Async { operation }) => {
+                    let mut values = poll_values(config, 0, None, None);
+                    values.push(("broker_operation", operation.into()));
+                    set(values).await?;
+                }
+                Err(e) => fail_instance(controller, &instance, e).await?,
+            }
+        }
+        POLL => {
+            let answer = broker
+                .last_operation(guid, None, plan.ids(), op.broker_operation.as_deref())
+                .await;
+            let deleting = op.kind.as_deref() == Some(DELETE);
+            match answer {
+                Ok(LastOperation::InProgress {
+                    description,
+                    retry_after,
+                }) => {
+                    if expired(config, op.started_at.as_deref()) {
+                        set(end_values(FAILED, Some(timed_out(config)))).await?;
+                        finish_job(controller, job, Some(&timed_out(config))).await?;
+                    } else {
+                        set(poll_values(config, op.attempts, retry_after, description)).await?;
+                    }
+                }
+                Ok(LastOperation::Succeeded { .. }) | Ok(LastOperation::Gone) if deleting => {
+                    remove_instance(controller, guid).await?;
+                    finish_job(controller, job, None).await?;
+                }
+                Ok(LastOperation::Succeeded { description }) => {
+                    set(end_values(SUCCEEDED, description)).await?;
+                    finish_job(controller, job, None).await?;
+                }
+                Ok(LastOperation::Failed { description }) => {
+                    let detail = description
+                        .unwrap_or_else(|| "The service broker reported a failure".into());
+                    set(end_values(FAILED, Some(detail.clone()))).await?;
+                    finish_job(controller, job, Some(&detail)).await?;
+                }
+                Ok(LastOperation::Gone) => {
+                    let detail = "The service broker reports the service instance gone".to_string();
+                    set(end_values(FAILED, Some(detail.clone()))).await?;
+                    finish_job(controller, job, Some(&detail)).await?;
+                }
+                // A poll that failed is tried again until the operation runs out of time.
+                Err(e) => {
+                    if expired(config, op.started_at.as_deref()) {
+                        set(end_values(FAILED, Some(e.to_string()))).await?;
+                        finish_job(controller, job, Some(&e.to_string())).await?;
+                    } else {
+                        set(poll_values(
+                            config,
+                            op.attempts,
+                            None,
+                            op.description.clone(),
+                        ))
+                        .await?;
+                    }
+                }
+            }
+        }
+        DELETE => match broker
+            .deprovision(guid, plan.ids(), identity.as_ref())
+            .await
+        {
+            Ok(Outcome::Done { .. }) => {
+                remove_instance(controller, guid).await?;
+                finish_job(controller, job, None).await?;
+            }
+            Ok(Outcome::Async { operation }) => {
+                let mut values = poll_values(config, 0, None, None);
+                values.push(("broker_operation", operation.into()));
+                set(values).await?;
+            }
+            Err(e) => {
+                set(end_values(FAILED, Some(e.to_string()))).await?;
+                finish_job(controller, job, Some(&e.to_string())).await?;
+            }
+        },
+        ORPHAN => match broker.deprovision(guid, plan.ids(), None).await {
+            Ok(_) => {
+                set(vec![("pending", Arg::Null), ("due_at", Arg::Null)]).await?;
+            }
+            Err(e) if expired(config, op.started_at.as_deref()) => {
+                tracing::warn!(instance = guid, error = %e, "giving up orphan mitigation");
+                set(vec![("pending", Arg::Null), ("due_at", Arg::Null)]).await?;
+            }
+            Err(_) => {
+                set(vec![
+                    ("attempts", (op.attempts + 1).into()),
+                    ("due_at", next_due(config, op.attempts, None).into()),
+                ])
+                .await?;
+            }
+        },
+        other => {
+            tracing::error!(
+                instance = guid,
+                step = other,
+                "unknown service operation step"
+            );
+            set(vec![("pending", Arg::Null)]).await?;
+        }
+    }
+    Ok(())
+}
+
+fn timed_out(config: &BrokerConfig) -> String {
+    format!(
+        "The service broker did not finish the operation within {} seconds",
+        config.max_poll_duration.as_secs()
+    )
+}
+
+/// A provision that failed: the instance's create failed with the broker's error,
+/// followed by orphan mitigation when the spec asks for it.
+async fn fail_instance(
+    controller: &Controller,
+    instance: &ServiceInstance,
+    e: OsbError,
+) -> Result<(), ApiError> {
+    let detail = e.to_string();
+    let values = if e.needs_orphan_mitigation() {
+        orphan_values(detail.clone())
+    } else {
+        end_values(FAILED, Some(detail.clone()))
+    };
+    controller
+        .db
+        .update("service_instances", &instance.guid, values)
+        .await?;
+    finish_job(
+        controller,
+        instance.operation.job_guid.as_deref(),
+        Some(&detail),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn remove_instance(controller: &Controller, guid: &str) -> Result<(), sqlx::Error> {
+    controller
+        .db
+        .delete_where(
+            "service_credential_bindings",
+            Filter::new().eq("service_instance_guid", guid),
+        )
+        .await?;
+    controller
+        .db
+        .delete_where("service_instances", Filter::new().eq("guid", guid))
+        .await
+        .map(|_| ())
+}
+
+/// One step of a binding's operation.
+async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiError> {
+    let Some(binding) = controller.db.get::<ServiceBinding>(guid).await? else {
+        return Ok(());
+    };
+    let Some(pending) = binding.operation.pending.clone() else {
+        return Ok(());
+    };
+    let Some(instance) = controller
+        .db
+        .get::<ServiceInstance>(&binding.service_instance_guid)
+        .await?
+    else {
+        return Ok(());
+    };
+    let Some(plan_guid) = instance.service_plan_guid.clone() else {
+        return Ok(());
+    };
+    let plan = PlanContext::load(controller, &plan_guid).await?;
+    let auth = BrokerAuth::of(controller, &plan.broker)?;
+    let broker = auth.client(controller, &plan.broker.url);
+    let config = &controller.config.brokers;
+    let op = &binding.operation;
+    let identity = op
+        .user_guid
+        .clone()
+        .map(|user_id| osb::Identity { user_id });
+    let job = op.job_guid.as_deref();
+    let set = |values: Vec<(&'static str, Arg)>| {
+        controller
+            .db
+            .update("service_credential_bindings", guid, values)
+    };
+    let instance_guid = instance.guid.as_str();
+    match pending.as_str() {
+        CREATE => {
+            let (space, org) = org_of(controller, &instance.space_guid).await?;
+            let parameters =
+                decrypt_object(controller, binding.parameters.as_deref())?.map(Value::Object);
+            let context = osb::Context {
+                organization_guid: &org.guid,
+                space_guid: &space.guid,
+                instance_name: &instance.name,
+            };
+            let identity = identity.unwrap_or(osb::Identity {
+                user_id: String::new(),
+            });
+            let answer = broker
+                .bind(
+                    instance_guid,
+                    guid,
+                    plan.ids(),
+                    context,
+                    binding.app_guid.as_deref(),
+                    parameters.as_ref(),
+                    &identity,
+                )
+                .await;
+            match answer {
+                Ok(BindOutcome::Done(credentials)) => {
+                    bound(controller, &binding, credentials).await?;
+                }
+                Ok(BindOutcome::Async { operation }) => {
+                    let mut values = poll_values(config, 0, None, None);
+                    values.push(("broker_operation", operation.into()));
+                    set(values).await?;
+                }
+                Err(e) => {
+                    let detail = e.to_string();
+                    let values = if e.needs_orphan_mitigation() {
+                        orphan_values(detail.clone())
+                    } else {
+                        end_values(FAILED, Some(detail.clone()))
+                    };
+                    set(values).await?;
+                    finish_job(controller, job, Some(&detail)).await?;
+                }
+            }
+        }
+        POLL => {
+            let answer = broker
+                .last_operation(
+                    instance_guid,
+                    Some(guid),
+                    plan.ids(),
+                    op.broker_operation.as_deref(),
+                )
+                .await;
+            let deleting = op.kind.as_deref() == Some(DELETE);
+            match answer {
+                Ok(LastOperation::InProgress {
+                    description,
+                    retry_after,
+                }) if !expired(config, op.started_at.as_deref()) => {
+                    set(poll_values(config, op.attempts, retry_after, description)).await?;
+                }
+                Ok(LastOperation::Succeeded { .. }) | Ok(LastOperation::Gone) if deleting => {
+                    unbound(controller, &binding).await?;
+                    finish_job(controller, job, None).await?;
+                }
+                Ok(LastOperation::Succeeded { .. }) => {
+                    match broker.fetch_binding(instance_guid, guid, plan.ids()).await {
+                        Ok(credentials) => bound(controller, &binding, credentials).await?,
+                        Err(e) => {
+                            set(orphan_values(e.to_string())).await?;
+                            finish_job(controller, job, Some(&e.to_string())).await?;
+                        }
+                    }
+                }
+                Ok(LastOperation::InProgress { .. }) => {
+                    set(end_values(FAILED, Some(timed_out(config)))).await?;
+                    finish_job(controller, job, Some(&timed_out(config))).await?;
+                }
+                Ok(LastOperation::Failed { description }) => {
+                    let detail = description
+                        .unwrap_or_else(|| "The service broker reported a failure".into());
+                    set(end_values(FAILED, Some(detail.clone()))).await?;
+                    finish_job(controller, job, Some(&detail)).await?;
+                }
+                Ok(LastOperation::Gone) => {
+                    let detail = "The service broker reports the binding gone".to_string();
+                    set(end_values(FAILED, Some(detail.clone()))).await?;
+                    finish_job(controller, job, Some(&detail)).await?;
+                }
+                Err(e) => {
+                    if expired(config, op.started_at.as_deref()) {
+                        set(end_values(FAILED, Some(e.to_string()))).await?;
+                        finish_job(controller, job, Some(&e.to_string())).await?;
+                    } else {
+                        set(poll_values(
+                            config,
+                            op.attempts,
+                            None,
+                            op.description.clone(),
+                        ))
+                        .await?;
+                    }
+                }
+            }
+        }
+        DELETE => match broker
+            .unbind(instance_guid, guid, plan.ids(), identity.as_ref())
+            .await
+        {
+            Ok(Outcome::Done { .. }) => {
+                unbound(controller, &binding).await?;
+                finish_job(controller, job, None).await?;
+            }
+            Ok(Outcome::Async { operation }) => {
+                let mut values = poll_values(config, 0, None, None);
+                values.push(("broker_operation", operation.into()));
+                set(values).await?;
+            }
+            Err(e) => {
+                set(end_values(FAILED, Some(e.to_string()))).await?;
+                finish_job(controller, job, Some(&e.to_string())).await?;
+            }
+        },
+        ORPHAN => match broker.unbind(instance_guid, guid, plan.ids(), None).await {
+            Ok(_) => {
+                set(vec![("pending", Arg::Null), ("due_at", Arg::Null)]).await?;
+            }
+            Err(e) if expired(config, op.started_at.as_deref()) => {
+                tracing::warn!(binding = guid, error = %e, "giving up orphan mitigation");
+                set(vec![("pending", Arg::Null), ("due_at", Arg::Null)]).await?;
+            }
+            Err(_) => {
+                set(vec![
+                    ("attempts", (op.attempts + 1).into()),
+                    ("due_at", next_due(config, op.attempts, None).into()),
+                ])
+                .await?;
+            }
+        },
+        other => {
+            tracing::error!(
+                binding = guid,
+                step = other,
+                "unknown service operation step"
+            );
+            set(vec![("pending", Arg::Null)]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A bind that went through: the credentials kept encrypted, the app's drains synced.
+async fn bound(
+    controller: &Controller,
+    binding: &ServiceBinding,
+    credentials: osb::Credentials,
+) -> Result<(), ApiError> {
+    let mut values = end_values(SUCCEEDED, None);
+    values.push((
+        "credentials",
+        encrypt_json(controller, &Value::Object(credentials.credentials))?,
+    ));
+    values.push(("syslog_drain_url", credentials.syslog_drain_url.into()));
+    controller
+        .db
+        .update("service_credential_bindings", &binding.guid, values)
+        .await?;
+    finish_job(controller, binding.operation.job_guid.as_deref(), None).await?;
+    if let Some(app) = &binding.app_guid {
+        crate::services::sync_app_drains(controller, app).await?;
+    }
+    Ok(())
+}
+
+async fn unbound(controller: &Controller, binding: &ServiceBinding) -> Result<(), ApiError> {
+    controller
+        .db
+        .delete_where(
+            "service_credential_bindings",
+            Filter::new().eq("guid", &binding.guid),
+        )
+        .await?;
+    if let Some(app) = &binding.app_guid {
+        crate::services::sync_app_drains(controller, app).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_and_honour_retry_after() {
+        let config = BrokerConfig {
+            poll_interval: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(60),
+            ..BrokerConfig::default()
+        };
+        let seconds =
+            |due: String| db::unix_seconds(&due) - time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!((9..=10).contains(&seconds(next_due(&config, 0, None))));
+        assert!((39..=40).contains(&seconds(next_due(&config, 2, None))));
+        assert!(
+            (59..=60).contains(&seconds(next_due(&config, 9, None))),
+            "capped"
+        );
+        assert!((2..=3).contains(&seconds(next_due(&config, 5, Some(Duration::from_secs(3))))));
+        assert!(!expired(&config, Some(&db::now())));
+        assert!(expired(&config, Some("2020-01-01T00:00:00.000000Z")));
+    }
+}

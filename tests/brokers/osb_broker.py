@@ -1,0 +1,104 @@
+"""A service broker for the tests, written with openbrokerapi (an OSB implementation
+independent of Wasmfoundry's client).
+
+`python3 osb_broker.py PORT MODE` serves on 127.0.0.1:PORT with basic auth
+broker/broker-pass. MODE `good`: service `kv` with plans `sync` (provisions at once)
+and `async` (202, `last_operation` in progress for a few polls, then succeeded);
+binds return credentials. MODE `slow`: provisions sleep past the platform's timeout.
+MODE `garbage`: provisions answer 201 with a body that is not JSON.
+
+Every request is appended to the file in $BROKER_LOG as `METHOD PATH` lines, so the
+tests see what the platform sent (orphan mitigation is a DELETE).
+"""
+
+import logging
+import os
+import sys
+import time
+
+from flask import Flask, Response, request
+from openbrokerapi import api
+from openbrokerapi.catalog import ServicePlan
+from openbrokerapi.service_broker import (
+    Binding,
+    DeprovisionServiceSpec,
+    LastOperation,
+    OperationState,
+    ProvisionedServiceSpec,
+    ProvisionState,
+    Service,
+    ServiceBroker,
+    UnbindSpec,
+)
+
+POLLS_UNTIL_DONE = 3
+
+
+class KvBroker(ServiceBroker):
+    def __init__(self, mode):
+        self.mode = mode
+        self.polls = {}
+
+    def catalog(self):
+        return Service(
+            id="kv-service-id",
+            name="kv",
+            description="A key-value store",
+            bindable=True,
+            tags=["kv", "store"],
+            plans=[
+                ServicePlan(id="kv-sync-id", name="sync", description="ready at once", free=True),
+                ServicePlan(id="kv-async-id", name="async", description="ready after a while", free=True),
+            ],
+        )
+
+    def provision(self, instance_id, details, async_allowed, **kwargs):
+        if self.mode == "slow":
+            time.sleep(5)
+        if details.plan_id == "kv-async-id":
+            self.polls[instance_id] = 0
+            return ProvisionedServiceSpec(state=ProvisionState.IS_ASYNC, operation="create-op")
+        return ProvisionedServiceSpec(dashboard_url="https://kv.example/" + instance_id)
+
+    def last_operation(self, instance_id, operation_data, **kwargs):
+        self.polls[instance_id] = self.polls.get(instance_id, 0) + 1
+        if self.polls[instance_id] < POLLS_UNTIL_DONE:
+            return LastOperation(OperationState.IN_PROGRESS, "provisioning")
+        return LastOperation(OperationState.SUCCEEDED, "ready")
+
+    def deprovision(self, instance_id, details, async_allowed, **kwargs):
+        return DeprovisionServiceSpec(is_async=False)
+
+    def bind(self, instance_id, binding_id, details, async_allowed, **kwargs):
+        return Binding(
+            credentials={
+                "uri": "kv://user:kv-s3cret@127.0.0.1/" + instance_id,
+                "password": "kv-s3cret",
+            }
+        )
+
+    def unbind(self, instance_id, binding_id, details, async_allowed, **kwargs):
+        return UnbindSpec(is_async=False)
+
+
+def main():
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    log_path = os.environ["BROKER_LOG"]
+    app = Flask(__name__)
+
+    @app.before_request
+    def record():
+        with open(log_path, "a") as log:
+            log.write(f"{request.method} {request.path}\n")
+        if mode == "garbage" and request.method == "PUT" and "service_bindings" not in request.path:
+            return Response("<html>not json", status=201)
+        return None
+
+    app.register_blueprint(
+        api.get_blueprint(KvBroker(mode), api.BrokerCredentials("broker", "broker-pass"), logging.getLogger("broker"))
+    )
+    app.run("127.0.0.1", port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()
