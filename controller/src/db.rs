@@ -44,6 +44,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     10 => "0010_app_usage_events",
     11 => "0011_buildpacks",
     12 => "0012_service_instances",
+    13 => "0013_metadata",
     14 => "0014_service_brokers",
     15 => "0015_process_log_rate_limit",
 );
@@ -143,6 +144,22 @@ impl Filter {
         self.clause(&template, values.iter().map(Arg::from).collect())
     }
 
+    /// The resources whose labels meet every requirement of a `label_selector`, with
+    /// `column` their guid and `resource_type` their table.
+    pub fn label_selector(
+        mut self,
+        column: &str,
+        resource_type: &str,
+        requirements: &[crate::metadata::Requirement],
+    ) -> Filter {
+        for requirement in requirements {
+            let (template, args) =
+                crate::metadata::requirement_sql(column, resource_type, requirement);
+            self = self.clause(&template, args);
+        }
+        self
+    }
+
     fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
@@ -240,6 +257,21 @@ impl Db {
         Ok(self.exec(&sql, args).await? > 0)
     }
 
+    /// Deletes the records of `table` matching `filter` and their labels and annotations.
+    pub async fn delete_resources(&self, table: &str, filter: Filter) -> Result<u64, sqlx::Error> {
+        let mut args = filter.args.clone();
+        args.push(Arg::Text(table.to_string()));
+        let metadata = format!(
+            "DELETE FROM {} WHERE resource_guid IN (SELECT guid FROM {table}{}) \
+             AND resource_type = ${}",
+            crate::metadata::MetadataEntry::TABLE,
+            filter.sql(),
+            args.len()
+        );
+        self.exec(&metadata, args).await?;
+        self.delete_where(table, filter).await
+    }
+
     pub async fn delete_where(&self, table: &str, filter: Filter) -> Result<u64, sqlx::Error> {
         self.exec(&format!("DELETE FROM {table}{}", filter.sql()), filter.args)
             .await
@@ -261,6 +293,15 @@ impl Db {
             T::TABLE,
             filter.sql()
         );
+        let rows = bind_all(sqlx::query(&sql), &filter.args)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(T::from_row).collect()
+    }
+
+    /// Every record matching `filter`, in no particular order.
+    pub async fn select<T: Record>(&self, filter: Filter) -> Result<Vec<T>, sqlx::Error> {
+        let sql = format!("SELECT {} FROM {}{}", T::COLUMNS, T::TABLE, filter.sql());
         let rows = bind_all(sqlx::query(&sql), &filter.args)
             .fetch_all(&self.pool)
             .await?;

@@ -12,6 +12,7 @@ mod deployments;
 mod error;
 mod logs;
 pub mod manifest;
+mod metadata;
 mod nsync;
 mod orphaned_blobs;
 mod osb;

@@ -17,6 +17,7 @@ use crate::db::{
     self, App, AppState, Arg, Build, BuildState, Droplet, DropletState, Filter, Package, Process,
 };
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::nsync::{self, AppContext};
 use crate::Controller;
 
@@ -67,12 +68,14 @@ pub struct CreateApp {
     relationships: Value,
     lifecycle: Option<LifecycleBody>,
     environment_variables: Option<Map<String, Value>>,
+    metadata: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct UpdateApp {
     name: Option<String>,
     lifecycle: Option<LifecycleBody>,
+    metadata: Option<Value>,
 }
 
 pub fn present_app(controller: &Controller, app: &App) -> Value {
@@ -100,6 +103,11 @@ pub fn present_app(controller: &Controller, app: &App) -> Value {
             "stop": action("stop"),
         },
     })
+}
+
+/// An app as CF shows one, with its labels and annotations.
+async fn app_with_metadata(controller: &Controller, app: &App) -> Result<Value, ApiError> {
+    Ok(metadata::filled(&controller.db, "apps", present_app(controller, app)).await?)
 }
 
 pub fn validate_env(vars: &Map<String, Value>) -> Result<(), ApiError> {
@@ -130,8 +138,10 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
         "space_guid",
         "SELECT guid FROM spaces WHERE organization_guid IN ({})",
     );
+    let filter = params.label_selector(filter, "apps")?;
     let (total, apps) = controller.db.list::<App>(filter, &params.page).await?;
-    let resources = apps.iter().map(|a| present_app(&controller, a)).collect();
+    let mut resources: Vec<Value> = apps.iter().map(|a| present_app(&controller, a)).collect();
+    metadata::fill(&controller.db, "apps", &mut resources).await?;
     let space_guids = apps.into_iter().map(|a| a.space_guid).collect();
     let included = super::orgs::included(&controller, &includes, space_guids).await?;
     Ok(paginated_with(
@@ -173,6 +183,7 @@ pub async fn create(
     super::buildpacks::check_names(&controller, &buildpacks).await?;
     let env = body.environment_variables.unwrap_or_default();
     validate_env(&env)?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let exists = || ApiError::unprocessable(format!("App with the name '{name}' already exists."));
     let same_name = Filter::new()
         .eq("space_guid", &space.guid)
@@ -204,6 +215,7 @@ pub async fn create(
         Err(e) if db::is_unique_violation(&e) => return Err(exists()),
         other => other?,
     }
+    labels.apply(&controller.db, "apps", &guid).await?;
     // The web process shares the app's guid, as in CF.
     insert_process(&controller, &guid, &guid, "web").await?;
     controller.emit_log(&guid, "API", &format!("Created app with guid {guid}"));
@@ -218,7 +230,7 @@ pub async fn create(
         json!({"request": request}),
     )
     .await;
-    Ok(created(present_app(&controller, &app)))
+    Ok(created(app_with_metadata(&controller, &app).await?))
 }
 
 /// A new process of `app_guid` with CF's defaults (one instance of the default memory
@@ -254,7 +266,7 @@ pub async fn insert_process(
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let app = load_app(&controller, &user, &guid).await?;
-    Ok(ok(present_app(&controller, &app)))
+    Ok(ok(app_with_metadata(&controller, &app).await?))
 }
 
 pub async fn update(
@@ -264,6 +276,7 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult {
     let app = load_app_to(&controller, &user, &guid, Access::Operate).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let mut changes = Vec::new();
     if let Some(name) = body.name {
         let name = name.trim().to_string();
@@ -307,8 +320,9 @@ pub async fn update(
         )
         .await;
     }
+    labels.apply(&controller.db, "apps", &guid).await?;
     let app = load_app(&controller, &user, &guid).await?;
-    Ok(ok(present_app(&controller, &app)))
+    Ok(ok(app_with_metadata(&controller, &app).await?))
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
@@ -362,19 +376,22 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
         .db
         .delete_where("buildpack_caches", Filter::new().eq("guid", &app.guid))
         .await?;
+    controller
+        .db
+        .delete_where("route_destinations", by_app())
+        .await?;
     for table in [
-        "route_destinations",
         "service_credential_bindings",
         "builds",
         "packages",
         "droplets",
         "processes",
     ] {
-        controller.db.delete_where(table, by_app()).await?;
+        controller.db.delete_resources(table, by_app()).await?;
     }
     controller
         .db
-        .delete_where("apps", Filter::new().eq("guid", &app.guid))
+        .delete_resources("apps", Filter::new().eq("guid", &app.guid))
         .await?;
     nsync::sync_processes(controller, processes.into_iter().map(|p| p.guid).collect()).await;
     crate::services::sync_app_drains(controller, &app.guid).await?;
@@ -436,7 +453,7 @@ async fn set_state(
         (AppState::Stopped, _) => "audit.app.stop",
     };
     audit::record_app(controller, user, event, &app, json!({})).await;
-    Ok(ok(present_app(controller, &app)))
+    Ok(ok(app_with_metadata(controller, &app).await?))
 }
 
 pub async fn start(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
@@ -519,7 +536,9 @@ pub async fn current_droplet(
         None => None,
     };
     let droplet = droplet.ok_or_else(|| ApiError::not_found("Droplet"))?;
-    Ok(ok(super::builds::present_droplet(&controller, &droplet)))
+    Ok(ok(
+        super::builds::show_droplet_value(&controller, &droplet).await?
+    ))
 }
 
 pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {

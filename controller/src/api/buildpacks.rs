@@ -28,6 +28,7 @@ use crate::auth::User;
 use crate::blobstore::{self, BitsError};
 use crate::db::{self, Arg, Buildpack, BuildpackState, Filter, JobState};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 /// The longest buildpack name CF accepts.
@@ -55,6 +56,12 @@ fn present(controller: &Controller, buildpack: &Buildpack) -> Value {
     })
 }
 
+/// Buildpack `guid` as CF shows it, with its labels and annotations.
+async fn show_buildpack(controller: &Controller, guid: &str) -> Result<Value, ApiError> {
+    let shown = present(controller, &load(controller, guid).await?);
+    Ok(metadata::filled(&controller.db, "buildpacks", shown).await?)
+}
+
 async fn load(controller: &Controller, guid: &str) -> Result<Buildpack, ApiError> {
     controller
         .db
@@ -73,17 +80,19 @@ async fn all_by_position(controller: &Controller) -> Result<Vec<Buildpack>, ApiE
 pub async fn list(State(controller): Ctl, _user: User, params: ListParams) -> ApiResult {
     let filter = params.filter(Filter::new(), "names", "name");
     let filter = params.filter(filter, "stacks", "stack");
+    let filter = params.label_selector(filter, "buildpacks")?;
     let mut page = params.page.clone();
     if params.values("order_by").is_none() {
         page.order_by = "position".into();
     }
     let (total, buildpacks) = controller.db.list::<Buildpack>(filter, &page).await?;
-    let resources = buildpacks.iter().map(|b| present(&controller, b)).collect();
+    let mut resources: Vec<Value> = buildpacks.iter().map(|b| present(&controller, b)).collect();
+    metadata::fill(&controller.db, "buildpacks", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
 pub async fn show(State(controller): Ctl, _user: User, Path(guid): Path<String>) -> ApiResult {
-    Ok(ok(present(&controller, &load(&controller, &guid).await?)))
+    Ok(ok(show_buildpack(&controller, &guid).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +102,7 @@ pub struct CreateBuildpack {
     position: Option<i64>,
     enabled: Option<bool>,
     locked: Option<bool>,
+    metadata: Option<Value>,
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
@@ -188,6 +198,7 @@ pub async fn create(
     user.require_admin()?;
     let name = body.name.unwrap_or_default();
     validate_name(&name)?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let stack = body.stack.filter(|s| !s.is_empty());
     if let Some(stack) = stack.as_deref().filter(|s| *s != STACK) {
         return Err(ApiError::unprocessable(format!(
@@ -239,10 +250,8 @@ pub async fn create(
         other => other?,
     }
     renumber(&controller, &before, &order).await?;
-    Ok(created(present(
-        &controller,
-        &load(&controller, &guid).await?,
-    )))
+    labels.apply(&controller.db, "buildpacks", &guid).await?;
+    Ok(created(show_buildpack(&controller, &guid).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +260,7 @@ pub struct UpdateBuildpack {
     position: Option<i64>,
     enabled: Option<bool>,
     locked: Option<bool>,
+    metadata: Option<Value>,
 }
 
 pub async fn update(
@@ -262,6 +272,7 @@ pub async fn update(
     user.require_admin()?;
     let _positions = controller.buildpack_positions.lock().await;
     let buildpack = load(&controller, &guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let mut changes = Vec::new();
     if let Some(name) = body.name.filter(|n| *n != buildpack.name) {
         validate_name(&name)?;
@@ -295,7 +306,8 @@ pub async fn update(
         let order = placed(&guids(&before), &guid, position);
         renumber(&controller, &before, &order).await?;
     }
-    Ok(ok(present(&controller, &load(&controller, &guid).await?)))
+    labels.apply(&controller.db, "buildpacks", &guid).await?;
+    Ok(ok(show_buildpack(&controller, &guid).await?))
 }
 
 /// `DELETE /v3/buildpacks/:guid`: the record (closing the gap in the positions) and
@@ -306,7 +318,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
     let buildpack = load(&controller, &guid).await?;
     controller
         .db
-        .delete_where("buildpacks", Filter::new().eq("guid", &buildpack.guid))
+        .delete_resources("buildpacks", Filter::new().eq("guid", &buildpack.guid))
         .await?;
     let rest = all_by_position(&controller).await?;
     renumber(&controller, &rest, &guids(&rest)).await?;
@@ -349,7 +361,7 @@ pub async fn upload(
     }
     result?;
     let (_, accepted) = new_job(&controller, "buildpack.upload", JobState::Complete).await?;
-    let buildpack = present(&controller, &load(&controller, &guid).await?);
+    let buildpack = show_buildpack(&controller, &guid).await?;
     let location = accepted.headers().get(header::LOCATION).cloned();
     let mut response = (StatusCode::ACCEPTED, Json(buildpack)).into_response();
     if let Some(location) = location {

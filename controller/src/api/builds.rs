@@ -13,6 +13,7 @@ use super::{
 use crate::auth::User;
 use crate::db::{self, Arg, Build, BuildState, Droplet, DropletState, Filter, PackageState};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 /// CF's default staging resources.
@@ -85,6 +86,21 @@ pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
     })
 }
 
+/// A build as CF shows it, with its labels and annotations.
+async fn show_build_value(controller: &Controller, build: &Build) -> Result<Value, ApiError> {
+    let shown = present_build(controller, build);
+    Ok(metadata::filled(&controller.db, "builds", shown).await?)
+}
+
+/// A droplet as CF shows it, with its labels and annotations.
+pub async fn show_droplet_value(
+    controller: &Controller,
+    droplet: &Droplet,
+) -> Result<Value, ApiError> {
+    let shown = present_droplet(controller, droplet);
+    Ok(metadata::filled(&controller.db, "droplets", shown).await?)
+}
+
 async fn list_builds_filtered(
     controller: &Controller,
     params: &ListParams,
@@ -94,11 +110,13 @@ async fn list_builds_filtered(
     let filter = params.filter(filter, "app_guids", "app_guid");
     let filter = params.filter(filter, "package_guids", "package_guid");
     let filter = params.filter(filter, "states", "state");
+    let filter = params.label_selector(filter, "builds")?;
     let (total, builds) = controller.db.list::<Build>(filter, &params.page).await?;
-    let resources = builds
+    let mut resources: Vec<Value> = builds
         .iter()
         .map(|b| present_build(controller, b))
         .collect();
+    metadata::fill(&controller.db, "builds", &mut resources).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -122,16 +140,36 @@ pub async fn list_builds_for_app(
     .await
 }
 
-pub async fn show_build(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+/// A build the user may see (through its app).
+async fn load_build(controller: &Controller, user: &User, guid: &str) -> Result<Build, ApiError> {
     let build: Build = controller
         .db
-        .get(&guid)
+        .get(guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Build"))?;
-    load_app(&controller, &user, &build.app_guid)
+    load_app(controller, user, &build.app_guid)
         .await
         .map_err(|_| ApiError::not_found("Build"))?;
-    Ok(ok(present_build(&controller, &build)))
+    Ok(build)
+}
+
+pub async fn show_build(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    let build = load_build(&controller, &user, &guid).await?;
+    Ok(ok(show_build_value(&controller, &build).await?))
+}
+
+/// `PATCH /v3/builds/:guid`: a build's metadata, by those who may push its app.
+pub async fn update_build(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let build = load_build(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &build.app_guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "builds", &guid).await?;
+    Ok(ok(show_build_value(&controller, &build).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +179,7 @@ pub struct CreateBuild {
     lifecycle: Option<LifecycleBody>,
     staging_memory_in_mb: Option<i64>,
     staging_disk_in_mb: Option<i64>,
+    metadata: Option<Value>,
 }
 
 /// `POST /v3/builds`: records the build and its droplet (both STAGING) and desires the
@@ -155,6 +194,7 @@ pub async fn create_build(
         .get("guid")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let package = load_package(&controller, &user, package_guid)
         .await
         .map_err(|_| {
@@ -227,6 +267,7 @@ pub async fn create_build(
             ],
         )
         .await?;
+    labels.apply(&controller.db, "builds", &guid).await?;
     let build: Build = controller
         .db
         .get(&guid)
@@ -243,7 +284,7 @@ pub async fn create_build(
         .get(&guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Build"))?;
-    Ok(created(present_build(&controller, &build)))
+    Ok(created(show_build_value(&controller, &build).await?))
 }
 
 async fn list_droplets_filtered(
@@ -255,11 +296,13 @@ async fn list_droplets_filtered(
     let filter = params.filter(filter, "app_guids", "app_guid");
     let filter = params.filter(filter, "package_guids", "package_guid");
     let filter = params.filter(filter, "states", "state");
+    let filter = params.label_selector(filter, "droplets")?;
     let (total, droplets) = controller.db.list::<Droplet>(filter, &params.page).await?;
-    let resources = droplets
+    let mut resources: Vec<Value> = droplets
         .iter()
         .map(|d| present_droplet(controller, d))
         .collect();
+    metadata::fill(&controller.db, "droplets", &mut resources).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -283,18 +326,42 @@ pub async fn list_droplets_for_app(
     .await
 }
 
+/// A droplet the user may see (through its app).
+async fn load_droplet(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<Droplet, ApiError> {
+    let droplet: Droplet = controller
+        .db
+        .get(guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Droplet"))?;
+    load_app(controller, user, &droplet.app_guid)
+        .await
+        .map_err(|_| ApiError::not_found("Droplet"))?;
+    Ok(droplet)
+}
+
 pub async fn show_droplet(
     State(controller): Ctl,
     user: User,
     Path(guid): Path<String>,
 ) -> ApiResult {
-    let droplet: Droplet = controller
-        .db
-        .get(&guid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Droplet"))?;
-    load_app(&controller, &user, &droplet.app_guid)
-        .await
-        .map_err(|_| ApiError::not_found("Droplet"))?;
-    Ok(ok(present_droplet(&controller, &droplet)))
+    let droplet = load_droplet(&controller, &user, &guid).await?;
+    Ok(ok(show_droplet_value(&controller, &droplet).await?))
+}
+
+/// `PATCH /v3/droplets/:guid`: a droplet's metadata, by those who may push its app.
+pub async fn update_droplet(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let droplet = load_droplet(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &droplet.app_guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "droplets", &guid).await?;
+    Ok(ok(show_droplet_value(&controller, &droplet).await?))
 }

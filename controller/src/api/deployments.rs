@@ -19,6 +19,7 @@ use crate::db::{
     self, AppState, Deployment, DeploymentState, Droplet, DropletState, Filter, Process,
 };
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::{deployments, nsync, Controller};
 
 fn present(controller: &Controller, d: &Deployment) -> Value {
@@ -48,11 +49,18 @@ fn present(controller: &Controller, d: &Deployment) -> Value {
     })
 }
 
+/// A deployment as CF shows it, with its labels and annotations.
+async fn show_deployment(controller: &Controller, d: &Deployment) -> Result<Value, ApiError> {
+    let shown = present(controller, d);
+    Ok(metadata::filled(&controller.db, "deployments", shown).await?)
+}
+
 pub async fn create(
     State(controller): Ctl,
     user: User,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult {
+    let labels = MetadataUpdate::parse(body.get("metadata"))?;
     let Some(app_guid) = relationship_guid(&body, "app") else {
         return Err(ApiError::unprocessable(
             "Relationships 'app' must include an app guid.",
@@ -161,8 +169,9 @@ pub async fn create(
         data,
     )
     .await;
+    labels.apply(&controller.db, "deployments", &guid).await?;
     let deployment = load(&controller, &user, &guid).await?;
-    Ok(created(present(&controller, &deployment)))
+    Ok(created(show_deployment(&controller, &deployment).await?))
 }
 
 /// `POST /v3/deployments/:guid/actions/cancel`: back to the previous droplet and version.
@@ -222,7 +231,7 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
     )
     .await;
     let deployment = load(&controller, &user, &guid).await?;
-    Ok(ok(present(&controller, &deployment)))
+    Ok(ok(show_deployment(&controller, &deployment).await?))
 }
 
 async fn load(controller: &Controller, user: &User, guid: &str) -> Result<Deployment, ApiError> {
@@ -240,7 +249,21 @@ async fn load(controller: &Controller, user: &User, guid: &str) -> Result<Deploy
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let deployment = load(&controller, &user, &guid).await?;
-    Ok(ok(present(&controller, &deployment)))
+    Ok(ok(show_deployment(&controller, &deployment).await?))
+}
+
+/// `PATCH /v3/deployments/:guid`: a deployment's metadata, by those who may deploy its app.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let deployment = load(&controller, &user, &guid).await?;
+    load_app_to(&controller, &user, &deployment.app_guid, Access::Operate).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "deployments", &guid).await?;
+    Ok(ok(show_deployment(&controller, &deployment).await?))
 }
 
 pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
@@ -249,10 +272,12 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
     let filter = params.filter(filter, "states", "state");
     let filter = params.filter(filter, "status_values", "status_value");
     let filter = params.filter(filter, "status_reasons", "status_reason");
+    let filter = params.label_selector(filter, "deployments")?;
     let (total, found) = controller
         .db
         .list::<Deployment>(filter, &params.page)
         .await?;
-    let resources = found.iter().map(|d| present(&controller, d)).collect();
+    let mut resources: Vec<Value> = found.iter().map(|d| present(&controller, d)).collect();
+    metadata::fill(&controller.db, "deployments", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }

@@ -16,6 +16,7 @@ use super::{
 use crate::auth::User;
 use crate::db::{self, Arg, Domain, Filter, Org, Route};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 fn present(controller: &Controller, domain: &Domain) -> Value {
@@ -61,16 +62,46 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
     let filter = params.filter(visible(&user, Filter::new()), "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "organization_guids", "organization_guid");
+    let filter = params.label_selector(filter, "domains")?;
     let (total, domains) = controller.db.list::<Domain>(filter, &params.page).await?;
-    let resources = domains.iter().map(|d| present(&controller, d)).collect();
+    let mut resources: Vec<Value> = domains.iter().map(|d| present(&controller, d)).collect();
+    metadata::fill(&controller.db, "domains", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
+/// The domain `guid` as CF shows it, with its labels and annotations.
+async fn show_domain(controller: &Controller, user: &User, guid: &str) -> Result<Value, ApiError> {
+    let domain = present(controller, &load(controller, user, guid).await?);
+    Ok(metadata::filled(&controller.db, "domains", domain).await?)
+}
+
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    Ok(ok(present(
-        &controller,
-        &load(&controller, &user, &guid).await?,
-    )))
+    Ok(ok(show_domain(&controller, &user, &guid).await?))
+}
+
+/// `PATCH /v3/domains/:guid`: a domain's metadata, by those who may delete it.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let domain = load(&controller, &user, &guid).await?;
+    require_owner(&user, &domain)?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels
+        .apply(&controller.db, "domains", &domain.guid)
+        .await?;
+    Ok(ok(show_domain(&controller, &user, &guid).await?))
+}
+
+/// Admins own shared domains, an org's managers its private ones.
+fn require_owner(user: &User, domain: &Domain) -> Result<(), ApiError> {
+    match &domain.organization_guid {
+        None => user.require_admin(),
+        Some(org) if user.can_manage_org(org) => Ok(()),
+        Some(_) => Err(ApiError::not_authorized()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +111,7 @@ pub struct CreateDomain {
     internal: bool,
     #[serde(default)]
     relationships: Value,
+    metadata: Option<Value>,
 }
 
 /// A domain name as CF accepts it: dot-separated DNS labels, at least two.
@@ -122,6 +154,7 @@ pub async fn create(
             super::feature_flags::require(&controller, &user, "private_domain_creation").await?;
         }
     }
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     if !valid_name(&name) {
         return Err(ApiError::unprocessable(format!(
             "Name '{name}' must be a domain: two or more dot-separated labels of lowercase letters, digits and dashes."
@@ -161,19 +194,13 @@ pub async fn create(
         Err(e) if db::is_unique_violation(&e) => return Err(taken()),
         other => other?,
     }
-    Ok(created(present(
-        &controller,
-        &load(&controller, &user, &guid).await?,
-    )))
+    labels.apply(&controller.db, "domains", &guid).await?;
+    Ok(created(show_domain(&controller, &user, &guid).await?))
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let domain = load(&controller, &user, &guid).await?;
-    match &domain.organization_guid {
-        None => user.require_admin()?,
-        Some(org) if user.can_manage_org(org) => {}
-        Some(_) => return Err(ApiError::not_authorized()),
-    }
+    require_owner(&user, &domain)?;
     for route in controller
         .db
         .find::<Route>(Filter::new().eq("domain_guid", &domain.guid))
@@ -183,7 +210,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
     }
     controller
         .db
-        .delete_where("domains", Filter::new().eq("guid", &domain.guid))
+        .delete_resources("domains", Filter::new().eq("guid", &domain.guid))
         .await?;
     finished_job(&controller, "domain.delete").await
 }

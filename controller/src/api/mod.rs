@@ -136,7 +136,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v3/apps/{guid}/routes", get(routes::list_for_app))
         .route("/v3/packages", get(packages::list).post(packages::create))
-        .route("/v3/packages/{guid}", get(packages::show))
+        .route(
+            "/v3/packages/{guid}",
+            get(packages::show).patch(packages::update),
+        )
         .route(
             "/v3/packages/{guid}/upload",
             post(packages::upload).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
@@ -145,9 +148,15 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/builds",
             get(builds::list_builds).post(builds::create_build),
         )
-        .route("/v3/builds/{guid}", get(builds::show_build))
+        .route(
+            "/v3/builds/{guid}",
+            get(builds::show_build).patch(builds::update_build),
+        )
         .route("/v3/droplets", get(builds::list_droplets))
-        .route("/v3/droplets/{guid}", get(builds::show_droplet))
+        .route(
+            "/v3/droplets/{guid}",
+            get(builds::show_droplet).patch(builds::update_droplet),
+        )
         .route("/v3/processes", get(processes::list))
         .route(
             "/v3/processes/{guid}",
@@ -158,7 +167,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/routes", get(routes::list).post(routes::create))
         .route(
             "/v3/routes/{guid}",
-            get(routes::show).delete(routes::delete),
+            get(routes::show)
+                .patch(routes::update)
+                .delete(routes::delete),
         )
         .route(
             "/v3/routes/{guid}/destinations",
@@ -175,20 +186,25 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/users", get(roles::list_users))
         .route(
             "/v3/users/{guid}",
-            get(roles::show_user).delete(roles::delete_user),
+            get(roles::show_user)
+                .patch(roles::update_user)
+                .delete(roles::delete_user),
         )
         .route(
             "/v3/apps/{guid}/tasks",
             get(tasks::list_for_app).post(tasks::create),
         )
         .route("/v3/tasks", get(tasks::list))
-        .route("/v3/tasks/{guid}", get(tasks::show))
+        .route("/v3/tasks/{guid}", get(tasks::show).patch(tasks::update))
         .route("/v3/tasks/{guid}/actions/cancel", post(tasks::cancel))
         .route(
             "/v3/deployments",
             get(deployments::list).post(deployments::create),
         )
-        .route("/v3/deployments/{guid}", get(deployments::show))
+        .route(
+            "/v3/deployments/{guid}",
+            get(deployments::show).patch(deployments::update),
+        )
         .route(
             "/v3/deployments/{guid}/actions/cancel",
             post(deployments::cancel),
@@ -320,7 +336,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/domains", get(domains::list).post(domains::create))
         .route(
             "/v3/domains/{guid}",
-            get(domains::show).delete(domains::delete),
+            get(domains::show)
+                .patch(domains::update)
+                .delete(domains::delete),
         )
         .with_state(controller)
 }
@@ -353,6 +371,12 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
         _ => ApiError::MessageParse(e.to_string()),
     })
+}
+
+/// The body of a PATCH that changes only a resource's labels and annotations.
+#[derive(Debug, serde::Deserialize)]
+pub struct MetadataBody {
+    pub metadata: Option<Value>,
 }
 
 /// The query of a list request: filters, `page`, `per_page` and `order_by`.
@@ -454,6 +478,17 @@ impl ListParams {
             Some(values) => filter.in_select(column, select, &values),
             None => filter,
         }
+    }
+
+    /// Adds the `label_selector` requirements, when one was given, on the resources of
+    /// `resource_type` (their table) whose guid is in `guid`.
+    pub fn label_selector(&self, filter: Filter, resource_type: &str) -> Result<Filter, ApiError> {
+        let Some((_, selector)) = self.params.iter().find(|(k, _)| k == "label_selector") else {
+            return Ok(filter);
+        };
+        let requirements =
+            crate::metadata::parse_selector(selector).map_err(ApiError::BadQueryParameter)?;
+        Ok(filter.label_selector("guid", resource_type, &requirements))
     }
 
     fn page_href(&self, controller: &Controller, page: u64) -> Value {

@@ -14,11 +14,13 @@ use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{self, App, Arg, Filter, Org, Route, Space};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 #[derive(Debug, Deserialize)]
 pub struct NameBody {
     name: Option<String>,
+    metadata: Option<Value>,
 }
 
 fn valid_name(name: Option<String>, what: &str) -> Result<String, ApiError> {
@@ -110,8 +112,10 @@ pub async fn list_orgs(State(controller): Ctl, user: User, params: ListParams) -
     let filter = user.scope_orgs(Filter::new(), "guid");
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
+    let filter = params.label_selector(filter, "organizations")?;
     let (total, orgs) = controller.db.list::<Org>(filter, &params.page).await?;
-    let resources = orgs.iter().map(|o| present_org(&controller, o)).collect();
+    let mut resources: Vec<Value> = orgs.iter().map(|o| present_org(&controller, o)).collect();
+    metadata::fill(&controller.db, "organizations", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
@@ -129,6 +133,7 @@ pub async fn create_org(
         return Err(ApiError::not_authorized());
     }
     let name = valid_name(body.name, "Organization")?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let exists = |name: &str| format!("Organization '{name}' already exists.");
     if !controller
         .db
@@ -161,6 +166,7 @@ pub async fn create_org(
         }
         other => other?,
     }
+    labels.apply(&controller.db, "organizations", &guid).await?;
     if by_user {
         for kind in ["organization_user", "organization_manager"] {
             let now = db::now();
@@ -199,12 +205,17 @@ pub async fn create_org(
         json!({}),
     )
     .await;
-    Ok(created(present_org(&controller, &org)))
+    Ok(created(org_with_metadata(&controller, &org).await?))
+}
+
+async fn org_with_metadata(controller: &Controller, org: &Org) -> Result<Value, ApiError> {
+    let org = present_org(controller, org);
+    Ok(metadata::filled(&controller.db, "organizations", org).await?)
 }
 
 pub async fn show_org(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let org = load_org(&controller, &user, &guid).await?;
-    Ok(ok(present_org(&controller, &org)))
+    Ok(ok(org_with_metadata(&controller, &org).await?))
 }
 
 pub async fn update_org(
@@ -214,6 +225,7 @@ pub async fn update_org(
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
     let org = load_org_to_manage(&controller, &user, &guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     if body.name.is_some() {
         let name = valid_name(body.name, "Organization")?;
         let clash = controller
@@ -230,8 +242,9 @@ pub async fn update_org(
             .update("organizations", &guid, vec![("name", name.into())])
             .await?;
     }
+    labels.apply(&controller.db, "organizations", &guid).await?;
     let org = load_org(&controller, &user, &guid).await?;
-    Ok(ok(present_org(&controller, &org)))
+    Ok(ok(org_with_metadata(&controller, &org).await?))
 }
 
 pub async fn delete_org(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
@@ -250,7 +263,7 @@ pub async fn delete_org(State(controller): Ctl, user: User, Path(guid): Path<Str
         .await?;
     controller
         .db
-        .delete_where("organizations", Filter::new().eq("guid", &org.guid))
+        .delete_resources("organizations", Filter::new().eq("guid", &org.guid))
         .await?;
     let target = Target {
         kind: "organization",
@@ -274,6 +287,7 @@ pub struct CreateSpace {
     name: Option<String>,
     #[serde(default)]
     relationships: Value,
+    metadata: Option<Value>,
 }
 
 /// The `included` object of a list whose resources live in `space_guids`: the spaces
@@ -295,10 +309,11 @@ pub(super) async fn included(
         .await?;
     let mut included = serde_json::Map::new();
     if includes.iter().any(|i| i == "space") {
-        let list: Vec<Value> = spaces
+        let mut list: Vec<Value> = spaces
             .iter()
             .map(|s| present_space(controller, s))
             .collect();
+        metadata::fill(&controller.db, "spaces", &mut list).await?;
         included.insert("spaces".into(), Value::Array(list));
     }
     if includes
@@ -313,7 +328,8 @@ pub(super) async fn included(
             .db
             .find::<Org>(Filter::new().any_of("guid", &org_guids))
             .await?;
-        let list: Vec<Value> = orgs.iter().map(|o| present_org(controller, o)).collect();
+        let mut list: Vec<Value> = orgs.iter().map(|o| present_org(controller, o)).collect();
+        metadata::fill(&controller.db, "organizations", &mut list).await?;
         included.insert("organizations".into(), Value::Array(list));
     }
     Ok(Some(Value::Object(included)))
@@ -325,11 +341,13 @@ pub async fn list_spaces(State(controller): Ctl, user: User, params: ListParams)
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "organization_guids", "organization_guid");
+    let filter = params.label_selector(filter, "spaces")?;
     let (total, spaces) = controller.db.list::<Space>(filter, &params.page).await?;
-    let resources = spaces
+    let mut resources: Vec<Value> = spaces
         .iter()
         .map(|s| present_space(&controller, s))
         .collect();
+    metadata::fill(&controller.db, "spaces", &mut resources).await?;
     let space_guids = spaces.into_iter().map(|s| s.guid).collect();
     let included = included(&controller, &includes, space_guids).await?;
     Ok(paginated_with(
@@ -347,6 +365,7 @@ pub async fn create_space(
     JsonBody(body): JsonBody<CreateSpace>,
 ) -> ApiResult {
     let name = valid_name(body.name, "Space")?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let org_guid = relationship_guid(
         &json!({"relationships": body.relationships}),
         "organization",
@@ -391,18 +410,24 @@ pub async fn create_space(
         }
         other => other?,
     }
+    labels.apply(&controller.db, "spaces", &guid).await?;
     let space = controller
         .db
         .get::<Space>(&guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Space"))?;
     audit::record_space_event(&controller, &user, "audit.space.create", &space).await;
-    Ok(created(present_space(&controller, &space)))
+    Ok(created(space_with_metadata(&controller, &space).await?))
+}
+
+async fn space_with_metadata(controller: &Controller, space: &Space) -> Result<Value, ApiError> {
+    let space = present_space(controller, space);
+    Ok(metadata::filled(&controller.db, "spaces", space).await?)
 }
 
 pub async fn show_space(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let space = load_space(&controller, &user, &guid).await?;
-    Ok(ok(present_space(&controller, &space)))
+    Ok(ok(space_with_metadata(&controller, &space).await?))
 }
 
 pub async fn update_space(
@@ -412,6 +437,7 @@ pub async fn update_space(
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult {
     let space = load_space_to(&controller, &user, &guid, Access::Manage).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     if body.name.is_some() {
         let name = valid_name(body.name, "Space")?;
         let same_name = Filter::new()
@@ -428,9 +454,10 @@ pub async fn update_space(
             .update("spaces", &guid, vec![("name", name.into())])
             .await?;
     }
+    labels.apply(&controller.db, "spaces", &guid).await?;
     let space = load_space(&controller, &user, &guid).await?;
     audit::record_space_event(&controller, &user, "audit.space.update", &space).await;
-    Ok(ok(present_space(&controller, &space)))
+    Ok(ok(space_with_metadata(&controller, &space).await?))
 }
 
 pub async fn delete_space(
@@ -469,7 +496,7 @@ async fn delete_space_contents(controller: &Controller, space: &Space) -> Result
         .await?;
     controller
         .db
-        .delete_where("spaces", Filter::new().eq("guid", &space.guid))
+        .delete_resources("spaces", Filter::new().eq("guid", &space.guid))
         .await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::auth::User;
 use crate::blobstore::{self, BitsError};
 use crate::db::{self, Arg, Filter, Package, PackageState};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 pub fn present_package(controller: &Controller, package: &Package) -> Value {
@@ -66,11 +67,13 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
     let filter = params.filter(filter, "app_guids", "app_guid");
     let filter = params.filter(filter, "states", "state");
     let filter = params.filter(filter, "types", "type");
+    let filter = params.label_selector(filter, "packages")?;
     let (total, packages) = controller.db.list::<Package>(filter, &params.page).await?;
-    let resources = packages
+    let mut resources: Vec<Value> = packages
         .iter()
         .map(|p| present_package(controller, p))
         .collect();
+    metadata::fill(&controller.db, "packages", &mut resources).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -104,6 +107,13 @@ pub struct CreatePackage {
     kind: Option<String>,
     #[serde(default)]
     relationships: Value,
+    metadata: Option<Value>,
+}
+
+/// A package as CF shows it, with its labels and annotations.
+async fn show_package(controller: &Controller, package: &Package) -> Result<Value, ApiError> {
+    let shown = present_package(controller, package);
+    Ok(metadata::filled(&controller.db, "packages", shown).await?)
 }
 
 pub async fn create(
@@ -120,6 +130,7 @@ pub async fn create(
         }
         None => return Err(ApiError::unprocessable("Type must be one of 'bits'")),
     }
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let app_guid = relationship_guid(&json!({"relationships": body.relationships}), "app");
     let app = match app_guid {
         Some(guid) => match load_app_for_write(&controller, &user, &guid).await {
@@ -152,13 +163,28 @@ pub async fn create(
             ],
         )
         .await?;
+    labels.apply(&controller.db, "packages", &guid).await?;
     let package = load_package(&controller, &user, &guid).await?;
-    Ok(created(present_package(&controller, &package)))
+    Ok(created(show_package(&controller, &package).await?))
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let package = load_package(&controller, &user, &guid).await?;
-    Ok(ok(present_package(&controller, &package)))
+    Ok(ok(show_package(&controller, &package).await?))
+}
+
+/// `PATCH /v3/packages/:guid`: a package's metadata, by those who may push its app.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let package = load_package(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &package.app_guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "packages", &guid).await?;
+    Ok(ok(show_package(&controller, &package).await?))
 }
 
 /// `POST /v3/packages/:guid/upload`: multipart with `bits` (and `resources`, which
@@ -188,7 +214,7 @@ pub async fn upload(
     }
     result?;
     let package = load_package(&controller, &user, &guid).await?;
-    Ok(ok(present_package(&controller, &package)))
+    Ok(ok(show_package(&controller, &package).await?))
 }
 
 /// Streams the `bits` field to `tmp`; returns its file name and sha256, or `None`

@@ -18,6 +18,7 @@ use crate::audit;
 use crate::auth::{Access, User};
 use crate::db::{App, AppState, Arg, Filter, Process};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::{nsync, quotas, Controller};
 
 /// CF's file descriptor quota of an instance.
@@ -98,15 +99,23 @@ async fn load_app_process(
     Ok((process, app))
 }
 
+/// A process as CF shows it, with its labels and annotations.
+async fn show_process(controller: &Controller, process: &Process) -> Result<Value, ApiError> {
+    let shown = present_process(controller, process);
+    Ok(metadata::filled(&controller.db, "processes", shown).await?)
+}
+
 async fn list_filtered(controller: &Controller, params: &ListParams, filter: Filter) -> ApiResult {
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "app_guids", "app_guid");
     let filter = params.filter(filter, "types", "type");
+    let filter = params.label_selector(filter, "processes")?;
     let (total, processes) = controller.db.list::<Process>(filter, &params.page).await?;
-    let resources = processes
+    let mut resources: Vec<Value> = processes
         .iter()
         .map(|p| present_process(controller, p))
         .collect();
+    metadata::fill(&controller.db, "processes", &mut resources).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -136,7 +145,7 @@ pub async fn list_for_app(
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let (process, _) = load_process(&controller, &user, &guid).await?;
-    Ok(ok(present_process(&controller, &process)))
+    Ok(ok(show_process(&controller, &process).await?))
 }
 
 pub async fn show_for_app(
@@ -145,7 +154,7 @@ pub async fn show_for_app(
     Path((guid, process_type)): Path<(String, String)>,
 ) -> ApiResult {
     let (process, _) = load_app_process(&controller, &user, &guid, &process_type).await?;
-    Ok(ok(present_process(&controller, &process)))
+    Ok(ok(show_process(&controller, &process).await?))
 }
 
 /// A validated scale request.
@@ -280,7 +289,7 @@ async fn scale_process(
         .ok_or_else(|| ApiError::not_found("Process"))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(present_process(controller, &process)),
+        Json(show_process(controller, &process).await?),
     )
         .into_response())
 }
@@ -315,6 +324,7 @@ async fn update_process(
     process: Process,
     body: &Value,
 ) -> ApiResult {
+    let labels = MetadataUpdate::parse(body.get("metadata"))?;
     let mut changes = Vec::new();
     match body.get("command") {
         None => {}
@@ -343,12 +353,15 @@ async fn update_process(
         nsync::sync_app(controller, &process.app_guid).await;
         record_process_event(controller, user, "audit.app.process.update", &process, body).await;
     }
+    labels
+        .apply(&controller.db, "processes", &process.guid)
+        .await?;
     let process: Process = controller
         .db
         .get(&process.guid)
         .await?
         .ok_or_else(|| ApiError::not_found("Process"))?;
-    Ok(ok(present_process(controller, &process)))
+    Ok(ok(show_process(controller, &process).await?))
 }
 
 pub async fn update(

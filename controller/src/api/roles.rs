@@ -16,6 +16,7 @@ use super::{
 use crate::auth::{Access, User, ORG_ROLES, SPACE_ROLES};
 use crate::db::{self, Arg, Filter, Org, Role, Space, UserRecord};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 fn present_role(controller: &Controller, role: &Role) -> Value {
@@ -322,11 +323,13 @@ pub async fn list_users(State(controller): Ctl, user: User, params: ListParams) 
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "usernames", "username");
     let filter = params.filter(filter, "origins", "origin");
+    let filter = params.label_selector(filter, "users")?;
     let (total, users) = controller
         .db
         .list::<UserRecord>(filter, &params.page)
         .await?;
-    let resources = users.iter().map(|u| present_user(&controller, u)).collect();
+    let mut resources: Vec<Value> = users.iter().map(|u| present_user(&controller, u)).collect();
+    metadata::fill(&controller.db, "users", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
@@ -348,17 +351,41 @@ pub async fn delete_user(
         .await?;
     controller
         .db
-        .delete_where("users", Filter::new().eq("guid", &guid))
+        .delete_resources("users", Filter::new().eq("guid", &guid))
         .await?;
     finished_job(&controller, "user.delete").await
 }
 
-pub async fn show_user(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
-    let filter = user.scope_users(Filter::new().eq("guid", &guid));
+/// User `guid` as CF shows them, with their labels and annotations (404 unless visible).
+async fn show_user_value(
+    controller: &Controller,
+    user: &User,
+    guid: &str,
+) -> Result<Value, ApiError> {
+    let filter = user.scope_users(Filter::new().eq("guid", guid));
     let found = controller.db.find::<UserRecord>(filter).await?;
     let record = found
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::not_found("User"))?;
-    Ok(ok(present_user(&controller, &record)))
+    let shown = present_user(controller, &record);
+    Ok(metadata::filled(&controller.db, "users", shown).await?)
+}
+
+pub async fn show_user(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+    Ok(ok(show_user_value(&controller, &user, &guid).await?))
+}
+
+/// `PATCH /v3/users/:guid` (admins): a user's metadata.
+pub async fn update_user(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    show_user_value(&controller, &user, &guid).await?;
+    user.require_admin()?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "users", &guid).await?;
+    Ok(ok(show_user_value(&controller, &user, &guid).await?))
 }

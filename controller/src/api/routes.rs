@@ -18,6 +18,7 @@ use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{self, App, Arg, Destination, Domain, Filter, Route};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::{nsync, Controller};
 
 /// The port apps listen on inside their instance (CF: 8080).
@@ -74,6 +75,22 @@ async fn present_route(controller: &Controller, route: &Route) -> Result<Value, 
     }))
 }
 
+/// Routes as CF shows them, with their labels and annotations.
+async fn present_routes(controller: &Controller, routes: &[Route]) -> Result<Vec<Value>, ApiError> {
+    let mut resources = Vec::with_capacity(routes.len());
+    for route in routes {
+        resources.push(present_route(controller, route).await?);
+    }
+    metadata::fill(&controller.db, "routes", &mut resources).await?;
+    Ok(resources)
+}
+
+/// One route as CF shows it.
+async fn show_route(controller: &Controller, route: Route) -> Result<Value, ApiError> {
+    let mut shown = present_routes(controller, &[route]).await?;
+    Ok(shown.pop().unwrap_or_default())
+}
+
 async fn load_route(controller: &Controller, user: &User, guid: &str) -> Result<Route, ApiError> {
     match controller.db.get::<Route>(guid).await? {
         Some(route) if user.can_access_space(&route.space_guid) => Ok(route),
@@ -99,11 +116,9 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
         "guid",
         "SELECT route_guid FROM route_destinations WHERE app_guid IN ({})",
     );
+    let filter = params.label_selector(filter, "routes")?;
     let (total, routes) = controller.db.list::<Route>(filter, &params.page).await?;
-    let mut resources = Vec::with_capacity(routes.len());
-    for route in &routes {
-        resources.push(present_route(controller, route).await?);
-    }
+    let resources = present_routes(controller, &routes).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -133,7 +148,21 @@ pub async fn list_for_app(
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let route = load_route(&controller, &user, &guid).await?;
-    Ok(ok(present_route(&controller, &route).await?))
+    Ok(ok(show_route(&controller, route).await?))
+}
+
+/// `PATCH /v3/routes/:guid`: a route's metadata, by those who may change its routes.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let route = load_route(&controller, &user, &guid).await?;
+    user.require_in_space(&route.space_guid, Access::Operate)?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "routes", &route.guid).await?;
+    Ok(ok(show_route(&controller, route).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +171,7 @@ pub struct CreateRoute {
     path: Option<String>,
     #[serde(default)]
     relationships: Value,
+    metadata: Option<Value>,
 }
 
 /// A DNS label: lowercase letters, digits and dashes, not at the ends.
@@ -179,6 +209,7 @@ pub async fn create(
             "Path '{path}' must start with '/' and not end with one."
         )));
     }
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let relationships = json!({"relationships": body.relationships});
     let space = match relationship_guid(&relationships, "space") {
         Some(guid) => match load_space_to(&controller, &user, &guid, Access::Operate).await {
@@ -249,9 +280,10 @@ pub async fn create(
         Err(e) if db::is_unique_violation(&e) => return Err(taken()),
         other => other?,
     }
+    labels.apply(&controller.db, "routes", &guid).await?;
     let route = load_route(&controller, &user, &guid).await?;
     record_route_event(&controller, &user, "audit.route.create", &route).await;
-    Ok(created(present_route(&controller, &route).await?))
+    Ok(created(show_route(&controller, route).await?))
 }
 
 /// An audit event of a route (named `host.domain/path`).
@@ -329,7 +361,7 @@ pub async fn delete_route(controller: &Controller, route: &Route) -> Result<(), 
         .await?;
     controller
         .db
-        .delete_where("routes", Filter::new().eq("guid", &route.guid))
+        .delete_resources("routes", Filter::new().eq("guid", &route.guid))
         .await?;
     sync_apps(controller, destinations.iter().map(|d| d.app_guid.clone())).await;
     Ok(())

@@ -16,6 +16,7 @@ use crate::audit;
 use crate::auth::User;
 use crate::db::{self, Arg, Droplet, DropletState, Filter, Process};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::tasks::{CcTaskState, TaskRecord};
 use crate::Controller;
 
@@ -54,6 +55,12 @@ pub fn present_task(controller: &Controller, task: &TaskRecord) -> Value {
     })
 }
 
+/// A task as CF shows it, with its labels and annotations.
+async fn show_task(controller: &Controller, task: &TaskRecord) -> Result<Value, ApiError> {
+    let shown = present_task(controller, task);
+    Ok(metadata::filled(&controller.db, "tasks", shown).await?)
+}
+
 async fn list_filtered(controller: &Controller, params: &ListParams, filter: Filter) -> ApiResult {
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "names", "name");
@@ -65,11 +72,13 @@ async fn list_filtered(controller: &Controller, params: &ListParams, filter: Fil
         "app_guid",
         "SELECT guid FROM apps WHERE space_guid IN ({})",
     );
+    let filter = params.label_selector(filter, "tasks")?;
     let (total, tasks) = controller
         .db
         .list::<TaskRecord>(filter, &params.page)
         .await?;
-    let resources = tasks.iter().map(|t| present_task(controller, t)).collect();
+    let mut resources: Vec<Value> = tasks.iter().map(|t| present_task(controller, t)).collect();
+    metadata::fill(&controller.db, "tasks", &mut resources).await?;
     Ok(paginated(controller, params, total, resources))
 }
 
@@ -114,7 +123,21 @@ async fn load_task(
 /// `GET /v3/tasks/:guid`.
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let task = load_task(&controller, &user, &guid).await?;
-    Ok(ok(present_task(&controller, &task)))
+    Ok(ok(show_task(&controller, &task).await?))
+}
+
+/// `PATCH /v3/tasks/:guid`: a task's metadata, by those who may run tasks of its app.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let task = load_task(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &task.app_guid).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "tasks", &guid).await?;
+    Ok(ok(show_task(&controller, &task).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +147,7 @@ pub struct CreateTask {
     memory_in_mb: Option<i64>,
     disk_in_mb: Option<i64>,
     droplet_guid: Option<String>,
+    metadata: Option<Value>,
 }
 
 /// A random task name: 8 hex digits, as CF makes them.
@@ -179,6 +203,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateTask>,
 ) -> ApiResult {
     validate(&body)?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let app = load_app_for_write(&controller, &user, &guid).await?;
     super::feature_flags::require(&controller, &user, "task_creation").await?;
     let droplet_guid = body
@@ -269,6 +294,7 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
+    labels.apply(&controller.db, "tasks", &task_guid).await?;
     let task: TaskRecord = controller
         .db
         .get(&task_guid)
@@ -290,7 +316,7 @@ pub async fn create(
         .ok_or_else(|| ApiError::not_found("Task"))?;
     let data = json!({"task_guid": task.guid, "request": {"name": task.name, "command": "[PRIVATE DATA HIDDEN]"}});
     audit::record_app(&controller, &user, "audit.app.task.create", &app, data).await;
-    Ok(created(present_task(&controller, &task)))
+    Ok(created(show_task(&controller, &task).await?))
 }
 
 /// `POST /v3/tasks/:guid/actions/cancel`: CANCELING, then FAILED ("task was cancelled").
@@ -307,7 +333,8 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
     let data = json!({"task_guid": task.guid, "request": {"name": task.name}});
     audit::record_app(&controller, &user, "audit.app.task.cancel", &app, data).await;
     let task = load_task(&controller, &user, &guid).await?;
-    Ok((StatusCode::ACCEPTED, Json(present_task(&controller, &task))).into_response())
+    let shown = show_task(&controller, &task).await?;
+    Ok((StatusCode::ACCEPTED, Json(shown)).into_response())
 }
 
 #[cfg(test)]
