@@ -170,6 +170,94 @@ pub enum Command {
     /// Update a user-provided service instance
     #[command(name = "update-user-provided-service", visible_alias = "uups")]
     UpdateUserProvidedService(commands::services::UserProvidedArgs),
+    /// Create a service broker (admins; space developers with --space-scoped)
+    CreateServiceBroker {
+        name: String,
+        username: String,
+        password: String,
+        url: String,
+        /// Make the broker's plans available only in the targeted space
+        #[arg(long = "space-scoped")]
+        space_scoped: bool,
+    },
+    /// Update a service broker's URL and credentials (and fetch its catalog again)
+    UpdateServiceBroker {
+        name: String,
+        username: String,
+        password: String,
+        url: String,
+    },
+    /// List service brokers
+    ServiceBrokers,
+    /// Delete a service broker
+    DeleteServiceBroker {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Make a service offering's plans available (to all, or to one org)
+    EnableServiceAccess {
+        offering: String,
+        /// Only this plan
+        #[arg(short = 'p')]
+        plan: Option<String>,
+        /// Only in this org
+        #[arg(short = 'o')]
+        org: Option<String>,
+    },
+    /// Make a service offering's plans admin-only again (or remove one org's access)
+    DisableServiceAccess {
+        offering: String,
+        #[arg(short = 'p')]
+        plan: Option<String>,
+        #[arg(short = 'o')]
+        org: Option<String>,
+    },
+    /// List service offerings and plans
+    #[command(visible_alias = "m")]
+    Marketplace {
+        /// Show the plans of this offering
+        #[arg(short = 'e')]
+        offering: Option<String>,
+    },
+    /// Create a managed service instance
+    #[command(visible_alias = "cs")]
+    CreateService {
+        offering: String,
+        plan: String,
+        name: String,
+        /// Parameters for the broker: JSON, or a file holding it
+        #[arg(short = 'c')]
+        config: Option<String>,
+        /// User provided tags, comma separated
+        #[arg(short = 't')]
+        tags: Option<String>,
+        /// Wait for the operation to finish
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Create a service key
+    #[command(visible_alias = "csk")]
+    CreateServiceKey {
+        service_instance: String,
+        key: String,
+        #[arg(short = 'c')]
+        config: Option<String>,
+    },
+    /// Show a service key's credentials
+    ServiceKey {
+        service_instance: String,
+        key: String,
+    },
+    /// Delete a service key
+    #[command(visible_alias = "dsk")]
+    DeleteServiceKey {
+        service_instance: String,
+        key: String,
+        #[arg(short = 'f')]
+        force: bool,
+    },
     /// List service instances in the target space
     #[command(visible_alias = "s")]
     Services,
@@ -547,6 +635,68 @@ pub fn run(command: Command) -> Result<(), Error> {
         } => curl::curl(c, &path, method, data, &headers),
         Command::CreateUserProvidedService(args) => services::create_user_provided(c, &args),
         Command::UpdateUserProvidedService(args) => services::update_user_provided(c, &args),
+        Command::CreateServiceBroker {
+            name,
+            username,
+            password,
+            url,
+            space_scoped,
+        } => {
+            commands::marketplace::create_broker(c, &name, &username, &password, &url, space_scoped)
+        }
+        Command::UpdateServiceBroker {
+            name,
+            username,
+            password,
+            url,
+        } => commands::marketplace::update_broker(c, &name, &username, &password, &url),
+        Command::ServiceBrokers => commands::marketplace::brokers(c),
+        Command::DeleteServiceBroker { name, force } => {
+            commands::marketplace::delete_broker(c, &name, force)
+        }
+        Command::EnableServiceAccess {
+            offering,
+            plan,
+            org,
+        } => commands::marketplace::enable_access(c, &offering, plan.as_deref(), org.as_deref()),
+        Command::DisableServiceAccess {
+            offering,
+            plan,
+            org,
+        } => commands::marketplace::disable_access(c, &offering, plan.as_deref(), org.as_deref()),
+        Command::Marketplace { offering } => {
+            commands::marketplace::marketplace(c, offering.as_deref())
+        }
+        Command::CreateService {
+            offering,
+            plan,
+            name,
+            config,
+            tags,
+            wait,
+        } => commands::marketplace::create_service(
+            c,
+            &offering,
+            &plan,
+            &name,
+            config.as_deref(),
+            tags.as_deref(),
+            wait,
+        ),
+        Command::CreateServiceKey {
+            service_instance,
+            key,
+            config,
+        } => commands::marketplace::create_key(c, &service_instance, &key, config.as_deref()),
+        Command::ServiceKey {
+            service_instance,
+            key,
+        } => commands::marketplace::show_key(c, &service_instance, &key),
+        Command::DeleteServiceKey {
+            service_instance,
+            key,
+            force,
+        } => commands::marketplace::delete_key(c, &service_instance, &key, force),
         Command::Services => services::services(c),
         Command::Service { name } => services::service(c, &name),
         Command::BindService {

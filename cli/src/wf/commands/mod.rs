@@ -6,6 +6,7 @@ pub mod buildpacks;
 pub mod curl;
 pub mod events;
 pub mod logs;
+pub mod marketplace;
 pub mod orgs;
 pub mod push;
 pub mod quotas;
