@@ -6,7 +6,8 @@
 //! and a JSON response; a failed operation answers an HTTP error status with
 //! [`WireError`], Diego's error types. `GET /v1/events` streams [`crate::BbsEvent`]s as
 //! server-sent events (`data: <json>`, tagged by `type`), as Diego's `/v1/events` does.
-//! [`crate::BbsClient`] is the client.
+//! [`crate::BbsClient`] is the client. `GET /metrics` serves the BBS's Prometheus
+//! metrics (the `metrics` module).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -218,6 +219,7 @@ pub struct CellIdRequest {
 pub fn router(bbs: Arc<Bbs>, stop: CancellationToken) -> Router {
     Router::new()
         .route("/ping", get(|| async { StatusCode::OK }))
+        .route("/metrics", get(metrics))
         .route("/v1/events", get(events))
         .route("/v1/desired_lrp/desire", post(desire_lrp))
         .route("/v1/desired_lrp/update", post(update_desired_lrp))
@@ -242,6 +244,19 @@ pub fn router(bbs: Arc<Bbs>, stop: CancellationToken) -> Router {
         .route("/v1/cells/remove", post(remove_cell_presence))
         .layer(Extension(stop))
         .with_state(bbs)
+}
+
+/// `GET /metrics`: [`Bbs::metrics`] in Prometheus' text format. The BBS API is
+/// internal (cells, the controller, operators' tools), so it needs no token.
+async fn metrics(State(bbs): State<Arc<Bbs>>) -> Response {
+    match bbs.metrics().await {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, wf_metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(WireError::from(e))).into_response(),
+    }
 }
 
 fn done(result: Result<(), BbsError>) -> Reply<Empty> {

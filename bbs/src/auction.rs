@@ -111,6 +111,7 @@ impl Bbs {
         if lrps.is_empty() && tasks.is_empty() {
             return Ok(());
         }
+        self.counters.auction(lrps.len(), tasks.len());
         let presences = self.cells().await?;
         let states =
             futures::future::join_all(presences.iter().map(|cell| self.rep.state(&cell.rep_url)))
@@ -167,6 +168,8 @@ impl Bbs {
                     .map(|t| (t.task_guid, reason.clone())),
             );
         }
+        self.counters
+            .placement_failures(failed_lrps.len(), failed_tasks.len());
         self.record_placement_failures(failed_lrps, failed_tasks)
             .await
     }

@@ -31,7 +31,10 @@ const CELL_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// not a whole interval later.
 pub(crate) async fn run(bbs: Arc<Bbs>, cancel: CancellationToken) {
     loop {
-        if let Err(e) = bbs.converge().await {
+        let started = std::time::Instant::now();
+        let result = bbs.converge().await;
+        bbs.counters.convergence(started.elapsed(), result.is_ok());
+        if let Err(e) = result {
             tracing::warn!(error = %e, "convergence failed");
         }
         tokio::select! {

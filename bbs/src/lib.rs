@@ -20,6 +20,7 @@ mod convergence;
 mod db;
 pub mod locket;
 mod lrp;
+mod metrics;
 pub mod models;
 mod presence;
 pub mod rep;
@@ -143,6 +144,8 @@ pub struct Bbs {
     /// The reps' claims and starts, applied in batches by [`claims::run`].
     claims: claims::Requests,
     auction: auction::Queue,
+    /// What convergence and the auction count, for `/metrics`.
+    counters: metrics::Counters,
 }
 
 impl Bbs {
@@ -164,6 +167,7 @@ impl Bbs {
                 writer,
                 claims,
                 auction: auction::Queue::default(),
+                counters: metrics::Counters::default(),
             }
         }))
     }

@@ -32,6 +32,14 @@ pub enum LrpPhase {
     Running,
 }
 
+/// The cell's LRP containers by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    pub reserved: u64,
+    pub claimed: u64,
+    pub running: u64,
+}
+
 struct LrpContainer {
     key: ActualLrpKey,
     memory_mb: u64,
@@ -219,6 +227,21 @@ impl Cell {
             evacuating: self.evacuating.load(Ordering::Relaxed),
             placement_tags: self.config.placement_tags.clone(),
         }
+    }
+
+    /// How many LRP containers are in each phase.
+    pub fn phase_counts(&self) -> PhaseCounts {
+        self.containers()
+            .lrps
+            .values()
+            .fold(PhaseCounts::default(), |mut counts, c| {
+                match c.phase {
+                    LrpPhase::Reserved => counts.reserved += 1,
+                    LrpPhase::Claimed => counts.claimed += 1,
+                    LrpPhase::Running => counts.running += 1,
+                }
+                counts
+            })
     }
 
     /// The rep's `POST /work`: reserves and starts what fits; answers what did not.

@@ -13,7 +13,8 @@
 //! - `handler`: `wasi:http` handler apps, served by the cell, an instance per request
 //!   (reused across requests only when the app asks for it);
 //! - `droplets`: the droplet download cache;
-//! - `metrics`: container metrics (cpu, memory, disk) as gauges and `/container_metrics`.
+//! - `metrics`: container metrics (cpu, memory, disk) as gauges and `/container_metrics`;
+//!   `prometheus`: the rep's `/metrics`, the cell's totals.
 //!
 //! `executor`, `handler` and `sandbox` are public for the benchmarks in `benches/`.
 
@@ -25,6 +26,7 @@ pub mod executor;
 pub mod handler;
 mod instance;
 mod metrics;
+mod prometheus;
 mod rep;
 pub mod sandbox;
 mod stager;

@@ -73,6 +73,15 @@ pub struct ContainerMetricsCollection {
     pub lrps: Vec<LrpMetrics>,
 }
 
+/// The usage of every instance the cell reports, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UsageTotals {
+    /// CPU shares over the last period (1.0: one whole core).
+    pub cpu_fraction: f64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
 /// The instances the cell reports metrics for, by instance guid.
 #[derive(Default)]
 pub struct ContainerMetrics {
@@ -146,6 +155,17 @@ impl ContainerMetrics {
                     .fraction
             }),
         }
+    }
+
+    /// The running instances' usage summed, for the rep's `/metrics`.
+    pub fn totals(&self) -> UsageTotals {
+        let tracked: Vec<Arc<Tracked>> = self.instances().values().cloned().collect();
+        tracked.iter().fold(UsageTotals::default(), |mut sum, t| {
+            sum.cpu_fraction += t.last.lock().unwrap_or_else(|e| e.into_inner()).fraction;
+            sum.memory_bytes += t.instance.usage.memory_bytes();
+            sum.disk_bytes += t.instance.usage.disk_bytes();
+            sum
+        })
     }
 
     fn snapshot(&self, cpu_fraction: impl Fn(&Tracked) -> f64) -> Vec<LrpMetrics> {

@@ -1,11 +1,14 @@
 //! The rep's HTTP API (see `wf_bbs::rep`): the auctioneer reads the cell's state and
 //! offers work; the BBS stops instances and cancels tasks; `/container_metrics` answers
-//! what each instance uses. Handlers delegate to [`Cell`].
+//! what each instance uses; `/metrics` the cell's totals in Prometheus' text format
+//! (the rep's port is internal, reached by the BBS and operators, so it needs no token).
+//! Handlers delegate to [`Cell`].
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use wf_bbs::rep::{CellState, Work};
@@ -18,6 +21,7 @@ pub fn router(cell: Arc<Cell>) -> Router {
         .route("/state", get(state))
         .route("/work", post(work))
         .route("/container_metrics", get(container_metrics))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
             post(stop_lrp),
@@ -30,6 +34,12 @@ pub fn router(cell: Arc<Cell>) -> Router {
 
 async fn state(State(cell): State<Arc<Cell>>) -> Json<CellState> {
     Json(cell.state())
+}
+
+async fn metrics(State(cell): State<Arc<Cell>>) -> impl IntoResponse {
+    let text =
+        crate::prometheus::render(&cell.state(), &cell.phase_counts(), &cell.metrics.totals());
+    ([(header::CONTENT_TYPE, wf_metrics::CONTENT_TYPE)], text)
 }
 
 async fn container_metrics(State(cell): State<Arc<Cell>>) -> Json<ContainerMetricsCollection> {

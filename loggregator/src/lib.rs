@@ -1,13 +1,18 @@
 //! Loggregator: log and metric envelopes, the log cache (recent envelopes per source),
-//! its read API, the RLP gateway's live stream of what is ingested, and syslog drains.
+//! its read API, the RLP gateway's live stream of what is ingested, syslog drains, and
+//! the metrics collector view over every component's `/metrics`.
 
 pub mod api;
+pub mod collector;
 pub mod envelope;
 pub mod rlp;
 pub mod store;
 pub mod syslog;
 
 pub use api::{log_cache_router, AccessDecision, SourceAuthorizer};
+pub use collector::{
+    Collector, LocalMetrics, MetricsTarget, TargetError, TargetSource, DEFAULT_SCRAPE_TIMEOUT,
+};
 pub use envelope::{Envelope, EnvelopeMessage, LogType, ENVELOPE_SUBJECT};
 pub use rlp::{
     rlp_router, rlp_router_with_config, RlpConfig, Selector, SelectorError, FIREHOSE_SOURCE_ID,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
+use wf_metrics::{Exposition, Kind};
 
 use crate::{Envelope, EnvelopeMessage, ENVELOPE_SUBJECT};
 
@@ -89,9 +90,13 @@ pub struct SourceMeta {
     pub newest_timestamp: i64,
 }
 
-/// Store-wide counters, for operators (and a future `/metrics`).
+/// Store-wide counters, for operators and `/metrics` ([`StoreStats::write_metrics`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
+    /// Envelopes ingested since the store was created.
+    pub ingested: u64,
+    /// Stream readers (RLP gateway streams, syslog drains' dispatcher) now attached.
+    pub stream_readers: u64,
     pub sources: u64,
     pub envelopes: u64,
     /// Approximate bytes held.
@@ -105,6 +110,77 @@ pub struct StoreStats {
     pub stream_dropped: u64,
     /// Bus messages that were not envelopes.
     pub bad_messages: u64,
+}
+
+impl StoreStats {
+    /// Writes the log cache's sizes and loss counters as Prometheus metrics.
+    pub fn write_metrics(&self, e: &mut Exposition) {
+        let families: [(&str, Kind, &str, u64); 10] = [
+            (
+                "log_cache_envelopes_ingested_total",
+                Kind::Counter,
+                "Envelopes ingested by the log cache.",
+                self.ingested,
+            ),
+            (
+                "log_cache_envelopes_stored",
+                Kind::Gauge,
+                "Envelopes held in the log cache.",
+                self.envelopes,
+            ),
+            (
+                "log_cache_bytes_stored",
+                Kind::Gauge,
+                "Approximate bytes held in the log cache.",
+                self.bytes,
+            ),
+            (
+                "log_cache_sources",
+                Kind::Gauge,
+                "Source ids with envelopes in the log cache.",
+                self.sources,
+            ),
+            (
+                "log_cache_stream_readers",
+                Kind::Gauge,
+                "Stream readers attached to the log cache's live stream.",
+                self.stream_readers,
+            ),
+            (
+                "log_cache_envelopes_expired_total",
+                Kind::Counter,
+                "Envelopes dropped because their source was full.",
+                self.expired,
+            ),
+            (
+                "log_cache_sources_evicted_total",
+                Kind::Counter,
+                "Sources dropped whole to make room for new ones.",
+                self.evicted_sources,
+            ),
+            (
+                "log_cache_envelopes_evicted_total",
+                Kind::Counter,
+                "Envelopes dropped with their evicted source.",
+                self.evicted_envelopes,
+            ),
+            (
+                "log_cache_stream_dropped_total",
+                Kind::Counter,
+                "Envelopes stream readers lost because they fell behind.",
+                self.stream_dropped,
+            ),
+            (
+                "log_cache_bad_messages_total",
+                Kind::Counter,
+                "Bus messages on the envelope subject that were not envelopes.",
+                self.bad_messages,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            e.single(name, kind, help, value);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -323,15 +399,16 @@ impl LogStore {
 
     /// Store-wide sizes and loss counters.
     pub fn stats(&self) -> StoreStats {
-        let (sources, envelopes, bytes) = {
+        let (ingested, sources, envelopes, bytes) = {
             let sources = self
                 .sources
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             sources.by_id.values().fold(
-                (sources.by_id.len() as u64, 0u64, 0u64),
-                |(n, envelopes, bytes), cache| {
+                (sources.sequence, sources.by_id.len() as u64, 0u64, 0u64),
+                |(ingested, n, envelopes, bytes), cache| {
                     (
+                        ingested,
                         n,
                         envelopes + cache.envelopes.len() as u64,
                         bytes + cache.bytes as u64,
@@ -340,6 +417,8 @@ impl LogStore {
             )
         };
         StoreStats {
+            ingested,
+            stream_readers: self.stream.receiver_count() as u64,
             sources,
             envelopes,
             bytes,
@@ -615,6 +694,41 @@ mod tests {
         let stats = store.stats();
         assert_eq!((stats.evicted_sources, stats.evicted_envelopes), (1, 1));
         assert_eq!(stats.sources, 2);
+    }
+
+    #[test]
+    fn stats_count_ingested_envelopes_and_readers_and_render_as_metrics() {
+        let store = LogStore::with_config(LogStoreConfig {
+            max_envelopes_per_source: 2,
+            ..LogStoreConfig::default()
+        });
+        let _reader = store.subscribe();
+        for ts in 1..=3 {
+            store.ingest(log_at("app", ts, "x"));
+        }
+        let stats = store.stats();
+        assert_eq!(
+            (
+                stats.ingested,
+                stats.envelopes,
+                stats.expired,
+                stats.stream_readers
+            ),
+            (3, 2, 1, 1)
+        );
+        let mut e = wf_metrics::Exposition::new();
+        stats.write_metrics(&mut e);
+        let text = e.finish();
+        for line in [
+            "log_cache_envelopes_ingested_total 3",
+            "log_cache_envelopes_stored 2",
+            "log_cache_envelopes_expired_total 1",
+            "log_cache_stream_readers 1",
+            "log_cache_sources 1",
+            "# TYPE log_cache_stream_dropped_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! backend failure counters, kept in atomics (a few relaxed adds per request, no
 //! per-request envelope) and rendered in Prometheus' text format on the status port.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use wf_metrics::{Exposition, Kind};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -47,55 +48,53 @@ impl Metrics {
     /// The Prometheus exposition of all metrics plus the route table's sizes.
     pub(crate) fn render(&self, routes: usize, endpoints: usize) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out = String::with_capacity(2048);
+        let mut e = Exposition::new();
         let requests: u64 = self.responses.iter().map(get).sum();
-        let _ = writeln!(
-            out,
-            "# HELP wf_router_requests_total Requests served by the router.\n\
-             # TYPE wf_router_requests_total counter\n\
-             wf_router_requests_total {requests}"
+        e.single(
+            "wf_router_requests_total",
+            Kind::Counter,
+            "Requests served by the router.",
+            requests,
         );
-        let _ = writeln!(
-            out,
-            "# HELP wf_router_responses_total Responses by status class.\n\
-             # TYPE wf_router_responses_total counter"
+        e.family(
+            "wf_router_responses_total",
+            Kind::Counter,
+            "Responses by status class.",
         );
         for (i, c) in self.responses.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "wf_router_responses_total{{status_class=\"{}xx\"}} {}",
-                i + 1,
-                get(c)
+            let class = format!("{}xx", i + 1);
+            e.sample(
+                "wf_router_responses_total",
+                &[("status_class", &class)],
+                get(c),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP wf_router_responses_5xx_total Responses with a 5xx status.\n\
-             # TYPE wf_router_responses_5xx_total counter\n\
-             wf_router_responses_5xx_total {}",
-            get(&self.responses[4])
+        e.single(
+            "wf_router_responses_5xx_total",
+            Kind::Counter,
+            "Responses with a 5xx status.",
+            get(&self.responses[4]),
         );
-        let _ = writeln!(
-            out,
-            "# HELP wf_router_request_duration_seconds Time from request to the end of the response.\n\
-             # TYPE wf_router_request_duration_seconds histogram"
+        let duration = "wf_router_request_duration_seconds";
+        let bucket = "wf_router_request_duration_seconds_bucket";
+        e.family(
+            duration,
+            Kind::Histogram,
+            "Time from request to the end of the response.",
         );
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += get(&self.latency[i]);
-            let _ = writeln!(
-                out,
-                "wf_router_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
+            e.sample(bucket, &[("le", &bound.to_string())], cumulative);
         }
         cumulative += get(&self.latency[LATENCY_BUCKETS.len()]);
-        let _ = writeln!(
-            out,
-            "wf_router_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
-             wf_router_request_duration_seconds_sum {}\n\
-             wf_router_request_duration_seconds_count {cumulative}",
-            get(&self.latency_sum_micros) as f64 / 1e6
-        );
+        e.sample(bucket, &[("le", "+Inf")], cumulative)
+            .sample(
+                "wf_router_request_duration_seconds_sum",
+                &[],
+                get(&self.latency_sum_micros) as f64 / 1e6,
+            )
+            .sample("wf_router_request_duration_seconds_count", &[], cumulative);
         let counters = [
             (
                 "wf_router_backend_connect_errors_total",
@@ -124,21 +123,21 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            e.single(name, Kind::Counter, help, value);
         }
-        let _ = writeln!(
-            out,
-            "# HELP wf_router_total_routes Routes in the route table.\n\
-             # TYPE wf_router_total_routes gauge\n\
-             wf_router_total_routes {routes}\n\
-             # HELP wf_router_endpoints Endpoints over all routes.\n\
-             # TYPE wf_router_endpoints gauge\n\
-             wf_router_endpoints {endpoints}"
+        e.single(
+            "wf_router_total_routes",
+            Kind::Gauge,
+            "Routes in the route table.",
+            routes,
+        )
+        .single(
+            "wf_router_endpoints",
+            Kind::Gauge,
+            "Endpoints over all routes.",
+            endpoints,
         );
-        out
+        e.finish()
     }
 }
 

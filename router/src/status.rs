@@ -152,7 +152,7 @@ fn respond(
     let mut resp = text(StatusCode::OK, &state.metrics.render(routes, endpoints));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(wf_metrics::CONTENT_TYPE),
     );
     resp
 }

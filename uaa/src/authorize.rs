@@ -145,9 +145,11 @@ impl Uaa {
             .await?
             .ok_or(GrantError::BadCredentials)?;
         if self.is_locked(&user.id).await? {
+            self.counters.locked_attempt();
             return Err(GrantError::AccountLocked);
         }
         if !users::verify_password(password, &user.password_hash).await {
+            self.counters.failed_login();
             users::record_failed_login(&self.db, &user.id, unix_now()).await?;
             return Err(GrantError::BadCredentials);
         }

@@ -7,7 +7,8 @@
 //!
 //! Users, groups, clients, failed logins, login sessions and authorization codes live in SQL (SQLite or PostgreSQL); the
 //! `admin` user and the `cf` client (and the `admin` client, when configured) are
-//! (re)written on every open. One zone exists, `uaa`.
+//! (re)written on every open. One zone exists, `uaa`. `metrics` counts tokens and
+//! failed logins for `/metrics`.
 //!
 //! Revocation works as in UAA: every token carries a `rev_sig` over the client's
 //! secret and the user's id, password hash, email and name. Changing a password or
@@ -20,6 +21,7 @@ mod authorize;
 mod clients;
 mod http;
 mod keys;
+mod metrics;
 mod scim;
 mod tokens;
 mod users;
@@ -37,6 +39,7 @@ use sqlx::AnyPool;
 pub use authorize::{Authorization, AuthorizeError, AuthorizeRequest, SessionUser};
 pub use clients::{ClientDetails, ADMIN_CLIENT_ID};
 pub use keys::{TokenKey, KEY_ID};
+pub use metrics::METRICS_SCOPES;
 pub use scim::{ScimGroup, ScimUser, UserChanges};
 pub use tokens::{Claims, TokenError, TokenVerifier, CLOUD_CONTROLLER_AUDIENCE};
 
@@ -246,6 +249,8 @@ pub struct Uaa {
     /// Every verification key, the signing key's first (`/token_keys`).
     keys: Vec<TokenKey>,
     verifier: TokenVerifier,
+    /// Tokens issued and failed logins, for `/metrics`.
+    counters: metrics::Counters,
 }
 
 impl Uaa {
@@ -276,6 +281,7 @@ impl Uaa {
             signing,
             keys: all_keys,
             verifier,
+            counters: metrics::Counters::default(),
         };
         uaa.ensure_groups().await?;
         uaa.ensure_admin().await?;
@@ -508,6 +514,7 @@ impl Uaa {
         grant_type: &str,
         auth_time: Option<i64>,
     ) -> Result<TokenResponse, GrantError> {
+        self.counters.token_issued(grant_type);
         let now = users::unix_now();
         let access_validity = client
             .details

@@ -15,7 +15,6 @@ mod rfc5424;
 mod transport;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
+use wf_metrics::{Exposition, Kind};
 
 pub use drain_url::{DrainScheme, DrainType, DrainUrl, DrainUrlError};
 pub use rfc5424::{messages as rfc5424_messages, sanitize_hostname};
@@ -225,65 +225,55 @@ impl SyslogDrains {
 
     /// The drain counters in the Prometheus text format, for a `/metrics` endpoint.
     pub fn prometheus(&self) -> String {
+        let mut e = Exposition::new();
+        self.write_metrics(&mut e);
+        e.finish()
+    }
+
+    /// Writes the drain counters into `e` (see [`SyslogDrains::prometheus`]).
+    pub fn write_metrics(&self, e: &mut Exposition) {
         let stats = self.stats();
-        let mut out = String::new();
         let families: [Family; 3] = [
             (
                 "syslog_drain_messages_sent_total",
-                "counter",
+                Kind::Counter,
                 "Syslog messages delivered to the drain.",
                 |s| s.sent,
             ),
             (
                 "syslog_drain_messages_dropped_total",
-                "counter",
+                Kind::Counter,
                 "Envelopes dropped because the drain's buffer was full.",
                 |s| s.dropped,
             ),
             (
                 "syslog_drain_messages_queued",
-                "gauge",
+                Kind::Gauge,
                 "Envelopes waiting in the drain's buffer.",
                 |s| s.queued as u64,
             ),
         ];
         for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            e.family(name, kind, help);
             for s in &stats {
-                let _ = writeln!(
-                    out,
-                    "{name}{{app_guid=\"{}\",drain_url=\"{}\"}} {}",
-                    label(&s.app_guid),
-                    label(&s.url),
-                    value(s)
+                e.sample(
+                    name,
+                    &[("app_guid", &s.app_guid), ("drain_url", &s.url)],
+                    value(s),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP syslog_drain_dispatch_lagged_total Envelopes lost before reaching any drain.\n\
-             # TYPE syslog_drain_dispatch_lagged_total counter\n\
-             syslog_drain_dispatch_lagged_total {}",
-            self.lagged()
+        e.single(
+            "syslog_drain_dispatch_lagged_total",
+            Kind::Counter,
+            "Envelopes lost before reaching any drain.",
+            self.lagged(),
         );
-        out
     }
 }
 
 /// A Prometheus metric family: name, type, help, and its value for one drain.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&DrainStats) -> u64,
-);
-
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+type Family = (&'static str, Kind, &'static str, fn(&DrainStats) -> u64);
 
 /// Hands every ingested envelope to the drains of its source id until cancelled.
 async fn dispatch(shared: Arc<Shared>, mut envelopes: broadcast::Receiver<Arc<Envelope>>) {
