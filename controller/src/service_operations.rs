@@ -554,14 +554,14 @@ async fn fail_instance(
 async fn remove_instance(controller: &Controller, guid: &str) -> Result<(), sqlx::Error> {
     controller
         .db
-        .delete_where(
+        .delete_resources(
             "service_credential_bindings",
             Filter::new().eq("service_instance_guid", guid),
         )
         .await?;
     controller
         .db
-        .delete_where("service_instances", Filter::new().eq("guid", guid))
+        .delete_resources("service_instances", Filter::new().eq("guid", guid))
         .await
         .map(|_| ())
 }
@@ -778,7 +778,7 @@ async fn bound(
 async fn unbound(controller: &Controller, binding: &ServiceBinding) -> Result<(), ApiError> {
     controller
         .db
-        .delete_where(
+        .delete_resources(
             "service_credential_bindings",
             Filter::new().eq("guid", &binding.guid),
         )

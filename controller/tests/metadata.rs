@@ -454,6 +454,56 @@ async fn metadata(api: Api, db: &str) {
     let app = api.get(&format!("/v3/apps/{app_guid}")).await;
     assert_eq!(app["metadata"]["labels"], json!({"env": "prod"}));
 
+    // Service instances and credential bindings.
+    let instance = api
+        .post(
+            "/v3/service_instances",
+            json!({"type": "user-provided", "name": "db",
+                   "relationships": {"space": {"data": {"guid": space_guid}}},
+                   "credentials": {"uri": "x"},
+                   "metadata": {"labels": {"class": "db"}}}),
+        )
+        .await;
+    let instance_guid = guid(&instance);
+    assert_eq!(instance["metadata"]["labels"], json!({"class": "db"}));
+    let instance = patch(
+        &api,
+        &format!("/v3/service_instances/{instance_guid}"),
+        json!({"metadata": {"annotations": {"backup": "daily"}}}),
+    )
+    .await;
+    assert_eq!(
+        instance["metadata"],
+        json!({"labels": {"class": "db"}, "annotations": {"backup": "daily"}})
+    );
+    let instances = api
+        .get("/v3/service_instances?label_selector=class%20in%20(db,cache)")
+        .await;
+    assert_eq!(instances["pagination"]["total_results"], 1);
+    let binding = api
+        .post(
+            "/v3/service_credential_bindings",
+            json!({"type": "app", "relationships": {
+                "service_instance": {"data": {"guid": instance_guid}},
+                "app": {"data": {"guid": app_guid}}},
+                "metadata": {"labels": {"bound-by": "test"}}}),
+        )
+        .await;
+    let binding_guid = guid(&binding);
+    assert_eq!(binding["metadata"]["labels"], json!({"bound-by": "test"}));
+    let binding = patch(
+        &api,
+        &format!("/v3/service_credential_bindings/{binding_guid}"),
+        json!({"metadata": {"labels": {"bound-by": null, "purpose": "logs"}}}),
+    )
+    .await;
+    assert_eq!(binding["metadata"]["labels"], json!({"purpose": "logs"}));
+    let bindings = api
+        .get("/v3/service_credential_bindings?label_selector=purpose=logs")
+        .await;
+    assert_eq!(bindings["pagination"]["total_results"], 1);
+    assert_eq!(stored_rows(db, &binding_guid).await, 1);
+
     // Deleting a resource deletes its rows; the web process's went with the app.
     assert_eq!(stored_rows(db, app_guid).await, 4);
     let (status, body) = api
@@ -462,6 +512,16 @@ async fn metadata(api: Api, db: &str) {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(stored_rows(db, app_guid).await, 0);
     assert_eq!(stored_rows(db, &package_guid).await, 0);
+    assert_eq!(stored_rows(db, &binding_guid).await, 0);
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/v3/service_instances/{instance_guid}"),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(stored_rows(db, &instance_guid).await, 0);
     assert_eq!(stored_rows(db, &apps[4]).await, 4);
     for uri in [
         format!("/v3/buildpacks/{buildpack_guid}"),

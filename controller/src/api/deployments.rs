@@ -216,7 +216,6 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
                 ("status_value", "FINALIZED".into()),
                 ("status_reason", "CANCELED".into()),
                 ("old_instances", db::Arg::Int(0)),
-                ("updated_at", db::now().into()),
             ],
         )
         .await?;

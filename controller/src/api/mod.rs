@@ -294,7 +294,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route(
             "/v3/service_credential_bindings/{guid}",
-            get(service_bindings::show).delete(service_bindings::delete),
+            get(service_bindings::show)
+                .patch(service_bindings::update)
+                .delete(service_bindings::delete),
         )
         .route(
             "/v3/service_credential_bindings/{guid}/details",

@@ -20,6 +20,7 @@ use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::service_operations::{self, decrypt_object, encrypt_json};
 use crate::Controller;
 
@@ -47,6 +48,15 @@ fn present(controller: &Controller, binding: &ServiceBinding) -> Value {
         "metadata": metadata(),
         "links": links,
     })
+}
+
+/// A binding as CF shows it, with its labels and annotations.
+async fn show_binding(
+    controller: &Controller,
+    binding: &ServiceBinding,
+) -> Result<Value, ApiError> {
+    let shown = present(controller, binding);
+    Ok(metadata::filled(&controller.db, "service_credential_bindings", shown).await?)
 }
 
 /// Bindings whose instance is in a space the user can see.
@@ -104,17 +114,40 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
         "app_guid",
         "SELECT guid FROM apps WHERE name IN ({})",
     );
+    let filter = params.label_selector(filter, "service_credential_bindings")?;
     let (total, bindings) = controller
         .db
         .list::<ServiceBinding>(filter, &params.page)
         .await?;
-    let resources = bindings.iter().map(|b| present(&controller, b)).collect();
+    let mut resources: Vec<Value> = bindings.iter().map(|b| present(&controller, b)).collect();
+    metadata::fill(
+        &controller.db,
+        "service_credential_bindings",
+        &mut resources,
+    )
+    .await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let (binding, _) = load_to(&controller, &user, &guid, Access::Read).await?;
-    Ok(ok(present(&controller, &binding)))
+    Ok(ok(show_binding(&controller, &binding).await?))
+}
+
+/// `PATCH /v3/service_credential_bindings/:guid`: a binding's metadata, by those who
+/// may bind in its space.
+pub async fn update(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let (binding, _) = load_to(&controller, &user, &guid, Access::Develop).await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels
+        .apply(&controller.db, "service_credential_bindings", &guid)
+        .await?;
+    Ok(ok(show_binding(&controller, &binding).await?))
 }
 
 /// `GET /v3/service_credential_bindings/:guid/details`: credentials and drain.
@@ -147,9 +180,7 @@ pub struct CreateBinding {
     relationships: Value,
     /// Arbitrary parameters for a broker; user-provided instances take none.
     parameters: Option<Value>,
-    /// Accepted as CF clients send it; labels and annotations are not kept yet.
-    #[serde(rename = "metadata")]
-    _metadata: Option<Value>,
+    metadata: Option<Value>,
 }
 
 pub async fn create(
@@ -162,6 +193,7 @@ pub async fn create(
         Some("key") => true,
         _ => return Err(ApiError::unprocessable("Type must be one of 'app', 'key'")),
     };
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     let relationships = json!({"relationships": body.relationships});
     let instance_guid = relationship_guid(&relationships, "service_instance").ok_or_else(|| {
         ApiError::unprocessable("Relationships 'relationships' must include service_instance")
@@ -265,6 +297,9 @@ pub async fn create(
         }
         other => other?,
     }
+    labels
+        .apply(&controller.db, "service_credential_bindings", &guid)
+        .await?;
     let binding = controller
         .db
         .get::<ServiceBinding>(&guid)
@@ -285,7 +320,7 @@ pub async fn create(
     if let Some(app) = &app {
         crate::services::sync_app_drains(&controller, &app.guid).await?;
     }
-    Ok(created(present(&controller, &binding)))
+    Ok(created(show_binding(&controller, &binding).await?))
 }
 
 /// Whether the instance already has a key named `name`.
@@ -429,7 +464,7 @@ pub async fn remove(
 ) -> Result<(), ApiError> {
     controller
         .db
-        .delete_where(
+        .delete_resources(
             "service_credential_bindings",
             Filter::new().eq("guid", &binding.guid),
         )

@@ -19,6 +19,7 @@ use crate::db::{
     self, Arg, Filter, JobState, ServiceBroker, ServiceInstance, ServiceOffering, ServicePlan,
 };
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::osb::{Catalog, CatalogService};
 use crate::service_operations::{encrypt_json, BrokerAuth};
 use crate::Controller;
@@ -82,17 +83,25 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
     let filter = visible(&user, Filter::new());
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "space_guids", "space_guid");
+    let filter = params.label_selector(filter, "service_brokers")?;
     let (total, brokers) = controller
         .db
         .list::<ServiceBroker>(filter, &params.page)
         .await?;
-    let resources = brokers.iter().map(|b| present(&controller, b)).collect();
+    let mut resources: Vec<Value> = brokers.iter().map(|b| present(&controller, b)).collect();
+    metadata::fill(&controller.db, "service_brokers", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let broker = load_to(&controller, &user, &guid, false).await?;
-    Ok(ok(present(&controller, &broker)))
+    let shown = present(&controller, &broker);
+    Ok(ok(metadata::filled(
+        &controller.db,
+        "service_brokers",
+        shown,
+    )
+    .await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,9 +111,7 @@ pub struct BrokerFields {
     url: Option<String>,
     authentication: Option<Authentication>,
     relationships: Option<Value>,
-    /// Accepted as CF clients send it; labels and annotations are not kept yet.
-    #[serde(rename = "metadata")]
-    _metadata: Option<Value>,
+    metadata: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +226,7 @@ pub async fn create(
             "Name, url and authentication are required",
         ));
     }
+    let labels = MetadataUpdate::parse(fields.metadata.as_ref())?;
     let body = json!({"relationships": fields.relationships.clone().unwrap_or_default()});
     let space_guid = relationship_guid(&body, "space");
     match &space_guid {
@@ -248,6 +256,9 @@ pub async fn create(
         Err(e) if db::is_unique_violation(&e) => return Err(name_taken(name.trim())),
         other => other?,
     }
+    labels
+        .apply(&controller.db, "service_brokers", &guid)
+        .await?;
     let broker = load_to(&controller, &user, &guid, false).await?;
     record(
         &controller,
@@ -276,7 +287,9 @@ pub async fn update(
     if fields.relationships.is_some() {
         return Err(ApiError::unprocessable("Relationships cannot be changed"));
     }
+    let labels = MetadataUpdate::parse(fields.metadata.as_ref())?;
     let values = columns(&controller, &fields)?;
+    let only_metadata = values.is_empty() && fields.metadata.is_some();
     if !values.is_empty() {
         let name = fields.name.clone().unwrap_or_default();
         match controller.db.update("service_brokers", &guid, values).await {
@@ -286,7 +299,20 @@ pub async fn update(
             }
         }
     }
+    labels
+        .apply(&controller.db, "service_brokers", &guid)
+        .await?;
     let broker = load_to(&controller, &user, &guid, false).await?;
+    if only_metadata {
+        // Labels and annotations alone: CF answers at once, without fetching the catalog.
+        let shown = present(&controller, &broker);
+        return Ok(ok(metadata::filled(
+            &controller.db,
+            "service_brokers",
+            shown,
+        )
+        .await?));
+    }
     record(
         &controller,
         &user,
@@ -316,7 +342,7 @@ async fn synchronize(
                 if new {
                     let removed = controller
                         .db
-                        .delete_where("service_brokers", Filter::new().eq("guid", &broker.guid))
+                        .delete_resources("service_brokers", Filter::new().eq("guid", &broker.guid))
                         .await;
                     if let Err(e) = removed {
                         tracing::error!(broker = %broker.guid, error = %e, "removing a broker without a catalog");
@@ -621,7 +647,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
         .await?;
     controller
         .db
-        .delete_where("service_brokers", Filter::new().eq("guid", &guid))
+        .delete_resources("service_brokers", Filter::new().eq("guid", &guid))
         .await?;
     record(
         &controller,

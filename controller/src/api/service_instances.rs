@@ -20,6 +20,7 @@ use crate::audit::{self, Target};
 use crate::auth::{Access, User};
 use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::service_operations::{self, encrypt_json};
 use crate::Controller;
 
@@ -84,6 +85,15 @@ fn present(controller: &Controller, instance: &ServiceInstance) -> Value {
     body
 }
 
+/// A service instance as CF shows it, with its labels and annotations.
+async fn show_instance(
+    controller: &Controller,
+    instance: &ServiceInstance,
+) -> Result<Value, ApiError> {
+    let shown = present(controller, instance);
+    Ok(metadata::filled(&controller.db, "service_instances", shown).await?)
+}
+
 /// A service instance the user can see (else 404), and may do `access` to (else 403).
 pub async fn load_to(
     controller: &Controller,
@@ -106,17 +116,19 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.filter(filter, "space_guids", "space_guid");
     let filter = params.filter(filter, "type", "type");
+    let filter = params.label_selector(filter, "service_instances")?;
     let (total, instances) = controller
         .db
         .list::<ServiceInstance>(filter, &params.page)
         .await?;
-    let resources = instances.iter().map(|i| present(&controller, i)).collect();
+    let mut resources: Vec<Value> = instances.iter().map(|i| present(&controller, i)).collect();
+    metadata::fill(&controller.db, "service_instances", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let instance = load_to(&controller, &user, &guid, Access::Read).await?;
-    Ok(ok(present(&controller, &instance)))
+    Ok(ok(show_instance(&controller, &instance).await?))
 }
 
 /// `GET /v3/service_instances/:guid/credentials` (user-provided instances only).
@@ -169,9 +181,7 @@ pub struct InstanceFields {
     relationships: Option<Value>,
     /// For the broker (managed instances).
     parameters: Option<Value>,
-    /// Accepted as CF clients send it; labels and annotations are not kept yet.
-    #[serde(rename = "metadata")]
-    _metadata: Option<Value>,
+    metadata: Option<Value>,
 }
 
 /// A field that was given, possibly as `null` (which clears it): `Some(None)`.
@@ -306,6 +316,7 @@ pub async fn create(
     user: User,
     JsonBody(fields): JsonBody<InstanceFields>,
 ) -> ApiResult {
+    let labels = MetadataUpdate::parse(fields.metadata.as_ref())?;
     match fields.kind.as_deref() {
         Some(USER_PROVIDED) if fields.parameters.is_some() => {
             return Err(ApiError::unprocessable(
@@ -313,7 +324,7 @@ pub async fn create(
             ))
         }
         Some(USER_PROVIDED) => {}
-        Some(MANAGED) => return create_managed(&controller, &user, &fields).await,
+        Some(MANAGED) => return create_managed(&controller, &user, &fields, &labels).await,
         _ => {
             return Err(ApiError::unprocessable(
                 "Type must be one of 'managed', 'user-provided'",
@@ -355,6 +366,9 @@ pub async fn create(
         Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&name)),
         other => other?,
     }
+    labels
+        .apply(&controller.db, "service_instances", &guid)
+        .await?;
     let instance = controller
         .db
         .get::<ServiceInstance>(&guid)
@@ -368,7 +382,7 @@ pub async fn create(
         audit_request(&fields),
     )
     .await;
-    Ok(created(present(&controller, &instance)))
+    Ok(created(show_instance(&controller, &instance).await?))
 }
 
 pub async fn update(
@@ -378,6 +392,7 @@ pub async fn update(
     JsonBody(fields): JsonBody<InstanceFields>,
 ) -> ApiResult {
     let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
+    let labels = MetadataUpdate::parse(fields.metadata.as_ref())?;
     if fields.kind.is_some() || fields.relationships.is_some() || fields.parameters.is_some() {
         return Err(ApiError::unprocessable(
             "Type, relationships and parameters cannot be changed",
@@ -389,9 +404,8 @@ pub async fn update(
             return Err(operation_in_progress(&instance));
         }
     }
-    let mut values = columns(&controller, &fields)?;
+    let values = columns(&controller, &fields)?;
     if !values.is_empty() {
-        values.push(("updated_at", db::now().into()));
         let name = fields.name.clone().unwrap_or_default();
         match controller
             .db
@@ -404,6 +418,9 @@ pub async fn update(
             }
         }
     }
+    labels
+        .apply(&controller.db, "service_instances", &guid)
+        .await?;
     let updated = load_to(&controller, &user, &guid, Access::Read).await?;
     if updated.syslog_drain_url != instance.syslog_drain_url {
         crate::services::sync_instance_drains(&controller, &guid).await?;
@@ -420,7 +437,7 @@ pub async fn update(
         audit_request(&fields),
     )
     .await;
-    Ok(ok(present(&controller, &updated)))
+    Ok(ok(show_instance(&controller, &updated).await?))
 }
 
 pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
@@ -437,7 +454,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
     }
     controller
         .db
-        .delete_where("service_instances", Filter::new().eq("guid", &guid))
+        .delete_resources("service_instances", Filter::new().eq("guid", &guid))
         .await?;
     record(
         &controller,
@@ -494,6 +511,7 @@ async fn create_managed(
     controller: &std::sync::Arc<Controller>,
     user: &User,
     fields: &InstanceFields,
+    labels: &MetadataUpdate,
 ) -> ApiResult {
     check_managed_fields(fields)?;
     let name = fields
@@ -556,6 +574,9 @@ async fn create_managed(
         Err(e) if db::is_unique_violation(&e) => return Err(name_taken(&name)),
         other => other?,
     }
+    labels
+        .apply(&controller.db, "service_instances", &guid)
+        .await?;
     let (_, accepted) = start_operation(
         controller,
         user,
