@@ -12,6 +12,7 @@
 #   APPS="rust-hello static-site" bench/buildpacks.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 PROFILE=${PROFILE:-debug}
 flag=""; [ "$PROFILE" = release ] && flag="--release"
 cargo build -q $flag -p wf-cli --bins
@@ -22,21 +23,7 @@ APPS=${APPS:-"wasm static-site rust-hello c-worker js-hello python-hello"}
 
 work=$(mktemp -d)
 trap 'kill $wfd_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-export WF_HOME=$work/wf
-mkfifo "$work/stdin"
-"$BIN/wfd" dev --data-dir "$work/data" --api-port 0 --router-port 0 \
-    --apps-domain apps.bench.local --admin-password bench --stop-on-stdin-close \
-    < "$work/stdin" > "$work/wfd.out" 2> "$work/wfd.err" &
-wfd_pid=$!
-exec 3> "$work/stdin"
-for _ in $(seq 1 600); do grep -q '^router: ' "$work/wfd.out" 2>/dev/null && break; sleep 0.1; done
-api=$(sed -n 's/^api: //p' "$work/wfd.out")
-router=$(sed -n 's#^router: http://\([^ ]*\).*#\1#p' "$work/wfd.out")
-"$BIN/wf" api "$api" > /dev/null
-"$BIN/wf" auth admin bench > /dev/null
-"$BIN/wf" create-org bench > /dev/null
-"$BIN/wf" create-space bench -o bench > /dev/null
-"$BIN/wf" target -o bench -s bench > /dev/null
+start_dev "$BIN" "$work"
 
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
