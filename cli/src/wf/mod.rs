@@ -102,7 +102,11 @@ pub enum Command {
     /// Push a new app or sync changes to an existing app
     Push(PushArgs),
     /// List all apps in the targeted space
-    Apps,
+    Apps {
+        /// Selector to filter apps by labels, e.g. 'env=dev,!chargeback-code,tier in (backend,worker)'
+        #[arg(long)]
+        labels: Option<String>,
+    },
     /// Display the health and status of an app
     App {
         name: String,
@@ -486,6 +490,33 @@ pub enum Command {
         #[arg(short = 'f')]
         force: bool,
     },
+    /// List all labels (key-value pairs) of a resource
+    Labels {
+        /// app, space, org, buildpack or domain
+        #[arg(value_enum)]
+        resource: commands::labels::Resource,
+        name: String,
+    },
+    /// Set labels (key-value pairs) on a resource
+    SetLabel {
+        /// app, space, org, buildpack or domain
+        #[arg(value_enum)]
+        resource: commands::labels::Resource,
+        name: String,
+        /// KEY=VALUE pairs
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Remove labels from a resource
+    UnsetLabel {
+        /// app, space, org, buildpack or domain
+        #[arg(value_enum)]
+        resource: commands::labels::Resource,
+        name: String,
+        /// The keys to remove
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -572,8 +603,8 @@ pub fn run(command: Command) -> Result<(), Error> {
     let c = &mut client;
     use commands::quotas::Kind;
     use commands::{
-        apps, buildpacks, curl, events, logs, orgs, push, quotas, routes, services, session, tasks,
-        users,
+        apps, buildpacks, curl, events, labels, logs, orgs, push, quotas, routes, services,
+        session, tasks, users,
     };
     match command {
         Command::Api { url } => session::api(c, url),
@@ -608,7 +639,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Spaces => orgs::spaces(c),
         Command::DeleteSpace { name, org, force } => orgs::delete_space(c, &name, org, force),
         Command::Push(args) => push::push(c, args),
-        Command::Apps => apps::apps(c),
+        Command::Apps { labels } => apps::apps(c, labels.as_deref()),
         Command::App { name, guid } => apps::app(c, &name, guid),
         Command::Scale {
             name,
@@ -783,6 +814,17 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::DeleteBuildpack { name, stack, force } => {
             buildpacks::delete(c, &name, stack.as_deref(), force)
         }
+        Command::Labels { resource, name } => labels::labels(c, resource, &name),
+        Command::SetLabel {
+            resource,
+            name,
+            labels: pairs,
+        } => labels::set_label(c, resource, &name, &pairs),
+        Command::UnsetLabel {
+            resource,
+            name,
+            keys,
+        } => labels::unset_label(c, resource, &name, &keys),
     }
 }
 
@@ -795,6 +837,32 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_label_commands() {
+        use commands::labels::Resource;
+        let cli =
+            Cli::try_parse_from(["wf", "set-label", "app", "web", "env=prod", "tier=1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::SetLabel { resource: Resource::App, ref name, ref labels }
+                if name == "web" && labels.len() == 2
+        ));
+        let cli = Cli::try_parse_from(["wf", "apps", "--labels", "env in (a,b),!x"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Apps { ref labels } if labels.as_deref() == Some("env in (a,b),!x"))
+        );
+        let cli = Cli::try_parse_from(["wf", "labels", "buildpack", "b"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Labels {
+                resource: Resource::Buildpack,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["wf", "unset-label", "org", "o"]).is_err());
+        assert!(Cli::try_parse_from(["wf", "labels", "planet", "x"]).is_err());
     }
 
     #[test]

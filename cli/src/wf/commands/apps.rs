@@ -14,11 +14,16 @@ use crate::wf::Error;
 /// How long `start`, `restart` and `push` wait for a first RUNNING instance.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn apps(client: &mut Client) -> Result<(), Error> {
+/// `wf apps [--labels SELECTOR]`.
+pub fn apps(client: &mut Client, labels: Option<&str>) -> Result<(), Error> {
     let target = space_target(client)?;
     println!("Getting apps in {}...\n", target.describe());
     let space = query_value(&target.space.guid);
-    let apps = client.list(&format!("/v3/apps?space_guids={space}&order_by=name"))?;
+    let mut path = format!("/v3/apps?space_guids={space}&order_by=name");
+    if let Some(selector) = labels {
+        path.push_str(&format!("&label_selector={}", query_value(selector)));
+    }
+    let apps = client.list(&path)?;
     if apps.is_empty() {
         println!("No apps found");
         return Ok(());

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod buildpacks;
 pub mod curl;
 pub mod events;
+pub mod labels;
 pub mod logs;
 pub mod marketplace;
 pub mod orgs;
