@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::api::service_instances::{instance_credentials, MANAGED};
-use crate::db::{App, Filter, Org, ServiceBinding, ServiceInstance, Space};
+use crate::db::{App, Filter, Org, ServiceBinding, ServiceBroker, ServiceInstance, Space};
 use crate::error::ApiError;
 use crate::service_operations::{decrypt_object, PlanContext};
 use crate::Controller;
@@ -203,37 +203,62 @@ async fn drain_hostname(controller: &Controller, app: &App) -> Result<String, sq
     ))
 }
 
-/// Re-encrypts, under the current key, the credentials stored under an older one (after
-/// a key rotation); a value no configured key opens is left for an operator to fix.
+/// Re-encrypts, under the current key, the secrets stored under an older one (after a
+/// key rotation): instances' credentials and parameters, bindings' credentials and
+/// parameters, brokers' credentials. A value no configured key opens is left for an
+/// operator to fix.
 pub async fn rotate_credentials(controller: &Controller) -> Result<(), ApiError> {
-    let instances: Vec<ServiceInstance> = controller
-        .db
-        .find(Filter::new().clause("credentials IS NOT NULL", vec![]))
-        .await?;
-    for instance in instances {
-        let Some(stored) = &instance.credentials else {
-            continue;
-        };
-        if !controller.crypto.needs_rotation(stored) {
+    let mut sealed: Vec<(&str, &str, String, String)> = Vec::new();
+    for instance in controller.db.find::<ServiceInstance>(Filter::new()).await? {
+        for (column, value) in [
+            ("credentials", instance.credentials),
+            ("parameters", instance.parameters),
+        ] {
+            if let Some(value) = value {
+                sealed.push(("service_instances", column, instance.guid.clone(), value));
+            }
+        }
+    }
+    for binding in controller.db.find::<ServiceBinding>(Filter::new()).await? {
+        for (column, value) in [
+            ("credentials", binding.credentials),
+            ("parameters", binding.parameters),
+        ] {
+            if let Some(value) = value {
+                sealed.push((
+                    "service_credential_bindings",
+                    column,
+                    binding.guid.clone(),
+                    value,
+                ));
+            }
+        }
+    }
+    for broker in controller.db.find::<ServiceBroker>(Filter::new()).await? {
+        sealed.push((
+            "service_brokers",
+            "authentication",
+            broker.guid,
+            broker.authentication,
+        ));
+    }
+    for (table, column, guid, stored) in sealed {
+        if !controller.crypto.needs_rotation(&stored) {
             continue;
         }
         let resealed = controller
             .crypto
-            .decrypt(stored)
+            .decrypt(&stored)
             .and_then(|plain| controller.crypto.encrypt(&plain));
         match resealed {
-            Ok(sealed) => {
+            Ok(value) => {
                 controller
                     .db
-                    .update(
-                        "service_instances",
-                        &instance.guid,
-                        vec![("credentials", sealed.into())],
-                    )
+                    .update(table, &guid, vec![(column, value.into())])
                     .await?;
             }
             Err(e) => {
-                tracing::error!(instance = %instance.guid, error = %e, "cannot re-encrypt service credentials")
+                tracing::error!(table, guid, column, error = %e, "cannot re-encrypt a stored secret")
             }
         }
     }

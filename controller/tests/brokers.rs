@@ -8,103 +8,33 @@
 //! On SQLite, and on PostgreSQL when configured.
 
 mod common;
+#[path = "../../tests/brokers/launcher.rs"]
+mod launcher;
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{start_with, Api};
 use http::{Method, StatusCode};
+use launcher::{python, Broker};
 use serde_json::{json, Value};
 use wf_db::testing::Backend;
 
-/// A Python that can import openbrokerapi.
-fn python() -> Option<String> {
-    let candidates = std::env::var("WF_OSB_PYTHON")
-        .into_iter()
-        .chain(["python3".to_string()]);
-    for python in candidates {
-        let ok = Command::new(&python)
-            .args(["-c", "import openbrokerapi"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    if std::env::var_os("WF_REQUIRE_OSB").is_some() {
-        panic!("WF_REQUIRE_OSB is set but no Python with openbrokerapi was found (WF_OSB_PYTHON)");
-    }
-    eprintln!("skipping: no Python with openbrokerapi (pip install openbrokerapi; WF_OSB_PYTHON)");
-    None
+fn start_broker(python: &str, mode: &str) -> Broker {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/brokers/osb_broker.py");
+    Broker::start(python, &script, mode)
 }
 
-/// The test broker in one mode, on a free loopback port.
-struct Broker {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    async fn start(python: &str, mode: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("requests.log");
-        std::fs::write(&log, "").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/brokers/osb_broker.py");
-        let child = Command::new(python)
-            .arg(&script)
-            .args([port.to_string(), mode.to_string()])
-            .env("BROKER_LOG", &log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the test broker did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Broker {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn requests(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    /// Waits until the broker was sent `line` (`METHOD PATH`).
-    async fn wait_for(&self, line: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.requests().lines().any(|l| l == line) {
-            assert!(
-                Instant::now() < deadline,
-                "the broker never got {line}: {}",
-                self.requests()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+/// Waits until `broker` was sent `line` (`METHOD PATH`).
+async fn wait_for(broker: &Broker, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !broker.got(line) {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never got {line}: {}",
+            broker.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -173,7 +103,7 @@ async fn instance_named(api: &Api, name: &str) -> Value {
 
 async fn managed_services(backend: Backend, python: &str) {
     let api = start(backend).await;
-    let broker = Broker::start(python, "good").await;
+    let broker = start_broker(python, "good");
     let admin = api.token.clone();
     let (org, space) = api.org_and_space("osb").await;
     let (dev, dev_id) = api.new_user("osb-dev").await;
@@ -405,11 +335,11 @@ async fn managed_services(backend: Backend, python: &str) {
         ))
         .await;
     assert_eq!(details["credentials"]["password"], "kv-s3cret");
-    broker
-        .wait_for(&format!(
-            "PUT /v2/service_instances/{async_guid}/service_bindings/{key_guid}"
-        ))
-        .await;
+    wait_for(
+        &broker,
+        &format!("PUT /v2/service_instances/{async_guid}/service_bindings/{key_guid}"),
+    )
+    .await;
 
     // Secrets stay out of audit events; a broker with instances stays.
     let events = api.get("/v3/audit_events?per_page=5000").await;
@@ -493,7 +423,7 @@ async fn managed_services(backend: Backend, python: &str) {
         ("slow", "did not answer within"),
         ("garbage", "invalid response: status 201"),
     ] {
-        let bad = Broker::start(python, mode).await;
+        let bad = start_broker(python, mode);
         let job = finished_job(
             &api,
             &admin,
@@ -545,8 +475,11 @@ async fn managed_services(backend: Backend, python: &str) {
                 .contains(expected),
             "{instance}"
         );
-        bad.wait_for(&format!("DELETE /v2/service_instances/{}", guid(&instance)))
-            .await;
+        wait_for(
+            &bad,
+            &format!("DELETE /v2/service_instances/{}", guid(&instance)),
+        )
+        .await;
     }
 
     // A broker whose catalog cannot be fetched is not registered.

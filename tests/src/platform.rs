@@ -313,6 +313,16 @@ impl Platform {
         http_get(self.router_addr, &format!("{host}.{APPS_DOMAIN}"), path)
     }
 
+    /// The `VCAP_SERVICES` of an app of the `env` fixture (which answers `/` with its
+    /// environment as JSON).
+    pub fn vcap_services(&self, host: &str) -> serde_json::Value {
+        let resp = self.get(host, "/");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        let env: serde_json::Value = serde_json::from_str(&resp.body).expect("env as JSON");
+        serde_json::from_str(env["VCAP_SERVICES"].as_str().expect("VCAP_SERVICES"))
+            .expect("VCAP_SERVICES as JSON")
+    }
+
     /// Polls `GET path` through the router until `accept` holds, or panics after
     /// `within` with the last response.
     pub fn wait_for(

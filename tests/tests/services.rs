@@ -36,13 +36,6 @@ fn drain() -> (String, Arc<Mutex<String>>) {
     (format!("syslog://{addr}"), received)
 }
 
-fn vcap_services(platform: &Platform, host: &str) -> serde_json::Value {
-    let resp = platform.get(host, "/");
-    assert_eq!(resp.status, 200, "{resp:?}");
-    let env: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
-    serde_json::from_str(env["VCAP_SERVICES"].as_str().unwrap()).unwrap()
-}
-
 #[test]
 fn a_bound_user_provided_service_reaches_the_env_and_the_drain() {
     let platform = Platform::shared();
@@ -74,9 +67,9 @@ fn a_bound_user_provided_service_reaches_the_env_and_the_drain() {
     );
 
     // As in CF, the binding reaches the environment on the next start.
-    assert_eq!(vcap_services(&platform, "svc-env"), serde_json::json!({}));
+    assert_eq!(platform.vcap_services("svc-env"), serde_json::json!({}));
     wf.ok(&["restart", "svc-env"]);
-    let vcap = vcap_services(&platform, "svc-env");
+    let vcap = platform.vcap_services("svc-env");
     let entry = &vcap["user-provided"][0];
     assert_eq!(entry["name"], "svc-db", "{vcap}");
     assert_eq!(entry["credentials"]["uri"], "postgres://u:pw@db.internal/x");

@@ -1,7 +1,8 @@
-//! Service commands: `create-user-provided-service` (`cups`),
+//! Service instance commands: `create-user-provided-service` (`cups`),
 //! `update-user-provided-service` (`uups`), `services`, `service`, `bind-service`,
-//! `unbind-service` and `delete-service`, with the cf CLI's (v7+) arguments and
-//! messages.
+//! `unbind-service` and `delete-service` (of user-provided and managed instances; the
+//! broker's work is waited for), with the cf CLI's (v7+) arguments and messages.
+//! Brokers, the marketplace and `create-service` are `marketplace`'s.
 
 use serde_json::{json, Map, Value};
 
@@ -172,11 +173,23 @@ fn bound_apps(client: &mut Client, instances: &[Value]) -> Result<Vec<Vec<String
     Ok(names)
 }
 
-fn offering(instance: &Value) -> &str {
-    match text(instance, "type") {
-        "user-provided" => "user-provided",
-        other => other,
-    }
+/// The offering and plan names of an instance (`user-provided` and none for those).
+fn offering_and_plan(client: &mut Client, instance: &Value) -> Result<(String, String), Error> {
+    let Some(plan) = instance["relationships"]["service_plan"]["data"]["guid"].as_str() else {
+        return Ok((text(instance, "type").to_string(), String::new()));
+    };
+    let Some(plan) = client.get_optional(&format!("/v3/service_plans/{plan}"))? else {
+        return Ok((String::new(), String::new()));
+    };
+    let offering = plan["relationships"]["service_offering"]["data"]["guid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let offering = client
+        .get_optional(&format!("/v3/service_offerings/{offering}"))?
+        .map(|o| text(&o, "name").to_string())
+        .unwrap_or_default();
+    Ok((offering, text(&plan, "name").to_string()))
 }
 
 fn last_operation(instance: &Value) -> String {
@@ -199,19 +212,17 @@ pub fn services(client: &mut Client) -> Result<(), Error> {
         return Ok(());
     }
     let apps = bound_apps(client, &instances)?;
-    let rows: Vec<Vec<String>> = instances
-        .iter()
-        .zip(apps)
-        .map(|(instance, apps)| {
-            vec![
-                text(instance, "name").to_string(),
-                offering(instance).to_string(),
-                String::new(),
-                apps.join(", "),
-                last_operation(instance),
-            ]
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for (instance, apps) in instances.iter().zip(apps) {
+        let (offering, plan) = offering_and_plan(client, instance)?;
+        rows.push(vec![
+            text(instance, "name").to_string(),
+            offering,
+            plan,
+            apps.join(", "),
+            last_operation(instance),
+        ]);
+    }
     print!(
         "{}",
         table(
@@ -235,6 +246,29 @@ pub fn service(client: &mut Client, name: &str) -> Result<(), Error> {
         .as_array()
         .map(|t| t.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    if text(&instance, "type") == "managed" {
+        let (offering, plan) = offering_and_plan(client, &instance)?;
+        let op = &instance["last_operation"];
+        print!(
+            "{}",
+            key_values(&[
+                ("name", name.to_string()),
+                ("guid", text(&instance, "guid").to_string()),
+                ("type", "managed".to_string()),
+                ("offering", offering),
+                ("plan", plan),
+                ("tags", tags.join(", ")),
+                (
+                    "dashboard url",
+                    text(&instance, "dashboard_url").to_string()
+                ),
+                ("bound apps", apps.join(", ")),
+                ("last operation", last_operation(&instance)),
+                ("description", text(op, "description").to_string()),
+            ])
+        );
+        return Ok(());
+    }
     print!(
         "{}",
         key_values(&[
