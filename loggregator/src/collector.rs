@@ -14,8 +14,8 @@ use wf_metrics::{Exposition, Kind, Merger};
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Renders an in-process component's metrics (one that shares a port, so it has no
-/// `/metrics` of its own to scrape).
-pub type LocalMetrics = Arc<dyn Fn() -> BoxFuture<'static, String> + Send + Sync>;
+/// `/metrics` of its own to scrape), or says why it cannot.
+pub type LocalMetrics = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
 /// Where a target's exposition comes from.
 #[derive(Clone)]
@@ -34,6 +34,25 @@ pub struct MetricsTarget {
     /// The `instance` label: the URL's `host:port` for scraped targets.
     pub instance: String,
     pub source: TargetSource,
+}
+
+impl std::fmt::Debug for TargetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSource::Http(url) => f.debug_tuple("Http").field(&url.as_str()).finish(),
+            TargetSource::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsTarget")
+            .field("component", &self.component)
+            .field("instance", &self.instance)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +124,8 @@ enum ScrapeError {
     Status(reqwest::StatusCode),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("{0}")]
+    Local(String),
 }
 
 impl Collector {
@@ -179,7 +200,7 @@ impl Collector {
     ) -> Result<String, ScrapeError> {
         let scrape = async {
             match &target.source {
-                TargetSource::Local(render) => Ok(render().await),
+                TargetSource::Local(render) => render().await.map_err(ScrapeError::Local),
                 TargetSource::Http(url) => {
                     let mut request = self.client.get(url.clone());
                     if let Some(authorization) = authorization {
@@ -235,7 +256,8 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let local: LocalMetrics = Arc::new(|| Box::pin(async { "tokens_total 3\n".to_string() }));
+        let local: LocalMetrics =
+            Arc::new(|| Box::pin(async { Ok("tokens_total 3\n".to_string()) }));
         let collector = Collector::new(
             vec![
                 MetricsTarget::parse(&format!("bbs=http://{addr}/metrics")).unwrap(),

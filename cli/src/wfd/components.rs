@@ -228,7 +228,7 @@ pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
     .context("opening UAA")?;
     let listener = bind(args.listen, "UAA").await?;
     println!("uaa: http://{} ({url})", listener.local_addr()?);
-    serve(listener, uaa.router(), cancel).await
+    serve(listener, uaa.router().merge(uaa.metrics_router()), cancel).await
 }
 
 /// An S3-compatible blobstore for the Cloud Controller (`wfd controller`, `wfd dev`).
@@ -329,6 +329,10 @@ pub struct ControllerArgs {
     /// Seconds between nsync bulk syncs (CF: 30).
     #[arg(long, default_value_t = 30)]
     pub sync_interval: u64,
+    /// A component for the metrics collector view (`/metrics/platform`): NAME=URL of its
+    /// `/metrics`, e.g. `bbs=http://10.0.0.5:8889/metrics`. Repeat it per component.
+    #[arg(long = "metrics-target", value_name = "NAME=URL", value_parser = wf_loggregator::MetricsTarget::parse)]
+    pub metrics_targets: Vec<wf_loggregator::MetricsTarget>,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -375,7 +379,13 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.external_url
     );
-    let served = serve(listener, controller.router(), cancel.clone()).await;
+    let api = controller
+        .router()
+        .merge(controller.platform_metrics_router(
+            args.metrics_targets.clone(),
+            wf_loggregator::DEFAULT_SCRAPE_TIMEOUT,
+        ));
+    let served = serve(listener, api, cancel.clone()).await;
     cancel.cancel();
     let _ = tokio::join!(background, ingest);
     served

@@ -78,16 +78,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "the router",
     )
     .await?;
-    let router_status_listener = match args.router_status_port {
-        Some(port) => Some(
-            bind(
-                SocketAddr::new(args.listen_address, port),
-                "the router status port",
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    // The metrics collector scrapes the router's status port, so there is always one:
+    // on loopback unless asked for.
+    let router_status_listener = bind(
+        match args.router_status_port {
+            Some(port) => SocketAddr::new(args.listen_address, port),
+            None => LOOPBACK_ANY_PORT,
+        },
+        "the router status port",
+    )
+    .await?;
     let (router_config, router_tls_listener) = args.router_tls.configure().await?;
     let router_tls_addr = router_tls_listener
         .as_ref()
@@ -96,10 +96,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let rep_listener = bind(LOOPBACK_ANY_PORT, "the rep API").await?;
     let api_url = format!("http://{}", api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
-    let router_status_addr = router_status_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
+    let router_status_addr = router_status_listener.local_addr()?;
+    let rep_addr = rep_listener.local_addr()?;
 
     let cancel = stop_signal(&args.stop);
     let bus = Bus::in_process();
@@ -129,8 +127,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mut bbs_tasks = vec![bbs.run(bbs_stop.clone())];
     // The cell and the controller reach the BBS over its API, as in distributed mode.
     let bbs_listener = bind(LOOPBACK_ANY_PORT, "the BBS API").await?;
-    let bbs_client =
-        wf_bbs::BbsClient::new(vec![format!("http://{}", bbs_listener.local_addr()?)])?;
+    let bbs_addr = bbs_listener.local_addr()?;
+    let bbs_client = wf_bbs::BbsClient::new(vec![format!("http://{bbs_addr}")])?;
     let bbs_cancel = bbs_stop.clone();
     bbs_tasks.push(tokio::spawn(async move {
         if let Err(e) = bbs.serve(bbs_listener, bbs_cancel).await {
@@ -172,7 +170,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .context("opening the Cloud Controller")?;
     tasks.push(controller.run(cancel.clone()));
 
-    let api = controller.router().merge(uaa.router());
+    let metrics_targets = metrics_targets(&uaa, &api_url, bbs_addr, rep_addr, router_status_addr)?;
+    let api = controller
+        .router()
+        .merge(
+            controller
+                .platform_metrics_router(metrics_targets, wf_loggregator::DEFAULT_SCRAPE_TIMEOUT),
+        )
+        .merge(uaa.router());
     tasks.push(tokio::spawn({
         let cancel = cancel.clone();
         async move {
@@ -188,7 +193,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         let listeners = wf_router::Listeners {
             http: router_listener,
             tls: router_tls_listener,
-            status: router_status_listener,
+            status: Some(router_status_listener),
         };
         let served = wf_router::serve(router_config, listeners, router_bus, router_cancel);
         if let Err(e) = served.await {
@@ -224,9 +229,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if let Some(addr) = router_tls_addr {
         println!("router TLS: https://{addr}");
     }
-    if let Some(addr) = router_status_addr {
-        println!("router status: http://{addr}/health (also /routes, /metrics)");
+    if args.router_status_port.is_some() {
+        println!("router status: http://{router_status_addr}/health (also /routes, /metrics)");
     }
+    println!("metrics: {api_url}/metrics/platform (admin token)");
     println!("admin password: {admin_password}");
     println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
 
@@ -235,6 +241,35 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     bbs_stop.cancel();
     join_within(bbs_tasks, Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// What the collector view (`/metrics/platform`) gathers besides the controller: the
+/// BBS API, the rep and the router's status port over HTTP, and UAA, which shares the
+/// API port, in process.
+fn metrics_targets(
+    uaa: &Arc<wf_uaa::Uaa>,
+    api_url: &str,
+    bbs: SocketAddr,
+    rep: SocketAddr,
+    router_status: SocketAddr,
+) -> anyhow::Result<Vec<wf_loggregator::MetricsTarget>> {
+    let uaa = Arc::downgrade(uaa);
+    let render: wf_loggregator::LocalMetrics = Arc::new(move || {
+        let uaa = uaa.clone();
+        Box::pin(async move {
+            let uaa = uaa.upgrade().ok_or("UAA has stopped")?;
+            uaa.metrics().await.map_err(|e| e.to_string())
+        })
+    });
+    let instance = api_url.trim_start_matches("http://");
+    let mut targets = vec![wf_loggregator::MetricsTarget::local(
+        "uaa", instance, render,
+    )];
+    for (component, addr) in [("bbs", bbs), ("cell", rep), ("router", router_status)] {
+        let target = format!("{component}=http://{addr}/metrics");
+        targets.push(wf_loggregator::MetricsTarget::parse(&target)?);
+    }
+    Ok(targets)
 }
 
 async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, within: Duration) {
