@@ -78,6 +78,21 @@ async fn stored_rows(db: &str, guid: &str) -> i64 {
     n
 }
 
+/// Runs a statement on the CC database with `args` as `$1...` and a timestamp last.
+async fn sql(db: &str, statement: &str, args: &[&str]) {
+    let pool = sqlx::AnyPool::connect(db).await.unwrap();
+    let mut query = sqlx::query(statement);
+    for arg in args {
+        query = query.bind(arg.to_string());
+    }
+    query
+        .bind("2026-01-01T00:00:00.000000Z")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
 async fn metadata(api: Api, db: &str) {
     // Orgs and spaces: metadata on create, shown on show and in lists.
     let org = api
@@ -503,6 +518,84 @@ async fn metadata(api: Api, db: &str) {
         .await;
     assert_eq!(bindings["pagination"]["total_results"], 1);
     assert_eq!(stored_rows(db, &binding_guid).await, 1);
+
+    // A broker's catalog (written as a catalog fetch would), its offerings and plans.
+    let (broker_guid, offering_guid, plan_guid) = ("b-1", "o-1", "p-1");
+    sql(
+        db,
+        "INSERT INTO service_brokers (guid, name, url, authentication, space_guid, \
+         created_at, updated_at) VALUES ($1, 'kv', 'https://broker.test', '{}', NULL, $2, $2)",
+        &[broker_guid],
+    )
+    .await;
+    sql(
+        db,
+        "INSERT INTO service_offerings (guid, service_broker_guid, broker_id, name, \
+         description, available, bindable, plan_updateable, instances_retrievable, \
+         bindings_retrievable, tags, requires, metadata, created_at, updated_at) \
+         VALUES ($1, 'b-1', 'kv-id', 'kv', 'd', 1, 1, 0, 0, 0, '[]', '[]', '{}', $2, $2)",
+        &[offering_guid],
+    )
+    .await;
+    sql(
+        db,
+        "INSERT INTO service_plans (guid, service_offering_guid, broker_id, name, \
+         description, available, free, bindable, plan_updateable, visibility_type, metadata, \
+         created_at, updated_at) \
+         VALUES ($1, 'o-1', 'small-id', 'small', 'd', 1, 1, 1, 0, 'admin', '{}', $2, $2)",
+        &[plan_guid],
+    )
+    .await;
+    let broker = patch(
+        &api,
+        &format!("/v3/service_brokers/{broker_guid}"),
+        json!({"metadata": {"labels": {"vendor": "acme"}}}),
+    )
+    .await;
+    assert_eq!(broker["metadata"]["labels"], json!({"vendor": "acme"}));
+    let offering = patch(
+        &api,
+        &format!("/v3/service_offerings/{offering_guid}"),
+        json!({"metadata": {"labels": {"kind": "kv"}}}),
+    )
+    .await;
+    assert_eq!(offering["metadata"]["labels"], json!({"kind": "kv"}));
+    let plan = patch(
+        &api,
+        &format!("/v3/service_plans/{plan_guid}"),
+        json!({"metadata": {"annotations": {"size": "1GB"}, "labels": {"tier": "free"}}}),
+    )
+    .await;
+    assert_eq!(plan["metadata"]["annotations"], json!({"size": "1GB"}));
+    for (list, selector, key) in [
+        ("service_brokers", "vendor=acme", "vendor"),
+        ("service_offerings", "kind", "kind"),
+        ("service_plans", "tier in (free)", "tier"),
+    ] {
+        let uri = format!("/v3/{list}?label_selector={}", urlencode(selector));
+        assert_eq!(
+            api.get(&uri).await["pagination"]["total_results"],
+            1,
+            "{uri}"
+        );
+        let uri = format!("/v3/{list}?label_selector=%21{key}");
+        assert_eq!(
+            api.get(&uri).await["pagination"]["total_results"],
+            0,
+            "{uri}"
+        );
+    }
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/v3/service_brokers/{broker_guid}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for gone in [broker_guid, offering_guid, plan_guid] {
+        assert_eq!(stored_rows(db, gone).await, 0, "{gone}");
+    }
 
     // Deleting a resource deletes its rows; the web process's went with the app.
     assert_eq!(stored_rows(db, app_guid).await, 4);

@@ -318,12 +318,12 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route(
             "/v3/service_offerings/{guid}",
-            get(service_offerings::show_offering),
+            get(service_offerings::show_offering).patch(service_offerings::update_offering),
         )
         .route("/v3/service_plans", get(service_offerings::list_plans))
         .route(
             "/v3/service_plans/{guid}",
-            get(service_offerings::show_plan),
+            get(service_offerings::show_plan).patch(service_offerings::update_plan),
         )
         .route(
             "/v3/service_plans/{guid}/visibility",

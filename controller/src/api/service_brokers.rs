@@ -57,7 +57,7 @@ fn visible(user: &User, filter: Filter) -> Filter {
     filter.any_of("space_guid", &user.visible_space_guids())
 }
 
-async fn load_to(
+pub(super) async fn load_to(
     controller: &Controller,
     user: &User,
     guid: &str,
@@ -480,7 +480,7 @@ async fn store_catalog(
         } else {
             controller
                 .db
-                .delete_where(
+                .delete_resources(
                     "service_offerings",
                     Filter::new().eq("guid", &offering.guid),
                 )
@@ -597,7 +597,7 @@ async fn retire_plan(controller: &Controller, plan: &ServicePlan) -> Result<bool
             .await?;
         controller
             .db
-            .delete_where("service_plans", Filter::new().eq("guid", &plan.guid))
+            .delete_resources("service_plans", Filter::new().eq("guid", &plan.guid))
             .await?;
     }
     Ok(used)
@@ -629,7 +629,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
         .await?;
     controller
         .db
-        .delete_where(
+        .delete_resources(
             "service_plans",
             Filter::new().in_select(
                 "service_offering_guid",
@@ -640,7 +640,7 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
         .await?;
     controller
         .db
-        .delete_where(
+        .delete_resources(
             "service_offerings",
             Filter::new().eq("service_broker_guid", &guid),
         )

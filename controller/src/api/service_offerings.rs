@@ -16,6 +16,7 @@ use crate::db::{
     self, Arg, Filter, Org, PlanVisibility, ServiceBroker, ServiceOffering, ServicePlan, Space,
 };
 use crate::error::ApiError;
+use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
 
 /// `(a, b, ...)` of `?` marks for `values` (one empty value when there are none, so
@@ -150,6 +151,7 @@ fn offerings_filter(user: &User, params: &ListParams) -> Result<Filter, ApiError
         "service_broker_guid",
         "SELECT guid FROM service_brokers WHERE name IN ({})",
     );
+    let filter = params.label_selector(filter, "service_offerings")?;
     bool_filter(params, filter, "available")
 }
 
@@ -159,10 +161,11 @@ pub async fn list_offerings(State(controller): Ctl, user: User, params: ListPara
         .db
         .list::<ServiceOffering>(filter, &params.page)
         .await?;
-    let resources = offerings
+    let mut resources: Vec<Value> = offerings
         .iter()
         .map(|o| present_offering(&controller, o))
         .collect();
+    metadata::fill(&controller.db, "service_offerings", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
@@ -180,7 +183,45 @@ pub async fn show_offering(
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::not_found("Service offering"))?;
-    Ok(ok(present_offering(&controller, &offering)))
+    let shown = present_offering(&controller, &offering);
+    Ok(ok(metadata::filled(
+        &controller.db,
+        "service_offerings",
+        shown,
+    )
+    .await?))
+}
+
+/// `PATCH /v3/service_offerings/:guid`: an offering's metadata, by those who may
+/// change its broker.
+pub async fn update_offering(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    params: ListParams,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let filter = offerings_filter(&user, &params)?.eq("guid", &guid);
+    let offering = controller
+        .db
+        .find::<ServiceOffering>(filter)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found("Service offering"))?;
+    super::service_brokers::load_to(&controller, &user, &offering.service_broker_guid, true)
+        .await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels
+        .apply(&controller.db, "service_offerings", &guid)
+        .await?;
+    let shown = present_offering(&controller, &offering);
+    Ok(ok(metadata::filled(
+        &controller.db,
+        "service_offerings",
+        shown,
+    )
+    .await?))
 }
 
 fn present_plan(controller: &Controller, plan: &ServicePlan) -> Value {
@@ -242,6 +283,7 @@ fn plans_filter(user: &User, params: &ListParams) -> Result<Filter, ApiError> {
         "SELECT guid FROM service_offerings WHERE service_broker_guid IN \
          (SELECT guid FROM service_brokers WHERE name IN ({}))",
     );
+    let filter = params.label_selector(filter, "service_plans")?;
     bool_filter(params, filter, "available")
 }
 
@@ -251,7 +293,8 @@ pub async fn list_plans(State(controller): Ctl, user: User, params: ListParams) 
         .db
         .list::<ServicePlan>(filter, &params.page)
         .await?;
-    let resources = plans.iter().map(|p| present_plan(&controller, p)).collect();
+    let mut resources: Vec<Value> = plans.iter().map(|p| present_plan(&controller, p)).collect();
+    metadata::fill(&controller.db, "service_plans", &mut resources).await?;
     Ok(paginated(&controller, &params, total, resources))
 }
 
@@ -275,7 +318,34 @@ async fn load_plan(
 
 pub async fn show_plan(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let plan = load_plan(&controller, &user, &guid).await?;
-    Ok(ok(present_plan(&controller, &plan)))
+    let shown = present_plan(&controller, &plan);
+    Ok(ok(
+        metadata::filled(&controller.db, "service_plans", shown).await?
+    ))
+}
+
+/// `PATCH /v3/service_plans/:guid`: a plan's metadata, by those who may change its
+/// broker.
+pub async fn update_plan(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    JsonBody(body): JsonBody<super::MetadataBody>,
+) -> ApiResult {
+    let plan = load_plan(&controller, &user, &guid).await?;
+    let offering = controller
+        .db
+        .get::<ServiceOffering>(&plan.service_offering_guid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Service plan"))?;
+    super::service_brokers::load_to(&controller, &user, &offering.service_broker_guid, true)
+        .await?;
+    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
+    labels.apply(&controller.db, "service_plans", &guid).await?;
+    let shown = present_plan(&controller, &plan);
+    Ok(ok(
+        metadata::filled(&controller.db, "service_plans", shown).await?
+    ))
 }
 
 async fn present_visibility(controller: &Controller, user: &User, plan: &ServicePlan) -> ApiResult {
