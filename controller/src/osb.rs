@@ -1,5 +1,5 @@
-//! The Open Service Broker API v2.17 client: catalog, provision, deprovision, bind,
-//! fetch binding, unbind and `last_operation` calls to one broker, with the platform's headers
+//! The Open Service Broker API v2.17 client: catalog, provision, update, deprovision,
+//! bind, fetch binding, unbind and `last_operation` calls to one broker, with the platform's headers
 //! (`X-Broker-API-Version`, basic auth, originating and request identities), bounded
 //! waits and bounded response bodies, and each status mapped as the spec says. What
 //! to do with the outcome (polling, orphan mitigation) is `service_operations`'s.
@@ -124,7 +124,7 @@ pub struct CatalogPlan {
     pub metadata: Option<Value>,
 }
 
-/// What a provision, deprovision or unbind came to.
+/// What a provision, update, deprovision or unbind came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Done (200, 201; for deletes also 410 Gone), with the dashboard URL if any.
@@ -392,6 +392,43 @@ impl Broker<'_> {
         instance_outcome(&reply, false)
     }
 
+    /// `PATCH /v2/service_instances/:id?accepts_incomplete=true`: new parameters on the
+    /// same plan.
+    pub async fn update(
+        &self,
+        instance_id: &str,
+        ids: PlanIds<'_>,
+        context: Context<'_>,
+        parameters: Option<&Value>,
+        identity: &Identity,
+    ) -> Result<Outcome, OsbError> {
+        let mut body = json!({
+            "service_id": ids.service_id,
+            "plan_id": ids.plan_id,
+            "context": context.json(),
+            "previous_values": {
+                "service_id": ids.service_id,
+                "plan_id": ids.plan_id,
+                "organization_id": context.organization_guid,
+                "space_id": context.space_guid,
+            },
+        });
+        if let Some(parameters) = parameters {
+            body["parameters"] = parameters.clone();
+        }
+        let reply = self
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v2/service_instances/{instance_id}"),
+                &[("accepts_incomplete", "true")],
+                Some(&body),
+                Some(identity),
+                MAX_BODY_BYTES,
+            )
+            .await?;
+        instance_outcome(&reply, false)
+    }
+
     /// `DELETE /v2/service_instances/:id?service_id&plan_id&accepts_incomplete=true`
     /// (410 Gone is done).
     pub async fn deprovision(
@@ -572,7 +609,7 @@ impl Broker<'_> {
     }
 }
 
-/// Provision, deprovision and unbind answers: 200/201 done, 202 async; for
+/// Provision, update, deprovision and unbind answers: 200/201 done, 202 async; for
 /// deletes 410 Gone is done too.
 fn instance_outcome(reply: &Reply, delete: bool) -> Result<Outcome, OsbError> {
     match reply.status {

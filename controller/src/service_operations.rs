@@ -1,6 +1,6 @@
 //! The broker side of managed service instances and their bindings: a runner that
-//! takes up each instance or binding with a `pending` step (create, poll, delete,
-//! orphan) whose `due_at` has passed, calls the broker (`osb`), and records the
+//! takes up each instance or binding with a `pending` step (create, update, poll,
+//! delete, orphan) whose `due_at` has passed, calls the broker (`osb`), and records the
 //! outcome as CF's `last_operation` and in the operation's job. The steps live in the
 //! database, so a restarted controller carries on where it stopped; polls back off
 //! (honouring `Retry-After`) up to a maximum duration; a provision or bind that timed
@@ -69,6 +69,7 @@ impl Runner {
 
 /// Pending steps.
 pub const CREATE: &str = "create";
+pub const UPDATE: &str = "update";
 pub const DELETE: &str = "delete";
 const POLL: &str = "poll";
 const ORPHAN: &str = "orphan";
@@ -417,6 +418,42 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
                     set(values).await?;
                 }
                 Err(e) => fail_instance(controller, &instance, e).await?,
+            }
+        }
+        UPDATE => {
+            let (space, org) = org_of(controller, &instance.space_guid).await?;
+            let parameters =
+                decrypt_object(controller, instance.parameters.as_deref())?.map(Value::Object);
+            let context = osb::Context {
+                organization_guid: &org.guid,
+                space_guid: &space.guid,
+                instance_name: &instance.name,
+            };
+            let identity = identity.unwrap_or(osb::Identity {
+                user_id: String::new(),
+            });
+            match broker
+                .update(guid, plan.ids(), context, parameters.as_ref(), &identity)
+                .await
+            {
+                Ok(Outcome::Done { dashboard_url }) => {
+                    let mut values = end_values(SUCCEEDED, None);
+                    if dashboard_url.is_some() {
+                        values.push(("dashboard_url", dashboard_url.into()));
+                    }
+                    set(values).await?;
+                    finish_job(controller, job, None).await?;
+                }
+                Ok(Outcome::Async { operation }) => {
+                    let mut values = poll_values(config, 0, None, None);
+                    values.push(("broker_operation", operation.into()));
+                    set(values).await?;
+                }
+                // A failed update leaves the instance as it was: no orphan to mitigate.
+                Err(e) => {
+                    set(end_values(FAILED, Some(e.to_string()))).await?;
+                    finish_job(controller, job, Some(&e.to_string())).await?;
+                }
             }
         }
         POLL => {

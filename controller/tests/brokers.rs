@@ -255,6 +255,21 @@ async fn managed_services(backend: Backend, python: &str) {
         .count();
     assert!(polls >= 3, "{}", broker.requests());
 
+    // New parameters go to the broker as an update.
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::PATCH,
+        &format!("/v3/service_instances/{sync_guid}"),
+        Some(json!({"parameters": {"size": "large"}, "tags": ["mine"]})),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let updated = api.get(&format!("/v3/service_instances/{sync_guid}")).await;
+    assert_eq!(updated["last_operation"]["type"], "update");
+    assert_eq!(updated["last_operation"]["state"], "succeeded");
+    assert!(broker.got(&format!("PATCH /v2/service_instances/{sync_guid}")));
+
     // Bad input: CF's errors.
     let (status, response) = api
         .call_as(
@@ -344,7 +359,7 @@ async fn managed_services(backend: Backend, python: &str) {
     // Secrets stay out of audit events; a broker with instances stays.
     let events = api.get("/v3/audit_events?per_page=5000").await;
     let text = events.to_string();
-    for secret in ["kv-s3cret", "broker-pass", "small"] {
+    for secret in ["kv-s3cret", "broker-pass", "small", "large"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
     assert!(text.contains("audit.service_instance.create"));
@@ -481,6 +496,64 @@ async fn managed_services(backend: Backend, python: &str) {
         )
         .await;
     }
+
+    // Space developers register space-scoped brokers, whose plans only their space sees.
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/service_brokers",
+        Some(json!({
+            "name": "kv-space",
+            "url": broker.url,
+            "authentication": {"type": "basic", "credentials": {"username": "broker", "password": "broker-pass"}},
+            "relationships": {"space": {"data": {"guid": space}}},
+        })),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let (_, plans) = api
+        .call_as(
+            &dev,
+            Method::GET,
+            "/v3/service_plans?service_broker_names=kv-space",
+            None,
+        )
+        .await;
+    assert_eq!(plans["pagination"]["total_results"], 2, "{plans}");
+    assert_eq!(plans["resources"][0]["visibility_type"], "space");
+    let (outsider, outsider_id) = api.new_user("osb-outsider").await;
+    let (other_org, _) = api.org_and_space("osb-other").await;
+    api.grant(
+        &outsider_id,
+        "organization_user",
+        "organization",
+        &other_org,
+    )
+    .await;
+    let (_, seen) = api
+        .call_as(
+            &outsider,
+            Method::GET,
+            "/v3/service_plans?service_broker_names=kv-space",
+            None,
+        )
+        .await;
+    assert_eq!(seen["pagination"]["total_results"], 0, "{seen}");
+    let (_, brokers) = api
+        .call_as(&outsider, Method::GET, "/v3/service_brokers", None)
+        .await;
+    assert_eq!(brokers["pagination"]["total_results"], 0, "{brokers}");
+    let space_plan = guid(&plans["resources"][0]);
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/service_instances",
+        Some(create("kv-space-1", &space_plan)),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
 
     // A broker whose catalog cannot be fetched is not registered.
     let job = finished_job(

@@ -4,7 +4,8 @@ independent of Wasmfoundry's client).
 `python3 osb_broker.py PORT MODE` serves on 127.0.0.1:PORT with basic auth
 broker/broker-pass. MODE `good`: service `kv` with plans `sync` (provisions at once)
 and `async` (202, `last_operation` in progress for a few polls, then succeeded);
-binds return credentials. MODE `slow`: provisions sleep past the platform's timeout.
+updates and binds
+(returning credentials) are synchronous. MODE `slow`: provisions sleep past the platform's timeout.
 MODE `garbage`: provisions answer 201 with a body that is not JSON.
 
 Every request is appended to the file in $BROKER_LOG as `METHOD PATH` lines, so the
@@ -29,6 +30,7 @@ from openbrokerapi.service_broker import (
     Service,
     ServiceBroker,
     UnbindSpec,
+    UpdateServiceSpec,
 )
 
 POLLS_UNTIL_DONE = 3
@@ -65,6 +67,9 @@ class KvBroker(ServiceBroker):
         if self.polls[instance_id] < POLLS_UNTIL_DONE:
             return LastOperation(OperationState.IN_PROGRESS, "provisioning")
         return LastOperation(OperationState.SUCCEEDED, "ready")
+
+    def update(self, instance_id, details, async_allowed, **kwargs):
+        return UpdateServiceSpec(is_async=False)
 
     def deprovision(self, instance_id, details, async_allowed, **kwargs):
         return DeprovisionServiceSpec(is_async=False)

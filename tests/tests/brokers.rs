@@ -1,6 +1,7 @@
 //! Managed services as an operator and a developer use them, against a broker written
 //! with openbrokerapi (`tests/brokers/`): `wf create-service-broker`,
-//! `enable-service-access`, `marketplace`, `create-service --wait`, `bind-service` and
+//! `enable-service-access`, `marketplace`, `create-service --wait`, `update-service`,
+//! `bind-service` and
 //! a restart that puts the broker's credentials into `VCAP_SERVICES`, service keys,
 //! then `unbind-service`, `delete-service` (the broker gets the deprovision) and
 //! `delete-service-broker`.
@@ -69,6 +70,19 @@ fn a_managed_service_reaches_the_env_of_a_bound_app() {
     );
     let out = wf.ok(&["service", "my-kv"]);
     assert!(out.contains("https://kv.example/"), "{out}");
+
+    let out = wf.ok(&[
+        "update-service",
+        "my-kv",
+        "-c",
+        r#"{"size":"large"}"#,
+        "--wait",
+    ]);
+    assert!(
+        out.contains("Update of service instance my-kv completed."),
+        "{out}"
+    );
+    assert!(wf.ok(&["services"]).contains("update succeeded"));
 
     wf.ok(&["bind-service", "osb-env", "my-kv"]);
     wf.ok(&["restart", "osb-env"]);

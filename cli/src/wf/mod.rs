@@ -241,6 +241,19 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Update a managed service instance: new parameters for the broker, or tags
+    UpdateService {
+        name: String,
+        /// Parameters for the broker: JSON, or a file holding it
+        #[arg(short = 'c')]
+        config: Option<String>,
+        /// User provided tags, comma separated
+        #[arg(short = 't')]
+        tags: Option<String>,
+        /// Wait for the operation to finish
+        #[arg(long)]
+        wait: bool,
+    },
     /// Create a service key
     #[command(visible_alias = "csk")]
     CreateServiceKey {
@@ -709,6 +722,18 @@ pub fn run(command: Command) -> Result<(), Error> {
             c,
             &offering,
             &plan,
+            &name,
+            config.as_deref(),
+            tags.as_deref(),
+            wait,
+        ),
+        Command::UpdateService {
+            name,
+            config,
+            tags,
+            wait,
+        } => commands::marketplace::update_service(
+            c,
             &name,
             config.as_deref(),
             tags.as_deref(),

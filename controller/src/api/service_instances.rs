@@ -2,9 +2,9 @@
 //! credentials the developer gives (stored encrypted, shown only to those who may read
 //! secrets, through `/credentials`), a `syslog_drain_url` that the app's logs are
 //! forwarded to once bound, and a `route_service_url`; deleting one deletes its
-//! bindings. Managed ones, of a broker's plan the user may use in the space: creating
-//! and deleting them answer a job and leave the broker calls to `service_operations`,
-//! with `last_operation` showing where they stand.
+//! bindings. Managed ones, of a broker's plan the user may use in the space: creating,
+//! updating (new parameters) and deleting them answer a job and leave the broker calls
+//! to `service_operations`, with `last_operation` showing where they stand.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -393,9 +393,9 @@ pub async fn update(
 ) -> ApiResult {
     let instance = load_to(&controller, &user, &guid, Access::Develop).await?;
     let labels = MetadataUpdate::parse(fields.metadata.as_ref())?;
-    if fields.kind.is_some() || fields.relationships.is_some() || fields.parameters.is_some() {
+    if fields.kind.is_some() || fields.relationships.is_some() {
         return Err(ApiError::unprocessable(
-            "Type, relationships and parameters cannot be changed",
+            "Type and relationships cannot be changed",
         ));
     }
     if instance.kind == MANAGED {
@@ -403,8 +403,18 @@ pub async fn update(
         if instance.operation.in_progress() {
             return Err(operation_in_progress(&instance));
         }
+    } else if fields.parameters.is_some() {
+        return Err(ApiError::unprocessable(
+            "Parameters are not supported for user-provided service instances",
+        ));
     }
-    let values = columns(&controller, &fields)?;
+    let mut values = columns(&controller, &fields)?;
+    if let Some(parameters) = &fields.parameters {
+        if !parameters.is_object() {
+            return Err(ApiError::unprocessable("Parameters must be an object"));
+        }
+        values.push(("parameters", encrypt_json(&controller, parameters)?));
+    }
     if !values.is_empty() {
         let name = fields.name.clone().unwrap_or_default();
         match controller
@@ -437,6 +447,18 @@ pub async fn update(
         audit_request(&fields),
     )
     .await;
+    if fields.parameters.is_some() {
+        // New parameters go to the broker (same plan); the job ends with its answer.
+        let (_, accepted) = start_operation(
+            &controller,
+            &user,
+            &guid,
+            service_operations::UPDATE,
+            "service_instance.update",
+        )
+        .await?;
+        return Ok(accepted);
+    }
     Ok(ok(show_instance(&controller, &updated).await?))
 }
 
@@ -488,8 +510,8 @@ pub fn operation_in_progress(instance: &ServiceInstance) -> ApiError {
     ))
 }
 
-/// Starts the operation (`create` or `delete`) of a managed instance with a job; the
-/// runner makes the broker call.
+/// Starts the operation (`create`, `update` or `delete`) of a managed instance with a
+/// job; the runner makes the broker call.
 async fn start_operation(
     controller: &Controller,
     user: &User,

@@ -1,7 +1,7 @@
 //! Managed services: service brokers (`create-service-broker`, `service-brokers`,
 //! `update-service-broker`, `delete-service-broker`), plan access
-//! (`enable-service-access`, `disable-service-access`), `marketplace`, `create-service`
-//! and service keys (`create-service-key`, `service-key`, `delete-service-key`), with
+//! (`enable-service-access`, `disable-service-access`), `marketplace`, `create-service`,
+//! `update-service` and service keys (`create-service-key`, `service-key`, `delete-service-key`), with
 //! the cf CLI's (v7+) arguments and messages.
 
 use serde_json::{json, Value};
@@ -325,6 +325,66 @@ pub fn create_service(
             println!("\nService instance {name} created.");
         }
         None => println!("\nCreate in progress. Use 'wf services' or 'wf service {name}' to check operation status."),
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf update-service NAME [-c JSON] [-t TAGS] [--wait]`: new parameters go to the
+/// broker.
+pub fn update_service(
+    client: &mut Client,
+    name: &str,
+    config: Option<&str>,
+    tags: Option<&str>,
+    wait: bool,
+) -> Result<(), Error> {
+    let target = space_target(client)?;
+    println!(
+        "Updating service instance {name} in {} as {}...",
+        target.describe(),
+        client.user_name()
+    );
+    let instance = client
+        .list(&format!(
+            "/v3/service_instances?names={}&space_guids={}",
+            query_value(name),
+            target.space.guid
+        ))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Failed(format!("Service instance '{name}' not found")))?;
+    let mut body = json!({});
+    if let Some(parameters) = parameters(config)? {
+        body["parameters"] = parameters;
+    }
+    if let Some(tags) = tags {
+        let tags: Vec<&str> = tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        body["tags"] = json!(tags);
+    }
+    if body == json!({}) {
+        println!("No flags specified. No changes were made.");
+        println!("OK");
+        return Ok(());
+    }
+    let resp = client.call(
+        reqwest::Method::PATCH,
+        &format!("/v3/service_instances/{}", text(&instance, "guid")),
+        Some(&body),
+    )?;
+    match resp.location.filter(|_| resp.status == 202) {
+        Some(job) if wait => {
+            client.wait_for_job(&job)?;
+            println!("\nUpdate of service instance {name} completed.");
+        }
+        Some(_) => println!(
+            "\nUpdate in progress. Use 'wf services' or 'wf service {name}' to check operation status."
+        ),
+        None => {}
     }
     println!("OK");
     Ok(())
