@@ -240,26 +240,77 @@ pub fn encrypt_json(controller: &Controller, value: &Value) -> Result<Arg, ApiEr
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// The column values that start an operation of `kind` whose first step is `pending`.
+/// The column values that start an operation of `kind` (its first step), finished
+/// by `job` if any, on behalf of `user` if any.
 pub fn start_values(
     kind: &str,
-    pending: &str,
-    job_guid: &str,
-    user_guid: &str,
+    job_guid: Option<&str>,
+    user_guid: Option<&str>,
 ) -> Vec<(&'static str, Arg)> {
     let now = db::now();
     vec![
         ("last_operation_type", kind.into()),
         ("last_operation_state", IN_PROGRESS.into()),
         ("last_operation_description", Arg::Null),
-        ("pending", pending.into()),
+        ("pending", kind.into()),
         ("due_at", now.clone().into()),
         ("attempts", 0.into()),
         ("operation_started_at", now.into()),
         ("broker_operation", Arg::Null),
-        ("job_guid", job_guid.into()),
-        ("operation_user_guid", user_guid.into()),
+        ("job_guid", job_guid.map(str::to_string).into()),
+        ("operation_user_guid", user_guid.map(str::to_string).into()),
     ]
+}
+
+/// Unbinds the managed bindings of an app that is being deleted: each leaves the app
+/// at once and is deleted once the broker has unbound it.
+pub async fn unbind_app(controller: &Controller, app_guid: &str) -> Result<(), ApiError> {
+    let bindings: Vec<ServiceBinding> = controller
+        .db
+        .find(
+            Filter::new()
+                .eq("app_guid", app_guid)
+                .clause("last_operation_type IS NOT NULL", vec![]),
+        )
+        .await?;
+    for binding in bindings {
+        let mut values = start_values(DELETE, None, None);
+        values.push(("app_guid", Arg::Null));
+        controller
+            .db
+            .update("service_credential_bindings", &binding.guid, values)
+            .await?;
+    }
+    controller.operations.wake();
+    Ok(())
+}
+
+/// Deprovisions the managed instances of a space that is being deleted (each is
+/// deleted once the broker has deprovisioned it) and deletes its user-provided ones.
+pub async fn delete_space_instances(
+    controller: &Controller,
+    space_guid: &str,
+) -> Result<(), ApiError> {
+    let instances: Vec<ServiceInstance> = controller
+        .db
+        .find(Filter::new().eq("space_guid", space_guid))
+        .await?;
+    for instance in instances {
+        if instance.service_plan_guid.is_some() {
+            controller
+                .db
+                .update(
+                    "service_instances",
+                    &instance.guid,
+                    start_values(DELETE, None, None),
+                )
+                .await?;
+        } else {
+            remove_instance(controller, &instance.guid).await?;
+        }
+    }
+    controller.operations.wake();
+    Ok(())
 }
 
 /// When the next poll is due: `Retry-After` if the broker gave one, else the poll

@@ -2,7 +2,8 @@
 //! independent OSB implementation, run with a Python that has it: `WF_OSB_PYTHON`, or
 //! `python3`; skipped without one unless `WF_REQUIRE_OSB` is set): register a broker,
 //! plan visibility, sync and async provisioning, app bindings and service keys with
-//! the broker's credentials in `VCAP_SERVICES`, unbind and deprovision; a broker that
+//! the broker's credentials in `VCAP_SERVICES`, unbind and deprovision (also of a
+//! deleted app's bindings and a deleted space's instances); a broker that
 //! times out or answers garbage fails the operation with a clear description and gets
 //! the orphan-mitigating DELETE; credentials never in broker responses or audit events.
 //! On SQLite, and on PostgreSQL when configured.
@@ -554,6 +555,70 @@ async fn managed_services(backend: Backend, python: &str) {
     )
     .await;
     assert_eq!(job["state"], "COMPLETE", "{job}");
+
+    // Deleting an app unbinds its managed bindings at the broker; deleting a space
+    // deprovisions its managed instances.
+    let space_instance = guid(&instance_named(&api, "kv-space-1").await);
+    let app = api
+        .post(
+            "/v3/apps",
+            json!({"name": "web2", "relationships": {"space": {"data": {"guid": space}}}}),
+        )
+        .await;
+    let bind = json!({"type": "app", "relationships": {
+        "app": {"data": {"guid": guid(&app)}},
+        "service_instance": {"data": {"guid": space_instance}},
+    }});
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/service_credential_bindings",
+        Some(bind),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let bindings = api
+        .get(&format!(
+            "/v3/service_credential_bindings?service_instance_guids={space_instance}"
+        ))
+        .await;
+    let binding = guid(&bindings["resources"][0]);
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/v3/apps/{}", guid(&app)), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    wait_for(
+        &broker,
+        &format!("DELETE /v2/service_instances/{space_instance}/service_bindings/{binding}"),
+    )
+    .await;
+    let (status, _) = api
+        .call(Method::DELETE, &format!("/v3/spaces/{space}"), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    wait_for(
+        &broker,
+        &format!("DELETE /v2/service_instances/{space_instance}"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api
+        .call(
+            Method::GET,
+            &format!("/v3/service_instances/{space_instance}"),
+            None,
+        )
+        .await
+        .0
+        != StatusCode::NOT_FOUND
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deprovisioned instance stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A broker whose catalog cannot be fetched is not registered.
     let job = finished_job(

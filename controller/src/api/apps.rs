@@ -340,7 +340,8 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
 }
 
 /// Deletes the app with its processes (and their LRPs), route destinations, service
-/// bindings (and drains), packages, builds, droplets and buildpack cache.
+/// bindings (and drains; managed ones are unbound by the broker first), packages,
+/// builds, droplets and buildpack cache.
 pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiError> {
     if app.state == AppState::Started {
         let sizes = usage_events::sizes(controller, &app.guid).await?;
@@ -380,6 +381,7 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
         .db
         .delete_where("route_destinations", by_app())
         .await?;
+    crate::service_operations::unbind_app(controller, &app.guid).await?;
     for table in [
         "service_credential_bindings",
         "builds",

@@ -490,6 +490,7 @@ async fn delete_space_contents(controller: &Controller, space: &Space) -> Result
     {
         super::routes::delete_route(controller, &route).await?;
     }
+    crate::service_operations::delete_space_instances(controller, &space.guid).await?;
     controller
         .db
         .delete_where("roles", Filter::new().eq("space_guid", &space.guid))

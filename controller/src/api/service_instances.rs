@@ -520,7 +520,7 @@ async fn start_operation(
     job_operation: &str,
 ) -> Result<(String, axum::response::Response), ApiError> {
     let (job, accepted) = super::new_job(controller, job_operation, JobState::Processing).await?;
-    let values = service_operations::start_values(kind, kind, &job, &user.claims.user_id);
+    let values = service_operations::start_values(kind, Some(&job), Some(&user.claims.user_id));
     controller
         .db
         .update("service_instances", guid, values)
