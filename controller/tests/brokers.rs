@@ -4,8 +4,8 @@
 //! plan visibility, sync and async provisioning, app bindings and service keys with
 //! the broker's credentials in `VCAP_SERVICES`, unbind and deprovision (also of a
 //! deleted app's bindings and a deleted space's instances); a broker that
-//! times out or answers garbage fails the operation with a clear description and gets
-//! the orphan-mitigating DELETE; credentials never in broker responses or audit events.
+//! times out or answers garbage (to a provision or a bind) fails the operation with a
+//! clear description and gets the orphan-mitigating DELETE; credentials never in broker responses or audit events.
 //! On SQLite, and on PostgreSQL when configured.
 
 mod common;
@@ -497,6 +497,79 @@ async fn managed_services(backend: Backend, python: &str) {
         )
         .await;
     }
+
+    // A bind answered with garbage fails, and the broker gets the unbind.
+    let bad = start_broker(python, "garbage-bind");
+    let job = finished_job(
+        &api,
+        &admin,
+        Method::POST,
+        "/v3/service_brokers",
+        Some(json!({
+            "name": "garbage-bind-broker",
+            "url": bad.url,
+            "authentication": {"type": "basic", "credentials": {"username": "broker", "password": "broker-pass"}},
+        })),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let plans = api
+        .get("/v3/service_plans?service_broker_names=garbage-bind-broker&names=sync")
+        .await;
+    let plan = guid(&plans["resources"][0]);
+    api.call(
+        Method::PATCH,
+        &format!("/v3/service_plans/{plan}/visibility"),
+        Some(json!({"type": "public"})),
+    )
+    .await;
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/service_instances",
+        Some(create("kv-gb", &plan)),
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let gb_instance = guid(&instance_named(&api, "kv-gb").await);
+    let bind = json!({"type": "app", "relationships": {
+        "app": {"data": {"guid": app_guid}},
+        "service_instance": {"data": {"guid": gb_instance}},
+    }});
+    let job = finished_job(
+        &api,
+        &dev,
+        Method::POST,
+        "/v3/service_credential_bindings",
+        Some(bind),
+    )
+    .await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert!(
+        job["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid response"),
+        "{job}"
+    );
+    let bindings = api
+        .get(&format!(
+            "/v3/service_credential_bindings?service_instance_guids={gb_instance}"
+        ))
+        .await;
+    let failed = &bindings["resources"][0];
+    assert_eq!(failed["last_operation"]["state"], "failed", "{bindings}");
+    wait_for(
+        &bad,
+        &format!(
+            "DELETE /v2/service_instances/{gb_instance}/service_bindings/{}",
+            guid(failed)
+        ),
+    )
+    .await;
+    let env = api.get(&format!("/v3/apps/{app_guid}/env")).await;
+    assert_eq!(env["system_env_json"]["VCAP_SERVICES"], json!({}), "{env}");
 
     // Space developers register space-scoped brokers, whose plans only their space sees.
     let job = finished_job(

@@ -6,7 +6,8 @@ broker/broker-pass. MODE `good`: service `kv` with plans `sync` (provisions at o
 and `async` (202, `last_operation` in progress for a few polls, then succeeded);
 updates and binds
 (returning credentials) are synchronous. MODE `slow`: provisions sleep past the platform's timeout.
-MODE `garbage`: provisions answer 201 with a body that is not JSON.
+MODE `garbage`: provisions answer 201 with a body that is not JSON; MODE `garbage-bind`:
+binds do.
 
 Every request is appended to the file in $BROKER_LOG as `METHOD PATH` lines, so the
 tests see what the platform sent (orphan mitigation is a DELETE).
@@ -95,7 +96,8 @@ def main():
     def record():
         with open(log_path, "a") as log:
             log.write(f"{request.method} {request.path}\n")
-        if mode == "garbage" and request.method == "PUT" and "service_bindings" not in request.path:
+        binding = "service_bindings" in request.path
+        if request.method == "PUT" and mode == ("garbage-bind" if binding else "garbage"):
             return Response("<html>not json", status=201)
         return None
 
