@@ -22,6 +22,13 @@ const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait for the forwarder to pass on what is buffered when an instance ends.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The cell's app log lines, over every instance: admitted and dropped (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct LogCounters {
+    pub admitted: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
 /// The log budget of one instance (stdout and stderr together).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimits {
@@ -86,14 +93,21 @@ impl Drop for LogForwarder {
     }
 }
 
-/// Puts `limits` between an instance and its log sinks. Drop notices go to `stderr`.
-/// Must be called within a tokio runtime (it spawns the forwarder).
-pub fn limit(stdout: LineSink, stderr: LineSink, limits: LogLimits) -> LimitedLogs {
+/// Puts `limits` between an instance and its log sinks. Drop notices go to `stderr`;
+/// admitted and dropped lines are also counted in `counters`. Must be called within a
+/// tokio runtime (it spawns the forwarder).
+pub fn limit(
+    stdout: LineSink,
+    stderr: LineSink,
+    limits: LogLimits,
+    counters: Arc<LogCounters>,
+) -> LimitedLogs {
     let (lines, received) = mpsc::channel(limits.buffered_lines.max(1));
     let admission = Arc::new(Admission {
         bucket: Mutex::new(TokenBucket::new(limits)),
         line_cost: limits.line_cost,
         dropped: AtomicU64::new(0),
+        counters,
         lines,
     });
     let done = CancellationToken::new();
@@ -124,6 +138,7 @@ struct Admission {
     bucket: Mutex<TokenBucket>,
     line_cost: u64,
     dropped: AtomicU64,
+    counters: Arc<LogCounters>,
     lines: mpsc::Sender<(Stream, Bytes)>,
 }
 
@@ -144,6 +159,9 @@ impl Admission {
                 .is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.admitted.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -235,7 +253,7 @@ mod tests {
     async fn lines_within_the_budget_all_arrive_in_order() {
         let (out, out_lines) = collecting();
         let (err, err_lines) = collecting();
-        let logs = limit(out, err, LogLimits::default());
+        let logs = limit(out, err, LogLimits::default(), Default::default());
         for i in 0..100 {
             (logs.stdout)(format!("out {i}").as_bytes());
         }
@@ -257,7 +275,7 @@ mod tests {
             line_cost: 256,
             buffered_lines: 1_000,
         };
-        let logs = limit(out, err, limits);
+        let logs = limit(out, err, limits, Default::default());
         for i in 0..100_000 {
             (logs.stdout)(format!("line {i:05}").as_bytes());
         }
@@ -279,7 +297,7 @@ mod tests {
             buffered_lines: 10,
             ..LogLimits::default()
         };
-        let logs = limit(out, err, limits);
+        let logs = limit(out, err, limits, Default::default());
         // The forwarder cannot run while this single-threaded test holds the thread.
         for i in 0..1_000 {
             (logs.stdout)(format!("line {i}").as_bytes());

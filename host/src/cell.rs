@@ -111,6 +111,8 @@ pub struct Cell {
     pub http: reqwest::Client,
     pub ports: Arc<crate::instance::PortAllocator>,
     pub metrics: crate::metrics::ContainerMetrics,
+    /// App log lines admitted and dropped by the instances' log rate limits.
+    pub app_logs: Arc<crate::app_logs::LogCounters>,
     containers: Mutex<Containers>,
     /// Cancelled when the cell shuts down; every container's token is a child.
     shutdown: CancellationToken,
@@ -141,6 +143,7 @@ impl Cell {
             http,
             ports: Arc::new(crate::instance::PortAllocator::default()),
             metrics: crate::metrics::ContainerMetrics::default(),
+            app_logs: Arc::default(),
             containers: Mutex::new(Containers::default()),
             shutdown: CancellationToken::new(),
             evacuating: AtomicBool::new(false),

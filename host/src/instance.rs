@@ -685,6 +685,8 @@ pub struct InstanceLogs {
     pub source_type: String,
     /// Source type of the cell's own lines: CELL for instances, the task's for tasks.
     cell_source_type: String,
+    /// The cell's app log counters.
+    counters: Arc<crate::app_logs::LogCounters>,
 }
 
 impl InstanceLogs {
@@ -700,6 +702,7 @@ impl InstanceLogs {
             instance_id: index.to_string(),
             source_type: source_type.to_string(),
             cell_source_type: CELL_SOURCE.to_string(),
+            counters: cell.app_logs.clone(),
         }
     }
 
@@ -747,6 +750,7 @@ impl InstanceLogs {
             self.app_sink(LogType::Out),
             self.app_sink(LogType::Err),
             limits,
+            self.counters.clone(),
         )
     }
 

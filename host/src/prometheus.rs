@@ -6,13 +6,19 @@
 use wf_bbs::rep::CellState;
 use wf_metrics::{Exposition, Kind};
 
+use crate::app_logs::LogCounters;
 use crate::cell::PhaseCounts;
 use crate::metrics::UsageTotals;
 
 const MIB: u64 = 1 << 20;
 
 /// The exposition of one cell.
-pub(crate) fn render(state: &CellState, phases: &PhaseCounts, usage: &UsageTotals) -> String {
+pub(crate) fn render(
+    state: &CellState,
+    phases: &PhaseCounts,
+    usage: &UsageTotals,
+    logs: &LogCounters,
+) -> String {
     let mut e = Exposition::new();
     let cell = state.cell_id.as_str();
     e.family(
@@ -100,6 +106,23 @@ pub(crate) fn render(state: &CellState, phases: &PhaseCounts, usage: &UsageTotal
         "1 while the cell evacuates.",
     )
     .sample("wf_cell_evacuating", &labels, u64::from(state.evacuating));
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    e.family(
+        "wf_cell_app_log_lines_total",
+        Kind::Counter,
+        "App log lines the instances' log rate limits let through.",
+    )
+    .sample("wf_cell_app_log_lines_total", &labels, get(&logs.admitted));
+    e.family(
+        "wf_cell_app_log_lines_dropped_total",
+        Kind::Counter,
+        "App log lines dropped by the instances' log rate limits or a full log buffer.",
+    )
+    .sample(
+        "wf_cell_app_log_lines_dropped_total",
+        &labels,
+        get(&logs.dropped),
+    );
     e.finish()
 }
 
@@ -141,7 +164,12 @@ mod tests {
             memory_bytes: 4096,
             disk_bytes: 10,
         };
-        let text = render(&state, &phases, &usage);
+        let logs = LogCounters::default();
+        logs.admitted
+            .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+        logs.dropped
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        let text = render(&state, &phases, &usage, &logs);
         for line in [
             "wf_cell_lrp_instances{cell_id=\"cell-0\",phase=\"RUNNING\"} 1",
             "wf_cell_lrp_instances{cell_id=\"cell-0\",phase=\"CLAIMED\"} 1",
@@ -153,6 +181,8 @@ mod tests {
             "wf_cell_instance_memory_bytes{cell_id=\"cell-0\"} 4096",
             "wf_cell_instance_cpu_ratio{cell_id=\"cell-0\"} 0.5",
             "wf_cell_evacuating{cell_id=\"cell-0\"} 0",
+            "wf_cell_app_log_lines_total{cell_id=\"cell-0\"} 7",
+            "wf_cell_app_log_lines_dropped_total{cell_id=\"cell-0\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

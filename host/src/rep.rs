@@ -37,8 +37,12 @@ async fn state(State(cell): State<Arc<Cell>>) -> Json<CellState> {
 }
 
 async fn metrics(State(cell): State<Arc<Cell>>) -> impl IntoResponse {
-    let text =
-        crate::prometheus::render(&cell.state(), &cell.phase_counts(), &cell.metrics.totals());
+    let text = crate::prometheus::render(
+        &cell.state(),
+        &cell.phase_counts(),
+        &cell.metrics.totals(),
+        &cell.app_logs,
+    );
     ([(header::CONTENT_TYPE, wf_metrics::CONTENT_TYPE)], text)
 }
 
