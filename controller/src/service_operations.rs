@@ -78,6 +78,10 @@ pub const IN_PROGRESS: &str = "in progress";
 pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
 
+/// How long a step that failed on our side (not the broker's) waits before it is tried
+/// again.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(60);
+
 /// Takes up due steps until cancelled.
 pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
     let tick = controller
@@ -127,7 +131,28 @@ async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
                 instance_step(&controller, &guid).await
             };
             if let Err(e) = outcome {
-                tracing::error!(guid, error = %e, "service broker operation step");
+                // Not the broker's answer (that is recorded) but ours: a missing key, the
+                // database. Tried again later rather than at every tick.
+                tracing::error!(guid, error = ?e, "service broker operation step");
+                let table = if binding {
+                    "service_credential_bindings"
+                } else {
+                    "service_instances"
+                };
+                let later = later(
+                    controller
+                        .config
+                        .brokers
+                        .max_poll_interval
+                        .min(RETRY_AFTER_ERROR),
+                );
+                if let Err(e) = controller
+                    .db
+                    .update(table, &guid, vec![("due_at", later.into())])
+                    .await
+                {
+                    tracing::error!(guid, error = %e, "postponing a service broker operation step");
+                }
             }
             controller
                 .operations
