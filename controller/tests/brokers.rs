@@ -351,6 +351,17 @@ async fn managed_services(backend: Backend, python: &str) {
         ))
         .await;
     assert_eq!(details["credentials"]["password"], "kv-s3cret");
+    // The async plan binds asynchronously: polled, then fetched.
+    assert!(
+        broker.got(&format!(
+            "GET /v2/service_instances/{async_guid}/service_bindings/{key_guid}/last_operation"
+        )),
+        "{}",
+        broker.requests()
+    );
+    assert!(broker.got(&format!(
+        "GET /v2/service_instances/{async_guid}/service_bindings/{key_guid}"
+    )));
     wait_for(
         &broker,
         &format!("PUT /v2/service_instances/{async_guid}/service_bindings/{key_guid}"),

@@ -3,11 +3,11 @@ independent of Wasmfoundry's client).
 
 `python3 osb_broker.py PORT MODE` serves on 127.0.0.1:PORT with basic auth
 broker/broker-pass. MODE `good`: service `kv` with plans `sync` (provisions at once)
-and `async` (202, `last_operation` in progress for a few polls, then succeeded);
-updates and binds
-(returning credentials) are synchronous. MODE `slow`: provisions sleep past the platform's timeout.
-MODE `garbage`: provisions answer 201 with a body that is not JSON; MODE `garbage-bind`:
-binds do.
+and `async` (202, `last_operation` in progress for a few polls, then succeeded); binds
+return credentials, at once for `sync` instances, for `async` ones after a few polls of
+the binding's `last_operation` (then fetched with GET); updates are synchronous.
+MODE `slow`: provisions sleep past the platform's timeout. MODE `garbage`: provisions
+answer 201 with a body that is not JSON; MODE `garbage-bind`: binds do.
 
 Every request is appended to the file in $BROKER_LOG as `METHOD PATH` lines, so the
 tests see what the platform sent (orphan mitigation is a DELETE).
@@ -23,7 +23,9 @@ from openbrokerapi import api
 from openbrokerapi.catalog import ServicePlan
 from openbrokerapi.service_broker import (
     Binding,
+    BindState,
     DeprovisionServiceSpec,
+    GetBindingSpec,
     LastOperation,
     OperationState,
     ProvisionedServiceSpec,
@@ -48,6 +50,7 @@ class KvBroker(ServiceBroker):
             name="kv",
             description="A key-value store",
             bindable=True,
+            bindings_retrievable=True,
             tags=["kv", "store"],
             plans=[
                 ServicePlan(id="kv-sync-id", name="sync", description="ready at once", free=True),
@@ -75,13 +78,23 @@ class KvBroker(ServiceBroker):
     def deprovision(self, instance_id, details, async_allowed, **kwargs):
         return DeprovisionServiceSpec(is_async=False)
 
+    def credentials(self, instance_id):
+        return {
+            "uri": "kv://user:kv-s3cret@127.0.0.1/" + instance_id,
+            "password": "kv-s3cret",
+        }
+
     def bind(self, instance_id, binding_id, details, async_allowed, **kwargs):
-        return Binding(
-            credentials={
-                "uri": "kv://user:kv-s3cret@127.0.0.1/" + instance_id,
-                "password": "kv-s3cret",
-            }
-        )
+        if details.plan_id == "kv-async-id":
+            self.polls[binding_id] = 0
+            return Binding(state=BindState.IS_ASYNC, operation="bind-op")
+        return Binding(credentials=self.credentials(instance_id))
+
+    def last_binding_operation(self, instance_id, binding_id, operation_data, **kwargs):
+        return self.last_operation(binding_id, operation_data)
+
+    def get_binding(self, instance_id, binding_id, **kwargs):
+        return GetBindingSpec(credentials=self.credentials(instance_id))
 
     def unbind(self, instance_id, binding_id, details, async_allowed, **kwargs):
         return UnbindSpec(is_async=False)
