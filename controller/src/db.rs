@@ -235,16 +235,19 @@ impl Db {
             .map(|_| ())
     }
 
-    /// Sets `values` (and `updated_at`) on the row `guid` of `table`; returns whether it existed.
+    /// Sets `values` (and `updated_at`, unless they set it) on the row `guid` of `table`;
+    /// returns whether it existed. (PostgreSQL refuses a column set twice.)
     pub async fn update(
         &self,
         table: &str,
         guid: &str,
         values: Vec<(&str, Arg)>,
     ) -> Result<bool, sqlx::Error> {
+        let stamped = values.iter().any(|(column, _)| *column == "updated_at");
+        let stamp = (!stamped).then(|| ("updated_at", Arg::Text(now())));
         let mut sets = Vec::new();
         let mut args = Vec::new();
-        for (column, arg) in values.into_iter().chain([("updated_at", Arg::Text(now()))]) {
+        for (column, arg) in values.into_iter().chain(stamp) {
             args.push(arg);
             sets.push(format!("{column} = ${}", args.len()));
         }
@@ -1328,6 +1331,18 @@ mod tests {
             .unwrap());
         let renamed: Org = db.get(&orgs[0].guid).await.unwrap().unwrap();
         assert_eq!(renamed.name, "z");
+        // A caller's own updated_at is the one set (PostgreSQL refuses two).
+        let stamp = "2030-01-01T00:00:00.000000Z";
+        assert!(db
+            .update(
+                "organizations",
+                &orgs[0].guid,
+                vec![("updated_at", stamp.into())]
+            )
+            .await
+            .unwrap());
+        let stamped: Org = db.get(&orgs[0].guid).await.unwrap().unwrap();
+        assert_eq!(stamped.updated_at, stamp);
     }
 }
 

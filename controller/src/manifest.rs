@@ -106,6 +106,9 @@ pub struct AppManifest {
     pub services: Option<Vec<ServiceManifest>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Vec<ProcessManifest>>,
+    /// The app's `labels` and `annotations`, as the V3 API takes them (and checks them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
     /// The `web` process's fields, written at the top of the app.
     #[serde(flatten)]
     pub web: ProcessManifest,

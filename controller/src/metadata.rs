@@ -338,6 +338,20 @@ pub async fn filled(
     Ok(resource)
 }
 
+/// The `{labels, annotations}` of one resource, leaving out an empty half; `None`
+/// when it has neither.
+pub async fn of(db: &Db, resource_type: &str, guid: &str) -> Result<Option<Value>, sqlx::Error> {
+    let mut shown = filled(db, resource_type, serde_json::json!({"guid": guid})).await?;
+    let mut metadata = shown["metadata"].take();
+    if let Some(halves) = metadata.as_object_mut() {
+        halves.retain(|_, entries| entries.as_object().is_some_and(|e| !e.is_empty()));
+    }
+    Ok(metadata
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+        .then_some(metadata))
+}
+
 /// A `label_selector` requirement: a label key and what its value must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {

@@ -78,6 +78,31 @@ async fn stored_rows(db: &str, guid: &str) -> i64 {
     n
 }
 
+/// Applies a manifest to the space and waits for its job; the job.
+async fn apply_manifest(api: &Api, space: &str, manifest: &str) -> Value {
+    let uri = format!("/v3/spaces/{space}/actions/apply_manifest");
+    let (status, headers, body) = api
+        .send(
+            Method::POST,
+            &uri,
+            Some("application/x-yaml"),
+            manifest.as_bytes().to_vec(),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let location = headers["location"].to_str().unwrap();
+    let job = &location[location.find("/v3/").unwrap()..];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let state = api.get(job).await;
+        if state["state"] != "PROCESSING" || std::time::Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs a statement on the CC database with `args` as `$1...` and a timestamp last.
 async fn sql(db: &str, statement: &str, args: &[&str]) {
     let pool = sqlx::AnyPool::connect(db).await.unwrap();
@@ -468,6 +493,63 @@ async fn metadata(api: Api, db: &str) {
     );
     let app = api.get(&format!("/v3/apps/{app_guid}")).await;
     assert_eq!(app["metadata"]["labels"], json!({"env": "prod"}));
+
+    // Manifests: apply_manifest sets an app's metadata, the app's manifest shows it.
+    let manifest = "applications:\n- name: from-manifest\n  metadata:\n    labels:\n      env: dev\n    annotations:\n      note: hi\n";
+    let job = apply_manifest(&api, &space_guid, manifest).await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let listed = api
+        .get("/v3/apps?names=from-manifest&label_selector=env=dev")
+        .await;
+    assert_eq!(listed["pagination"]["total_results"], 1, "{listed}");
+    let manifest_app_guid = guid(&listed["resources"][0]);
+    // The current manifest (what a diff starts from) has the app's metadata.
+    let diff_uri = format!("/v3/spaces/{space_guid}/manifest_diff");
+    let (status, _, same) = api
+        .send(
+            Method::POST,
+            &diff_uri,
+            None,
+            manifest.as_bytes().to_vec(),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["diff"], json!([]), "{same}");
+    let changed = manifest.replace("env: dev", "env: prod");
+    let (_, _, diff) = api
+        .send(Method::POST, &diff_uri, None, changed.into_bytes(), true)
+        .await;
+    assert_eq!(
+        diff["diff"],
+        json!([{"op": "replace", "path": "/applications/0/metadata",
+                "was": {"labels": {"env": "dev"}, "annotations": {"note": "hi"}},
+                "value": {"labels": {"env": "prod"}, "annotations": {"note": "hi"}}}])
+    );
+    let job = apply_manifest(
+        &api,
+        &space_guid,
+        "applications:\n- name: from-manifest\n  metadata:\n    labels:\n      env: null\n      tier: '1'\n",
+    )
+    .await;
+    assert_eq!(job["state"], "COMPLETE", "{job}");
+    let app = api.get(&format!("/v3/apps/{manifest_app_guid}")).await;
+    assert_eq!(
+        app["metadata"],
+        json!({"labels": {"tier": "1"}, "annotations": {"note": "hi"}})
+    );
+    let job = apply_manifest(
+        &api,
+        &space_guid,
+        "applications:\n- name: from-manifest\n  metadata:\n    labels:\n      bad*: x\n",
+    )
+    .await;
+    assert_eq!(job["state"], "FAILED", "{job}");
+    let detail = job["errors"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Metadata label key error: 'bad*' contains invalid characters"),
+        "{job}"
+    );
 
     // Service instances and credential bindings.
     let instance = api

@@ -212,6 +212,7 @@ async fn current_manifest(controller: &Controller, app: &db::App) -> Result<AppM
         buildpacks: (!app.buildpacks.is_empty()).then(|| app.buildpacks.clone()),
         stack: Some(app.stack.clone()),
         env: (!env.is_empty()).then_some(env),
+        metadata: crate::metadata::of(&controller.db, "apps", &app.guid).await?,
         no_route: routes.is_empty().then_some(true),
         routes: (!routes.is_empty()).then_some(routes),
         processes: Some(
@@ -311,25 +312,35 @@ impl Applier {
             .buildpacks
             .as_ref()
             .map(|b| json!({"type": "buildpack", "data": {"buildpacks": b}}));
+        let mut changes = serde_json::Map::new();
+        if let Some(lifecycle) = lifecycle {
+            changes.insert("lifecycle".into(), lifecycle);
+        }
+        if let Some(metadata) = &app.metadata {
+            changes.insert("metadata".into(), metadata.clone());
+        }
         let guid = match found["resources"][0]["guid"].as_str() {
             Some(guid) => {
-                if let Some(lifecycle) = lifecycle {
+                if !changes.is_empty() {
                     self.call(
                         Method::PATCH,
                         &format!("/v3/apps/{guid}"),
-                        Some(json!({"lifecycle": lifecycle})),
+                        Some(Value::Object(changes)),
                     )
                     .await?;
                 }
                 guid.to_string()
             }
             None => {
-                let mut body =
-                    json!({"name": name, "relationships": {"space": {"data": {"guid": space}}}});
-                if let Some(lifecycle) = lifecycle {
-                    body["lifecycle"] = lifecycle;
-                }
-                let created = self.call(Method::POST, "/v3/apps", Some(body)).await?;
+                let mut body = changes;
+                body.insert("name".into(), json!(name));
+                body.insert(
+                    "relationships".into(),
+                    json!({"space": {"data": {"guid": space}}}),
+                );
+                let created = self
+                    .call(Method::POST, "/v3/apps", Some(Value::Object(body)))
+                    .await?;
                 created["guid"].as_str().unwrap_or_default().to_string()
             }
         };
