@@ -149,7 +149,7 @@ impl MetadataUpdate {
     /// The `metadata` of a request body, checked as CF does: every problem is reported,
     /// joined, in one CF-UnprocessableEntity (`Metadata label key error: ...`).
     pub fn parse(metadata: Option<&Value>) -> Result<MetadataUpdate, ApiError> {
-        let Some(metadata) = metadata else {
+        let Some(metadata) = metadata.filter(|m| !m.is_null()) else {
             return Ok(MetadataUpdate::default());
         };
         let Some(object) = metadata.as_object() else {
@@ -209,27 +209,36 @@ impl MetadataUpdate {
     /// Applies the update to resource `guid` of `resource_type` (its table): keys merge
     /// into what it has, `null` deletes one.
     pub async fn apply(&self, db: &Db, resource_type: &str, guid: &str) -> Result<(), sqlx::Error> {
+        // One statement a key, so that concurrent updates of a key never collide.
+        let upsert = format!(
+            "INSERT INTO {} (resource_type, resource_guid, kind, key_prefix, key_name, value) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT \
+             (resource_type, resource_guid, kind, key_prefix, key_name) \
+             DO UPDATE SET value = excluded.value",
+            MetadataEntry::TABLE
+        );
         for (kind, key, value) in &self.changes {
-            let row = Filter::new()
-                .eq("resource_type", resource_type)
-                .eq("resource_guid", guid)
-                .eq("kind", kind.as_str())
-                .eq("key_prefix", &key.prefix)
-                .eq("key_name", &key.name);
-            db.delete_where(MetadataEntry::TABLE, row).await?;
-            if let Some(value) = value {
-                db.insert(
-                    MetadataEntry::TABLE,
-                    vec![
-                        ("resource_type", resource_type.into()),
-                        ("resource_guid", guid.into()),
-                        ("kind", kind.as_str().into()),
-                        ("key_prefix", key.prefix.as_str().into()),
-                        ("key_name", key.name.as_str().into()),
-                        ("value", value.into()),
-                    ],
-                )
-                .await?;
+            match value {
+                Some(value) => {
+                    let args = vec![
+                        resource_type.into(),
+                        guid.into(),
+                        kind.as_str().into(),
+                        key.prefix.as_str().into(),
+                        key.name.as_str().into(),
+                        value.into(),
+                    ];
+                    db.exec(&upsert, args).await?;
+                }
+                None => {
+                    let row = Filter::new()
+                        .eq("resource_type", resource_type)
+                        .eq("resource_guid", guid)
+                        .eq("kind", kind.as_str())
+                        .eq("key_prefix", &key.prefix)
+                        .eq("key_name", &key.name);
+                    db.delete_where(MetadataEntry::TABLE, row).await?;
+                }
             }
         }
         Ok(())
@@ -585,6 +594,10 @@ mod tests {
             .contains(&(Kind::Label, key("example.com", "gone"), None)));
         assert_eq!(
             MetadataUpdate::parse(None).unwrap(),
+            MetadataUpdate::default()
+        );
+        assert_eq!(
+            MetadataUpdate::parse(Some(&Value::Null)).unwrap(),
             MetadataUpdate::default()
         );
 

@@ -295,6 +295,19 @@ async fn metadata(api: Api, db: &str) {
         json!({"owner": "a-prod", "x": "1"})
     );
 
+    // Concurrent PATCHes of one key all succeed, and one of them wins.
+    let uri = format!("/v3/apps/{app_guid}");
+    let racing = (0..16).map(|i| {
+        let body = json!({"metadata": {"labels": {"race": i.to_string()}}});
+        api.call(Method::PATCH, &uri, Some(body))
+    });
+    for (status, body) in futures::future::join_all(racing).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let app = api.get(&uri).await;
+    assert!(app["metadata"]["labels"]["race"].is_string(), "{app}");
+    patch(&api, &uri, json!({"metadata": {"labels": {"race": null}}})).await;
+
     // Validation as CF words it; nothing changes.
     let long_value = "v".repeat(64);
     for (body, detail) in [
