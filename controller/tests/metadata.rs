@@ -564,6 +564,35 @@ async fn metadata(api: Api, db: &str) {
         "{job}"
     );
 
+    // The one stack, which has no record of its own.
+    let stack_guid = guid(&api.get("/v3/stacks").await["resources"][0]);
+    let stack = patch(
+        &api,
+        &format!("/v3/stacks/{stack_guid}"),
+        json!({"metadata": {"labels": {"runtime": "wasmtime"}}}),
+    )
+    .await;
+    assert_eq!(stack["metadata"]["labels"], json!({"runtime": "wasmtime"}));
+    for (query, found) in [
+        ("label_selector=runtime=wasmtime", 1),
+        ("label_selector=runtime%21%3Dwasmtime", 0),
+        ("label_selector=%21runtime", 0),
+        ("label_selector=runtime&names=wasm", 1),
+        ("label_selector=runtime&names=cflinuxfs4", 0),
+    ] {
+        let stacks = api.get(&format!("/v3/stacks?{query}")).await;
+        assert_eq!(stacks["pagination"]["total_results"], found, "{query}");
+    }
+    forbidden(
+        api.call_as(
+            &dev_token,
+            Method::PATCH,
+            &format!("/v3/stacks/{stack_guid}"),
+            Some(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await,
+    );
+
     // Service instances and credential bindings.
     let instance = api
         .post(

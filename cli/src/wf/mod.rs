@@ -505,14 +505,14 @@ pub enum Command {
     },
     /// List all labels (key-value pairs) of a resource
     Labels {
-        /// app, space, org, buildpack or domain
+        /// app, space, org, buildpack, domain or stack
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,
     },
     /// Set labels (key-value pairs) on a resource
     SetLabel {
-        /// app, space, org, buildpack or domain
+        /// app, space, org, buildpack, domain or stack
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,
@@ -522,7 +522,7 @@ pub enum Command {
     },
     /// Remove labels from a resource
     UnsetLabel {
-        /// app, space, org, buildpack or domain
+        /// app, space, org, buildpack, domain or stack
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,

@@ -233,7 +233,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
             post(buildpacks::upload).layer(DefaultBodyLimit::max(MAX_BUILDPACK_BYTES)),
         )
         .route("/v3/stacks", get(stacks::list))
-        .route("/v3/stacks/{guid}", get(stacks::show))
+        .route("/v3/stacks/{guid}", get(stacks::show).patch(stacks::update))
         .route("/v3/app_usage_events", get(usage_events::list))
         .route("/v3/app_usage_events/{guid}", get(usage_events::show))
         .route(

@@ -1,6 +1,6 @@
 //! Label commands, with the cf CLI's names and output: `labels`, `set-label` and
 //! `unset-label` on apps, spaces and orgs (by name in the target, as cf finds them),
-//! buildpacks and domains. The controller checks keys and values.
+//! buildpacks, domains and stacks. The controller checks keys and values.
 
 use serde_json::{json, Map, Value};
 
@@ -18,6 +18,7 @@ pub enum Resource {
     Org,
     Buildpack,
     Domain,
+    Stack,
 }
 
 /// A resource found by name: its API path and how progress lines name it.
@@ -50,6 +51,7 @@ fn find(client: &mut Client, resource: Resource, name: &str) -> Result<Found, Er
         Resource::Org => ("/v3/organizations", "Organization", "org"),
         Resource::Buildpack => ("/v3/buildpacks", "Buildpack", "buildpack"),
         Resource::Domain => ("/v3/domains", "Domain", "domain"),
+        Resource::Stack => ("/v3/stacks", "Stack", "stack"),
     };
     client.require_login()?;
     let found = find_named(client, list, &[], name)?.ok_or_else(|| not_found(what))?;
