@@ -11,7 +11,8 @@
 //! - `/listen?port=N` listens on another port than `$PORT`;
 //! - `/dns?host=NAME` resolves a name;
 //! - `/disk?mb=N` writes N MiB to `/tmp`, then keeps running;
-//! - `/flood?lines=N` prints N lines (default 100,000) as fast as it can;
+//! - `/flood?lines=N` prints N lines (default 100,000) as fast as it can, or at
+//!   `rate=R` lines a second (in batches every 10 ms) when given;
 //! - `/exit?code=N` exits with status N after responding.
 
 #[path = "../../common/http.rs"]
@@ -43,7 +44,7 @@ fn handle(index: &str, request: &http::Request) -> http::Response {
         "/listen" => listen(u16::try_from(number("port", 1)).unwrap_or(1)),
         "/dns" => resolve(param(query, "host").unwrap_or("localhost")),
         "/disk" => fill_disk(number("mb", 1)),
-        "/flood" => flood(number("lines", 100_000)),
+        "/flood" => flood(number("lines", 100_000), number("rate", 0)),
         "/exit" => {
             let code = i32::try_from(number("code", 1)).unwrap_or(1);
             let mut response = http::Response::text(format!("exiting with {code}\n"));
@@ -171,12 +172,22 @@ fn fill_disk(mb: u64) -> String {
     format!("wrote {mb} MiB: {}\n", outcome(written))
 }
 
-fn flood(lines: u64) -> String {
+fn flood(lines: u64, rate: u64) -> String {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(10);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let started = std::time::Instant::now();
     for i in 0..lines {
         // Ignore errors: the point is to push, not to be heard.
         let _ = writeln!(out, "flood line {i}");
+        // Paced: once a tick's batch is out, wait until the schedule catches up.
+        if rate > 0 && (i + 1) % (rate / 100).max(1) == 0 {
+            let _ = out.flush();
+            let due = std::time::Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait.min(TICK));
+            }
+        }
     }
     let _ = out.flush();
     format!("flooded {lines}\n")
