@@ -505,14 +505,14 @@ pub enum Command {
     },
     /// List all labels (key-value pairs) of a resource
     Labels {
-        /// app, space, org, buildpack, domain or stack
+        /// app, space, org, buildpack, domain, stack, service-instance or service-broker
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,
     },
     /// Set labels (key-value pairs) on a resource
     SetLabel {
-        /// app, space, org, buildpack, domain or stack
+        /// app, space, org, buildpack, domain, stack, service-instance or service-broker
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,
@@ -522,7 +522,7 @@ pub enum Command {
     },
     /// Remove labels from a resource
     UnsetLabel {
-        /// app, space, org, buildpack, domain or stack
+        /// app, space, org, buildpack, domain, stack, service-instance or service-broker
         #[arg(value_enum)]
         resource: commands::labels::Resource,
         name: String,
@@ -883,6 +883,15 @@ mod tests {
             cli.command,
             Command::Labels {
                 resource: Resource::Buildpack,
+                ..
+            }
+        ));
+        let cli =
+            Cli::try_parse_from(["wf", "unset-label", "service-instance", "db", "k"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::UnsetLabel {
+                resource: Resource::ServiceInstance,
                 ..
             }
         ));

@@ -1,6 +1,7 @@
 //! Label commands, with the cf CLI's names and output: `labels`, `set-label` and
-//! `unset-label` on apps, spaces and orgs (by name in the target, as cf finds them),
-//! buildpacks, domains and stacks. The controller checks keys and values.
+//! `unset-label` on apps, spaces, service instances and orgs (by name in the target, as
+//! cf finds them), buildpacks, domains, stacks and service brokers. The controller
+//! checks keys and values.
 
 use serde_json::{json, Map, Value};
 
@@ -19,6 +20,8 @@ pub enum Resource {
     Buildpack,
     Domain,
     Stack,
+    ServiceInstance,
+    ServiceBroker,
 }
 
 /// A resource found by name: its API path and how progress lines name it.
@@ -48,10 +51,21 @@ fn find(client: &mut Client, resource: Resource, name: &str) -> Result<Found, Er
                 described: format!("space {name} in org {} as {}", target.org.name, target.user),
             });
         }
+        Resource::ServiceInstance => {
+            let target = space_target(client)?;
+            let space = [("space_guids", target.space.guid.as_str())];
+            let instance = find_named(client, "/v3/service_instances", &space, name)?
+                .ok_or_else(|| not_found("Service instance"))?;
+            return Ok(Found {
+                path: format!("/v3/service_instances/{}", text(&instance, "guid")),
+                described: format!("service-instance {name} in {}", target.describe()),
+            });
+        }
         Resource::Org => ("/v3/organizations", "Organization", "org"),
         Resource::Buildpack => ("/v3/buildpacks", "Buildpack", "buildpack"),
         Resource::Domain => ("/v3/domains", "Domain", "domain"),
         Resource::Stack => ("/v3/stacks", "Stack", "stack"),
+        Resource::ServiceBroker => ("/v3/service_brokers", "Service broker", "service-broker"),
     };
     client.require_login()?;
     let found = find_named(client, list, &[], name)?.ok_or_else(|| not_found(what))?;
