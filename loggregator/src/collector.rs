@@ -144,7 +144,9 @@ impl Collector {
     /// Every target's metrics labelled with its component and instance, and `up` and
     /// `scrape_duration_seconds` per target. `authorization` (the caller's) is passed
     /// to the scraped targets, for those that check tokens themselves (a standalone
-    /// UAA); the targets are the operator's, so the token goes nowhere unexpected.
+    /// UAA); the targets are the operator's, so the token goes nowhere unexpected. A
+    /// target URL with `user:password@` gets basic auth instead (a router status port
+    /// with credentials), and its `instance` label never shows them.
     pub async fn collect(&self, authorization: Option<&str>) -> String {
         let scrapes = self.targets.iter().map(|target| async move {
             let started = Instant::now();
@@ -203,7 +205,11 @@ impl Collector {
                 TargetSource::Local(render) => render().await.map_err(ScrapeError::Local),
                 TargetSource::Http(url) => {
                     let mut request = self.client.get(url.clone());
-                    if let Some(authorization) = authorization {
+                    if !url.username().is_empty() {
+                        // `user:password@` in the URL: basic auth (a router status
+                        // port's credentials) rather than the caller's token.
+                        request = request.basic_auth(url.username(), url.password());
+                    } else if let Some(authorization) = authorization {
                         request = request.header(reqwest::header::AUTHORIZATION, authorization);
                     }
                     let response = request.send().await?;
@@ -246,10 +252,24 @@ mod tests {
     async fn collect_labels_samples_and_reports_down_targets() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(|| async { "# TYPE cells gauge\ncells 2\n" }),
-        );
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(|| async { "# TYPE cells gauge\ncells 2\n" }),
+            )
+            .route(
+                "/status/metrics",
+                axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                    // `user:pw`, as the router's status port checks it.
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some("Basic dXNlcjpwdw==")
+                    {
+                        Ok("routes 7\n")
+                    } else {
+                        Err(axum::http::StatusCode::UNAUTHORIZED)
+                    }
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
         // Bound and dropped: nothing listens there.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -263,16 +283,19 @@ mod tests {
                 MetricsTarget::parse(&format!("bbs=http://{addr}/metrics")).unwrap(),
                 MetricsTarget::parse(&format!("rep=http://{closed}/metrics")).unwrap(),
                 MetricsTarget::local("uaa", "in-process", local),
+                MetricsTarget::parse(&format!("router=http://user:pw@{addr}/status/metrics"))
+                    .unwrap(),
             ],
             Duration::from_secs(2),
         );
-        let text = collector.collect(None).await;
+        let text = collector.collect(Some("bearer caller-token")).await;
         for line in [
             format!("up{{component=\"bbs\",instance=\"{addr}\"}} 1"),
             format!("up{{component=\"rep\",instance=\"{closed}\"}} 0"),
             "up{component=\"uaa\",instance=\"in-process\"} 1".to_string(),
             format!("cells{{component=\"bbs\",instance=\"{addr}\"}} 2"),
             "tokens_total{component=\"uaa\",instance=\"in-process\"} 3".to_string(),
+            format!("routes{{component=\"router\",instance=\"{addr}\"}} 7"),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
