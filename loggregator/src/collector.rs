@@ -137,10 +137,6 @@ impl Collector {
         }
     }
 
-    pub fn targets(&self) -> &[MetricsTarget] {
-        &self.targets
-    }
-
     /// Every target's metrics labelled with its component and instance, and `up` and
     /// `scrape_duration_seconds` per target. `authorization` (the caller's) is passed
     /// to the scraped targets, for those that check tokens themselves (a standalone

@@ -16,7 +16,6 @@ pub enum Kind {
     Counter,
     Gauge,
     Histogram,
-    Untyped,
 }
 
 impl Kind {
@@ -25,7 +24,6 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
-            Kind::Untyped => "untyped",
         }
     }
 }
