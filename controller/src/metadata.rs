@@ -278,7 +278,7 @@ fn check_entry(kind: Kind, key: &str, value: Option<&str>) -> Result<Key, Vec<St
 #[derive(Debug, Clone)]
 pub struct MetadataEntry {
     resource_guid: String,
-    kind: String,
+    kind: Kind,
     key: Key,
     value: String,
 }
@@ -290,7 +290,16 @@ impl Record for MetadataEntry {
         use sqlx::Row as _;
         Ok(MetadataEntry {
             resource_guid: row.try_get("resource_guid")?,
-            kind: row.try_get("kind")?,
+            kind: match row.try_get::<String, _>("kind")?.as_str() {
+                "label" => Kind::Label,
+                "annotation" => Kind::Annotation,
+                other => {
+                    return Err(sqlx::Error::ColumnDecode {
+                        index: "kind".into(),
+                        source: format!("unknown metadata kind {other:?}").into(),
+                    })
+                }
+            },
             key: Key {
                 prefix: row.try_get("key_prefix")?,
                 name: row.try_get("key_name")?,
@@ -320,10 +329,9 @@ pub async fn fill(
     let mut by_guid: BTreeMap<String, (Map<String, Value>, Map<String, Value>)> = BTreeMap::new();
     for entry in db.select::<MetadataEntry>(filter).await? {
         let (labels, annotations) = by_guid.entry(entry.resource_guid).or_default();
-        let map = if entry.kind == Kind::Label.as_str() {
-            labels
-        } else {
-            annotations
+        let map = match entry.kind {
+            Kind::Label => labels,
+            Kind::Annotation => annotations,
         };
         map.insert(entry.key.full(), Value::String(entry.value));
     }
