@@ -602,7 +602,10 @@ mod tests {
         assert!(!lines.iter().any(|l| l.contains("s3cret")), "{lines:?}");
         assert!(lines.contains(&format!("home={HOME}")), "{lines:?}");
         assert!(lines.contains(&"err".to_string()), "{lines:?}");
-        assert!(lines.contains(&"2000".to_string()), "runs as vcap: {lines:?}");
+        assert!(
+            lines.contains(&"2000".to_string()),
+            "runs as vcap: {lines:?}"
+        );
         assert!(
             lines.contains(&"CapEff:\t0000000000000000".to_string()),
             "no capabilities: {lines:?}"

@@ -13,6 +13,7 @@ mod error;
 mod logs;
 pub mod manifest;
 mod metadata;
+pub mod metrics;
 mod nsync;
 mod orphaned_blobs;
 mod osb;
@@ -188,6 +189,7 @@ impl Controller {
                 self.logs.clone(),
                 authorizer,
             ))
+            .merge(metrics::router(self.clone()))
     }
 
     /// Staging completion, task state tracking, nsync bulk sync, orphaned blob
