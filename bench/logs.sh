@@ -18,6 +18,8 @@
 #
 #   bench/logs.sh                 # RATES="2000 5000 10000 20000 50000 100000" DURATION=2 MAX_LINES=100000 INSTANCES=1
 #   PROFILE=debug bench/logs.sh   # the dev profile's wfd (dependencies optimized, ours not)
+#
+# Figures: docs/performance.md, "Log pipeline".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
