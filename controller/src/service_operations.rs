@@ -394,6 +394,22 @@ async fn finish_job(
 }
 
 /// The values that end an operation in `state` with `description`.
+/// Ends the operation of row `guid` of `table` as failed with `detail`: on the row's
+/// `last_operation` and on its job.
+async fn fail_operation(
+    controller: &Controller,
+    table: &str,
+    guid: &str,
+    job: Option<&str>,
+    detail: String,
+) -> Result<(), sqlx::Error> {
+    controller
+        .db
+        .update(table, guid, end_values(FAILED, Some(detail.clone())))
+        .await?;
+    finish_job(controller, job, Some(&detail)).await
+}
+
 fn end_values(state: &str, description: Option<String>) -> Vec<(&'static str, Arg)> {
     vec![
         ("last_operation_state", state.into()),
@@ -465,6 +481,7 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
     let job = op.job_guid.as_deref();
     let set =
         |values: Vec<(&'static str, Arg)>| controller.db.update("service_instances", guid, values);
+    let fail = |detail: String| fail_operation(controller, "service_instances", guid, job, detail);
     match pending.as_str() {
         CREATE => {
             let (space, org) = org_of(controller, &instance.space_guid).await?;
@@ -527,8 +544,7 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
                 }
                 // A failed update leaves the instance as it was: no orphan to mitigate.
                 Err(e) => {
-                    set(end_values(FAILED, Some(e.to_string()))).await?;
-                    finish_job(controller, job, Some(&e.to_string())).await?;
+                    fail(e.to_string()).await?;
                 }
             }
         }
@@ -543,8 +559,7 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
                     retry_after,
                 }) => {
                     if expired(config, op.started_at.as_deref()) {
-                        set(end_values(FAILED, Some(timed_out(config)))).await?;
-                        finish_job(controller, job, Some(&timed_out(config))).await?;
+                        fail(timed_out(config)).await?;
                     } else {
                         set(poll_values(config, op.attempts, retry_after, description)).await?;
                     }
@@ -560,19 +575,16 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
                 Ok(LastOperation::Failed { description }) => {
                     let detail = description
                         .unwrap_or_else(|| "The service broker reported a failure".into());
-                    set(end_values(FAILED, Some(detail.clone()))).await?;
-                    finish_job(controller, job, Some(&detail)).await?;
+                    fail(detail).await?;
                 }
                 Ok(LastOperation::Gone) => {
                     let detail = "The service broker reports the service instance gone".to_string();
-                    set(end_values(FAILED, Some(detail.clone()))).await?;
-                    finish_job(controller, job, Some(&detail)).await?;
+                    fail(detail).await?;
                 }
                 // A poll that failed is tried again until the operation runs out of time.
                 Err(e) => {
                     if expired(config, op.started_at.as_deref()) {
-                        set(end_values(FAILED, Some(e.to_string()))).await?;
-                        finish_job(controller, job, Some(&e.to_string())).await?;
+                        fail(e.to_string()).await?;
                     } else {
                         set(poll_values(
                             config,
@@ -599,8 +611,7 @@ async fn instance_step(controller: &Controller, guid: &str) -> Result<(), ApiErr
                 set(values).await?;
             }
             Err(e) => {
-                set(end_values(FAILED, Some(e.to_string()))).await?;
-                finish_job(controller, job, Some(&e.to_string())).await?;
+                fail(e.to_string()).await?;
             }
         },
         ORPHAN => match broker.deprovision(guid, plan.ids(), None).await {
@@ -712,6 +723,9 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
             .db
             .update("service_credential_bindings", guid, values)
     };
+    let fail = |detail: String| {
+        fail_operation(controller, "service_credential_bindings", guid, job, detail)
+    };
     let instance_guid = instance.guid.as_str();
     match pending.as_str() {
         CREATE => {
@@ -789,24 +803,20 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
                     }
                 }
                 Ok(LastOperation::InProgress { .. }) => {
-                    set(end_values(FAILED, Some(timed_out(config)))).await?;
-                    finish_job(controller, job, Some(&timed_out(config))).await?;
+                    fail(timed_out(config)).await?;
                 }
                 Ok(LastOperation::Failed { description }) => {
                     let detail = description
                         .unwrap_or_else(|| "The service broker reported a failure".into());
-                    set(end_values(FAILED, Some(detail.clone()))).await?;
-                    finish_job(controller, job, Some(&detail)).await?;
+                    fail(detail).await?;
                 }
                 Ok(LastOperation::Gone) => {
                     let detail = "The service broker reports the binding gone".to_string();
-                    set(end_values(FAILED, Some(detail.clone()))).await?;
-                    finish_job(controller, job, Some(&detail)).await?;
+                    fail(detail).await?;
                 }
                 Err(e) => {
                     if expired(config, op.started_at.as_deref()) {
-                        set(end_values(FAILED, Some(e.to_string()))).await?;
-                        finish_job(controller, job, Some(&e.to_string())).await?;
+                        fail(e.to_string()).await?;
                     } else {
                         set(poll_values(
                             config,
@@ -833,8 +843,7 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
                 set(values).await?;
             }
             Err(e) => {
-                set(end_values(FAILED, Some(e.to_string()))).await?;
-                finish_job(controller, job, Some(&e.to_string())).await?;
+                fail(e.to_string()).await?;
             }
         },
         ORPHAN => match broker.unbind(instance_guid, guid, plan.ids(), None).await {
