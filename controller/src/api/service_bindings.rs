@@ -18,7 +18,7 @@ use super::{
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
+use crate::db::{self, Arg, Filter, ServiceBinding, ServiceInstance, ServicePlan};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
 use crate::service_operations::{self, decrypt_object, encrypt_json};
@@ -307,9 +307,10 @@ pub async fn create(
         .ok_or_else(|| ApiError::not_found("Service credential binding"))?;
     record(&controller, &user, "create", &binding, &instance).await;
     if instance.kind == MANAGED {
-        let (_, accepted) = start_operation(
+        let accepted = service_instances::start_operation(
             &controller,
             &user,
+            "service_credential_bindings",
             &binding.guid,
             service_operations::CREATE,
             "service_bindings.create",
@@ -374,24 +375,6 @@ async fn check_bindable(
     Ok(())
 }
 
-/// Starts a bind or unbind with a job; the runner makes the broker call.
-async fn start_operation(
-    controller: &Controller,
-    user: &User,
-    guid: &str,
-    kind: &str,
-    job_operation: &str,
-) -> Result<(String, axum::response::Response), ApiError> {
-    let (job, accepted) = super::new_job(controller, job_operation, JobState::Processing).await?;
-    let values = service_operations::start_values(kind, Some(&job), Some(&user.claims.user_id));
-    controller
-        .db
-        .update("service_credential_bindings", guid, values)
-        .await?;
-    controller.operations.wake();
-    Ok((job, accepted))
-}
-
 /// Records `audit.service_binding.<action>` (or `audit.service_key.<action>`).
 async fn record(
     controller: &Controller,
@@ -440,9 +423,10 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
                 "There is an operation in progress for the service binding.",
             ));
         }
-        let (_, accepted) = start_operation(
+        let accepted = service_instances::start_operation(
             &controller,
             &user,
+            "service_credential_bindings",
             &binding.guid,
             service_operations::DELETE,
             "service_bindings.delete",

@@ -449,9 +449,10 @@ pub async fn update(
     .await;
     if fields.parameters.is_some() {
         // New parameters go to the broker (same plan); the job ends with its answer.
-        let (_, accepted) = start_operation(
+        let accepted = start_operation(
             &controller,
             &user,
+            "service_instances",
             &guid,
             service_operations::UPDATE,
             "service_instance.update",
@@ -510,23 +511,22 @@ pub fn operation_in_progress(instance: &ServiceInstance) -> ApiError {
     ))
 }
 
-/// Starts the operation (`create`, `update` or `delete`) of a managed instance with a
-/// job; the runner makes the broker call.
-async fn start_operation(
+/// Starts the operation (`create`, `update` or `delete`) of row `guid` of `table` (a
+/// managed instance, or a binding of one) with a job, and wakes the runner, which makes
+/// the broker calls; the `202 Accepted` pointing at the job.
+pub(super) async fn start_operation(
     controller: &Controller,
     user: &User,
+    table: &str,
     guid: &str,
     kind: &str,
     job_operation: &str,
-) -> Result<(String, axum::response::Response), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let (job, accepted) = super::new_job(controller, job_operation, JobState::Processing).await?;
     let values = service_operations::start_values(kind, Some(&job), Some(&user.claims.user_id));
-    controller
-        .db
-        .update("service_instances", guid, values)
-        .await?;
+    controller.db.update(table, guid, values).await?;
     controller.operations.wake();
-    Ok((job, accepted))
+    Ok(accepted)
 }
 
 async fn create_managed(
@@ -599,9 +599,10 @@ async fn create_managed(
     labels
         .apply(&controller.db, "service_instances", &guid)
         .await?;
-    let (_, accepted) = start_operation(
+    let accepted = start_operation(
         controller,
         user,
+        "service_instances",
         &guid,
         service_operations::CREATE,
         "service_instance.create",
@@ -637,9 +638,10 @@ async fn delete_managed(
             "Cannot delete service instance. Service keys, bindings, and shares must first be deleted.",
         ));
     }
-    let (_, accepted) = start_operation(
+    let accepted = start_operation(
         controller,
         user,
+        "service_instances",
         &instance.guid,
         service_operations::DELETE,
         "service_instance.delete",
