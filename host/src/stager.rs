@@ -128,21 +128,17 @@ pub async fn stage(
     .map_err(|e: StagingError| format!("{} - {e}", e.cf_name()))?;
 
     logs.app(LogType::Out, "Uploading droplet...");
-    let file = tokio::fs::File::open(&staged.droplet)
-        .await
-        .map_err(|e| failed(format!("reading the droplet: {e}")))?;
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or_default();
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-    cell.http
-        .put(&action.droplet_upload_uri)
-        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .header(reqwest::header::CONTENT_LENGTH, size)
-        .timeout(UPLOAD_TIMEOUT)
-        .body(body)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| failed(format!("failed to upload the droplet: {e}")))?;
+    let size = upload(
+        cell,
+        &action.droplet_upload_uri,
+        &staged.droplet,
+        "application/octet-stream",
+    )
+    .await
+    .map_err(|e| match e {
+        UploadError::Read(e) => failed(format!("reading the droplet: {e}")),
+        UploadError::Send(e) => failed(format!("failed to upload the droplet: {e}")),
+    })?;
     logs.app(
         LogType::Out,
         &format!("Uploaded droplet ({})", human_size(size)),
@@ -229,30 +225,47 @@ async fn save_cache(cell: &Cell, uri: &str, dir: &Path, tgz: &Path, logs: &Insta
             return;
         }
     };
-    let uploaded = async {
-        let file = tokio::fs::File::open(tgz)
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        cell.http
-            .put(uri)
-            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .timeout(UPLOAD_TIMEOUT)
-            .body(body)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    match uploaded {
+    match upload(cell, uri, tgz, "application/gzip").await {
         Ok(_) => logs.app(
             LogType::Out,
             &format!("Uploaded build artifacts cache ({})", human_size(size)),
         ),
         Err(e) => logs.app(LogType::Out, &format!("Buildpack cache not saved: {e}")),
     }
+}
+
+/// Why [`upload`] failed: reading the file, or sending it.
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("{0}")]
+    Send(reqwest::Error),
+}
+
+/// Streams the file at `path` to `uri` with an HTTP PUT; returns its size.
+async fn upload(
+    cell: &Cell,
+    uri: &str,
+    path: &Path,
+    content_type: &str,
+) -> Result<u64, UploadError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(UploadError::Read)?;
+    let size = file.metadata().await.map_err(UploadError::Read)?.len();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    cell.http
+        .put(uri)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .timeout(UPLOAD_TIMEOUT)
+        .body(body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(UploadError::Send)?;
+    Ok(size)
 }
 
 /// Sizes as CF's staging logs print them (`1.2M`, `340K`, `12B`).
