@@ -239,6 +239,16 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
         "an evacuated cell exits"
     );
 
+    // The standby BBS holds its address without listening: connections are refused
+    // (clients go on to the active one) and no other process is given its port.
+    let standby = d.bbs_urls[1].trim_start_matches("http://").to_string();
+    let refused = std::net::TcpStream::connect(&standby).map_err(|e| e.kind());
+    assert_eq!(
+        refused.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the standby BBS at {standby} must refuse connections"
+    );
+
     // The active BBS dies: the standby takes the `bbs` lock once it expires, and the
     // cells and the controller follow it to its URL.
     d.platform.process("bbs-a").kill();

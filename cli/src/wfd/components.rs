@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
-use super::process::{bind, serve, stop_signal, StopArgs};
+use super::process::{bind, reserve, serve, stop_signal, StopArgs};
 use super::secrets;
 
 /// `--fast-failover`: the TTL of cell presences and of the `bbs` lock.
@@ -84,12 +84,18 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
     )
     .await
     .context("opening the BBS database")?;
+    // The address is taken now, so that nothing else takes it while this BBS stands by,
+    // but it listens only once it holds the lock: until then connections are refused
+    // and clients go on to the active BBS.
+    let socket = reserve(args.listen, "the BBS API")?;
     let owner = format!("bbs-{}-{}", std::process::id(), uuid::Uuid::new_v4());
     let lock = bbs.lock("bbs", &owner, lock_ttl);
     if !lock.acquire(&cancel).await {
         return Ok(());
     }
-    let listener = bind(args.listen, "the BBS API").await?;
+    let listener = socket
+        .listen(1024)
+        .with_context(|| format!("listening for the BBS API on {}", args.listen))?;
     println!(
         "bbs: http://{} (holding the bbs lock as {owner})",
         listener.local_addr()?

@@ -62,6 +62,24 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding {what} to {addr}"))
 }
 
+/// Binds a socket to `addr` without listening yet: the address is this process's, and
+/// connections to it are refused until [`tokio::net::TcpSocket::listen`].
+pub fn reserve(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("creating a socket for {what}"))?;
+    // As TcpListener::bind does: a restarted process may bind while old connections
+    // linger in TIME_WAIT.
+    socket
+        .set_reuseaddr(true)
+        .and_then(|()| socket.bind(addr))
+        .with_context(|| format!("binding {what} to {addr}"))?;
+    Ok(socket)
+}
+
 /// Serves `router` on `listener` until `cancel`.
 pub async fn serve(
     listener: TcpListener,
