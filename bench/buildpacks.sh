@@ -5,7 +5,8 @@
 #   new app  - a second app from the same source: tools there, its own cache empty;
 #   restage  - `wf restage` of that app: the buildpack cache is warm;
 # with the droplet size from the staging log. Apps without a route (the C worker) are
-# timed to their first RUNNING instance instead.
+# timed to their first RUNNING instance instead. `c-zig` is the C worker built with
+# `zig cc` (WF_C_TOOLCHAIN=zig) instead of the cell's clang.
 #
 #   bench/buildpacks.sh                   # debug build (dependencies optimized)
 #   PROFILE=release bench/buildpacks.sh
@@ -19,7 +20,7 @@ cargo build -q $flag -p wf-cli --bins
 cargo build -q --release --target wasm32-wasip2 -p fixture-hello
 BIN=target/$PROFILE
 SRC=tests/apps/source
-APPS=${APPS:-"wasm static-site rust-hello c-worker js-hello python-hello"}
+APPS=${APPS:-"wasm static-site rust-hello c-worker c-zig js-hello python-hello"}
 
 work=$(mktemp -d)
 trap 'kill $wfd_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -30,7 +31,7 @@ ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 # Waits for the app to answer 200 through the router (or, for a worker, to run).
 wait_ready() {
     local name=$1 deadline=$((SECONDS + 300))
-    if [ "$name" != "${name#c-worker}" ]; then
+    if [ "$name" != "${name#c-}" ]; then
         until "$BIN/wf" app "$name" 2>/dev/null | grep -q 'running'; do
             [ $SECONDS -lt $deadline ] || return 1; sleep 0.05
         done
@@ -50,18 +51,33 @@ timed() {
     echo "$(ms_since "$start") $(sed -n 's/.*Droplet: \([0-9]*\) bytes.*/\1/p' "$work/$name.out" | tail -1)"
 }
 
+# Sets `src` to the `wf push` arguments of copy $2 (a or b) of app $1 from path $3.
+push_args() {
+    local name=$1-$2
+    case $1 in
+        # A worker (the C one: a preview1 module, no port) has no route and a process
+        # check; zig is asked for in the app's environment, through a manifest.
+        c-worker) src=("$name" -p "$3" --no-route -u process) ;;
+        c-zig)
+            printf 'applications:\n- name: %s\n  path: %s\n  no-route: true\n  health-check-type: process\n  env:\n    WF_C_TOOLCHAIN: zig\n' \
+                "$name" "$3" > "$work/$name.yml"
+            src=(-f "$work/$name.yml") ;;
+        *) src=("$name" -p "$3") ;;
+    esac
+}
+
 printf '%-14s %10s %10s %10s %12s\n' buildpack-app cold-ms new-app-ms restage-ms droplet-KiB
 for app in $APPS; do
-    if [ "$app" = wasm ]; then
-        path=target/wasm32-wasip2/release/fixture-hello.wasm
-    else
-        path=$SRC/$app
-        [ -d "$path" ] || { echo "$app: $path missing, skipped"; continue; }
-    fi
-    # A worker (the C one: a preview1 module, no port) has no route and a process check.
-    src=(-p "$path"); [ "$app" = c-worker ] && src+=(--no-route -u process)
-    read -r cold size < <(timed "${app}-a" push "${app}-a" "${src[@]}")
-    read -r fresh _ < <(timed "${app}-b" push "${app}-b" "${src[@]}")
+    case $app in
+        wasm) path=target/wasm32-wasip2/release/fixture-hello.wasm ;;
+        c-zig) path=$PWD/$SRC/c-worker ;;
+        *) path=$SRC/$app ;;
+    esac
+    [ -e "$path" ] || { echo "$app: $path missing, skipped"; continue; }
+    push_args "$app" a "$path"
+    read -r cold size < <(timed "${app}-a" push "${src[@]}")
+    push_args "$app" b "$path"
+    read -r fresh _ < <(timed "${app}-b" push "${src[@]}")
     read -r warm _ < <(timed "${app}-b" restage "${app}-b")
     printf '%-14s %10s %10s %10s %12s\n' "$app" "$cold" "$fresh" "$warm" "$(( ${size:-0} / 1024 ))"
 done

@@ -1,5 +1,6 @@
 //! Source apps on the real platform: `wf push` of a Cargo project and of C sources
-//! (`tests/apps/source/`), staged by `rust_buildpack` and `c_buildpack` on the cell,
+//! (`tests/apps/source/`), staged by `rust_buildpack` and `c_buildpack` (clang, or
+//! zig when the app asks) on the cell,
 //! served through the router or run as a worker; compile errors fail the push with
 //! `StagingError` and the compiler's message in the staging log; a restage reuses the
 //! buildpack cache (a vendored proc-macro crate is not compiled again). The tests share one platform; each works in an org and space of
@@ -137,6 +138,48 @@ fn c_sources_run_as_a_worker_that_logs() {
     );
     let app = wf.ok(&["app", "c-worker"]);
     assert!(app.contains("running"), "{app}");
+}
+
+#[test]
+fn c_sources_build_with_zig_cc_when_the_app_asks_and_restage_from_its_cache() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    // The c-worker fixture again, asking for zig (installed from PyPI on first use).
+    let work = tempfile::tempdir().unwrap();
+    let manifest = work.path().join("manifest.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "applications:\n- name: c-zig\n  path: {}\n  no-route: true\n  \
+             health-check-type: process\n  env:\n    WF_C_TOOLCHAIN: zig\n",
+            source_app("c-worker")
+        ),
+    )
+    .unwrap();
+    let out = wf.ok(&["push", "-f", manifest.to_str().unwrap()]);
+    for expected in [
+        "-----> C Buildpack",
+        "Using zig cc",
+        "zig cc -target wasm32-wasi",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    wait_for_logs(&wf, "c-zig", &["[APP/PROC/WEB/0] OUT c worker 0 started"]);
+    // Zig's cache (the wasi-libc it built) comes back from the buildpack cache.
+    let restaged = wf.ok(&["restage", "c-zig"]);
+    assert!(restaged.contains("Using zig cc"), "{restaged}");
+    assert!(!restaged.contains("Installing ziglang"), "{restaged}");
+    wait_for_logs(&wf, "c-zig", &["[APP/PROC/WEB/0] OUT c tick 2"]);
+
+    // An unknown toolchain is a staging error that says what to use.
+    wf.ok(&["set-env", "c-zig", "WF_C_TOOLCHAIN", "gcc"]);
+    let out = wf.fails(&["restage", "c-zig"]);
+    assert!(out.contains("StagingError"), "{out}");
+    let all = push_and_logs(&wf, out, "c-zig");
+    assert!(
+        all.contains("WF_C_TOOLCHAIN=\"gcc\" is not a C toolchain: use clang or zig"),
+        "{all}"
+    );
 }
 
 #[test]

@@ -1,16 +1,23 @@
-//! `c_buildpack`: C and C++ sources built for `wasm32-wasi` (WASI preview1) with the
-//! cell's Debian toolchain: `clang`, `lld` (`wasm-ld`), `wasi-libc`,
-//! `libclang-rt-dev-wasm32`, and `libc++-dev-wasm32` for C++ (clang 14 has no wasm
-//! exceptions: C++ builds with `-fno-exceptions`).
+//! `c_buildpack`: C and C++ sources built for `wasm32-wasi` (WASI preview1) with one of
+//! two toolchains:
+//!
+//! - **clang** (the default when the cell has it): Debian's `clang`, `lld` (`wasm-ld`),
+//!   `wasi-libc`, `libclang-rt-dev-wasm32`, and `libc++-dev-wasm32` for C++ (clang 14
+//!   has no wasm exceptions: C++ builds with `-fno-exceptions`).
+//! - **zig** (`zig cc`, from PyPI's `ziglang` wheel, which carries its own clang and
+//!   wasi-libc): installed into the cell's tools directory on first use, when the cell
+//!   lacks Debian's toolchain or when the app asks for it with `WF_C_TOOLCHAIN=zig` in
+//!   its environment. Zig's cache (the wasi-libc and libc++ it builds once) lives in the
+//!   app's buildpack cache, so a restage does not build them again.
 //!
 //! - **Sources at the app's root, no Makefile**: every `*.c` (or, with any C++ file,
-//!   every `*.c`/`*.cc`/`*.cpp`/`*.cxx`, compiled by `clang++`) is compiled and linked
-//!   into `app.wasm` with `-O2`.
+//!   every `*.c`/`*.cc`/`*.cpp`/`*.cxx`, compiled as C++) is compiled and linked into
+//!   `app.wasm` with `-O2`.
 //! - **A `Makefile`** (next to C/C++ sources anywhere in the app): `make` runs with
-//!   `CC` and `CXX` set on its command line to clang for `wasm32-wasi` (so they win over
-//!   the Makefile's own), and `CFLAGS`, `CXXFLAGS` (`-O2`) and `LDFLAGS` in its
-//!   environment (which a Makefile may extend or replace). Its default target must
-//!   leave **`app.wasm`** at the app's root.
+//!   `CC` and `CXX` set on its command line to the toolchain's compilers for
+//!   `wasm32-wasi` (so they win over the Makefile's own), and `CFLAGS`, `CXXFLAGS`
+//!   (`-O2`) and `LDFLAGS` in its environment (which a Makefile may extend or replace).
+//!   Its default target must leave **`app.wasm`** at the app's root.
 //!
 //! The result is a WASI preview1 core module, and preview1 has no sockets: the app
 //! cannot serve HTTP, it runs as a **worker** (a long-running process that logs) or as
@@ -20,15 +27,22 @@
 //! check would wait forever for a port it never opens), e.g. in its `manifest.yml`.
 //! The staging log says so.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::lifecycle::{Buildpack, Context, ProcessTypes};
+use crate::sandbox::{SandboxCommand, CACHE};
 use crate::{StagingError, DROPLET_WASM};
 
 /// The buildpack's name, as apps and builds list it.
 pub const NAME: &str = "c_buildpack";
 /// clang's target: WASI preview1 (Debian 12's clang 14 calls it `wasm32-wasi`).
 const TARGET: &str = "wasm32-wasi";
+/// The app environment variable that picks the toolchain: `clang` or `zig`.
+const TOOLCHAIN_VAR: &str = "WF_C_TOOLCHAIN";
+/// The `ziglang` wheel on PyPI: `zig cc` with its own clang, lld and wasi-libc.
+const ZIGLANG: &str = "0.15.2";
+/// Where the zig toolchain is mounted in the sandbox (read-only).
+const ZIG_MOUNT: &str = "/tmp/tools/ziglang";
 /// The Debian packages that make up the toolchain, for the error when one is missing.
 const PACKAGES: &str = "clang lld wasi-libc libclang-rt-dev-wasm32 libc++-dev-wasm32";
 /// The files of the toolchain the build needs, and their package.
@@ -59,26 +73,17 @@ impl Buildpack for CBuildpack {
 
     fn finalize(&self, ctx: &Context) -> Result<(), StagingError> {
         ctx.log("-----> C Buildpack");
-        let missing: Vec<&str> = TOOLCHAIN_FILES
-            .iter()
-            .filter(|(file, _)| !Path::new(file).exists())
-            .map(|(_, package)| *package)
-            .collect();
-        if !missing.is_empty() {
-            return Err(StagingError::Staging(format!(
-                "this cell cannot build C: {} not installed (apt-get install {PACKAGES})",
-                missing.join(", ")
-            )));
-        }
-        let cc = format!("clang --target={TARGET}");
-        let cxx = format!("clang++ --target={TARGET} -fno-exceptions");
+        let toolchain = Toolchain::choose(ctx)?;
         if has_makefile(ctx.app_dir) {
+            let (cc, cxx) = (toolchain.compiler(false), toolchain.compiler(true));
             ctx.log(&format!(
-                "       Running make (CC={cc}), expecting {DROPLET_WASM}"
+                "       Running make (CC={}), expecting {DROPLET_WASM}",
+                cc.join(" ")
             ));
-            ctx.command("make", "make")
-                .arg(format!("CC={cc}"))
-                .arg(format!("CXX={cxx}"))
+            toolchain
+                .command(ctx, "make", "make")
+                .arg(format!("CC={}", cc.join(" ")))
+                .arg(format!("CXX={}", cxx.join(" ")))
                 .env("CFLAGS", "-O2")
                 .env("CXXFLAGS", "-O2")
                 .env("LDFLAGS", "")
@@ -90,14 +95,16 @@ impl Buildpack for CBuildpack {
             }
         } else {
             let sources = root_sources(ctx.app_dir)?;
-            let (compiler, flags) = compiler_for(&sources);
+            let compiler = toolchain.compiler(is_cxx(&sources));
+            let what = toolchain.name(is_cxx(&sources));
             ctx.log(&format!(
-                "       Compiling {} with {compiler}",
-                sources.join(" ")
+                "       Compiling {} with {}",
+                sources.join(" "),
+                compiler.join(" ")
             ));
-            ctx.command(compiler, compiler)
-                .arg(format!("--target={TARGET}"))
-                .args(flags)
+            toolchain
+                .command(ctx, &compiler[0], what)
+                .args(&compiler[1..])
                 .args(["-O2", "-o", DROPLET_WASM])
                 .args(&sources)
                 .run(ctx.log)?;
@@ -121,13 +128,119 @@ fn has_makefile(app_dir: &Path) -> bool {
     MAKEFILES.iter().any(|name| app_dir.join(name).is_file())
 }
 
-/// The compiler driver for `sources` and its extra flags: `clang++` when any is C++.
-fn compiler_for(sources: &[String]) -> (&'static str, &'static [&'static str]) {
-    if sources.iter().any(|s| has_extension(s, CXX_EXTENSIONS)) {
-        ("clang++", &["-fno-exceptions"])
-    } else {
-        ("clang", &[])
+/// The compilers a build uses.
+enum Toolchain {
+    /// Debian's clang, lld and wasi-libc, installed on the cell.
+    Clang,
+    /// `zig cc` from the `ziglang` wheel, in this host directory of the cell's tools.
+    Zig(PathBuf),
+}
+
+impl Toolchain {
+    /// The toolchain the app asks for with `WF_C_TOOLCHAIN`, else clang where the cell
+    /// has it and zig where it does not (installing zig on first use).
+    fn choose(ctx: &Context) -> Result<Toolchain, StagingError> {
+        let asked = ctx
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == TOOLCHAIN_VAR)
+            .map(|(_, value)| value.trim());
+        let missing: Vec<&str> = TOOLCHAIN_FILES
+            .iter()
+            .filter(|(file, _)| !Path::new(file).exists())
+            .map(|(_, package)| *package)
+            .collect();
+        match asked {
+            Some("clang") if !missing.is_empty() => Err(StagingError::Staging(format!(
+                "{TOOLCHAIN_VAR}=clang, but this cell cannot build with clang: {} not installed \
+                 (apt-get install {PACKAGES}); unset {TOOLCHAIN_VAR} to build with zig",
+                missing.join(", ")
+            ))),
+            Some("clang") => Ok(Toolchain::Clang),
+            Some("zig") => Toolchain::zig(ctx),
+            None | Some("") if missing.is_empty() => Ok(Toolchain::Clang),
+            None | Some("") => {
+                ctx.log(&format!(
+                    "       clang for wasm32-wasi is not on this cell ({} missing): using zig cc",
+                    missing.join(", ")
+                ));
+                Toolchain::zig(ctx)
+            }
+            Some(other) => Err(StagingError::Staging(format!(
+                "{TOOLCHAIN_VAR}={other:?} is not a C toolchain: use clang or zig"
+            ))),
+        }
     }
+
+    fn zig(ctx: &Context) -> Result<Toolchain, StagingError> {
+        let dir = crate::tools::ensure(ctx, &format!("ziglang-{ZIGLANG}"), |dir| {
+            ctx.command("python3", "pip install of ziglang")
+                .mount_rw(dir, ZIG_MOUNT)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                    "--no-warn-script-location",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--target",
+                    ZIG_MOUNT,
+                ])
+                .arg(format!("ziglang=={ZIGLANG}"))
+                .run(ctx.log)
+        })?;
+        ctx.log(&format!("       Using zig cc (ziglang {ZIGLANG})"));
+        Ok(Toolchain::Zig(dir))
+    }
+
+    /// The compiler's command line for `wasm32-wasi`: C, or C++ when `cxx`.
+    fn compiler(&self, cxx: bool) -> Vec<String> {
+        let mut words: Vec<String> = match (self, cxx) {
+            (Toolchain::Clang, false) => vec!["clang".into(), format!("--target={TARGET}")],
+            (Toolchain::Clang, true) => vec!["clang++".into(), format!("--target={TARGET}")],
+            (Toolchain::Zig(_), cxx) => vec![
+                format!("{ZIG_MOUNT}/ziglang/zig"),
+                if cxx { "c++" } else { "cc" }.into(),
+                "-target".into(),
+                TARGET.into(),
+            ],
+        };
+        if cxx {
+            words.push("-fno-exceptions".into());
+        }
+        words
+    }
+
+    /// The compiler's name in errors ("clang failed ...").
+    fn name(&self, cxx: bool) -> &'static str {
+        match (self, cxx) {
+            (Toolchain::Clang, false) => "clang",
+            (Toolchain::Clang, true) => "clang++",
+            (Toolchain::Zig(_), false) => "zig cc",
+            (Toolchain::Zig(_), true) => "zig c++",
+        }
+    }
+
+    /// A sandboxed command of the build, with zig mounted and its cache in the app's
+    /// buildpack cache.
+    fn command<'c>(&self, ctx: &'c Context, program: &str, what: &str) -> SandboxCommand<'c> {
+        let command = ctx.command(program, what);
+        match self {
+            Toolchain::Clang => command,
+            Toolchain::Zig(dir) => command
+                .mount_ro(dir, ZIG_MOUNT)
+                .env("ZIG_GLOBAL_CACHE_DIR", format!("{CACHE}/zig"))
+                .env("ZIG_LOCAL_CACHE_DIR", format!("{CACHE}/zig")),
+        }
+    }
+}
+
+/// Whether `sources` need a C++ compiler: any of them is C++.
+fn is_cxx(sources: &[String]) -> bool {
+    sources.iter().any(|s| has_extension(s, CXX_EXTENSIONS))
 }
 
 fn has_extension(name: &str, extensions: &[&str]) -> bool {
@@ -177,11 +290,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cxx_sources_switch_to_clangxx() {
+    fn cxx_sources_switch_to_the_cxx_compiler_without_exceptions() {
         let c = vec!["a.c".to_string(), "b.c".to_string()];
-        assert_eq!(compiler_for(&c).0, "clang");
         let mixed = vec!["a.c".to_string(), "b.cpp".to_string()];
-        assert_eq!(compiler_for(&mixed), ("clang++", &["-fno-exceptions"][..]));
+        assert!(!is_cxx(&c) && is_cxx(&mixed));
+        assert_eq!(
+            Toolchain::Clang.compiler(true),
+            ["clang++", "--target=wasm32-wasi", "-fno-exceptions"]
+        );
+        assert_eq!(
+            Toolchain::Zig(PathBuf::new()).compiler(false),
+            [
+                "/tmp/tools/ziglang/ziglang/zig",
+                "cc",
+                "-target",
+                "wasm32-wasi"
+            ]
+        );
+        assert_eq!(Toolchain::Zig(PathBuf::new()).name(true), "zig c++");
         assert!(is_source("x.cc") && is_source("x.cxx") && is_source("x.c"));
         assert!(!is_source("x.h") && !is_source("Makefile") && !is_source("c"));
     }
