@@ -25,6 +25,9 @@ enum Command {
     Uaa(wf_cli::wfd::UaaArgs),
     /// The router (Gorouter).
     Router(wf_cli::wfd::RouterArgs),
+    /// The built-in service broker: PostgreSQL databases on one server, over the Open
+    /// Service Broker API.
+    Broker(wf_cli::wfd::BrokerArgs),
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() {
         Command::Controller(args) => wf_cli::wfd::controller(args).await,
         Command::Uaa(args) => wf_cli::wfd::uaa(args).await,
         Command::Router(args) => wf_cli::wfd::router(args).await,
+        Command::Broker(args) => wf_cli::wfd::broker(args).await,
     };
     // Exit here rather than when the runtime drops: a blocking read of standard input
     // (`--stop-on-stdin-close`) would hold the runtime's shutdown forever when the
