@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use wf_bbs::{CheckDefinition, CheckKind, EnvVar, NetInfo, PortMapping, RunAction
 use wf_buildpacks::AppKind;
 use wf_loggregator::LogType;
 
-use crate::app_logs::{LimitedLogs, LogLimits};
+use crate::app_logs::{LimitedLogs, LogBatchSink, LogLimits};
 use crate::cell::{Cell, LrpPhase};
 use crate::droplets::Droplet;
 use crate::executor::{CommandApp, Exit, InstanceState, LineSink, RunSpec};
@@ -723,19 +724,22 @@ impl InstanceLogs {
     }
 
     fn emit(&self, source_type: &str, log_type: LogType, line: &[u8]) {
-        let envelope = wf_loggregator::Envelope::log(
+        wf_loggregator::emit(&self.bus, &self.envelope(source_type, log_type, line));
+    }
+
+    fn envelope(
+        &self,
+        source_type: &str,
+        log_type: LogType,
+        line: &[u8],
+    ) -> wf_loggregator::Envelope {
+        wf_loggregator::Envelope::log(
             &self.source_id,
             &self.instance_id,
             source_type,
             log_type,
             line,
-        );
-        wf_loggregator::emit(&self.bus, &envelope);
-    }
-
-    pub fn app_sink(&self, log_type: LogType) -> LineSink {
-        let logs = self.clone();
-        Arc::new(move |line: &[u8]| logs.emit(&logs.source_type, log_type, line))
+        )
     }
 
     /// The app's stdout and stderr sinks behind the instance's log rate limit: the
@@ -746,12 +750,15 @@ impl InstanceLogs {
             limits.bytes_per_second = rate;
             limits.burst_bytes = limits.burst_bytes.min(rate);
         }
-        crate::app_logs::limit(
-            self.app_sink(LogType::Out),
-            self.app_sink(LogType::Err),
-            limits,
-            self.counters.clone(),
-        )
+        let logs = self.clone();
+        let sink: LogBatchSink = Arc::new(move |lines: &[(LogType, Bytes)]| {
+            let batch = lines
+                .iter()
+                .map(|(log_type, line)| logs.envelope(&logs.source_type, *log_type, line))
+                .collect();
+            wf_loggregator::emit_batch(&logs.bus, &wf_loggregator::EnvelopeBatch { batch });
+        });
+        crate::app_logs::limit(sink, limits, self.counters.clone())
     }
 
     /// The cell's lines about the instance, as a sink (a handler's failed requests).

@@ -5,8 +5,27 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Subject on the message bus that carries envelopes (JSON, one envelope a message).
+/// Subject on the message bus that carries envelopes: JSON, one [`Envelope`] or an
+/// [`EnvelopeBatch`] a message.
 pub const ENVELOPE_SUBJECT: &str = "loggregator.envelopes";
+
+/// Loggregator v2's `EnvelopeBatch`: `{"batch": [...]}`. A busy emitter (an instance's
+/// log forwarder) sends its envelopes in batches, one bus message each.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvelopeBatch {
+    pub batch: Vec<Envelope>,
+}
+
+impl EnvelopeBatch {
+    /// Whether the JSON `payload` is a batch rather than a single envelope: its first
+    /// key is `batch` (an envelope has none).
+    pub fn is_batch(payload: &[u8]) -> bool {
+        payload
+            .trim_ascii_start()
+            .strip_prefix(b"{")
+            .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"batch\""))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 use wf_metrics::{Exposition, Kind};
 
-use crate::{Envelope, EnvelopeMessage, ENVELOPE_SUBJECT};
+use crate::{Envelope, EnvelopeBatch, EnvelopeMessage, ENVELOPE_SUBJECT};
 
 /// Envelopes kept per source id before the oldest are dropped.
 pub const DEFAULT_MAX_ENVELOPES_PER_SOURCE: usize = 100_000;
@@ -441,8 +441,13 @@ impl LogStore {
     }
 
     fn ingest_json(&self, payload: &[u8]) {
-        match serde_json::from_slice::<Envelope>(payload) {
-            Ok(envelope) => self.ingest(envelope),
+        let parsed = if EnvelopeBatch::is_batch(payload) {
+            serde_json::from_slice::<EnvelopeBatch>(payload).map(|b| b.batch)
+        } else {
+            serde_json::from_slice::<Envelope>(payload).map(|e| vec![e])
+        };
+        match parsed {
+            Ok(envelopes) => envelopes.into_iter().for_each(|e| self.ingest(e)),
             Err(e) => {
                 let n = self.bad_messages.fetch_add(1, Ordering::Relaxed) + 1;
                 // The first of a run is enough to diagnose a broken emitter.
@@ -499,7 +504,19 @@ pub fn spawn_ingest(
 /// Works outside async code too: a publish that completes without waiting (the
 /// in-process bus) is done here; one that must wait is spawned on the current runtime.
 pub fn emit(bus: &Bus, envelope: &Envelope) {
-    let payload = match serde_json::to_vec(envelope) {
+    publish(bus, serde_json::to_vec(envelope));
+}
+
+/// Publishes `batch` on the bus as one message, as [`emit`] does one envelope. Keep
+/// batches well under the bus's largest message (NATS: 1 MB by default).
+pub fn emit_batch(bus: &Bus, batch: &EnvelopeBatch) {
+    if !batch.batch.is_empty() {
+        publish(bus, serde_json::to_vec(batch));
+    }
+}
+
+fn publish(bus: &Bus, payload: serde_json::Result<Vec<u8>>) {
+    let payload = match payload {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "cannot serialize an envelope");
@@ -785,12 +802,31 @@ mod tests {
             assert!(Instant::now() < deadline, "envelope never arrived");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // A batch is one message; its envelopes are kept in order.
+        let batch = EnvelopeBatch {
+            batch: (2..5).map(|ts| log_at("batched", ts, "line")).collect(),
+        };
+        emit_batch(&bus, &batch);
         bus.publish(ENVELOPE_SUBJECT, "not json").await.unwrap();
-        while store.bad_messages() == 0 {
-            assert!(Instant::now() < deadline, "bad message not counted");
+        bus.publish(ENVELOPE_SUBJECT, r#"{"batch": [{"no": "envelope"}]}"#)
+            .await
+            .unwrap();
+        while store.bad_messages() < 2 {
+            assert!(Instant::now() < deadline, "bad messages not counted");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let batched = store.read("batched", &ReadQuery::default());
+        assert_eq!(timestamps(&batched), [2, 3, 4]);
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[test]
+    fn a_batch_is_told_from_an_envelope_by_its_first_key() {
+        assert!(EnvelopeBatch::is_batch(br#"{"batch":[]}"#));
+        assert!(EnvelopeBatch::is_batch(b" {\n  \"batch\": []}"));
+        assert!(!EnvelopeBatch::is_batch(br#"{"timestamp":"1","batch":[]}"#));
+        assert!(!EnvelopeBatch::is_batch(b"[]"));
+        assert!(!EnvelopeBatch::is_batch(b""));
     }
 }
