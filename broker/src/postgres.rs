@@ -444,12 +444,18 @@ impl Postgres {
         let password = scram::password();
         let verifier = literal(&scram::verifier(&password));
         if role_exists(&mut conn, &role).await? {
+            // Left by a bind of this instance cut short (a role is made a member of its
+            // owner as it is created); any other role of that name is not ours to take.
+            if !is_member(&mut conn, &role, &owner).await? {
+                return Err(BrokerError::Conflict(format!(
+                    "service binding {binding_id} exists for another service instance"
+                )));
+            }
             execute(
                 &mut conn,
                 &format!("ALTER ROLE {role} LOGIN PASSWORD {verifier}"),
             )
             .await?;
-            execute(&mut conn, &format!("GRANT {owner} TO {role}")).await?;
         } else {
             execute(
                 &mut conn,

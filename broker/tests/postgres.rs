@@ -24,7 +24,13 @@ struct Harness {
 
 /// A broker on a fresh admin database, or `None` when no server is configured.
 async fn start() -> Option<Harness> {
-    let db = wf_db::testing::postgres().await?;
+    let Some(db) = wf_db::testing::postgres().await else {
+        eprintln!(
+            "skipping: the broker needs a PostgreSQL server ({})",
+            wf_db::testing::POSTGRES_ENV
+        );
+        return None;
+    };
     let broker = Broker::open(BrokerConfig {
         postgres_url: db.url().to_string(),
         username: USER.into(),
@@ -376,7 +382,7 @@ async fn provision_bind_unbind_deprovision_on_the_server() {
 
     // Deprovisioning drops the database, the remaining binding's role and the owner,
     // even while the binding is connected.
-    let second_user = body_user(&second_uri);
+    let second_user = uri_user(&second_uri);
     let (status, body) = h.deprovision(&instance).await;
     assert_eq!((status, body), (200, json!({})));
     assert!(other.execute("SELECT 1").await.is_err());
@@ -400,7 +406,7 @@ async fn provision_bind_unbind_deprovision_on_the_server() {
 }
 
 /// The user of a `postgres://user:password@...` URI.
-fn body_user(uri: &str) -> String {
+fn uri_user(uri: &str) -> String {
     let rest = uri.strip_prefix("postgres://").unwrap();
     rest.split(':').next().unwrap().to_string()
 }
@@ -453,4 +459,57 @@ async fn concurrent_provisions_of_one_instance_take_turns() {
     statuses.sort();
     assert_eq!(statuses, [200, 201], "{one:?} {two:?}");
     assert_eq!(h.deprovision(&instance).await.0, 200);
+}
+
+/// A provision or bind whose record was never written (the broker stopped half-way) is
+/// finished by the platform's retry, and dropped by its deprovision or unbind.
+#[tokio::test]
+async fn calls_cut_short_are_finished_by_a_retry_or_dropped() {
+    let Some(h) = start().await else { return };
+    let mut admin = h.admin().await;
+    const FORGET_BINDING: &str = "DELETE FROM wf_broker.bindings WHERE binding_id = $1";
+    const FORGET_INSTANCE: &str = "DELETE FROM wf_broker.instances WHERE instance_id = $1";
+
+    // A bind cut short: the role is there, the record is not. The retry makes it whole.
+    let instance = new_id();
+    assert_eq!(h.provision(&instance, "s").await.0, 201);
+    let binding = new_id();
+    let (_, bound) = h.bind(&instance, &binding, "app").await;
+    let role = bound["credentials"]["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query(FORGET_BINDING)
+        .bind(&binding)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (status, again) = h.bind(&instance, &binding, "app").await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["credentials"]["username"], role.as_str());
+    let uri = again["credentials"]["uri"].as_str().unwrap();
+    PgConnection::connect(uri)
+        .await
+        .expect("the retried binding logs in");
+
+    // The same, and then the unbind finds the role without a record.
+    sqlx::query(FORGET_BINDING)
+        .bind(&binding)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(h.unbind(&instance, &binding).await.0, 410);
+    assert!(!h.exists("role", &role).await);
+
+    // A provision cut short: database and owner there, no record. Deprovision drops them.
+    let database = bound["credentials"]["name"].as_str().unwrap().to_string();
+    sqlx::query(FORGET_INSTANCE)
+        .bind(&instance)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert!(h.exists("database", &database).await);
+    assert_eq!(h.deprovision(&instance).await.0, 410);
+    assert!(!h.exists("database", &database).await);
+    assert!(!h.exists("role", &format!("{database}_owner")).await);
 }

@@ -75,6 +75,10 @@ fn a_database_from_the_built_in_broker_reaches_a_bound_app() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // The broker's records go in a fresh database of its own, dropped at the end.
     let Some(admin_db) = runtime.block_on(wf_db::testing::postgres()) else {
+        eprintln!(
+            "skipping: the broker needs a PostgreSQL server ({})",
+            wf_db::testing::POSTGRES_ENV
+        );
         return;
     };
     let server = Server {
