@@ -9,13 +9,14 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Executor as _};
 use wf_broker::catalog::{PLAN_ID, SERVICE_ID};
-use wf_broker::{Broker, BrokerConfig};
+use wf_broker::{Bind, Bound, Broker, BrokerConfig, Deleted, Provision, Provisioned};
 use wf_db::testing::TestDatabase;
 
 const USER: &str = "broker";
 const PASSWORD: &str = "broker-pass";
 
 struct Harness {
+    broker: Broker,
     url: String,
     http: reqwest::Client,
     admin: String,
@@ -40,8 +41,10 @@ async fn start() -> Option<Harness> {
     .expect("opening the broker");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, broker.router()).await });
+    let router = broker.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
     Some(Harness {
+        broker,
         url,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -512,4 +515,53 @@ async fn calls_cut_short_are_finished_by_a_retry_or_dropped() {
     assert_eq!(h.deprovision(&instance).await.0, 410);
     assert!(!h.exists("database", &database).await);
     assert!(!h.exists("role", &format!("{database}_owner")).await);
+}
+
+/// The same work without HTTP, through the service layer the API delegates to.
+#[tokio::test]
+async fn the_service_layer_works_without_http() {
+    let Some(h) = start().await else { return };
+    let postgres = h.broker.postgres();
+    let (instance, binding) = (new_id(), new_id());
+    let request = Provision {
+        service_id: SERVICE_ID.into(),
+        plan_id: PLAN_ID.into(),
+        organization_guid: "org".into(),
+        space_guid: "space".into(),
+    };
+    assert_eq!(
+        postgres.provision(&instance, &request).await.unwrap(),
+        Provisioned::Created
+    );
+    assert_eq!(
+        postgres.provision(&instance, &request).await.unwrap(),
+        Provisioned::Exists
+    );
+    let bind = Bind {
+        service_id: SERVICE_ID.into(),
+        plan_id: PLAN_ID.into(),
+        app_guid: None,
+    };
+    let Bound::Created(credentials) = postgres.bind(&instance, &binding, &bind).await.unwrap()
+    else {
+        panic!("not created");
+    };
+    assert!(!format!("{credentials:?}").contains(&credentials.password));
+    assert_eq!(
+        postgres.binding(&instance, &binding).await.unwrap(),
+        Some(credentials)
+    );
+    assert_eq!(
+        postgres.unbind(&instance, &binding).await.unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        postgres.deprovision(&instance).await.unwrap(),
+        Deleted::Deleted
+    );
+    assert_eq!(
+        postgres.deprovision(&instance).await.unwrap(),
+        Deleted::Gone
+    );
+    assert_eq!(postgres.instance(&instance).await.unwrap(), None);
 }
