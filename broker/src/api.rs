@@ -71,7 +71,10 @@ pub(crate) fn router(postgres: Arc<Postgres>, auth: Arc<BasicAuth>) -> Router {
         .route("/v2/catalog", get(get_catalog))
         .route(
             "/v2/service_instances/{instance_id}",
-            get(fetch_instance).put(provision).delete(deprovision),
+            get(fetch_instance)
+                .put(provision)
+                .patch(update)
+                .delete(deprovision),
         )
         .route(
             "/v2/service_instances/{instance_id}/service_bindings/{binding_id}",
@@ -287,6 +290,35 @@ async fn fetch_instance(
     IdsQuery::check(query, false)?;
     match state.postgres.instance(&instance_id).await? {
         Some(instance) => Ok(Json(instance).into_response()),
+        None => Err(BrokerError::NotFound(format!(
+            "no service instance {instance_id}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    service_id: String,
+    #[serde(default)]
+    plan_id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+/// An update can change nothing (one plan, no parameters): 200 for a known instance,
+/// so that `wf update-service` without changes succeeds and one with `-c` is told why not.
+async fn update(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, BrokerError> {
+    let instance_id = instance_id(path)?;
+    let body: UpdateBody = parse_body(&body)?;
+    check_no_parameters(&body.parameters)?;
+    let plan_id = body.plan_id.as_deref().unwrap_or(catalog::PLAN_ID);
+    catalog::check_ids(&body.service_id, plan_id).map_err(BrokerError::BadRequest)?;
+    match state.postgres.instance(&instance_id).await? {
+        Some(_) => Ok(empty(StatusCode::OK)),
         None => Err(BrokerError::NotFound(format!(
             "no service instance {instance_id}"
         ))),

@@ -282,6 +282,21 @@ async fn provision_bind_unbind_deprovision_on_the_server() {
         fetched,
         json!({"service_id": SERVICE_ID, "plan_id": PLAN_ID})
     );
+    // Updates change nothing: without parameters they succeed, with some they are
+    // refused, and an unknown instance has none.
+    let update = |parameters: Value| json!({"service_id": SERVICE_ID, "plan_id": PLAN_ID, "parameters": parameters});
+    let path = format!("/v2/service_instances/{instance}");
+    assert_eq!(h.call("PATCH", &path, Some(update(json!({})))).await.0, 200);
+    let (status, body) = h
+        .call("PATCH", &path, Some(update(json!({"size": 2}))))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_error_body(&body);
+    let unknown = format!("/v2/service_instances/{}", new_id());
+    assert_eq!(
+        h.call("PATCH", &unknown, Some(update(json!({})))).await.0,
+        404
+    );
 
     // A binding: CF's credential shape, and they work.
     let first = new_id();
