@@ -8,8 +8,10 @@
 //! role) lives in the `wf_broker` schema of the admin database on that same server, so
 //! the process itself is stateless and several may serve one server. Database and role
 //! names are derived from the platform's ids (`wf_<hex>`), never from user text.
-//! Passwords go out in the binding's credentials only: the server is sent their
-//! SCRAM-SHA-256 verifier, and statement logging is off on the broker's connections.
+//! A binding's password is kept in that schema (which only the admin role may read),
+//! for fetching the binding again, and goes out in the binding's credentials only: the
+//! server is sent its SCRAM-SHA-256 verifier, and statement logging is off on the
+//! broker's connections.
 //!
 //! [`catalog`] is the offering, [`postgres`] the work on the server (callable without
 //! HTTP), `api` the OSB HTTP layer with its checks and error bodies.
