@@ -1,12 +1,14 @@
 //! The droplet format: a gzipped tar of `app.wasm`, the app's other files under
-//! `app/`, and `droplet.json`; writing it after staging and unpacking it on a cell.
+//! `app/`, and `droplet.json`; writing it after staging, checking one a user uploads,
+//! and unpacking it on a cell.
 
 use std::fs::File;
-use std::io::BufWriter;
-use std::path::Path;
+use std::io::{BufWriter, Read};
+use std::path::{Component, Path};
 
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
 
 use crate::{DropletMetadata, StagingError, DROPLET_APP_DIR, DROPLET_METADATA, DROPLET_WASM};
 
@@ -104,6 +106,83 @@ pub fn unpack(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingErr
     Ok(metadata)
 }
 
+/// Checks the droplet `tgz` without unpacking it, as a cell would unpack it: only files
+/// and directories at relative paths, at most `max_unpacked_bytes` in all, a
+/// `droplet.json` naming `app.wasm` with that wasm's sha256; returns its metadata.
+pub fn inspect(tgz: &Path, max_unpacked_bytes: u64) -> Result<DropletMetadata, StagingError> {
+    let invalid = |what: String| StagingError::InvalidPackage(format!("invalid droplet: {what}"));
+    let file = File::open(tgz).map_err(|e| invalid(e.to_string()))?;
+    let mut archive = tar::Archive::new(GzDecoder::new(std::io::BufReader::new(file)));
+    let (mut metadata, mut wasm_sha256, mut unpacked) = (None, None, 0u64);
+    for entry in archive.entries().map_err(|e| invalid(e.to_string()))? {
+        let mut entry = entry.map_err(|e| invalid(e.to_string()))?;
+        let path = entry
+            .path()
+            .map_err(|e| invalid(e.to_string()))?
+            .into_owned();
+        check_entry(&entry, &path).map_err(invalid)?;
+        unpacked = unpacked.saturating_add(entry.size());
+        if unpacked > max_unpacked_bytes {
+            return Err(invalid(format!(
+                "it unpacks to more than {max_unpacked_bytes} bytes"
+            )));
+        }
+        let name: std::path::PathBuf = path
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        if name == Path::new(DROPLET_METADATA) {
+            let mut json = Vec::new();
+            entry
+                .read_to_end(&mut json)
+                .map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
+            let parsed: DropletMetadata = serde_json::from_slice(&json)
+                .map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
+            metadata = Some(parsed);
+        } else if name == Path::new(DROPLET_WASM) {
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut entry, &mut hasher)
+                .map_err(|e| invalid(format!("{DROPLET_WASM}: {e}")))?;
+            wasm_sha256 = Some(hex::encode(hasher.finalize()));
+        }
+    }
+    let metadata = metadata.ok_or_else(|| invalid(format!("it has no {DROPLET_METADATA}")))?;
+    if metadata.wasm != DROPLET_WASM {
+        return Err(invalid(format!(
+            "its wasm is {:?}, not {DROPLET_WASM}",
+            metadata.wasm
+        )));
+    }
+    match wasm_sha256 {
+        None => Err(invalid(format!("it has no {DROPLET_WASM}"))),
+        Some(sha256) if sha256 != metadata.wasm_sha256 => {
+            Err(invalid(format!("{DROPLET_WASM} does not match its sha256")))
+        }
+        Some(_) => Ok(metadata),
+    }
+}
+
+/// Refuses an archive entry that is neither a file nor a directory, or whose path is
+/// absolute or climbs out with `..`.
+fn check_entry<R: Read>(entry: &tar::Entry<R>, path: &Path) -> Result<(), String> {
+    let kind = entry.header().entry_type();
+    // The tar builder stores files with holes (linkers write some) as GNU sparse
+    // entries, which unpack to regular files.
+    if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_dir()) {
+        return Err(format!(
+            "entry {:?} is neither a file nor a directory",
+            path.display().to_string()
+        ));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err("an entry points outside the archive's directory".to_string());
+    }
+    Ok(())
+}
+
 /// Unpacks the gzipped tar `tgz` into `dest` (created), refusing anything but files and
 /// directories inside `dest`; the error says why.
 fn unpack_tgz(tgz: &Path, dest: &Path) -> Result<(), String> {
@@ -113,17 +192,9 @@ fn unpack_tgz(tgz: &Path, dest: &Path) -> Result<(), String> {
     archive.set_preserve_permissions(false);
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
-        let kind = entry.header().entry_type();
-        // The tar builder stores files with holes (linkers write some) as GNU sparse
-        // entries, which unpack to regular files.
-        if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_dir()) {
-            let path = entry
-                .path()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            return Err(format!("entry {path:?} is neither a file nor a directory"));
-        }
-        // `unpack_in` refuses entries that would land outside `dest`.
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        check_entry(&entry, &path)?;
+        // `unpack_in` refuses entries that would land outside `dest` too.
         if !entry.unpack_in(dest).map_err(|e| e.to_string())? {
             return Err("an entry points outside the archive's directory".to_string());
         }

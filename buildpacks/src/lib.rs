@@ -93,6 +93,16 @@ impl StagingError {
     }
 }
 
+/// Checks an uploaded droplet tgz without unpacking it: only files and directories at
+/// relative paths, at most `max_unpacked_bytes`, and a `droplet.json` whose wasm
+/// matches; returns its metadata.
+pub fn inspect_droplet(
+    droplet: &Path,
+    max_unpacked_bytes: u64,
+) -> Result<DropletMetadata, StagingError> {
+    droplet::inspect(droplet, max_unpacked_bytes)
+}
+
 /// Unpacks a droplet tgz into `dest`, returning its metadata.
 pub fn unpack_droplet(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingError> {
     droplet::unpack(droplet, dest)

@@ -223,6 +223,73 @@ fn a_tampered_droplet_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("sha256"), "{err}");
+    let err = crate::inspect_droplet(&repacked, 1 << 30).err().unwrap();
+    assert!(err.to_string().contains("sha256"), "{err}");
+}
+
+#[test]
+fn an_uploaded_droplet_is_inspected_without_unpacking() {
+    let (dir, staged, _) = stage_entries(&[
+        ("app.wasm", COMPONENT),
+        ("static/index.html", b"<h1>hi</h1>"),
+    ]);
+    let staged = staged.unwrap();
+    let metadata = crate::inspect_droplet(&staged.droplet, 1 << 30).unwrap();
+    assert_eq!(metadata, staged.metadata);
+    let err = crate::inspect_droplet(&staged.droplet, 100).err().unwrap();
+    assert!(err.to_string().contains("more than 100 bytes"), "{err}");
+
+    // A tgz of anything else: no metadata, links, paths climbing out.
+    let tgz =
+        |name: &str, build: &dyn Fn(&mut tar::Builder<flate2::write::GzEncoder<std::fs::File>>)| {
+            let path = dir.path().join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::fast(),
+            ));
+            build(&mut tar);
+            tar.into_inner().unwrap().finish().unwrap();
+            crate::inspect_droplet(&path, 1 << 30)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+    let file = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    let err = tgz("bare.tgz", &|tar| file(tar, "app.wasm", COMPONENT));
+    assert!(err.contains("no droplet.json"), "{err}");
+    let err = tgz("link.tgz", &|tar| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        tar.append_link(&mut header, "app.wasm", "/etc/passwd")
+            .unwrap();
+    });
+    assert!(err.contains("neither a file nor a directory"), "{err}");
+    let err = tgz("climb.tgz", &|tar| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(2);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // append_data refuses `..`; write the name into the header as an attacker would.
+        header.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../x.wasm");
+        header.set_cksum();
+        tar.append(&header, &b"hi"[..]).unwrap();
+    });
+    assert!(err.contains("outside"), "{err}");
+    let err = std::fs::write(dir.path().join("junk.tgz"), b"not a tgz")
+        .map(|()| crate::inspect_droplet(&dir.path().join("junk.tgz"), 1 << 30))
+        .unwrap()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("invalid droplet"), "{err}");
 }
 
 /// Custom buildpacks run in bubblewrap; CI installs it (and sets `WF_REQUIRE_BWRAP`).

@@ -383,6 +383,12 @@ impl Blobstore {
             .boxed()
     }
 
+    /// Copies the blob under `from` to `to` (inside the store: an S3 server copies it
+    /// without sending it here).
+    pub async fn copy(&self, from: &Key, to: &Key) -> Result<(), BlobError> {
+        Ok(self.store.copy(from, to).await?)
+    }
+
     /// Deletes the blob under `key`; one that is not there is fine.
     pub async fn delete(&self, key: &Key) -> Result<(), BlobError> {
         match self.store.delete(key).await {

@@ -492,7 +492,12 @@ macro_rules! cf_state {
 cf_state!(AppState { Started => "STARTED", Stopped => "STOPPED" });
 cf_state!(PackageState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY", Failed => "FAILED" });
 cf_state!(BuildState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
-cf_state!(DropletState { Staging => "STAGING", Staged => "STAGED", Failed => "FAILED" });
+cf_state!(DropletState {
+    AwaitingUpload => "AWAITING_UPLOAD",
+    Staging => "STAGING",
+    Staged => "STAGED",
+    Failed => "FAILED",
+});
 cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
 cf_state!(BuildpackState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY" });
 cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED", Canceled => "CANCELED" });

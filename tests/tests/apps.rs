@@ -218,3 +218,35 @@ fn wf_logs_streams_lines_as_they_happen() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_droplet_is_downloaded_pushed_as_it_is_and_source_copied_to_another_app() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    wf.push_fixture("bits-source", "hello");
+    let dir = tempfile::tempdir().unwrap();
+    let droplet = dir.path().join("hello.tgz");
+    let droplet = droplet.to_str().unwrap();
+    let out = wf.ok(&["download-droplet", "bits-source", "--path", droplet]);
+    assert!(out.contains("Droplet saved"), "{out}");
+
+    // Pushed as it is: nothing is staged, and it serves at once.
+    let out = wf.ok(&["push", "bits-droplet", "--droplet", droplet]);
+    assert!(!out.contains("Staging app"), "{out}");
+    let resp = platform.wait_for("bits-droplet", "/", START_WITHIN, |r| r.status == 200);
+    assert_eq!(resp.body, "hello from 0\n");
+    // Bits that are not a droplet are refused, with the reason.
+    let junk = dir.path().join("junk.tgz");
+    std::fs::write(&junk, b"not a droplet").unwrap();
+    let out = wf.fails(&["push", "bits-junk", "--droplet", junk.to_str().unwrap()]);
+    assert!(out.contains("invalid droplet"), "{out}");
+
+    // copy-source: the source's package, staged for the other app, which restarts.
+    let out = wf.ok(&["copy-source", "bits-source", "bits-droplet"]);
+    assert!(out.contains("Staging app bits-droplet"), "{out}");
+    let guid = wf.app_guid("bits-droplet");
+    let droplets = wf.curl_json(&[&format!("/v3/apps/{guid}/droplets")]);
+    assert_eq!(droplets["pagination"]["total_results"], 2, "{droplets}");
+    let resp = platform.wait_for("bits-droplet", "/", START_WITHIN, |r| r.status == 200);
+    assert_eq!(resp.body, "hello from 0\n");
+}

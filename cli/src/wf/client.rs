@@ -600,12 +600,38 @@ impl Client {
         filename: &str,
         zip: Vec<u8>,
     ) -> Result<Value, ClientError> {
-        let path = format!("/v3/buildpacks/{guid}/upload");
-        let resp = self.upload_zip(&path, filename, zip)?;
+        self.upload_with_job(&format!("/v3/buildpacks/{guid}/upload"), filename, zip)
+    }
+
+    /// Uploads the droplet tgz `tgz` as the bits of droplet `guid`, waiting for the
+    /// upload's job.
+    pub fn upload_droplet(&mut self, guid: &str, tgz: Vec<u8>) -> Result<Value, ClientError> {
+        self.upload_with_job(&format!("/v3/droplets/{guid}/upload"), "droplet.tgz", tgz)
+    }
+
+    fn upload_with_job(
+        &mut self,
+        path: &str,
+        filename: &str,
+        bits: Vec<u8>,
+    ) -> Result<Value, ClientError> {
+        let resp = self.upload_zip(path, filename, bits)?;
         if let Some(job) = resp.location.as_deref().filter(|_| resp.status == 202) {
             self.wait_for_job(job)?;
         }
         Ok(resp.json)
+    }
+
+    /// The bits `path` leads to (following the API's redirect to a signed link).
+    pub fn download(&mut self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(path)?;
+        let resp = self.send_authorized(|http, auth| http.get(&url).header(AUTHORIZATION, auth))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.text().map_err(ClientError::connection)?;
+            return Err(ApiError::from_response(status, &body).into());
+        }
+        Ok(resp.bytes().map_err(ClientError::connection)?.to_vec())
     }
 
     /// POSTs `zip` to `path` as the multipart field `bits` (with no `resources`).

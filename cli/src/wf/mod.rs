@@ -135,6 +135,24 @@ pub enum Command {
     Restart { name: String },
     /// Stage the app's package again (new droplet, with the buildpack cache) and restart it
     Restage { name: String },
+    /// Download an app's droplet (its current one unless --droplet is given)
+    DownloadDroplet {
+        name: String,
+        /// The droplet's guid (default: the app's current droplet)
+        #[arg(long)]
+        droplet: Option<String>,
+        /// Where to save it (default: droplet_<guid>.tgz in the current directory)
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Copy the source code of an app to another existing app, stage it, and restart that app
+    CopySource {
+        source: String,
+        destination: String,
+        /// Do not restart the destination app (its new droplet is still current)
+        #[arg(long)]
+        no_restart: bool,
+    },
     /// Delete an app
     Delete {
         name: String,
@@ -543,8 +561,11 @@ pub struct PushArgs {
     #[arg(long)]
     pub no_manifest: bool,
     /// Path to a .wasm file, a .zip, or an app directory (default: the current directory)
-    #[arg(short = 'p')]
+    #[arg(short = 'p', conflicts_with = "droplet")]
     pub path: Option<PathBuf>,
+    /// A droplet to run instead of staging the app's files (e.g. from `wf download-droplet`)
+    #[arg(long, conflicts_with = "buildpacks")]
+    pub droplet: Option<PathBuf>,
     /// Number of instances
     #[arg(short = 'i')]
     pub instances: Option<u32>,
@@ -664,6 +685,16 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Stop { name } => apps::stop(c, &name),
         Command::Restart { name } => apps::restart(c, &name),
         Command::Restage { name } => push::restage(c, &name),
+        Command::DownloadDroplet {
+            name,
+            droplet,
+            path,
+        } => push::download_droplet(c, &name, droplet.as_deref(), path),
+        Command::CopySource {
+            source,
+            destination,
+            no_restart,
+        } => push::copy_source(c, &source, &destination, !no_restart),
         Command::Delete {
             name,
             force,

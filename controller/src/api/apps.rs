@@ -539,7 +539,7 @@ pub async fn current_droplet(
     };
     let droplet = droplet.ok_or_else(|| ApiError::not_found("Droplet"))?;
     Ok(ok(
-        super::builds::show_droplet_value(&controller, &droplet).await?
+        super::droplets::show_droplet_value(&controller, &droplet).await?
     ))
 }
 

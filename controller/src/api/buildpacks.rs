@@ -14,19 +14,16 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse as _;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    cf_time, created, finished_job, href, metadata, new_job, ok, paginated, ApiResult, Ctl,
+    accepted_with, cf_time, created, finished_job, href, metadata, ok, paginated, ApiResult, Ctl,
     JsonBody, ListParams, STACK,
 };
 use crate::auth::User;
 use crate::blobstore::{self, BitsError};
-use crate::db::{self, Arg, Buildpack, BuildpackState, Filter, JobState};
+use crate::db::{self, Arg, Buildpack, BuildpackState, Filter};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
@@ -360,14 +357,8 @@ pub async fn upload(
         tracing::warn!(path = %tmp.display(), error = %e, "cannot remove an upload's scratch file");
     }
     result?;
-    let (_, accepted) = new_job(&controller, "buildpack.upload", JobState::Complete).await?;
     let buildpack = show_buildpack(&controller, &guid).await?;
-    let location = accepted.headers().get(header::LOCATION).cloned();
-    let mut response = (StatusCode::ACCEPTED, Json(buildpack)).into_response();
-    if let Some(location) = location {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    accepted_with(&controller, "buildpack.upload", buildpack).await
 }
 
 /// Checks the zip at `upload` and puts it under the buildpack's key; the buildpack is

@@ -1,4 +1,4 @@
-//! Builds (staging a package into a droplet on a cell) and droplets.
+//! Builds: staging a package into a droplet on a cell.
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use super::{
     ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::auth::User;
-use crate::db::{self, Arg, Build, BuildState, Droplet, DropletState, Filter, PackageState};
+use crate::db::{self, Arg, Build, BuildState, DropletState, Filter, PackageState};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
 use crate::Controller;
@@ -49,56 +49,10 @@ pub fn present_build(controller: &Controller, build: &Build) -> Value {
     })
 }
 
-pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
-    let checksum = droplet
-        .checksum
-        .as_ref()
-        .filter(|_| droplet.state == DropletState::Staged);
-    let buildpacks: Vec<Value> = droplet
-        .buildpacks
-        .iter()
-        .map(|name| json!({"name": name, "buildpack_name": name, "detect_output": null, "version": null}))
-        .collect();
-    json!({
-        "guid": droplet.guid,
-        "state": droplet.state.as_str(),
-        "error": droplet.error,
-        "lifecycle": {"type": "buildpack", "data": {}},
-        "execution_metadata": "",
-        "process_types": droplet.process_types,
-        "checksum": checksum.map(|value| json!({"type": "sha256", "value": value})),
-        "buildpacks": buildpacks,
-        "stack": droplet.stack,
-        "image": null,
-        "created_at": cf_time(&droplet.created_at),
-        "updated_at": cf_time(&droplet.updated_at),
-        "relationships": {"app": to_one(Some(&droplet.app_guid))},
-        "metadata": metadata(),
-        "links": {
-            "self": href(controller, &format!("/v3/droplets/{}", droplet.guid)),
-            "package": href(controller, &format!("/v3/packages/{}", droplet.package_guid)),
-            "app": href(controller, &format!("/v3/apps/{}", droplet.app_guid)),
-            "assign_current_droplet": {
-                "href": format!("{}/v3/apps/{}/relationships/current_droplet", controller.base_url, droplet.app_guid),
-                "method": "PATCH",
-            },
-        },
-    })
-}
-
 /// A build as CF shows it, with its labels and annotations.
 async fn show_build_value(controller: &Controller, build: &Build) -> Result<Value, ApiError> {
     let shown = present_build(controller, build);
     Ok(metadata::filled(&controller.db, "builds", shown).await?)
-}
-
-/// A droplet as CF shows it, with its labels and annotations.
-pub async fn show_droplet_value(
-    controller: &Controller,
-    droplet: &Droplet,
-) -> Result<Value, ApiError> {
-    let shown = present_droplet(controller, droplet);
-    Ok(metadata::filled(&controller.db, "droplets", shown).await?)
 }
 
 async fn list_builds_filtered(
@@ -285,83 +239,4 @@ pub async fn create_build(
         .await?
         .ok_or_else(|| ApiError::not_found("Build"))?;
     Ok(created(show_build_value(&controller, &build).await?))
-}
-
-async fn list_droplets_filtered(
-    controller: &Controller,
-    params: &ListParams,
-    filter: Filter,
-) -> ApiResult {
-    let filter = params.filter(filter, "guids", "guid");
-    let filter = params.filter(filter, "app_guids", "app_guid");
-    let filter = params.filter(filter, "package_guids", "package_guid");
-    let filter = params.filter(filter, "states", "state");
-    let filter = params.label_selector(filter, "droplets")?;
-    let (total, droplets) = controller.db.list::<Droplet>(filter, &params.page).await?;
-    let mut resources: Vec<Value> = droplets
-        .iter()
-        .map(|d| present_droplet(controller, d))
-        .collect();
-    metadata::fill(&controller.db, "droplets", &mut resources).await?;
-    Ok(paginated(controller, params, total, resources))
-}
-
-pub async fn list_droplets(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
-    let filter = user.scope_apps(Filter::new(), "app_guid");
-    list_droplets_filtered(&controller, &params, filter).await
-}
-
-pub async fn list_droplets_for_app(
-    State(controller): Ctl,
-    user: User,
-    Path(guid): Path<String>,
-    params: ListParams,
-) -> ApiResult {
-    let app = load_app(&controller, &user, &guid).await?;
-    list_droplets_filtered(
-        &controller,
-        &params,
-        Filter::new().eq("app_guid", &app.guid),
-    )
-    .await
-}
-
-/// A droplet the user may see (through its app).
-async fn load_droplet(
-    controller: &Controller,
-    user: &User,
-    guid: &str,
-) -> Result<Droplet, ApiError> {
-    let droplet: Droplet = controller
-        .db
-        .get(guid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("Droplet"))?;
-    load_app(controller, user, &droplet.app_guid)
-        .await
-        .map_err(|_| ApiError::not_found("Droplet"))?;
-    Ok(droplet)
-}
-
-pub async fn show_droplet(
-    State(controller): Ctl,
-    user: User,
-    Path(guid): Path<String>,
-) -> ApiResult {
-    let droplet = load_droplet(&controller, &user, &guid).await?;
-    Ok(ok(show_droplet_value(&controller, &droplet).await?))
-}
-
-/// `PATCH /v3/droplets/:guid`: a droplet's metadata, by those who may push its app.
-pub async fn update_droplet(
-    State(controller): Ctl,
-    user: User,
-    Path(guid): Path<String>,
-    JsonBody(body): JsonBody<super::MetadataBody>,
-) -> ApiResult {
-    let droplet = load_droplet(&controller, &user, &guid).await?;
-    load_app_for_write(&controller, &user, &droplet.app_guid).await?;
-    let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
-    labels.apply(&controller.db, "droplets", &guid).await?;
-    Ok(ok(show_droplet_value(&controller, &droplet).await?))
 }

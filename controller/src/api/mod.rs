@@ -7,6 +7,7 @@ mod audit_events;
 mod buildpacks;
 mod builds;
 mod deployments;
+mod droplets;
 mod domains;
 mod env_groups;
 mod feature_flags;
@@ -48,7 +49,7 @@ use crate::db::{self, App, Filter, JobState, Page, Space};
 use crate::error::ApiError;
 use crate::Controller;
 
-/// Largest package upload.
+/// Largest package (and droplet) upload.
 const MAX_PACKAGE_BYTES: usize = 1 << 30;
 /// Largest buildpack upload.
 const MAX_BUILDPACK_BYTES: usize = 1 << 30;
@@ -132,7 +133,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v3/apps/{guid}/builds", get(builds::list_builds_for_app))
         .route(
             "/v3/apps/{guid}/droplets",
-            get(builds::list_droplets_for_app),
+            get(droplets::list_for_app),
         )
         .route("/v3/apps/{guid}/routes", get(routes::list_for_app))
         .route("/v3/packages", get(packages::list).post(packages::create))
@@ -140,6 +141,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/packages/{guid}",
             get(packages::show).patch(packages::update),
         )
+        .route("/v3/packages/{guid}/download", get(packages::download))
         .route(
             "/v3/packages/{guid}/upload",
             post(packages::upload).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
@@ -152,11 +154,16 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/builds/{guid}",
             get(builds::show_build).patch(builds::update_build),
         )
-        .route("/v3/droplets", get(builds::list_droplets))
+        .route("/v3/droplets", get(droplets::list).post(droplets::create))
         .route(
             "/v3/droplets/{guid}",
-            get(builds::show_droplet).patch(builds::update_droplet),
+            get(droplets::show).patch(droplets::update),
         )
+        .route(
+            "/v3/droplets/{guid}/upload",
+            post(droplets::upload).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
+        )
+        .route("/v3/droplets/{guid}/download", get(droplets::download))
         .route("/v3/processes", get(processes::list))
         .route(
             "/v3/processes/{guid}",
@@ -674,6 +681,17 @@ pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult
     new_job(controller, operation, JobState::Complete)
         .await
         .map(|(_, accepted)| accepted)
+}
+
+/// `202 Accepted` with `body` (the resource), pointing at a finished job for
+/// `operation`: an upload done by the time the client polls.
+pub async fn accepted_with(controller: &Controller, operation: &str, body: Value) -> ApiResult {
+    let (_, accepted) = new_job(controller, operation, JobState::Complete).await?;
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Some(location) = accepted.headers().get(header::LOCATION).cloned() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// Records a job in `state`; its guid, and the `202 Accepted` pointing at it.

@@ -1,8 +1,11 @@
 //! Packages: the app bits a build stages. `bits` packages are uploaded as a zip (or a
-//! bare `.wasm`), checked, and kept in the blobstore.
+//! bare `.wasm`), checked, and kept in the blobstore; they can be downloaded, and
+//! copied to another app (`POST /v3/packages?source_guid=`, as `cf copy-source` does).
 
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,7 +18,11 @@ use crate::blobstore::{self, BitsError};
 use crate::db::{self, Arg, Filter, Package, PackageState};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
+use crate::signed_urls::{self, package_download_path};
 use crate::Controller;
+
+/// How long the link `GET /v3/packages/:guid/download` redirects to stays valid.
+const DOWNLOAD_URL_VALIDITY_SECS: i64 = 3600;
 
 pub fn present_package(controller: &Controller, package: &Package) -> Value {
     let link = |suffix: &str| {
@@ -116,12 +123,35 @@ async fn show_package(controller: &Controller, package: &Package) -> Result<Valu
     Ok(metadata::filled(&controller.db, "packages", shown).await?)
 }
 
+#[derive(Debug, Deserialize)]
+pub struct CreateQuery {
+    source_guid: Option<String>,
+}
+
+/// `POST /v3/packages`: a `bits` package AWAITING_UPLOAD, or, with `?source_guid=`, a
+/// copy of a ready package for another app.
 pub async fn create(
     State(controller): Ctl,
     user: User,
+    Query(query): Query<CreateQuery>,
     JsonBody(body): JsonBody<CreatePackage>,
 ) -> ApiResult {
+    let source = match &query.source_guid {
+        Some(source_guid) => Some(
+            load_package(&controller, &user, source_guid)
+                .await
+                .ok()
+                .filter(|p| p.state == PackageState::Ready)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "Unable to copy the package: the source package must exist, be ready, and be visible to you.",
+                    )
+                })?,
+        ),
+        None => None,
+    };
     match body.kind.as_deref() {
+        _ if source.is_some() => {}
         Some("bits") => {}
         Some(other) => {
             return Err(ApiError::unprocessable(format!(
@@ -147,6 +177,20 @@ pub async fn create(
     };
     let guid = db::new_guid();
     let now = db::now();
+    let (state, checksum) = match &source {
+        Some(source) => {
+            controller
+                .blobs
+                .copy(
+                    &controller.blobs.package_key(&source.guid),
+                    &controller.blobs.package_key(&guid),
+                )
+                .await?;
+            let checksum = source.checksum.clone().map_or(Arg::Null, Arg::from);
+            (PackageState::Ready, checksum)
+        }
+        None => (PackageState::AwaitingUpload, Arg::Null),
+    };
     controller
         .db
         .insert(
@@ -155,8 +199,8 @@ pub async fn create(
                 ("guid", guid.clone().into()),
                 ("app_guid", app.guid.into()),
                 ("type", "bits".into()),
-                ("state", PackageState::AwaitingUpload.into()),
-                ("checksum", Arg::Null),
+                ("state", state.into()),
+                ("checksum", checksum),
                 ("error", Arg::Null),
                 ("created_at", now.clone().into()),
                 ("updated_at", now.into()),
@@ -185,6 +229,27 @@ pub async fn update(
     let labels = MetadataUpdate::parse(body.metadata.as_ref())?;
     labels.apply(&controller.db, "packages", &guid).await?;
     Ok(ok(show_package(&controller, &package).await?))
+}
+
+/// `GET /v3/packages/:guid/download`: a redirect to the package's bits (a signed link,
+/// valid for an hour), for those who may push its app.
+pub async fn download(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+) -> Result<Response, ApiError> {
+    let package = load_package(&controller, &user, &guid).await?;
+    load_app_for_write(&controller, &user, &package.app_guid).await?;
+    if package.state != PackageState::Ready {
+        return Err(ApiError::unprocessable(
+            "Package has no bits to download: upload them first.",
+        ));
+    }
+    let expires = signed_urls::now_unix() + DOWNLOAD_URL_VALIDITY_SECS;
+    let url = controller
+        .signer
+        .url(&package_download_path(&package.guid), expires);
+    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
 }
 
 /// `POST /v3/packages/:guid/upload`: multipart with `bits` (and `resources`, which

@@ -2,8 +2,10 @@
 //! `manifest.yml` in the current directory) and the flags into one app's manifest and
 //! applies it (`apply_manifest`: the app, its environment, processes and routes), then
 //! uploads the bits, stages them (tracing the staging logs), sets the droplet, starts
-//! the app and waits for a running instance. Without a name, every app of the manifest
-//! is pushed in turn.
+//! the app and waits for a running instance (`--droplet FILE`: the droplet is
+//! uploaded and run instead of staging the files). Without a name, every app of the
+//! manifest is pushed in turn. `wf restage`, `wf copy-source` and `wf download-droplet`
+//! live here too.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,7 +101,8 @@ fn plan(args: &PushArgs) -> Result<Vec<(AppManifest, PathBuf)>, Error> {
         || args.hostname.is_some()
         || args.random_route
         || args.no_route
-        || args.path.is_some();
+        || args.path.is_some()
+        || args.droplet.is_some();
     if flags && selected.len() > 1 {
         return Err(Error::Failed(
             "Incorrect Usage: flags cannot be used with a manifest of several apps; name the app to push.".into(),
@@ -175,8 +178,18 @@ fn push_app(
 ) -> Result<(), Error> {
     let name = app.name.clone();
     println!("Pushing app {name} to {}...", target.describe());
-    println!("Packaging files to upload...");
-    let bits = package::package(path)?;
+    let bits = match &args.droplet {
+        Some(droplet) => Bits::Droplet(std::fs::read(droplet).map_err(|e| {
+            Error::Failed(format!(
+                "Cannot read the droplet {}: {e}",
+                droplet.display()
+            ))
+        })?),
+        None => {
+            println!("Packaging files to upload...");
+            Bits::Package(package::package(path)?)
+        }
+    };
     resolve_default_domain(client, &mut app)?;
 
     let was_started = find_app(client, target, &name)?
@@ -189,18 +202,31 @@ fn push_app(
         .filter(|g| !g.is_empty())
         .ok_or_else(|| Error::Failed(format!("App '{name}' was not created.")))?;
 
-    println!("Uploading files...");
-    let package = client.post(
-        "/v3/packages",
-        &json!({"type": "bits", "relationships": {"app": {"data": {"guid": guid}}}}),
-    )?;
-    let package_guid = text(&package, "guid").to_string();
-    client.upload_bits(&package_guid, bits)?;
-    println!("Waiting for API to complete processing files...");
-    wait_for_package(client, &package_guid)?;
-
-    println!("\nStaging app and tracing logs...");
-    let droplet_guid = stage(client, &guid, &package_guid)?;
+    let droplet_guid = match bits {
+        Bits::Package(zip) => {
+            println!("Uploading files...");
+            let package = client.post(
+                "/v3/packages",
+                &json!({"type": "bits", "relationships": {"app": {"data": {"guid": guid}}}}),
+            )?;
+            let package_guid = text(&package, "guid").to_string();
+            client.upload_bits(&package_guid, zip)?;
+            println!("Waiting for API to complete processing files...");
+            wait_for_package(client, &package_guid)?;
+            println!("\nStaging app and tracing logs...");
+            stage(client, &guid, &package_guid)?
+        }
+        Bits::Droplet(tgz) => {
+            println!("Uploading droplet bits...");
+            let droplet = client.post(
+                "/v3/droplets",
+                &json!({"relationships": {"app": {"data": {"guid": guid}}}}),
+            )?;
+            let droplet_guid = text(&droplet, "guid").to_string();
+            client.upload_droplet(&droplet_guid, tgz)?;
+            droplet_guid
+        }
+    };
     if args.strategy.is_some() && !args.no_start {
         deploy(client, &guid, &name, &droplet_guid)?;
         let app = client.get(&format!("/v3/apps/{guid}"))?;
@@ -233,33 +259,121 @@ pub fn restage(client: &mut Client, name: &str) -> Result<(), Error> {
     let app = super::app_by_name(client, &target, name)?;
     let guid = text(&app, "guid").to_string();
     println!("Restaging app {name} in {}...", target.describe());
-    let packages = client.get(&format!(
-        "/v3/apps/{guid}/packages?states=READY&order_by=-created_at&per_page=1"
-    ))?;
-    let package_guid = packages["resources"][0]["guid"]
-        .as_str()
-        .ok_or_else(|| {
-            Error::Failed(format!(
-                "App '{name}' has no uploaded package to stage; push it first."
-            ))
-        })?
-        .to_string();
+    let package_guid = newest_package(client, &app, name)?;
     println!("\nStaging app and tracing logs...");
     let droplet_guid = stage(client, &guid, &package_guid)?;
+    let restart = text(&app, "state") == "STARTED";
+    run_droplet(client, &guid, name, &droplet_guid, restart)
+}
+
+/// Makes `droplet_guid` the app's current droplet; restarts the app when `restart`; prints
+/// its summary.
+fn run_droplet(
+    client: &mut Client,
+    guid: &str,
+    name: &str,
+    droplet_guid: &str,
+    restart: bool,
+) -> Result<(), Error> {
     client.patch(
         &format!("/v3/apps/{guid}/relationships/current_droplet"),
         &json!({"data": {"guid": droplet_guid}}),
     )?;
-    if text(&app, "state") == "STARTED" {
+    if restart {
         println!("Stopping app {name}...");
         client.post(&format!("/v3/apps/{guid}/actions/stop"), &json!({}))?;
         client.post(&format!("/v3/apps/{guid}/actions/start"), &json!({}))?;
         println!("\nWaiting for app {name} to start...\n");
-        wait_until_running(client, &guid, name)?;
+        wait_until_running(client, guid, name)?;
     }
     let app = client.get(&format!("/v3/apps/{guid}"))?;
     print!("{}", summary(client, &app)?);
     Ok(())
+}
+
+/// `wf copy-source`: the source app's newest package copied to the destination app,
+/// staged there, made current, and the app restarted (started) unless `restart` is
+/// false, as `cf copy-source` does.
+pub fn copy_source(
+    client: &mut Client,
+    source: &str,
+    destination: &str,
+    restart: bool,
+) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let source_app = super::app_by_name(client, &target, source)?;
+    let dest_app = super::app_by_name(client, &target, destination)?;
+    let dest_guid = text(&dest_app, "guid").to_string();
+    let package_guid = newest_package(client, &source_app, source)?;
+    println!(
+        "Copying source from app {source} to target app {destination} in {}...",
+        target.describe()
+    );
+    let copy = client.post(
+        &format!("/v3/packages?source_guid={package_guid}"),
+        &json!({"relationships": {"app": {"data": {"guid": dest_guid}}}}),
+    )?;
+    wait_for_package(client, text(&copy, "guid"))?;
+    println!("\nStaging app {destination} and tracing logs...");
+    let droplet_guid = stage(client, &dest_guid, text(&copy, "guid"))?;
+    run_droplet(client, &dest_guid, destination, &droplet_guid, restart)
+}
+
+/// The guid of the app's newest READY package.
+fn newest_package(
+    client: &mut Client,
+    app: &serde_json::Value,
+    name: &str,
+) -> Result<String, Error> {
+    let packages = client.get(&format!(
+        "/v3/apps/{}/packages?states=READY&order_by=-created_at&per_page=1",
+        text(app, "guid")
+    ))?;
+    packages["resources"][0]["guid"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "App '{name}' has no uploaded package to stage; push it first."
+            ))
+        })
+}
+
+/// `wf download-droplet`: saves the app's current droplet (or `droplet`) to `path`,
+/// by default `droplet_<guid>.tgz` here.
+pub fn download_droplet(
+    client: &mut Client,
+    name: &str,
+    droplet: Option<&str>,
+    path: Option<PathBuf>,
+) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let app = super::app_by_name(client, &target, name)?;
+    let guid = match droplet {
+        Some(guid) => guid.to_string(),
+        None => {
+            let current = client
+                .get_optional(&format!("/v3/apps/{}/droplets/current", text(&app, "guid")))?
+                .ok_or_else(|| Error::Failed(format!("App '{name}' has no current droplet.")))?;
+            text(&current, "guid").to_string()
+        }
+    };
+    let path = path.unwrap_or_else(|| PathBuf::from(format!("droplet_{guid}.tgz")));
+    println!(
+        "Downloading droplet {guid} of app {name} to {}...",
+        path.display()
+    );
+    let bits = client.download(&format!("/v3/droplets/{guid}/download"))?;
+    std::fs::write(&path, &bits)
+        .map_err(|e| Error::Failed(format!("Cannot write {}: {e}", path.display())))?;
+    println!("Droplet saved: {} bytes.", bits.len());
+    Ok(())
+}
+
+/// What `wf push` sends: the app's files to stage, or a droplet to run as it is.
+enum Bits {
+    Package(Vec<u8>),
+    Droplet(Vec<u8>),
 }
 
 /// `--strategy rolling`: a deployment of the droplet, followed until it is finalized
