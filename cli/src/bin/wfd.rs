@@ -28,6 +28,13 @@ enum Command {
     /// The built-in service broker: PostgreSQL databases on one server, over the Open
     /// Service Broker API.
     Broker(wf_cli::wfd::BrokerArgs),
+    /// The BOSH director: deploys manifests through a CPI, with its health monitor.
+    Director(wf_cli::wfd::DirectorArgs),
+    /// The BOSH agent of a VM (a CPI starts it).
+    Agent(wf_cli::wfd::AgentArgs),
+    /// A built-in BOSH CPI: answers one request on standard input.
+    #[command(subcommand)]
+    Cpi(wf_cli::wfd::CpiCommand),
 }
 
 #[tokio::main]
@@ -48,6 +55,9 @@ async fn main() {
         Command::Uaa(args) => wf_cli::wfd::uaa(args).await,
         Command::Router(args) => wf_cli::wfd::router(args).await,
         Command::Broker(args) => wf_cli::wfd::broker(args).await,
+        Command::Director(args) => wf_cli::wfd::director(args).await,
+        Command::Agent(args) => wf_cli::wfd::agent(args).await,
+        Command::Cpi(command) => wf_cli::wfd::cpi(command).await,
     };
     // Exit here rather than when the runtime drops: a blocking read of standard input
     // (`--stop-on-stdin-close`) would hold the runtime's shutdown forever when the

@@ -25,6 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// BOSH: deploy the platform over VMs through a director (`wf bosh --help`)
+    Bosh(commands::bosh::BoshArgs),
     /// Set or view the target API endpoint
     Api {
         /// The API URL, e.g. http://127.0.0.1:9022
@@ -641,6 +643,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         session, tasks, users,
     };
     match command {
+        Command::Bosh(args) => commands::bosh::run(args),
         Command::Api { url } => session::api(c, url),
         Command::Login {
             api,

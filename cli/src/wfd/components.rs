@@ -30,7 +30,7 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    async fn connect(&self) -> anyhow::Result<Bus> {
+    pub(super) async fn connect(&self) -> anyhow::Result<Bus> {
         Bus::nats(&self.nats_url)
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))

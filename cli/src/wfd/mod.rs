@@ -1,15 +1,18 @@
 //! `wfd`: runs the platform. `wfd dev` runs every component in one process on the
 //! embedded defaults (SQLite, local blobstore, in-process bus); `wfd bbs`, `wfd cell`,
 //! `wfd controller`, `wfd uaa` and `wfd router` run one component per process, and
-//! `wfd broker` the built-in service broker.
+//! `wfd broker` the built-in service broker; `wfd director`, `wfd agent` and `wfd cpi`
+//! are BOSH's.
 
 mod broker;
+mod bosh;
 mod components;
 mod dev;
 mod process;
 mod secrets;
 
 pub use broker::{broker, BrokerArgs};
+pub use bosh::{agent, cpi, director, AgentArgs, CpiCommand, DirectorArgs};
 pub use components::{
     bbs, cell, controller, router, uaa, BbsArgs, CellArgs, ControllerArgs, RouterArgs, UaaArgs,
 };

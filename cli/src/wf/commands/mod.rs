@@ -2,6 +2,7 @@
 //! results on stdout and returns an [`Error`] for `FAILED`.
 
 pub mod apps;
+pub mod bosh;
 pub mod buildpacks;
 pub mod curl;
 pub mod events;
