@@ -307,6 +307,26 @@ impl User {
         filter.clause(&template, args)
     }
 
+    /// Limits a list of isolation segments to those entitled to an org the user sees
+    /// or assigned to a space they see (CF's readable segments).
+    pub fn scope_isolation_segments(&self, filter: Filter) -> Filter {
+        if self.perms.sees_everything() {
+            return filter;
+        }
+        let (template, args) = any_in(&[
+            (
+                "guid IN (SELECT isolation_segment_guid FROM isolation_segment_organizations \
+                 WHERE organization_guid IN ({}))",
+                &self.perms.visible_orgs,
+            ),
+            (
+                "guid IN (SELECT isolation_segment_guid FROM spaces WHERE guid IN ({}))",
+                &self.perms.visible_spaces,
+            ),
+        ]);
+        filter.clause(&template, args)
+    }
+
     /// `(organization_guid IN (..) OR space_guid IN (..))` over what the user sees.
     fn visible_roles_clause(&self) -> (String, Vec<Arg>) {
         any_in(&[

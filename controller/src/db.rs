@@ -47,6 +47,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     13 => "0013_metadata",
     14 => "0014_service_brokers",
     15 => "0015_process_log_rate_limit",
+    16 => "0016_isolation_segments",
 );
 
 /// A bound query argument.
@@ -511,13 +512,16 @@ pub struct Org {
     pub suspended: bool,
     /// Its organization quota.
     pub quota_guid: Option<String>,
+    /// The isolation segment of its spaces that have none of their own.
+    pub default_isolation_segment_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for Org {
     const TABLE: &'static str = "organizations";
-    const COLUMNS: &'static str = "guid, name, suspended, quota_guid, created_at, updated_at";
+    const COLUMNS: &'static str = "guid, name, suspended, quota_guid, \
+        default_isolation_segment_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Org {
@@ -525,6 +529,7 @@ impl Record for Org {
             name: text(row, "name")?,
             suspended: int(row, "suspended")? != 0,
             quota_guid: opt_text(row, "quota_guid")?,
+            default_isolation_segment_guid: opt_text(row, "default_isolation_segment_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
@@ -538,14 +543,16 @@ pub struct Space {
     pub organization_guid: String,
     /// Its space quota, if it has one.
     pub quota_guid: Option<String>,
+    /// Its own isolation segment (else its org's default applies).
+    pub isolation_segment_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl Record for Space {
     const TABLE: &'static str = "spaces";
-    const COLUMNS: &'static str =
-        "guid, name, organization_guid, quota_guid, created_at, updated_at";
+    const COLUMNS: &'static str = "guid, name, organization_guid, quota_guid, \
+        isolation_segment_guid, created_at, updated_at";
     const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Space {
@@ -553,6 +560,7 @@ impl Record for Space {
             name: text(row, "name")?,
             organization_guid: text(row, "organization_guid")?,
             quota_guid: opt_text(row, "quota_guid")?,
+            isolation_segment_guid: opt_text(row, "isolation_segment_guid")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })
@@ -1604,6 +1612,45 @@ impl Record for ServicePlan {
             metadata: json(row, "metadata")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An isolation segment: the cells whose placement tag is its name.
+#[derive(Debug, Clone)]
+pub struct IsolationSegment {
+    pub guid: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for IsolationSegment {
+    const TABLE: &'static str = "isolation_segments";
+    const COLUMNS: &'static str = "guid, name, created_at, updated_at";
+    const ORDERABLE: &'static [&'static str] = &["created_at", "updated_at", "name"];
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(IsolationSegment {
+            guid: text(row, "guid")?,
+            name: text(row, "name")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// An org an isolation segment is entitled to.
+#[derive(Debug, Clone)]
+pub struct SegmentEntitlement {
+    pub organization_guid: String,
+}
+
+impl Record for SegmentEntitlement {
+    const TABLE: &'static str = "isolation_segment_organizations";
+    const COLUMNS: &'static str = "organization_guid";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(SegmentEntitlement {
+            organization_guid: text(row, "organization_guid")?,
         })
     }
 }

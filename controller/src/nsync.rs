@@ -2,7 +2,9 @@
 //! started app with a current droplet has one DesiredLRP per process, with process guid
 //! `<process guid>-<process version>`; a new version (restart, new droplet, new
 //! environment, new memory) replaces the LRP. Handlers sync one app after each change;
-//! [`run`] syncs everything every interval and keeps the domain fresh.
+//! [`run`] syncs everything every interval and keeps the domain fresh. An LRP is placed
+//! in its space's isolation segment as it was when the LRP was desired: as in CF, a new
+//! segment takes effect when the app restarts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use wf_bbs::{
     EnvVar, Routes, RunAction, CF_APPS_DOMAIN,
 };
 
-use crate::api::APP_PORT;
+use crate::api::{isolation_segments, APP_PORT};
 use crate::db::{
-    self, App, AppState, Destination, Domain, Droplet, DropletState, Filter, Org, Process, Route,
-    Space,
+    self, App, AppState, Destination, Domain, Droplet, DropletState, Filter, IsolationSegment, Org,
+    Process, Route, Space,
 };
 use crate::signed_urls::droplet_download_path;
 use crate::Controller;
@@ -61,6 +63,8 @@ pub struct AppContext {
     pub running_group: serde_json::Map<String, Value>,
     /// `VCAP_SERVICES`: what the app's service bindings give it.
     pub vcap_services: Value,
+    /// The isolation segment its instances and tasks run in (`None`: the shared cells).
+    pub isolation_segment: Option<IsolationSegment>,
 }
 
 impl AppContext {
@@ -95,6 +99,7 @@ impl AppContext {
         uris.dedup();
         let running_group = crate::api::env_group_variables(controller, "running").await?;
         let vcap_services = crate::services::vcap_services(controller, &app.guid).await?;
+        let isolation_segment = isolation_segments::for_space(controller, &app.space_guid).await?;
         Ok(AppContext {
             app,
             space,
@@ -102,7 +107,13 @@ impl AppContext {
             uris,
             running_group,
             vcap_services,
+            isolation_segment,
         })
+    }
+
+    /// The placement tags of the app's instances and tasks: its isolation segment's name.
+    pub fn placement_tags(&self) -> Vec<String> {
+        isolation_segments::placement_tags(self.isolation_segment.as_ref())
     }
 
     /// The environment the app's instances and tasks run with: `VCAP_APPLICATION`,
@@ -221,7 +232,7 @@ fn build_lrp(
                 hostnames: context.uris.clone(),
                 port,
                 route_service_url: None,
-                isolation_segment: None,
+                isolation_segment: context.isolation_segment.as_ref().map(|s| s.name.clone()),
             }],
         }
     };
@@ -265,7 +276,7 @@ fn build_lrp(
         log_source: format!("APP/PROC/{}", process.process_type.to_ascii_uppercase()),
         metric_tags,
         annotation: process.version.clone(),
-        placement_tags: Vec::new(),
+        placement_tags: context.placement_tags(),
         action: RunAction {
             droplet_uri: controller
                 .signer
@@ -303,7 +314,10 @@ fn plan(desired: Vec<DesiredLrp>, existing: Vec<DesiredLrp>) -> Vec<Step> {
         .map(|lrp| (lrp.process_guid.clone(), lrp))
         .collect();
     let mut steps = Vec::new();
-    for want in desired {
+    for mut want in desired {
+        if let Some(have) = existing.get(&want.process_guid) {
+            keep_placement(&mut want, have);
+        }
         match existing.remove(&want.process_guid) {
             None => steps.push(Step::Desire(want)),
             Some(have) if fixed_part(&have) != fixed_part(&want) => steps.push(Step::Replace {
@@ -327,6 +341,16 @@ fn plan(desired: Vec<DesiredLrp>, existing: Vec<DesiredLrp>) -> Vec<Step> {
     }
     steps.extend(existing.into_keys().map(Step::Remove));
     steps
+}
+
+/// Gives `want` the isolation segment `have` was desired in: as in CF, a space's new
+/// segment reaches an app's instances when the app restarts (a new process version, a
+/// new LRP), not while the LRP runs.
+fn keep_placement(want: &mut DesiredLrp, have: &DesiredLrp) {
+    want.placement_tags = have.placement_tags.clone();
+    for route in &mut want.routes.cf_router {
+        route.isolation_segment = have.placement_tags.first().cloned();
+    }
 }
 
 /// The fields of a DesiredLRP the BBS cannot update. The route URIs in
@@ -588,6 +612,40 @@ mod tests {
         let mut have = lrp(V1, 1);
         have.action.env.push(vcap(&[]));
         assert_eq!(plan(vec![want], vec![have]), vec![]);
+    }
+
+    #[test]
+    fn a_new_isolation_segment_waits_for_a_new_lrp() {
+        let mut want = lrp(V1, 2);
+        want.placement_tags = vec!["iso1".into()];
+        want.routes.cf_router.push(CfRoute {
+            hostnames: vec!["a.apps.test".into()],
+            port: 8080,
+            route_service_url: None,
+            isolation_segment: Some("iso1".into()),
+        });
+        let mut have = lrp(V1, 1);
+        have.routes = want.routes.clone();
+        have.routes.cf_router[0].isolation_segment = None;
+        let steps = plan(vec![want.clone()], vec![have]);
+        assert_eq!(
+            steps,
+            vec![Step::Update(
+                want.process_guid.clone(),
+                DesiredLrpUpdate {
+                    instances: Some(2),
+                    ..Default::default()
+                }
+            )],
+            "the running LRP stays where it is"
+        );
+        let mut new = want.clone();
+        new.process_guid = format!("{P}-{V2}");
+        assert_eq!(
+            plan(vec![new.clone()], vec![lrp(V1, 1)]),
+            vec![Step::Desire(new), Step::Remove(format!("{P}-{V1}"))],
+            "a new version is placed in the segment"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use wf_bbs::{
     CF_STAGING_DOMAIN,
 };
 
+use crate::api::isolation_segments;
 use crate::blobstore::BlobError;
 use crate::db::{self, App, Arg, Build, BuildState, DropletState, Filter};
 use crate::error::ApiError;
@@ -89,6 +90,8 @@ pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<
             value,
         });
     }
+    // As in CF, staging runs on the cells of the app's isolation segment too.
+    let segment = isolation_segments::for_space(controller, &app.space_guid).await?;
     let definition = TaskDefinition {
         memory_mb: u32::try_from(build.staging_memory_in_mb).unwrap_or(1024),
         disk_mb: u32::try_from(build.staging_disk_in_mb).unwrap_or(4096),
@@ -121,7 +124,7 @@ pub async fn start(controller: &Controller, app: &App, build: &Build) -> Result<
             "droplet_guid": build.droplet_guid,
         })
         .to_string(),
-        placement_tags: Vec::new(),
+        placement_tags: isolation_segments::placement_tags(segment.as_ref()),
     };
     if let Err(e) = controller
         .bbs

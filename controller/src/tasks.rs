@@ -123,8 +123,11 @@ pub fn log_source(name: &str) -> String {
 }
 
 /// The app's environment as its LRPs get it (`VCAP_APPLICATION`, `VCAP_SERVICES`, the
-/// app's variables).
-async fn task_env(controller: &Controller, app: &App) -> Result<Vec<EnvVar>, sqlx::Error> {
+/// app's variables), and the placement tags of its isolation segment.
+async fn task_env(
+    controller: &Controller,
+    app: &App,
+) -> Result<(Vec<EnvVar>, Vec<String>), sqlx::Error> {
     let web: Option<Process> = controller
         .db
         .find(Filter::new().eq("app_guid", &app.guid).eq("type", "web"))
@@ -132,7 +135,7 @@ async fn task_env(controller: &Controller, app: &App) -> Result<Vec<EnvVar>, sql
         .into_iter()
         .next();
     let context = AppContext::load(controller, app.clone()).await?;
-    Ok(context.running_env(web.as_ref()))
+    Ok((context.running_env(web.as_ref()), context.placement_tags()))
 }
 
 /// Desires the BBS task of `task` (running `droplet`, whose checksum is `checksum`); if
@@ -146,6 +149,7 @@ pub async fn start(
 ) -> Result<(), ApiError> {
     let expires = signed_urls::now_unix() + DROPLET_URL_VALIDITY_SECS;
     let clamp = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    let (env, placement_tags) = task_env(controller, app).await?;
     let definition = TaskDefinition {
         memory_mb: clamp(task.memory_in_mb),
         disk_mb: clamp(task.disk_in_mb),
@@ -155,13 +159,13 @@ pub async fn start(
                 .url(&droplet_download_path(&droplet.guid), expires),
             droplet_sha256: checksum.to_string(),
             command: task.command.clone(),
-            env: task_env(controller, app).await?,
+            env,
             log_rate_limit_bytes_per_second: None,
         }),
         log_guid: app.guid.clone(),
         log_source: log_source(&task.name),
         annotation: serde_json::json!({"app_guid": app.guid, "task_guid": task.guid}).to_string(),
-        placement_tags: Vec::new(),
+        placement_tags,
     };
     if let Err(e) = controller
         .bbs

@@ -4,15 +4,13 @@
 //! starting, routes, tasks). On SQLite, and on PostgreSQL when `WF_TEST_POSTGRES_URL`
 //! is set.
 
-use std::time::{Duration, Instant};
-
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use wf_db::testing::Backend;
 
 mod common;
 
-use common::{multipart, start, Api};
+use common::{staged_app, start, Api};
 
 #[tokio::test]
 async fn quotas_on_sqlite() {
@@ -90,76 +88,6 @@ async fn role(api: &Api, kind: &str, user: &str, target: &str, guid: &str) {
         }),
     )
     .await;
-}
-
-/// An app in `space` with a staged droplet, the cell's part of staging played here.
-async fn staged_app(api: &Api, space: &str, name: &str) -> String {
-    let app = guid(
-        &api.post(
-            "/v3/apps",
-            json!({"name": name, "relationships": {"space": {"data": {"guid": space}}}}),
-        )
-        .await,
-    );
-    let package = guid(
-        &api.post(
-            "/v3/packages",
-            json!({"type": "bits", "relationships": {"app": {"data": {"guid": app}}}}),
-        )
-        .await,
-    );
-    let (status, _, uploaded) = api
-        .send(
-            Method::POST,
-            &format!("/v3/packages/{package}/upload"),
-            Some("multipart/form-data; boundary=XYZ"),
-            multipart("app.wasm", b"\0asm\x01\0\0\0"),
-            true,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{uploaded}");
-    let build = guid(
-        &api.post("/v3/builds", json!({"package": {"guid": package}}))
-            .await,
-    );
-    let task = api.bbs.task_by_guid(&build).await.unwrap();
-    let wf_bbs::TaskAction::Stage(stage) = task.definition.action else {
-        panic!("not a staging task")
-    };
-    let upload = stage
-        .droplet_upload_uri
-        .strip_prefix("http://cc.test")
-        .unwrap();
-    let (status, _, _) = api
-        .send(Method::PUT, upload, None, b"droplet".to_vec(), false)
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    api.bbs.start_task(&build, "cell-0").await.unwrap();
-    let result = json!({"kind": "server", "wasm": "app.wasm", "wasm_sha256": "ab",
-        "buildpack": "wasm_buildpack", "process_types": {"web": "app.wasm"}});
-    api.bbs
-        .complete_task(&build, "cell-0", false, "", &result.to_string())
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let droplet = loop {
-        let build = api.get(&format!("/v3/builds/{build}")).await;
-        if build["state"] == "STAGED" {
-            break build["droplet"]["guid"].as_str().unwrap().to_string();
-        }
-        assert_ne!(build["state"], "FAILED", "{build}");
-        assert!(Instant::now() < deadline, "never staged: {build}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (status, body) = api
-        .call(
-            Method::PATCH,
-            &format!("/v3/apps/{app}/relationships/current_droplet"),
-            Some(json!({"data": {"guid": droplet}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    app
 }
 
 async fn quotas(api: Api) {

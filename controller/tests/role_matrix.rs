@@ -244,6 +244,71 @@ const CASES: &[Case] = &[
     case("DELETE org", Scope::Org, &[Admin], |w| {
         (Method::DELETE, format!("/v3/organizations/{}", w.org), None)
     }),
+    // Isolation segments: admins create them; org managers pick the org's default and
+    // its spaces' segments (`null`, the shared cells, is always allowed).
+    case("POST isolation segment", Scope::Global, &[Admin], |w| {
+        (
+            Method::POST,
+            "/v3/isolation_segments".into(),
+            Some(json!({"name": format!("{}-segment", w.org_name)})),
+        )
+    }),
+    case(
+        "GET org default segment",
+        Scope::Org,
+        &[
+            Admin,
+            AdminReadOnly,
+            GlobalAuditor,
+            OrgManager,
+            OrgAuditor,
+            OrgBillingManager,
+            OrgUser,
+            SpaceManager,
+            SpaceDeveloper,
+            SpaceAuditor,
+            SpaceSupporter,
+        ],
+        |w| {
+            get(format!(
+                "/v3/organizations/{}/relationships/default_isolation_segment",
+                w.org
+            ))
+        },
+    ),
+    case(
+        "PATCH org default segment",
+        Scope::Org,
+        &[Admin, OrgManager],
+        |w| {
+            (
+                Method::PATCH,
+                format!(
+                    "/v3/organizations/{}/relationships/default_isolation_segment",
+                    w.org
+                ),
+                Some(json!({"data": null})),
+            )
+        },
+    ),
+    case("GET space segment", Scope::Space, SPACE_READERS, |w| {
+        get(format!(
+            "/v3/spaces/{}/relationships/isolation_segment",
+            w.space
+        ))
+    }),
+    case(
+        "PATCH space segment",
+        Scope::Space,
+        &[Admin, OrgManager],
+        |w| {
+            (
+                Method::PATCH,
+                format!("/v3/spaces/{}/relationships/isolation_segment", w.space),
+                Some(json!({"data": null})),
+            )
+        },
+    ),
     // Spaces.
     case("GET space", Scope::Space, SPACE_READERS, |w| {
         get(format!("/v3/spaces/{}", w.space))

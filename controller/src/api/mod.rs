@@ -11,6 +11,7 @@ mod droplets;
 mod domains;
 mod env_groups;
 mod feature_flags;
+pub mod isolation_segments;
 mod manifests;
 mod orgs;
 mod packages;
@@ -342,6 +343,41 @@ pub fn router(controller: Arc<Controller>) -> Router {
             "/v3/service_plans/{guid}/visibility/{org_guid}",
             delete(service_offerings::remove_visibility),
         )
+        .route(
+            "/v3/isolation_segments",
+            get(isolation_segments::list).post(isolation_segments::create),
+        )
+        .route(
+            "/v3/isolation_segments/{guid}",
+            get(isolation_segments::show)
+                .patch(isolation_segments::update)
+                .delete(isolation_segments::delete),
+        )
+        .route(
+            "/v3/isolation_segments/{guid}/organizations",
+            get(isolation_segments::list_organizations),
+        )
+        .route(
+            "/v3/isolation_segments/{guid}/relationships/organizations",
+            get(isolation_segments::organizations).post(isolation_segments::entitle),
+        )
+        .route(
+            "/v3/isolation_segments/{guid}/relationships/organizations/{org_guid}",
+            delete(isolation_segments::revoke),
+        )
+        .route(
+            "/v3/isolation_segments/{guid}/relationships/spaces",
+            get(isolation_segments::spaces),
+        )
+        .route(
+            "/v3/organizations/{guid}/relationships/default_isolation_segment",
+            get(isolation_segments::show_org_default).patch(isolation_segments::set_org_default),
+        )
+        .route(
+            "/v3/spaces/{guid}/relationships/isolation_segment",
+            get(isolation_segments::show_space_segment)
+                .patch(isolation_segments::set_space_segment),
+        )
         .route("/v3/domains", get(domains::list).post(domains::create))
         .route(
             "/v3/domains/{guid}",
@@ -596,6 +632,29 @@ pub fn created(body: Value) -> Response {
 
 pub fn ok(body: Value) -> Response {
     Json(body).into_response()
+}
+
+/// The guids of a `{"data": [{"guid"}]}` to-many relationship body.
+pub fn to_many_guids(body: &Value) -> Result<Vec<String>, ApiError> {
+    let invalid = || ApiError::unprocessable("Data must be an array of objects with a guid");
+    let data = body
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
+    data.iter()
+        .map(|item| item.get("guid").and_then(Value::as_str).map(str::to_string))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(invalid)
+}
+
+/// `[{"guid"}, ...]`: the data of a to-many relationship.
+pub fn guid_list(guids: &[String]) -> Value {
+    Value::Array(guids.iter().map(|g| json!({"guid": g})).collect())
+}
+
+/// The answer to a to-many relationship request: what the user sees of it now.
+pub fn relationship(controller: &Controller, path: &str, guids: &[String]) -> Value {
+    json!({"data": guid_list(guids), "links": {"self": href(controller, path)}})
 }
 
 /// The guid at `relationships.<name>.data.guid` of a request body.

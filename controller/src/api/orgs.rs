@@ -109,14 +109,25 @@ async fn load_org_to_manage(
 }
 
 pub async fn list_orgs(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
-    let filter = user.scope_orgs(Filter::new(), "guid");
+    orgs_page(&controller, &user, &params, Filter::new()).await
+}
+
+/// A page of the orgs matching `filter` that the user sees, with the orgs list's
+/// filters (`names`, `guids`, `label_selector`).
+pub(super) async fn orgs_page(
+    controller: &Controller,
+    user: &User,
+    params: &ListParams,
+    filter: Filter,
+) -> ApiResult {
+    let filter = user.scope_orgs(filter, "guid");
     let filter = params.filter(filter, "names", "name");
     let filter = params.filter(filter, "guids", "guid");
     let filter = params.label_selector(filter, "organizations")?;
     let (total, orgs) = controller.db.list::<Org>(filter, &params.page).await?;
-    let mut resources: Vec<Value> = orgs.iter().map(|o| present_org(&controller, o)).collect();
+    let mut resources: Vec<Value> = orgs.iter().map(|o| present_org(controller, o)).collect();
     metadata::fill(&controller.db, "organizations", &mut resources).await?;
-    Ok(paginated(&controller, &params, total, resources))
+    Ok(paginated(controller, params, total, resources))
 }
 
 pub async fn create_org(
@@ -260,6 +271,13 @@ pub async fn delete_org(State(controller): Ctl, user: User, Path(guid): Path<Str
     controller
         .db
         .delete_where("roles", Filter::new().eq("organization_guid", &org.guid))
+        .await?;
+    controller
+        .db
+        .delete_where(
+            "isolation_segment_organizations",
+            Filter::new().eq("organization_guid", &org.guid),
+        )
         .await?;
     controller
         .db

@@ -8,7 +8,7 @@ use axum::Json;
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use wf_bbs::{ActualLrp, ActualLrpFilter, ActualLrpState};
+use wf_bbs::{ActualLrp, ActualLrpFilter, ActualLrpState, DesiredLrpFilter};
 use wf_loggregator::{EnvelopeMessage, LogStore, ReadQuery, MAX_READ_LIMIT};
 
 use super::{
@@ -401,18 +401,30 @@ pub async fn stats_for_app(
 }
 
 async fn stats_of(controller: &Controller, process: &Process, app: &App) -> ApiResult {
-    let actuals = if app.state == AppState::Started {
+    let (actuals, segment) = if app.state == AppState::Started {
+        let lrp_guid = nsync::lrp_guid(process);
         let filter = ActualLrpFilter {
-            process_guid: Some(nsync::lrp_guid(process)),
+            process_guid: Some(lrp_guid.clone()),
             ..Default::default()
         };
-        controller.bbs.actual_lrps(&filter).await?
+        let actuals = controller.bbs.actual_lrps(&filter).await?;
+        // As CC: the segment is the DesiredLRP's placement tag.
+        let filter = DesiredLrpFilter {
+            process_guids: Some(vec![lrp_guid]),
+            ..Default::default()
+        };
+        let desired = controller.bbs.desired_lrps(&filter).await?;
+        let segment = desired
+            .into_iter()
+            .next()
+            .and_then(|lrp| lrp.placement_tags.into_iter().next());
+        (actuals, segment)
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     let now = time::OffsetDateTime::now_utc();
     let usage = latest_usage(&controller.logs, app, process);
-    let resources = instance_stats(process, &actuals, &usage, now);
+    let resources = instance_stats(process, &actuals, &usage, now, segment.as_deref());
     Ok(ok(json!({"resources": resources})))
 }
 
@@ -453,12 +465,14 @@ fn latest_usage(logs: &LogStore, app: &App, process: &Process) -> HashMap<String
     usage
 }
 
-/// One stats entry per desired index: the best ActualLRP at that index, or DOWN.
+/// One stats entry per desired index: the best ActualLRP at that index, or DOWN; all
+/// in `isolation_segment` (`None`: the shared cells).
 fn instance_stats(
     process: &Process,
     actuals: &[ActualLrp],
     usage: &HashMap<String, Usage>,
     now: time::OffsetDateTime,
+    isolation_segment: Option<&str>,
 ) -> Vec<Value> {
     let count = u32::try_from(process.instances).unwrap_or_default();
     let mb = |n: i64| u64::try_from(n).unwrap_or_default() * 1024 * 1024;
@@ -528,7 +542,7 @@ fn instance_stats(
                 "disk_quota": mb(process.disk_in_mb),
                 "fds_quota": FDS_QUOTA,
                 "log_rate_limit": process.log_rate_limit_in_bytes_per_second,
-                "isolation_segment": null,
+                "isolation_segment": isolation_segment,
                 "details": details,
                 "usage": {"time": time, "cpu": used.cpu, "mem": used.mem as u64, "disk": used.disk as u64, "log_rate": 0},
             })
@@ -654,7 +668,7 @@ mod tests {
         .into_iter()
         .map(|(i, u)| (i.to_string(), u))
         .collect();
-        let stats = instance_stats(&process(3), &actuals, &usage, now);
+        let stats = instance_stats(&process(3), &actuals, &usage, now, None);
         assert_eq!(stats.len(), 3);
         assert_eq!(stats[0]["usage"]["cpu"], 0.25);
         assert_eq!(stats[0]["usage"]["mem"], 1_000_000);

@@ -15,8 +15,8 @@ use axum::response::IntoResponse as _;
 use serde_json::{json, Map, Value};
 
 use super::{
-    cf_time, created, finished_job, href, metadata, ok, paginated, relationship_guid, to_one,
-    ApiResult, Ctl, JsonBody, ListParams,
+    cf_time, created, finished_job, guid_list, href, metadata, ok, paginated, relationship,
+    relationship_guid, to_many_guids, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::auth::User;
 use crate::db::{self, Arg, Filter, Org, OrgQuota, QuotaLimits, Space, SpaceQuota};
@@ -191,19 +191,6 @@ fn parse_body(body: &Value, kind: Kind) -> Result<QuotaBody, ApiError> {
     Ok(QuotaBody { name, columns })
 }
 
-/// The guids of a `{"data": [{"guid"}]}` to-many relationship body.
-fn to_many_guids(body: &Value) -> Result<Vec<String>, ApiError> {
-    let invalid = || ApiError::unprocessable("Data must be an array of objects with a guid");
-    let data = body
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(invalid)?;
-    data.iter()
-        .map(|item| item.get("guid").and_then(Value::as_str).map(str::to_string))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(invalid)
-}
-
 fn limits_json(limits: &QuotaLimits, kind: Kind) -> Value {
     let mut shown = json!({
         "apps": {
@@ -227,10 +214,6 @@ fn limits_json(limits: &QuotaLimits, kind: Kind) -> Value {
         shown["domains"] = json!({"total_domains": limits.total_domains});
     }
     shown
-}
-
-fn guid_list(guids: &[String]) -> Value {
-    Value::Array(guids.iter().map(|g| json!({"guid": g})).collect())
 }
 
 /// The orgs on `quota` that `user` can see.
@@ -336,11 +319,6 @@ fn map_unique(e: sqlx::Error, kind: Kind, name: &str) -> ApiError {
     } else {
         e.into()
     }
-}
-
-/// The answer to a to-many relationship request: what the user sees of it now.
-fn relationship(controller: &Controller, path: &str, guids: &[String]) -> Value {
-    json!({"data": guid_list(guids), "links": {"self": href(controller, path)}})
 }
 
 // --- organization quotas ---
