@@ -63,6 +63,7 @@ pub(crate) async fn run(director: Arc<Director>, bus: Bus, cancel: CancellationT
         last_heard: HashMap::new(),
         meltdowns: HashSet::new(),
         fixing: HashMap::new(),
+        reported: HashMap::new(),
     };
     let mut tick = tokio::time::interval(monitor.director.config.hm.check_interval);
     loop {
@@ -92,6 +93,8 @@ struct Monitor {
     meltdowns: HashSet<String>,
     /// Deployment -> its resurrection task, while it runs.
     fixing: HashMap<String, i64>,
+    /// Deployment -> the unresponsive instances last logged.
+    reported: HashMap<String, Vec<String>>,
 }
 
 impl Monitor {
@@ -121,7 +124,13 @@ impl Monitor {
         for (deployment, (total, down)) in by_deployment {
             if down.is_empty() {
                 self.meltdowns.remove(&deployment);
+                self.reported.remove(&deployment);
                 continue;
+            }
+            let names: Vec<String> = down.iter().map(db::Instance::name).collect();
+            if self.reported.get(&deployment) != Some(&names) {
+                tracing::warn!(%deployment, instances = ?names, "unresponsive agents");
+                self.reported.insert(deployment.clone(), names.clone());
             }
             if let Some(task) = self.fixing.get(&deployment) {
                 let running = db::task_by_id(self.director.pool(), *task)
@@ -132,8 +141,6 @@ impl Monitor {
                 }
                 self.fixing.remove(&deployment);
             }
-            let names: Vec<String> = down.iter().map(db::Instance::name).collect();
-            tracing::warn!(%deployment, instances = ?names, "unresponsive agents");
             if !config.resurrector {
                 continue;
             }

@@ -318,4 +318,49 @@ mod tests {
         }
         supervisor.stop().await;
     }
+
+    /// A job that drains as a cell does: the POST starts it, and the process exits by
+    /// itself when done; the supervisor waits for that and does not restart it.
+    #[tokio::test]
+    async fn drain_posts_and_waits_for_the_job_to_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("evacuate");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/evacuate",
+            axum::routing::post({
+                let flag = flag.clone();
+                move || async move {
+                    std::fs::write(&flag, "").unwrap();
+                    axum::http::StatusCode::ACCEPTED
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let supervisor = Supervisor::default();
+        supervisor.start(vec![Job {
+            name: "cell".into(),
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "while [ ! -f evacuate ]; do sleep 0.05; done; echo drained > out".into(),
+            ],
+            dir: dir.path().to_path_buf(),
+            log: dir.path().join("cell.log"),
+            drain: Some(Drain {
+                post: format!("http://{addr}/evacuate"),
+                timeout: 10,
+            }),
+        }]);
+        let started = Instant::now();
+        supervisor.drain(&reqwest::Client::new()).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "drained\n"
+        );
+        assert_eq!(supervisor.state().0, JobState::Stopped, "not restarted");
+        supervisor.stop().await;
+    }
 }

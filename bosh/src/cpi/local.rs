@@ -181,8 +181,11 @@ impl LocalCpi {
         let Some(pgid) = self.pgid(cid) else {
             return;
         };
-        // SAFETY: kill only sends a signal.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        // SAFETY: kill only sends signals. SIGCONT lets frozen processes handle SIGTERM.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+            libc::kill(-pgid, libc::SIGCONT);
+        }
         let deadline = Instant::now() + STOP_GRACE;
         while group_alive(pgid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

@@ -1,0 +1,275 @@
+//! BOSH end to end: a director with the local CPI deploys real `wfd` jobs (UAA with a
+//! persistent disk, routers) as VMs on loopback addresses, the resurrector recreates a
+//! killed VM with its disk, a broken canary stops a rolling update, cloud-check finds
+//! and fixes an unresponsive agent, and delete-deployment removes it all. Each test
+//! has its own director, NATS and /24 of loopback addresses.
+
+use std::time::Duration;
+
+use wf_tests::bosh::{get, group_alive, wait_for_status, Bosh, Timers};
+
+/// The router job's status port (its `/health`).
+const ROUTER_STATUS_PORT: u16 = 8082;
+const UAA_PORT: u16 = 8081;
+const DEPLOY: Duration = Duration::from_secs(120);
+
+struct Groups<'a> {
+    uaa: bool,
+    routers: u32,
+    /// Extra YAML under the router job's `properties` (indented 6).
+    router_properties: &'a str,
+    canary_watch_time: &'a str,
+}
+
+fn manifest(bosh: &Bosh, name: &str, groups: &Groups) -> String {
+    let net = &bosh.subnet;
+    let mut yaml = format!(
+        "name: {name}
+releases: [{{name: wf, version: latest}}]
+stemcells: [{{alias: default, os: wf-local, version: latest}}]
+update:
+  canaries: 1
+  max_in_flight: 2
+  canary_watch_time: {canary}
+  update_watch_time: 1000-30000
+instance_groups:
+",
+        canary = groups.canary_watch_time
+    );
+    if groups.uaa {
+        yaml.push_str(&format!(
+            "- name: uaa
+  azs: [z1]
+  instances: 1
+  vm_type: default
+  stemcell: default
+  persistent_disk_type: default
+  networks: [{{name: default, static_ips: [{net}.10]}}]
+  jobs:
+  - name: uaa
+    release: wf
+    properties:
+      uaa: {{admin_password: s3cret}}
+"
+        ));
+    }
+    yaml.push_str(&format!(
+        "- name: router
+  azs: [z1, z2]
+  instances: {routers}
+  vm_type: default
+  stemcell: default
+  networks: [{{name: default}}]
+  jobs:
+  - name: router
+    release: wf
+    properties:
+      nats: {{url: \"{nats}\"}}
+{extra}",
+        routers = groups.routers,
+        nats = bosh.nats.url(),
+        extra = groups.router_properties,
+    ));
+    yaml
+}
+
+fn assert_deployed(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "deploy failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn deploy_resurrect_with_the_disk_and_delete() {
+    let Some(bosh) = Bosh::start(201, Timers::default()) else {
+        return;
+    };
+    let groups = Groups {
+        uaa: true,
+        routers: 2,
+        router_properties: "",
+        canary_watch_time: "1000-30000",
+    };
+    let out = assert_deployed(bosh.deploy("platform", &manifest(&bosh, "platform", &groups)));
+    assert!(out.contains("(canary)"), "{out}");
+    let instances = bosh.wait_for_instances("platform", 3, "running", DEPLOY);
+    for router in instances.iter().filter(|i| i.name.starts_with("router/")) {
+        wait_for_status(router.ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+    }
+    let uaa = instances
+        .iter()
+        .find(|i| i.name.starts_with("uaa/"))
+        .expect("a uaa instance");
+    assert_eq!(
+        uaa.ip.to_string(),
+        format!("{}.10", bosh.subnet),
+        "its static IP"
+    );
+    let keys = wait_for_status(uaa.ip, UAA_PORT, "/token_keys", 200, DEPLOY).body;
+    assert_eq!(bosh.disk_dirs().len(), 1, "uaa's persistent disk");
+
+    // Deploying the same manifest again changes nothing.
+    let out = assert_deployed(bosh.deploy("platform", &manifest(&bosh, "platform", &groups)));
+    assert!(!out.contains("Updating instance"), "{out}");
+
+    // Kill uaa's VM (its agent and job): the resurrector recreates it with its disk, so
+    // UAA comes back with the signing key it keeps there.
+    let vm = bosh
+        .vms("platform")
+        .into_iter()
+        .find(|i| i.name.starts_with("uaa/"))
+        .and_then(|i| i.vm_cid)
+        .expect("uaa's VM");
+    bosh.signal_vm(&vm, "KILL");
+    assert_eq!(
+        get(uaa.ip, UAA_PORT, "/token_keys").status,
+        0,
+        "uaa is down"
+    );
+    let again = wait_for_status(uaa.ip, UAA_PORT, "/token_keys", 200, DEPLOY).body;
+    assert_eq!(
+        again, keys,
+        "the same signing key, from the re-attached disk"
+    );
+    let vms = bosh.vms("platform");
+    let new_vm = vms
+        .iter()
+        .find(|i| i.name.starts_with("uaa/"))
+        .and_then(|i| i.vm_cid.clone())
+        .expect("uaa's VM");
+    assert_ne!(new_vm, vm, "a new VM");
+    bosh.wait_for_instances("platform", 3, "running", DEPLOY);
+    let tasks = bosh.ok(&["tasks"]);
+    assert!(tasks.contains("scan and fix"), "{tasks}");
+
+    // delete-deployment removes the VMs (their processes) and the disk.
+    let pgids: Vec<i32> = vms
+        .iter()
+        .filter_map(|i| i.vm_cid.as_deref())
+        .map(|cid| bosh.vm_pgid(cid))
+        .collect();
+    bosh.ok_in(Some("platform"), &["delete-deployment"]);
+    assert!(bosh.vm_dirs().is_empty(), "{:?}", bosh.vm_dirs());
+    assert!(bosh.disk_dirs().is_empty(), "{:?}", bosh.disk_dirs());
+    for pgid in pgids {
+        assert!(!group_alive(pgid), "VM process group {pgid} still runs");
+    }
+    assert!(!bosh.ok(&["deployments"]).contains("platform"));
+    for router in instances.iter().filter(|i| i.name.starts_with("router/")) {
+        assert_eq!(get(router.ip, ROUTER_STATUS_PORT, "/health").status, 0);
+    }
+}
+
+#[test]
+fn a_broken_canary_stops_the_deploy_and_leaves_the_rest() {
+    let Some(bosh) = Bosh::start(202, Timers::default()) else {
+        return;
+    };
+    let good = Groups {
+        uaa: false,
+        routers: 3,
+        router_properties: "",
+        canary_watch_time: "1000-30000",
+    };
+    assert_deployed(bosh.deploy("routers", &manifest(&bosh, "routers", &good)));
+    let before = bosh.wait_for_instances("routers", 3, "running", DEPLOY);
+
+    // A port no router can listen on: the canary's job keeps dying.
+    let broken = Groups {
+        router_properties: "      router: {port: 99999}\n",
+        canary_watch_time: "1000-4000",
+        ..good
+    };
+    let out = bosh.deploy("routers", &manifest(&bosh, "routers", &broken));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("is not running after update"), "{log}");
+    assert_eq!(
+        log.matches("Updating instance").count(),
+        1,
+        "only the canary: {log}"
+    );
+
+    let after = bosh.instances("routers");
+    let failing: Vec<_> = after
+        .iter()
+        .filter(|i| i.process_state == "failing")
+        .collect();
+    assert_eq!(failing.len(), 1, "{after:?}");
+    for instance in after.iter().filter(|i| i.process_state != "failing") {
+        assert_eq!(instance.process_state, "running", "{after:?}");
+        assert_eq!(
+            get(instance.ip, ROUTER_STATUS_PORT, "/health").status,
+            200,
+            "{instance:?} keeps serving"
+        );
+    }
+    let task = bosh.ok(&["tasks"]);
+    assert!(
+        task.lines().nth(1).is_some_and(|l| l.contains("error")),
+        "{task}"
+    );
+
+    // Fixing the manifest brings the canary back; the others had nothing to change.
+    let out = assert_deployed(bosh.deploy("routers", &manifest(&bosh, "routers", &good)));
+    assert_eq!(out.matches("Updating instance").count(), 1, "{out}");
+    let fixed = bosh.wait_for_instances("routers", 3, "running", DEPLOY);
+    assert_eq!(
+        fixed.iter().map(|i| &i.name).collect::<Vec<_>>(),
+        before.iter().map(|i| &i.name).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn cloud_check_finds_an_unresponsive_agent_and_recreates_it() {
+    let timers = Timers {
+        resurrector: false,
+        ..Timers::default()
+    };
+    let Some(bosh) = Bosh::start(203, timers) else {
+        return;
+    };
+    let groups = Groups {
+        uaa: false,
+        routers: 1,
+        router_properties: "",
+        canary_watch_time: "1000-30000",
+    };
+    assert_deployed(bosh.deploy("edge", &manifest(&bosh, "edge", &groups)));
+    let vm = bosh.vms("edge").remove(0);
+    let cid = vm.vm_cid.clone().expect("a VM");
+    bosh.ok_in(Some("edge"), &["stop"]);
+    bosh.wait_for_instances("edge", 1, "stopped", DEPLOY);
+    assert_eq!(
+        get(vm.ip, ROUTER_STATUS_PORT, "/health").status,
+        0,
+        "stopped"
+    );
+    bosh.ok_in(Some("edge"), &["start"]);
+    wait_for_status(vm.ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+
+    // A frozen VM: its agent no longer answers.
+    bosh.signal_vm(&cid, "STOP");
+    let report = bosh.ok_in(Some("edge"), &["cloud-check"]);
+    assert!(
+        report.contains("unresponsive_agent") && report.contains(&cid),
+        "{report}"
+    );
+    assert!(report.contains("1 problems"), "{report}");
+    bosh.wait_for_instances("edge", 1, "unresponsive agent", DEPLOY);
+
+    let fixed = bosh.ok_in(Some("edge"), &["cloud-check", "--resolve"]);
+    assert!(fixed.contains("Recreating"), "{fixed}");
+    bosh.wait_for_instances("edge", 1, "running", DEPLOY);
+    wait_for_status(vm.ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+    let report = bosh.ok_in(Some("edge"), &["cloud-check"]);
+    assert!(report.contains("0 problems"), "{report}");
+    assert!(
+        bosh.vm_dirs().iter().all(|d| !d.ends_with(&cid)),
+        "the frozen VM was deleted"
+    );
+}
