@@ -1,15 +1,17 @@
 //! The platform laid out one component per process, as over several machines: a real
 //! `nats-server`, two BBS processes sharing one database (one holds the `bbs` lock,
 //! the other waits), UAA, the controller, two routers and three cells, each with its
-//! own data dir, all on loopback ports.
+//! own data dir, all on loopback ports. [`Distributed::start_cell`] adds a cell, with
+//! placement tags (an isolation segment's cells) if asked.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use wf_messaging::testing::NatsServer;
 
-use crate::platform::{http_get, HttpResponse, Platform, Process, ADMIN_PASSWORD, APPS_DOMAIN};
+use crate::platform::{http_get, HttpResponse, Platform, Process, Wf, ADMIN_PASSWORD, APPS_DOMAIN};
 
 const STARTUP: Duration = Duration::from_secs(120);
 /// The `bbs` lock's TTL under `--fast-failover`: a standby takes over this long after a crash.
@@ -30,6 +32,7 @@ pub struct Distributed {
     pub routers: Vec<SocketAddr>,
     /// The cells' rep URLs, in the order of [`CELLS`].
     pub reps: Vec<String>,
+    fast_failover: bool,
 }
 
 impl Distributed {
@@ -50,9 +53,6 @@ impl Distributed {
         let uaa_url = format!("http://127.0.0.1:{uaa_port}");
         let api_url = format!("http://127.0.0.1:{api_port}");
         let nats_url = nats.url();
-        let args = |items: &[&dyn AsRef<std::ffi::OsStr>]| -> Vec<OsString> {
-            items.iter().map(|i| i.as_ref().to_os_string()).collect()
-        };
 
         let uaa = Process::start(
             "uaa",
@@ -143,32 +143,8 @@ impl Distributed {
         let routers = ROUTERS.map(router);
         let router_addrs: Vec<SocketAddr> = routers.iter().map(|(_, addr)| *addr).collect();
 
-        let cell = |name: &str| {
-            let process = Process::start(
-                name,
-                args(&[
-                    &"cell",
-                    &"--bbs-url",
-                    &bbs_url_list,
-                    &"--listen",
-                    &"127.0.0.1:0",
-                    &"--cell-id",
-                    &name,
-                    &"--memory-mb",
-                    &"4096",
-                    &"--data-dir",
-                    &root.join(name),
-                    &"--nats-url",
-                    &nats_url,
-                ])
-                .into_iter()
-                .chain(fast_failover.then(|| "--fast-failover".into()))
-                .collect(),
-            );
-            let rep = process.line_after(&format!("cell {name}: rep "), STARTUP);
-            (process, rep)
-        };
-        let cells = CELLS.map(cell);
+        let cells =
+            CELLS.map(|name| start_cell(name, &[], &bbs_url_list, root, &nats_url, fast_failover));
         let reps: Vec<String> = cells.iter().map(|(_, rep)| rep.clone()).collect();
 
         let mut processes = vec![uaa, bbs_a, bbs_b, controller];
@@ -180,7 +156,23 @@ impl Distributed {
             bbs_urls: bbs_urls.to_vec(),
             routers: router_addrs,
             reps,
+            fast_failover,
         })
+    }
+
+    /// Starts one more cell, `name`, in the isolation segments `placement_tags` (none:
+    /// the shared cells); it is `platform.processes`' `name`. Returns its rep URL.
+    pub fn start_cell(&mut self, name: &str, placement_tags: &[&str]) -> String {
+        let (process, rep) = start_cell(
+            name,
+            placement_tags,
+            &self.bbs_urls.join(","),
+            &self.platform.data_dir,
+            &self.nats.url(),
+            self.fast_failover,
+        );
+        self.platform.processes.push(process);
+        rep
     }
 
     /// Restarts router `index` of [`ROUTERS`]; it comes back on a new port.
@@ -209,6 +201,40 @@ impl Distributed {
         http_get(self.routers[index], &format!("{host}.{APPS_DOMAIN}"), path)
     }
 
+    /// The cells of the ORDINARY RUNNING instances, if there are exactly `n` and no others.
+    pub fn settled_on(&self, process_guid: &str, n: usize) -> Option<Vec<String>> {
+        let rows = self.actual_lrps(process_guid);
+        let all_running_ordinary = rows
+            .iter()
+            .all(|lrp| lrp["state"] == "RUNNING" && lrp["presence"] == "ORDINARY");
+        (rows.len() == n && all_running_ordinary).then(|| {
+            rows.iter()
+                .map(|lrp| {
+                    lrp["instance_key"]["cell_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        })
+    }
+
+    /// Pushes the hello fixture as `name` with `instances`; returns its web process guid.
+    pub fn push(&self, wf: &Wf, name: &str, instances: u32) -> String {
+        wf.push_fixture(name, "hello");
+        wf.ok(&["scale", name, "-i", &instances.to_string()]);
+        let app_guid = wf.app_guid(name);
+        let processes = wf.curl_json(&[&format!("/v3/apps/{app_guid}/processes")]);
+        let process_guid = processes["resources"][0]["guid"]
+            .as_str()
+            .expect("web process guid")
+            .to_string();
+        eventually("the instances to run", Duration::from_secs(60), || {
+            self.settled_on(&process_guid, instances as usize).is_some()
+        });
+        process_guid
+    }
+
     /// The ActualLRPs of CC process `process_guid` (BBS process guids are
     /// `<process guid>-<version>`), as the BBS API lists them.
     pub fn actual_lrps(&self, process_guid: &str) -> Vec<serde_json::Value> {
@@ -232,6 +258,55 @@ impl Distributed {
             }
         }
         panic!("no BBS answers at {:?}", self.bbs_urls);
+    }
+}
+
+fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
+    items.iter().map(|i| i.as_ref().to_os_string()).collect()
+}
+
+/// `wfd cell` `name` with its data dir under `root`; the process and its rep URL.
+fn start_cell(
+    name: &str,
+    placement_tags: &[&str],
+    bbs_urls: &str,
+    root: &Path,
+    nats_url: &str,
+    fast_failover: bool,
+) -> (Process, String) {
+    let mut cell_args = args(&[
+        &"cell",
+        &"--bbs-url",
+        &bbs_urls,
+        &"--listen",
+        &"127.0.0.1:0",
+        &"--cell-id",
+        &name,
+        &"--memory-mb",
+        &"4096",
+        &"--data-dir",
+        &root.join(name),
+        &"--nats-url",
+        &nats_url,
+    ]);
+    for tag in placement_tags {
+        cell_args.extend(args(&[&"--placement-tag", tag]));
+    }
+    cell_args.extend(fast_failover.then(|| "--fast-failover".into()));
+    let process = Process::start(name, cell_args);
+    let rep = process.line_after(&format!("cell {name}: rep "), STARTUP);
+    (process, rep)
+}
+
+/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
+pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

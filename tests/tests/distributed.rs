@@ -6,19 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use wf_tests::distributed::{Distributed, LOCK_TTL_SECS, ROUTERS};
-
-/// Polls `check` every 100 ms until it holds; panics with `what` after `within`.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use wf_tests::distributed::{eventually, Distributed, LOCK_TTL_SECS, ROUTERS};
 
 /// (presence, cell id) of the RUNNING instances of `process_guid`, sorted.
 fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
@@ -40,48 +28,14 @@ fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
     rows
 }
 
-/// The cells of the ORDINARY RUNNING instances, if there are exactly `n` and no others.
-fn settled_on(d: &Distributed, process_guid: &str, n: usize) -> Option<Vec<String>> {
-    let rows = d.actual_lrps(process_guid);
-    let all_running_ordinary = rows
-        .iter()
-        .all(|lrp| lrp["state"] == "RUNNING" && lrp["presence"] == "ORDINARY");
-    (rows.len() == n && all_running_ordinary).then(|| {
-        rows.iter()
-            .map(|lrp| {
-                lrp["instance_key"]["cell_id"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    })
-}
-
-/// Pushes the hello fixture as `name` with `instances`; returns its web process guid.
-fn push(d: &Distributed, wf: &wf_tests::platform::Wf, name: &str, instances: u32) -> String {
-    wf.push_fixture(name, "hello");
-    wf.ok(&["scale", name, "-i", &instances.to_string()]);
-    let app_guid = wf.app_guid(name);
-    let processes = wf.curl_json(&[&format!("/v3/apps/{app_guid}/processes")]);
-    let process_guid = processes["resources"][0]["guid"]
-        .as_str()
-        .expect("web process guid")
-        .to_string();
-    eventually("the instances to run", Duration::from_secs(60), || {
-        settled_on(d, &process_guid, instances as usize).is_some()
-    });
-    process_guid
-}
-
 #[test]
 fn a_lost_cell_is_replaced_within_its_presence_ttl_on_default_timers() {
     let Some(mut d) = Distributed::start_with(false) else {
         return;
     };
     let wf = d.platform.user();
-    let process_guid = push(&d, &wf, "steady", 2);
-    let cells = settled_on(&d, &process_guid, 2).expect("two instances");
+    let process_guid = d.push(&wf, "steady", 2);
+    let cells = d.settled_on(&process_guid, 2).expect("two instances");
     let victim = cells[0].clone();
     d.platform.process(&victim).kill();
     let killed = Instant::now();
@@ -91,7 +45,8 @@ fn a_lost_cell_is_replaced_within_its_presence_ttl_on_default_timers() {
         Duration::from_secs(60),
         || {
             failed += usize::from(d.platform.get("steady", "/").status != 200);
-            settled_on(&d, &process_guid, 2).is_some_and(|cells| !cells.contains(&victim))
+            d.settled_on(&process_guid, 2)
+                .is_some_and(|cells| !cells.contains(&victim))
         },
     );
     eprintln!(
@@ -108,14 +63,14 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
         return;
     };
     let wf = d.platform.user();
-    let process_guid = push(&d, &wf, "spread", 3);
+    let process_guid = d.push(&wf, "spread", 3);
 
     // The auction spreads one app's instances over the cells.
     eventually(
         "three instances on three cells",
         Duration::from_secs(60),
         || {
-            settled_on(&d, &process_guid, 3)
+            d.settled_on(&process_guid, 3)
                 .is_some_and(|cells| cells.iter().collect::<BTreeSet<_>>().len() == 3)
         },
     );
@@ -156,7 +111,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
                     failed.push(resp);
                 }
             }
-            settled_on(&d, &process_guid, 3)
+            d.settled_on(&process_guid, 3)
                 .is_some_and(|cells| !cells.iter().any(|c| c == "cell-a"))
         },
     );
@@ -199,7 +154,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
         "one ORDINARY instance per index, none on the returned cell",
         Duration::from_secs(60),
         || {
-            settled_on(&d, &process_guid, 3)
+            d.settled_on(&process_guid, 3)
                 .is_some_and(|cells| cells.iter().all(|c| c == "cell-c"))
         },
     );
@@ -224,7 +179,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
                     failed.push(resp);
                 }
             }
-            settled_on(&d, &process_guid, 3)
+            d.settled_on(&process_guid, 3)
                 .is_some_and(|cells| cells.iter().all(|c| c == "cell-b"))
         },
     );
@@ -259,7 +214,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
     eventually(
         "four instances under the new BBS",
         Duration::from_secs(60),
-        || settled_on(&d, &process_guid, 4).is_some(),
+        || d.settled_on(&process_guid, 4).is_some(),
     );
 
     // A new router learns every route at once: its router.start makes the
@@ -281,7 +236,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
     d.nats.restart();
     wf.ok(&["scale", "spread", "-i", "1"]);
     eventually("one instance left", Duration::from_secs(60), || {
-        settled_on(&d, &process_guid, 1).is_some()
+        d.settled_on(&process_guid, 1).is_some()
     });
     for router in 0..ROUTERS.len() {
         eventually("only index 0 routed", Duration::from_secs(30), || {

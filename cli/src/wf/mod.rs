@@ -494,6 +494,9 @@ pub enum Command {
     },
     /// Assign a space quota to a space of the targeted org
     SetSpaceQuota { space: String, quota: String },
+    // create-isolation-segment, isolation-segments, enable-org-isolation, ...
+    #[command(flatten)]
+    IsolationSegments(commands::isolation_segments::SegmentCommand),
     /// List all buildpacks
     Buildpacks,
     /// Create a buildpack and upload its bits
@@ -639,8 +642,8 @@ pub fn run(command: Command) -> Result<(), Error> {
     let c = &mut client;
     use commands::quotas::Kind;
     use commands::{
-        apps, buildpacks, curl, events, labels, logs, orgs, push, quotas, routes, services,
-        session, tasks, users,
+        apps, buildpacks, curl, events, isolation_segments, labels, logs, orgs, push, quotas,
+        routes, services, session, tasks, users,
     };
     match command {
         Command::Bosh(args) => commands::bosh::run(args),
@@ -862,6 +865,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         } => quotas::update(c, Kind::Space, &name, new_name, &limits),
         Command::DeleteSpaceQuota { name, force } => quotas::delete(c, Kind::Space, &name, force),
         Command::SetSpaceQuota { space, quota } => quotas::set_space_quota(c, &space, &quota),
+        Command::IsolationSegments(command) => isolation_segments::run(c, command),
         Command::Buildpacks => buildpacks::list(c),
         Command::CreateBuildpack {
             name,

@@ -136,8 +136,9 @@ pub struct CellArgs {
     /// Disk offered to instances, in MB.
     #[arg(long, default_value_t = 65_536)]
     pub disk_mb: u64,
-    /// Placement tags (isolation segments), comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    /// Placement tags: the isolation segments this cell belongs to (repeatable, or
+    /// comma-separated). An untagged cell is in the shared segment.
+    #[arg(long, visible_alias = "placement-tag", value_delimiter = ',')]
     pub placement_tags: Vec<String>,
     /// Droplet cache, compiled artifacts and instance scratch space.
     #[arg(long, default_value = "./.wasmfoundry-cell", env = "WFD_CELL_DATA_DIR")]

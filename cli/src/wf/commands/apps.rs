@@ -413,21 +413,36 @@ pub(crate) fn summary(client: &mut Client, app: &Value) -> Result<String, Error>
                 .collect()
         })
         .unwrap_or_default();
-    let mut out = key_values(&[
-        ("name", text(app, "name").to_string()),
-        ("requested state", text(app, "state").to_ascii_lowercase()),
-        ("routes", route_urls(&routes, &guid).join(", ")),
-        ("last uploaded", text(&droplet, "created_at").to_string()),
-        ("stack", text(&droplet, "stack").to_string()),
-        ("buildpacks", buildpacks.join(", ")),
-    ]);
     let started = text(app, "state") == "STARTED";
+    let mut processes = Vec::new();
     for process in client.list(&format!("/v3/apps/{guid}/processes"))? {
         let stats = if started {
             process_stats(client, text(&process, "guid"))?
         } else {
             Vec::new()
         };
+        processes.push((process, stats));
+    }
+    let mut header = vec![
+        ("name", text(app, "name").to_string()),
+        ("requested state", text(app, "state").to_ascii_lowercase()),
+    ];
+    // As cf: the segment the instances run in, when it is not the shared one.
+    let segment = processes
+        .iter()
+        .flat_map(|(_, stats)| stats)
+        .find_map(|s| s["isolation_segment"].as_str());
+    if let Some(segment) = segment {
+        header.push(("isolation segment", segment.to_string()));
+    }
+    header.extend([
+        ("routes", route_urls(&routes, &guid).join(", ")),
+        ("last uploaded", text(&droplet, "created_at").to_string()),
+        ("stack", text(&droplet, "stack").to_string()),
+        ("buildpacks", buildpacks.join(", ")),
+    ]);
+    let mut out = key_values(&header);
+    for (process, stats) in processes {
         out.push('\n');
         out.push_str(&process_summary(
             &process,

@@ -6,6 +6,7 @@ pub mod bosh;
 pub mod buildpacks;
 pub mod curl;
 pub mod events;
+pub mod isolation_segments;
 pub mod labels;
 pub mod logs;
 pub mod marketplace;
@@ -43,13 +44,18 @@ impl SpaceTarget {
     }
 }
 
+/// The targeted org; fails when not logged in or no org is targeted.
+pub(crate) fn org_target(client: &Client) -> Result<Target, Error> {
+    client.require_login()?;
+    client.config().org.clone().ok_or_else(|| {
+        Error::Failed("No org targeted, use 'wf target -o ORG' to target an org.".into())
+    })
+}
+
 /// The targeted space; fails when not logged in or nothing is targeted.
 pub(crate) fn space_target(client: &Client) -> Result<SpaceTarget, Error> {
-    client.require_login()?;
+    let org = org_target(client)?;
     let config = client.config();
-    let org = config.org.clone().ok_or_else(|| {
-        Error::Failed("No org targeted, use 'wf target -o ORG' to target an org.".into())
-    })?;
     let space = config.space.clone().ok_or_else(|| {
         Error::Failed("No space targeted, use 'wf target -s SPACE' to target a space.".into())
     })?;

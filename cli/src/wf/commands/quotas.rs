@@ -7,9 +7,8 @@
 use serde_json::{json, Map, Value};
 
 use super::session::find_named;
-use super::{confirm, query_value, space_target, text};
+use super::{confirm, org_target, query_value, space_target, text};
 use crate::wf::client::Client;
-use crate::wf::config::Target;
 use crate::wf::output::{key_values, parse_megabytes, table};
 use crate::wf::Error;
 
@@ -169,21 +168,13 @@ fn shown(quota: &Value) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The targeted org, for space quotas.
-fn targeted_org(client: &Client) -> Result<Target, Error> {
-    client.require_login()?;
-    client.config().org.clone().ok_or_else(|| {
-        Error::Failed("No org targeted, use 'wf target -o ORG' to target an org.".into())
-    })
-}
-
 /// The quota `name` (space quotas: of the targeted org), if it exists.
 fn find_quota(client: &mut Client, kind: Kind, name: &str) -> Result<Option<Value>, Error> {
     let org;
     let filters: Vec<(&str, &str)> = match kind {
         Kind::Org => vec![],
         Kind::Space => {
-            org = targeted_org(client)?;
+            org = org_target(client)?;
             vec![("organization_guids", org.guid.as_str())]
         }
     };
@@ -211,7 +202,7 @@ pub fn list(client: &mut Client, kind: Kind) -> Result<(), Error> {
             format!("{}?order_by=name", kind.path())
         }
         Kind::Space => {
-            let org = targeted_org(client)?;
+            let org = org_target(client)?;
             println!("Getting space quotas for org {} as {user}...\n", org.name);
             format!(
                 "{}?organization_guids={}&order_by=name",
@@ -262,7 +253,7 @@ pub fn create(client: &mut Client, kind: Kind, name: &str, args: &LimitArgs) -> 
     match kind {
         Kind::Org => println!("Creating org quota {name} as {user}..."),
         Kind::Space => {
-            let org = targeted_org(client)?;
+            let org = org_target(client)?;
             println!(
                 "Creating space quota {name} for org {} as {user}...",
                 org.name
