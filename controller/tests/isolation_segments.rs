@@ -218,14 +218,14 @@ async fn isolation_segments(api: Api) {
         "Data must be an array of objects with a guid",
     );
     let entitled = api.post(&orgs_path, json!({"data": [{"guid": org}]})).await;
-    assert_eq!(data_guids(&entitled), [org.clone()]);
+    assert_eq!(data_guids(&entitled), [org.as_str()]);
     assert_eq!(
         entitled["links"]["self"]["href"],
         format!("http://cc.test{orgs_path}")
     );
     // Entitling again changes nothing.
     let again = api.post(&orgs_path, json!({"data": [{"guid": org}]})).await;
-    assert_eq!(data_guids(&again), [org.clone()]);
+    assert_eq!(data_guids(&again), [org.as_str()]);
     api.post(
         &format!("/v3/isolation_segments/{iso2_guid}/relationships/organizations"),
         json!({"data": [{"guid": org}, {"guid": other_org}]}),
@@ -295,7 +295,7 @@ async fn isolation_segments(api: Api) {
             "/v3/isolation_segments/{iso1_guid}/relationships/spaces"
         ))
         .await;
-    assert_eq!(data_guids(&spaces), [space.clone()]);
+    assert_eq!(data_guids(&spaces), [space.as_str()]);
 
     // Roles: org managers set defaults and space segments; readers see what is
     // entitled to their orgs; only admins create, entitle and revoke.
@@ -350,7 +350,7 @@ async fn isolation_segments(api: Api) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{orgs}");
-    assert_eq!(data_guids(&orgs), [other_org.clone()]);
+    assert_eq!(data_guids(&orgs), [other_org.as_str()]);
     forbidden(
         api.call_as(
             &manager,
