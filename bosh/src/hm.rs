@@ -5,7 +5,9 @@
 //! disk re-attached, last spec applied, started). Meltdown protection: when at least
 //! `minimum_down` instances and `percent_threshold` percent of a deployment are
 //! unresponsive at once, it does not resurrect and says so in a task's log instead
-//! (bosh-monitor's defaults: 5 and 20%).
+//! (bosh-monitor's defaults: 5 and 20%). It acts a moment after a deployment's first
+//! unresponsive agent ([`HmConfig::settle`]), so that agents failing together count
+//! together.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,6 +46,16 @@ impl Default for HmConfig {
     }
 }
 
+impl HmConfig {
+    /// How long the resurrector waits after a deployment's first unresponsive agent
+    /// before acting, so that agents that failed together (whose last heartbeats lie up
+    /// to a heartbeat interval apart) count together for meltdown protection: two checks,
+    /// and at least a third of `unresponsive_after` (about one heartbeat interval).
+    pub fn settle(&self) -> Duration {
+        (self.check_interval * 2).max(self.unresponsive_after / 3)
+    }
+}
+
 /// Whether `down` unresponsive instances out of `total` is a meltdown.
 pub fn melting_down(down: usize, total: usize, config: &HmConfig) -> bool {
     down >= config.minimum_down.max(1) && down * 100 >= config.percent_threshold * total
@@ -64,6 +76,7 @@ pub(crate) async fn run(director: Arc<Director>, bus: Bus, cancel: CancellationT
         meltdowns: HashSet::new(),
         fixing: HashMap::new(),
         reported: HashMap::new(),
+        first_down: HashMap::new(),
     };
     let mut tick = tokio::time::interval(monitor.director.config.hm.check_interval);
     loop {
@@ -95,6 +108,8 @@ struct Monitor {
     fixing: HashMap<String, i64>,
     /// Deployment -> the unresponsive instances last logged.
     reported: HashMap<String, Vec<String>>,
+    /// Deployment -> when it was first seen with unresponsive agents.
+    first_down: HashMap<String, Instant>,
 }
 
 impl Monitor {
@@ -125,12 +140,17 @@ impl Monitor {
             if down.is_empty() {
                 self.meltdowns.remove(&deployment);
                 self.reported.remove(&deployment);
+                self.first_down.remove(&deployment);
                 continue;
             }
             let names: Vec<String> = down.iter().map(db::Instance::name).collect();
             if self.reported.get(&deployment) != Some(&names) {
                 tracing::warn!(%deployment, instances = ?names, "unresponsive agents");
                 self.reported.insert(deployment.clone(), names.clone());
+            }
+            let since = *self.first_down.entry(deployment.clone()).or_insert(now);
+            if now.duration_since(since) < config.settle() {
+                continue;
             }
             if let Some(task) = self.fixing.get(&deployment) {
                 let running = db::task_by_id(self.director.pool(), *task)
@@ -228,5 +248,6 @@ mod tests {
         assert!(melting_down(2, 3, &small));
         assert!(melting_down(2, 4, &small));
         assert!(!melting_down(2, 5, &small));
+        assert_eq!(HmConfig::default().settle(), Duration::from_secs(20));
     }
 }

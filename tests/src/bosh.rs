@@ -26,6 +26,10 @@ pub struct Timers {
     /// Seconds of silence after which an agent is unresponsive.
     pub unresponsive_after: f64,
     pub resurrector: bool,
+    /// Meltdown: at least this many instances down...
+    pub meltdown_minimum_down: usize,
+    /// ...and this percentage of the deployment.
+    pub meltdown_percent: usize,
 }
 
 impl Default for Timers {
@@ -34,6 +38,8 @@ impl Default for Timers {
             heartbeat: 0.5,
             unresponsive_after: 3.0,
             resurrector: true,
+            meltdown_minimum_down: 5,
+            meltdown_percent: 20,
         }
     }
 }
@@ -77,6 +83,10 @@ impl Bosh {
             timers.unresponsive_after.to_string().into(),
             "--hm-check-interval".into(),
             "0.5".into(),
+            "--meltdown-minimum-down".into(),
+            timers.meltdown_minimum_down.to_string().into(),
+            "--meltdown-percent".into(),
+            timers.meltdown_percent.to_string().into(),
         ];
         if !timers.resurrector {
             args.push("--no-resurrector".into());

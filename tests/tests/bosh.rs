@@ -273,3 +273,58 @@ fn cloud_check_finds_an_unresponsive_agent_and_recreates_it() {
         "the frozen VM was deleted"
     );
 }
+
+#[test]
+fn meltdown_protection_leaves_a_mostly_dead_deployment_alone() {
+    let timers = Timers {
+        meltdown_minimum_down: 2,
+        meltdown_percent: 50,
+        ..Timers::default()
+    };
+    let Some(bosh) = Bosh::start(204, timers) else {
+        return;
+    };
+    let groups = Groups {
+        uaa: false,
+        routers: 3,
+        router_properties: "",
+        canary_watch_time: "1000-30000",
+    };
+    assert_deployed(bosh.deploy("edge", &manifest(&bosh, "edge", &groups)));
+    let vms = bosh.vms("edge");
+    for vm in &vms[..2] {
+        bosh.signal_vm(vm.vm_cid.as_deref().expect("a VM"), "KILL");
+    }
+    // 2 of 3 down: a meltdown, reported in a task and not resurrected.
+    let deadline = std::time::Instant::now() + DEPLOY;
+    let task = loop {
+        let tasks = bosh.ok(&["tasks"]);
+        if let Some(line) = tasks.lines().find(|l| l.contains("resurrection")) {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resurrection task: {tasks}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        task.contains("error") && task.contains("Meltdown: 2 of 3"),
+        "{task}"
+    );
+    assert!(!bosh.ok(&["tasks"]).contains("scan and fix"));
+    std::thread::sleep(Duration::from_secs(2));
+    let states: Vec<String> = bosh
+        .instances("edge")
+        .into_iter()
+        .map(|i| i.process_state)
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "unresponsive agent").count(),
+        2,
+        "{states:?}"
+    );
+    // The operator fixes it.
+    bosh.ok_in(Some("edge"), &["cloud-check", "--resolve"]);
+    bosh.wait_for_instances("edge", 3, "running", DEPLOY);
+}
