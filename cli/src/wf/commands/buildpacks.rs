@@ -2,7 +2,7 @@
 //! `create-buildpack`, `update-buildpack` and `delete-buildpack`. A buildpack's bits
 //! are a directory (zipped here, in memory, keeping the scripts' modes) or a `.zip`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
@@ -10,6 +10,55 @@ use super::{confirm, query_value, text};
 use crate::wf::client::Client;
 use crate::wf::output::table;
 use crate::wf::Error;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BuildpackCommand {
+    /// List all buildpacks
+    Buildpacks,
+    /// Create a buildpack and upload its bits
+    CreateBuildpack {
+        name: String,
+        /// A directory or a .zip of the buildpack
+        path: PathBuf,
+        /// Its position among the buildpacks (1 is tried first)
+        position: i64,
+        /// Keep the buildpack from being used for staging
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Update a buildpack
+    UpdateBuildpack {
+        name: String,
+        #[command(flatten)]
+        args: UpdateArgs,
+    },
+    /// Delete a buildpack
+    DeleteBuildpack {
+        name: String,
+        /// The stack of the buildpack, when several share its name
+        #[arg(short = 's')]
+        stack: Option<String>,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+}
+
+pub fn run(c: &mut Client, command: BuildpackCommand) -> Result<(), Error> {
+    match command {
+        BuildpackCommand::Buildpacks => list(c),
+        BuildpackCommand::CreateBuildpack {
+            name,
+            path,
+            position,
+            disable,
+        } => create(c, &name, &path, position, disable),
+        BuildpackCommand::UpdateBuildpack { name, args } => update(c, &name, &args),
+        BuildpackCommand::DeleteBuildpack { name, stack, force } => {
+            delete(c, &name, stack.as_deref(), force)
+        }
+    }
+}
 
 /// What `update-buildpack` may change.
 #[derive(Debug, Default, clap::Args)]

@@ -12,6 +12,98 @@ use crate::wf::client::Client;
 use crate::wf::output::{key_values, parse_megabytes, table};
 use crate::wf::Error;
 
+/// The quota commands (org quotas, as cf v7 names them with aliases, and space quotas).
+#[derive(Debug, clap::Subcommand)]
+pub enum QuotaCommand {
+    /// List the org quotas
+    #[command(visible_alias = "org-quotas")]
+    Quotas,
+    /// Show an org quota
+    #[command(visible_alias = "org-quota")]
+    Quota { name: String },
+    /// Define a new org quota
+    #[command(visible_alias = "create-org-quota")]
+    CreateQuota {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Change an org quota
+    #[command(visible_alias = "update-org-quota")]
+    UpdateQuota {
+        name: String,
+        /// New name
+        #[arg(short = 'n')]
+        new_name: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Delete an org quota
+    #[command(visible_alias = "delete-org-quota")]
+    DeleteQuota {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Assign an org quota to an org
+    #[command(visible_alias = "set-org-quota")]
+    SetQuota { org: String, quota: String },
+    /// List the space quotas of the targeted org
+    SpaceQuotas,
+    /// Show a space quota of the targeted org
+    SpaceQuota { name: String },
+    /// Define a new space quota in the targeted org
+    CreateSpaceQuota {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Change a space quota of the targeted org
+    UpdateSpaceQuota {
+        name: String,
+        /// New name
+        #[arg(short = 'n')]
+        new_name: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Delete a space quota of the targeted org
+    DeleteSpaceQuota {
+        name: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Assign a space quota to a space of the targeted org
+    SetSpaceQuota { space: String, quota: String },
+}
+
+pub fn run(c: &mut Client, command: QuotaCommand) -> Result<(), Error> {
+    match command {
+        QuotaCommand::Quotas => list(c, Kind::Org),
+        QuotaCommand::Quota { name } => show(c, Kind::Org, &name),
+        QuotaCommand::CreateQuota { name, limits } => create(c, Kind::Org, &name, &limits),
+        QuotaCommand::UpdateQuota {
+            name,
+            new_name,
+            limits,
+        } => update(c, Kind::Org, &name, new_name, &limits),
+        QuotaCommand::DeleteQuota { name, force } => delete(c, Kind::Org, &name, force),
+        QuotaCommand::SetQuota { org, quota } => set_org_quota(c, &org, &quota),
+        QuotaCommand::SpaceQuotas => list(c, Kind::Space),
+        QuotaCommand::SpaceQuota { name } => show(c, Kind::Space, &name),
+        QuotaCommand::CreateSpaceQuota { name, limits } => create(c, Kind::Space, &name, &limits),
+        QuotaCommand::UpdateSpaceQuota {
+            name,
+            new_name,
+            limits,
+        } => update(c, Kind::Space, &name, new_name, &limits),
+        QuotaCommand::DeleteSpaceQuota { name, force } => delete(c, Kind::Space, &name, force),
+        QuotaCommand::SetSpaceQuota { space, quota } => set_space_quota(c, &space, &quota),
+    }
+}
+
 /// The limits a `create-*quota` / `update-*quota` command may set.
 #[derive(Debug, Default, clap::Args)]
 pub struct LimitArgs {

@@ -11,6 +11,60 @@ use super::{confirm, query_value, text};
 use crate::wf::client::{Client, ClientError};
 use crate::wf::Error;
 
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a new user in UAA
+    CreateUser { username: String, password: String },
+    /// Delete a user from UAA and the Cloud Controller
+    DeleteUser {
+        username: String,
+        /// Force deletion without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Change your password
+    Passwd,
+    /// Show the users of an org by role
+    OrgUsers { org: String },
+    /// Show the users of a space by role
+    SpaceUsers { org: String, space: String },
+    /// Assign an org role to a user (OrgManager, BillingManager, OrgAuditor, OrgUser)
+    SetOrgRole {
+        username: String,
+        org: String,
+        role: String,
+    },
+    /// Assign a space role to a user (SpaceManager, SpaceDeveloper, SpaceAuditor,
+    /// SpaceSupporter); the user also becomes an org user of the space's org
+    SetSpaceRole {
+        username: String,
+        org: String,
+        space: String,
+        role: String,
+    },
+}
+
+pub fn run(c: &mut Client, command: UserCommand) -> Result<(), Error> {
+    match command {
+        UserCommand::CreateUser { username, password } => create_user(c, &username, &password),
+        UserCommand::DeleteUser { username, force } => delete_user(c, &username, force),
+        UserCommand::Passwd => passwd(c),
+        UserCommand::OrgUsers { org } => org_users(c, &org),
+        UserCommand::SpaceUsers { org, space } => space_users(c, &org, &space),
+        UserCommand::SetOrgRole {
+            username,
+            org,
+            role,
+        } => set_org_role(c, &username, &org, &role),
+        UserCommand::SetSpaceRole {
+            username,
+            org,
+            space,
+            role,
+        } => set_space_role(c, &username, &org, &space, &role),
+    }
+}
+
 /// `wf create-user USERNAME PASSWORD`.
 pub fn create_user(client: &mut Client, username: &str, password: &str) -> Result<(), Error> {
     client.require_login()?;
