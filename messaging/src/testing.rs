@@ -29,7 +29,7 @@ impl NatsServer {
 
     /// Like [`NatsServer::start`], with extra `nats-server` flags (`--user`, `--pass`...).
     pub fn start_with_args(args: &[&str]) -> Option<NatsServer> {
-        let Some(binary) = find_binary() else {
+        let Some(binary) = nats_server_binary() else {
             if std::env::var_os("WF_REQUIRE_NATS").is_some() {
                 panic!("WF_REQUIRE_NATS is set but nats-server is not on PATH: install it (apt-get install nats-server)");
             }
@@ -70,7 +70,7 @@ impl Drop for NatsServer {
 }
 
 /// `nats-server` on PATH, or in /usr/sbin where Debian puts it (outside a user's PATH).
-fn find_binary() -> Option<PathBuf> {
+pub fn nats_server_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin")])

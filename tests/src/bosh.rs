@@ -360,7 +360,7 @@ fn texts(out: &Output) -> (String, String) {
 }
 
 /// The repository's root.
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ is in the repository")

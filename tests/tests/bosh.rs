@@ -2,11 +2,19 @@
 //! persistent disk, routers) as VMs on loopback addresses, the resurrector recreates a
 //! killed VM with its disk, a broken canary stops a rolling update, cloud-check finds
 //! and fixes an unresponsive agent, and delete-deployment removes it all. Each test
-//! has its own director, NATS and /24 of loopback addresses.
+//! has its own director, NATS and /24 of loopback addresses. The last deploys the whole
+//! platform from `bosh/examples/platform.yml`, pushes an app through it and updates and
+//! loses cells while the app is served.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wf_tests::bosh::{get, group_alive, wait_for_status, Bosh, Timers};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wf_tests::bosh::{get, group_alive, repo, wait_for_status, Bosh, Timers};
+use wf_tests::distributed::eventually;
+use wf_tests::platform::{http_get, Platform, ADMIN_PASSWORD, APPS_DOMAIN};
 
 /// The router job's status port (its `/health`).
 const ROUTER_STATUS_PORT: u16 = 8082;
@@ -327,4 +335,119 @@ fn meltdown_protection_leaves_a_mostly_dead_deployment_alone() {
     // The operator fixes it.
     bosh.ok_in(Some("edge"), &["cloud-check", "--resolve"]);
     bosh.wait_for_instances("edge", 3, "running", DEPLOY);
+}
+
+/// GETs the app through both routers until `stop`; the number of requests and the
+/// failed ones, with when they were answered.
+fn hammer(
+    routers: [SocketAddr; 2],
+    host: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<(Instant, String)>)> {
+    std::thread::spawn(move || {
+        let (mut requests, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            for router in routers {
+                let response = http_get(router, &host, "/");
+                requests += 1;
+                if response.status != 200 {
+                    let failure = format!("{router}: {} {}", response.status, response.body);
+                    failed.push((Instant::now(), failure));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (requests, failed)
+    })
+}
+
+#[test]
+fn the_whole_platform_deploys_serves_an_app_and_heals() {
+    let Some(bosh) = Bosh::start(205, Timers::default()) else {
+        return;
+    };
+    let nats_server = wf_messaging::testing::nats_server_binary().expect("nats-server");
+    let net = bosh.subnet.clone();
+    let manifest = std::fs::read_to_string(repo().join("bosh/examples/platform.yml"))
+        .expect("the example manifest")
+        .replace("127.0.10.", &format!("{net}."))
+        .replace("apps.localhost", APPS_DOMAIN)
+        .replace("change-me", ADMIN_PASSWORD)
+        .replace(
+            "server: nats-server",
+            &format!("server: {}", nats_server.display()),
+        );
+    assert_deployed(bosh.deploy("wasmfoundry", &manifest));
+    bosh.wait_for_instances("wasmfoundry", 9, "running", DEPLOY);
+
+    let routers: [SocketAddr; 2] =
+        [14, 15].map(|host| format!("{net}.{host}:8080").parse().expect("router"));
+    let platform = Platform::of_processes(
+        vec![],
+        tempfile::tempdir().expect("temp dir"),
+        format!("http://{net}.13:9022"),
+        routers[0],
+    );
+    let wf = platform.user();
+    wf.push_fixture("hello", "hello");
+    wf.ok(&["scale", "hello", "-i", "2"]);
+    eventually("2 instances of hello", Duration::from_secs(120), || {
+        wf.ok(&["app", "hello"]).contains("2/2")
+    });
+    platform.wait_for("hello", "/", Duration::from_secs(60), |r| r.status == 200);
+    let host = format!("hello.{APPS_DOMAIN}");
+
+    // A zero-downtime update of the cells: each is drained (its rep evacuates, Diego
+    // moves its instances) before its VM is recreated, while both routers serve.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(routers, host.clone(), stop.clone());
+    let out = bosh.ok_in(Some("wasmfoundry"), &["recreate", "cell"]);
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failed) = load.join().expect("the load thread");
+    eprintln!(
+        "recreating the cells: {requests} requests, {} failed",
+        failed.len()
+    );
+    assert_eq!(out.matches("Creating VM").count(), 3, "{out}");
+    assert!(
+        failed.is_empty(),
+        "requests failed while the cells were recreated: {failed:?}"
+    );
+    bosh.wait_for_instances("wasmfoundry", 9, "running", DEPLOY);
+
+    // A cell VM dies: the resurrector recreates it, and the app is served meanwhile.
+    let cell = bosh
+        .vms("wasmfoundry")
+        .into_iter()
+        .find(|i| i.name.starts_with("cell/"))
+        .and_then(|i| i.vm_cid)
+        .expect("a cell VM");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = hammer(routers, host, stop.clone());
+    bosh.signal_vm(&cell, "KILL");
+    let killed = Instant::now();
+    eventually("the cell's VM recreated", DEPLOY, || {
+        let vms = bosh.vms("wasmfoundry");
+        vms.len() == 9
+            && vms
+                .iter()
+                .all(|i| i.vm_cid.as_deref() != Some(&cell) && i.process_state == "running")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failed) = load.join().expect("the load thread");
+    eprintln!(
+        "losing a cell VM: {requests} requests, {} failed",
+        failed.len()
+    );
+    // Only requests in flight on the killed cell's instance may fail (the router
+    // retries refused connections, not requests a dying backend dropped).
+    let late: Vec<_> = failed
+        .iter()
+        .filter(|(at, _)| at.duration_since(killed) > Duration::from_secs(1))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "requests failed after a cell was lost: {late:?}"
+    );
+    platform.wait_for("hello", "/", Duration::from_secs(60), |r| r.status == 200);
 }
