@@ -48,6 +48,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     14 => "0014_service_brokers",
     15 => "0015_process_log_rate_limit",
     16 => "0016_isolation_segments",
+    17 => "0017_service_route_bindings",
 );
 
 /// A bound query argument.
@@ -1486,6 +1487,42 @@ impl Record for ServiceBinding {
             app_guid: opt_text(row, "app_guid")?,
             credentials: opt_text(row, "credentials")?,
             syslog_drain_url: opt_text(row, "syslog_drain_url")?,
+            parameters: opt_text(row, "parameters")?,
+            operation: Operation::from_row(row)?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A service route binding: a route whose requests go through its service instance's
+/// route service (`route_service_url`: the user-provided instance's, or the one the
+/// broker gave a managed instance's binding).
+#[derive(Debug, Clone)]
+pub struct RouteBinding {
+    pub guid: String,
+    pub route_guid: String,
+    pub service_instance_guid: String,
+    pub route_service_url: Option<String>,
+    /// Encrypted JSON object: the parameters sent to the broker.
+    pub parameters: Option<String>,
+    pub operation: Operation,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for RouteBinding {
+    const TABLE: &'static str = "service_route_bindings";
+    const COLUMNS: &'static str = "guid, route_guid, service_instance_guid, route_service_url, \
+        parameters, last_operation_type, last_operation_state, last_operation_description, \
+        pending, due_at, attempts, operation_started_at, broker_operation, job_guid, \
+        operation_user_guid, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(RouteBinding {
+            guid: text(row, "guid")?,
+            route_guid: text(row, "route_guid")?,
+            service_instance_guid: text(row, "service_instance_guid")?,
+            route_service_url: opt_text(row, "route_service_url")?,
             parameters: opt_text(row, "parameters")?,
             operation: Operation::from_row(row)?,
             created_at: text(row, "created_at")?,

@@ -33,6 +33,12 @@ pub enum ApiError {
     /// CF-FeatureDisabled: a feature flag forbids the action (its message).
     #[error("{0}")]
     FeatureDisabled(String),
+    /// CF-BadRequest.
+    #[error("Bad request: {0}")]
+    BadRequest(String),
+    /// CF-ServiceInstanceAlreadyBoundToSameRoute (answered 422, as the V3 API does).
+    #[error("The route and service instance are already bound.")]
+    AlreadyBoundToSameRoute,
     /// CF-RunnerUnavailable: the BBS (Diego) cannot be reached.
     #[error("Runner is unavailable: {0}")]
     RunnerUnavailable(String),
@@ -59,6 +65,12 @@ impl ApiError {
             ApiError::NotAuthenticated => (StatusCode::UNAUTHORIZED, 10002, "CF-NotAuthenticated"),
             ApiError::NotAuthorized(_) => (StatusCode::FORBIDDEN, 10003, "CF-NotAuthorized"),
             ApiError::FeatureDisabled(_) => (StatusCode::FORBIDDEN, 330002, "CF-FeatureDisabled"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, 1004, "CF-BadRequest"),
+            ApiError::AlreadyBoundToSameRoute => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                130008,
+                "CF-ServiceInstanceAlreadyBoundToSameRoute",
+            ),
             ApiError::RunnerUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 170015,

@@ -4,7 +4,8 @@
 //! environment, new memory) replaces the LRP. Handlers sync one app after each change;
 //! [`run`] syncs everything every interval and keeps the domain fresh. An LRP is placed
 //! in its space's isolation segment as it was when the LRP was desired: as in CF, a new
-//! segment takes effect when the app restarts.
+//! segment takes effect when the app restarts. A route bound to a route service carries
+//! the service's URL; as any route change, it reaches the running LRP at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use wf_bbs::{
 use crate::api::{isolation_segments, APP_PORT};
 use crate::db::{
     self, App, AppState, Destination, Domain, Droplet, DropletState, Filter, IsolationSegment, Org,
-    Process, Route, Space,
+    Process, Route, RouteBinding, Space,
 };
 use crate::signed_urls::droplet_download_path;
 use crate::Controller;
@@ -59,6 +60,8 @@ pub struct AppContext {
     pub org: Option<Org>,
     /// `host.domain[/path]` of each route with a destination to the app.
     pub uris: Vec<String>,
+    /// The route service URL of each of those routes bound to one.
+    pub route_services: BTreeMap<String, String>,
     /// The running environment variable group (the app's own variables win).
     pub running_group: serde_json::Map<String, Value>,
     /// `VCAP_SERVICES`: what the app's service bindings give it.
@@ -81,18 +84,30 @@ impl AppContext {
         let route_guids: BTreeSet<String> =
             destinations.into_iter().map(|d| d.route_guid).collect();
         let route_guids: Vec<String> = route_guids.into_iter().collect();
+        let route_service_urls: BTreeMap<String, String> = controller
+            .db
+            .find::<RouteBinding>(
+                Filter::new()
+                    .any_of("route_guid", &route_guids)
+                    .clause("route_service_url IS NOT NULL", vec![]),
+            )
+            .await?
+            .into_iter()
+            .filter_map(|b| Some((b.route_guid, b.route_service_url?)))
+            .collect();
         let mut uris = Vec::new();
+        let mut route_services = BTreeMap::new();
         for route in controller
             .db
             .find::<Route>(Filter::new().any_of("guid", &route_guids))
             .await?
         {
             if let Some(domain) = controller.db.get::<Domain>(&route.domain_guid).await? {
-                uris.push(crate::api::route_url(
-                    &route.host,
-                    &domain.name,
-                    &route.path,
-                ));
+                let uri = crate::api::route_url(&route.host, &domain.name, &route.path);
+                if let Some(url) = route_service_urls.get(&route.guid) {
+                    route_services.insert(uri.clone(), url.clone());
+                }
+                uris.push(uri);
             }
         }
         uris.sort();
@@ -105,6 +120,7 @@ impl AppContext {
             space,
             org,
             uris,
+            route_services,
             running_group,
             vcap_services,
             isolation_segment,
@@ -224,18 +240,7 @@ fn build_lrp(
         .unwrap_or_default();
     let expires = db::unix_seconds(&droplet.created_at) + DROPLET_URL_VALIDITY_SECS;
     let port = u16::try_from(APP_PORT).unwrap_or(8080);
-    let routes = if context.uris.is_empty() {
-        Routes::default()
-    } else {
-        Routes {
-            cf_router: vec![CfRoute {
-                hostnames: context.uris.clone(),
-                port,
-                route_service_url: None,
-                isolation_segment: context.isolation_segment.as_ref().map(|s| s.name.clone()),
-            }],
-        }
-    };
+    let routes = cf_routes(context, port);
     let check_kind = match process.health_check_type.as_str() {
         "process" => CheckKind::Process,
         "http" => CheckKind::Http,
@@ -290,6 +295,29 @@ fn build_lrp(
             .ok(),
         },
         modification_tag: Default::default(),
+    }
+}
+
+/// The app's `cf-router` routes: one entry for the routes without a route service, one
+/// per route service for the routes bound to it.
+fn cf_routes(context: &AppContext, port: u16) -> Routes {
+    let mut by_service: BTreeMap<Option<&String>, Vec<String>> = BTreeMap::new();
+    for uri in &context.uris {
+        by_service
+            .entry(context.route_services.get(uri))
+            .or_default()
+            .push(uri.clone());
+    }
+    Routes {
+        cf_router: by_service
+            .into_iter()
+            .map(|(route_service_url, hostnames)| CfRoute {
+                hostnames,
+                port,
+                route_service_url: route_service_url.cloned(),
+                isolation_segment: context.isolation_segment.as_ref().map(|s| s.name.clone()),
+            })
+            .collect(),
     }
 }
 

@@ -140,12 +140,25 @@ pub struct Credentials {
     pub syslog_drain_url: Option<String>,
     pub route_service_url: Option<String>,
     pub volume_mounts: Vec<Value>,
+    /// The parameters the binding was made with (a fetched binding's).
+    pub parameters: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BindOutcome {
     Done(Credentials),
     Async { operation: Option<String> },
+}
+
+/// What a binding is for (its `bind_resource`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BindResource<'a> {
+    /// An app (its guid).
+    App(&'a str),
+    /// A route, for a route service: `host.domain/path`.
+    Route(&'a str),
+    /// A service key.
+    Key,
 }
 
 /// A `last_operation` answer.
@@ -215,6 +228,7 @@ struct BindingBody {
     syslog_drain_url: Option<String>,
     route_service_url: Option<String>,
     volume_mounts: Option<Vec<Value>>,
+    parameters: Option<Map<String, Value>>,
 }
 
 impl From<BindingBody> for Credentials {
@@ -224,6 +238,7 @@ impl From<BindingBody> for Credentials {
             syslog_drain_url: b.syslog_drain_url,
             route_service_url: b.route_service_url,
             volume_mounts: b.volume_mounts.unwrap_or_default(),
+            parameters: b.parameters.unwrap_or_default(),
         }
     }
 }
@@ -455,7 +470,7 @@ impl Broker<'_> {
     }
 
     /// `PUT /v2/service_instances/:id/service_bindings/:bid?accepts_incomplete=true`
-    /// for an app (`app_guid`) or a service key (none).
+    /// for an app, a route or a service key.
     #[allow(clippy::too_many_arguments)]
     pub async fn bind(
         &self,
@@ -463,7 +478,7 @@ impl Broker<'_> {
         binding_id: &str,
         ids: PlanIds<'_>,
         context: Context<'_>,
-        app_guid: Option<&str>,
+        resource: BindResource<'_>,
         parameters: Option<&Value>,
         identity: &Identity,
     ) -> Result<BindOutcome, OsbError> {
@@ -473,9 +488,13 @@ impl Broker<'_> {
             "context": context.json(),
             "bind_resource": {},
         });
-        if let Some(app_guid) = app_guid {
-            body["app_guid"] = json!(app_guid);
-            body["bind_resource"] = json!({"app_guid": app_guid});
+        match resource {
+            BindResource::App(app_guid) => {
+                body["app_guid"] = json!(app_guid);
+                body["bind_resource"] = json!({"app_guid": app_guid});
+            }
+            BindResource::Route(route) => body["bind_resource"] = json!({"route": route}),
+            BindResource::Key => {}
         }
         if let Some(parameters) = parameters {
             body["parameters"] = parameters.clone();
@@ -867,7 +886,15 @@ mod tests {
             user_id: "u1".into(),
         };
         let BindOutcome::Done(credentials) = client
-            .bind("i1", "b1", IDS, CONTEXT, Some("app-1"), None, &identity)
+            .bind(
+                "i1",
+                "b1",
+                IDS,
+                CONTEXT,
+                BindResource::App("app-1"),
+                None,
+                &identity,
+            )
             .await
             .unwrap()
         else {

@@ -15,11 +15,11 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{
-    self, Arg, Filter, JobState, Org, ServiceBinding, ServiceBroker, ServiceInstance,
-    ServiceOffering, ServicePlan, Space,
+    self, Arg, Domain, Filter, JobState, Operation, Org, Route, RouteBinding, ServiceBinding,
+    ServiceBroker, ServiceInstance, ServiceOffering, ServicePlan, Space,
 };
 use crate::error::ApiError;
-use crate::osb::{self, BindOutcome, LastOperation, OsbError, Outcome};
+use crate::osb::{self, BindOutcome, BindResource, LastOperation, OsbError, Outcome};
 use crate::Controller;
 
 /// How the controller talks to service brokers (CF's `broker_client_*` settings).
@@ -101,6 +101,26 @@ pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
     }
 }
 
+/// The rows the runner works on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Row {
+    Instance,
+    /// A service credential binding (an app's or a key).
+    Credential,
+    /// A service route binding.
+    Route,
+}
+
+impl Row {
+    fn table(self) -> &'static str {
+        match self {
+            Row::Instance => "service_instances",
+            Row::Credential => "service_credential_bindings",
+            Row::Route => "service_route_bindings",
+        }
+    }
+}
+
 async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
     let due = || {
         Filter::new()
@@ -109,11 +129,13 @@ async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
     };
     let instances: Vec<ServiceInstance> = controller.db.find(due()).await?;
     let bindings: Vec<ServiceBinding> = controller.db.find(due()).await?;
+    let route_bindings: Vec<RouteBinding> = controller.db.find(due()).await?;
     let guids = instances
         .into_iter()
-        .map(|i| (i.guid, false))
-        .chain(bindings.into_iter().map(|b| (b.guid, true)));
-    for (guid, binding) in guids {
+        .map(|i| (i.guid, Row::Instance))
+        .chain(bindings.into_iter().map(|b| (b.guid, Row::Credential)))
+        .chain(route_bindings.into_iter().map(|b| (b.guid, Row::Route)));
+    for (guid, row) in guids {
         if !controller
             .operations
             .in_flight
@@ -125,20 +147,14 @@ async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
         }
         let controller = controller.clone();
         tokio::spawn(async move {
-            let outcome = if binding {
-                binding_step(&controller, &guid).await
-            } else {
-                instance_step(&controller, &guid).await
+            let outcome = match row {
+                Row::Instance => instance_step(&controller, &guid).await,
+                Row::Credential | Row::Route => binding_step(&controller, row, &guid).await,
             };
             if let Err(e) = outcome {
                 // Not the broker's answer (that is recorded) but ours: a missing key, the
                 // database. Tried again later rather than at every tick.
                 tracing::error!(guid, error = ?e, "service broker operation step");
-                let table = if binding {
-                    "service_credential_bindings"
-                } else {
-                    "service_instances"
-                };
                 let later = later(
                     controller
                         .config
@@ -148,7 +164,7 @@ async fn pass(controller: &Arc<Controller>) -> Result<(), sqlx::Error> {
                 );
                 if let Err(e) = controller
                     .db
-                    .update(table, &guid, vec![("due_at", later.into())])
+                    .update(row.table(), &guid, vec![("due_at", later.into())])
                     .await
                 {
                     tracing::error!(guid, error = %e, "postponing a service broker operation step");
@@ -196,7 +212,7 @@ impl PlanContext {
         })
     }
 
-    fn ids(&self) -> osb::PlanIds<'_> {
+    pub fn ids(&self) -> osb::PlanIds<'_> {
         osb::PlanIds {
             service_id: &self.offering.broker_id,
             plan_id: &self.plan.broker_id,
@@ -305,6 +321,31 @@ pub async fn unbind_app(controller: &Controller, app_guid: &str) -> Result<(), A
             .db
             .update("service_credential_bindings", &binding.guid, values)
             .await?;
+    }
+    controller.operations.wake();
+    Ok(())
+}
+
+/// Unbinds the route binding of a route that is being deleted: a user-provided
+/// instance's is deleted at once, a managed one's once the broker has unbound it.
+pub async fn unbind_route(controller: &Controller, route_guid: &str) -> Result<(), ApiError> {
+    let bindings: Vec<RouteBinding> = controller
+        .db
+        .find(Filter::new().eq("route_guid", route_guid))
+        .await?;
+    for binding in bindings {
+        if binding.operation.kind.is_none() {
+            remove_route_binding(controller, &binding).await?;
+        } else if binding.operation.pending.as_deref() != Some(DELETE) {
+            controller
+                .db
+                .update(
+                    "service_route_bindings",
+                    &binding.guid,
+                    start_values(DELETE, None, None),
+                )
+                .await?;
+        }
     }
     controller.operations.wake();
     Ok(())
@@ -683,6 +724,13 @@ async fn remove_instance(controller: &Controller, guid: &str) -> Result<(), sqlx
             Filter::new().eq("service_instance_guid", guid),
         )
         .await?;
+    let route_bindings: Vec<RouteBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", guid))
+        .await?;
+    for binding in &route_bindings {
+        remove_route_binding(controller, binding).await?;
+    }
     controller
         .db
         .delete_resources("service_instances", Filter::new().eq("guid", guid))
@@ -690,17 +738,78 @@ async fn remove_instance(controller: &Controller, guid: &str) -> Result<(), sqlx
         .map(|_| ())
 }
 
+/// A credential or route binding, as a binding step sees it.
+enum Binding {
+    Credential(ServiceBinding),
+    Route(RouteBinding),
+}
+
+impl Binding {
+    async fn load(
+        controller: &Controller,
+        row: Row,
+        guid: &str,
+    ) -> Result<Option<Binding>, sqlx::Error> {
+        Ok(match row {
+            Row::Route => controller
+                .db
+                .get::<RouteBinding>(guid)
+                .await?
+                .map(Binding::Route),
+            _ => controller
+                .db
+                .get::<ServiceBinding>(guid)
+                .await?
+                .map(Binding::Credential),
+        })
+    }
+
+    fn instance_guid(&self) -> &str {
+        match self {
+            Binding::Credential(b) => &b.service_instance_guid,
+            Binding::Route(b) => &b.service_instance_guid,
+        }
+    }
+
+    fn parameters(&self) -> Option<&str> {
+        match self {
+            Binding::Credential(b) => b.parameters.as_deref(),
+            Binding::Route(b) => b.parameters.as_deref(),
+        }
+    }
+
+    fn operation(&self) -> &Operation {
+        match self {
+            Binding::Credential(b) => &b.operation,
+            Binding::Route(b) => &b.operation,
+        }
+    }
+}
+
+/// The `bind_resource` route of a route binding: `host.domain/path` (`None` once the
+/// route is gone).
+async fn route_of(
+    controller: &Controller,
+    binding: &RouteBinding,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(route) = controller.db.get::<Route>(&binding.route_guid).await? else {
+        return Ok(None);
+    };
+    let domain = controller.db.get::<Domain>(&route.domain_guid).await?;
+    Ok(domain.map(|d| crate::api::route_url(&route.host, &d.name, &route.path)))
+}
+
 /// One step of a binding's operation.
-async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiError> {
-    let Some(binding) = controller.db.get::<ServiceBinding>(guid).await? else {
+async fn binding_step(controller: &Controller, row: Row, guid: &str) -> Result<(), ApiError> {
+    let Some(binding) = Binding::load(controller, row, guid).await? else {
         return Ok(());
     };
-    let Some(pending) = binding.operation.pending.clone() else {
+    let Some(pending) = binding.operation().pending.clone() else {
         return Ok(());
     };
     let Some(instance) = controller
         .db
-        .get::<ServiceInstance>(&binding.service_instance_guid)
+        .get::<ServiceInstance>(binding.instance_guid())
         .await?
     else {
         return Ok(());
@@ -712,26 +821,20 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
     let auth = BrokerAuth::of(controller, &plan.broker)?;
     let broker = auth.client(controller, &plan.broker.url);
     let config = &controller.config.brokers;
-    let op = &binding.operation;
+    let op = binding.operation();
     let identity = op
         .user_guid
         .clone()
         .map(|user_id| osb::Identity { user_id });
     let job = op.job_guid.as_deref();
-    let set = |values: Vec<(&'static str, Arg)>| {
-        controller
-            .db
-            .update("service_credential_bindings", guid, values)
-    };
-    let fail = |detail: String| {
-        fail_operation(controller, "service_credential_bindings", guid, job, detail)
-    };
+    let table = row.table();
+    let set = |values: Vec<(&'static str, Arg)>| controller.db.update(table, guid, values);
+    let fail = |detail: String| fail_operation(controller, table, guid, job, detail);
     let instance_guid = instance.guid.as_str();
     match pending.as_str() {
         CREATE => {
             let (space, org) = org_of(controller, &instance.space_guid).await?;
-            let parameters =
-                decrypt_object(controller, binding.parameters.as_deref())?.map(Value::Object);
+            let parameters = decrypt_object(controller, binding.parameters())?.map(Value::Object);
             let context = osb::Context {
                 organization_guid: &org.guid,
                 space_guid: &space.guid,
@@ -740,20 +843,39 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
             let identity = identity.unwrap_or(osb::Identity {
                 user_id: String::new(),
             });
+            let route = match &binding {
+                Binding::Route(b) => match route_of(controller, b).await? {
+                    Some(route) => Some(route),
+                    None => {
+                        fail("The route is gone".into()).await?;
+                        return Ok(());
+                    }
+                },
+                Binding::Credential(_) => None,
+            };
+            let resource = match (&binding, &route) {
+                (Binding::Credential(b), _) => b
+                    .app_guid
+                    .as_deref()
+                    .map_or(BindResource::Key, BindResource::App),
+                (Binding::Route(_), route) => {
+                    BindResource::Route(route.as_deref().unwrap_or_default())
+                }
+            };
             let answer = broker
                 .bind(
                     instance_guid,
                     guid,
                     plan.ids(),
                     context,
-                    binding.app_guid.as_deref(),
+                    resource,
                     parameters.as_ref(),
                     &identity,
                 )
                 .await;
             match answer {
                 Ok(BindOutcome::Done(credentials)) => {
-                    bound(controller, &binding, credentials).await?;
+                    bound(controller, &binding, guid, credentials).await?;
                 }
                 Ok(BindOutcome::Async { operation }) => {
                     let mut values = poll_values(config, 0, None, None);
@@ -790,12 +912,12 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
                     set(poll_values(config, op.attempts, retry_after, description)).await?;
                 }
                 Ok(LastOperation::Succeeded { .. }) | Ok(LastOperation::Gone) if deleting => {
-                    unbound(controller, &binding).await?;
+                    unbound(controller, &binding, guid).await?;
                     finish_job(controller, job, None).await?;
                 }
                 Ok(LastOperation::Succeeded { .. }) => {
                     match broker.fetch_binding(instance_guid, guid, plan.ids()).await {
-                        Ok(credentials) => bound(controller, &binding, credentials).await?,
+                        Ok(credentials) => bound(controller, &binding, guid, credentials).await?,
                         Err(e) => {
                             set(orphan_values(e.to_string())).await?;
                             finish_job(controller, job, Some(&e.to_string())).await?;
@@ -834,7 +956,7 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
             .await
         {
             Ok(Outcome::Done { .. }) => {
-                unbound(controller, &binding).await?;
+                unbound(controller, &binding, guid).await?;
                 finish_job(controller, job, None).await?;
             }
             Ok(Outcome::Async { operation }) => {
@@ -874,40 +996,95 @@ async fn binding_step(controller: &Controller, guid: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// A bind that went through: the credentials kept encrypted, the app's drains synced.
+/// What CF's job says when a route binding's broker gives no route service.
+const NO_ROUTE_SERVICE_URL: &str =
+    "The service broker did not return a route_service_url for the route binding";
+
+/// A bind that went through: a credential binding's credentials kept encrypted and
+/// its app's drains synced; a route binding's route service handed to the route's
+/// apps (a route binding without one is failed, and unbound).
 async fn bound(
     controller: &Controller,
-    binding: &ServiceBinding,
+    binding: &Binding,
+    guid: &str,
     credentials: osb::Credentials,
 ) -> Result<(), ApiError> {
-    let mut values = end_values(SUCCEEDED, None);
-    values.push((
-        "credentials",
-        encrypt_json(controller, &Value::Object(credentials.credentials))?,
-    ));
-    values.push(("syslog_drain_url", credentials.syslog_drain_url.into()));
-    controller
-        .db
-        .update("service_credential_bindings", &binding.guid, values)
-        .await?;
-    finish_job(controller, binding.operation.job_guid.as_deref(), None).await?;
-    if let Some(app) = &binding.app_guid {
-        crate::services::sync_app_drains(controller, app).await?;
+    let job = binding.operation().job_guid.as_deref();
+    match binding {
+        Binding::Credential(binding) => {
+            let mut values = end_values(SUCCEEDED, None);
+            values.push((
+                "credentials",
+                encrypt_json(controller, &Value::Object(credentials.credentials))?,
+            ));
+            values.push(("syslog_drain_url", credentials.syslog_drain_url.into()));
+            controller
+                .db
+                .update("service_credential_bindings", guid, values)
+                .await?;
+            finish_job(controller, job, None).await?;
+            if let Some(app) = &binding.app_guid {
+                crate::services::sync_app_drains(controller, app).await?;
+            }
+        }
+        Binding::Route(binding) => {
+            let Some(url) = credentials.route_service_url.filter(|u| !u.is_empty()) else {
+                controller
+                    .db
+                    .update(
+                        "service_route_bindings",
+                        guid,
+                        orphan_values(NO_ROUTE_SERVICE_URL.into()),
+                    )
+                    .await?;
+                finish_job(controller, job, Some(NO_ROUTE_SERVICE_URL)).await?;
+                return Ok(());
+            };
+            let mut values = end_values(SUCCEEDED, None);
+            values.push(("route_service_url", url.into()));
+            controller
+                .db
+                .update("service_route_bindings", guid, values)
+                .await?;
+            finish_job(controller, job, None).await?;
+            crate::api::sync_route_apps(controller, &binding.route_guid).await?;
+        }
     }
     Ok(())
 }
 
-async fn unbound(controller: &Controller, binding: &ServiceBinding) -> Result<(), ApiError> {
+async fn unbound(controller: &Controller, binding: &Binding, guid: &str) -> Result<(), ApiError> {
+    match binding {
+        Binding::Credential(binding) => {
+            controller
+                .db
+                .delete_resources(
+                    "service_credential_bindings",
+                    Filter::new().eq("guid", guid),
+                )
+                .await?;
+            if let Some(app) = &binding.app_guid {
+                crate::services::sync_app_drains(controller, app).await?;
+            }
+        }
+        Binding::Route(binding) => remove_route_binding(controller, binding).await?,
+    }
+    Ok(())
+}
+
+/// Deletes a route binding and takes its route service off the route's apps.
+pub async fn remove_route_binding(
+    controller: &Controller,
+    binding: &RouteBinding,
+) -> Result<(), sqlx::Error> {
     controller
         .db
         .delete_resources(
-            "service_credential_bindings",
+            "service_route_bindings",
             Filter::new().eq("guid", &binding.guid),
         )
         .await?;
-    if let Some(app) = &binding.app_guid {
-        crate::services::sync_app_drains(controller, app).await?;
-    }
+    crate::api::sync_route_apps(controller, &binding.route_guid).await?;
     Ok(())
 }
 

@@ -7,12 +7,17 @@ and `async` (202, `last_operation` in progress for a few polls, then succeeded);
 return credentials, at once for `sync` instances, for `async` ones after a few polls of
 the binding's `last_operation` (then fetched with GET); updates are synchronous.
 MODE `slow`: provisions sleep past the platform's timeout. MODE `garbage`: provisions
-answer 201 with a body that is not JSON; MODE `garbage-bind`: binds do.
+answer 201 with a body that is not JSON; MODE `garbage-bind`: binds do. MODE `route`:
+`kv` and a route service `rs` (`requires: ["route_forwarding"]`) whose binds return a
+`route_service_url` (`https://rs.example/<binding id>`), at once for plan `sync`, after
+a few polls for `async`, never for `none`.
 
 Every request is appended to the file in $BROKER_LOG as `METHOD PATH` lines, so the
-tests see what the platform sent (orphan mitigation is a DELETE).
+tests see what the platform sent (orphan mitigation is a DELETE); each bind adds a
+`BIND <binding id> <bind_resource as JSON>` line.
 """
 
+import json
 import logging
 import os
 import sys
@@ -43,9 +48,11 @@ class KvBroker(ServiceBroker):
     def __init__(self, mode):
         self.mode = mode
         self.polls = {}
+        self.plans = {}
+        self.parameters = {}
 
     def catalog(self):
-        return Service(
+        kv = Service(
             id="kv-service-id",
             name="kv",
             description="A key-value store",
@@ -57,10 +64,27 @@ class KvBroker(ServiceBroker):
                 ServicePlan(id="kv-async-id", name="async", description="ready after a while", free=True),
             ],
         )
+        if self.mode != "route":
+            return kv
+        rs = Service(
+            id="rs-service-id",
+            name="rs",
+            description="A route service",
+            bindable=True,
+            bindings_retrievable=True,
+            requires=["route_forwarding"],
+            plans=[
+                ServicePlan(id="rs-sync-id", name="sync", description="bound at once", free=True),
+                ServicePlan(id="rs-async-id", name="async", description="bound after a while", free=True),
+                ServicePlan(id="rs-none-id", name="none", description="no route service URL", free=True),
+            ],
+        )
+        return [kv, rs]
 
     def provision(self, instance_id, details, async_allowed, **kwargs):
         if self.mode == "slow":
             time.sleep(5)
+        self.plans[instance_id] = details.plan_id
         if details.plan_id == "kv-async-id":
             self.polls[instance_id] = 0
             return ProvisionedServiceSpec(state=ProvisionState.IS_ASYNC, operation="create-op")
@@ -85,16 +109,27 @@ class KvBroker(ServiceBroker):
         }
 
     def bind(self, instance_id, binding_id, details, async_allowed, **kwargs):
-        if details.plan_id == "kv-async-id":
+        with open(os.environ["BROKER_LOG"], "a") as log:
+            resource = (request.get_json(silent=True) or {}).get("bind_resource")
+            log.write(f"BIND {binding_id} {json.dumps(resource, sort_keys=True)}\n")
+        self.parameters[binding_id] = details.parameters or {}
+        if details.plan_id in ("kv-async-id", "rs-async-id"):
             self.polls[binding_id] = 0
             return Binding(state=BindState.IS_ASYNC, operation="bind-op")
+        if details.plan_id == "rs-sync-id":
+            return Binding(route_service_url="https://rs.example/" + binding_id)
+        if details.plan_id == "rs-none-id":
+            return Binding()
         return Binding(credentials=self.credentials(instance_id))
 
     def last_binding_operation(self, instance_id, binding_id, operation_data, **kwargs):
         return self.last_operation(binding_id, operation_data)
 
     def get_binding(self, instance_id, binding_id, **kwargs):
-        return GetBindingSpec(credentials=self.credentials(instance_id))
+        parameters = self.parameters.get(binding_id, {})
+        if self.plans.get(instance_id, "").startswith("rs-"):
+            return GetBindingSpec(route_service_url="https://rs.example/" + binding_id, parameters=parameters)
+        return GetBindingSpec(credentials=self.credentials(instance_id), parameters=parameters)
 
     def unbind(self, instance_id, binding_id, details, async_allowed, **kwargs):
         return UnbindSpec(is_async=False)

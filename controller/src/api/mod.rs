@@ -22,6 +22,7 @@ mod root;
 mod routes;
 mod service_bindings;
 mod service_brokers;
+mod service_route_bindings;
 pub mod service_instances;
 mod service_offerings;
 mod stacks;
@@ -31,7 +32,7 @@ mod usage_events;
 pub use apps::STACK;
 pub use buildpacks::for_staging as buildpacks_for_staging;
 pub use env_groups::variables as env_group_variables;
-pub use routes::{route_url, APP_PORT};
+pub use routes::{route_url, sync_route_apps, APP_PORT};
 
 use std::sync::Arc;
 
@@ -309,6 +310,20 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/v3/service_credential_bindings/{guid}/details",
             get(service_bindings::details),
+        )
+        .route(
+            "/v3/service_route_bindings",
+            get(service_route_bindings::list).post(service_route_bindings::create),
+        )
+        .route(
+            "/v3/service_route_bindings/{guid}",
+            get(service_route_bindings::show)
+                .patch(service_route_bindings::update)
+                .delete(service_route_bindings::delete),
+        )
+        .route(
+            "/v3/service_route_bindings/{guid}/parameters",
+            get(service_route_bindings::parameters),
         )
         .route(
             "/v3/service_brokers",

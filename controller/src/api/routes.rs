@@ -1,6 +1,6 @@
 //! Routes, their destinations (which apps a route sends traffic to) and domains.
 //! Destination changes reach the router through nsync: they change the `cf-router`
-//! routes of the apps' DesiredLRPs.
+//! routes of the apps' DesiredLRPs. Deleting a route unbinds its route service.
 
 use std::collections::BTreeSet;
 
@@ -363,7 +363,18 @@ pub async fn delete_route(controller: &Controller, route: &Route) -> Result<(), 
         .db
         .delete_resources("routes", Filter::new().eq("guid", &route.guid))
         .await?;
+    crate::service_operations::unbind_route(controller, &route.guid).await?;
     sync_apps(controller, destinations.iter().map(|d| d.app_guid.clone())).await;
+    Ok(())
+}
+
+/// Re-routes the apps `route_guid` sends traffic to (its route service changed).
+pub async fn sync_route_apps(controller: &Controller, route_guid: &str) -> Result<(), sqlx::Error> {
+    let destinations: Vec<Destination> = controller
+        .db
+        .find(Filter::new().eq("route_guid", route_guid))
+        .await?;
+    sync_apps(controller, destinations.into_iter().map(|d| d.app_guid)).await;
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Service instances (`/v3/service_instances`). User-provided ones (`wf cups`):
 //! credentials the developer gives (stored encrypted, shown only to those who may read
 //! secrets, through `/credentials`), a `syslog_drain_url` that the app's logs are
-//! forwarded to once bound, and a `route_service_url`; deleting one deletes its
-//! bindings. Managed ones, of a broker's plan the user may use in the space: creating,
+//! forwarded to once bound, and a `route_service_url` (a new one reaches the routes
+//! bound to it at once); deleting one deletes its bindings and route bindings. Managed ones, of a broker's plan the user may use in the space: creating,
 //! updating (new parameters) and deleting them answer a job and leave the broker calls
 //! to `service_operations`, with `last_operation` showing where they stand.
 
@@ -18,7 +18,9 @@ use super::{
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, Arg, Filter, JobState, ServiceBinding, ServiceInstance, ServicePlan};
+use crate::db::{
+    self, Arg, Filter, JobState, RouteBinding, ServiceBinding, ServiceInstance, ServicePlan,
+};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
 use crate::service_operations::{self, encrypt_json};
@@ -435,6 +437,9 @@ pub async fn update(
     if updated.syslog_drain_url != instance.syslog_drain_url {
         crate::services::sync_instance_drains(&controller, &guid).await?;
     }
+    if updated.route_service_url != instance.route_service_url {
+        super::service_route_bindings::follow_route_service_url(&controller, &updated).await?;
+    }
     record(
         &controller,
         &user,
@@ -474,6 +479,13 @@ pub async fn delete(State(controller): Ctl, user: User, Path(guid): Path<String>
         .await?;
     for binding in &bindings {
         super::service_bindings::remove(&controller, &user, binding, &instance).await?;
+    }
+    let route_bindings: Vec<RouteBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", &guid))
+        .await?;
+    for binding in &route_bindings {
+        super::service_route_bindings::remove(&controller, &user, binding, &instance).await?;
     }
     controller
         .db
@@ -620,7 +632,8 @@ async fn create_managed(
     Ok(accepted)
 }
 
-/// Deprovisions a managed instance (refused while it has bindings or keys).
+/// Deprovisions a managed instance (refused while it has bindings, keys or route
+/// bindings).
 async fn delete_managed(
     controller: &Controller,
     user: &User,
@@ -633,7 +646,11 @@ async fn delete_managed(
         .db
         .find(Filter::new().eq("service_instance_guid", &instance.guid))
         .await?;
-    if !bindings.is_empty() {
+    let route_bindings: Vec<RouteBinding> = controller
+        .db
+        .find(Filter::new().eq("service_instance_guid", &instance.guid))
+        .await?;
+    if !bindings.is_empty() || !route_bindings.is_empty() {
         return Err(ApiError::unprocessable(
             "Cannot delete service instance. Service keys, bindings, and shares must first be deleted.",
         ));
