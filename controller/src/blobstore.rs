@@ -383,6 +383,39 @@ impl Blobstore {
             .boxed()
     }
 
+    /// Whether a blob is stored under `key`.
+    pub async fn has(&self, key: &Key) -> Result<bool, BlobError> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the resource cache's file `sha1` to `dest`, checking that its bytes hash
+    /// to `sha1`; `BlobError::NotFound` when the cache does not have it.
+    pub async fn fetch_resource(&self, sha1: &str, dest: &Path) -> Result<(), BlobError> {
+        let key = self.resource_key(sha1)?;
+        let mut chunks = self.store.get(&key).await?.into_stream();
+        let mut file = tokio::fs::File::create(dest).await?;
+        let mut hasher = sha1::Sha1::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        let actual = hex::encode(hasher.finalize());
+        if !actual.eq_ignore_ascii_case(sha1) {
+            return Err(BlobError::ChecksumMismatch {
+                key: key.to_string(),
+                expected: sha1.to_string(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
     /// Copies the blob under `from` to `to` (inside the store: an S3 server copies it
     /// without sending it here).
     pub async fn copy(&self, from: &Key, to: &Key) -> Result<(), BlobError> {
@@ -496,46 +529,146 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 /// The name a bare `.wasm` upload gets inside its package.
 const WASM_ENTRY: &str = "app.wasm";
 
+/// A file of the resource cache that goes into a package: its path in the app, its
+/// unix mode, and the scratch file it was fetched to.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    pub path: String,
+    pub mode: u32,
+    pub file: PathBuf,
+}
+
 /// Checks uploaded bits at `upload` (a zip, or a bare wasm that is wrapped into one as
-/// `app.wasm`) and writes the package zip to `dest`; returns the zip's hex sha256.
+/// `app.wasm`), adds the files `cached` from the resource cache (unless the upload has
+/// a file at that path), and writes the package zip to `dest`; returns the zip's hex
+/// sha256. The package must hold a file, every entry inside the app directory.
 /// `filename` names the upload in errors. Blocking: run it on a blocking thread.
-pub fn prepare_package(upload: &Path, dest: &Path, filename: &str) -> Result<String, BitsError> {
-    write_package(upload, dest, filename)?;
+pub fn prepare_package(
+    upload: &Path,
+    cached: &[CachedFile],
+    dest: &Path,
+    filename: &str,
+) -> Result<String, BitsError> {
+    write_package(upload, cached, dest, filename)?;
     let mut file = std::fs::File::open(dest).map_err(|e| BitsError::Io(e.to_string()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| BitsError::Io(e.to_string()))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn write_package(upload: &Path, dest: &Path, filename: &str) -> Result<(), BitsError> {
+fn write_package(
+    upload: &Path,
+    cached: &[CachedFile],
+    dest: &Path,
+    filename: &str,
+) -> Result<(), BitsError> {
     let io = |e: std::io::Error| BitsError::Io(e.to_string());
+    let zip_err = |e: zip::result::ZipError| BitsError::Io(e.to_string());
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(upload).map_err(io)?;
     let read = file.read(&mut magic).map_err(io)?;
-    if read == magic.len() && magic == WASM_MAGIC {
-        let mut zip = zip::ZipWriter::new(std::fs::File::create(dest).map_err(io)?);
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        zip.start_file(WASM_ENTRY, options)
-            .map_err(|e| BitsError::Io(e.to_string()))?;
-        zip.write_all(&std::fs::read(upload).map_err(io)?)
-            .map_err(io)?;
-        zip.finish().map_err(|e| BitsError::Io(e.to_string()))?;
+    let wasm = read == magic.len() && magic == WASM_MAGIC;
+    let uploaded = if wasm {
+        vec![WASM_ENTRY.to_string()]
+    } else {
+        zip_files(upload, filename, || BitsError::NotZip(filename.to_string()))?
+    };
+    if uploaded.is_empty() && cached.is_empty() {
+        return Err(BitsError::Empty(filename.to_string()));
+    }
+    if let Some(unsafe_path) = cached
+        .iter()
+        .find(|c| !is_safe_entry(&c.path) || c.path.is_empty() || c.path.ends_with('/'))
+    {
+        return Err(BitsError::UnsafePath {
+            file: "resources".to_string(),
+            entry: unsafe_path.path.clone(),
+        });
+    }
+    if !wasm && cached.is_empty() {
+        std::fs::copy(upload, dest).map_err(io)?;
         return Ok(());
     }
-    validate_zip(upload, filename)?;
-    std::fs::copy(upload, dest).map_err(io)?;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(dest).map_err(io)?);
+    let options = |mode: u32| {
+        zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode)
+    };
+    if wasm {
+        zip.start_file(WASM_ENTRY, options(0o644))
+            .map_err(zip_err)?;
+        std::io::copy(&mut std::fs::File::open(upload).map_err(io)?, &mut zip).map_err(io)?;
+    } else {
+        let mut archive =
+            zip::ZipArchive::new(std::fs::File::open(upload).map_err(io)?).map_err(zip_err)?;
+        for i in 0..archive.len() {
+            zip.raw_copy_file(archive.by_index_raw(i).map_err(zip_err)?)
+                .map_err(zip_err)?;
+        }
+    }
+    for cached in cached {
+        if uploaded.contains(&cached.path) {
+            continue;
+        }
+        zip.start_file(cached.path.as_str(), options(cached.mode & 0o777))
+            .map_err(zip_err)?;
+        std::io::copy(
+            &mut std::fs::File::open(&cached.file).map_err(io)?,
+            &mut zip,
+        )
+        .map_err(io)?;
+    }
+    zip.finish().map_err(zip_err)?;
     Ok(())
 }
 
-/// A package zip must open, hold at least one file, and keep every entry inside the
-/// app directory.
-fn validate_zip(path: &Path, filename: &str) -> Result<(), BitsError> {
-    let not_zip = || BitsError::NotZip(filename.to_string());
-    if zip_files(path, filename, not_zip)?.is_empty() {
-        return Err(BitsError::Empty(filename.to_string()));
+/// A file of a package worth keeping in the resource cache: its hex sha1 and sha256,
+/// and the scratch file it was extracted to.
+#[derive(Debug)]
+pub struct CacheableFile {
+    pub sha1: String,
+    pub sha256: String,
+    pub file: PathBuf,
+}
+
+/// Extracts the files of the package zip `package` whose size is within `sizes` into
+/// `scratch` (a directory), with their hashes, for the resource cache. Blocking.
+pub fn cacheable_files(
+    package: &Path,
+    sizes: std::ops::RangeInclusive<u64>,
+    scratch: &Path,
+) -> Result<Vec<CacheableFile>, BitsError> {
+    let io = |e: std::io::Error| BitsError::Io(e.to_string());
+    let zip_err = |e: zip::result::ZipError| BitsError::Io(e.to_string());
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(package).map_err(io)?).map_err(zip_err)?;
+    let mut files = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_err)?;
+        if entry.is_dir() || !sizes.contains(&entry.size()) {
+            continue;
+        }
+        let path = scratch.join(i.to_string());
+        let mut out = std::fs::File::create(&path).map_err(io)?;
+        let (mut sha1, mut sha256) = (sha1::Sha1::new(), Sha256::new());
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let read = entry.read(&mut buf).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+            sha1.update(&buf[..read]);
+            sha256.update(&buf[..read]);
+            out.write_all(&buf[..read]).map_err(io)?;
+        }
+        files.push(CacheableFile {
+            sha1: hex::encode(sha1.finalize()),
+            sha256: hex::encode(sha256.finalize()),
+            file: path,
+        });
     }
-    Ok(())
+    Ok(files)
 }
 
 /// The files of the zip at `path` (`not_zip` when it does not open), every entry
@@ -605,7 +738,7 @@ mod tests {
         let upload = dir.path().join("upload");
         std::fs::write(&upload, bytes).unwrap();
         let dest = dir.path().join("package.zip");
-        let result = prepare_package(&upload, &dest, "bits.zip").map(|sha256| {
+        let result = prepare_package(&upload, &[], &dest, "bits.zip").map(|sha256| {
             let zip = std::fs::read(&dest).unwrap();
             assert_eq!(sha256, hex::encode(Sha256::digest(&zip)));
         });
@@ -632,6 +765,59 @@ mod tests {
             .read_to_end(&mut wasm)
             .unwrap();
         assert_eq!(wasm, b"\0asm\x01\0\0\0");
+    }
+
+    #[test]
+    fn cached_files_join_the_upload_and_big_files_are_cacheable() {
+        let dir = tempfile::tempdir().unwrap();
+        let cached_file = dir.path().join("cached");
+        std::fs::write(&cached_file, vec![b'c'; 5000]).unwrap();
+        let cached = |path: &str| CachedFile {
+            path: path.to_string(),
+            mode: 0o755,
+            file: cached_file.clone(),
+        };
+        let upload = dir.path().join("upload");
+        let dest = dir.path().join("package.zip");
+        // An empty zip with resources is a package; the upload wins over a resource at
+        // the same path.
+        std::fs::write(&upload, zip_of(&[])).unwrap();
+        prepare_package(&upload, &[cached("lib/big.bin")], &dest, "bits.zip").unwrap();
+        std::fs::write(
+            &upload,
+            zip_of(&[("app.wasm", b"\0asm"), ("lib/big.bin", b"new")]),
+        )
+        .unwrap();
+        prepare_package(
+            &upload,
+            &[cached("lib/big.bin"), cached("data/x")],
+            &dest,
+            "bits.zip",
+        )
+        .unwrap();
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&dest).unwrap()).unwrap();
+        let mut read = |name: &str| {
+            let mut file = archive.by_name(name).unwrap();
+            let mode = file.unix_mode();
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).unwrap();
+            (bytes.len(), mode.map(|m| m & 0o777))
+        };
+        assert_eq!(read("lib/big.bin").0, 3);
+        assert_eq!(read("data/x"), (5000, Some(0o755)));
+        let elsewhere = dir.path().join("refused.zip");
+        let err = prepare_package(&upload, &[cached("../x")], &elsewhere, "bits.zip").unwrap_err();
+        assert!(err.to_string().contains("unsafe path '../x'"), "{err}");
+
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        let found = cacheable_files(&dest, 4096..=1 << 20, &scratch).unwrap();
+        assert_eq!(found.len(), 1, "only data/x is big enough: {found:?}");
+        assert_eq!(
+            found[0].sha1,
+            hex::encode(sha1::Sha1::digest(vec![b'c'; 5000]))
+        );
+        assert_eq!(std::fs::read(&found[0].file).unwrap().len(), 5000);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod nsync;
 mod orphaned_blobs;
 mod osb;
 mod quotas;
+mod resource_cache;
 mod service_operations;
 mod services;
 mod signed_urls;

@@ -1,7 +1,8 @@
-//! Bits in and out of the Cloud Controller: package download and copy
-//! (`cf copy-source`), droplet upload (`cf push --droplet`), download
-//! (`cf download-droplet`) and copy, with CF's errors and roles. On SQLite and, when
-//! `WF_TEST_POSTGRES_URL` names a server, PostgreSQL.
+//! Bits in and out of the Cloud Controller: the resource cache (`resource_matches` and
+//! uploads that name cached files), package download and copy (`cf copy-source`),
+//! droplet upload (`cf push --droplet`), download (`cf download-droplet`) and copy,
+//! with CF's errors and roles. On SQLite and, when `WF_TEST_POSTGRES_URL` names a
+//! server, PostgreSQL.
 
 use http::{header, Method, StatusCode};
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use wf_db::testing::Backend;
 
 mod common;
 
-use common::{multipart, start, Api};
+use common::{droplet_tgz, multipart, start, Api};
 
 const WASM: &[u8] = b"\0asm\x01\0\0\0";
 
@@ -24,30 +25,6 @@ async fn bits_on_postgres() {
     if wf_db::testing::backends().contains(&Backend::Postgres) {
         bits(start(Backend::Postgres).await).await;
     }
-}
-
-/// A droplet tgz as the stager writes one: `droplet.json` and `app.wasm`.
-fn droplet_tgz(wasm: &[u8], process_types: Value) -> Vec<u8> {
-    let metadata = json!({
-        "kind": "server",
-        "wasm": "app.wasm",
-        "wasm_sha256": wf_buildpacks::sha256_hex(wasm),
-        "buildpack": "wasm_buildpack",
-        "buildpacks": ["wasm_buildpack"],
-        "process_types": process_types,
-    })
-    .to_string();
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    for (name, bytes) in [("droplet.json", metadata.as_bytes()), ("app.wasm", wasm)] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, name, bytes).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
 }
 
 /// Follows a `302` from `uri` (as `token`) to the signed blob link; the bits.
@@ -79,6 +56,35 @@ async fn upload(
         multipart(name, bytes),
     )
     .await
+}
+
+/// A multipart upload of `zip` as `bits` and `resources` (JSON) as the resources.
+fn with_resources(zip: &[u8], resources: &Value) -> Vec<u8> {
+    let mut body =
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"bits\"; filename=\"app.zip\"\r\n\r\n"
+            .to_vec();
+    body.extend_from_slice(zip);
+    body.extend_from_slice(
+        format!("\r\n--XYZ\r\nContent-Disposition: form-data; name=\"resources\"\r\n\r\n{resources}\r\n--XYZ--\r\n")
+            .as_bytes(),
+    );
+    body
+}
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest as _;
+    hex::encode(sha1::Sha1::digest(bytes))
 }
 
 async fn bits(api: Api) {
@@ -209,6 +215,121 @@ async fn bits(api: Api) {
             .unwrap()
             .contains("source package"),
         "{err}"
+    );
+
+    // The resource cache: a file of 4 KiB or more that was uploaded once is matched,
+    // and a later upload names it instead of sending it.
+    let big = vec![7u8; 10_000];
+    let small = b"tiny".to_vec();
+    let mut package_body = relationship(&dest_app);
+    package_body["type"] = json!("bits");
+    let new_package = |body: Value| {
+        let api = &api;
+        let dev = dev.clone();
+        async move {
+            let (status, package) = api
+                .call_as(&dev, Method::POST, "/v3/packages", Some(body))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{package}");
+            package["guid"].as_str().unwrap().to_string()
+        }
+    };
+    let first = new_package(package_body.clone()).await;
+    let zip = zip_of(&[
+        ("app.wasm", WASM),
+        ("lib/big.bin", &big),
+        ("small.txt", &small),
+    ]);
+    let (status, _, body) = upload(
+        &api,
+        &dev,
+        &format!("/v3/packages/{first}/upload"),
+        "app.zip",
+        &zip,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let resource =
+        |sha1: String, size: usize| json!({"checksum": {"value": sha1}, "size_in_bytes": size});
+    let asked = json!({"resources": [
+        resource(sha1_hex(&big), big.len()),
+        resource(sha1_hex(&small), small.len()),
+        resource(sha1_hex(b"never uploaded but big enough"), 9_999),
+    ]});
+    let (status, matched) = api
+        .call_as(&dev, Method::POST, "/v3/resource_matches", Some(asked))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{matched}");
+    assert_eq!(
+        matched["resources"],
+        json!([resource(sha1_hex(&big), big.len())])
+    );
+    let (status, err) = api
+        .call_as(
+            &dev,
+            Method::POST,
+            "/v3/resource_matches",
+            Some(json!({"resources": [resource("xyz".into(), 1)]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+
+    let second = new_package(package_body.clone()).await;
+    let cached = json!([{"checksum": {"value": sha1_hex(&big)}, "size_in_bytes": big.len(), "path": "lib/big.bin", "mode": "0755"}]);
+    let (status, _, body) = api
+        .send_as(
+            Some(&dev),
+            Method::POST,
+            &format!("/v3/packages/{second}/upload"),
+            Some("multipart/form-data; boundary=XYZ"),
+            with_resources(&zip_of(&[("app.wasm", WASM)]), &cached),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "READY");
+    let bits = download(&api, &dev, &format!("/v3/packages/{second}/download")).await;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bits.to_vec())).unwrap();
+    let mut file = archive.by_name("lib/big.bin").unwrap();
+    assert_eq!(file.unix_mode().map(|m| m & 0o777), Some(0o755));
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut content).unwrap();
+    assert_eq!(content, big, "the cached file is in the package");
+    drop(file);
+    assert!(archive.by_name("app.wasm").is_ok());
+
+    // A resource the cache does not hold, or a path out of the app, is refused.
+    let third = new_package(package_body).await;
+    for (resources, expected) in [
+        (
+            json!([{"checksum": {"value": sha1_hex(b"unknown")}, "size_in_bytes": 5000, "path": "x.bin"}]),
+            "does not hold x.bin",
+        ),
+        (
+            json!([{"checksum": {"value": sha1_hex(&big)}, "size_in_bytes": big.len(), "path": "../escape"}]),
+            "unsafe path",
+        ),
+    ] {
+        let (status, _, err) = api
+            .send_as(
+                Some(&dev),
+                Method::POST,
+                &format!("/v3/packages/{third}/upload"),
+                Some("multipart/form-data; boundary=XYZ"),
+                with_resources(&zip_of(&[("app.wasm", WASM)]), &resources),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        assert!(
+            err["errors"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        api.get(&format!("/v3/packages/{third}")).await["state"],
+        "AWAITING_UPLOAD"
     );
 
     // A droplet made elsewhere: created, refused when its bits are not a droplet,

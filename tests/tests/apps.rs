@@ -250,3 +250,19 @@ fn a_droplet_is_downloaded_pushed_as_it_is_and_source_copied_to_another_app() {
     let resp = platform.wait_for("bits-droplet", "/", START_WITHIN, |r| r.status == 200);
     assert_eq!(resp.body, "hello from 0\n");
 }
+
+#[test]
+fn a_push_of_files_the_platform_has_sends_only_their_fingerprints() {
+    let platform = Platform::shared();
+    let wf = platform.user();
+    // Another app's push put the fixture's wasm in the resource cache...
+    let first = wf.push_fixture("cached-a", "hello");
+    let second = wf.push_fixture("cached-b", "hello");
+    // ... so a push of the same file names it instead of sending it.
+    assert!(
+        second.contains("1 of the app's files") && second.contains("already on the platform"),
+        "first push:\n{first}\nsecond push:\n{second}"
+    );
+    let resp = platform.wait_for("cached-b", "/", START_WITHIN, |r| r.status == 200);
+    assert_eq!(resp.body, "hello from 0\n");
+}

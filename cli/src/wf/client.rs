@@ -586,10 +586,17 @@ impl Client {
         Ok(page["resources"].get(0).cloned())
     }
 
-    /// Uploads `zip` as the bits of package `package_guid` (multipart field `bits`).
-    pub fn upload_bits(&mut self, package_guid: &str, zip: Vec<u8>) -> Result<Value, ClientError> {
+    /// Uploads `zip` as the bits of package `package_guid` (multipart field `bits`),
+    /// with `resources`: the files the resource cache holds, left out of the zip.
+    pub fn upload_bits(
+        &mut self,
+        package_guid: &str,
+        zip: Vec<u8>,
+        resources: &[Value],
+    ) -> Result<Value, ClientError> {
         let path = format!("/v3/packages/{package_guid}/upload");
-        Ok(self.upload_zip(&path, "app.zip", zip)?.json)
+        let resources = Value::from(resources.to_vec()).to_string();
+        Ok(self.upload_zip(&path, "app.zip", zip, &resources)?.json)
     }
 
     /// Uploads `zip` (named `filename`) as the bits of buildpack `guid`, waiting for
@@ -615,7 +622,7 @@ impl Client {
         filename: &str,
         bits: Vec<u8>,
     ) -> Result<Value, ClientError> {
-        let resp = self.upload_zip(path, filename, bits)?;
+        let resp = self.upload_zip(path, filename, bits, "[]")?;
         if let Some(job) = resp.location.as_deref().filter(|_| resp.status == 202) {
             self.wait_for_job(job)?;
         }
@@ -634,12 +641,14 @@ impl Client {
         Ok(resp.bytes().map_err(ClientError::connection)?.to_vec())
     }
 
-    /// POSTs `zip` to `path` as the multipart field `bits` (with no `resources`).
+    /// POSTs `zip` to `path` as the multipart field `bits`, with the field `resources`
+    /// (JSON).
     fn upload_zip(
         &mut self,
         path: &str,
         filename: &str,
         zip: Vec<u8>,
+        resources: &str,
     ) -> Result<ApiResponse, ClientError> {
         let url = self.url(path)?;
         let resp = self.send_authorized(|http, auth| {
@@ -648,7 +657,7 @@ impl Client {
                 .mime_str("application/zip")
                 .unwrap_or_else(|_| reqwest::blocking::multipart::Part::bytes(zip.clone()));
             let form = reqwest::blocking::multipart::Form::new()
-                .text("resources", "[]")
+                .text("resources", resources.to_string())
                 .part("bits", bits);
             http.post(&url)
                 .header(AUTHORIZATION, auth)

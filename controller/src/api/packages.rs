@@ -252,9 +252,10 @@ pub async fn download(
     Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
 }
 
-/// `POST /v3/packages/:guid/upload`: multipart with `bits` (and `resources`, which
-/// always lists nothing since resource matching finds nothing). Bad bits leave the
-/// package AWAITING_UPLOAD.
+/// `POST /v3/packages/:guid/upload`: multipart with `bits` (a zip, or a bare wasm) and
+/// `resources` (the files the resource cache holds, as `/v3/resource_matches` answered,
+/// with their paths and modes), at least one of the two. Bad bits leave the package
+/// AWAITING_UPLOAD.
 pub async fn upload(
     State(controller): Ctl,
     user: User,
@@ -266,12 +267,8 @@ pub async fn upload(
     super::feature_flags::require(&controller, &user, "app_bits_upload").await?;
     let mut multipart = multipart.map_err(|e| ApiError::MessageParse(e.body_text()))?;
     let tmp = controller.blobs.temp_path();
-    let received = receive_bits(&controller, &mut multipart, &tmp).await;
-    let result = match received {
-        Ok(Some((filename, _))) => store_package(&controller, &package, &tmp, filename).await,
-        Ok(None) => Err(ApiError::unprocessable(
-            "Upload must include bits: the 'bits' field is missing.",
-        )),
+    let result = match receive_upload(&controller, &mut multipart, &tmp).await {
+        Ok(upload) => store_package(&controller, &package, &tmp, upload).await,
         Err(e) => Err(e),
     };
     if let Err(e) = controller.blobs.remove_temp(&tmp).await {
@@ -282,6 +279,16 @@ pub async fn upload(
     Ok(ok(show_package(&controller, &package).await?))
 }
 
+/// Most bytes of an upload's `resources` field (5,000 resources fit with room to spare).
+const MAX_RESOURCES_FIELD: usize = 4 << 20;
+
+/// What a multipart upload carried: the `bits` field (streamed to a scratch file; its
+/// file name and sha256) and the `resources` field.
+pub(super) struct Upload {
+    pub bits: Option<(String, String)>,
+    pub resources: Vec<crate::resource_cache::Resource>,
+}
+
 /// Streams the `bits` field to `tmp`; returns its file name and sha256, or `None`
 /// without one.
 pub(super) async fn receive_bits(
@@ -289,40 +296,102 @@ pub(super) async fn receive_bits(
     multipart: &mut Multipart,
     tmp: &std::path::Path,
 ) -> Result<Option<(String, String)>, ApiError> {
+    Ok(receive_upload(controller, multipart, tmp).await?.bits)
+}
+
+/// Streams the `bits` field to `tmp`, and reads the `resources` field.
+async fn receive_upload(
+    controller: &Controller,
+    multipart: &mut Multipart,
+    tmp: &std::path::Path,
+) -> Result<Upload, ApiError> {
     let parse = |e: axum::extract::multipart::MultipartError| ApiError::MessageParse(e.body_text());
-    let mut received = None;
-    while let Some(field) = multipart.next_field().await.map_err(parse)? {
-        if field.name() != Some("bits") {
-            continue;
-        }
-        let name = field.file_name().unwrap_or("bits").to_string();
-        let chunks = futures::stream::unfold(field, |mut field| async move {
-            match field.chunk().await {
-                Ok(Some(chunk)) => Some((Ok(chunk), field)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), field)),
+    let mut upload = Upload {
+        bits: None,
+        resources: Vec::new(),
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(parse)? {
+        match field.name() {
+            Some("bits") => {
+                let name = field.file_name().unwrap_or("bits").to_string();
+                let chunks = futures::stream::unfold(field, |mut field| async move {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => Some((Ok(chunk), field)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(e), field)),
+                    }
+                });
+                let sha256 = controller
+                    .blobs
+                    .write_stream(tmp, Box::pin(chunks))
+                    .await
+                    .map_err(|e| {
+                        ApiError::unprocessable(format!("Uploading {name} failed: {e}"))
+                    })?;
+                upload.bits = Some((name, sha256));
             }
-        });
-        let sha256 = controller
-            .blobs
-            .write_stream(tmp, Box::pin(chunks))
-            .await
-            .map_err(|e| ApiError::unprocessable(format!("Uploading {name} failed: {e}")))?;
-        received = Some((name, sha256));
+            Some("resources") => {
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(parse)? {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > MAX_RESOURCES_FIELD {
+                        return Err(ApiError::unprocessable("The resources field is too large"));
+                    }
+                }
+                let value: Value = serde_json::from_slice(&text).map_err(|e| {
+                    ApiError::MessageParse(format!("The resources field is not JSON: {e}"))
+                })?;
+                upload.resources = crate::resource_cache::parse(value)?;
+            }
+            _ => {}
+        }
     }
-    Ok(received)
+    Ok(upload)
 }
 
 async fn store_package(
     controller: &Controller,
     package: &Package,
     upload: &std::path::Path,
-    filename: String,
+    received: Upload,
 ) -> Result<(), ApiError> {
+    let filename = match received.bits {
+        Some((filename, _)) => filename,
+        None if !received.resources.is_empty() => {
+            // Every file is in the resource cache: the bits are an empty zip.
+            let empty = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()))
+                .finish()
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .into_inner();
+            tokio::fs::write(upload, empty)
+                .await
+                .map_err(|e| ApiError::Internal(format!("scratch file: {e}")))?;
+            "bits".to_string()
+        }
+        None => {
+            return Err(ApiError::unprocessable(
+                "Upload must include bits or resources: both fields are missing.",
+            ))
+        }
+    };
     let staged = controller.blobs.temp_path();
-    let stored = put_package(controller, package, upload, &staged, filename).await;
+    let scratch = controller.blobs.temp_path();
+    let stored = put_package(
+        controller,
+        package,
+        upload,
+        &received.resources,
+        (&scratch, &staged),
+        filename,
+    )
+    .await;
     if let Err(e) = controller.blobs.remove_temp(&staged).await {
         tracing::warn!(path = %staged.display(), error = %e, "cannot remove a package's scratch file");
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(&scratch).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %scratch.display(), error = %e, "cannot remove scratch files");
+        }
     }
     let checksum = stored?;
     controller
@@ -340,18 +409,29 @@ async fn store_package(
     Ok(())
 }
 
-/// Checks the bits at `upload`, writes the package zip to the scratch file `staged`, and
-/// puts it in the blobstore; returns its sha256.
+/// Fetches the package's `resources` from the cache into the scratch directory
+/// `scratch`, checks the bits at `upload`, writes the package zip (the bits and those
+/// files) to the scratch file `staged`, puts it in the blobstore, and adds its files to
+/// the resource cache; returns its sha256.
 async fn put_package(
     controller: &Controller,
     package: &Package,
     upload: &std::path::Path,
-    staged: &std::path::Path,
+    resources: &[crate::resource_cache::Resource],
+    (scratch, staged): (&std::path::Path, &std::path::Path),
     filename: String,
 ) -> Result<String, ApiError> {
+    let cached = if resources.is_empty() {
+        Vec::new()
+    } else {
+        tokio::fs::create_dir_all(scratch)
+            .await
+            .map_err(|e| ApiError::Internal(format!("scratch directory: {e}")))?;
+        crate::resource_cache::fetch(controller, resources, scratch).await?
+    };
     let (upload_path, staged_path) = (upload.to_path_buf(), staged.to_path_buf());
     let checksum = tokio::task::spawn_blocking(move || {
-        blobstore::prepare_package(&upload_path, &staged_path, &filename)
+        blobstore::prepare_package(&upload_path, &cached, &staged_path, &filename)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("package check: {e}")))?
@@ -367,5 +447,6 @@ async fn put_package(
             &checksum,
         )
         .await?;
+    crate::resource_cache::remember(controller, staged).await;
     Ok(checksum)
 }

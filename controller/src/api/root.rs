@@ -87,8 +87,19 @@ fn present_job(controller: &Controller, job: &Job) -> Value {
     })
 }
 
-/// The resource cache is not kept yet: no file is ever already known, so clients
-/// upload every file.
-pub async fn resource_matches(_user: User, JsonBody(_body): JsonBody<Value>) -> ApiResult {
-    Ok(ok(json!({"resources": []})))
+/// `POST /v3/resource_matches`: which of the files named (`{"resources": [{"checksum":
+/// {"value": sha1}, "size_in_bytes"}]}`) the resource cache holds; a push need not
+/// upload those.
+pub async fn resource_matches(
+    State(controller): Ctl,
+    _user: User,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult {
+    let resources = body
+        .get("resources")
+        .cloned()
+        .ok_or_else(|| ApiError::unprocessable("Resources must be an array"))?;
+    let resources = crate::resource_cache::parse(resources)?;
+    let held = crate::resource_cache::matches(&controller, resources).await?;
+    Ok(ok(json!({"resources": held})))
 }

@@ -187,7 +187,7 @@ fn push_app(
         })?),
         None => {
             println!("Packaging files to upload...");
-            Bits::Package(package::package(path)?)
+            Bits::Package(package::read(path)?)
         }
     };
     resolve_default_domain(client, &mut app)?;
@@ -203,14 +203,17 @@ fn push_app(
         .ok_or_else(|| Error::Failed(format!("App '{name}' was not created.")))?;
 
     let droplet_guid = match bits {
-        Bits::Package(zip) => {
-            println!("Uploading files...");
+        Bits::Package(files) => {
             let package = client.post(
                 "/v3/packages",
                 &json!({"type": "bits", "relationships": {"app": {"data": {"guid": guid}}}}),
             )?;
             let package_guid = text(&package, "guid").to_string();
-            client.upload_bits(&package_guid, zip)?;
+            let cached = cached_files(client, &files)?;
+            let skip: Vec<String> = cached.iter().map(|r| text(r, "path").to_string()).collect();
+            let zip = files.zip(&skip)?;
+            println!("Uploading files ({} bytes)...", zip.len());
+            client.upload_bits(&package_guid, zip, &cached)?;
             println!("Waiting for API to complete processing files...");
             wait_for_package(client, &package_guid)?;
             println!("\nStaging app and tracing logs...");
@@ -372,8 +375,34 @@ pub fn download_droplet(
 
 /// What `wf push` sends: the app's files to stage, or a droplet to run as it is.
 enum Bits {
-    Package(Vec<u8>),
+    Package(package::AppBits),
     Droplet(Vec<u8>),
+}
+
+/// The app's files the platform's resource cache already holds (`resource_matches`),
+/// which the upload names instead of sending.
+fn cached_files(
+    client: &mut Client,
+    files: &package::AppBits,
+) -> Result<Vec<serde_json::Value>, Error> {
+    let fingerprints = files.fingerprints();
+    if fingerprints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let matched = client.post("/v3/resource_matches", &json!({"resources": fingerprints}))?;
+    let cached: Vec<serde_json::Value> =
+        matched["resources"].as_array().cloned().unwrap_or_default();
+    if !cached.is_empty() {
+        let bytes: u64 = cached
+            .iter()
+            .filter_map(|r| r["size_in_bytes"].as_u64())
+            .sum();
+        println!(
+            "{} of the app's files ({bytes} bytes) are already on the platform.",
+            cached.len()
+        );
+    }
+    Ok(cached)
 }
 
 /// `--strategy rolling`: a deployment of the droplet, followed until it is finalized
