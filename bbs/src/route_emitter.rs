@@ -7,7 +7,8 @@
 //! DesiredLRP's routes as last seen; a DesiredLRP event re-reads that process. It
 //! re-publishes the whole table every `register_interval` and whenever a router
 //! announces itself on `router.start`, and re-reads the whole BBS every
-//! [`SYNC_INTERVAL`] (and when it missed events) to heal any drift.
+//! [`SYNC_INTERVAL`] (and when it missed events) to heal any drift. A route whose route
+//! service changes is registered again, never unregistered on the way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -288,7 +289,7 @@ impl RouteEmitter {
             publish(bus, REGISTER_SUBJECT, message).await;
         }
         for gone in current.iter().filter(|m| !wanted.contains(m)) {
-            if !instances.values().any(|messages| messages.contains(gone)) {
+            if !instances.values().flatten().any(|m| same_endpoint(m, gone)) {
                 publish(bus, UNREGISTER_SUBJECT, gone).await;
             }
         }
@@ -378,11 +379,21 @@ async fn publish_process_difference(bus: &Bus, current: &Instances, wanted: &Ins
     for (slot, messages) in current {
         let new = wanted.get(slot).map(Vec::as_slice).unwrap_or_default();
         for gone in messages.iter().filter(|m| !new.contains(m)) {
-            if !wanted.values().any(|messages| messages.contains(gone)) {
+            if !wanted.values().flatten().any(|m| same_endpoint(m, gone)) {
                 publish(bus, UNREGISTER_SUBJECT, gone).await;
             }
         }
     }
+}
+
+/// Whether `a` and `b` register the same endpoint on the same routes (what the routes
+/// carry, their route service say, may differ). The router unregisters an endpoint by
+/// route and instance, so replacing a registration by one with a new route service is
+/// a re-registration only: unregistering the old one would drop the endpoint.
+fn same_endpoint(a: &RegistryMessage, b: &RegistryMessage) -> bool {
+    a.uris == b.uris
+        && a.private_instance_id == b.private_instance_id
+        && (a.private_instance_id.is_some() || (a.host == b.host && a.port == b.port))
 }
 
 async fn publish(bus: &Bus, subject: &str, message: &RegistryMessage) {
@@ -518,6 +529,46 @@ mod tests {
             next_json(&mut unregisters).await["private_instance_id"],
             "i-0"
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_route_service_reregisters_without_unregistering() {
+        let db = databases().await.remove(0);
+        let bus = Bus::in_process();
+        let mut registers = bus.subscribe(REGISTER_SUBJECT).await.unwrap();
+        let mut unregisters = bus.subscribe(UNREGISTER_SUBJECT).await.unwrap();
+        let bbs = open(&db, bus.clone()).await;
+        bbs.desire_lrp(desired("web", 1)).await.unwrap();
+        let ik = instance("i-0", "cell-0");
+        bbs.claim_actual_lrp(&key("web", 0), &ik).await.unwrap();
+        bbs.start_actual_lrp(&key("web", 0), &ik, net_info(61001))
+            .await
+            .unwrap();
+        let mut emitter = RouteEmitter {
+            bbs: bbs.clone(),
+            desired: HashMap::new(),
+            table: HashMap::new(),
+        };
+        emitter.refresh("web").await.unwrap();
+        assert!(next_json(&mut registers).await["route_service_url"].is_null());
+        let mut routes = desired("web", 1).routes;
+        routes.cf_router[0].route_service_url = Some("https://rs.example/x".into());
+        bbs.update_desired_lrp(
+            "web",
+            DesiredLrpUpdate {
+                routes: Some(routes),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        emitter.refresh("web").await.unwrap();
+        assert_eq!(
+            next_json(&mut registers).await["route_service_url"],
+            "https://rs.example/x"
+        );
+        let quiet = tokio::time::timeout(Duration::from_millis(200), unregisters.next()).await;
+        assert!(quiet.is_err(), "the endpoint was unregistered");
     }
 
     #[test]
