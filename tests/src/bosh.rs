@@ -1,6 +1,7 @@
 //! A BOSH director for tests: a real `nats-server`, `wfd director` with the local CPI
 //! (VMs are process trees on this machine, each on its own loopback address of a /24
-//! the test picks), the `wf` release built once per test binary from `bosh/release`
+//! the test picks) or the netns CPI (each VM also in a network namespace, on a bridge,
+//! in `10.244.<n>.0/24`; root only), the `wf` release built once per test binary from `bosh/release`
 //! with this build's `wfd`, and the local stemcell and a cloud config uploaded. Dropping
 //! it kills every VM's process tree, then the director and NATS.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use wf_messaging::testing::NatsServer;
 
+use crate::distributed::free_port;
 use crate::platform::{binary, http_get, HttpResponse, Process};
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -26,6 +28,8 @@ pub struct Timers {
     /// Seconds of silence after which an agent is unresponsive.
     pub unresponsive_after: f64,
     pub resurrector: bool,
+    /// VMs in network namespaces (the `netns` CPI) rather than on loopback addresses.
+    pub netns: bool,
     /// Meltdown: at least this many instances down...
     pub meltdown_minimum_down: usize,
     /// ...and this percentage of the deployment.
@@ -38,6 +42,7 @@ impl Default for Timers {
             heartbeat: 0.5,
             unresponsive_after: 3.0,
             resurrector: true,
+            netns: false,
             meltdown_minimum_down: 5,
             meltdown_percent: 20,
         }
@@ -49,6 +54,8 @@ pub struct Bosh {
     pub data_dir: PathBuf,
     /// The first three octets of this director's network, e.g. `127.0.42`.
     pub subnet: String,
+    /// The netns CPI's bridge, deleted on drop.
+    netns_bridge: Option<String>,
     pub nats: NatsServer,
     pub url: String,
     wf_home: tempfile::TempDir,
@@ -61,16 +68,48 @@ impl Bosh {
     /// Starts NATS and a director on the `127.0.<octet>.0/24` network, with the release,
     /// stemcell and cloud config uploaded; `None` when `nats-server` is missing (and
     /// not required).
+    ///
+    /// With `timers.netns`, `None` too when this is not root with `ip` (unless
+    /// `WF_REQUIRE_NETNS` is set: then it panics).
     pub fn start(octet: u8, timers: Timers) -> Option<Bosh> {
-        let nats = NatsServer::start()?;
+        if timers.netns && !netns_possible() {
+            return None;
+        }
+        let nats = if timers.netns {
+            // Agents in namespaces reach NATS on the bridge's address.
+            NatsServer::start_with_args(&["-a", "0.0.0.0"])?
+        } else {
+            NatsServer::start()?
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("director");
+        let subnet = if timers.netns {
+            format!("10.244.{octet}")
+        } else {
+            format!("127.0.{octet}")
+        };
+        let listen = if timers.netns {
+            let port = free_port();
+            let nats_port = nats.url().rsplit(':').next().expect("a port").to_string();
+            vec![
+                "--listen".into(),
+                format!("0.0.0.0:{port}").into(),
+                "--url".into(),
+                format!("http://{subnet}.1:{port}").into(),
+                "--builtin-cpi".into(),
+                "netns".into(),
+                "--netns-bridge".into(),
+                bridge(octet).into(),
+                "--agent-nats-url".into(),
+                format!("nats://{subnet}.1:{nats_port}").into(),
+            ]
+        } else {
+            vec!["--listen".into(), "127.0.0.1:0".into()]
+        };
         let mut args: Vec<OsString> = vec![
             "director".into(),
             "--data-dir".into(),
             data_dir.clone().into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
             "--admin-password".into(),
             PASSWORD.into(),
             "--nats-url".into(),
@@ -91,16 +130,20 @@ impl Bosh {
         if !timers.resurrector {
             args.push("--no-resurrector".into());
         }
+        args.extend(listen);
         let director = Process::start("director", args);
-        let url = director
-            .line_after("director: ", STARTUP)
+        let printed = director.line_after("director: ", STARTUP);
+        // The director's own address (the `--url` may be one only VMs reach).
+        let url = printed
             .split_whitespace()
-            .next()
-            .expect("director URL")
-            .to_string();
+            .nth(1)
+            .map(|addr| format!("http://{}", addr.trim_matches(['(', ')'])))
+            .expect("director address")
+            .replace("0.0.0.0", "127.0.0.1");
         let bosh = Bosh {
             data_dir,
-            subnet: format!("127.0.{octet}"),
+            netns_bridge: timers.netns.then(|| bridge(octet)),
+            subnet,
             nats,
             url,
             wf_home: tempfile::tempdir().expect("WF_HOME"),
@@ -288,6 +331,19 @@ networks:
         signal_group(self.vm_pgid(cid), signal);
     }
 
+    /// Kills VM `cid` as a lost machine: its processes, and its network namespace if it
+    /// has one.
+    pub fn kill_vm(&self, cid: &str) {
+        self.signal_vm(cid, "KILL");
+        if self.netns_bridge.is_some() {
+            let deleted = Command::new("ip")
+                .args(["netns", "delete", &format!("wf-{cid}")])
+                .status()
+                .expect("running ip");
+            assert!(deleted.success(), "deleting VM {cid}'s namespace");
+        }
+    }
+
     /// The VMs the local CPI has.
     pub fn vm_dirs(&self) -> Vec<PathBuf> {
         list(&self.data_dir.join("cpi/vms"))
@@ -309,6 +365,22 @@ impl Drop for Bosh {
             {
                 signal_group(pgid, "KILL");
             }
+            if self.netns_bridge.is_some() {
+                let cid = vm
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let _ = Command::new("ip")
+                    .args(["netns", "delete", &format!("wf-{cid}")])
+                    .status();
+            }
+        }
+        if let Some(bridge) = &self.netns_bridge {
+            let _ = Command::new("ip")
+                .args(["link", "delete", bridge])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -320,6 +392,32 @@ pub struct Instance {
     pub process_state: String,
     pub ip: Ipv4Addr,
     pub vm_cid: Option<String>,
+}
+
+/// The netns CPI's bridge for network `10.244.<octet>.0/24`.
+fn bridge(octet: u8) -> String {
+    format!("wfbr{octet}")
+}
+
+/// Whether this process may create network namespaces (root, with iproute2); says so
+/// when not, and panics when `WF_REQUIRE_NETNS` is set.
+fn netns_possible() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's effective user.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    assert!(
+        std::env::var_os("WF_REQUIRE_NETNS").is_none(),
+        "WF_REQUIRE_NETNS is set but this is not root with iproute2's ip"
+    );
+    eprintln!("skipping: the netns CPI needs root and ip (set WF_REQUIRE_NETNS to fail instead)");
+    false
 }
 
 /// Whether a process of group `pgid` runs (zombies, which wait for a parent to reap

@@ -311,7 +311,7 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
 }
 
 /// A port free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")

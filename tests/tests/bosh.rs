@@ -363,9 +363,26 @@ fn hammer(
 
 #[test]
 fn the_whole_platform_deploys_serves_an_app_and_heals() {
-    let Some(bosh) = Bosh::start(205, Timers::default()) else {
-        return;
+    if let Some(bosh) = Bosh::start(205, Timers::default()) {
+        whole_platform(bosh);
+    }
+}
+
+/// The same with every VM in a network namespace of its own (the `netns` CPI; root).
+#[test]
+fn the_whole_platform_on_network_namespaces() {
+    let timers = Timers {
+        netns: true,
+        ..Timers::default()
     };
+    if let Some(bosh) = Bosh::start(206, timers) {
+        whole_platform(bosh);
+    }
+}
+
+/// Deploys `bosh/examples/platform.yml` on `bosh`'s network, pushes an app, recreates
+/// the cells (drained) and kills a cell VM while the app is served.
+fn whole_platform(bosh: Bosh) {
     let nats_server = wf_messaging::testing::nats_server_binary().expect("nats-server");
     let net = bosh.subnet.clone();
     let manifest = std::fs::read_to_string(repo().join("bosh/examples/platform.yml"))
@@ -424,7 +441,7 @@ fn the_whole_platform_deploys_serves_an_app_and_heals() {
         .expect("a cell VM");
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(routers, host, stop.clone());
-    bosh.signal_vm(&cell, "KILL");
+    bosh.kill_vm(&cell);
     let killed = Instant::now();
     eventually("the cell's VM recreated", DEPLOY, || {
         let vms = bosh.vms("wasmfoundry");

@@ -6,7 +6,9 @@
 //! `<state dir>/disks/<cid>` that the VM it is attached to sees at `store` (a symlink),
 //! so persistent data survives a recreate. A stemcell is a record: every VM runs the
 //! agent of the `wfd` that runs this CPI. The VM's IP is whatever the director gives
-//! it: loopback addresses (127.0.0.0/8) let each VM's jobs bind their own.
+//! it: loopback addresses (127.0.0.0/8) let each VM's jobs bind their own. With
+//! [`Netns`] (`wfd cpi netns`) each VM is also in a network namespace of its own, on a
+//! bridge, with that IP as its only address.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::netns::Netns;
 use super::{
     Request, Response, CLOUD_ERROR, DISK_NOT_FOUND, NOT_IMPLEMENTED, VM_CREATION_FAILED,
     VM_NOT_FOUND,
@@ -38,6 +41,8 @@ pub struct LocalCpi {
     pub heartbeat_interval: f64,
     /// The program VMs run as their agent (`wfd`, called as `wfd agent --base-dir DIR`).
     pub agent_program: PathBuf,
+    /// Each VM in a network namespace of its own (the `netns` CPI).
+    pub netns: Option<Netns>,
 }
 
 type Outcome = Result<Value, Response>;
@@ -132,14 +137,24 @@ impl LocalCpi {
         for sub in ["data", "sys/log"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io_error("creating the VM"))?;
         }
-        self.boot(&dir)
-            .map_err(|e| Response::error(VM_CREATION_FAILED, e))?;
+        let booted = match &self.netns {
+            Some(netns) => netns.create(&cid, &networks),
+            None => Ok(()),
+        }
+        .and_then(|()| self.boot(&cid, &dir));
+        if let Err(e) = booted {
+            if let Some(netns) = &self.netns {
+                netns.delete(&cid);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Response::error(VM_CREATION_FAILED, e));
+        }
         Ok(json!([cid, networks]))
     }
 
     /// Starts the VM's agent in a process group of its own; its pid (the group's id) goes
     /// to `pid`.
-    fn boot(&self, dir: &Path) -> Result<(), String> {
+    fn boot(&self, cid: &str, dir: &Path) -> Result<(), String> {
         use std::os::unix::process::CommandExt as _;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -148,7 +163,11 @@ impl LocalCpi {
             .map_err(|e| format!("opening the agent log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         // The agent must not hold the director's pipes: stdio is its log only.
-        let child = Command::new(&self.agent_program)
+        let mut command = match &self.netns {
+            Some(netns) => netns.command(cid, &self.agent_program),
+            None => Command::new(&self.agent_program),
+        };
+        let child = command
             .arg("agent")
             .arg("--base-dir")
             .arg(dir)
@@ -173,7 +192,7 @@ impl LocalCpi {
 
     /// Whether the VM exists and its process tree runs.
     fn vm_alive(&self, cid: &str) -> bool {
-        self.pgid(cid).is_some_and(group_alive)
+        self.pgid(cid).is_some_and(group_alive) && self.netns.as_ref().is_none_or(|n| n.exists(cid))
     }
 
     /// Stops the VM's process tree: SIGTERM, then SIGKILL after [`STOP_GRACE`].
@@ -206,6 +225,9 @@ impl LocalCpi {
     fn delete_vm(&self, args: &[Value]) -> Outcome {
         let (cid, dir) = self.existing_vm(args)?;
         self.halt(&cid);
+        if let Some(netns) = &self.netns {
+            netns.delete(&cid);
+        }
         // `store` is a symlink: the disk behind it stays.
         std::fs::remove_dir_all(&dir).map_err(io_error("deleting the VM"))?;
         Ok(Value::Null)
@@ -214,7 +236,7 @@ impl LocalCpi {
     fn reboot_vm(&self, args: &[Value]) -> Outcome {
         let (cid, dir) = self.existing_vm(args)?;
         self.halt(&cid);
-        self.boot(&dir)
+        self.boot(&cid, &dir)
             .map_err(|e| Response::error(CLOUD_ERROR, e))?;
         Ok(Value::Null)
     }
@@ -387,6 +409,7 @@ mod tests {
             blobstore: "http://127.0.0.1:25555/blobs".into(),
             heartbeat_interval: 1.0,
             agent_program: agent,
+            netns: None,
         };
         assert_eq!(
             ok(&cpi, "info", vec![])["stemcell_formats"],

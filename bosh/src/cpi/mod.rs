@@ -3,9 +3,11 @@
 //! api_version) on its standard input and reads one JSON [`Response`] (result, error
 //! {type, message, ok_to_retry}, log) from its standard output. [`Cpi`] is the
 //! director's side (any executable that speaks the protocol plugs in); [`serve_stdio`]
-//! is the executable's side, which the built-in [`local`] CPI uses.
+//! is the executable's side, which the built-in [`local`] CPI uses (with [`netns`], its
+//! VMs get network namespaces of their own).
 
 pub mod local;
+pub mod netns;
 
 use std::io::{Read as _, Write as _};
 use std::process::Stdio;

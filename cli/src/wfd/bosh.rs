@@ -1,6 +1,6 @@
 //! BOSH's processes: `wfd director` (the director with its health monitor),
-//! `wfd agent` (the agent on each VM, started by a CPI) and `wfd cpi local` (the
-//! built-in CPI executable the director runs once per call).
+//! `wfd agent` (the agent on each VM, started by a CPI) and `wfd cpi local|netns` (the
+//! built-in CPI executables the director runs once per call).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,9 +33,21 @@ pub struct DirectorArgs {
     #[arg(long, env = "WFD_DIRECTOR_PASSWORD", hide_env_values = true)]
     pub admin_password: String,
     /// The CPI command line, run once per call (e.g. `/usr/bin/my-cpi --config c.json`);
-    /// default: this wfd's built-in local CPI (`wfd cpi local`) under the data dir.
+    /// default: this wfd's built-in CPI (`--builtin-cpi`) under the data dir.
     #[arg(long)]
     pub cpi: Option<String>,
+    /// The built-in CPI used without `--cpi`: `local` (VMs are process trees) or `netns`
+    /// (each also in a network namespace on `--netns-bridge`; needs root).
+    #[arg(long, default_value = "local", value_parser = ["local", "netns"])]
+    pub builtin_cpi: String,
+    /// The host bridge of the `netns` CPI's VMs.
+    #[arg(long, default_value = "wfbr0")]
+    pub netns_bridge: String,
+    /// The NATS URL agents connect to, when they reach NATS at another address than
+    /// the director does (`netns` VMs: the bridge's gateway address); default
+    /// `--nats-url`.
+    #[arg(long)]
+    pub agent_nats_url: Option<String>,
     /// Seconds between agent heartbeats, for the built-in local CPI's agents (BOSH: ~20).
     #[arg(long, default_value_t = 20.0)]
     pub agent_heartbeat_interval: f64,
@@ -78,19 +90,25 @@ pub async fn director(args: DirectorArgs) -> anyhow::Result<()> {
         Some(command) => command.split_whitespace().map(str::to_string).collect(),
         None => {
             let wfd = std::env::current_exe().context("finding the wfd executable")?;
-            vec![
+            let mut cpi = vec![
                 wfd.display().to_string(),
                 "cpi".into(),
-                "local".into(),
+                args.builtin_cpi.clone(),
                 "--state-dir".into(),
                 data_dir.join("cpi").display().to_string(),
                 "--mbus".into(),
-                args.nats.nats_url.clone(),
+                args.agent_nats_url
+                    .clone()
+                    .unwrap_or_else(|| args.nats.nats_url.clone()),
                 "--blobstore".into(),
                 format!("{url}/blobs"),
                 "--heartbeat-interval".into(),
                 args.agent_heartbeat_interval.to_string(),
-            ]
+            ];
+            if args.builtin_cpi == "netns" {
+                cpi.extend(["--bridge".into(), args.netns_bridge.clone()]);
+            }
+            cpi
         }
     };
     let bus = args.nats.connect().await?;
@@ -155,6 +173,15 @@ pub enum CpiCommand {
     /// VMs as process trees on this machine: reads one CPI request on standard input
     /// and prints the response.
     Local(LocalCpiArgs),
+    /// VMs as process trees in network namespaces of their own, on a bridge (root).
+    Netns {
+        #[command(flatten)]
+        local: LocalCpiArgs,
+        /// The host bridge VMs are plugged into (created if missing; it gets the
+        /// gateway address of the VMs' subnet).
+        #[arg(long, default_value = "wfbr0")]
+        bridge: String,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -175,13 +202,17 @@ pub struct LocalCpiArgs {
 
 /// A CPI call.
 pub async fn cpi(command: CpiCommand) -> anyhow::Result<()> {
-    let CpiCommand::Local(args) = command;
+    let (args, netns) = match command {
+        CpiCommand::Local(args) => (args, None),
+        CpiCommand::Netns { local, bridge } => (local, Some(wf_bosh::cpi::netns::Netns { bridge })),
+    };
     let cpi = wf_bosh::cpi::local::LocalCpi {
         state_dir: args.state_dir,
         mbus: args.mbus,
         blobstore: args.blobstore,
         heartbeat_interval: args.heartbeat_interval,
         agent_program: std::env::current_exe().context("finding the wfd executable")?,
+        netns,
     };
     tokio::task::spawn_blocking(move || wf_bosh::cpi::serve_stdio(|request| cpi.handle(request)))
         .await?
