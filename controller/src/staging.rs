@@ -270,19 +270,7 @@ async fn succeed(controller: &Controller, build: &Build, result: &str) -> Result
         .await;
     };
     let (types, buildpacks) = process_types(result);
-    controller
-        .db
-        .update(
-            "droplets",
-            &droplet.guid,
-            vec![
-                ("state", DropletState::Staged.into()),
-                ("checksum", checksum.into()),
-                ("process_types", db::to_json_text(&types)),
-                ("buildpacks", db::to_json_text(&buildpacks)),
-            ],
-        )
-        .await?;
+    record_droplet(controller, &droplet.guid, checksum, &types, &buildpacks).await?;
     controller
         .db
         .exec(
@@ -296,6 +284,31 @@ async fn succeed(controller: &Controller, build: &Build, result: &str) -> Result
         )
         .await?;
     controller.emit_log(&build.app_guid, "STG", "Staging complete");
+    Ok(())
+}
+
+/// Marks droplet `guid` STAGED: its blob's sha256, process types and buildpacks (from
+/// a staging, or an uploaded droplet's metadata).
+pub async fn record_droplet(
+    controller: &Controller,
+    guid: &str,
+    checksum: String,
+    process_types: &BTreeMap<String, String>,
+    buildpacks: &[String],
+) -> Result<(), sqlx::Error> {
+    controller
+        .db
+        .update(
+            "droplets",
+            guid,
+            vec![
+                ("state", DropletState::Staged.into()),
+                ("checksum", checksum.into()),
+                ("process_types", db::to_json_text(process_types)),
+                ("buildpacks", db::to_json_text(&buildpacks)),
+            ],
+        )
+        .await?;
     Ok(())
 }
 

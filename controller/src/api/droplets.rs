@@ -4,28 +4,25 @@
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::apps::STACK;
 use super::{
-    accepted_with, cf_time, created, href, load_app, load_app_for_write, metadata, ok,
-    paginated, relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
+    accepted_with, cf_time, created, href, load_app, load_app_for_write, metadata, ok, paginated,
+    relationship_guid, to_one, ApiResult, Ctl, JsonBody, ListParams,
 };
 use crate::auth::User;
 use crate::db::{self, Arg, Droplet, DropletState, Filter};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
-use crate::signed_urls::{self, droplet_download_path};
+use crate::signed_urls::droplet_download_path;
 use crate::Controller;
 
 /// Most bytes an uploaded droplet may unpack to: what a cell gives an instance's disk
 /// at most.
 const MAX_UNPACKED_DROPLET_BYTES: u64 = 4 << 30;
-/// How long the link `GET /v3/droplets/:guid/download` redirects to stays valid.
-const DOWNLOAD_URL_VALIDITY_SECS: i64 = 3600;
 
 pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
     let checksum = droplet
@@ -62,12 +59,16 @@ pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
         },
     });
     if !droplet.package_guid.is_empty() {
-        shown["links"]["package"] =
-            href(controller, &format!("/v3/packages/{}", droplet.package_guid));
+        shown["links"]["package"] = href(
+            controller,
+            &format!("/v3/packages/{}", droplet.package_guid),
+        );
     }
     if droplet.state == DropletState::Staged {
-        shown["links"]["download"] =
-            href(controller, &format!("/v3/droplets/{}/download", droplet.guid));
+        shown["links"]["download"] = href(
+            controller,
+            &format!("/v3/droplets/{}/download", droplet.guid),
+        );
     }
     if droplet.state == DropletState::AwaitingUpload {
         shown["links"]["upload"] = json!({
@@ -78,7 +79,6 @@ pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
     shown
 }
 
-
 /// A droplet as CF shows it, with its labels and annotations.
 pub async fn show_droplet_value(
     controller: &Controller,
@@ -87,7 +87,6 @@ pub async fn show_droplet_value(
     let shown = present_droplet(controller, droplet);
     Ok(metadata::filled(&controller.db, "droplets", shown).await?)
 }
-
 
 async fn list_droplets_filtered(
     controller: &Controller,
@@ -145,11 +144,7 @@ async fn load_droplet(
     Ok(droplet)
 }
 
-pub async fn show(
-    State(controller): Ctl,
-    user: User,
-    Path(guid): Path<String>,
-) -> ApiResult {
+pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
     let droplet = load_droplet(&controller, &user, &guid).await?;
     Ok(ok(show_droplet_value(&controller, &droplet).await?))
 }
@@ -332,7 +327,11 @@ async fn store(
     .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     controller
         .blobs
-        .put_file(upload, &controller.blobs.droplet_key(&droplet.guid), &sha256)
+        .put_file(
+            upload,
+            &controller.blobs.droplet_key(&droplet.guid),
+            &sha256,
+        )
         .await?;
     let mut types = if droplet.process_types.is_empty() {
         inspected.process_types
@@ -345,19 +344,7 @@ async fn store(
     } else {
         inspected.buildpacks
     };
-    controller
-        .db
-        .update(
-            "droplets",
-            &droplet.guid,
-            vec![
-                ("state", DropletState::Staged.into()),
-                ("checksum", sha256.into()),
-                ("process_types", db::to_json_text(&types)),
-                ("buildpacks", db::to_json_text(&buildpacks)),
-            ],
-        )
-        .await?;
+    crate::staging::record_droplet(controller, &droplet.guid, sha256, &types, &buildpacks).await?;
     Ok(())
 }
 
@@ -375,9 +362,8 @@ pub async fn download(
             "Only staged droplets can be downloaded.",
         ));
     }
-    let expires = signed_urls::now_unix() + DOWNLOAD_URL_VALIDITY_SECS;
-    let url = controller
-        .signer
-        .url(&droplet_download_path(&droplet.guid), expires);
-    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
+    Ok(super::redirect_to_blob(
+        &controller,
+        &droplet_download_path(&droplet.guid),
+    ))
 }

@@ -757,6 +757,18 @@ pub async fn finished_job(controller: &Controller, operation: &str) -> ApiResult
         .map(|(_, accepted)| accepted)
 }
 
+/// How long the link a bits download (`/v3/packages/:guid/download`,
+/// `/v3/droplets/:guid/download`) redirects to stays valid.
+const DOWNLOAD_URL_VALIDITY_SECS: i64 = 3600;
+
+/// `302 Found` to a signed link for the blob download `path` (an `/internal/v4/...`
+/// path), valid for an hour.
+pub fn redirect_to_blob(controller: &Controller, path: &str) -> Response {
+    let expires = crate::signed_urls::now_unix() + DOWNLOAD_URL_VALIDITY_SECS;
+    let url = controller.signer.url(path, expires);
+    (StatusCode::FOUND, [(header::LOCATION, url)]).into_response()
+}
+
 /// `202 Accepted` with `body` (the resource), pointing at a finished job for
 /// `operation`: an upload done by the time the client polls.
 pub async fn accepted_with(controller: &Controller, operation: &str, body: Value) -> ApiResult {

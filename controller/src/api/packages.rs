@@ -4,8 +4,7 @@
 
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,11 +17,8 @@ use crate::blobstore::{self, BitsError};
 use crate::db::{self, Arg, Filter, Package, PackageState};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
-use crate::signed_urls::{self, package_download_path};
+use crate::signed_urls::package_download_path;
 use crate::Controller;
-
-/// How long the link `GET /v3/packages/:guid/download` redirects to stays valid.
-const DOWNLOAD_URL_VALIDITY_SECS: i64 = 3600;
 
 pub fn present_package(controller: &Controller, package: &Package) -> Value {
     let link = |suffix: &str| {
@@ -245,11 +241,10 @@ pub async fn download(
             "Package has no bits to download: upload them first.",
         ));
     }
-    let expires = signed_urls::now_unix() + DOWNLOAD_URL_VALIDITY_SECS;
-    let url = controller
-        .signer
-        .url(&package_download_path(&package.guid), expires);
-    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
+    Ok(super::redirect_to_blob(
+        &controller,
+        &package_download_path(&package.guid),
+    ))
 }
 
 /// `POST /v3/packages/:guid/upload`: multipart with `bits` (a zip, or a bare wasm) and
