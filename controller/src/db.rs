@@ -49,6 +49,7 @@ const MIGRATIONS: &[wf_db::EmbeddedMigration] = wf_db::embed_migrations!(
     15 => "0015_process_log_rate_limit",
     16 => "0016_isolation_segments",
     17 => "0017_service_route_bindings",
+    18 => "0018_revisions",
 );
 
 /// A bound query argument.
@@ -502,7 +503,22 @@ cf_state!(DropletState {
 });
 cf_state!(JobState { Processing => "PROCESSING", Complete => "COMPLETE", Failed => "FAILED" });
 cf_state!(BuildpackState { AwaitingUpload => "AWAITING_UPLOAD", Ready => "READY" });
-cf_state!(DeploymentState { Deploying => "DEPLOYING", Deployed => "DEPLOYED", Canceled => "CANCELED" });
+cf_state!(DeploymentState {
+    Deploying => "DEPLOYING",
+    Prepaused => "PREPAUSED",
+    Paused => "PAUSED",
+    Deployed => "DEPLOYED",
+    Canceled => "CANCELED",
+});
+
+impl DeploymentState {
+    /// The states of a deployment still under way (CF's ACTIVE status).
+    pub const ACTIVE: [DeploymentState; 3] = [
+        DeploymentState::Deploying,
+        DeploymentState::Prepaused,
+        DeploymentState::Paused,
+    ];
+}
 
 // --- records ---
 
@@ -975,7 +991,7 @@ impl Record for BuildpackCache {
     }
 }
 
-/// A rolling deployment of an app's web process (`/v3/deployments`).
+/// A rolling or canary deployment of an app's web process (`/v3/deployments`).
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub guid: String,
@@ -984,7 +1000,7 @@ pub struct Deployment {
     pub state: DeploymentState,
     /// `ACTIVE` or `FINALIZED`.
     pub status_value: String,
-    /// `DEPLOYING`, `DEPLOYED` or `SUPERSEDED`.
+    /// `DEPLOYING`, `PAUSED`, `DEPLOYED`, `CANCELED` or `SUPERSEDED`.
     pub status_reason: String,
     pub strategy: String,
     pub droplet_guid: String,
@@ -995,6 +1011,11 @@ pub struct Deployment {
     pub new_instances: i64,
     /// Instances the old version keeps now.
     pub old_instances: i64,
+    /// How many new instances may be starting at once.
+    pub max_in_flight: i64,
+    /// The revision deployed, and the one the old version runs.
+    pub revision_guid: Option<String>,
+    pub previous_revision_guid: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -1003,7 +1024,8 @@ impl Record for Deployment {
     const TABLE: &'static str = "deployments";
     const COLUMNS: &'static str = "guid, app_guid, process_guid, state, status_value, \
         status_reason, strategy, droplet_guid, previous_droplet_guid, old_lrp_guid, \
-        new_instances, old_instances, created_at, updated_at";
+        new_instances, old_instances, max_in_flight, revision_guid, previous_revision_guid, \
+        created_at, updated_at";
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Deployment {
             guid: text(row, "guid")?,
@@ -1018,6 +1040,44 @@ impl Record for Deployment {
             old_lrp_guid: text(row, "old_lrp_guid")?,
             new_instances: int(row, "new_instances")?,
             old_instances: int(row, "old_instances")?,
+            max_in_flight: int(row, "max_in_flight")?,
+            revision_guid: opt_text(row, "revision_guid")?,
+            previous_revision_guid: opt_text(row, "previous_revision_guid")?,
+            created_at: text(row, "created_at")?,
+            updated_at: text(row, "updated_at")?,
+        })
+    }
+}
+
+/// A revision of an app (`/v3/revisions`): what it runs, numbered from 1.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub guid: String,
+    pub app_guid: String,
+    pub version: i64,
+    pub droplet_guid: String,
+    /// Encrypted JSON object: the app's own environment variables.
+    pub environment_variables: String,
+    /// Each process type's custom start command (`None`: the droplet's).
+    pub commands: BTreeMap<String, Option<String>>,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Record for Revision {
+    const TABLE: &'static str = "revisions";
+    const COLUMNS: &'static str = "guid, app_guid, version, droplet_guid, \
+        environment_variables, commands, description, created_at, updated_at";
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Revision {
+            guid: text(row, "guid")?,
+            app_guid: text(row, "app_guid")?,
+            version: int(row, "version")?,
+            droplet_guid: text(row, "droplet_guid")?,
+            environment_variables: text(row, "environment_variables")?,
+            commands: json(row, "commands")?,
+            description: text(row, "description")?,
             created_at: text(row, "created_at")?,
             updated_at: text(row, "updated_at")?,
         })

@@ -1,10 +1,12 @@
-//! Rolling deployments (CF's deployment updater): a deployment gives the app's web
-//! process a new version (a new DesiredLRP) while the previous version's LRP keeps
-//! serving. Every [`TICK`] the updater looks at each active deployment: once all the
-//! instances the new version was given are RUNNING, the new version gets one more
-//! (`max_in_flight` 1) and the old version keeps only what is still missing, so that
-//! running capacity never drops below the process's instances. When the new version
-//! runs them all, the old LRP goes and the deployment is DEPLOYED (FINALIZED).
+//! The deployment updater (CF's): a deployment gives the app's web process a new
+//! version (a new DesiredLRP) while the previous version's LRP keeps serving. Every
+//! [`TICK`] the updater looks at each deployment under way: once all the instances the
+//! new version was given are RUNNING, the new version gets up to `max_in_flight` more
+//! and the old version keeps only what is still missing, so that running capacity
+//! never drops below the process's instances. When the new version runs them all, the
+//! old LRP goes and the deployment is DEPLOYED (FINALIZED). A canary deployment
+//! (PREPAUSED) stops at its first running instance, PAUSED, with the old version
+//! keeping every instance, until it is continued ([`resume`]) as a rolling one.
 //!
 //! [`shape_lrps`] is how nsync honours this: it sizes the new LRP and keeps the old one.
 
@@ -23,7 +25,12 @@ const TICK: Duration = Duration::from_millis(500);
 
 /// What a deployment's LRPs should be given: (new instances, old instances), or `None`
 /// once the new version runs everything (the deployment is done).
-fn next_step(target: i64, new_instances: i64, running: i64) -> Option<(i64, i64)> {
+fn next_step(
+    target: i64,
+    new_instances: i64,
+    running: i64,
+    max_in_flight: i64,
+) -> Option<(i64, i64)> {
     if running >= target {
         return None;
     }
@@ -31,8 +38,20 @@ fn next_step(target: i64, new_instances: i64, running: i64) -> Option<(i64, i64)
         // Still starting what it was given: hold.
         return Some((new_instances, (target - running).max(0)));
     }
-    let new = (running + 1).min(target);
+    let new = (running + max_in_flight.max(1)).min(target);
     Some((new, (target - running).max(0)))
+}
+
+/// The deployments under way (their LRPs are shaped by them).
+async fn active(controller: &Controller) -> Result<Vec<Deployment>, sqlx::Error> {
+    let states: Vec<String> = DeploymentState::ACTIVE
+        .iter()
+        .map(|s| s.as_str().to_string())
+        .collect();
+    controller
+        .db
+        .find::<Deployment>(Filter::new().any_of("state", &states))
+        .await
 }
 
 /// Sizes the LRPs of processes being deployed in `desired` (built from the CC
@@ -43,11 +62,7 @@ pub async fn shape_lrps(
     desired: &mut Vec<DesiredLrp>,
     existing: &[DesiredLrp],
 ) -> Result<(), sqlx::Error> {
-    let active = controller
-        .db
-        .find::<Deployment>(Filter::new().eq("state", DeploymentState::Deploying.as_str()))
-        .await?;
-    for deployment in active {
+    for deployment in active(controller).await? {
         let is_new = |lrp: &DesiredLrp| {
             nsync::process_guid_of(&lrp.process_guid) == deployment.process_guid
                 && lrp.process_guid != deployment.old_lrp_guid
@@ -92,12 +107,10 @@ pub async fn run(controller: Arc<Controller>, cancel: CancellationToken) {
 }
 
 async fn update_all(controller: &Controller) -> Result<(), ApiError> {
-    let active = controller
-        .db
-        .find::<Deployment>(Filter::new().eq("state", DeploymentState::Deploying.as_str()))
-        .await?;
-    for deployment in active {
-        update(controller, &deployment).await?;
+    for deployment in active(controller).await? {
+        if deployment.state != DeploymentState::Paused {
+            update(controller, &deployment).await?;
+        }
     }
     Ok(())
 }
@@ -122,7 +135,20 @@ async fn update(controller: &Controller, deployment: &Deployment) -> Result<(), 
         .filter(|lrp| lrp.state == ActualLrpState::Running)
         .count();
     let running = i64::try_from(running).unwrap_or(i64::MAX);
-    match next_step(process.instances, deployment.new_instances, running) {
+    if deployment.state == DeploymentState::Prepaused {
+        // The canary: paused once its instance runs, the old version keeping the rest.
+        if running >= deployment.new_instances {
+            set_state(controller, deployment, DeploymentState::Paused, "PAUSED").await?;
+        }
+        return Ok(());
+    }
+    let step = next_step(
+        process.instances,
+        deployment.new_instances,
+        running,
+        deployment.max_in_flight,
+    );
+    match step {
         None => finish(controller, deployment, "DEPLOYED").await,
         Some((new, old)) if (new, old) != (deployment.new_instances, deployment.old_instances) => {
             controller
@@ -142,6 +168,34 @@ async fn update(controller: &Controller, deployment: &Deployment) -> Result<(), 
         }
         Some(_) => Ok(()),
     }
+}
+
+/// A PAUSED canary goes on as a rolling deployment (its next tick grows the new version).
+pub async fn resume(controller: &Controller, deployment: &Deployment) -> Result<(), ApiError> {
+    set_state(
+        controller,
+        deployment,
+        DeploymentState::Deploying,
+        "DEPLOYING",
+    )
+    .await
+}
+
+async fn set_state(
+    controller: &Controller,
+    deployment: &Deployment,
+    state: DeploymentState,
+    reason: &str,
+) -> Result<(), ApiError> {
+    controller
+        .db
+        .update(
+            "deployments",
+            &deployment.guid,
+            vec![("state", state.into()), ("status_reason", reason.into())],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Ends a deployment with `reason` (`DEPLOYED` or `SUPERSEDED`); nsync then lets the old
@@ -176,24 +230,29 @@ mod tests {
     #[test]
     fn capacity_never_drops_below_the_target() {
         // target 3: new 1 starting, old keeps 3.
-        assert_eq!(next_step(3, 1, 0), Some((1, 3)));
+        assert_eq!(next_step(3, 1, 0, 1), Some((1, 3)));
         // new 1 running: new gets 2, old keeps the 2 still missing.
-        assert_eq!(next_step(3, 1, 1), Some((2, 2)));
-        assert_eq!(next_step(3, 2, 1), Some((2, 2)));
-        assert_eq!(next_step(3, 2, 2), Some((3, 1)));
-        assert_eq!(next_step(3, 3, 3), None);
-        assert_eq!(next_step(0, 0, 0), None);
-        for target in 1..6 {
-            let (mut new, mut running) = (1, 0);
-            while let Some((n, old)) = next_step(target, new, running) {
-                assert!(
-                    running + old >= target,
-                    "capacity dropped at {running}/{target}"
-                );
-                new = n;
-                running = (running + 1).min(new);
+        assert_eq!(next_step(3, 1, 1, 1), Some((2, 2)));
+        assert_eq!(next_step(3, 2, 1, 1), Some((2, 2)));
+        assert_eq!(next_step(3, 2, 2, 1), Some((3, 1)));
+        assert_eq!(next_step(3, 3, 3, 1), None);
+        assert_eq!(next_step(0, 0, 0, 1), None);
+        // max_in_flight 2: two more at a time.
+        assert_eq!(next_step(5, 1, 1, 2), Some((3, 4)));
+        for max_in_flight in 1..4 {
+            for target in 1..6 {
+                let (mut new, mut running) = (max_in_flight.min(target), 0);
+                while let Some((n, old)) = next_step(target, new, running, max_in_flight) {
+                    assert!(
+                        running + old >= target,
+                        "capacity dropped at {running}/{target}"
+                    );
+                    assert!(n - running <= max_in_flight, "too many in flight");
+                    new = n;
+                    running = (running + 1).min(new);
+                }
+                assert_eq!(running, target);
             }
-            assert_eq!(running, target);
         }
     }
 }

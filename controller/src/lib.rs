@@ -19,6 +19,7 @@ mod orphaned_blobs;
 mod osb;
 mod quotas;
 mod resource_cache;
+mod revisions;
 mod service_operations;
 mod services;
 mod signed_urls;

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::api::service_instances::{instance_credentials, MANAGED};
-use crate::db::{App, Filter, Org, ServiceBinding, ServiceBroker, ServiceInstance, Space};
+use crate::db::{
+    App, Filter, Org, Revision, ServiceBinding, ServiceBroker, ServiceInstance, Space,
+};
 use crate::error::ApiError;
 use crate::service_operations::{decrypt_object, PlanContext};
 use crate::Controller;
@@ -205,8 +207,8 @@ async fn drain_hostname(controller: &Controller, app: &App) -> Result<String, sq
 
 /// Re-encrypts, under the current key, the secrets stored under an older one (after a
 /// key rotation): instances' credentials and parameters, bindings' credentials and
-/// parameters, brokers' credentials. A value no configured key opens is left for an
-/// operator to fix.
+/// parameters, brokers' credentials, revisions' environment variables. A value no
+/// configured key opens is left for an operator to fix.
 pub async fn rotate_credentials(controller: &Controller) -> Result<(), ApiError> {
     let mut sealed: Vec<(&str, &str, String, String)> = Vec::new();
     for instance in controller.db.find::<ServiceInstance>(Filter::new()).await? {
@@ -240,6 +242,14 @@ pub async fn rotate_credentials(controller: &Controller) -> Result<(), ApiError>
             "authentication",
             broker.guid,
             broker.authentication,
+        ));
+    }
+    for revision in controller.db.find::<Revision>(Filter::new()).await? {
+        sealed.push((
+            "revisions",
+            "environment_variables",
+            revision.guid,
+            revision.environment_variables,
         ));
     }
     for (table, column, guid, stored) in sealed {

@@ -388,6 +388,7 @@ pub async fn delete_app(controller: &Controller, app: &App) -> Result<(), ApiErr
         "packages",
         "droplets",
         "processes",
+        "revisions",
     ] {
         controller.db.delete_resources(table, by_app()).await?;
     }
@@ -429,6 +430,7 @@ async fn set_state(
     if fresh || (state == AppState::Started && app.state != AppState::Started) {
         controller.db.renew_process_versions(guid).await?;
     }
+    crate::revisions::record(controller, guid).await?;
     nsync::sync_app(controller, guid).await;
     controller.emit_log(
         guid,
@@ -519,6 +521,7 @@ pub async fn set_current_droplet(
         .await?;
     if app.droplet_guid.as_deref() != Some(droplet.guid.as_str()) {
         controller.db.renew_process_versions(&guid).await?;
+        crate::revisions::record(&controller, &guid).await?;
         nsync::sync_app(&controller, &guid).await;
     }
     let app = load_app(&controller, &user, &guid).await?;
@@ -623,6 +626,7 @@ pub async fn update_environment_variables(
             )
             .await?;
         controller.db.renew_process_versions(&guid).await?;
+        crate::revisions::record(&controller, &guid).await?;
         nsync::sync_app(&controller, &guid).await;
         // CF never writes environment values into events.
         let data = json!({"request": {"environment_variables": "[PRIVATE DATA HIDDEN]"}});

@@ -17,6 +17,7 @@ mod orgs;
 mod packages;
 mod processes;
 mod quotas;
+mod revisions;
 mod roles;
 mod root;
 mod routes;
@@ -217,6 +218,23 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route(
             "/v3/deployments/{guid}/actions/cancel",
             post(deployments::cancel),
+        )
+        .route(
+            "/v3/deployments/{guid}/actions/continue",
+            post(deployments::continue_deployment),
+        )
+        .route("/v3/apps/{guid}/revisions", get(revisions::list_for_app))
+        .route(
+            "/v3/apps/{guid}/revisions/deployed",
+            get(revisions::deployed),
+        )
+        .route(
+            "/v3/revisions/{guid}",
+            get(revisions::show).patch(revisions::update),
+        )
+        .route(
+            "/v3/revisions/{guid}/environment_variables",
+            get(revisions::environment_variables),
         )
         .route("/v3/feature_flags", get(feature_flags::list))
         .route(

@@ -350,6 +350,7 @@ async fn update_process(
             .db
             .update("processes", &process.guid, changes)
             .await?;
+        crate::revisions::record(controller, &process.app_guid).await?;
         nsync::sync_app(controller, &process.app_guid).await;
         record_process_event(controller, user, "audit.app.process.update", &process, body).await;
     }

@@ -111,6 +111,31 @@ pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Controller
     }
 }
 
+/// A droplet tgz as the stager writes one: `droplet.json` and `app.wasm`.
+#[allow(dead_code)] // not every test binary uploads droplets
+pub fn droplet_tgz(wasm: &[u8], process_types: serde_json::Value) -> Vec<u8> {
+    let metadata = serde_json::json!({
+        "kind": "server",
+        "wasm": "app.wasm",
+        "wasm_sha256": wf_buildpacks::sha256_hex(wasm),
+        "buildpack": "wasm_buildpack",
+        "buildpacks": ["wasm_buildpack"],
+        "process_types": process_types,
+    })
+    .to_string();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, bytes) in [("droplet.json", metadata.as_bytes()), ("app.wasm", wasm)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
 /// A `multipart/form-data; boundary=XYZ` package upload: `bytes` as `bits`, no resources.
 #[allow(dead_code)] // not every test binary uploads bits
 pub fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
