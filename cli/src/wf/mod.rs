@@ -315,6 +315,33 @@ pub enum Command {
         app: String,
         service_instance: String,
     },
+    /// Bind a service instance to a route: its route service sees the route's requests
+    /// first
+    #[command(visible_alias = "brs")]
+    BindRouteService {
+        #[command(flatten)]
+        route: commands::routes::RouteArgs,
+        service_instance: String,
+        /// Parameters for the broker: JSON, or a file holding it
+        #[arg(short = 'c')]
+        config: Option<String>,
+        /// Wait for the operation to finish
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Unbind a service instance from a route
+    #[command(visible_alias = "urs")]
+    UnbindRouteService {
+        #[command(flatten)]
+        route: commands::routes::RouteArgs,
+        service_instance: String,
+        /// Force unbinding without confirmation
+        #[arg(short = 'f')]
+        force: bool,
+        /// Wait for the operation to finish
+        #[arg(long)]
+        wait: bool,
+    },
     /// Delete a service instance and its bindings
     #[command(visible_alias = "ds")]
     DeleteService {
@@ -687,6 +714,18 @@ pub fn run(command: Command) -> Result<(), Error> {
             app,
             service_instance,
         } => services::unbind_service(c, &app, &service_instance),
+        Command::BindRouteService {
+            route,
+            service_instance,
+            config,
+            wait,
+        } => services::bind_route_service(c, &route, &service_instance, config.as_deref(), wait),
+        Command::UnbindRouteService {
+            route,
+            service_instance,
+            force,
+            wait,
+        } => services::unbind_route_service(c, &route, &service_instance, force, wait),
         Command::DeleteService { name, force } => services::delete_service(c, &name, force),
         Command::Routes => routes::routes(c),
         Command::CreateRoute(route) => routes::create_route(c, &route),
@@ -874,5 +913,28 @@ mod tests {
         );
         assert!(parse(["wf", "delete-buildpack", "bp", "-f"]).is_ok());
         assert!(parse(["wf", "terminate-task", "hello", "x"]).is_err());
+    }
+
+    #[test]
+    fn parses_route_service_commands() {
+        let cli = parse([
+            "wf", "bind-route-service", "apps.localhost", "--hostname", "web", "rs", "-c",
+            "{}", "--wait",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::BindRouteService { ref route, ref service_instance, wait: true, .. }
+                if route.domain == "apps.localhost"
+                    && route.hostname.as_deref() == Some("web")
+                    && service_instance == "rs"
+        ));
+        let cli = parse(["wf", "unbind-route-service", "apps.localhost", "--path", "/a", "rs", "-f"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::UnbindRouteService { ref route, force: true, wait: false, .. }
+                if route.path.as_deref() == Some("/a")
+        ));
     }
 }

@@ -503,8 +503,9 @@ pub struct RouterTlsArgs {
     /// to https route services.
     #[arg(long, value_name = "PEM")]
     pub backend_ca: Option<PathBuf>,
-    /// The secret route service signatures are encrypted with; route services are off
-    /// without it.
+    /// The secret route service signatures are encrypted with. `wfd router` has route
+    /// services off without it (give every router of a platform the same one); `wfd dev`
+    /// keeps one in its data dir unless given.
     #[arg(long, env = "WFD_ROUTE_SERVICES_SECRET", hide_env_values = true)]
     pub route_services_secret: Option<String>,
 }

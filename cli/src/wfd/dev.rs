@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use wf_messaging::Bus;
 
 use super::process::{bind, serve, stop_signal, StopArgs};
-use super::secrets::{admin_password, secret_file, set_private};
+use super::secrets::{admin_password, route_services_secret, secret_file, set_private};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
@@ -88,7 +88,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "the router status port",
     )
     .await?;
-    let (router_config, router_tls_listener) = args.router_tls.configure().await?;
+    let (mut router_config, router_tls_listener) = args.router_tls.configure().await?;
+    // Route services are on: with the flag's secret, else one kept in the data dir.
+    router_config.route_services_secret = Some(route_services_secret(
+        &data_dir,
+        args.router_tls.route_services_secret.as_deref(),
+    )?);
     let router_tls_addr = router_tls_listener
         .as_ref()
         .map(TcpListener::local_addr)

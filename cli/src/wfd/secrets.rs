@@ -1,5 +1,6 @@
-//! Secrets kept in files: the admin password and the blob URL signing key, made
-//! random on first use and readable by the owner only.
+//! Secrets kept in files: the admin password, the blob URL signing key and the
+//! router's route services secret, made random on first use and readable by the owner
+//! only.
 
 use std::path::Path;
 
@@ -16,6 +17,21 @@ pub fn admin_password(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<Str
         return Ok(password.to_string());
     }
     secret_text_file(&path)
+}
+
+/// The router's route services secret for `wfd dev`: the flag's, else the one stored
+/// in the data dir (a new random one the first time), so route services are on.
+pub fn route_services_secret(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<String> {
+    match flag {
+        Some(secret) => {
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "--route-services-secret must not be empty"
+            );
+            Ok(secret.to_string())
+        }
+        None => secret_text_file(&data_dir.join("route-services-secret")),
+    }
 }
 
 pub fn secret_file(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -66,5 +82,15 @@ mod tests {
         );
         assert_eq!(admin_password(dir.path(), None).unwrap(), "s3cret");
         assert!(admin_password(dir.path(), Some("")).is_err());
+    }
+
+    #[test]
+    fn route_services_secret_is_kept_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = route_services_secret(dir.path(), None).unwrap();
+        assert_eq!(kept.len(), 24);
+        assert_eq!(route_services_secret(dir.path(), None).unwrap(), kept);
+        assert_eq!(route_services_secret(dir.path(), Some("s")).unwrap(), "s");
+        assert_eq!(route_services_secret(dir.path(), None).unwrap(), kept);
     }
 }

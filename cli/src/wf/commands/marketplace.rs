@@ -267,7 +267,7 @@ pub fn marketplace(client: &mut Client, offering: Option<&str>) -> Result<(), Er
 }
 
 /// `-c`: inline JSON or a file holding it.
-fn parameters(arg: Option<&str>) -> Result<Option<Value>, Error> {
+pub(super) fn parameters(arg: Option<&str>) -> Result<Option<Value>, Error> {
     let Some(arg) = arg else {
         return Ok(None);
     };

@@ -1,7 +1,7 @@
 //! Route and domain commands: `routes`, `create-route`, `delete-route`, `map-route`,
 //! `unmap-route`, `domains`, `create-private-domain`, `create-shared-domain` and
 //! `delete-private-domain` / `delete-shared-domain`, with the cf CLI's (v7+) arguments
-//! and messages.
+//! and messages. `routes` shows the service instance a route is bound to.
 
 use std::collections::HashMap;
 
@@ -26,7 +26,7 @@ pub struct RouteArgs {
 }
 
 impl RouteArgs {
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         let host = self
             .hostname
             .as_deref()
@@ -40,7 +40,7 @@ impl RouteArgs {
     }
 }
 
-fn find_domain(client: &mut Client, name: &str) -> Result<Value, Error> {
+pub(super) fn find_domain(client: &mut Client, name: &str) -> Result<Value, Error> {
     let domains = client.list(&format!("/v3/domains?names={}", query_value(name)))?;
     domains
         .into_iter()
@@ -49,7 +49,7 @@ fn find_domain(client: &mut Client, name: &str) -> Result<Value, Error> {
 }
 
 /// The route `args` names, if it exists.
-fn find_route(
+pub(super) fn find_route(
     client: &mut Client,
     domain: &Value,
     args: &RouteArgs,
@@ -297,6 +297,27 @@ pub fn routes(client: &mut Client) -> Result<(), Error> {
         .iter()
         .map(|a| (text(a, "guid").to_string(), text(a, "name").to_string()))
         .collect();
+    let instances: HashMap<String, String> = client
+        .list(&format!("/v3/service_instances?space_guids={space}"))?
+        .iter()
+        .map(|i| (text(i, "guid").to_string(), text(i, "name").to_string()))
+        .collect();
+    let route_guids: Vec<&str> = routes.iter().map(|r| text(r, "guid")).collect();
+    let route_services: HashMap<String, String> = client
+        .list(&format!(
+            "/v3/service_route_bindings?route_guids={}",
+            route_guids.join(",")
+        ))?
+        .iter()
+        .map(|b| {
+            let data = &b["relationships"];
+            let instance = text(&data["service_instance"]["data"], "guid");
+            (
+                text(&data["route"]["data"], "guid").to_string(),
+                instances.get(instance).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
     let rows: Vec<Vec<String>> = routes
         .iter()
         .map(|r| {
@@ -324,13 +345,26 @@ pub fn routes(client: &mut Client) -> Result<(), Error> {
                 text(r, "path").to_string(),
                 text(r, "protocol").to_string(),
                 app_names.join(", "),
+                route_services
+                    .get(text(r, "guid"))
+                    .cloned()
+                    .unwrap_or_default(),
             ]
         })
         .collect();
     print!(
         "{}",
         table(
-            &["space", "host", "domain", "port", "path", "protocol", "apps"],
+            &[
+                "space",
+                "host",
+                "domain",
+                "port",
+                "path",
+                "protocol",
+                "apps",
+                "service instance"
+            ],
             &rows
         )
     );

@@ -1,11 +1,14 @@
 //! Service instance commands: `create-user-provided-service` (`cups`),
 //! `update-user-provided-service` (`uups`), `services`, `service`, `bind-service`,
 //! `unbind-service` and `delete-service` (of user-provided and managed instances; the
-//! broker's work is waited for), with the cf CLI's (v7+) arguments and messages.
+//! broker's work is waited for), and `bind-route-service` and `unbind-route-service`
+//! (route services; `--wait` waits for a managed instance's broker), with the cf
+//! CLI's (v7+) arguments and messages.
 //! Brokers, the marketplace and `create-service` are `marketplace`'s.
 
 use serde_json::{json, Map, Value};
 
+use super::routes::{find_domain, find_route, RouteArgs};
 use super::{app_by_name, confirm, query_value, space_target, text, SpaceTarget};
 use crate::wf::client::Client;
 use crate::wf::output::{key_values, table};
@@ -242,6 +245,7 @@ pub fn service(client: &mut Client, name: &str) -> Result<(), Error> {
     );
     let instance = instance_by_name(client, &target, name)?;
     let apps = bound_apps(client, std::slice::from_ref(&instance))?.remove(0);
+    let routes = bound_routes(client, &instance)?;
     let tags: Vec<&str> = instance["tags"]
         .as_array()
         .map(|t| t.iter().filter_map(Value::as_str).collect())
@@ -263,6 +267,7 @@ pub fn service(client: &mut Client, name: &str) -> Result<(), Error> {
                     text(&instance, "dashboard_url").to_string()
                 ),
                 ("bound apps", apps.join(", ")),
+                ("bound routes", routes.join(", ")),
                 ("last operation", last_operation(&instance)),
                 ("description", text(op, "description").to_string()),
             ])
@@ -285,8 +290,141 @@ pub fn service(client: &mut Client, name: &str) -> Result<(), Error> {
                 text(&instance, "syslog_drain_url").to_string()
             ),
             ("bound apps", apps.join(", ")),
+            ("bound routes", routes.join(", ")),
         ])
     );
+    Ok(())
+}
+
+/// The URLs of the routes bound to an instance.
+fn bound_routes(client: &mut Client, instance: &Value) -> Result<Vec<String>, Error> {
+    let bindings = client.list(&format!(
+        "/v3/service_route_bindings?service_instance_guids={}",
+        text(instance, "guid")
+    ))?;
+    let mut urls = Vec::new();
+    for binding in bindings {
+        let route = text(&binding["relationships"]["route"]["data"], "guid");
+        if let Some(route) = client.get_optional(&format!("/v3/routes/{route}"))? {
+            urls.push(text(&route, "url").to_string());
+        }
+    }
+    urls.sort();
+    Ok(urls)
+}
+
+/// The route `args` names and the route binding between it and `instance`, if any.
+fn route_binding(
+    client: &mut Client,
+    route: &RouteArgs,
+    instance: &Value,
+) -> Result<(Value, Option<Value>), Error> {
+    let domain = find_domain(client, &route.domain)?;
+    let found = find_route(client, &domain, route)?.ok_or_else(|| {
+        Error::Failed(format!(
+            "Route with host '{}', domain '{}' and path '{}' not found.",
+            route.hostname.as_deref().unwrap_or_default(),
+            route.domain,
+            route.path.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let binding = client
+        .list(&format!(
+            "/v3/service_route_bindings?route_guids={}&service_instance_guids={}",
+            text(&found, "guid"),
+            text(instance, "guid")
+        ))?
+        .into_iter()
+        .next();
+    Ok((found, binding))
+}
+
+/// `wf bind-route-service DOMAIN [--hostname H] [--path P] INSTANCE [-c JSON] [--wait]`.
+pub fn bind_route_service(
+    client: &mut Client,
+    route: &RouteArgs,
+    instance: &str,
+    config: Option<&str>,
+    wait: bool,
+) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let url = route.url();
+    println!(
+        "Binding route {url} to service instance {instance} in {} as {}...",
+        target.describe(),
+        client.user_name()
+    );
+    let instance_value = instance_by_name(client, &target, instance)?;
+    let (found, existing) = route_binding(client, route, &instance_value)?;
+    if existing.is_some() {
+        println!("Route {url} is already bound to service instance {instance}.");
+        println!("OK");
+        return Ok(());
+    }
+    let mut body = json!({
+        "relationships": {
+            "route": {"data": {"guid": text(&found, "guid")}},
+            "service_instance": {"data": {"guid": text(&instance_value, "guid")}},
+        },
+    });
+    if let Some(parameters) = super::marketplace::parameters(config)? {
+        body["parameters"] = parameters;
+    }
+    let resp = client.call(
+        reqwest::Method::POST,
+        "/v3/service_route_bindings",
+        Some(&body),
+    )?;
+    match resp.location.filter(|_| resp.status == 202) {
+        Some(job) if wait => client.wait_for_job(&job)?,
+        Some(_) => println!("Binding in progress."),
+        None => {}
+    }
+    println!("OK");
+    Ok(())
+}
+
+/// `wf unbind-route-service DOMAIN [--hostname H] [--path P] INSTANCE [-f] [--wait]`.
+pub fn unbind_route_service(
+    client: &mut Client,
+    route: &RouteArgs,
+    instance: &str,
+    force: bool,
+    wait: bool,
+) -> Result<(), Error> {
+    let target = space_target(client)?;
+    let url = route.url();
+    if !force
+        && !confirm(&format!(
+            "Really unbind route {url} from service instance {instance}?"
+        ))
+    {
+        println!("Unbind cancelled");
+        return Ok(());
+    }
+    println!(
+        "Unbinding route {url} from service instance {instance} in {} as {}...",
+        target.describe(),
+        client.user_name()
+    );
+    let instance_value = instance_by_name(client, &target, instance)?;
+    let (_, binding) = route_binding(client, route, &instance_value)?;
+    let Some(binding) = binding else {
+        println!("Route {url} was not bound to service instance {instance}.");
+        println!("OK");
+        return Ok(());
+    };
+    let resp = client.call(
+        reqwest::Method::DELETE,
+        &format!("/v3/service_route_bindings/{}", text(&binding, "guid")),
+        None,
+    )?;
+    match resp.location.filter(|_| resp.status == 202) {
+        Some(job) if wait => client.wait_for_job(&job)?,
+        Some(_) => println!("Unbinding in progress."),
+        None => {}
+    }
+    println!("OK");
     Ok(())
 }
 
