@@ -196,15 +196,25 @@ impl Platform {
 
     /// A new platform on a fresh data dir.
     pub fn start() -> Platform {
+        Platform::start_with(&[])
+    }
+
+    /// A new platform on a fresh data dir, with `extra` arguments for `wfd dev` (e.g.
+    /// `--backend-ca`).
+    pub fn start_with(extra: &[OsString]) -> Platform {
         let temp = tempfile::tempdir().expect("temp data dir");
-        let mut platform = Platform::start_on(temp.path());
+        let mut platform = Platform::start_on_with(temp.path(), extra);
         platform._temp = Some(temp);
         platform
     }
 
     /// A new `wfd dev` on `data_dir` (which may hold a previous platform's state).
     pub fn start_on(data_dir: &Path) -> Platform {
-        let args: Vec<OsString> = vec![
+        Platform::start_on_with(data_dir, &[])
+    }
+
+    fn start_on_with(data_dir: &Path, extra: &[OsString]) -> Platform {
+        let mut args: Vec<OsString> = vec![
             "dev".into(),
             "--data-dir".into(),
             data_dir.into(),
@@ -221,6 +231,7 @@ impl Platform {
             "--sync-interval".into(),
             "2".into(),
         ];
+        args.extend_from_slice(extra);
         let dev = Process::start("dev", args);
         let api_url = dev.line_after("api: ", STARTUP);
         let router = dev.line_after("router: http://", STARTUP);
@@ -520,6 +531,16 @@ impl HttpResponse {
 
 /// A plain HTTP/1.1 GET with `Connection: close`, as curl would send it.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
+    http_get_with(addr, host, path, &[])
+}
+
+/// [`http_get`] with extra `headers`.
+pub fn http_get_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let failed = |e: std::io::Error| HttpResponse {
         status: 0,
         headers: vec![],
@@ -530,8 +551,12 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> HttpResponse {
         Err(e) => return failed(e),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wf-tests\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wf-tests\r\n{extra}Connection: close\r\n\r\n"
     );
     if let Err(e) = stream.write_all(request.as_bytes()) {
         return failed(e);
