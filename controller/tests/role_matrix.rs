@@ -192,9 +192,11 @@ struct World {
     route: String,
     /// An admin buildpack of this world's own.
     buildpack: String,
-    /// A user-provided service instance in the space, bound to the app.
+    /// A user-provided service instance in the space, bound to the app, and a route
+    /// service bound to the route.
     service_instance: String,
     binding: String,
+    route_binding: String,
     /// A user with a developer's role only, for role creation.
     other_user: String,
 }
@@ -587,6 +589,30 @@ const CASES: &[Case] = &[
             None,
         )
     }),
+    case("GET route binding", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/service_route_bindings/{}", w.route_binding))
+    }),
+    case("list route bindings", Scope::Space, &[], |w| {
+        get(format!(
+            "/v3/service_route_bindings?service_instance_guids={}",
+            w.service_instance
+        ))
+    })
+    .listing(),
+    case("PATCH route binding", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::PATCH,
+            format!("/v3/service_route_bindings/{}", w.route_binding),
+            Some(json!({"metadata": {"labels": {"k": "v"}}})),
+        )
+    }),
+    case("DELETE route binding", Scope::Space, DEVELOPERS, |w| {
+        (
+            Method::DELETE,
+            format!("/v3/service_route_bindings/{}", w.route_binding),
+            None,
+        )
+    }),
     // Buildpacks: everyone signed in reads, admins write.
     case("list buildpacks", Scope::Global, ROLES, |_| {
         get("/v3/buildpacks".into())
@@ -719,6 +745,7 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
                 "type": "user-provided",
                 "name": "ups",
                 "credentials": {"password": "secret"},
+                "route_service_url": "https://rs.example",
                 "relationships": {"space": {"data": {"guid": space}}},
             }),
         )
@@ -736,6 +763,18 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
                     "service_instance": {"data": {"guid": service_instance}},
                 },
             }),
+        )
+        .await["guid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let route_binding = api
+        .post(
+            "/v3/service_route_bindings",
+            json!({"relationships": {
+                "route": {"data": {"guid": route}},
+                "service_instance": {"data": {"guid": service_instance}},
+            }}),
         )
         .await["guid"]
         .as_str()
@@ -787,13 +826,20 @@ async fn make_world(api: &Api, users: &Users, role: Role, n: usize, domain: &str
         buildpack,
         service_instance,
         binding,
+        route_binding,
         other_user: other_user.clone(),
     }
 }
 
 /// Whether the world's resource is in a list response.
 fn lists(body: &Value, world: &World) -> bool {
-    let wanted = [&world.org, &world.space, &world.app, &world.route];
+    let wanted = [
+        &world.org,
+        &world.space,
+        &world.app,
+        &world.route,
+        &world.route_binding,
+    ];
     body["resources"].as_array().is_some_and(|items| {
         items.iter().any(|item| {
             let guid = item["guid"].as_str().unwrap_or_default();
