@@ -82,6 +82,12 @@ impl Bosh {
             NatsServer::start()?
         };
         let dir = tempfile::tempdir().expect("temp dir");
+        // Jobs that drop root (PostgreSQL runs as `postgres`) must reach their VM's dir.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("opening the temp dir");
         let data_dir = dir.path().join("director");
         let subnet = if timers.netns {
             format!("10.244.{octet}")
@@ -392,6 +398,41 @@ pub struct Instance {
     pub process_state: String,
     pub ip: Ipv4Addr,
     pub vm_cid: Option<String>,
+}
+
+/// The folder of PostgreSQL's server programs (`initdb`, `postgres`): where `initdb` on
+/// PATH leads, else Debian's newest `/usr/lib/postgresql/*/bin`. `None` (the test is
+/// skipped) without them, unless `WF_TEST_POSTGRES_URL` is set, as in CI: then it
+/// panics.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("initdb"))
+        .find(|p| p.is_file())
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let debian = || {
+        let mut dirs: Vec<PathBuf> = list(Path::new("/usr/lib/postgresql"))
+            .into_iter()
+            .map(|d| d.join("bin"))
+            .filter(|d| d.join("initdb").is_file())
+            .collect();
+        dirs.sort_by_key(|d| {
+            d.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+        });
+        dirs.pop()
+    };
+    let found = on_path.or_else(debian);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WF_TEST_POSTGRES_URL").is_none(),
+            "WF_TEST_POSTGRES_URL is set but PostgreSQL's server programs are not installed"
+        );
+        eprintln!("skipping: PostgreSQL's server programs (initdb, postgres) are not installed");
+    }
+    found
 }
 
 /// The netns CPI's bridge for network `10.244.<octet>.0/24`.

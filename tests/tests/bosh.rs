@@ -3,16 +3,16 @@
 //! killed VM with its disk, a broken canary stops a rolling update, cloud-check finds
 //! and fixes an unresponsive agent, and delete-deployment removes it all. Each test
 //! has its own director, NATS and /24 of loopback addresses. The last deploys the whole
-//! platform from `bosh/examples/platform.yml`, pushes an app through it and updates and
-//! loses cells while the app is served.
-
-use std::time::{Duration, Instant};
+//! platform from `bosh/examples/platform.yml` (PostgreSQL included), pushes an app
+//! through it and updates and loses cells while the app is served, on the local and on
+//! the netns CPI.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use wf_tests::bosh::{get, group_alive, repo, wait_for_status, Bosh, Timers};
+use wf_tests::bosh::{get, group_alive, postgres_bin_dir, repo, wait_for_status, Bosh, Timers};
 use wf_tests::distributed::eventually;
 use wf_tests::platform::{http_get, Platform, ADMIN_PASSWORD, APPS_DOMAIN};
 
@@ -384,6 +384,9 @@ fn the_whole_platform_on_network_namespaces() {
 /// the cells (drained) and kills a cell VM while the app is served.
 fn whole_platform(bosh: Bosh) {
     let nats_server = wf_messaging::testing::nats_server_binary().expect("nats-server");
+    let Some(postgres) = postgres_bin_dir() else {
+        return;
+    };
     let net = bosh.subnet.clone();
     let manifest = std::fs::read_to_string(repo().join("bosh/examples/platform.yml"))
         .expect("the example manifest")
@@ -393,9 +396,13 @@ fn whole_platform(bosh: Bosh) {
         .replace(
             "server: nats-server",
             &format!("server: {}", nats_server.display()),
+        )
+        .replace(
+            "/usr/lib/postgresql/15/bin",
+            &postgres.display().to_string(),
         );
     assert_deployed(bosh.deploy("wasmfoundry", &manifest));
-    bosh.wait_for_instances("wasmfoundry", 9, "running", DEPLOY);
+    bosh.wait_for_instances("wasmfoundry", 11, "running", DEPLOY);
 
     let routers: [SocketAddr; 2] =
         [14, 15].map(|host| format!("{net}.{host}:8080").parse().expect("router"));
@@ -430,7 +437,7 @@ fn whole_platform(bosh: Bosh) {
         failed.is_empty(),
         "requests failed while the cells were recreated: {failed:?}"
     );
-    bosh.wait_for_instances("wasmfoundry", 9, "running", DEPLOY);
+    bosh.wait_for_instances("wasmfoundry", 11, "running", DEPLOY);
 
     // A cell VM dies: the resurrector recreates it, and the app is served meanwhile.
     let cell = bosh
@@ -445,7 +452,7 @@ fn whole_platform(bosh: Bosh) {
     let killed = Instant::now();
     eventually("the cell's VM recreated", DEPLOY, || {
         let vms = bosh.vms("wasmfoundry");
-        vms.len() == 9
+        vms.len() == 11
             && vms
                 .iter()
                 .all(|i| i.vm_cid.as_deref() != Some(&cell) && i.process_state == "running")
