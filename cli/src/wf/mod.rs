@@ -404,7 +404,7 @@ pub enum Command {
     },
     /// Remove an environment variable of an app
     UnsetEnv { name: String, key: String },
-    /// Cancel an app's rolling deployment, going back to its previous droplet
+    /// Cancel an app's deployment (rolling or canary), going back to its previous droplet
     CancelDeployment { name: String },
     #[command(flatten)]
     User(commands::users::UserCommand),
@@ -440,6 +440,9 @@ pub enum Command {
     IsolationSegments(commands::isolation_segments::SegmentCommand),
     #[command(flatten)]
     Buildpack(commands::buildpacks::BuildpackCommand),
+    // revisions, rollback, continue-deployment
+    #[command(flatten)]
+    Deployments(commands::deployments::DeploymentCommand),
     /// List all labels (key-value pairs) of a resource
     Labels {
         /// app, space, org, buildpack, domain, stack, service-instance or service-broker
@@ -510,9 +513,13 @@ pub struct PushArgs {
     #[arg(long)]
     pub no_route: bool,
     /// Deployment strategy: `rolling` replaces the instances one at a time, without
-    /// downtime (default: stop, then start)
-    #[arg(long, value_parser = ["rolling"])]
+    /// downtime; `canary` starts one new instance and pauses until `wf
+    /// continue-deployment` (default: stop, then start)
+    #[arg(long, value_parser = ["rolling", "canary"])]
     pub strategy: Option<String>,
+    /// How many new instances a deployment starts at once (default 1)
+    #[arg(long, requires = "strategy", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: Option<u32>,
 }
 
 /// Why a command failed; printed after `FAILED`.
@@ -555,8 +562,8 @@ pub fn run(command: Command) -> Result<(), Error> {
     let mut client = Client::new(config, path)?;
     let c = &mut client;
     use commands::{
-        apps, buildpacks, curl, events, isolation_segments, labels, logs, orgs, push, quotas,
-        routes, services, session, tasks, users,
+        apps, buildpacks, curl, deployments, events, isolation_segments, labels, logs, orgs, push,
+        quotas, routes, services, session, tasks, users,
     };
     match command {
         Command::Bosh(args) => commands::bosh::run(args),
@@ -754,6 +761,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::TerminateTask { name, id } => tasks::terminate_task(c, &name, id),
         Command::Quotas(command) => quotas::run(c, command),
         Command::Buildpack(command) => buildpacks::run(c, command),
+        Command::Deployments(command) => deployments::run(c, command),
         Command::User(command) => users::run(c, command),
         Command::IsolationSegments(command) => isolation_segments::run(c, command),
         Command::Labels { resource, name } => labels::labels(c, resource, &name),
@@ -873,6 +881,12 @@ mod tests {
             }
         ));
         assert!(parse(["wf", "set-env", "a", "K", "V"]).is_ok());
+        assert!(parse(["wf", "push", "a", "--strategy", "canary", "--max-in-flight", "2"]).is_ok());
+        assert!(parse(["wf", "push", "a", "--strategy", "blue-green"]).is_err());
+        assert!(parse(["wf", "push", "a", "--max-in-flight", "2"]).is_err());
+        assert!(parse(["wf", "rollback", "a", "--version", "1", "-f"]).is_ok());
+        assert!(parse(["wf", "continue-deployment", "a", "--no-wait"]).is_ok());
+        assert!(parse(["wf", "revisions", "a"]).is_ok());
         let cli = parse([
             "wf",
             "run-task",

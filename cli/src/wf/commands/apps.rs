@@ -450,6 +450,11 @@ pub(crate) fn summary(client: &mut Client, app: &Value) -> Result<String, Error>
             time::OffsetDateTime::now_utc(),
         ));
     }
+    out.push_str(&super::deployments::active_deployment_lines(
+        client,
+        &guid,
+        text(app, "name"),
+    )?);
     Ok(out)
 }
 

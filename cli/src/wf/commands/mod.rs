@@ -5,6 +5,7 @@ pub mod apps;
 pub mod bosh;
 pub mod buildpacks;
 pub mod curl;
+pub mod deployments;
 pub mod events;
 pub mod isolation_segments;
 pub mod labels;

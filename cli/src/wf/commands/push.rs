@@ -14,6 +14,7 @@ use serde_json::json;
 use wf_controller::manifest::{self, AppManifest, Manifest, RouteManifest};
 
 use super::apps::{summary, wait_until_running};
+use super::deployments;
 use super::logs::{payload_lines, LogTail};
 use super::{find_app, space_target, text, SpaceTarget};
 use crate::wf::client::{Client, ClientError, Poll};
@@ -23,8 +24,6 @@ use crate::wf::{package, Error, PushArgs};
 const PACKAGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long staging may take.
 const STAGING_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// How long a rolling deployment may take.
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The manifest file names looked for when `-f` is not given.
 const MANIFEST_NAMES: &[&str] = &["manifest.yml", "manifest.yaml"];
 
@@ -230,8 +229,12 @@ fn push_app(
             droplet_guid
         }
     };
-    if args.strategy.is_some() && !args.no_start {
-        deploy(client, &guid, &name, &droplet_guid)?;
+    if let Some(strategy) = args.strategy.as_deref().filter(|_| !args.no_start) {
+        let mut request = json!({"droplet": {"guid": droplet_guid}, "strategy": strategy});
+        if let Some(max_in_flight) = args.max_in_flight {
+            request["options"] = json!({"max_in_flight": max_in_flight});
+        }
+        deployments::deploy(client, &guid, &name, request)?;
         let app = client.get(&format!("/v3/apps/{guid}"))?;
         print!("{}", summary(client, &app)?);
         return Ok(());
@@ -403,48 +406,6 @@ fn cached_files(
         );
     }
     Ok(cached)
-}
-
-/// `--strategy rolling`: a deployment of the droplet, followed until it is finalized
-/// (the old instances keep serving meanwhile).
-fn deploy(
-    client: &mut Client,
-    app_guid: &str,
-    name: &str,
-    droplet_guid: &str,
-) -> Result<(), Error> {
-    println!("Creating deployment for app {name}...\n");
-    let deployment = client.post(
-        "/v3/deployments",
-        &json!({
-            "droplet": {"guid": droplet_guid},
-            "strategy": "rolling",
-            "relationships": {"app": {"data": {"guid": app_guid}}},
-        }),
-    )?;
-    let path = format!("/v3/deployments/{}", text(&deployment, "guid"));
-    println!("Waiting for app {name} to deploy...\n");
-    let deadline = Instant::now() + DEPLOY_TIMEOUT;
-    let mut poll = Poll::new();
-    loop {
-        let deployment = client.get(&path)?;
-        if deployment["status"]["value"] == "FINALIZED" {
-            return match deployment["status"]["reason"].as_str() {
-                Some("DEPLOYED") => Ok(()),
-                reason => Err(Error::Failed(format!(
-                    "The deployment of app {name} ended {}.",
-                    reason.unwrap_or("without a reason")
-                ))),
-            };
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Failed(format!(
-                "Timed out after {} s waiting for app {name} to deploy.",
-                DEPLOY_TIMEOUT.as_secs()
-            )));
-        }
-        poll.wait();
-    }
 }
 
 /// Puts the first shared domain where `-n HOST` left `{default}`.
