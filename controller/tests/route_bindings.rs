@@ -211,6 +211,34 @@ async fn user_provided_route_services(api: Api) {
         );
     }
 
+    let internal = guid(
+        &api.post(
+            "/v3/domains",
+            json!({"name": "rs.internal", "internal": true}),
+        )
+        .await,
+    );
+    let internal_route = guid(
+        &api.post(
+            "/v3/routes",
+            json!({"host": "x", "relationships": {
+                "domain": {"data": {"guid": internal}}, "space": {"data": {"guid": space}}}}),
+        )
+        .await,
+    );
+    let (status, response) = api
+        .call(
+            Method::POST,
+            "/v3/service_route_bindings",
+            Some(bind_body(&internal_route, &rs)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        detail(&response),
+        "Route services cannot be bound to internal routes"
+    );
+
     // Readers may not bind; developers may, and the route service reaches the running
     // app's LRP at once.
     let (status, _) = api

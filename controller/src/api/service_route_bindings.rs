@@ -19,7 +19,7 @@ use super::{
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
-use crate::db::{self, Arg, Filter, Route, RouteBinding, ServiceInstance};
+use crate::db::{self, Arg, Domain, Filter, Route, RouteBinding, ServiceInstance};
 use crate::error::ApiError;
 use crate::metadata::{self, MetadataUpdate};
 use crate::service_operations::{self, encrypt_json, BrokerAuth, PlanContext};
@@ -297,7 +297,7 @@ fn already_bound() -> ApiError {
 }
 
 /// CF's checks of a new route binding: the instance offers a route service and can be
-/// bound, the route is in its space and not bound yet.
+/// bound, the route is not internal, is in its space and is not bound yet.
 async fn check_bindable(
     controller: &Controller,
     instance: &ServiceInstance,
@@ -329,6 +329,16 @@ async fn check_bindable(
     if !route_service {
         return Err(ApiError::unprocessable(
             "This service instance does not support route binding",
+        ));
+    }
+    let internal = controller
+        .db
+        .get::<Domain>(&route.domain_guid)
+        .await?
+        .is_some_and(|d| d.internal);
+    if internal {
+        return Err(ApiError::unprocessable(
+            "Route services cannot be bound to internal routes",
         ));
     }
     if route.space_guid != instance.space_guid {
