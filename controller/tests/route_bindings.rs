@@ -333,6 +333,21 @@ async fn user_provided_route_services(api: Api) {
         );
         assert_eq!(listed["resources"][0]["guid"], json!(binding_guid));
     }
+    let with = api
+        .get("/v3/service_route_bindings?include=route,service_instance")
+        .await;
+    assert_eq!(with["included"]["routes"][0]["guid"], json!(web), "{with}");
+    assert_eq!(with["included"]["service_instances"][0]["name"], "rs");
+    let shown = api
+        .get(&format!(
+            "/v3/service_route_bindings/{binding_guid}?include=route"
+        ))
+        .await;
+    assert_eq!(shown["included"]["routes"][0]["host"], "web", "{shown}");
+    let (status, _) = api
+        .call(Method::GET, "/v3/service_route_bindings?include=app", None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let none = api
         .get(&format!(
             "/v3/service_route_bindings?route_guids={other_route}"

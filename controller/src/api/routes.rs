@@ -76,7 +76,10 @@ async fn present_route(controller: &Controller, route: &Route) -> Result<Value, 
 }
 
 /// Routes as CF shows them, with their labels and annotations.
-async fn present_routes(controller: &Controller, routes: &[Route]) -> Result<Vec<Value>, ApiError> {
+pub(super) async fn present_routes(
+    controller: &Controller,
+    routes: &[Route],
+) -> Result<Vec<Value>, ApiError> {
     let mut resources = Vec::with_capacity(routes.len());
     for route in routes {
         resources.push(present_route(controller, route).await?);

@@ -123,9 +123,18 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
         .db
         .list::<ServiceInstance>(filter, &params.page)
         .await?;
-    let mut resources: Vec<Value> = instances.iter().map(|i| present(&controller, i)).collect();
-    metadata::fill(&controller.db, "service_instances", &mut resources).await?;
+    let resources = present_instances(&controller, &instances).await?;
     Ok(paginated(&controller, &params, total, resources))
+}
+
+/// Service instances as CF shows them, with their labels and annotations.
+pub(super) async fn present_instances(
+    controller: &Controller,
+    instances: &[ServiceInstance],
+) -> Result<Vec<Value>, ApiError> {
+    let mut resources: Vec<Value> = instances.iter().map(|i| present(controller, i)).collect();
+    metadata::fill(&controller.db, "service_instances", &mut resources).await?;
+    Ok(resources)
 }
 
 pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {

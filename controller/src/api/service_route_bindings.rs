@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::service_instances::{self, MANAGED, USER_PROVIDED};
 use super::{
-    cf_time, created, href, metadata, ok, paginated, relationship_guid, ApiResult, Ctl, JsonBody,
-    ListParams,
+    cf_time, created, href, metadata, ok, paginated_with, relationship_guid, ApiResult, Ctl,
+    JsonBody, ListParams,
 };
 use crate::audit::{self, Target};
 use crate::auth::{Access, User};
@@ -88,7 +88,39 @@ async fn load_to(
     Ok((binding, instance))
 }
 
+/// What `include` may ask for.
+const INCLUDES: &[&str] = &["route", "service_instance"];
+
+/// The routes and service instances of `bindings` that `includes` asks for
+/// (`included.routes`, `included.service_instances`).
+async fn included(
+    controller: &Controller,
+    includes: &[String],
+    bindings: &[RouteBinding],
+    instances: &[ServiceInstance],
+) -> Result<Option<Value>, ApiError> {
+    if includes.is_empty() {
+        return Ok(None);
+    }
+    let mut included = serde_json::Map::new();
+    if includes.iter().any(|i| i == "route") {
+        let guids: Vec<String> = bindings.iter().map(|b| b.route_guid.clone()).collect();
+        let routes: Vec<Route> = controller
+            .db
+            .find(Filter::new().any_of("guid", &guids))
+            .await?;
+        let routes = super::routes::present_routes(controller, &routes).await?;
+        included.insert("routes".into(), Value::Array(routes));
+    }
+    if includes.iter().any(|i| i == "service_instance") {
+        let instances = service_instances::present_instances(controller, instances).await?;
+        included.insert("service_instances".into(), Value::Array(instances));
+    }
+    Ok(Some(Value::Object(included)))
+}
+
 pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> ApiResult {
+    let includes = params.includes(INCLUDES)?;
     let mut filter = Filter::new();
     if !user.sees_everything() {
         filter = filter.in_select(
@@ -129,12 +161,31 @@ pub async fn list(State(controller): Ctl, user: User, params: ListParams) -> Api
         }
     }
     metadata::fill(&controller.db, RESOURCE, &mut resources).await?;
-    Ok(paginated(&controller, &params, total, resources))
+    let included = included(&controller, &includes, &bindings, &instances).await?;
+    Ok(paginated_with(
+        &controller,
+        &params,
+        total,
+        resources,
+        included,
+    ))
 }
 
-pub async fn show(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {
+pub async fn show(
+    State(controller): Ctl,
+    user: User,
+    Path(guid): Path<String>,
+    params: ListParams,
+) -> ApiResult {
+    let includes = params.includes(INCLUDES)?;
     let (binding, instance) = load_to(&controller, &user, &guid, Access::Read).await?;
-    Ok(ok(show_binding(&controller, &binding, &instance).await?))
+    let mut shown = show_binding(&controller, &binding, &instance).await?;
+    let bindings = std::slice::from_ref(&binding);
+    let instances = std::slice::from_ref(&instance);
+    if let Some(included) = included(&controller, &includes, bindings, instances).await? {
+        shown["included"] = included;
+    }
+    Ok(ok(shown))
 }
 
 /// `PATCH /v3/service_route_bindings/:guid`: a binding's metadata, by those who may bind
