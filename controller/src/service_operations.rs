@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, Actor, Target};
 use crate::db::{
     self, Arg, Domain, Filter, JobState, Operation, Org, Route, RouteBinding, ServiceBinding,
     ServiceBroker, ServiceInstance, ServiceOffering, ServicePlan, Space,
@@ -1048,9 +1049,42 @@ async fn bound(
                 .await?;
             finish_job(controller, job, None).await?;
             crate::api::sync_route_apps(controller, &binding.route_guid).await?;
+            record_route_binding(controller, binding, "create").await;
         }
     }
     Ok(())
+}
+
+/// Records `audit.service_route_binding.<action>` once the broker has done it (the
+/// request recorded its `start_<action>`), by the user who asked.
+async fn record_route_binding(controller: &Controller, binding: &RouteBinding, action: &str) {
+    let instance = controller
+        .db
+        .get::<ServiceInstance>(&binding.service_instance_guid)
+        .await;
+    let Ok(Some(instance)) = instance else {
+        return;
+    };
+    let actor = Actor {
+        guid: binding.operation.user_guid.clone().unwrap_or_default(),
+        kind: "user",
+        name: String::new(),
+    };
+    let target = Target {
+        kind: "service_route_binding",
+        guid: &binding.guid,
+        name: "",
+    };
+    let event = format!("audit.service_route_binding.{action}");
+    audit::record_as(
+        controller,
+        &actor,
+        &event,
+        target,
+        Some(&instance.space_guid),
+        json!({}),
+    )
+    .await;
 }
 
 async fn unbound(controller: &Controller, binding: &Binding, guid: &str) -> Result<(), ApiError> {
@@ -1067,7 +1101,12 @@ async fn unbound(controller: &Controller, binding: &Binding, guid: &str) -> Resu
                 crate::services::sync_app_drains(controller, app).await?;
             }
         }
-        Binding::Route(binding) => remove_route_binding(controller, binding).await?,
+        Binding::Route(binding) => {
+            remove_route_binding(controller, binding).await?;
+            if binding.operation.job_guid.is_some() {
+                record_route_binding(controller, binding, "delete").await;
+            }
+        }
     }
     Ok(())
 }

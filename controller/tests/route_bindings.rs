@@ -569,6 +569,20 @@ async fn managed_route_services(api: Api, python: &str) {
         broker.requests()
     );
     wait_for_route_service(&api, &app, "mweb.apps.test", Some(&url)).await;
+    let events = api
+        .get(&format!("/v3/audit_events?target_guids={binding_guid}"))
+        .await;
+    let types: Vec<&str> = events["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"audit.service_route_binding.start_create")
+            && types.contains(&"audit.service_route_binding.create"),
+        "{types:?}"
+    );
     let parameters = api
         .get(&format!(
             "/v3/service_route_bindings/{binding_guid}/parameters"
