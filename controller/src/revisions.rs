@@ -172,7 +172,7 @@ pub async fn record(controller: &Controller, app_guid: &str) -> Result<Option<Re
             }
         }
     };
-    mark_running(controller, &processes, &revision.guid).await?;
+    mark_running(controller, &processes, Some(&revision.guid)).await?;
     Ok(Some(revision))
 }
 
@@ -231,27 +231,19 @@ pub async fn roll_back(
         }
     }
     let revision = create(controller, &app.guid, &runs, reasons.join(" ")).await?;
-    mark_running(controller, &processes, &revision.guid).await?;
+    mark_running(controller, &processes, Some(&revision.guid)).await?;
     Ok(revision)
 }
 
-/// Marks the process `process_guid` as running `revision_guid` (a cancelled
-/// deployment's web process goes back to the revision it ran).
+/// Marks the processes of the app `app_guid` as running `revision_guid` (a cancelled
+/// deployment's app goes back to the revision it ran).
 pub async fn set_running(
     controller: &Controller,
-    process_guid: &str,
+    app_guid: &str,
     revision_guid: Option<&str>,
 ) -> Result<(), ApiError> {
-    let revision = revision_guid.map(str::to_string);
-    controller
-        .db
-        .update(
-            "processes",
-            process_guid,
-            vec![("revision_guid", revision.into())],
-        )
-        .await?;
-    Ok(())
+    let processes = processes_of(controller, app_guid).await?;
+    mark_running(controller, &processes, revision_guid).await
 }
 
 async fn processes_of(controller: &Controller, app_guid: &str) -> Result<Vec<Process>, ApiError> {
@@ -264,10 +256,18 @@ async fn processes_of(controller: &Controller, app_guid: &str) -> Result<Vec<Pro
 async fn mark_running(
     controller: &Controller,
     processes: &[Process],
-    revision_guid: &str,
+    revision_guid: Option<&str>,
 ) -> Result<(), ApiError> {
     for process in processes {
-        set_running(controller, &process.guid, Some(revision_guid)).await?;
+        let revision = revision_guid.map(str::to_string);
+        controller
+            .db
+            .update(
+                "processes",
+                &process.guid,
+                vec![("revision_guid", revision.into())],
+            )
+            .await?;
     }
     Ok(())
 }

@@ -322,7 +322,7 @@ pub async fn cancel(State(controller): Ctl, user: User, Path(guid): Path<String>
     }
     revisions::set_running(
         &controller,
-        &deployment.process_guid,
+        &app.guid,
         deployment.previous_revision_guid.as_deref(),
     )
     .await?;
