@@ -677,6 +677,60 @@ mod tests {
     }
 
     #[test]
+    fn routes_bound_to_a_route_service_get_an_entry_of_their_own() {
+        let context = AppContext {
+            app: App {
+                guid: "a".into(),
+                name: "a".into(),
+                space_guid: "s".into(),
+                state: AppState::Started,
+                buildpacks: vec![],
+                stack: String::new(),
+                environment_variables: Default::default(),
+                droplet_guid: None,
+                created_at: String::new(),
+                updated_at: String::new(),
+            },
+            space: None,
+            org: None,
+            uris: vec![
+                "a.apps.test".into(),
+                "b.apps.test".into(),
+                "c.apps.test/x".into(),
+            ],
+            route_services: BTreeMap::from([("b.apps.test".into(), "https://rs.test".into())]),
+            running_group: Default::default(),
+            vcap_services: json!({}),
+            isolation_segment: None,
+        };
+        let route = |hostnames: &[&str], url: Option<&str>| CfRoute {
+            hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
+            port: 8080,
+            route_service_url: url.map(str::to_string),
+            isolation_segment: None,
+        };
+        assert_eq!(
+            cf_routes(&context, 8080).cf_router,
+            vec![
+                route(&["a.apps.test", "c.apps.test/x"], None),
+                route(&["b.apps.test"], Some("https://rs.test")),
+            ]
+        );
+        let plain = AppContext {
+            route_services: BTreeMap::new(),
+            ..context
+        };
+        assert_eq!(
+            cf_routes(&plain, 8080).cf_router,
+            vec![route(
+                &["a.apps.test", "b.apps.test", "c.apps.test/x"],
+                None
+            )],
+            "one entry, as before route services"
+        );
+    }
+
+    #[test]
     fn plan_replaces_lrps_whose_fixed_part_changed() {
         let mut want = lrp(V1, 1);
         want.action.droplet_uri = "http://cc:9000/d".into();
