@@ -757,11 +757,12 @@ impl Binding {
                 .get::<RouteBinding>(guid)
                 .await?
                 .map(Binding::Route),
-            _ => controller
+            Row::Credential => controller
                 .db
                 .get::<ServiceBinding>(guid)
                 .await?
                 .map(Binding::Credential),
+            Row::Instance => None,
         })
     }
 
