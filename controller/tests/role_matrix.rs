@@ -409,6 +409,12 @@ const CASES: &[Case] = &[
     case("app routes", Scope::Space, SPACE_READERS, |w| {
         get(format!("/v3/apps/{}/routes", w.app))
     }),
+    case("app revisions", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/revisions", w.app))
+    }),
+    case("deployed revisions", Scope::Space, SPACE_READERS, |w| {
+        get(format!("/v3/apps/{}/revisions/deployed", w.app))
+    }),
     case("stop app", Scope::Space, OPERATORS, |w| {
         (
             Method::POST,
