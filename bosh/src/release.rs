@@ -59,6 +59,10 @@ pub struct JobSpecFile {
     pub properties: BTreeMap<String, PropertyDef>,
     /// The process the job runs: a template, split on whitespace after rendering.
     pub command: String,
+    /// The process's environment: name -> template (secrets go here rather than on
+    /// the command line, which `ps` shows).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub drain: Option<DrainTemplate>,
 }
@@ -352,10 +356,15 @@ pub fn render_job(
         }),
         None => None,
     };
+    let mut env = BTreeMap::new();
+    for (key, template) in &job.spec.env {
+        env.insert(key.clone(), render(template, &format!("env {key}"))?);
+    }
     Ok(JobSpec {
         name: name.clone(),
         release: release.to_string(),
         command,
+        env,
         files,
         drain,
     })
@@ -500,7 +509,7 @@ mod tests {
         std::fs::write(root.join("config/final.yml"), "name: wf\n").unwrap();
         std::fs::write(
             root.join("jobs/router/spec"),
-            "name: router\ntemplates: {cfg.erb: config/router.txt}\npackages: [wfd]\nproperties:\n  router.port: {default: 80}\n  nats.url: {}\ncommand: wfd router --listen <%= spec.address %>:<%= p('router.port') %>\ndrain: {post: 'http://<%= spec.address %>/drain'}\n",
+            "name: router\ntemplates: {cfg.erb: config/router.txt}\npackages: [wfd]\nproperties:\n  router.port: {default: 80}\n  nats.url: {}\ncommand: wfd router --listen <%= spec.address %>:<%= p('router.port') %>\nenv: {NATS: \"<%= p('nats.url') %>\"}\ndrain: {post: 'http://<%= spec.address %>/drain'}\n",
         )
         .unwrap();
         std::fs::write(
@@ -530,6 +539,7 @@ mod tests {
         .unwrap();
         assert_eq!(job.command, ["wfd", "router", "--listen", "127.0.1.10:80"]);
         assert_eq!(job.files["config/router.txt"], "nats=nats://n\n");
+        assert_eq!(job.env["NATS"], "nats://n");
         assert_eq!(job.drain.unwrap().post, "http://127.0.1.10/drain");
         let err = render_job(&release.jobs[0], "wf", &json!({}), &spec()).unwrap_err();
         assert_eq!(

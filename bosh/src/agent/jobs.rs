@@ -29,6 +29,7 @@ pub struct Job {
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
     pub dir: PathBuf,
     pub log: PathBuf,
     pub drain: Option<Drain>,
@@ -242,6 +243,7 @@ fn spawn(job: &Job) -> std::io::Result<tokio::process::Child> {
         .open(&job.log)?;
     tokio::process::Command::new(&job.program)
         .args(&job.args)
+        .envs(&job.env)
         .current_dir(&job.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -285,6 +287,7 @@ mod tests {
             name: name.into(),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
+            env: BTreeMap::new(),
             dir: dir.path().to_path_buf(),
             log: dir.path().join(format!("{name}.log")),
             drain: None,
@@ -344,8 +347,9 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),
-                "while [ ! -f evacuate ]; do sleep 0.05; done; echo drained > out".into(),
+                "while [ ! -f evacuate ]; do sleep 0.05; done; echo \"$WHAT\" > out".into(),
             ],
+            env: BTreeMap::from([("WHAT".into(), "drained".into())]),
             dir: dir.path().to_path_buf(),
             log: dir.path().join("cell.log"),
             drain: Some(Drain {

@@ -310,6 +310,7 @@ impl Agent {
                 name: job.name.clone(),
                 program,
                 args: args.to_vec(),
+                env: job.env.clone(),
                 dir: self.base.join("data/jobs").join(&job.name),
                 log: log_dir.join(format!("{}.log", job.name)),
                 drain: job.drain.clone(),

@@ -90,6 +90,9 @@ pub struct JobSpec {
     /// `store` link to the persistent disk). A first word without `/` names a file of
     /// one of the packages (`wfd`).
     pub command: Vec<String>,
+    /// The process's environment, added to the agent's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// Relative path -> rendered content.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
