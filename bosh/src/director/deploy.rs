@@ -30,8 +30,7 @@ const DEFAULT_WATCH: WatchTime = WatchTime {
 };
 
 /// What `PUT /deployments/:name/jobs/...` asks of instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceAction {
     Stop,
     Start,

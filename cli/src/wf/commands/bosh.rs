@@ -44,20 +44,30 @@ pub struct BoshArgs {
 pub enum BoshCommand {
     /// Build a release tarball from a release directory (jobs/<job>/spec and templates)
     /// with this machine's `wfd` as its package
-    CreateRelease {
-        dir: PathBuf,
-        /// Release name (default: config/final.yml's)
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, default_value = "0+dev.1")]
-        version: String,
-        /// The wfd binary to package (default: the one next to this wf)
-        #[arg(long)]
-        wfd: Option<PathBuf>,
-        /// Where the tarball goes (default: DIR/dev_releases)
-        #[arg(long)]
-        tarball_dir: Option<PathBuf>,
-    },
+    CreateRelease(CreateReleaseArgs),
+    #[command(flatten)]
+    Director(DirectorCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateReleaseArgs {
+    dir: PathBuf,
+    /// Release name (default: config/final.yml's)
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = "0+dev.1")]
+    version: String,
+    /// The wfd binary to package (default: the one next to this wf)
+    #[arg(long)]
+    wfd: Option<PathBuf>,
+    /// Where the tarball goes (default: DIR/dev_releases)
+    #[arg(long)]
+    tarball_dir: Option<PathBuf>,
+}
+
+/// The commands that talk to the director.
+#[derive(Debug, clap::Subcommand)]
+pub enum DirectorCommand {
     /// Upload a release tarball
     UploadRelease { tarball: PathBuf },
     /// Upload a stemcell tarball (stemcell.MF and image)
@@ -154,32 +164,40 @@ fn text(value: &Value, key: &str) -> String {
 }
 
 pub fn run(args: BoshArgs) -> Result<(), Error> {
-    if let BoshCommand::CreateRelease {
-        dir,
-        name,
-        version,
-        wfd,
-        tarball_dir,
-    } = &args.command
-    {
-        let wfd = match wfd {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| Error::Failed(format!("Cannot find wf's directory: {e}")))?
-                .with_file_name("wfd"),
-        };
-        let out = tarball_dir
-            .clone()
-            .unwrap_or_else(|| dir.join("dev_releases"));
-        let tarball = wf_bosh::release::create_release(dir, name.as_deref(), version, &wfd, &out)
-            .map_err(|e| Error::Failed(e.to_string()))?;
-        println!("Release tarball: {}", tarball.display());
-        return Ok(());
-    }
-    let c = client(&args)?;
     match &args.command {
-        BoshCommand::CreateRelease { .. } => unreachable!("handled above"),
-        BoshCommand::UploadRelease { tarball } => {
+        BoshCommand::CreateRelease(release) => create_release(release),
+        BoshCommand::Director(command) => director(&args, command),
+    }
+}
+
+/// `wf bosh create-release`: builds the tarball here, no director needed.
+fn create_release(args: &CreateReleaseArgs) -> Result<(), Error> {
+    let wfd = match &args.wfd {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::Failed(format!("Cannot find wf's directory: {e}")))?
+            .with_file_name("wfd"),
+    };
+    let out = args
+        .tarball_dir
+        .clone()
+        .unwrap_or_else(|| args.dir.join("dev_releases"));
+    let tarball = wf_bosh::release::create_release(
+        &args.dir,
+        args.name.as_deref(),
+        &args.version,
+        &wfd,
+        &out,
+    )
+    .map_err(|e| Error::Failed(e.to_string()))?;
+    println!("Release tarball: {}", tarball.display());
+    Ok(())
+}
+
+fn director(args: &BoshArgs, command: &DirectorCommand) -> Result<(), Error> {
+    let c = client(args)?;
+    match command {
+        DirectorCommand::UploadRelease { tarball } => {
             let answer = c
                 .send_body(
                     Method::POST,
@@ -199,7 +217,7 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
                 text(&answer, "version")
             );
         }
-        BoshCommand::UploadStemcell { tarball } => {
+        DirectorCommand::UploadStemcell { tarball } => {
             let answer = c
                 .send_body(
                     Method::POST,
@@ -214,16 +232,16 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
                 text(&answer, "version")
             );
         }
-        BoshCommand::UpdateCloudConfig { file } => {
+        DirectorCommand::UpdateCloudConfig { file } => {
             c.send_body(Method::POST, "/cloud_configs", "text/yaml", read(file)?)
                 .map_err(failed)?;
             println!("Succeeded");
         }
-        BoshCommand::CloudConfig => {
+        DirectorCommand::CloudConfig => {
             let configs = c.get("/cloud_configs").map_err(failed)?;
             println!("{}", text(&configs[0], "properties"));
         }
-        BoshCommand::Releases => {
+        DirectorCommand::Releases => {
             let releases = c.get("/releases").map_err(failed)?;
             let mut rows = Vec::new();
             for release in releases.as_array().into_iter().flatten() {
@@ -233,7 +251,7 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
             }
             print!("{}", table(&["Name", "Version"], &rows));
         }
-        BoshCommand::Stemcells => {
+        DirectorCommand::Stemcells => {
             let stemcells = c.get("/stemcells").map_err(failed)?;
             let rows: Vec<Vec<String>> = stemcells
                 .as_array()
@@ -250,14 +268,14 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
                 .collect();
             print!("{}", table(&["Name", "Version", "OS", "CID"], &rows));
         }
-        BoshCommand::Deploy { manifest, recreate } => {
+        DirectorCommand::Deploy { manifest, recreate } => {
             let path = format!("/deployments?recreate={recreate}");
             let id = c
                 .start_task(Method::POST, &path, Some(("text/yaml", read(manifest)?)))
                 .map_err(failed)?;
             follow(&c, id)?;
         }
-        BoshCommand::Deployments => {
+        DirectorCommand::Deployments => {
             let deployments = c.get("/deployments").map_err(failed)?;
             let rows: Vec<Vec<String>> = deployments
                 .as_array()
@@ -275,16 +293,16 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
                 .collect();
             print!("{}", table(&["Name", "Release(s)"], &rows));
         }
-        BoshCommand::DeleteDeployment => {
-            let name = deployment(&args)?;
+        DirectorCommand::DeleteDeployment => {
+            let name = deployment(args)?;
             let id = c
                 .start_task(Method::DELETE, &format!("/deployments/{name}"), None)
                 .map_err(failed)?;
             follow(&c, id)?;
         }
-        BoshCommand::Instances | BoshCommand::Vms => {
-            let vms = matches!(args.command, BoshCommand::Vms);
-            let name = deployment(&args)?;
+        DirectorCommand::Instances | DirectorCommand::Vms => {
+            let vms = matches!(command, DirectorCommand::Vms);
+            let name = deployment(args)?;
             let path = format!(
                 "/deployments/{name}/{}",
                 if vms { "vms" } else { "instances" }
@@ -333,7 +351,7 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
             println!("Deployment '{name}'\n");
             print!("{}", table(headers, &rows));
         }
-        BoshCommand::Tasks { recent } => {
+        DirectorCommand::Tasks { recent } => {
             let tasks = c.get(&format!("/tasks?limit={recent}")).map_err(failed)?;
             let rows: Vec<Vec<String>> = tasks
                 .as_array()
@@ -357,18 +375,18 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
                 )
             );
         }
-        BoshCommand::Task { id } => follow(&c, *id)?,
-        BoshCommand::Recreate { instance }
-        | BoshCommand::Restart { instance }
-        | BoshCommand::Stop { instance }
-        | BoshCommand::Start { instance } => {
-            let state = match args.command {
-                BoshCommand::Recreate { .. } => "recreate",
-                BoshCommand::Restart { .. } => "restart",
-                BoshCommand::Stop { .. } => "stopped",
+        DirectorCommand::Task { id } => follow(&c, *id)?,
+        DirectorCommand::Recreate { instance }
+        | DirectorCommand::Restart { instance }
+        | DirectorCommand::Stop { instance }
+        | DirectorCommand::Start { instance } => {
+            let state = match command {
+                DirectorCommand::Recreate { .. } => "recreate",
+                DirectorCommand::Restart { .. } => "restart",
+                DirectorCommand::Stop { .. } => "stopped",
                 _ => "started",
             };
-            let name = deployment(&args)?;
+            let name = deployment(args)?;
             let target = match instance.as_deref() {
                 None => "*".to_string(),
                 Some(target) => target.to_string(),
@@ -377,8 +395,8 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
             let id = c.start_task(Method::PUT, &path, None).map_err(failed)?;
             follow(&c, id)?;
         }
-        BoshCommand::CloudCheck { resolve } => {
-            let name = deployment(&args)?;
+        DirectorCommand::CloudCheck { resolve } => {
+            let name = deployment(args)?;
             let path = format!("/deployments/{name}/cloud_check?resolve={resolve}");
             let id = c.start_task(Method::POST, &path, None).map_err(failed)?;
             println!("Task {id}\n");
@@ -397,4 +415,42 @@ pub fn run(args: BoshArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::wf::{Cli, Command};
+
+    fn bosh(args: &[&str]) -> BoshArgs {
+        let all = ["wf", "bosh"].iter().chain(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Bosh(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_bosh_cli_style_commands() {
+        let args = bosh(&["-e", "http://d:25555", "-d", "cf", "recreate", "cell/1"]);
+        assert_eq!(args.environment.as_deref(), Some("http://d:25555"));
+        assert_eq!(args.deployment.as_deref(), Some("cf"));
+        assert!(matches!(
+            args.command,
+            BoshCommand::Director(DirectorCommand::Recreate { instance: Some(ref i) }) if i == "cell/1"
+        ));
+        // Global flags go after the command too, and `cck` is cloud-check.
+        let args = bosh(&["cck", "--resolve", "-d", "cf"]);
+        assert!(matches!(
+            args.command,
+            BoshCommand::Director(DirectorCommand::CloudCheck { resolve: true })
+        ));
+        let args = bosh(&["create-release", "bosh/release", "--version", "3"]);
+        assert!(matches!(
+            args.command,
+            BoshCommand::CreateRelease(CreateReleaseArgs { ref version, .. }) if version == "3"
+        ));
+    }
 }
