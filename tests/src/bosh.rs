@@ -60,7 +60,7 @@ pub struct Bosh {
     pub url: String,
     wf_home: tempfile::TempDir,
     // Declared last: dropped after the VMs are killed (see Drop).
-    _director: Process,
+    director: Process,
     _dir: tempfile::TempDir,
 }
 
@@ -110,7 +110,12 @@ impl Bosh {
                 format!("nats://{subnet}.1:{nats_port}").into(),
             ]
         } else {
-            vec!["--listen".into(), "127.0.0.1:0".into()]
+            // A fixed port: VMs keep the director's URL (their blobstore) across its
+            // restarts.
+            vec![
+                "--listen".into(),
+                format!("127.0.0.1:{}", free_port()).into(),
+            ]
         };
         let mut args: Vec<OsString> = vec![
             "director".into(),
@@ -153,7 +158,7 @@ impl Bosh {
             nats,
             url,
             wf_home: tempfile::tempdir().expect("WF_HOME"),
-            _director: director,
+            director,
             _dir: dir,
         };
         bosh.ok(&["upload-release", release().to_str().expect("utf-8")]);
@@ -191,6 +196,12 @@ networks:
     azs: [z1, z2]
 "
         )
+    }
+
+    /// Kills the director (SIGKILL) and starts it again on the same data dir and port.
+    pub fn restart_director(&mut self) {
+        self.director.restart();
+        self.director.line_after("director: ", STARTUP);
     }
 
     /// Runs `wf bosh args` against this director.

@@ -93,7 +93,7 @@ fn assert_deployed(out: std::process::Output) -> String {
 
 #[test]
 fn deploy_resurrect_with_the_disk_and_delete() {
-    let Some(bosh) = Bosh::start(201, Timers::default()) else {
+    let Some(mut bosh) = Bosh::start(201, Timers::default()) else {
         return;
     };
     let groups = Groups {
@@ -154,8 +154,27 @@ fn deploy_resurrect_with_the_disk_and_delete() {
     let tasks = bosh.ok(&["tasks"]);
     assert!(tasks.contains("scan and fix"), "{tasks}");
 
+    // The director's state is in its database: killed and started again, it knows the
+    // deployment and its VMs, and its health monitor watches them again.
+    bosh.restart_director();
+    let after_restart = bosh.wait_for_instances("platform", 3, "running", DEPLOY);
+    assert_eq!(
+        after_restart.iter().map(|i| &i.name).collect::<Vec<_>>(),
+        instances.iter().map(|i| &i.name).collect::<Vec<_>>()
+    );
+    let router = bosh
+        .vms("platform")
+        .into_iter()
+        .find(|i| i.name.starts_with("router/"))
+        .expect("a router VM");
+    bosh.kill_vm(router.vm_cid.as_deref().expect("a VM"));
+    assert_eq!(get(router.ip, ROUTER_STATUS_PORT, "/health").status, 0);
+    wait_for_status(router.ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+
     // delete-deployment removes the VMs (their processes) and the disk.
-    let pgids: Vec<i32> = vms
+    bosh.wait_for_instances("platform", 3, "running", DEPLOY);
+    let pgids: Vec<i32> = bosh
+        .vms("platform")
         .iter()
         .filter_map(|i| i.vm_cid.as_deref())
         .map(|cid| bosh.vm_pgid(cid))
