@@ -451,24 +451,26 @@ fn bridge(octet: u8) -> String {
     format!("wfbr{octet}")
 }
 
-/// Whether this process may create network namespaces (root, with iproute2); says so
-/// when not, and panics when `WF_REQUIRE_NETNS` is set.
+/// Whether this process may create network namespaces (root with CAP_NET_ADMIN and
+/// iproute2's `ip`: it makes and deletes one to see); says so when not, and panics when
+/// `WF_REQUIRE_NETNS` is set.
 fn netns_possible() -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    // /proc/self belongs to the process's effective user.
-    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if root && ip {
+    let probe = format!("wf-probe-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ip(&["netns", "add", &probe]) && ip(&["netns", "delete", &probe]) {
         return true;
     }
     assert!(
         std::env::var_os("WF_REQUIRE_NETNS").is_none(),
-        "WF_REQUIRE_NETNS is set but this is not root with iproute2's ip"
+        "WF_REQUIRE_NETNS is set but this process cannot make network namespaces with ip"
     );
-    eprintln!("skipping: the netns CPI needs root and ip (set WF_REQUIRE_NETNS to fail instead)");
+    eprintln!("skipping: the netns CPI needs root, CAP_NET_ADMIN and ip (set WF_REQUIRE_NETNS to fail instead)");
     false
 }
 
