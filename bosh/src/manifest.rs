@@ -305,6 +305,20 @@ impl NetworkPlan {
         self.subnets.iter().find(|s| s.contains(ip))
     }
 
+    /// Whether instance `index` may keep address `ip`: its static IP if the group names
+    /// static IPs, else any dynamic IP of the network.
+    pub fn keeps(&self, index: u32, ip: &str) -> bool {
+        let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+            return false;
+        };
+        match self.static_ips.get(index as usize) {
+            Some(fixed) => *fixed == ip,
+            None => self
+                .subnet_of(ip)
+                .is_some_and(|s| s.dynamic_ips().any(|d| d == ip)),
+        }
+    }
+
     /// The address of instance `index` in `az`: its static IP, else the first dynamic IP
     /// of a subnet serving `az` that `taken` does not hold.
     pub fn ip_for(&self, index: u32, az: &str, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
@@ -866,6 +880,14 @@ instance_groups:
             uaa.network.ip_for(0, "", &taken),
             Some("127.0.1.21".parse().unwrap())
         );
+        assert!(router.network.keeps(1, "127.0.1.11"));
+        assert!(
+            !router.network.keeps(1, "127.0.1.10"),
+            "instance 0's static IP"
+        );
+        assert!(uaa.network.keeps(0, "127.0.1.30"));
+        assert!(!uaa.network.keeps(0, "127.0.1.12"), "a static IP");
+        assert!(!uaa.network.keeps(0, "10.0.0.5"), "outside the network");
         let settings = uaa.network.settings("127.0.1.20".parse().unwrap());
         assert_eq!(settings["default"]["netmask"], "255.255.255.0");
         assert_eq!(settings["default"]["gateway"], "127.0.1.1");

@@ -299,6 +299,24 @@ fn cloud_check_finds_an_unresponsive_agent_and_recreates_it() {
         bosh.vm_dirs().iter().all(|d| !d.ends_with(&cid)),
         "the frozen VM was deleted"
     );
+
+    // A new static IP moves the instance: its VM is recreated on that address.
+    let moved = manifest(&bosh, "edge", &groups).replace(
+        "networks: [{name: default}]",
+        &format!(
+            "networks: [{{name: default, static_ips: [{}.20]}}]",
+            bosh.subnet
+        ),
+    );
+    let out = assert_deployed(bosh.deploy("edge", &moved));
+    assert!(out.contains("moves from"), "{out}");
+    let ip = format!("{}.20", bosh.subnet).parse().expect("an IP");
+    wait_for_status(ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+    assert_eq!(
+        get(vm.ip, ROUTER_STATUS_PORT, "/health").status,
+        0,
+        "gone from the old IP"
+    );
 }
 
 #[test]

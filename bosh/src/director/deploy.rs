@@ -180,17 +180,40 @@ impl Director {
             .iter()
             .filter_map(|i| i.ip.parse().ok())
             .collect();
+        let no_ip = |index: u32| {
+            DirectorError::Failed(format!(
+                "no IP left on network '{}' for {}/{index}",
+                group.network.name, group.name
+            ))
+        };
         for index in 0..group.instances {
-            if current.contains_key(&index) {
+            let az = group.azs.get(index as usize).cloned().unwrap_or_default();
+            if let Some(instance) = current.get_mut(&index) {
+                // An instance keeps its address unless the manifest gives it another
+                // static IP or the network no longer holds it; a new address changes
+                // its VM's networks, so its VM is recreated.
+                if group.network.keeps(index, &instance.ip) {
+                    continue;
+                }
+                let ip = group
+                    .network
+                    .ip_for(index, &instance.az, &taken)
+                    .ok_or_else(|| no_ip(index))?;
+                taken.insert(ip);
+                task.log(format!(
+                    "{} moves from {} to {ip}",
+                    instance.name(),
+                    instance.ip
+                ))
+                .await;
+                instance.ip = ip.to_string();
+                db::save_instance(&self.pool, instance).await?;
                 continue;
             }
-            let az = group.azs.get(index as usize).cloned().unwrap_or_default();
-            let ip = group.network.ip_for(index, &az, &taken).ok_or_else(|| {
-                DirectorError::Failed(format!(
-                    "no IP left on network '{}' for {}/{index}",
-                    group.network.name, group.name
-                ))
-            })?;
+            let ip = group
+                .network
+                .ip_for(index, &az, &taken)
+                .ok_or_else(|| no_ip(index))?;
             taken.insert(ip);
             let instance = Instance {
                 id: uuid::Uuid::new_v4().to_string(),
