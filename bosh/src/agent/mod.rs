@@ -188,37 +188,10 @@ impl Agent {
         for package in spec.packages.values() {
             self.fetch_package(package).await?;
         }
-        // Without a persistent disk, `store` is a directory of the VM's own.
-        let store = self.base.join("store");
-        if std::fs::symlink_metadata(&store).is_err() {
-            std::fs::create_dir_all(&store).map_err(|e| format!("creating the store: {e}"))?;
-        }
-        let jobs_dir = self.base.join("data/jobs");
-        if jobs_dir.exists() {
-            std::fs::remove_dir_all(&jobs_dir).map_err(|e| format!("clearing jobs: {e}"))?;
-        }
-        for job in &spec.jobs {
-            let dir = jobs_dir.join(&job.name);
-            for (path, content) in &job.files {
-                let path = dir.join(path);
-                if !path.starts_with(&dir) || path.components().any(|c| c.as_os_str() == "..") {
-                    return Err(format!(
-                        "job {}: file {} escapes the job",
-                        job.name,
-                        path.display()
-                    ));
-                }
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                }
-                std::fs::write(&path, content)
-                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink(self.base.join("store"), dir.join("store"))
-                .map_err(|e| format!("linking the store: {e}"))?;
-        }
-        write_json(&self.base.join("data/spec.json"), &spec)?;
+        let (base, laid_out) = (self.base.clone(), spec.clone());
+        tokio::task::spawn_blocking(move || lay_out(&base, &laid_out))
+            .await
+            .map_err(|e| e.to_string())??;
         *self.spec.lock().expect("spec lock") = Some(spec);
         Ok(())
     }
@@ -321,6 +294,42 @@ impl Agent {
     }
 }
 
+/// Writes each job's directory of `spec` (its files and a `store` link to the
+/// persistent disk) and the spec itself under `base`.
+fn lay_out(base: &Path, spec: &ApplySpec) -> Result<(), String> {
+    // Without a persistent disk, `store` is a directory of the VM's own.
+    let store = base.join("store");
+    if std::fs::symlink_metadata(&store).is_err() {
+        std::fs::create_dir_all(&store).map_err(|e| format!("creating the store: {e}"))?;
+    }
+    let jobs_dir = base.join("data/jobs");
+    if jobs_dir.exists() {
+        std::fs::remove_dir_all(&jobs_dir).map_err(|e| format!("clearing jobs: {e}"))?;
+    }
+    for job in &spec.jobs {
+        let dir = jobs_dir.join(&job.name);
+        for (path, content) in &job.files {
+            let path = dir.join(path);
+            if !path.starts_with(&dir) || path.components().any(|c| c.as_os_str() == "..") {
+                return Err(format!(
+                    "job {}: file {} escapes the job",
+                    job.name,
+                    path.display()
+                ));
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, content)
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(&store, dir.join("store"))
+            .map_err(|e| format!("linking the store: {e}"))?;
+    }
+    write_json(&base.join("data/spec.json"), spec)
+}
+
 /// Publishes a heartbeat at once, then every `heartbeat_interval`.
 async fn heartbeat(agent: Arc<Agent>, bus: Bus, cancel: CancellationToken) {
     let subject = format!("{HEARTBEAT_PREFIX}{}", agent.settings.agent_id);
@@ -400,4 +409,50 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), String> 
     std::fs::write(&tmp, serde_json::to_vec_pretty(value).expect("JSON"))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_laid_out_with_their_files_and_store_and_cannot_escape() {
+        let base = tempfile::tempdir().unwrap();
+        let job = |files: &[(&str, &str)]| JobSpec {
+            name: "uaa".into(),
+            release: "wf".into(),
+            command: vec!["wfd".into(), "uaa".into()],
+            env: Default::default(),
+            files: files
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+            drain: None,
+        };
+        let spec = ApplySpec {
+            jobs: vec![job(&[("config/uaa.yml", "port: 1")])],
+            ..Default::default()
+        };
+        lay_out(base.path(), &spec).unwrap();
+        let dir = base.path().join("data/jobs/uaa");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("config/uaa.yml")).unwrap(),
+            "port: 1"
+        );
+        std::fs::write(dir.join("store/kept"), "x").unwrap();
+        assert!(
+            base.path().join("store/kept").is_file(),
+            "store is the VM's store"
+        );
+        let read: ApplySpec = read_json(&base.path().join("data/spec.json")).unwrap();
+        assert_eq!(read, spec);
+
+        let evil = ApplySpec {
+            jobs: vec![job(&[("../../../escaped", "x")])],
+            ..Default::default()
+        };
+        let err = lay_out(base.path(), &evil).unwrap_err();
+        assert!(err.contains("escapes the job"), "{err}");
+        assert!(!base.path().join("escaped").exists());
+    }
 }
