@@ -438,8 +438,10 @@ fn whole_platform(bosh: Bosh) {
             "/usr/lib/postgresql/15/bin",
             &postgres.display().to_string(),
         );
+    let started = Instant::now();
     assert_deployed(bosh.deploy("wasmfoundry", &manifest));
     bosh.wait_for_instances("wasmfoundry", 11, "running", DEPLOY);
+    eprintln!("deploying the platform (11 VMs): {:?}", started.elapsed());
 
     let routers: [SocketAddr; 2] =
         [14, 15].map(|host| format!("{net}.{host}:8080").parse().expect("router"));
@@ -462,7 +464,9 @@ fn whole_platform(bosh: Bosh) {
     // moves its instances) before its VM is recreated, while both routers serve.
     let stop = Arc::new(AtomicBool::new(false));
     let load = hammer(routers, host.clone(), stop.clone());
+    let started = Instant::now();
     let out = bosh.ok_in(Some("wasmfoundry"), &["recreate", "cell"]);
+    eprintln!("recreating the 3 cells: {:?}", started.elapsed());
     stop.store(true, Ordering::Relaxed);
     let (requests, failed) = load.join().expect("the load thread");
     eprintln!(
@@ -495,9 +499,10 @@ fn whole_platform(bosh: Bosh) {
                 .all(|i| i.vm_cid.as_deref() != Some(&cell) && i.process_state == "running")
     });
     stop.store(true, Ordering::Relaxed);
+    let healed = killed.elapsed();
     let (requests, failed) = load.join().expect("the load thread");
     eprintln!(
-        "losing a cell VM: {requests} requests, {} failed",
+        "losing a cell VM: resurrected in {healed:?}; {requests} requests, {} failed",
         failed.len()
     );
     // Only requests in flight on the killed cell's instance may fail (the router
