@@ -436,6 +436,18 @@ mod tests {
         assert_eq!(settings.agent_id, "agent-1");
         assert_eq!(settings.networks, networks);
 
+        let before = cpi.pgid(vm.as_str().unwrap()).unwrap();
+        ok(&cpi, "reboot_vm", vec![vm.clone()]);
+        let after = cpi.pgid(vm.as_str().unwrap()).unwrap();
+        assert_ne!(before, after, "a new process tree");
+        assert!(!group_alive(before));
+        assert_eq!(ok(&cpi, "has_vm", vec![vm.clone()]), json!(true));
+        ok(
+            &cpi,
+            "set_vm_metadata",
+            vec![vm.clone(), json!({"name": "router/0"})],
+        );
+
         let disk = ok(
             &cpi,
             "create_disk",
