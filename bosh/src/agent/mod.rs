@@ -203,12 +203,32 @@ impl Agent {
             .join(&package.sha1)
     }
 
-    /// Downloads and unpacks a package unless this VM has it already.
+    /// Downloads and unpacks a package unless this VM has it already; with a package
+    /// cache, into the cache (unless it is there already) and links it into the VM.
     async fn fetch_package(&self, package: &PackageSpec) -> Result<(), String> {
         let dir = self.package_dir(package);
         if dir.is_dir() {
             return Ok(());
         }
+        let unpacked = match &self.settings.package_cache {
+            Some(cache) => cache.join(&package.name).join(&package.sha1),
+            None => dir.clone(),
+        };
+        if !unpacked.is_dir() {
+            self.download(package, &unpacked).await?;
+        }
+        if unpacked != dir {
+            let link = |()| std::os::unix::fs::symlink(&unpacked, &dir);
+            dir.parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(link)
+                .map_err(|e| format!("linking package {}: {e}", package.name))?;
+        }
+        Ok(())
+    }
+
+    /// Downloads `package`, checks its sha1 and unpacks it at `target`.
+    async fn download(&self, package: &PackageSpec, target: &Path) -> Result<(), String> {
         let endpoint = self
             .settings
             .blobstores
@@ -239,15 +259,17 @@ impl Agent {
                 package.sha1
             )));
         }
-        let staging = dir.with_extension("partial");
-        let target = dir.clone();
+        // Unpacked aside and renamed into place: another VM may unpack the same package
+        // into a shared cache at the same time, and the first one there wins.
+        let staging = target.with_extension(format!("partial-{}", uuid::Uuid::new_v4()));
+        let target = target.to_path_buf();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if staging.exists() {
-                std::fs::remove_dir_all(&staging)?;
-            }
             std::fs::create_dir_all(&staging)?;
             tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..])).unpack(&staging)?;
-            std::fs::rename(&staging, &target)
+            match std::fs::rename(&staging, &target) {
+                Err(_) if target.is_dir() => std::fs::remove_dir_all(&staging),
+                renamed => renamed,
+            }
         })
         .await
         .map_err(|e| failed(&e))?

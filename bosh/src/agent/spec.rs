@@ -31,6 +31,10 @@ pub struct Settings {
     /// Seconds between heartbeats.
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval: f64,
+    /// A directory the VMs of one machine share packages through (the local CPI's): a
+    /// package is unpacked there once and linked into each VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_cache: Option<std::path::PathBuf>,
 }
 
 fn default_heartbeat_interval() -> f64 {

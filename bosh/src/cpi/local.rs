@@ -4,7 +4,8 @@
 //! `<state dir>/vms/<cid>` (the agent's settings in `bosh/settings.json`, its ephemeral
 //! data in `data/`, its persistent disk at `store`). A disk is a directory under
 //! `<state dir>/disks/<cid>` that the VM it is attached to sees at `store` (a symlink),
-//! so persistent data survives a recreate. A stemcell is a record: every VM runs the
+//! so persistent data survives a recreate. VMs share their packages through
+//! `<state dir>/packages` (each is unpacked once). A stemcell is a record: every VM runs the
 //! agent of the `wfd` that runs this CPI. The VM's IP is whatever the director gives
 //! it: loopback addresses (127.0.0.0/8) let each VM's jobs bind their own. With
 //! [`Netns`] (`wfd cpi netns`) each VM is also in a network namespace of its own, on a
@@ -132,6 +133,7 @@ impl LocalCpi {
             disks: Disks::default(),
             env,
             heartbeat_interval: self.heartbeat_interval,
+            package_cache: Some(self.state_dir.join("packages")),
         };
         write_json(&dir.join(SETTINGS_PATH), &settings)?;
         for sub in ["data", "sys/log"] {
