@@ -278,6 +278,10 @@ fn cloud_check_finds_an_unresponsive_agent_and_recreates_it() {
     );
     bosh.ok_in(Some("edge"), &["start"]);
     wait_for_status(vm.ip, ROUTER_STATUS_PORT, "/health", 200, DEPLOY);
+    let restarted = bosh.ok_in(Some("edge"), &["restart", "router/0"]);
+    assert!(restarted.contains("restart router/"), "{restarted}");
+    bosh.wait_for_instances("edge", 1, "running", DEPLOY);
+    assert_eq!(bosh.vms("edge")[0].vm_cid, vm.vm_cid, "the same VM");
 
     // A frozen VM: its agent no longer answers.
     bosh.signal_vm(&cid, "STOP");
