@@ -102,7 +102,13 @@ fn deploy_resurrect_with_the_disk_and_delete() {
         router_properties: "",
         canary_watch_time: "1000-30000",
     };
-    let out = assert_deployed(bosh.deploy("platform", &manifest(&bosh, "platform", &groups)));
+    // `serial: false`: uaa and the routers are updated at the same time.
+    let yaml = manifest(&bosh, "platform", &groups).replace(
+        "  update_watch_time: 1000-30000\n",
+        "  update_watch_time: 1000-30000\n  serial: false\n",
+    );
+    assert!(yaml.contains("serial: false"));
+    let out = assert_deployed(bosh.deploy("platform", &yaml));
     assert!(out.contains("(canary)"), "{out}");
     let instances = bosh.wait_for_instances("platform", 3, "running", DEPLOY);
     for router in instances.iter().filter(|i| i.name.starts_with("router/")) {
@@ -121,7 +127,7 @@ fn deploy_resurrect_with_the_disk_and_delete() {
     assert_eq!(bosh.disk_dirs().len(), 1, "uaa's persistent disk");
 
     // Deploying the same manifest again changes nothing.
-    let out = assert_deployed(bosh.deploy("platform", &manifest(&bosh, "platform", &groups)));
+    let out = assert_deployed(bosh.deploy("platform", &yaml));
     assert!(!out.contains("Updating instance"), "{out}");
 
     // Kill uaa's VM (its agent and job): the resurrector recreates it with its disk, so
