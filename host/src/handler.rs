@@ -624,13 +624,16 @@ mod tests {
 
     /// One `GET path` on its own connection: status and body.
     async fn get(port: u16, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
+        try_get(port, path).await.unwrap()
+    }
+
+    /// [`get`], or the I/O error that cut it off.
+    async fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(request.as_bytes()).await?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
+        stream.read_to_string(&mut response).await?;
         let status = response
             .split_whitespace()
             .nth(1)
@@ -640,7 +643,7 @@ mod tests {
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
-        (status, body)
+        Ok((status, body))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -772,9 +775,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!served.task.is_finished());
-        // Past the quota: the next request's measurement ends the app.
+        // Past the quota: the next request's measurement ends the app. It measures as
+        // the request starts, so the request itself may be cut off with the app.
         std::fs::write(tmp.join("more"), vec![1u8; 1 << 20]).unwrap();
-        assert_eq!(get(served.port, "/").await.0, 200);
+        if let Ok((status, _)) = try_get(served.port, "/").await {
+            assert!(status == 200 || status == 0, "{status}");
+        }
         let exit = tokio::time::timeout(DISK_CHECK_INTERVAL * 3, served.task)
             .await
             .expect("the app ends past its quota")
