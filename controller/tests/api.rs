@@ -246,6 +246,9 @@ async fn push_by_hand(api: Api) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Without a command of its own, a process shows the one its droplet gives it.
+    let web = api.get(&format!("/v3/apps/{app_guid}/processes/web")).await;
+    assert_eq!(web["command"], "app.wasm", "{web}");
     let started = api
         .post(&format!("/v3/apps/{app_guid}/actions/start"), json!({}))
         .await;

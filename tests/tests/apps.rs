@@ -31,6 +31,12 @@ fn push_hello_and_reach_it_through_the_router() {
     assert!(apps.contains("hello") && apps.contains("started"), "{apps}");
     let app = wf.ok(&["app", "hello"]);
     assert!(app.contains("#0") && app.contains("running"), "{app}");
+    // The start command the droplet gives the web process, as cf shows it.
+    assert!(
+        app.lines()
+            .any(|l| l.starts_with("start command:") && l.ends_with("app.wasm")),
+        "{app}"
+    );
 
     // Staging logs, the cell's logs and the app's own stdout are all in the log cache.
     let deadline = Instant::now() + Duration::from_secs(10);

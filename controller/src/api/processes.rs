@@ -99,10 +99,35 @@ async fn load_app_process(
     Ok((process, app))
 }
 
-/// A process as CF shows it, with its labels and annotations.
+/// A process as CF shows it, with its labels and annotations; without a command of
+/// its own, its command is the one its app's current droplet gives its type (the
+/// buildpack's or the Procfile's), as CF shows it.
 async fn show_process(controller: &Controller, process: &Process) -> Result<Value, ApiError> {
-    let shown = present_process(controller, process);
+    let mut shown = present_process(controller, process);
+    if process.command.is_none() {
+        shown["command"] = json!(detected_command(controller, process).await?);
+    }
     Ok(metadata::filled(&controller.db, "processes", shown).await?)
+}
+
+/// The start command the app's current droplet gives `process`'s type, if any.
+async fn detected_command(
+    controller: &Controller,
+    process: &Process,
+) -> Result<Option<String>, ApiError> {
+    let Some(app) = controller.db.get::<App>(&process.app_guid).await? else {
+        return Ok(None);
+    };
+    let Some(droplet_guid) = app.droplet_guid else {
+        return Ok(None);
+    };
+    let droplet = controller
+        .db
+        .get::<crate::db::Droplet>(&droplet_guid)
+        .await?;
+    Ok(droplet
+        .and_then(|d| d.process_types.get(&process.process_type).cloned())
+        .filter(|command| !command.is_empty()))
 }
 
 async fn list_filtered(controller: &Controller, params: &ListParams, filter: Filter) -> ApiResult {

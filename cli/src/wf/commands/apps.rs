@@ -415,7 +415,9 @@ pub(crate) fn summary(client: &mut Client, app: &Value) -> Result<String, Error>
         .unwrap_or_default();
     let started = text(app, "state") == "STARTED";
     let mut processes = Vec::new();
-    for process in client.list(&format!("/v3/apps/{guid}/processes"))? {
+    for listed in client.list(&format!("/v3/apps/{guid}/processes"))? {
+        // A process shown alone has its start command (a list leaves it out).
+        let process = client.get(&format!("/v3/processes/{}", text(&listed, "guid")))?;
         let stats = if started {
             process_stats(client, text(&process, "guid"))?
         } else {
