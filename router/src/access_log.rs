@@ -3,7 +3,7 @@
 //!
 //! Per-request telemetry was Gorouter's main CPU cost, so a request only hands its
 //! record to a bounded channel ([`AccessLogger::submit`]); a single task formats the
-//! lines and publishes the envelopes in batches. When the channel is full, records are
+//! lines and publishes the envelopes in batches (one bus message a batch). When the channel is full, records are
 //! dropped and counted rather than slowing requests down (loggregator's rule).
 
 use std::fmt::Write as _;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use wf_loggregator::{Envelope, LogType};
+use wf_loggregator::{Envelope, EnvelopeBatch, LogType};
 use wf_messaging::Bus;
 
 use crate::metrics::Metrics;
@@ -71,9 +71,12 @@ impl AccessLogger {
 async fn publish(mut rx: mpsc::Receiver<Finished>, bus: Bus) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        for f in batch.drain(..) {
-            f.record.finish(&bus, f.bytes_sent, f.response_time);
-        }
+        // One bus message for the batch's RTR envelopes (some 200 KiB at most).
+        let envelopes = batch
+            .drain(..)
+            .filter_map(|f| f.record.finish(f.bytes_sent, f.response_time))
+            .collect();
+        wf_loggregator::emit_batch(&bus, &EnvelopeBatch { batch: envelopes });
         // Let request handling run between batches.
         tokio::task::yield_now().await;
     }
@@ -173,17 +176,14 @@ impl AccessRecord {
         line
     }
 
-    /// Writes the line to the router's log and, for app routes, to the app's logs.
-    pub(crate) fn finish(&self, bus: &Bus, bytes_sent: u64, response_time: Duration) {
+    /// Writes the line to the router's log and, for app routes, returns it as the app's
+    /// `RTR` log envelope.
+    fn finish(&self, bytes_sent: u64, response_time: Duration) -> Option<Envelope> {
         let line = self.line(bytes_sent, response_time);
         tracing::debug!(target: TARGET, "{line}");
-        if let Some(app_id) = self.app_id.as_deref().filter(|a| !a.is_empty()) {
-            let index = self.app_index.as_deref().unwrap_or_default();
-            wf_loggregator::emit(
-                bus,
-                &Envelope::log(app_id, index, "RTR", LogType::Out, line),
-            );
-        }
+        let app_id = self.app_id.as_deref().filter(|a| !a.is_empty())?;
+        let index = self.app_index.as_deref().unwrap_or_default();
+        Some(Envelope::log(app_id, index, "RTR", LogType::Out, line))
     }
 }
 

@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
-use wf_loggregator::{Envelope, EnvelopeMessage, ENVELOPE_SUBJECT};
+use wf_loggregator::{EnvelopeBatch, EnvelopeMessage, ENVELOPE_SUBJECT};
 use wf_messaging::Bus;
 use wf_router::message::{GREET_SUBJECT, REGISTER_SUBJECT, START_SUBJECT, UNREGISTER_SUBJECT};
 use wf_router::{RegistryMessage, RouterConfig, RouterStart};
@@ -379,14 +379,20 @@ async fn proxies_with_cf_headers_and_logs_rtr_lines() {
     assert_eq!(header(&reply, "seen-x-cf-applicationid"), "app-guid");
     assert_eq!(header(&reply, "seen-x-cf-instanceindex"), "0");
 
-    // Every request is also an RTR line in the app's logs.
+    // Every request is also an RTR line in the app's logs, published in batches.
     let deadline = Instant::now() + DEADLINE;
+    let mut waiting = Vec::new();
     loop {
-        let msg = tokio::time::timeout_at(deadline.into(), envelopes.next())
-            .await
-            .expect("RTR envelope")
-            .unwrap();
-        let envelope: Envelope = serde_json::from_slice(&msg.payload).unwrap();
+        if waiting.is_empty() {
+            let msg = tokio::time::timeout_at(deadline.into(), envelopes.next())
+                .await
+                .expect("RTR envelope")
+                .unwrap();
+            let batch: EnvelopeBatch = serde_json::from_slice(&msg.payload).unwrap();
+            waiting = batch.batch;
+            continue;
+        }
+        let envelope = waiting.remove(0);
         let EnvelopeMessage::Log(log) = &envelope.message else {
             continue;
         };
