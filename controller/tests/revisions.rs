@@ -403,9 +403,11 @@ async fn revisions(api: Api) {
             .await["var"],
         json!({"A": "1"})
     );
+    // The custom command ("app.wasm --fast") is gone: the process shows the one its
+    // droplet gives it, as CF does.
     assert_eq!(
         api.get(&format!("/v3/processes/{app}")).await["command"],
-        Value::Null
+        "app.wasm"
     );
     assert_eq!(
         api.get(&format!("/v3/apps/{app}/droplets/current")).await["guid"],
