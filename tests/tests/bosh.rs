@@ -408,8 +408,16 @@ fn hammer(
     })
 }
 
+/// The whole-platform tests run one at a time: two 11-VM platforms at once on a 2-core
+/// machine starve each other (and the heartbeats and requests they measure).
+fn one_platform_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static PLATFORM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PLATFORM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn the_whole_platform_deploys_serves_an_app_and_heals() {
+    let _alone = one_platform_at_a_time();
     if let Some(bosh) = Bosh::start(205, Timers::default()) {
         whole_platform(bosh);
     }
@@ -418,6 +426,7 @@ fn the_whole_platform_deploys_serves_an_app_and_heals() {
 /// The same with every VM in a network namespace of its own (the `netns` CPI; root).
 #[test]
 fn the_whole_platform_on_network_namespaces() {
+    let _alone = one_platform_at_a_time();
     let timers = Timers {
         netns: true,
         ..Timers::default()
