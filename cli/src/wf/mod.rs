@@ -804,8 +804,7 @@ mod tests {
     #[test]
     fn parses_label_commands() {
         use commands::labels::Resource;
-        let cli =
-            parse(["wf", "set-label", "app", "web", "env=prod", "tier=1"]).unwrap();
+        let cli = parse(["wf", "set-label", "app", "web", "env=prod", "tier=1"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::SetLabel { resource: Resource::App, ref name, ref labels }
@@ -823,8 +822,7 @@ mod tests {
                 ..
             }
         ));
-        let cli =
-            parse(["wf", "unset-label", "service-instance", "db", "k"]).unwrap();
+        let cli = parse(["wf", "unset-label", "service-instance", "db", "k"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::UnsetLabel {
@@ -881,7 +879,16 @@ mod tests {
             }
         ));
         assert!(parse(["wf", "set-env", "a", "K", "V"]).is_ok());
-        assert!(parse(["wf", "push", "a", "--strategy", "canary", "--max-in-flight", "2"]).is_ok());
+        assert!(parse([
+            "wf",
+            "push",
+            "a",
+            "--strategy",
+            "canary",
+            "--max-in-flight",
+            "2"
+        ])
+        .is_ok());
         assert!(parse(["wf", "push", "a", "--strategy", "blue-green"]).is_err());
         assert!(parse(["wf", "push", "a", "--max-in-flight", "2"]).is_err());
         assert!(parse(["wf", "rollback", "a", "--version", "1", "-f"]).is_ok());
@@ -905,8 +912,7 @@ mod tests {
                 if command.as_deref() == Some("app.wasm task") && task_name.as_deref() == Some("t1")
         ));
         assert!(parse(["wf", "terminate-task", "hello", "1"]).is_ok());
-        let cli =
-            parse(["wf", "create-buildpack", "bp", "dir", "2", "--disable"]).unwrap();
+        let cli = parse(["wf", "create-buildpack", "bp", "dir", "2", "--disable"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::Buildpack(commands::buildpacks::BuildpackCommand::CreateBuildpack {
@@ -915,16 +921,13 @@ mod tests {
                 ..
             })
         ));
-        let cli =
-            parse(["wf", "update-buildpack", "bp", "-i", "1", "--lock"]).unwrap();
+        let cli = parse(["wf", "update-buildpack", "bp", "-i", "1", "--lock"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::Buildpack(commands::buildpacks::BuildpackCommand::UpdateBuildpack { ref args, .. })
                 if args.position == Some(1) && args.lock
         ));
-        assert!(
-            parse(["wf", "update-buildpack", "bp", "--enable", "--disable"]).is_err()
-        );
+        assert!(parse(["wf", "update-buildpack", "bp", "--enable", "--disable"]).is_err());
         assert!(parse(["wf", "delete-buildpack", "bp", "-f"]).is_ok());
         assert!(parse(["wf", "terminate-task", "hello", "x"]).is_err());
     }
@@ -932,8 +935,15 @@ mod tests {
     #[test]
     fn parses_route_service_commands() {
         let cli = parse([
-            "wf", "bind-route-service", "apps.localhost", "--hostname", "web", "rs", "-c",
-            "{}", "--wait",
+            "wf",
+            "bind-route-service",
+            "apps.localhost",
+            "--hostname",
+            "web",
+            "rs",
+            "-c",
+            "{}",
+            "--wait",
         ])
         .unwrap();
         assert!(matches!(
@@ -943,8 +953,16 @@ mod tests {
                     && route.hostname.as_deref() == Some("web")
                     && service_instance == "rs"
         ));
-        let cli = parse(["wf", "unbind-route-service", "apps.localhost", "--path", "/a", "rs", "-f"])
-            .unwrap();
+        let cli = parse([
+            "wf",
+            "unbind-route-service",
+            "apps.localhost",
+            "--path",
+            "/a",
+            "rs",
+            "-f",
+        ])
+        .unwrap();
         assert!(matches!(
             cli.command,
             Command::UnbindRouteService { ref route, force: true, wait: false, .. }

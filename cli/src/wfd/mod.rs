@@ -4,15 +4,15 @@
 //! `wfd broker` the built-in service broker; `wfd director`, `wfd agent` and `wfd cpi`
 //! are BOSH's.
 
-mod broker;
 mod bosh;
+mod broker;
 mod components;
 mod dev;
 mod process;
 mod secrets;
 
-pub use broker::{broker, BrokerArgs};
 pub use bosh::{agent, cpi, director, AgentArgs, CpiCommand, DirectorArgs};
+pub use broker::{broker, BrokerArgs};
 pub use components::{
     bbs, cell, controller, router, uaa, BbsArgs, CellArgs, ControllerArgs, RouterArgs, UaaArgs,
 };

@@ -541,9 +541,11 @@ pub async fn current_droplet(
         None => None,
     };
     let droplet = droplet.ok_or_else(|| ApiError::not_found("Droplet"))?;
-    Ok(ok(
-        super::droplets::show_droplet_value(&controller, &droplet).await?
-    ))
+    Ok(ok(super::droplets::show_droplet_value(
+        &controller,
+        &droplet,
+    )
+    .await?))
 }
 
 pub async fn env(State(controller): Ctl, user: User, Path(guid): Path<String>) -> ApiResult {

@@ -7,8 +7,8 @@ mod audit_events;
 mod buildpacks;
 mod builds;
 mod deployments;
-mod droplets;
 mod domains;
+mod droplets;
 mod env_groups;
 mod feature_flags;
 pub mod isolation_segments;
@@ -23,9 +23,9 @@ mod root;
 mod routes;
 mod service_bindings;
 mod service_brokers;
-mod service_route_bindings;
 pub mod service_instances;
 mod service_offerings;
+mod service_route_bindings;
 mod stacks;
 mod tasks;
 mod usage_events;
@@ -134,10 +134,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v3/apps/{guid}/packages", get(packages::list_for_app))
         .route("/v3/apps/{guid}/builds", get(builds::list_builds_for_app))
-        .route(
-            "/v3/apps/{guid}/droplets",
-            get(droplets::list_for_app),
-        )
+        .route("/v3/apps/{guid}/droplets", get(droplets::list_for_app))
         .route("/v3/apps/{guid}/routes", get(routes::list_for_app))
         .route("/v3/packages", get(packages::list).post(packages::create))
         .route(
