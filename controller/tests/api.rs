@@ -2,7 +2,6 @@
 //! cell's part of staging played by the test. It runs on SQLite (in-memory databases)
 //! and, when `WF_TEST_POSTGRES_URL` names a server, on PostgreSQL.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -12,17 +11,7 @@ use wf_db::testing::Backend;
 
 mod common;
 
-use common::{multipart, start, start_with, Api};
-
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data) in entries {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
-}
+use common::{multipart, start, start_with, zip_of, Api};
 
 /// Strips the scheme and host of a controller URL.
 fn local(url: &str) -> &str {

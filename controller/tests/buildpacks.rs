@@ -5,8 +5,6 @@
 //! URL and the app's buildpack cache URLs working. On SQLite, and on PostgreSQL when
 //! `WF_TEST_POSTGRES_URL` is set.
 
-use std::io::Write as _;
-
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -15,7 +13,7 @@ use wf_db::testing::Backend;
 
 mod common;
 
-use common::{multipart, start, Api};
+use common::{multipart, start, zip_of, Api};
 
 #[tokio::test]
 async fn buildpacks_on_sqlite() {
@@ -37,14 +35,10 @@ fn guid(v: &Value) -> String {
         .to_string()
 }
 
-fn zip_of(entries: &[&str]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for name in entries {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        zip.write_all(b"#!/bin/sh\n").unwrap();
-    }
-    zip.finish().unwrap().into_inner()
+/// A buildpack zip whose `entries` are each a shell script.
+fn scripts(entries: &[&str]) -> Vec<u8> {
+    let files: Vec<(&str, &[u8])> = entries.iter().map(|n| (*n, &b"#!/bin/sh\n"[..])).collect();
+    zip_of(&files)
 }
 
 fn assert_unprocessable((status, body): (StatusCode, Value), detail: &str) {
@@ -154,7 +148,7 @@ async fn buildpacks(api: Api) {
         &api,
         Some(user.as_str()),
         &first_guid,
-        &zip_of(&["bin/detect", "bin/compile"]),
+        &scripts(&["bin/detect", "bin/compile"]),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -275,8 +269,8 @@ async fn buildpacks(api: Api) {
     let custom_guid = guid(&custom);
     for (bits, detail) in [
         (b"not a zip".to_vec(), "is not a valid zip file"),
-        (zip_of(&["bin/compile"]), "must hold bin/detect"),
-        (zip_of(&["bin/detect", "README"]), "must hold bin/detect"),
+        (scripts(&["bin/compile"]), "must hold bin/detect"),
+        (scripts(&["bin/detect", "README"]), "must hold bin/detect"),
     ] {
         let (status, _, body) = upload(&api, None, &custom_guid, &bits).await;
         assert_unprocessable((status, body), detail);
@@ -289,11 +283,11 @@ async fn buildpacks(api: Api) {
         &api,
         None,
         &last_guid,
-        &zip_of(&["bin/detect", "bin/compile"]),
+        &scripts(&["bin/detect", "bin/compile"]),
     )
     .await;
     assert_unprocessable((status, body), "is locked");
-    let custom_zip = zip_of(&["bin/detect", "bin/supply", "bin/finalize", "bin/release"]);
+    let custom_zip = scripts(&["bin/detect", "bin/supply", "bin/finalize", "bin/release"]);
     let (status, headers, uploaded) = upload(&api, None, &custom_guid, &custom_zip).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{uploaded}");
     assert_job_complete(&api, &headers).await;

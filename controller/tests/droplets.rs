@@ -10,7 +10,7 @@ use wf_db::testing::Backend;
 
 mod common;
 
-use common::{droplet_tgz, multipart, start, Api};
+use common::{droplet_tgz, multipart, start, zip_of, Api};
 
 const WASM: &[u8] = b"\0asm\x01\0\0\0";
 
@@ -69,17 +69,6 @@ fn with_resources(zip: &[u8], resources: &Value) -> Vec<u8> {
             .as_bytes(),
     );
     body
-}
-
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, data) in entries {
-        zip.start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        zip.write_all(data).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
 }
 
 fn sha1_hex(bytes: &[u8]) -> String {

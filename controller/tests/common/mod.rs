@@ -136,6 +136,19 @@ pub fn droplet_tgz(wasm: &[u8], process_types: serde_json::Value) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
+/// A zip of `entries` (name, bytes), as a client would upload it.
+#[allow(dead_code)] // not every test binary uploads zips
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
 /// A `multipart/form-data; boundary=XYZ` package upload: `bytes` as `bits`, no resources.
 #[allow(dead_code)] // not every test binary uploads bits
 pub fn multipart(filename: &str, bytes: &[u8]) -> Vec<u8> {
