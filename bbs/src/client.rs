@@ -21,6 +21,7 @@ use crate::models::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpKey, CellPresence, DesiredLrp, DesiredLrpUpdate,
     NetInfo, Task, TaskDefinition,
 };
+use crate::mtls::MutualTls;
 use crate::{ActualLrpFilter, BbsError, BbsEvent, DesiredLrpFilter, TaskFilter, EVENT_BUFFER};
 
 /// Longest a call may take, the BBS's own work included.
@@ -49,6 +50,12 @@ struct Inner {
 impl BbsClient {
     /// A client of the BBS at `urls` (`http://host:port`, tried in turn).
     pub fn new(urls: Vec<String>) -> Result<BbsClient, BbsError> {
+        BbsClient::with_tls(urls, None)
+    }
+
+    /// A client of the BBS at `urls`; with `tls`, of a BBS serving mutual TLS
+    /// (`https://host:port`), presenting this component's certificate.
+    pub fn with_tls(urls: Vec<String>, tls: Option<&MutualTls>) -> Result<BbsClient, BbsError> {
         if urls.is_empty() {
             return Err(BbsError::Unavailable("no BBS URL given".into()));
         }
@@ -64,7 +71,8 @@ impl BbsClient {
             normalized.push(url.trim_end_matches('/').to_string());
         }
         let build = |timeout: Option<Duration>| {
-            let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+            let builder = tls.map_or_else(reqwest::Client::builder, MutualTls::client_builder);
+            let mut builder = builder.connect_timeout(CONNECT_TIMEOUT);
             if let Some(timeout) = timeout {
                 builder = builder.timeout(timeout);
             }

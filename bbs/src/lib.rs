@@ -22,6 +22,7 @@ pub mod locket;
 mod lrp;
 mod metrics;
 pub mod models;
+pub mod mtls;
 mod presence;
 pub mod rep;
 pub mod restart;
@@ -94,6 +95,9 @@ pub struct BbsConfig {
     pub register_interval: Duration,
     /// Timeout of each call to a rep (Diego: 10 s for state fetches).
     pub rep_timeout: Duration,
+    /// Mutual TLS for the BBS API and the calls to reps (Diego's `require_ssl`); `None`:
+    /// plain HTTP, as `wfd dev` uses on loopback.
+    pub mutual_tls: Option<mtls::MutualTls>,
 }
 
 impl Default for BbsConfig {
@@ -104,6 +108,7 @@ impl Default for BbsConfig {
             unclaimed_retry: Duration::from_secs(30),
             register_interval: Duration::from_secs(20),
             rep_timeout: Duration::from_secs(10),
+            mutual_tls: None,
         }
     }
 }
@@ -159,7 +164,7 @@ impl Bbs {
         Ok(Arc::new_cyclic(|bbs| {
             tokio::spawn(claims::run(bbs.clone(), requests));
             Bbs {
-                rep: RepClient::new(config.rep_timeout),
+                rep: RepClient::new(config.rep_timeout, config.mutual_tls.as_ref()),
                 config,
                 pool,
                 bus,
@@ -193,15 +198,22 @@ impl Bbs {
         })
     }
 
-    /// Serves the BBS API ([`api`]) on `listener` until `cancel`.
+    /// Serves the BBS API ([`api`]) on `listener` until `cancel`, under the configured
+    /// mutual TLS if any.
     pub async fn serve(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, api::router(self.clone(), cancel.clone()))
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await
+        let router = api::router(self.clone(), cancel.clone());
+        let tls = self.config.mutual_tls.as_ref();
+        mtls::serve(
+            listener,
+            router,
+            tls,
+            async move { cancel.cancelled().await },
+        )
+        .await
     }
 
     /// Every change from now on.

@@ -78,11 +78,14 @@ pub struct RepClient {
 }
 
 impl RepClient {
-    pub fn new(timeout: std::time::Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
+    /// A client whose calls time out after `timeout`; with `tls`, of reps serving
+    /// mutual TLS (`https://` rep URLs).
+    pub fn new(timeout: std::time::Duration, tls: Option<&crate::mtls::MutualTls>) -> Self {
+        let builder = tls.map_or_else(
+            reqwest::Client::builder,
+            crate::mtls::MutualTls::client_builder,
+        );
+        let http = builder.timeout(timeout).build().unwrap_or_default();
         RepClient { http }
     }
 

@@ -102,6 +102,9 @@ pub struct CellConfig {
     /// `$WF_BUILDPACK_TOOLS_DIR` if set, so that the cells of one machine (a test
     /// platform's) share one install.
     pub buildpack_tools_dir: Option<PathBuf>,
+    /// Mutual TLS for the rep API (Diego's reps serve mTLS to the BBS); `None`: plain
+    /// HTTP, as in `wfd dev` on loopback.
+    pub mutual_tls: Option<wf_bbs::mtls::MutualTls>,
 }
 
 /// Address space one pool slot reserves: a 4 GiB linear memory (so bounds checks stay
@@ -163,6 +166,7 @@ impl Default for CellConfig {
             security_groups: sandbox::default_security_groups(),
             placement_tags: Vec::new(),
             buildpack_tools_dir: std::env::var_os("WF_BUILDPACK_TOOLS_DIR").map(PathBuf::from),
+            mutual_tls: None,
         }
     }
 }
@@ -177,10 +181,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), CellError> {
     let addr = rep_listener.local_addr()?;
+    let scheme = wf_bbs::mtls::scheme(config.mutual_tls.as_ref());
     let rep_url = if addr.ip().is_unspecified() {
-        format!("http://{}:{}", config.advertise_address, addr.port())
+        format!("{scheme}://{}:{}", config.advertise_address, addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
     // Instance and staging scratch space from a previous run is garbage now.
     for scratch in ["instances", "staging"] {
@@ -210,14 +215,19 @@ pub async fn run(
     let metrics = tokio::spawn(metrics::emit_loop(cell.clone(), stopping.clone()));
     // An evacuated cell stops as a cancelled one does: its work is elsewhere now.
     let (shutdown, evacuated) = (stopping.clone(), cell.evacuated.clone());
-    let served = axum::serve(rep_listener, rep::router(cell.clone()))
-        .with_graceful_shutdown(async move {
+    let tls = cell.config.mutual_tls.clone();
+    let served = wf_bbs::mtls::serve(
+        rep_listener,
+        rep::router(cell.clone()),
+        tls.as_ref(),
+        async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = evacuated.cancelled() => {}
             }
-        })
-        .await;
+        },
+    )
+    .await;
     stopping.cancel();
     let _ = tokio::join!(presence, sync, metrics);
 

@@ -2,16 +2,20 @@
 //! `nats-server`, two BBS processes sharing one database (one holds the `bbs` lock,
 //! the other waits), UAA, the controller, two routers and three cells, each with its
 //! own data dir, all on loopback ports. [`Distributed::start_cell`] adds a cell, with
-//! placement tags (an isolation segment's cells) if asked.
+//! placement tags (an isolation segment's cells) if asked. The BBS API and the reps
+//! serve mutual TLS with certificates `wfd certs` made ([`Distributed::certs`]).
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wf_messaging::testing::NatsServer;
 
-use crate::platform::{http_get, HttpResponse, Platform, Process, Wf, ADMIN_PASSWORD, APPS_DOMAIN};
+use crate::platform::{
+    binary, http_get, HttpResponse, Platform, Process, Wf, ADMIN_PASSWORD, APPS_DOMAIN,
+};
 
 const STARTUP: Duration = Duration::from_secs(120);
 /// The `bbs` lock's TTL under `--fast-failover`: a standby takes over this long after a crash.
@@ -32,6 +36,8 @@ pub struct Distributed {
     pub routers: Vec<SocketAddr>,
     /// The cells' rep URLs, in the order of [`CELLS`].
     pub reps: Vec<String>,
+    /// The platform CA and the components' certificates (`wfd certs`).
+    pub certs: PathBuf,
     fast_failover: bool,
 }
 
@@ -49,7 +55,9 @@ impl Distributed {
         let root = dir.path();
         let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", root.join(name).display());
         let [bbs_a_port, bbs_b_port, uaa_port, api_port] = [(); 4].map(|()| free_port());
-        let bbs_urls = [bbs_a_port, bbs_b_port].map(|p| format!("http://127.0.0.1:{p}"));
+        let bbs_urls = [bbs_a_port, bbs_b_port].map(|p| format!("https://127.0.0.1:{p}"));
+        let certs = root.join("certs");
+        generate_certs(&certs);
         let uaa_url = format!("http://127.0.0.1:{uaa_port}");
         let api_url = format!("http://127.0.0.1:{api_port}");
         let nats_url = nats.url();
@@ -85,6 +93,7 @@ impl Distributed {
                     &nats_url,
                 ])
                 .into_iter()
+                .chain(mtls_args(&certs, "bbs"))
                 .chain(fast_failover.then(|| "--fast-failover".into()))
                 .collect(),
             )
@@ -119,7 +128,10 @@ impl Distributed {
                 &"2",
                 &"--nats-url",
                 &nats_url,
-            ]),
+            ])
+            .into_iter()
+            .chain(mtls_args(&certs, "controller"))
+            .collect(),
         );
         controller.line_after("api: ", STARTUP);
 
@@ -156,6 +168,7 @@ impl Distributed {
             bbs_urls: bbs_urls.to_vec(),
             routers: router_addrs,
             reps,
+            certs,
             fast_failover,
         })
     }
@@ -188,7 +201,8 @@ impl Distributed {
 
     /// Asks cell `index` of [`CELLS`] to evacuate (its rep's `POST /evacuate`).
     pub fn evacuate(&self, index: usize) {
-        let resp = reqwest::blocking::Client::new()
+        let resp = self
+            .internal_client()
             .post(format!("{}/evacuate", self.reps[index]))
             .timeout(Duration::from_secs(10))
             .send()
@@ -239,7 +253,8 @@ impl Distributed {
     /// `<process guid>-<version>`), as the BBS API lists them.
     pub fn actual_lrps(&self, process_guid: &str) -> Vec<serde_json::Value> {
         for url in &self.bbs_urls {
-            let resp = reqwest::blocking::Client::new()
+            let resp = self
+                .internal_client()
                 .post(format!("{url}/v1/actual_lrps/list"))
                 .json(&serde_json::json!({}))
                 .timeout(Duration::from_secs(10))
@@ -259,6 +274,58 @@ impl Distributed {
         }
         panic!("no BBS answers at {:?}", self.bbs_urls);
     }
+}
+
+/// The platform CA and the certificates of `bbs`, `rep` and `controller` for
+/// 127.0.0.1, written into `dir` by `wfd certs`.
+pub fn generate_certs(dir: &Path) {
+    let out = Command::new(binary("wfd"))
+        .args(["certs", "--host", "127.0.0.1", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("running wfd certs");
+    assert!(
+        out.status.success(),
+        "wfd certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client of the internal APIs with `component`'s certificate in `certs`, trusting
+/// the CAs in `ca` (a PEM bundle).
+pub fn mtls_client(ca: &Path, certs: &Path, component: &str) -> reqwest::blocking::Client {
+    let tls = wf_bbs::mtls::MutualTls::from_pem_files(
+        ca,
+        &certs.join(format!("{component}.pem")),
+        &certs.join(format!("{component}-key.pem")),
+    )
+    .expect("loading certificates");
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls.client_config())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an mTLS client")
+}
+
+impl Distributed {
+    /// A client of the BBS and rep APIs, as an operator with the controller's
+    /// certificate.
+    pub fn internal_client(&self) -> reqwest::blocking::Client {
+        mtls_client(&self.certs.join("ca.pem"), &self.certs, "controller")
+    }
+}
+
+/// `component`'s `--mtls-*` flags, with its certificate in `certs`.
+fn mtls_args(certs: &Path, component: &str) -> Vec<OsString> {
+    let file = |name: String| certs.join(name).into_os_string();
+    vec![
+        "--mtls-ca".into(),
+        file("ca.pem".into()),
+        "--mtls-cert".into(),
+        file(format!("{component}.pem")),
+        "--mtls-key".into(),
+        file(format!("{component}-key.pem")),
+    ]
 }
 
 fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
@@ -293,6 +360,7 @@ fn start_cell(
         cell_args.extend(args(&[&"--placement-tag", tag]));
     }
     cell_args.extend(fast_failover.then(|| "--fast-failover".into()));
+    cell_args.extend(mtls_args(&root.join("certs"), "rep"));
     let process = Process::start(name, cell_args);
     let rep = process.line_after(&format!("cell {name}: rep "), STARTUP);
     (process, rep)

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use wf_tests::distributed::{eventually, Distributed, LOCK_TTL_SECS, ROUTERS};
+use wf_tests::distributed::{
+    eventually, generate_certs, mtls_client, Distributed, LOCK_TTL_SECS, ROUTERS,
+};
 
 /// (presence, cell id) of the RUNNING instances of `process_guid`, sorted.
 fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
@@ -28,11 +30,54 @@ fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
     rows
 }
 
+/// The BBS API and the reps answer only clients with a certificate of the platform
+/// CA: not a client without one, nor one whose certificate another CA signed (even
+/// one trusting the platform CA), nor plain HTTP.
+fn assert_internal_apis_refuse_strangers(d: &Distributed) {
+    let bbs = format!("{}/v1/actual_lrps/list", d.bbs_urls[0]);
+    let rep = format!("{}/state", d.reps[0]);
+    let insider = d.internal_client();
+    let no_certificate = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    generate_certs(other.path());
+    let both_cas = other.path().join("both.pem");
+    let mut pem = std::fs::read(d.certs.join("ca.pem")).unwrap();
+    pem.extend(std::fs::read(other.path().join("ca.pem")).unwrap());
+    std::fs::write(&both_cas, pem).unwrap();
+    let other_ca = mtls_client(&both_cas, other.path(), "controller");
+    for url in [&bbs, &rep] {
+        let post = |client: &reqwest::blocking::Client| {
+            let req = if url.ends_with("/state") {
+                client.get(url)
+            } else {
+                client.post(url).json(&serde_json::json!({}))
+            };
+            req.send().and_then(|r| r.error_for_status())
+        };
+        post(&insider).unwrap_or_else(|e| panic!("{url} refused the platform's client: {e}"));
+        let refused = post(&no_certificate).expect_err("a client without a certificate");
+        assert!(!refused.is_status(), "{url}: {refused:?}");
+        let refused = post(&other_ca).expect_err("a certificate of another CA");
+        assert!(!refused.is_status(), "{url}: {refused:?}");
+        let plain = reqwest::blocking::Client::new()
+            .get(url.replacen("https://", "http://", 1))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .and_then(|r| r.error_for_status());
+        assert!(plain.is_err(), "{url} answered plain HTTP");
+    }
+}
+
 #[test]
 fn a_lost_cell_is_replaced_within_its_presence_ttl_on_default_timers() {
     let Some(mut d) = Distributed::start_with(false) else {
         return;
     };
+    assert_internal_apis_refuse_strangers(&d);
     let wf = d.platform.user();
     let process_guid = d.push(&wf, "steady", 2);
     let cells = d.settled_on(&process_guid, 2).expect("two instances");
@@ -196,7 +241,7 @@ fn the_platform_heals_when_cells_the_bbs_a_router_or_nats_fail() {
 
     // The standby BBS holds its address without listening: connections are refused
     // (clients go on to the active one) and no other process is given its port.
-    let standby = d.bbs_urls[1].trim_start_matches("http://").to_string();
+    let standby = d.bbs_urls[1].trim_start_matches("https://").to_string();
     let refused = std::net::TcpStream::connect(&standby).map_err(|e| e.kind());
     assert_eq!(
         refused.err(),

@@ -28,6 +28,9 @@ enum Command {
     /// The built-in service broker: PostgreSQL databases on one server, over the Open
     /// Service Broker API.
     Broker(wf_cli::wfd::BrokerArgs),
+    /// Generate the platform CA and the certificates of the internal APIs' mutual TLS
+    /// (BBS, reps, controller).
+    Certs(wf_cli::wfd::CertsArgs),
     /// The BOSH director: deploys manifests through a CPI, with its health monitor.
     Director(wf_cli::wfd::DirectorArgs),
     /// The BOSH agent of a VM (a CPI starts it).
@@ -55,6 +58,7 @@ async fn main() {
         Command::Uaa(args) => wf_cli::wfd::uaa(args).await,
         Command::Router(args) => wf_cli::wfd::router(args).await,
         Command::Broker(args) => wf_cli::wfd::broker(args).await,
+        Command::Certs(args) => wf_cli::wfd::certs(args),
         Command::Director(args) => wf_cli::wfd::director(args).await,
         Command::Agent(args) => wf_cli::wfd::agent(args).await,
         Command::Cpi(command) => wf_cli::wfd::cpi(command).await,

@@ -2,7 +2,9 @@
 //! `wfd cell`, `wfd controller`, `wfd uaa` and `wfd router`. They meet over the wire
 //! only: the BBS API (cells and the controller), NATS (route registrations, log
 //! envelopes), UAA's `/token_keys` (the controller) and the controller's blob URLs
-//! (cells). State is in the databases (PostgreSQL when several machines share it) and
+//! (cells). With `--mtls-*` (`wfd certs`) the BBS API and the reps' serve mutual TLS
+//! only, and the cells and the controller present their certificates to the BBS.
+//! State is in the databases (PostgreSQL when several machines share it) and
 //! the blobstore; any of these processes can be killed and started again.
 
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 
+use super::certs::MtlsArgs;
 use super::process::{bind, reserve, serve, stop_signal, StopArgs};
 use super::secrets;
 
@@ -56,6 +59,8 @@ pub struct BbsArgs {
     #[arg(long)]
     pub fast_failover: bool,
     #[command(flatten)]
+    pub mtls: MtlsArgs,
+    #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
     pub stop: StopArgs,
@@ -65,6 +70,7 @@ pub struct BbsArgs {
 /// auctioneer and the route-emitter until stopped or the lock is lost.
 pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
+    let mutual_tls = args.mtls.load()?;
     let bus = args.nats.connect().await?;
     let (convergence_interval, lock_ttl) = if args.fast_failover {
         (FAST_CONVERGENCE_INTERVAL, FAST_TTL)
@@ -78,6 +84,7 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
         wf_bbs::BbsConfig {
             database_url: args.database_url.clone(),
             convergence_interval,
+            mutual_tls: mutual_tls.clone(),
             ..Default::default()
         },
         bus,
@@ -97,7 +104,8 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
         .listen(1024)
         .with_context(|| format!("listening for the BBS API on {}", args.listen))?;
     println!(
-        "bbs: http://{} (holding the bbs lock as {owner})",
+        "bbs: {}://{} (holding the bbs lock as {owner})",
+        wf_bbs::mtls::scheme(mutual_tls.as_ref()),
         listener.local_addr()?
     );
 
@@ -148,6 +156,8 @@ pub struct CellArgs {
     #[arg(long)]
     pub fast_failover: bool,
     #[command(flatten)]
+    pub mtls: MtlsArgs,
+    #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
     pub stop: StopArgs,
@@ -156,8 +166,9 @@ pub struct CellArgs {
 /// A cell: the rep and its wasmtime executor.
 pub async fn cell(args: CellArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
+    let mutual_tls = args.mtls.load()?;
     let bus = args.nats.connect().await?;
-    let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
+    let bbs = wf_bbs::BbsClient::with_tls(args.bbs_url.clone(), mutual_tls.as_ref())?;
     let listener = bind(args.listen, "the rep API").await?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -172,6 +183,7 @@ pub async fn cell(args: CellArgs) -> anyhow::Result<()> {
         disk_mb: args.disk_mb,
         advertise_address: args.advertise_address.clone(),
         placement_tags: args.placement_tags.clone(),
+        mutual_tls: mutual_tls.clone(),
         ..Default::default()
     };
     let config = if args.fast_failover {
@@ -184,8 +196,9 @@ pub async fn cell(args: CellArgs) -> anyhow::Result<()> {
         config
     };
     println!(
-        "cell {}: rep http://{}",
+        "cell {}: rep {}://{}",
         config.cell_id,
+        wf_bbs::mtls::scheme(mutual_tls.as_ref()),
         listener.local_addr()?
     );
     wf_host::run(config, listener, bbs, bus, cancel).await?;
@@ -340,6 +353,9 @@ pub struct ControllerArgs {
     /// `/metrics`, e.g. `bbs=http://10.0.0.5:8889/metrics`. Repeat it per component.
     #[arg(long = "metrics-target", value_name = "NAME=URL", value_parser = wf_loggregator::MetricsTarget::parse)]
     pub metrics_targets: Vec<wf_loggregator::MetricsTarget>,
+    /// The controller's certificate for the BBS API.
+    #[command(flatten)]
+    pub mtls: MtlsArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -350,8 +366,9 @@ pub struct ControllerArgs {
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let blobstore_s3 = args.blobstore.s3()?;
     let cancel = stop_signal(&args.stop);
+    let mutual_tls = args.mtls.load()?;
     let bus = args.nats.connect().await?;
-    let bbs = wf_bbs::BbsClient::new(args.bbs_url.clone())?;
+    let bbs = wf_bbs::BbsClient::with_tls(args.bbs_url.clone(), mutual_tls.as_ref())?;
     let verifier = fetch_verifier(&args.uaa_url, &cancel).await?;
     let logs = Arc::new(wf_loggregator::LogStore::new(
         wf_loggregator::DEFAULT_MAX_ENVELOPES_PER_SOURCE,
