@@ -2,9 +2,10 @@
 //! droplet run once), and complete it with its result or failure reason.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use wf_bbs::{Task, TaskAction};
+use wf_bbs::{BbsError, Task, TaskAction};
 use wf_loggregator::LogType;
 
 use crate::cell::Cell;
@@ -45,15 +46,17 @@ pub async fn run_task(cell: Arc<Cell>, task: Task, cancel: CancellationToken) {
             Ok(())
         }
         Some(Ok(result)) => {
-            cell.bbs
-                .complete_task(&guid, &cell_id, false, "", &result)
-                .await
+            complete_with_retry(&cancel, COMPLETE_BACKOFF, || {
+                cell.bbs.complete_task(&guid, &cell_id, false, "", &result)
+            })
+            .await
         }
         Some(Err(reason)) => {
             logs.app(LogType::Err, &reason);
-            cell.bbs
-                .complete_task(&guid, &cell_id, true, &reason, "")
-                .await
+            complete_with_retry(&cancel, COMPLETE_BACKOFF, || {
+                cell.bbs.complete_task(&guid, &cell_id, true, &reason, "")
+            })
+            .await
         }
     };
     if let Err(e) = completed {
@@ -64,6 +67,48 @@ pub async fn run_task(cell: Arc<Cell>, task: Task, cancel: CancellationToken) {
         &format!("Cell {cell_id} destroying container for instance {guid}"),
     );
     cell.release_task(&guid);
+}
+
+/// Waits between attempts to complete a task while the BBS cannot take it: the first
+/// wait, the longest, and how long to keep trying in all.
+const COMPLETE_BACKOFF: (Duration, Duration, Duration) = (
+    Duration::from_millis(250),
+    Duration::from_secs(5),
+    Duration::from_secs(300),
+);
+
+/// Completes a task with `complete`, again and again while the BBS is unreachable or
+/// failing (a BBS failover, its database restarting), as Diego's rep keeps a completed
+/// container until the BBS has its result; until `cancel` fires (the BBS completed or
+/// cancelled the task meanwhile) or `backoff.2` has passed. Giving up at the first
+/// failure would lose the result (a staged droplet): the cell's bulk sync would then
+/// find the task RUNNING with no container and fail it.
+async fn complete_with_retry<F, Fut>(
+    cancel: &CancellationToken,
+    backoff: (Duration, Duration, Duration),
+    mut complete: F,
+) -> Result<(), BbsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BbsError>>,
+{
+    let (mut wait, longest, total) = backoff;
+    let deadline = tokio::time::Instant::now() + total;
+    loop {
+        match complete().await {
+            Err(BbsError::Unavailable(e) | BbsError::Remote(e))
+                if tokio::time::Instant::now() + wait < deadline =>
+            {
+                tracing::info!(error = %e, retry_in = ?wait, "the BBS cannot take the task's result yet");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(longest);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The task's result, or its failure reason.
@@ -116,4 +161,68 @@ fn task_logs(cell: &Cell, task: &Task) -> InstanceLogs {
         (_, false) => definition.log_source.as_str(),
     };
     InstanceLogs::for_task(cell, &source_id, source_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const FAST: (Duration, Duration, Duration) = (
+        Duration::from_millis(1),
+        Duration::from_millis(4),
+        Duration::from_secs(10),
+    );
+
+    #[tokio::test]
+    async fn a_task_result_is_retried_while_the_bbs_is_unavailable() {
+        let calls = AtomicU32::new(0);
+        let done = complete_with_retry(&CancellationToken::new(), FAST, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => Err(BbsError::Unavailable("failing over".into())),
+                    1 => Err(BbsError::Remote("database restarting".into())),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert!(done.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_result_is_not_retried_and_cancel_stops_retrying() {
+        let calls = AtomicU32::new(0);
+        let refused = complete_with_retry(&CancellationToken::new(), FAST, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(BbsError::NotFound("task".into())) }
+        })
+        .await;
+        assert!(matches!(refused, Err(BbsError::NotFound(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let cancelled = complete_with_retry(&cancel, FAST, || async {
+            Err(BbsError::Unavailable("down".into()))
+        })
+        .await;
+        assert!(cancelled.is_ok());
+    }
+
+    #[tokio::test]
+    async fn retrying_gives_up_after_its_total() {
+        let short = (
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_millis(20),
+        );
+        let gave_up = complete_with_retry(&CancellationToken::new(), short, || async {
+            Err(BbsError::Unavailable("gone".into()))
+        })
+        .await;
+        assert!(matches!(gave_up, Err(BbsError::Unavailable(_))));
+    }
 }
