@@ -486,9 +486,11 @@ pub fn new_store(
     spec: &RunSpec,
 ) -> Result<(Store<InstanceState>, InstanceOutput), ExecutorError> {
     let (mut builder, output) = wasi_builder(spec)?;
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(sandbox::max_open_handles());
     let state = InstanceState {
         ctx: builder.build(),
-        table: ResourceTable::new(),
+        table,
         limits: MemoryLimiter::new(spec.memory_mb, spec.usage.clone()),
         http: WasiHttpCtx::new(),
         http_hooks: OutgoingHttp,
@@ -502,8 +504,12 @@ fn new_module_store(
     spec: &RunSpec,
 ) -> Result<(Store<ModuleState>, InstanceOutput), ExecutorError> {
     let (mut builder, output) = wasi_builder(spec)?;
+    let mut wasi = builder.build_p1();
+    wasi.ctx()
+        .table
+        .set_max_capacity(sandbox::max_open_handles());
     let state = ModuleState {
-        wasi: builder.build_p1(),
+        wasi,
         limits: MemoryLimiter::new(spec.memory_mb, spec.usage.clone()),
     };
     Ok((sandboxed_store(engine, state, |s| &mut s.limits), output))

@@ -13,6 +13,8 @@
 //! - the **memory quota** ([`MemoryLimiter`]): all linear memories of the instance
 //!   together; growing past it traps with [`OutOfMemory`];
 //! - the **disk quota** of `/tmp` ([`watch_disk_quota`]), measured every second;
+//! - the **open handles** an instance may hold ([`max_open_handles`]): every file or
+//!   socket it opens is a descriptor of the cell's one process;
 //! - what the instance uses of them and of the CPU as it runs ([`InstanceUsage`]),
 //!   which the cell reports as container metrics.
 //!
@@ -23,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,37 @@ const DNS_PORT: u16 = 53;
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Host memory of one table element (a function reference: a pointer).
 const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
+/// CF's open-file limit of a container (`limits.fds` in `VCAP_APPLICATION`).
+const CF_MAX_OPEN_FILES: usize = 16_384;
+/// The fewest handles an instance is given, whatever the cell's own limit.
+const MIN_OPEN_HANDLES: usize = 256;
+
+/// Host handles (files, directories, sockets, streams: the entries of wasmtime's
+/// resource table) one instance may hold at once: CF's 16,384 open files a container,
+/// or a quarter of the cell's own open-file limit if that is less. Every file or socket
+/// an instance opens is a descriptor of the cell's process, shared by all its instances:
+/// without a cap one instance could take them all, and then no neighbour could accept
+/// a connection. The instance that goes past it traps (`resource table has no free
+/// keys`) and is restarted like any crash.
+pub fn max_open_handles() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let cell = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| open_file_limit(&limits))
+            .map_or(usize::MAX, |limit| limit / 4);
+        CF_MAX_OPEN_FILES.min(cell).max(MIN_OPEN_HANDLES)
+    })
+}
+
+/// The soft `Max open files` of a `/proc/<pid>/limits`; `None` when unlimited or absent.
+fn open_file_limit(limits: &str) -> Option<usize> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -733,6 +766,18 @@ fn occupied(meta: &std::fs::Metadata) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             127431               127431               processes \n\
+                      Max open files            20000                1048576              files     \n";
+        assert_eq!(open_file_limit(limits), Some(20_000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(open_file_limit(unlimited), None);
+        assert!((MIN_OPEN_HANDLES..=CF_MAX_OPEN_FILES).contains(&max_open_handles()));
+    }
 
     fn sock(addr: &str) -> SocketAddr {
         addr.parse().unwrap()

@@ -20,6 +20,11 @@ pub struct Response {
     pub body: String,
     /// Exit the process with this status once the response is sent.
     pub exit_after: Option<i32>,
+    /// Extra header lines, each ending in `\r\n`.
+    pub extra_headers: String,
+    /// Bytes of `x` streamed after `body` (counted in the Content-Length), written a
+    /// chunk at a time so that the app holds none of it.
+    pub stream_bytes: u64,
 }
 
 impl Response {
@@ -29,6 +34,8 @@ impl Response {
             content_type: "text/plain; charset=utf-8",
             body,
             exit_after: None,
+            extra_headers: String::new(),
+            stream_bytes: 0,
         }
     }
 }
@@ -108,12 +115,20 @@ fn write_response(mut stream: &TcpStream, response: &Response) -> std::io::Resul
         _ => "Unknown",
     };
     let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
         response.status,
         response.content_type,
-        response.body.len()
+        response.body.len() as u64 + response.stream_bytes,
+        response.extra_headers,
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(response.body.as_bytes())?;
+    let chunk = [b'x'; 64 * 1024];
+    let mut left = response.stream_bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
     stream.flush()
 }

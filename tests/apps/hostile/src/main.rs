@@ -13,7 +13,15 @@
 //! - `/disk?mb=N` writes N MiB to `/tmp`, then keeps running;
 //! - `/flood?lines=N` prints N lines (default 100,000) as fast as it can, or at
 //!   `rate=R` lines a second (in batches every 10 ms) when given;
-//! - `/exit?code=N` exits with status N after responding.
+//! - `/exit?code=N` exits with status N after responding;
+//! - `/read?path=P` reads a file (`ok <bytes>: <its first line>`), `/list?path=P`
+//!   lists a directory, `/put?path=P&data=D` writes one;
+//! - `/read-host` tries to read and list the host's files (each target: `ok` or
+//!   `denied`), `/links` tries to leave `/tmp` through symbolic and hard links;
+//! - `/env` answers its environment, one `NAME=value` a line;
+//! - `/huge?mb=N` streams an N MiB response (without holding it);
+//! - `/huge-header?kb=N` answers with an N KiB header;
+//! - `/fds?n=N` opens a file in `/tmp` N times and holds every handle until done.
 
 #[path = "../../common/http.rs"]
 mod http;
@@ -45,6 +53,30 @@ fn handle(index: &str, request: &http::Request) -> http::Response {
         "/dns" => resolve(param(query, "host").unwrap_or("localhost")),
         "/disk" => fill_disk(number("mb", 1)),
         "/flood" => flood(number("lines", 100_000), number("rate", 0)),
+        "/read" => read(param(query, "path").unwrap_or("/etc/passwd")),
+        "/list" => list(param(query, "path").unwrap_or("/")),
+        "/put" => {
+            let path = param(query, "path").unwrap_or("/tmp/put");
+            let data = param(query, "data").unwrap_or("");
+            format!("{}\n", outcome(std::fs::write(path, data)))
+        }
+        "/read-host" => read_host(),
+        "/links" => links(),
+        "/env" => std::env::vars()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect(),
+        "/fds" => hold_files(number("n", 100_000)),
+        "/huge" => {
+            let mut response = http::Response::text(String::new());
+            response.stream_bytes = number("mb", 1024) << 20;
+            return response;
+        }
+        "/huge-header" => {
+            let mut response = http::Response::text("big header\n".to_string());
+            let value = "h".repeat(usize::try_from(number("kb", 1024) << 10).unwrap_or(0));
+            response.extra_headers = format!("X-Huge: {value}\r\n");
+            return response;
+        }
         "/exit" => {
             let code = i32::try_from(number("code", 1)).unwrap_or(1);
             let mut response = http::Response::text(format!("exiting with {code}\n"));
@@ -191,4 +223,129 @@ fn flood(lines: u64, rate: u64) -> String {
     }
     let _ = out.flush();
     format!("flooded {lines}\n")
+}
+
+fn read(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let first = text.lines().next().unwrap_or("");
+            format!("ok {}: {first}\n", bytes.len())
+        }
+        Err(e) => format!("denied: {e}\n"),
+    }
+}
+
+fn list(path: &str) -> String {
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            format!("ok {}\n", names.join(" "))
+        }
+        Err(e) => format!("denied: {e}\n"),
+    }
+}
+
+/// Reads and lists what a process on the host could: every target answers `ok` (with
+/// what it got) or `denied`.
+fn read_host() -> String {
+    let files = [
+        "/etc/passwd",
+        "/etc/hostname",
+        "/proc/self/environ",
+        "/proc/self/maps",
+        "/app/../../../../etc/passwd",
+        "/tmp/../../../../etc/passwd",
+        "../../../../etc/passwd",
+    ];
+    let dirs = ["/", "/proc", "/home", "/app/..", "/tmp/..", "..", "/dev"];
+    let mut report = String::new();
+    for file in files {
+        report.push_str(&format!("read {file}: {}", read(file)));
+    }
+    for dir in dirs {
+        report.push_str(&format!("list {dir}: {}", list(dir)));
+    }
+    report
+}
+
+/// Tries to leave `/tmp` through links: symbolic links to the host's files (relative
+/// and absolute) read through, and a hard link to the app's own read-only files
+/// written through.
+fn links() -> String {
+    let mut report = String::new();
+    let symlinks = [
+        ("../../../../../../etc/passwd", "/tmp/up"),
+        ("/etc/passwd", "/tmp/abs"),
+        ("/", "/tmp/root"),
+        ("/app", "/tmp/app"),
+    ];
+    for (target, link) in symlinks {
+        let _ = std::fs::remove_file(link);
+        let made = outcome(symlink(target, link));
+        let through = read(link);
+        report.push_str(&format!(
+            "symlink {link} -> {target}: {made}, read: {through}"
+        ));
+    }
+    let listed = list("/tmp/root");
+    report.push_str(&format!("list /tmp/root: {listed}"));
+    let app_file = std::fs::read_dir("/app")
+        .ok()
+        .and_then(|mut entries| entries.find_map(Result::ok))
+        .map(|e| format!("/app/{}", e.file_name().to_string_lossy()))
+        .unwrap_or_else(|| "/app/app.wasm".to_string());
+    let _ = std::fs::remove_file("/tmp/hard");
+    let hard = outcome(std::fs::hard_link(&app_file, "/tmp/hard"));
+    report.push_str(&format!("hardlink /tmp/hard -> {app_file}: {hard}\n"));
+    let write = outcome(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&app_file)
+            .and_then(|mut f| f.write_all(b"pwned")),
+    );
+    report.push_str(&format!("append {app_file}: {write}\n"));
+    report
+}
+
+/// Opens `/tmp/fds` `n` times, every handle held until the end: each is a descriptor
+/// of the cell's process. Answers how many it got.
+fn hold_files(n: u64) -> String {
+    let path = "/tmp/fds";
+    if let Err(e) = std::fs::write(path, b"fd") {
+        return format!("denied: {e}\n");
+    }
+    let mut held = Vec::new();
+    for _ in 0..n {
+        match std::fs::File::open(path) {
+            Ok(file) => held.push(file),
+            Err(e) => return format!("opened {}: {e}\n", held.len()),
+        }
+    }
+    format!("opened {}\n", held.len())
+}
+
+/// `symlink(2)` from wasi-libc (std's `symlink_path` is unstable).
+#[cfg(target_os = "wasi")]
+fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+    extern "C" {
+        fn symlink(target: *const std::ffi::c_char, link: *const std::ffi::c_char) -> i32;
+    }
+    let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+    let (target, link) = (c(target)?, c(link)?);
+    // SAFETY: both are NUL-terminated strings that live across the call.
+    if unsafe { symlink(target.as_ptr(), link.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn symlink(_target: &str, _link: &str) -> std::io::Result<()> {
+    Err(std::io::Error::other("symlinks are tried on wasi only"))
 }
