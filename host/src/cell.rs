@@ -447,7 +447,8 @@ impl Cell {
     /// running instances the BBS still has as CLAIMED are reported again; likewise
     /// for tasks.
     pub async fn bulk_sync(&self) {
-        // Local state first: anything claimed after this snapshot is not judged now.
+        // Local state first: what the cell had claimed or started before the listings
+        // below is what the BBS must know; anything newer may not be listed yet.
         let (local_lrps, local_tasks) = {
             let containers = self.containers();
             let lrps = lrp_snapshot(&containers);
@@ -465,7 +466,11 @@ impl Cell {
         };
         match self.bbs.actual_lrps(&filter).await {
             Ok(actuals) => {
-                let local: HashSet<&str> = local_lrps.iter().map(|l| l.0.as_str()).collect();
+                // What the BBS lists as ours is judged against the containers as they
+                // are now, not the snapshot: the cell reserves a container before it
+                // claims it, so one claimed since the snapshot is listed but missing
+                // from it, and would be removed.
+                let local: HashSet<String> = self.containers().lrps.keys().cloned().collect();
                 for actual in &actuals {
                     let ours = actual.instance_key.cell_id == cell_id;
                     let live = matches!(
@@ -519,39 +524,52 @@ impl Cell {
             ..Default::default()
         };
         match self.bbs.tasks(&filter).await {
-            Ok(tasks) => {
-                let local: HashSet<&str> = local_tasks.iter().map(|t| t.0.as_str()).collect();
-                for task in tasks
-                    .iter()
-                    .filter(|t| t.state == TaskState::Running && t.cell_id == cell_id)
-                {
-                    if !local.contains(task.task_guid.as_str()) {
-                        let failed = self
-                            .bbs
-                            .complete_task(
-                                &task.task_guid,
-                                &cell_id,
-                                true,
-                                "cell no longer runs the task",
-                                "",
-                            )
-                            .await;
-                        if let Err(e) = failed {
-                            tracing::warn!(error = %e, "bulk sync: failing a lost task failed");
-                        }
-                    }
-                }
-                for (guid, started, cancel) in &local_tasks {
-                    let running_here = tasks
-                        .iter()
-                        .any(|t| t.task_guid == *guid && t.state == TaskState::Running);
-                    if *started && !running_here {
-                        tracing::info!(task_guid = %guid, "cancelling task the BBS no longer runs here");
-                        cancel.cancel();
-                    }
+            Ok(tasks) => self.sync_tasks(&tasks, &local_tasks).await,
+            Err(e) => tracing::warn!(error = %e, "bulk sync: listing tasks failed"),
+        }
+    }
+
+    /// The tasks half of a bulk sync: `tasks` as the BBS listed them for this cell, and
+    /// `snapshot` the cell's own from before that listing.
+    async fn sync_tasks(&self, tasks: &[Task], snapshot: &[(String, bool, CancellationToken)]) {
+        let cell_id = &self.config.cell_id;
+        // A task the BBS runs here but the cell does not hold is lost: judged against
+        // the tasks the cell holds now, after the listing. The cell reserves a task
+        // before it starts it in the BBS, so one started since the snapshot is here now
+        // (against the snapshot it looked lost, and a staging under load failed with
+        // "cell no longer runs the task" as it began).
+        let local: HashSet<String> = self.containers().tasks.keys().cloned().collect();
+        for task in tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running && t.cell_id == *cell_id)
+        {
+            if !local.contains(task.task_guid.as_str()) {
+                let failed = self
+                    .bbs
+                    .complete_task(
+                        &task.task_guid,
+                        cell_id,
+                        true,
+                        "cell no longer runs the task",
+                        "",
+                    )
+                    .await;
+                if let Err(e) = failed {
+                    tracing::warn!(error = %e, "bulk sync: failing a lost task failed");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "bulk sync: listing tasks failed"),
+        }
+        // A task the cell had started before the listing but the BBS no longer runs
+        // here is cancelled: judged against the snapshot, since one started after it
+        // may not be in the listing yet.
+        for (guid, started, cancel) in snapshot {
+            let running_here = tasks
+                .iter()
+                .any(|t| t.task_guid == *guid && t.state == TaskState::Running);
+            if *started && !running_here {
+                tracing::info!(task_guid = %guid, "cancelling task the BBS no longer runs here");
+                cancel.cancel();
+            }
         }
     }
 
@@ -594,5 +612,89 @@ mod tests {
             1,
             1
         ));
+    }
+
+    /// A bulk sync whose snapshot predates a task's start (the task was reserved and
+    /// started in the BBS between the snapshot and the listing, as under load) leaves
+    /// the task running instead of failing it as lost.
+    #[tokio::test]
+    async fn a_task_started_after_the_sync_snapshot_is_not_failed_as_lost() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bus = Bus::in_process();
+        let config = wf_bbs::BbsConfig {
+            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("bbs.db").display()),
+            ..Default::default()
+        };
+        let bbs = wf_bbs::Bbs::open(config, bus.clone()).await.expect("BBS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        let served = tokio::spawn({
+            let (bbs, stop) = (bbs.clone(), stop.clone());
+            async move { bbs.serve(listener, stop).await }
+        });
+        let client = BbsClient::new(vec![url]).expect("client");
+        let config = CellConfig {
+            cell_id: "cell-sync".into(),
+            data_dir: dir.path().join("cell"),
+            ..Default::default()
+        };
+        let executor = Executor::new().expect("executor");
+        let cell = Cell::new(
+            config,
+            "http://127.0.0.1:9".into(),
+            client.clone(),
+            bus,
+            executor,
+            reqwest::Client::new(),
+        );
+        let definition = wf_bbs::TaskDefinition {
+            memory_mb: 64,
+            disk_mb: 64,
+            action: wf_bbs::TaskAction::Run(wf_bbs::RunAction {
+                droplet_uri: "http://127.0.0.1:9/droplet".into(),
+                droplet_sha256: "0".repeat(64),
+                command: String::new(),
+                env: Vec::new(),
+                log_rate_limit_bytes_per_second: None,
+            }),
+            log_guid: "app".into(),
+            log_source: "APP/TASK/t".into(),
+            annotation: String::new(),
+            placement_tags: Vec::new(),
+        };
+        client
+            .desire_task("task-1", "cf-tasks", definition)
+            .await
+            .expect("desire");
+
+        // The snapshot, then the task's reservation and start, then the listing.
+        let snapshot = Vec::new();
+        let task = client.task_by_guid("task-1").await.expect("task");
+        assert!(matches!(cell.reserve_task(&task), Reservation::New(_)));
+        assert!(client
+            .start_task("task-1", "cell-sync")
+            .await
+            .expect("start"));
+        cell.set_task_started("task-1");
+        let filter = TaskFilter {
+            cell_id: Some("cell-sync".into()),
+            ..Default::default()
+        };
+        let listed = client.tasks(&filter).await.expect("list");
+        cell.sync_tasks(&listed, &snapshot).await;
+        let task = client.task_by_guid("task-1").await.expect("task");
+        assert_eq!(task.state, TaskState::Running, "{task:?}");
+
+        // Once the cell no longer holds it, it is lost indeed.
+        cell.release_task("task-1");
+        cell.sync_tasks(&listed, &snapshot).await;
+        let task = client.task_by_guid("task-1").await.expect("task");
+        assert!(task.failed, "{task:?}");
+        assert_eq!(task.failure_reason, "cell no longer runs the task");
+        stop.cancel();
+        let _ = served.await;
     }
 }
