@@ -378,8 +378,33 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
     }
 }
 
-/// A port free on 127.0.0.1 a moment ago.
+/// A port free on 127.0.0.1 a moment ago, below the kernel's ephemeral port range (as
+/// the components' real ports are): a component restarted on it finds it free, where a
+/// port of the ephemeral range may meanwhile have become a client connection's local
+/// port, held for a minute in TIME_WAIT once closed ("Address already in use").
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const LOWEST: u64 = 10_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > LOWEST + 1_000 {
+        let span = ephemeral_start - LOWEST;
+        // Test binaries run at once: each starts somewhere else in the span.
+        let start = u64::from(std::process::id()).wrapping_mul(7_919)
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::from(d.subsec_nanos()));
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (LOWEST + (start + n * 7) % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")

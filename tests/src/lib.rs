@@ -6,5 +6,6 @@
 
 pub mod bosh;
 pub mod distributed;
+pub mod faults;
 pub mod fixtures;
 pub mod platform;

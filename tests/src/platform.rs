@@ -144,6 +144,23 @@ impl Process {
         *self = Process::start(&self.name, self.args.clone());
     }
 
+    /// The `wfd` arguments it was started with (without `--stop-on-stdin-close`).
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// Whether the process has ended (by itself, or killed).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Kills the process and starts it again with `args`, which later restarts reuse:
+    /// e.g. the same component pointed at another database.
+    pub fn restart_with(&mut self, args: Vec<OsString>) {
+        self.kill();
+        *self = Process::start(&self.name, args);
+    }
+
     /// Asks the process to stop and waits for it, killing it after `within`; false if
     /// it had to be killed.
     pub fn stop(&mut self, within: Duration) -> bool {

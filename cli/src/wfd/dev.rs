@@ -51,6 +51,10 @@ pub struct DevArgs {
     /// Memory the cell offers to app instances, in MB.
     #[arg(long, default_value_t = 16_384)]
     pub cell_memory_mb: u64,
+    /// Disk the cell offers to app instances and stagings, in MB (each staging asks
+    /// for 4,096 and each instance for its disk quota, 1,024 by default).
+    #[arg(long, default_value_t = 65_536)]
+    pub cell_disk_mb: u64,
     /// Seconds between convergence passes and nsync bulk syncs (CF: 30).
     #[arg(long, default_value_t = 30)]
     pub sync_interval: u64,
@@ -210,6 +214,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         cell_id: "cell-0".to_string(),
         data_dir: data_dir.join("cell"),
         memory_mb: args.cell_memory_mb,
+        disk_mb: args.cell_disk_mb,
         advertise_address: "127.0.0.1".to_string(),
         ..Default::default()
     };

@@ -1,0 +1,194 @@
+//! Fault injection (issue 12): under a steady workload (GETs through both routers, a
+//! push every couple of seconds, the app log lines the GETs make), each component of a
+//! distributed platform is killed with SIGKILL in turn and restarted as a supervisor
+//! would, NATS is killed and restarted, the blobstore goes away and comes back. Each
+//! fault's row reports requests failed and time to heal, and asserts that nothing
+//! acknowledged was lost (see `wf_tests::faults` for what "acknowledged" means).
+//! `bench/faults.sh` runs these with `--nocapture` and prints the tables.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use wf_tests::distributed::{Distributed, CELLS, ROUTERS};
+use wf_tests::faults::{move_to_postgres, print_report, FaultRow, FaultRun, PrivatePostgres};
+
+/// One platform at a time: two beside each other on 2 cores would skew the times to
+/// heal (and each already runs 9 `wfd` processes and a workload).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a killed component stays down before its supervisor restarts it.
+const DOWN: Duration = Duration::from_secs(2);
+
+/// Waits for `process` to print `prefix` (its "serving" line) after a restart.
+fn serving(run: &mut FaultRun, process: &str, prefix: &str) {
+    run.d
+        .platform
+        .process(process)
+        .line_after(prefix, Duration::from_secs(60));
+}
+
+/// Asserts the losses of `rows` (and of `last`) are zero, after printing the report.
+fn assert_nothing_lost(title: &str, run: &FaultRun, last: &FaultRow) {
+    let mut rows = run.rows.clone();
+    rows.push(last.clone());
+    print_report(title, &wf_tests::faults::report_table(&rows));
+    for r in &rows {
+        assert_eq!(
+            (r.lost_lrps, r.lost_droplets, r.lost_quiet_lines),
+            (0, 0, 0),
+            "{}: acknowledged DesiredLRPs, droplets or quiet log lines lost: {r:?}",
+            r.fault
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_each_component_and_nats_and_the_blobstore_lose_nothing_acknowledged() {
+    let _one = one_at_a_time();
+    let Some(d) = Distributed::start() else {
+        return;
+    };
+    let mut run = FaultRun::start(d, true);
+    run.quiet(Duration::from_secs(5));
+
+    // A cell running an instance of the app: its instances are replaced elsewhere,
+    // the routers retry their dead endpoints, and the cell comes back empty.
+    let victim = run
+        .d
+        .settled_on(&run.steady_process, 3)
+        .and_then(|cells| cells.into_iter().next())
+        .unwrap_or_else(|| CELLS[0].to_string());
+    run.fault(
+        &format!("kill -9 {victim} (restarted after {DOWN:?})"),
+        |run| {
+            run.d.platform.process(&victim).kill();
+            std::thread::sleep(DOWN);
+            run.d.platform.process(&victim).restart();
+            let prefix = format!("cell {victim}: rep ");
+            serving(run, &victim, &prefix);
+            Instant::now()
+        },
+        |_, _| true,
+    );
+    run.quiet(Duration::from_secs(3));
+
+    // The active BBS: the standby takes the lock; the killed one comes back as standby.
+    run.fault(
+        &format!("kill -9 active BBS (restarted after {DOWN:?})"),
+        |run| {
+            run.d.platform.process("bbs-a").kill();
+            std::thread::sleep(DOWN);
+            run.d.platform.process("bbs-a").restart();
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    run.fault(
+        &format!("kill -9 controller (restarted after {DOWN:?})"),
+        |run| {
+            run.d.platform.process("controller").kill();
+            std::thread::sleep(DOWN);
+            run.d.platform.process("controller").restart();
+            serving(run, "controller", "api: ");
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    run.fault(
+        &format!("kill -9 UAA (restarted after {DOWN:?})"),
+        |run| {
+            run.d.platform.process("uaa").kill();
+            std::thread::sleep(DOWN);
+            run.d.platform.process("uaa").restart();
+            serving(run, "uaa", "uaa: ");
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    // A router: the load balancer's pool goes on to the other one; the restarted one
+    // (on a new port) learns every route from its router.start.
+    run.fault(
+        &format!("kill -9 {} (restarted after {DOWN:?})", ROUTERS[0]),
+        |run| {
+            run.d.platform.process(ROUTERS[0]).kill();
+            std::thread::sleep(DOWN);
+            run.d.restart_router(0);
+            Instant::now()
+        },
+        |_, _| true,
+    );
+    run.quiet(Duration::from_secs(3));
+
+    run.fault(
+        "kill -9 nats-server (restarted at once)",
+        |run| {
+            run.d.nats.restart();
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    // The blobstore goes away (its directory replaced by a file, so every read and
+    // write fails) for 10 s: pushes fail meanwhile, running instances keep serving.
+    let blobstore = run.d.platform.data_dir.join("blobstore");
+    let away = run.d.platform.data_dir.join("blobstore.away");
+    run.fault(
+        "blobstore unavailable for 10 s",
+        |_| {
+            std::fs::rename(&blobstore, &away).expect("moving the blobstore away");
+            std::fs::write(&blobstore, b"not a directory").expect("blocking the blobstore");
+            std::thread::sleep(Duration::from_secs(10));
+            std::fs::remove_file(&blobstore).expect("unblocking the blobstore");
+            std::fs::rename(&away, &blobstore).expect("moving the blobstore back");
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    let last = run.finish();
+    assert_nothing_lost("kill -9 each component, NATS, blobstore", &run, &last);
+    run.d.platform.stop();
+}
+
+#[test]
+fn a_postgresql_restart_loses_nothing_acknowledged() {
+    let _one = one_at_a_time();
+    let Some(pg) = PrivatePostgres::start() else {
+        return;
+    };
+    let Some(mut d) = Distributed::start() else {
+        return;
+    };
+    move_to_postgres(&mut d, &pg);
+    let mut run = FaultRun::start(d, true);
+    run.quiet(Duration::from_secs(5));
+
+    // The BBS, UAA and the Cloud Controller all lose their database at once (every
+    // connection cut, as in a crash) for 3 s; routing goes on from the routers' tables.
+    run.fault(
+        "PostgreSQL crash (BBS, CC, UAA databases), back after 3 s",
+        |_| {
+            pg.crash();
+            std::thread::sleep(Duration::from_secs(3));
+            pg.start_server();
+            Instant::now()
+        },
+        |run, undone| run.pushed_since(undone),
+    );
+    run.quiet(Duration::from_secs(3));
+
+    let last = run.finish();
+    assert_nothing_lost("PostgreSQL restart", &run, &last);
+    run.d.platform.stop();
+}
