@@ -112,9 +112,9 @@ running_per_cell() {
         echo -n "cell-$i=$(curl -s "${tls[@]}" "$rep/metrics" | awk '/^wf_cell_lrp_instances\{.*phase="RUNNING"/ {print $2}') "
     done
 }
-want=$((APPS * INSTANCES))
+want=$((answering * INSTANCES))
 t0=$(date +%s%N)
-for _ in $(seq 1 1200); do
+for _ in $(seq 1 600); do
     routed=$(routed)
     [ "$routed" -ge "$want" ] && break
     sleep 1
@@ -128,6 +128,10 @@ for entry in $pids; do
 done
 
 if [ -n "${SOAK:-}" ]; then
-    PIDS="$pids" ROUTER="$router" HOSTS="$(seq -f 'app-%g.apps.bench.local' 0 $((APPS - 1)) | head -n "${SOAK_APPS:-100}" | tr '\n' ' ')" \
-        DURATION="$SOAK" bench/soak.sh
+    # The routed apps (a failed push has no route), SOAK_APPS of them (default all).
+    hosts=$(curl -s "http://$router_status/routes" | python3 -c '
+import json, sys
+print(" ".join(sorted(k.split("/")[0] for k in json.load(sys.stdin))))' |
+        tr ' ' '\n' | head -n "${SOAK_APPS:-$APPS}" | tr '\n' ' ')
+    PIDS="$pids" ROUTER="$router" HOSTS="$hosts" DURATION="$SOAK" bench/soak.sh
 fi
