@@ -82,8 +82,8 @@ pub enum BbsError {
     Remote(String),
 }
 
-/// BBS settings; defaults are Diego's.
-#[derive(Debug, Clone)]
+/// BBS settings; defaults are Diego's. `Debug` hides the database URL's password.
+#[derive(Clone)]
 pub struct BbsConfig {
     /// `sqlite://path/bbs.db?mode=rwc` or `postgres://...`.
     pub database_url: String,
@@ -98,6 +98,19 @@ pub struct BbsConfig {
     /// Mutual TLS for the BBS API and the calls to reps (Diego's `require_ssl`); `None`:
     /// plain HTTP, as `wfd dev` uses on loopback.
     pub mutual_tls: Option<mtls::MutualTls>,
+}
+
+impl std::fmt::Debug for BbsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BbsConfig")
+            .field("database_url", &wf_db::redacted_url(&self.database_url))
+            .field("convergence_interval", &self.convergence_interval)
+            .field("unclaimed_retry", &self.unclaimed_retry)
+            .field("register_interval", &self.register_interval)
+            .field("rep_timeout", &self.rep_timeout)
+            .field("mutual_tls", &self.mutual_tls)
+            .finish()
+    }
 }
 
 impl Default for BbsConfig {

@@ -48,7 +48,9 @@ pub enum ControllerError {
     Blobstore(String),
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` shows no secret: not the signing secret nor the encryption keys (only their
+/// labels), nor a database URL's password.
+#[derive(Clone)]
 pub struct ControllerConfig {
     pub database_url: String,
     /// Local blobstore root (packages, droplets, ...); with `blobstore_s3` it only holds
@@ -74,6 +76,29 @@ pub struct ControllerConfig {
     pub encryption_keys: Vec<(String, Vec<u8>)>,
     /// Service broker calls: timeouts and `last_operation` polling.
     pub brokers: BrokerConfig,
+}
+
+impl std::fmt::Debug for ControllerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key_labels: Vec<&str> = self
+            .encryption_keys
+            .iter()
+            .map(|(l, _)| l.as_str())
+            .collect();
+        f.debug_struct("ControllerConfig")
+            .field("database_url", &wf_db::redacted_url(&self.database_url))
+            .field("blobstore_dir", &self.blobstore_dir)
+            .field("blobstore_s3", &self.blobstore_s3)
+            .field("external_url", &self.external_url)
+            .field("apps_domain", &self.apps_domain)
+            .field("uaa_url", &self.uaa_url)
+            .field("sync_interval", &self.sync_interval)
+            .field("orphaned_blobs_interval", &self.orphaned_blobs_interval)
+            .field("orphaned_blobs_grace", &self.orphaned_blobs_grace)
+            .field("encryption_keys", &key_labels)
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ControllerConfig {

@@ -81,6 +81,34 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
+/// `url` with its password, in the user info or a `password=` query parameter (as
+/// libpq takes it), replaced by `REDACTED`: what logs and `Debug` may show of a database
+/// URL. A URL that does not parse shows as a placeholder, in case it held one.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "(unparsable database URL)".to_string();
+    };
+    if parsed.password().is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = parsed.set_password(Some("REDACTED"));
+    }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// Opens a pool on `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`)
 /// and brings its schema up to date with `migrations`. SQLite files run in WAL mode
 /// (`synchronous = NORMAL`) with a busy timeout; an in-memory SQLite database keeps exactly one connection
@@ -143,6 +171,25 @@ pub async fn open(url: &str, migrations: &'static [EmbeddedMigration]) -> Result
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_show_no_password() {
+        use super::redacted_url;
+        assert_eq!(
+            redacted_url("postgres://cc:s3cret@db.internal:5432/cc?sslmode=require"),
+            "postgres://cc:REDACTED@db.internal:5432/cc?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://db/cc?user=cc&password=s3cret"),
+            "postgres://db/cc?user=cc&password=REDACTED"
+        );
+        assert_eq!(
+            redacted_url("sqlite://data/cc.db?mode=rwc"),
+            "sqlite://data/cc.db?mode=rwc"
+        );
+        assert_eq!(redacted_url("sqlite::memory:"), "sqlite::memory:");
+        assert!(!redacted_url("postgres://u:s3cret@[bad").contains("s3cret"));
+    }
+
     use super::*;
     use sqlx::Row as _;
 

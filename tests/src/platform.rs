@@ -69,25 +69,49 @@ pub struct Process {
 impl Process {
     /// Starts `wfd args` (with `--stop-on-stdin-close` added).
     pub fn start(name: &str, args: Vec<OsString>) -> Process {
+        Process::spawn(name, args, None)
+    }
+
+    /// [`Process::start`] at log level `rust_log` (`RUST_LOG`), with all it writes to
+    /// its standard output and standard error kept in the file `log` as well (e.g. to
+    /// look for secrets in it). A restart logs as [`Process::start`] does.
+    pub fn start_logged(name: &str, args: Vec<OsString>, rust_log: &str, log: &Path) -> Process {
+        Process::spawn(name, args, Some((rust_log, log)))
+    }
+
+    fn spawn(name: &str, args: Vec<OsString>, logged: Option<(&str, &Path)>) -> Process {
+        let rust_log = match logged {
+            Some((level, _)) => level.to_string(),
+            None => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+        };
+        let log = logged.map(|(_, path)| {
+            std::fs::File::create(path)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
+        });
+        let stderr = match &log {
+            Some(file) => Stdio::from(file.try_clone().expect("log file handle")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(binary("wfd"))
             .args(&args)
             .arg("--stop-on-stdin-close")
             .env("WF_BUILDPACK_TOOLS_DIR", buildpack_tools_dir())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
-            )
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("starting wfd {name}: {e}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("wfd stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut log = log;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if let Some(file) = &mut log {
+                    let _ = writeln!(file, "{line}");
+                }
+                if tx.send(line).is_err() && log.is_none() {
                     break;
                 }
             }
@@ -230,7 +254,20 @@ impl Platform {
         Platform::start_on_with(data_dir, &[])
     }
 
+    /// [`Platform::start_with`], its `wfd dev` logging at `rust_log` into `log` (see
+    /// [`Process::start_logged`]).
+    pub fn start_logged(extra: &[OsString], rust_log: &str, log: &Path) -> Platform {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let mut platform = Platform::launch(temp.path(), extra, Some((rust_log, log)));
+        platform._temp = Some(temp);
+        platform
+    }
+
     fn start_on_with(data_dir: &Path, extra: &[OsString]) -> Platform {
+        Platform::launch(data_dir, extra, None)
+    }
+
+    fn launch(data_dir: &Path, extra: &[OsString], logged: Option<(&str, &Path)>) -> Platform {
         let mut args: Vec<OsString> = vec![
             "dev".into(),
             "--data-dir".into(),
@@ -249,7 +286,7 @@ impl Platform {
             "2".into(),
         ];
         args.extend_from_slice(extra);
-        let dev = Process::start("dev", args);
+        let dev = Process::spawn("dev", args, logged);
         let api_url = dev.line_after("api: ", STARTUP);
         let router = dev.line_after("router: http://", STARTUP);
         let router_addr = router

@@ -158,8 +158,11 @@ pub enum ScimError {
 }
 
 /// UAA's lockout policy: after `lockout_after_failures` failed logins within
-/// `count_failures_within`, logins are refused until `lockout_period` has passed since
-/// the last failure. UAA's defaults: 5 failures, 300 s, 300 s.
+/// `count_failures_within` (none counts from before the user's last successful login),
+/// logins are refused, the right password too, until `lockout_period` has passed since
+/// the last failure. Failures count per user. UAA's defaults
+/// (`authentication.policy.lockoutAfterFailures`, `countFailuresWithinSeconds`,
+/// `lockoutPeriodSeconds`): 5 failures, 1,200 s, 300 s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockoutPolicy {
     pub lockout_after_failures: u32,
@@ -171,10 +174,32 @@ impl Default for LockoutPolicy {
     fn default() -> Self {
         LockoutPolicy {
             lockout_after_failures: 5,
-            count_failures_within: Duration::from_secs(300),
+            count_failures_within: Duration::from_secs(1200),
             lockout_period: Duration::from_secs(300),
         }
     }
+}
+
+impl LockoutPolicy {
+    /// The earliest failed login (unix seconds) that still counts at `now`.
+    pub fn counted_since(&self, now: i64) -> i64 {
+        now.saturating_sub(secs(self.count_failures_within))
+    }
+
+    /// Whether a user is locked out at `now` with `failures` failed logins counted (since
+    /// [`LockoutPolicy::counted_since`]), the latest at `latest_failure`.
+    pub fn locks(&self, failures: i64, latest_failure: Option<i64>, now: i64) -> bool {
+        let Some(latest) = latest_failure else {
+            return false;
+        };
+        failures >= i64::from(self.lockout_after_failures)
+            && now < latest.saturating_add(secs(self.lockout_period))
+    }
+}
+
+/// Whole seconds of `d`, for comparing with the unix times in the database.
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A key that signed tokens before a rotation and still verifies them: a PKCS#8 RSA
@@ -185,7 +210,9 @@ pub struct PreviousKey {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` shows no secret: not the admin password nor the client secret, nor a database
+/// URL's password.
+#[derive(Clone)]
 pub struct UaaConfig {
     /// `sqlite://path?mode=rwc` or `postgres://...`.
     pub database_url: String,
@@ -209,6 +236,22 @@ pub struct UaaConfig {
     pub admin_client_secret: Option<String>,
     /// Failed-login lockout; UAA's defaults.
     pub lockout: LockoutPolicy,
+}
+
+impl std::fmt::Debug for UaaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UaaConfig")
+            .field("database_url", &wf_db::redacted_url(&self.database_url))
+            .field("issuer", &self.issuer)
+            .field("signing_key_path", &self.signing_key_path)
+            .field("signing_key_id", &self.signing_key_id)
+            .field("previous_keys", &self.previous_keys)
+            .field("access_token_validity", &self.access_token_validity)
+            .field("refresh_token_validity", &self.refresh_token_validity)
+            .field("admin_client", &self.admin_client_secret.is_some())
+            .field("lockout", &self.lockout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for UaaConfig {
@@ -395,13 +438,9 @@ impl Uaa {
     async fn is_locked(&self, user_id: &str) -> Result<bool, UaaError> {
         let policy = &self.config.lockout;
         let now = users::unix_now();
-        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        let since = now.saturating_sub(secs(policy.count_failures_within));
-        let (count, latest) = users::failed_logins_since(&self.db, user_id, since).await?;
-        let locked_until = latest
-            .unwrap_or(0)
-            .saturating_add(secs(policy.lockout_period));
-        Ok(count >= i64::from(policy.lockout_after_failures) && now < locked_until)
+        let (count, latest) =
+            users::failed_logins_since(&self.db, user_id, policy.counted_since(now)).await?;
+        Ok(policy.locks(count, latest, now))
     }
 
     /// The `refresh_token` grant: a new access token for the same user and scopes, as
@@ -733,6 +772,71 @@ mod tests {
         Uaa::open(test_config(&sqlite_file(dir), dir, "s3cret"))
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn lockout_matches_uaas_policy() {
+        let policy = LockoutPolicy::default();
+        assert_eq!(
+            (
+                policy.lockout_after_failures,
+                policy.count_failures_within.as_secs(),
+                policy.lockout_period.as_secs()
+            ),
+            (5, 1200, 300)
+        );
+        let now = 10_000;
+        assert_eq!(policy.counted_since(now), now - 1200);
+        // Four failures lock nothing; the fifth locks for 300 s after itself.
+        assert!(!policy.locks(4, Some(now), now));
+        assert!(policy.locks(5, Some(now - 10), now));
+        assert!(policy.locks(5, Some(now - 299), now));
+        assert!(!policy.locks(5, Some(now - 300), now));
+        assert!(!policy.locks(0, None, now));
+        let strict = LockoutPolicy {
+            lockout_after_failures: 1,
+            count_failures_within: Duration::from_secs(60),
+            lockout_period: Duration::from_secs(3600),
+        };
+        assert!(strict.locks(1, Some(now - 3599), now));
+        assert_eq!(strict.counted_since(now), now - 60);
+    }
+
+    #[tokio::test]
+    async fn failures_count_per_user_and_the_lock_ends_with_its_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = UaaConfig {
+            lockout: LockoutPolicy {
+                lockout_after_failures: 3,
+                count_failures_within: Duration::from_secs(60),
+                lockout_period: Duration::from_secs(2),
+            },
+            ..test_config(&sqlite_file(&dir), &dir, "s3cret")
+        };
+        let uaa = Uaa::open(config).await.unwrap();
+        uaa.create_user("alice", "right", "a@example.com")
+            .await
+            .unwrap();
+        uaa.create_user("bob", "right", "b@example.com")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let err = uaa.authenticate_user("alice", "wrong").await.unwrap_err();
+            assert!(matches!(err, GrantError::BadCredentials), "{err}");
+        }
+        let err = uaa.authenticate_user("alice", "right").await.unwrap_err();
+        assert!(matches!(err, GrantError::AccountLocked), "{err}");
+        // Bob's logins are his own.
+        uaa.authenticate_user("bob", "right").await.unwrap();
+        // Two seconds after the last failure the right password works again, and clears
+        // the count: one more failure does not lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while uaa.authenticate_user("alice", "right").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "still locked");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(uaa.authenticate_user("alice", "wrong").await.is_err());
+        uaa.authenticate_user("alice", "right").await.unwrap();
     }
 
     #[tokio::test]

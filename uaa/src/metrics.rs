@@ -112,7 +112,7 @@ impl Uaa {
             "SELECT COUNT(*) FROM (SELECT user_id FROM failed_logins WHERE at > $1
              GROUP BY user_id HAVING COUNT(*) >= $2 AND MAX(at) > $3) AS locked",
         )
-        .bind(now.saturating_sub(secs(policy.count_failures_within)))
+        .bind(policy.counted_since(now))
         .bind(i64::from(policy.lockout_after_failures))
         .bind(now.saturating_sub(secs(policy.lockout_period)))
         .fetch_one(&self.db)

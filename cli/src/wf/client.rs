@@ -82,6 +82,18 @@ impl ApiError {
     }
 }
 
+/// Why UAA refused a password with 401: a locked account (as the cf CLI, UAA's
+/// `unauthorized` error whose description says so), else bad credentials.
+fn password_rejected(body: &str) -> ClientError {
+    let error: Value = serde_json::from_str(body).unwrap_or_default();
+    match (error["error"].as_str(), error["error_description"].as_str()) {
+        (Some("unauthorized"), Some(description)) if description.contains("locked") => {
+            ClientError::AccountLocked(description.to_string())
+        }
+        _ => ClientError::BadCredentials,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("No API endpoint set. Use 'wf api' to set an endpoint.")]
@@ -92,6 +104,9 @@ pub enum ClientError {
     SessionExpired,
     #[error("Credentials were rejected, please try again.")]
     BadCredentials,
+    /// UAA's lockout: too many failed logins; UAA's message.
+    #[error("{0}")]
+    AccountLocked(String),
     #[error("Request error: {message}\nTIP: Is the platform running, and is the API endpoint ('wf api') right?")]
     Connection { message: String },
     #[error("Invalid response from {url}: {message}")]
@@ -287,7 +302,7 @@ impl Client {
         let body = resp.text().map_err(ClientError::connection)?;
         match status {
             200..=299 => self.store_tokens(&url, &body),
-            401 => Err(ClientError::BadCredentials),
+            401 => Err(password_rejected(&body)),
             _ => Err(ApiError::from_response(status, &body).into()),
         }
     }
@@ -713,6 +728,24 @@ pub fn token_claim(token: &str, claim: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_account_is_told_apart_from_bad_credentials() {
+        let locked = r#"{"error":"unauthorized","error_description":"Your account has been locked because of too many failed attempts to login."}"#;
+        assert_eq!(
+            password_rejected(locked).to_string(),
+            "Your account has been locked because of too many failed attempts to login."
+        );
+        let bad = r#"{"error":"invalid_grant","error_description":"Bad credentials"}"#;
+        assert!(matches!(
+            password_rejected(bad),
+            ClientError::BadCredentials
+        ));
+        assert!(matches!(
+            password_rejected("not json"),
+            ClientError::BadCredentials
+        ));
+    }
 
     #[test]
     fn parses_cf_errors() {

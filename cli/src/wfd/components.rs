@@ -36,7 +36,7 @@ impl NatsArgs {
     pub(super) async fn connect(&self) -> anyhow::Result<Bus> {
         Bus::nats(&self.nats_url)
             .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+            .context("connecting to NATS")
     }
 }
 
@@ -216,16 +216,44 @@ pub struct UaaArgs {
     #[arg(long)]
     pub url: String,
     /// The admin user's password.
-    #[arg(long, env = "WFD_ADMIN_PASSWORD")]
+    #[arg(long, env = "WFD_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: String,
     /// The secret of UAA's `admin` client; no such client unless given.
-    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET")]
+    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET", hide_env_values = true)]
     pub admin_client_secret: Option<String>,
     /// PEM of the token signing key; generated there if missing.
     #[arg(long)]
     pub signing_key: PathBuf,
     #[command(flatten)]
+    pub lockout: LockoutArgs,
+    #[command(flatten)]
     pub stop: StopArgs,
+}
+
+/// UAA's lockout policy (`authentication.policy.*`), for `wfd uaa` and `wfd dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockoutArgs {
+    /// Failed logins of a user that lock it out (UAA's `lockoutAfterFailures`).
+    #[arg(long, default_value_t = wf_uaa::LockoutPolicy::default().lockout_after_failures)]
+    pub lockout_after_failures: u32,
+    /// Seconds in which those failures count (UAA's `countFailuresWithinSeconds`).
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = wf_uaa::LockoutPolicy::default().count_failures_within.as_secs())]
+    pub count_failures_within: u64,
+    /// Seconds a lock lasts after the last failure (UAA's `lockoutPeriodSeconds`).
+    #[arg(long, value_name = "SECONDS",
+          default_value_t = wf_uaa::LockoutPolicy::default().lockout_period.as_secs())]
+    pub lockout_period: u64,
+}
+
+impl LockoutArgs {
+    pub fn policy(&self) -> wf_uaa::LockoutPolicy {
+        wf_uaa::LockoutPolicy {
+            lockout_after_failures: self.lockout_after_failures,
+            count_failures_within: Duration::from_secs(self.count_failures_within),
+            lockout_period: Duration::from_secs(self.lockout_period),
+        }
+    }
 }
 
 /// UAA on its own port.
@@ -242,6 +270,7 @@ pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
         admin_password: args.admin_password.clone(),
         signing_key_path: args.signing_key.clone(),
         admin_client_secret: args.admin_client_secret.clone(),
+        lockout: args.lockout.policy(),
         ..Default::default()
     })
     .await

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use wf_messaging::Bus;
 
 use super::process::{bind, serve, stop_signal, StopArgs};
-use super::secrets::{admin_password, route_services_secret, secret_file, set_private};
+use super::secrets::{
+    admin_password, admin_password_file, route_services_secret, secret_file, set_private,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DevArgs {
@@ -41,13 +43,15 @@ pub struct DevArgs {
     #[arg(long, default_value = "apps.localhost")]
     pub apps_domain: String,
     /// The admin user's password; else the one stored in the data dir, else a new one.
-    #[arg(long, env = "WFD_ADMIN_PASSWORD")]
+    #[arg(long, env = "WFD_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// The secret of UAA's `admin` client (client_credentials with uaa.admin,
     /// clients.* and scim.*, for `wf auth admin SECRET --client-credentials`); no such
     /// client unless given.
-    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET")]
+    #[arg(long, env = "WFD_ADMIN_CLIENT_SECRET", hide_env_values = true)]
     pub admin_client_secret: Option<String>,
+    #[command(flatten)]
+    pub lockout: super::components::LockoutArgs,
     /// Memory the cell offers to app instances, in MB.
     #[arg(long, default_value_t = 16_384)]
     pub cell_memory_mb: u64,
@@ -151,6 +155,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         admin_password: admin_password.clone(),
         signing_key_path: data_dir.join("uaa-signing-key.pem"),
         admin_client_secret: args.admin_client_secret.clone(),
+        lockout: args.lockout.policy(),
         ..Default::default()
     })
     .await
@@ -243,8 +248,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         println!("router status: http://{router_status_addr}/health (also /routes, /metrics)");
     }
     println!("metrics: {api_url}/metrics/platform (admin token)");
-    println!("admin password: {admin_password}");
-    println!("Log in with: wf api {api_url} && wf auth admin {admin_password}");
+    // The password itself stays out of the output, which often ends up in logs.
+    let password_file = admin_password_file(&data_dir);
+    println!("admin password: in {}", password_file.display());
+    println!(
+        "Log in with: wf api {api_url} && wf auth admin \"$(cat {})\"",
+        password_file.display()
+    );
 
     cancel.cancelled().await;
     join_within(tasks, Duration::from_secs(10)).await;

@@ -2,15 +2,21 @@
 //! router's route services secret, made random on first use and readable by the owner
 //! only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use rand::distributions::{Alphanumeric, DistString};
 
+/// Where [`admin_password`] keeps the admin password (owner-only): what `wfd dev`
+/// points the user to, rather than printing the password into its logs.
+pub fn admin_password_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-password")
+}
+
 /// The admin password: the flag wins and is remembered; else the stored one; else a
 /// new random one, stored.
 pub fn admin_password(data_dir: &Path, flag: Option<&str>) -> anyhow::Result<String> {
-    let path = data_dir.join("admin-password");
+    let path = admin_password_file(data_dir);
     if let Some(password) = flag {
         anyhow::ensure!(!password.is_empty(), "--admin-password must not be empty");
         write_private(&path, password)?;
