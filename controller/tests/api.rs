@@ -301,6 +301,29 @@ async fn push_by_hand(api: Api) {
         .await;
     assert!(lrps().await.is_empty());
 
+    // Every start, scale and stop made an app usage event, on PostgreSQL too (whose
+    // typed parameters once refused the first start's NULL previous instance count).
+    let events = api.get("/v3/app_usage_events?per_page=100").await;
+    let events: Vec<_> = events["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["app"]["guid"] == app_guid.as_str())
+        .map(|e| {
+            (
+                e["state"]["current"].as_str().unwrap_or("").to_string(),
+                e["instance_count"]["previous"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events.first(),
+        Some(&("STARTED".to_string(), serde_json::Value::Null)),
+        "{events:?}"
+    );
+    assert!(events.len() >= 3, "{events:?}");
+    assert_eq!(events.last().map(|e| e.0.as_str()), Some("STOPPED"), "{events:?}");
+
     let env = api.get(&format!("/v3/apps/{app_guid}/env")).await;
     assert_eq!(
         env["application_env_json"]["VCAP_APPLICATION"]["application_uris"][0],

@@ -55,7 +55,8 @@ async fn insert(
             .and_then(|(_, sizes)| sizes.iter().find(|(guid, _)| *guid == process.guid))
             .map(|(_, size)| *size);
         let now = db::now();
-        let opt = |v: Option<i64>| v.map_or(Arg::Null, Arg::Int);
+        // A typed NULL: PostgreSQL refuses a text NULL for a BIGINT column.
+        let opt = |v: Option<i64>| v.map_or(Arg::NullInt, Arg::Int);
         controller
             .db
             .insert(
