@@ -42,6 +42,10 @@ pub enum ApiError {
     /// CF-RunnerUnavailable: the BBS (Diego) cannot be reached.
     #[error("Runner is unavailable: {0}")]
     RunnerUnavailable(String),
+    /// CF-BlobstoreUnavailable: the blobstore cannot be read or written (its directory
+    /// or bucket is gone or does not answer); the cause is logged, not shown.
+    #[error("Failed to perform operation due to blobstore unavailability.")]
+    BlobstoreUnavailable(String),
     /// CF-ServerError; the cause is logged, not shown.
     #[error("An unknown error occurred.")]
     Internal(String),
@@ -76,6 +80,9 @@ impl ApiError {
                 170015,
                 "CF-RunnerUnavailable",
             ),
+            ApiError::BlobstoreUnavailable(_) => {
+                (StatusCode::BAD_GATEWAY, 150007, "CF-BlobstoreUnavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 10001, "CF-ServerError"),
         }
     }
@@ -102,7 +109,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
+        if let ApiError::Internal(cause) | ApiError::BlobstoreUnavailable(cause) = &self {
             tracing::error!(%cause, "API request failed");
         }
         let (status, _, _) = self.cf();
@@ -127,7 +134,13 @@ impl From<wf_bbs::BbsError> for ApiError {
 
 impl From<crate::blobstore::BlobError> for ApiError {
     fn from(e: crate::blobstore::BlobError) -> Self {
-        ApiError::Internal(format!("blobstore: {e}"))
+        use crate::blobstore::BlobError;
+        match e {
+            BlobError::Store(_) | BlobError::Bucket { .. } | BlobError::Io(_) => {
+                ApiError::BlobstoreUnavailable(format!("blobstore: {e}"))
+            }
+            other => ApiError::Internal(format!("blobstore: {other}")),
+        }
     }
 }
 
@@ -152,6 +165,19 @@ mod tests {
         assert_eq!(body["errors"][0]["code"], 10008);
         assert_eq!(body["errors"][0]["title"], "CF-UnprocessableEntity");
         assert_eq!(ApiError::InvalidAuthToken.body()["errors"][0]["code"], 1000);
+        // A blobstore that cannot be reached is CF's BlobstoreUnavailable (502), not an
+        // unknown error; a blob that is missing stays a server error.
+        let gone = ApiError::from(crate::blobstore::BlobError::Io(std::io::Error::other(
+            "Not a directory",
+        )));
+        assert_eq!(gone.cf().0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            gone.body(),
+            json!({"errors": [{"code": 150007, "title": "CF-BlobstoreUnavailable",
+                "detail": "Failed to perform operation due to blobstore unavailability."}]})
+        );
+        let missing = ApiError::from(crate::blobstore::BlobError::NotFound("d1".into()));
+        assert_eq!(missing.cf().1, 10001);
         assert_eq!(
             ApiError::NotAuthenticated.body()["errors"][0]["title"],
             "CF-NotAuthenticated"
