@@ -20,6 +20,11 @@ use crate::CellConfig;
 
 /// Time between an evacuating cell's rounds of hand-over calls.
 const EVACUATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Below this much free space in its data dir the cell offers no disk to the auction:
+/// a full disk fails every staging and instance start there (droplets, packages and
+/// instance scratch dirs live on it), so the work must go to other cells until space
+/// is freed.
+pub const MIN_FREE_DISK_BYTES: u64 = 32 << 20;
 
 /// Where an LRP container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +126,8 @@ pub struct Cell {
     /// Cancelled once an evacuation has handed over or stopped every container.
     pub evacuated: CancellationToken,
     tracker: TaskTracker,
+    /// Whether the data dir was found short of [`MIN_FREE_DISK_BYTES`] last time.
+    disk_full: AtomicBool,
 }
 
 impl Cell {
@@ -147,6 +154,7 @@ impl Cell {
             containers: Mutex::new(Containers::default()),
             shutdown: CancellationToken::new(),
             evacuating: AtomicBool::new(false),
+            disk_full: AtomicBool::new(false),
             evacuated: CancellationToken::new(),
             tracker: TaskTracker::new(),
         }
@@ -197,6 +205,29 @@ impl Cell {
         }
     }
 
+    /// Whether the data dir's file system has less than [`MIN_FREE_DISK_BYTES`] free;
+    /// says so in the cell's log when that changes.
+    fn data_dir_full(&self) -> bool {
+        let free = free_disk_bytes(&self.config.data_dir);
+        let full = free.is_some_and(|free| free < MIN_FREE_DISK_BYTES);
+        if self.disk_full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::error!(
+                    data_dir = %self.config.data_dir.display(),
+                    free_bytes = free.unwrap_or(0),
+                    "the cell's disk is full: it takes no new work until space is freed"
+                );
+            } else {
+                tracing::warn!(
+                    data_dir = %self.config.data_dir.display(),
+                    free_bytes = free.unwrap_or(0),
+                    "the cell's disk has room again: it takes work"
+                );
+            }
+        }
+        full
+    }
+
     /// The rep's `GET /state`.
     pub fn state(&self) -> CellState {
         let containers = self.containers();
@@ -218,11 +249,15 @@ impl Cell {
             .values()
             .filter(|c| c.phase != LrpPhase::Running)
             .count();
+        let mut available = self.available(&containers);
+        if self.data_dir_full() {
+            available.disk_mb = 0;
+        }
         CellState {
             cell_id: self.config.cell_id.clone(),
             rep_url: self.rep_url.clone(),
             zone: self.config.zone.clone(),
-            available_resources: self.available(&containers),
+            available_resources: available,
             total_resources: self.total_resources(),
             lrps,
             tasks,
@@ -289,7 +324,9 @@ impl Cell {
             u64::from(lrp.desired.memory_mb),
             u64::from(lrp.desired.disk_mb),
         );
-        if !fits(&self.available(&containers), memory_mb, disk_mb) {
+        if !fits(&self.available(&containers), memory_mb, disk_mb)
+            || (disk_mb > 0 && self.data_dir_full())
+        {
             return Reservation::Refused;
         }
         let stop = self.shutdown.child_token();
@@ -319,7 +356,9 @@ impl Cell {
             u64::from(task.definition.memory_mb),
             u64::from(task.definition.disk_mb),
         );
-        if !fits(&self.available(&containers), memory_mb, disk_mb) {
+        if !fits(&self.available(&containers), memory_mb, disk_mb)
+            || (disk_mb > 0 && self.data_dir_full())
+        {
             return Reservation::Refused;
         }
         let cancel = self.shutdown.child_token();
@@ -590,9 +629,30 @@ fn fits(available: &Resources, memory_mb: u64, disk_mb: u64) -> bool {
     available.containers >= 1 && available.memory_mb >= memory_mb && available.disk_mb >= disk_mb
 }
 
+/// The bytes an unprivileged process may still write on `dir`'s file system; `None` if
+/// it cannot be told.
+pub fn free_disk_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct it is given and reads the C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_free_space_of_a_data_dir_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_disk_bytes(dir.path()).is_some_and(|free| free > 0));
+        assert_eq!(free_disk_bytes(&dir.path().join("missing")), None);
+    }
 
     #[test]
     fn work_fits_only_within_every_resource() {
