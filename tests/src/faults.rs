@@ -1034,3 +1034,84 @@ pub fn move_to_postgres(d: &mut Distributed, pg: &PrivatePostgres) {
         }
     }
 }
+
+/// Runs `body` on a thread of its own in a private mount namespace (`unshare`), so that
+/// the mounts it makes (a small tmpfs for a cell's data dir, say) are seen only by it and
+/// the processes it starts, and vanish with them. Returns `false` (after saying why)
+/// when this process may not make one (not root, or no CAP_SYS_ADMIN).
+pub fn in_private_mount_namespace(body: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare and mount with these constant arguments touch only this
+        // thread's mount namespace.
+        let entered = unsafe {
+            libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+        };
+        let _ = tx.send(
+            entered
+                .then_some(())
+                .ok_or_else(std::io::Error::last_os_error),
+        );
+        if entered {
+            body();
+        }
+    });
+    let entered = rx.recv().expect("the namespace thread answers");
+    if let Err(e) = &entered {
+        eprintln!("skipping: cannot make a private mount namespace ({e}); the test needs root");
+    }
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+    entered.is_ok()
+}
+
+/// Mounts a tmpfs of `size` (`64m`) on `dir` (made if missing), in this thread's mount
+/// namespace (see [`in_private_mount_namespace`]).
+pub fn mount_tmpfs(dir: &std::path::Path, size: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(dir).expect("the mount point");
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("a path");
+    let options = std::ffi::CString::new(format!("size={size}")).expect("options");
+    // SAFETY: plain C strings that outlive the call.
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    assert_eq!(
+        mounted,
+        0,
+        "mounting a tmpfs on {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Fills the file system of `dir` with the file `dir/filler` until it is full.
+pub fn fill_disk(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(dir.join("filler")).expect("the filler file");
+    let chunk = vec![0x5au8; 1 << 20];
+    loop {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+    // What is left (less than a chunk) too.
+    while file.write_all(&[0x5a; 4096]).is_ok() {}
+    let _ = file.sync_all();
+}

@@ -1,8 +1,10 @@
 //! Fault injection (issue 12): under a steady workload (GETs through both routers, a
 //! push every couple of seconds, the app log lines the GETs make), each component of a
 //! distributed platform is killed with SIGKILL in turn and restarted as a supervisor
-//! would, NATS is killed and restarted, the blobstore goes away and comes back. Each
-//! fault's row reports requests failed and time to heal, and asserts that nothing
+//! would, NATS is killed and restarted, the blobstore goes away and comes back; on
+//! platforms of their own, a private PostgreSQL under the BBS, CC and UAA crashes, and
+//! a cell's disk fills up (a tmpfs in a private mount namespace; skipped unless root).
+//! Each fault's row reports requests failed and time to heal, and asserts that nothing
 //! acknowledged was lost (see `wf_tests::faults` for what "acknowledged" means).
 //! `bench/faults.sh` runs these with `--nocapture` and prints the tables.
 
@@ -10,7 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use wf_tests::distributed::{Distributed, CELLS, ROUTERS};
-use wf_tests::faults::{move_to_postgres, print_report, FaultRow, FaultRun, PrivatePostgres};
+use wf_tests::faults::{
+    fill_disk, in_private_mount_namespace, mount_tmpfs, move_to_postgres, print_report, FaultRow,
+    FaultRun, PrivatePostgres,
+};
 
 /// One platform at a time: two beside each other on 2 cores would skew the times to
 /// heal (and each already runs 9 `wfd` processes and a workload).
@@ -140,6 +145,7 @@ fn kill_9_of_each_component_and_nats_and_the_blobstore_lose_nothing_acknowledged
 
     // The blobstore goes away (its directory replaced by a file, so every read and
     // write fails) for 10 s: pushes fail meanwhile, running instances keep serving.
+    let blobstore_gone = Instant::now();
     let blobstore = run.d.platform.data_dir.join("blobstore");
     let away = run.d.platform.data_dir.join("blobstore.away");
     run.fault(
@@ -154,6 +160,17 @@ fn kill_9_of_each_component_and_nats_and_the_blobstore_lose_nothing_acknowledged
         },
         |run, undone| run.pushed_since(undone),
     );
+    // Pushes that failed meanwhile say why, as CF does (CF-BlobstoreUnavailable).
+    for push in run.workload.pushes() {
+        if !push.ok && push.started >= blobstore_gone {
+            assert!(
+                push.output.contains("blobstore unavailability"),
+                "{}: {}",
+                push.name,
+                push.output
+            );
+        }
+    }
     run.quiet(Duration::from_secs(3));
 
     let last = run.finish();
@@ -191,4 +208,64 @@ fn a_postgresql_restart_loses_nothing_acknowledged() {
     let last = run.finish();
     assert_nothing_lost("PostgreSQL restart", &run, &last);
     run.d.platform.stop();
+}
+
+/// The RUNNING instances the BBS has on cell `cell`.
+fn running_on(run: &FaultRun, cell: &str) -> usize {
+    run.bbs_post("/v1/actual_lrps/list")
+        .and_then(|body| body["actual_lrps"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|lrp| lrp["state"] == "RUNNING" && lrp["instance_key"]["cell_id"] == cell)
+        .count()
+}
+
+#[test]
+fn a_full_disk_on_a_cell_sends_work_elsewhere_and_the_cell_recovers() {
+    let _one = one_at_a_time();
+    // The fourth cell's data dir is a 64 MB tmpfs, in a mount namespace of the test's
+    // own: nothing is mounted outside it, and it goes away with the test.
+    in_private_mount_namespace(|| {
+        let Some(mut d) = Distributed::start() else {
+            return;
+        };
+        let dir = d.platform.data_dir.join("cell-full");
+        mount_tmpfs(&dir, "64m");
+        d.start_cell("cell-full", &[]);
+        let mut run = FaultRun::start(d, true);
+        run.quiet(Duration::from_secs(5));
+
+        // The disk fills up for 15 s while apps are pushed: stagings and instances the
+        // auction gives the full cell fail there, with the reason, and go elsewhere;
+        // once space is freed the cell takes work again.
+        let filled_at = Instant::now();
+        run.fault(
+            "disk full on a cell for 15 s",
+            |_| {
+                fill_disk(&dir);
+                std::thread::sleep(Duration::from_secs(15));
+                std::fs::remove_file(dir.join("filler")).expect("freeing the disk");
+                Instant::now()
+            },
+            |run, undone| run.pushed_since(undone) && running_on(run, "cell-full") > 0,
+        );
+        let failed: Vec<String> = run
+            .workload
+            .pushes()
+            .into_iter()
+            .filter(|p| !p.ok && p.started >= filled_at)
+            .map(|p| p.output)
+            .collect();
+        // The full cell offers no disk to the auction (its rep says so in its log):
+        // the other cells stage and run what is pushed meanwhile.
+        assert!(
+            failed.is_empty(),
+            "pushes failed while one cell's disk was full: {failed:#?}"
+        );
+        run.quiet(Duration::from_secs(3));
+
+        let last = run.finish();
+        assert_nothing_lost("disk full on a cell", &run, &last);
+        run.d.platform.stop();
+    });
 }
