@@ -28,8 +28,9 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The trace and parent ids of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+/// The trace id, parent id and flags of a valid `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`; a later version may add fields after the flags).
+fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -41,7 +42,7 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
         && flags.len() == 2
         && flags.bytes().all(|b| b.is_ascii_hexdigit())
         && (version != "00" || parts.next().is_none());
-    valid.then_some((trace, parent))
+    valid.then_some((trace, parent, flags))
 }
 
 /// Sets B3 and W3C headers on a request going to a backend. `random` supplies fresh
@@ -53,9 +54,13 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
         .filter(|t| is_hex(t, 32) || is_hex(t, 16))
         .map(str::to_ascii_lowercase);
     let b3_valid = b3_trace.is_some() && text(headers, X_B3_SPAN_ID).is_some_and(|s| is_hex(s, 16));
-    let w3c_trace = text(headers, TRACEPARENT)
-        .and_then(parse_traceparent)
-        .map(|(trace, _)| trace.to_ascii_lowercase());
+    let (w3c_trace, w3c_flags) = match text(headers, TRACEPARENT).and_then(parse_traceparent) {
+        Some((trace, _, flags)) => (
+            Some(trace.to_ascii_lowercase()),
+            Some(flags.to_ascii_lowercase()),
+        ),
+        None => (None, None),
+    };
 
     // One trace id for both formats: the client's if any, else a new one.
     let trace = w3c_trace
@@ -76,10 +81,8 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
         headers.remove(X_B3_PARENT_SPAN_ID);
     }
 
-    let flags = text(headers, TRACEPARENT)
-        .filter(|_| w3c_trace.is_some())
-        .and_then(|t| t.trim().rsplit('-').next())
-        .unwrap_or("01");
+    // The client's flags, not its last field: a later version may add fields after them.
+    let flags = w3c_flags.as_deref().unwrap_or("01");
     let mut parent = String::with_capacity(6 + trace.len() + span.len() + flags.len());
     for part in ["00-", &trace, "-", &span, "-", flags] {
         parent.push_str(part);
@@ -174,5 +177,24 @@ mod tests {
         h.insert(X_B3_TRACE_ID, HeaderValue::from_static("not-hex"));
         propagate(&mut h, TRACE, SPAN);
         assert_eq!(h[X_B3_TRACE_ID], "0af7651916cd43dd8448eb211c80319c");
+    }
+
+    /// Found by the `router_request` fuzz target: the flags of a later version's
+    /// traceparent were taken from its last field, so the router sent a malformed
+    /// version-00 traceparent (`00-<trace>-<span>-extra`).
+    #[test]
+    fn a_later_version_traceparent_keeps_only_its_flags() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            HeaderValue::from_static(
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A-extra",
+            ),
+        );
+        propagate(&mut h, TRACE, SPAN);
+        assert_eq!(
+            h[TRACEPARENT],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-0a"
+        );
     }
 }
