@@ -6,6 +6,8 @@
 mod builtin;
 mod custom;
 mod droplet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 mod package;
 pub mod sandbox;

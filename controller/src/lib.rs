@@ -10,6 +10,8 @@ mod crypto;
 mod db;
 mod deployments;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod logs;
 pub mod manifest;
 mod metadata;

@@ -243,10 +243,10 @@ impl From<BindingBody> for Credentials {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
@@ -317,12 +317,12 @@ impl Broker<'_> {
         let send_and_read = async {
             let mut response = request.send().await.map_err(|e| self.transport(e))?;
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+            );
             let mut body = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
                 if body.len() + chunk.len() > limit {
@@ -369,10 +369,7 @@ impl Broker<'_> {
                 MAX_CATALOG_BYTES,
             )
             .await?;
-        if reply.status != StatusCode::OK {
-            return Err(reply.error());
-        }
-        reply.parse()
+        catalog_reply(&reply)
     }
 
     /// `PUT /v2/service_instances/:id?accepts_incomplete=true`.
@@ -509,22 +506,7 @@ impl Broker<'_> {
                 MAX_BODY_BYTES,
             )
             .await?;
-        match reply.status {
-            StatusCode::OK | StatusCode::CREATED => {
-                let body: BindingBody = reply.parse().map_err(|_| OsbError::BadStatus {
-                    status: reply.status.as_u16(),
-                    description: Some("the binding is not valid JSON".into()),
-                })?;
-                Ok(BindOutcome::Done(body.into()))
-            }
-            StatusCode::ACCEPTED => {
-                let body: AsyncBody = reply.parse_or_default()?;
-                Ok(BindOutcome::Async {
-                    operation: body.operation,
-                })
-            }
-            _ => Err(reply.error()),
-        }
+        bind_reply(&reply)
     }
 
     /// `GET /v2/service_instances/:id/service_bindings/:bid` (after an async bind).
@@ -544,10 +526,7 @@ impl Broker<'_> {
                 MAX_BODY_BYTES,
             )
             .await?;
-        if reply.status != StatusCode::OK {
-            return Err(reply.error());
-        }
-        Ok(reply.parse::<BindingBody>()?.into())
+        fetch_binding_reply(&reply)
     }
 
     /// `DELETE /v2/service_instances/:id/service_bindings/:bid?...` (410 Gone is done).
@@ -603,34 +582,82 @@ impl Broker<'_> {
                 MAX_BODY_BYTES,
             )
             .await?;
-        match reply.status {
-            StatusCode::OK => {
-                let body: LastOperationBody = reply.parse()?;
-                match body.state.as_str() {
-                    "in progress" => Ok(LastOperation::InProgress {
-                        description: body.description,
-                        retry_after: reply.retry_after,
-                    }),
-                    "succeeded" => Ok(LastOperation::Succeeded {
-                        description: body.description,
-                    }),
-                    "failed" => Ok(LastOperation::Failed {
-                        description: body.description,
-                    }),
-                    other => Err(OsbError::Malformed(format!(
-                        "unknown last operation state {other:?}"
-                    ))),
-                }
-            }
-            StatusCode::GONE => Ok(LastOperation::Gone),
-            _ => Err(reply.error()),
+        last_operation_reply(&reply)
+    }
+}
+
+/// `Retry-After` in seconds (the only form the OSB spec uses); anything else is none.
+pub(crate) fn retry_after(header: Option<&str>) -> Option<Duration> {
+    header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The catalog in a `GET /v2/catalog` answer.
+pub(crate) fn catalog_reply(reply: &Reply) -> Result<Catalog, OsbError> {
+    if reply.status != StatusCode::OK {
+        return Err(reply.error());
+    }
+    reply.parse()
+}
+
+/// A bind answer: credentials (200, 201), or an operation to poll (202).
+pub(crate) fn bind_reply(reply: &Reply) -> Result<BindOutcome, OsbError> {
+    match reply.status {
+        StatusCode::OK | StatusCode::CREATED => {
+            let body: BindingBody = reply.parse().map_err(|_| OsbError::BadStatus {
+                status: reply.status.as_u16(),
+                description: Some("the binding is not valid JSON".into()),
+            })?;
+            Ok(BindOutcome::Done(body.into()))
         }
+        StatusCode::ACCEPTED => {
+            let body: AsyncBody = reply.parse_or_default()?;
+            Ok(BindOutcome::Async {
+                operation: body.operation,
+            })
+        }
+        _ => Err(reply.error()),
+    }
+}
+
+/// The credentials of a fetched binding.
+pub(crate) fn fetch_binding_reply(reply: &Reply) -> Result<Credentials, OsbError> {
+    if reply.status != StatusCode::OK {
+        return Err(reply.error());
+    }
+    Ok(reply.parse::<BindingBody>()?.into())
+}
+
+/// A `last_operation` answer.
+pub(crate) fn last_operation_reply(reply: &Reply) -> Result<LastOperation, OsbError> {
+    match reply.status {
+        StatusCode::OK => {
+            let body: LastOperationBody = reply.parse()?;
+            match body.state.as_str() {
+                "in progress" => Ok(LastOperation::InProgress {
+                    description: body.description,
+                    retry_after: reply.retry_after,
+                }),
+                "succeeded" => Ok(LastOperation::Succeeded {
+                    description: body.description,
+                }),
+                "failed" => Ok(LastOperation::Failed {
+                    description: body.description,
+                }),
+                other => Err(OsbError::Malformed(format!(
+                    "unknown last operation state {other:?}"
+                ))),
+            }
+        }
+        StatusCode::GONE => Ok(LastOperation::Gone),
+        _ => Err(reply.error()),
     }
 }
 
 /// Provision, update, deprovision and unbind answers: 200/201 done, 202 async; for
 /// deletes 410 Gone is done too.
-fn instance_outcome(reply: &Reply, delete: bool) -> Result<Outcome, OsbError> {
+pub(crate) fn instance_outcome(reply: &Reply, delete: bool) -> Result<Outcome, OsbError> {
     match reply.status {
         StatusCode::OK | StatusCode::CREATED => {
             let body: AsyncBody = reply.parse_or_default().map_err(|_| OsbError::BadStatus {

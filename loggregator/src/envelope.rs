@@ -25,6 +25,16 @@ impl EnvelopeBatch {
             .strip_prefix(b"{")
             .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"batch\""))
     }
+
+    /// The envelopes of one bus message on [`ENVELOPE_SUBJECT`]: a batch, or a single
+    /// envelope.
+    pub fn decode(payload: &[u8]) -> Result<Vec<Envelope>, serde_json::Error> {
+        if EnvelopeBatch::is_batch(payload) {
+            serde_json::from_slice::<EnvelopeBatch>(payload).map(|b| b.batch)
+        } else {
+            serde_json::from_slice::<Envelope>(payload).map(|e| vec![e])
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

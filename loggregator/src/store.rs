@@ -441,12 +441,7 @@ impl LogStore {
     }
 
     fn ingest_json(&self, payload: &[u8]) {
-        let parsed = if EnvelopeBatch::is_batch(payload) {
-            serde_json::from_slice::<EnvelopeBatch>(payload).map(|b| b.batch)
-        } else {
-            serde_json::from_slice::<Envelope>(payload).map(|e| vec![e])
-        };
-        match parsed {
+        match EnvelopeBatch::decode(payload) {
             Ok(envelopes) => envelopes.into_iter().for_each(|e| self.ingest(e)),
             Err(e) => {
                 let n = self.bad_messages.fetch_add(1, Ordering::Relaxed) + 1;

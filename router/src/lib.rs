@@ -10,6 +10,8 @@
 
 mod access_log;
 mod connector;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 mod metrics;
 mod proxy;

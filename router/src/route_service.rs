@@ -121,20 +121,28 @@ impl RouteServiceKeys {
             forwarded_url: forwarded_url.to_string(),
             requested_time: now,
         };
-        let mut sealed = serde_json::to_vec(&signature)?;
-        let nonce: [u8; NONCE_LEN] = rand::random();
+        self.seal(serde_json::to_vec(&signature)?, rand::random())
+    }
+
+    /// Seals `plaintext` (a signature's JSON) with the current key and `nonce` into the
+    /// two headers.
+    pub(crate) fn seal(
+        &self,
+        mut plaintext: Vec<u8>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<SignedHeaders, RouteServiceError> {
         self.current
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::empty(),
-                &mut sealed,
+                &mut plaintext,
             )
             .map_err(|_| RouteServiceError::Seal)?;
         let metadata = Metadata {
             nonce: STANDARD.encode(nonce),
         };
         Ok(SignedHeaders {
-            signature: URL_SAFE.encode(sealed),
+            signature: URL_SAFE.encode(plaintext),
             metadata: URL_SAFE.encode(serde_json::to_vec(&metadata)?),
         })
     }

@@ -22,7 +22,7 @@ use crate::Controller;
 
 /// Most bytes an uploaded droplet may unpack to: what a cell gives an instance's disk
 /// at most.
-const MAX_UNPACKED_DROPLET_BYTES: u64 = 4 << 30;
+pub(crate) const MAX_UNPACKED_DROPLET_BYTES: u64 = 4 << 30;
 
 pub fn present_droplet(controller: &Controller, droplet: &Droplet) -> Value {
     let checksum = droplet

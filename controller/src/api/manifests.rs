@@ -538,7 +538,7 @@ impl Applier {
 }
 
 /// `host.domain[/path]` as (host, domain guid, path), by the longest matching domain.
-fn split_route(route: &str, domains: &[Value]) -> Option<(String, String, String)> {
+pub(crate) fn split_route(route: &str, domains: &[Value]) -> Option<(String, String, String)> {
     let route = route
         .trim()
         .trim_start_matches("https://")

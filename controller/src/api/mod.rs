@@ -34,6 +34,10 @@ pub use apps::STACK;
 pub use buildpacks::for_staging as buildpacks_for_staging;
 pub use env_groups::variables as env_group_variables;
 pub use routes::{route_url, sync_route_apps, APP_PORT};
+// For `crate::fuzzing`.
+pub(crate) use droplets::MAX_UNPACKED_DROPLET_BYTES;
+pub(crate) use manifests::split_route;
+pub(crate) use service_brokers::check_catalog;
 
 use std::sync::Arc;
 

@@ -374,7 +374,7 @@ async fn fetch_and_store(controller: &Controller, broker: &ServiceBroker) -> Res
 }
 
 /// CF's catalog checks: ids and names present and unique.
-fn check_catalog(catalog: &Catalog) -> Result<(), ApiError> {
+pub(crate) fn check_catalog(catalog: &Catalog) -> Result<(), ApiError> {
     let invalid = |detail: String| {
         ApiError::unprocessable(format!("Service broker catalog is invalid: {detail}"))
     };

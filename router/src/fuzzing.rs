@@ -1,0 +1,64 @@
+//! Entry points for the fuzz targets in `fuzz/` into the router's request parsing that
+//! is otherwise private: trace context headers and route service signatures. Not an
+//! API (hidden from the docs); the targets call exactly the functions the proxy runs.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use time::OffsetDateTime;
+
+/// Sets the B3 and W3C trace headers of a request going to a backend, as the proxy does.
+pub fn propagate_trace(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
+    crate::trace::propagate(headers, trace_id, span_id);
+}
+
+/// The route service keys: signing, and verifying `X-CF-Proxy-Signature` and
+/// `X-CF-Proxy-Metadata` on requests coming back from a route service.
+pub struct RouteServiceKeys(crate::route_service::RouteServiceKeys);
+
+impl RouteServiceKeys {
+    /// Keys from the secret (and the previous one, during rotation). Slow (PBKDF2):
+    /// make them once.
+    pub fn new(
+        secret: &str,
+        previous: Option<&str>,
+        timeout: Duration,
+    ) -> Result<RouteServiceKeys, crate::RouteServiceError> {
+        crate::route_service::RouteServiceKeys::new(secret, previous, timeout).map(RouteServiceKeys)
+    }
+
+    /// `(X-CF-Proxy-Signature, X-CF-Proxy-Metadata)` of a request for `url` at `now`.
+    pub fn sign(&self, url: &str, now: OffsetDateTime) -> Result<(String, String), String> {
+        let signed = self.0.sign(url, now).map_err(|e| e.to_string())?;
+        Ok((signed.signature, signed.metadata))
+    }
+
+    /// The headers of any `plaintext` sealed with the current key: lets a fuzzer reach
+    /// what [`verify`](Self::verify) does after decryption.
+    pub fn seal(&self, plaintext: &[u8], nonce: [u8; 12]) -> Result<(String, String), String> {
+        let signed = self
+            .0
+            .seal(plaintext.to_vec(), nonce)
+            .map_err(|e| e.to_string())?;
+        Ok((signed.signature, signed.metadata))
+    }
+
+    /// Checks a route service's request for `requested_url` at `now`, as the proxy does.
+    pub fn verify(
+        &self,
+        signature: &str,
+        metadata: Option<&str>,
+        requested_url: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
+        self.0
+            .verify(signature, metadata, requested_url, now)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A `router.register` / `router.unregister` payload, as the router reads it off the
+/// bus (`None`: ignored as malformed).
+pub fn parse_registration(payload: &[u8]) -> Option<crate::RegistryMessage> {
+    crate::parse_registration(payload)
+}
