@@ -51,12 +51,13 @@ impl Controller {
     }
 
     /// `GET /metrics/platform`: this controller's metrics and `targets`' (each scrape
-    /// bounded by `timeout`), merged. The controller itself is a target (`component`
-    /// `controller`), read in process.
+    /// bounded by `timeout`, through `client`), merged. The controller itself is a
+    /// target (`component` `controller`), read in process.
     pub fn platform_metrics_router(
         self: &Arc<Self>,
         mut targets: Vec<MetricsTarget>,
         timeout: Duration,
+        client: reqwest::Client,
     ) -> Router {
         let instance = url::Url::parse(&self.base_url)
             .ok()
@@ -73,7 +74,7 @@ impl Controller {
         targets.insert(0, MetricsTarget::local("controller", &instance, render));
         let platform = Arc::new(Platform {
             controller: self.clone(),
-            collector: Collector::new(targets, timeout),
+            collector: Collector::with_client(targets, timeout, client),
         });
         Router::new()
             .route("/metrics/platform", get(platform_metrics))

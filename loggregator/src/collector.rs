@@ -130,9 +130,19 @@ enum ScrapeError {
 
 impl Collector {
     pub fn new(targets: Vec<MetricsTarget>, timeout: Duration) -> Collector {
+        Collector::with_client(targets, timeout, reqwest::Client::new())
+    }
+
+    /// A collector that scrapes with `client`: e.g. one presenting the platform's
+    /// mutual TLS certificate, for a BBS or rep `/metrics` that requires it.
+    pub fn with_client(
+        targets: Vec<MetricsTarget>,
+        timeout: Duration,
+        client: reqwest::Client,
+    ) -> Collector {
         Collector {
             targets,
-            client: reqwest::Client::new(),
+            client,
             timeout,
         }
     }

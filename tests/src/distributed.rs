@@ -126,6 +126,8 @@ impl Distributed {
                 &APPS_DOMAIN,
                 &"--sync-interval",
                 &"2",
+                &"--metrics-target",
+                &format!("bbs={}/metrics", bbs_urls[0]),
                 &"--nats-url",
                 &nats_url,
             ])

@@ -79,6 +79,20 @@ fn a_lost_cell_is_replaced_within_its_presence_ttl_on_default_timers() {
     };
     assert_internal_apis_refuse_strangers(&d);
     let wf = d.platform.user();
+    // The controller's collector scrapes the BBS's `/metrics` with its certificate.
+    let platform_metrics = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics/platform", d.platform.api_url))
+        .header("Authorization", wf.token())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap();
+    assert!(
+        platform_metrics
+            .lines()
+            .any(|l| l.starts_with("up{component=\"bbs\"") && l.ends_with(" 1")),
+        "{platform_metrics}"
+    );
     let process_guid = d.push(&wf, "steady", 2);
     let cells = d.settled_on(&process_guid, 2).expect("two instances");
     let victim = cells[0].clone();

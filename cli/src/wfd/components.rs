@@ -380,6 +380,8 @@ pub struct ControllerArgs {
     pub sync_interval: u64,
     /// A component for the metrics collector view (`/metrics/platform`): NAME=URL of its
     /// `/metrics`, e.g. `bbs=http://10.0.0.5:8889/metrics`. Repeat it per component.
+    /// With `--mtls-*` the scrapes present the controller's certificate and trust the
+    /// platform CA (`bbs=https://...`).
     #[arg(long = "metrics-target", value_name = "NAME=URL", value_parser = wf_loggregator::MetricsTarget::parse)]
     pub metrics_targets: Vec<wf_loggregator::MetricsTarget>,
     /// The controller's certificate for the BBS API.
@@ -432,11 +434,18 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.external_url
     );
+    // Under mutual TLS the BBS's and the reps' `/metrics` want the controller's
+    // certificate (and https targets are then the platform CA's).
+    let scrapes = match &mutual_tls {
+        Some(tls) => tls.client_builder().build()?,
+        None => reqwest::Client::new(),
+    };
     let api = controller
         .router()
         .merge(controller.platform_metrics_router(
             args.metrics_targets.clone(),
             wf_loggregator::DEFAULT_SCRAPE_TIMEOUT,
+            scrapes,
         ));
     let served = serve(listener, api, cancel.clone()).await;
     cancel.cancel();

@@ -187,10 +187,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let metrics_targets = metrics_targets(&uaa, &api_url, bbs_addr, rep_addr, router_status_addr)?;
     let api = controller
         .router()
-        .merge(
-            controller
-                .platform_metrics_router(metrics_targets, wf_loggregator::DEFAULT_SCRAPE_TIMEOUT),
-        )
+        .merge(controller.platform_metrics_router(
+            metrics_targets,
+            wf_loggregator::DEFAULT_SCRAPE_TIMEOUT,
+            reqwest::Client::new(),
+        ))
         .merge(uaa.router());
     tasks.push(tokio::spawn({
         let cancel = cancel.clone();
