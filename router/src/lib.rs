@@ -72,7 +72,8 @@ impl From<BusError> for RouterError {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` hides the route services secrets (and the status port's password).
+#[derive(Clone)]
 pub struct RouterConfig {
     /// Endpoints not re-registered for this long are pruned (CF: 120 s).
     pub prune_threshold: Duration,
@@ -119,6 +120,43 @@ pub struct RouterConfig {
     pub route_services_secret_decrypt_only: Option<String>,
     /// How long a route service has to send the request back (Gorouter: 60 s).
     pub route_services_timeout: Duration,
+}
+
+/// Shows whether the route services secrets are set, never them.
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("prune_threshold", &self.prune_threshold)
+            .field("minimum_register_interval", &self.minimum_register_interval)
+            .field("backend_connect_timeout", &self.backend_connect_timeout)
+            .field("backend_response_timeout", &self.backend_response_timeout)
+            .field("endpoint_failure_backoff", &self.endpoint_failure_backoff)
+            .field("client_header_timeout", &self.client_header_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_request_body_bytes", &self.max_request_body_bytes)
+            .field("max_conns_per_backend", &self.max_conns_per_backend)
+            .field(
+                "sticky_session_cookie_names",
+                &self.sticky_session_cookie_names,
+            )
+            .field("status_credentials", &self.status_credentials)
+            .field("tls_certificates", &self.tls_certificates)
+            .field("tls_handshake_timeout", &self.tls_handshake_timeout)
+            .field("backend_ca_certificates", &self.backend_ca_certificates)
+            .field(
+                "route_services_secret",
+                &self.route_services_secret.as_ref().map(|_| "REDACTED"),
+            )
+            .field(
+                "route_services_secret_decrypt_only",
+                &self
+                    .route_services_secret_decrypt_only
+                    .as_ref()
+                    .map(|_| "REDACTED"),
+            )
+            .field("route_services_timeout", &self.route_services_timeout)
+            .finish()
+    }
 }
 
 impl Default for RouterConfig {
@@ -584,5 +622,21 @@ mod tests {
         assert_eq!(config(120).prune_interval(), Duration::from_secs(30));
         assert_eq!(config(8).prune_interval(), Duration::from_secs(2));
         assert_eq!(config(0).prune_interval(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn debug_hides_the_secrets() {
+        let config = RouterConfig {
+            route_services_secret: Some("rs-s3cret".into()),
+            route_services_secret_decrypt_only: Some("old-s3cret".into()),
+            status_credentials: Some(StatusCredentials {
+                user: "status".into(),
+                password: "status-s3cret".into(),
+            }),
+            ..RouterConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("REDACTED") && shown.contains("status"), "{shown}");
     }
 }

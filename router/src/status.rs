@@ -22,11 +22,20 @@ use tokio_util::task::TaskTracker;
 use crate::metrics::Metrics;
 use crate::table::RouteTable;
 
-/// User and password for the status port's `/routes` and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// User and password for the status port's `/routes` and `/metrics`; `Debug` shows the
+/// user only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StatusCredentials {
     pub user: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for StatusCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StatusCredentials {
