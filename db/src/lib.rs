@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use sqlx::any::AnyPoolOptions;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Transaction};
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -169,6 +169,23 @@ pub async fn open(url: &str, migrations: &'static [EmbeddedMigration]) -> Result
     Ok(pool)
 }
 
+/// Begins a transaction that will write, on a connection of `pool`.
+///
+/// Use it for every transaction that writes, above all one that reads first. On SQLite
+/// this is `BEGIN IMMEDIATE`, which takes the write lock at once (waiting for it up to
+/// the busy timeout). A plain `BEGIN` is deferred: the transaction starts as a reader,
+/// and when another connection commits between its first read and its first write, the
+/// write fails at once with `database is locked` (`SQLITE_BUSY_SNAPSHOT`, 517), since
+/// in WAL mode a reader holding an old snapshot can never become the writer and the
+/// busy timeout does not apply. PostgreSQL's `BEGIN` has no such upgrade and is kept.
+pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -283,5 +300,73 @@ mod tests {
             .try_get("c")
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    /// Issue 12: one BBS write in a thousand failed with "database is locked" (517) under
+    /// load. A write transaction that reads first must survive another connection
+    /// committing between its read and its write, on a SQLite file in WAL mode.
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_survives_a_concurrent_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        read_then_write_beside_another_writer(&url).await;
+        if let Some(db) = testing::postgres().await {
+            read_then_write_beside_another_writer(db.url()).await;
+        }
+    }
+
+    async fn read_then_write_beside_another_writer(url: &str) {
+        let pool = open(url, V1).await.unwrap();
+        for id in ["counter", "other"] {
+            sqlx::query("INSERT INTO things (id, n) VALUES ($1, 0)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        const ROUNDS: i64 = 10;
+        for round in 0..ROUNDS {
+            let mut tx = begin_write(&pool).await.unwrap();
+            let n: i64 = sqlx::query("SELECT n FROM things WHERE id = 'counter'")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap();
+            // Another connection writes while this transaction is between its read and
+            // its write; it may have to wait for this one, but neither may fail.
+            let other = tokio::spawn({
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("UPDATE things SET n = n + 1 WHERE id = 'other'")
+                        .execute(&pool)
+                        .await
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sqlx::query("UPDATE things SET n = $1 WHERE id = 'counter'")
+                .bind(n + 1)
+                .execute(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("round {round} on {}: {e}", redacted_url(url)));
+            tx.commit().await.unwrap();
+            other.await.unwrap().unwrap();
+        }
+        let rows = sqlx::query("SELECT id, n FROM things ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let counts: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r.try_get("id").unwrap(), r.try_get("n").unwrap()))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("counter".to_string(), ROUNDS),
+                ("other".to_string(), ROUNDS)
+            ]
+        );
+        pool.close().await;
     }
 }
