@@ -28,6 +28,10 @@ use wf_router::{RegistryMessage, RouterConfig};
 const BENCH_HOST: &str = "hello.apps.bench.local";
 const APP_GUID: &str = "5b9ea3a4-5bd4-4f51-9c1a-3d7f3c0c0a11";
 
+/// The allocator `wfd` uses (see cli/src/bin/wfd.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn usage() -> ! {

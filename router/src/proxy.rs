@@ -39,15 +39,15 @@ const MAX_ATTEMPTS: usize = 3;
 /// Idle backend connections are closed after this long.
 const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-const X_CF_ROUTER_ERROR: &str = "x-cf-routererror";
-const X_VCAP_REQUEST_ID: &str = "x-vcap-request-id";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_REQUEST_START: &str = "x-request-start";
-const X_CF_APPLICATION_ID: &str = "x-cf-applicationid";
-const X_CF_INSTANCE_INDEX: &str = "x-cf-instanceindex";
-const X_CF_INSTANCE_ID: &str = "x-cf-instanceid";
-const X_CF_APP_INSTANCE: &str = "x-cf-app-instance";
+const X_CF_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-cf-routererror");
+const X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+const X_CF_APPLICATION_ID: HeaderName = HeaderName::from_static("x-cf-applicationid");
+const X_CF_INSTANCE_INDEX: HeaderName = HeaderName::from_static("x-cf-instanceindex");
+const X_CF_INSTANCE_ID: HeaderName = HeaderName::from_static("x-cf-instanceid");
+const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance");
 /// The cookie naming the instance of a sticky session.
 pub(crate) const VCAP_ID_COOKIE: &str = "__VCAP_ID__";
 
@@ -614,11 +614,11 @@ impl Proxy {
             record.instance_id = Some(e.instance_id.clone());
         }
         let (parts, mut body) = resp.into_parts();
-        body.log = Some(PendingLog {
+        body.log = Some(Box::new(PendingLog {
             record,
             started,
             logger: self.log.clone(),
-        });
+        }));
         body.active = active;
         Response::from_parts(parts, body)
     }
@@ -825,7 +825,7 @@ fn body_too_large(limit: u64) -> Response<ResponseBody> {
     )
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -1071,7 +1071,7 @@ enum ResponseInner {
 pub(crate) struct ResponseBody {
     inner: ResponseInner,
     sent: u64,
-    log: Option<PendingLog>,
+    log: Option<Box<PendingLog>>,
     /// Holds the endpoint's in-flight count until the response is done.
     active: Option<ActiveRequest>,
 }

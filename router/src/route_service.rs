@@ -19,9 +19,12 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, NONCE_LEN};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub(crate) const X_CF_FORWARDED_URL: &str = "x-cf-forwarded-url";
-pub(crate) const X_CF_PROXY_SIGNATURE: &str = "x-cf-proxy-signature";
-pub(crate) const X_CF_PROXY_METADATA: &str = "x-cf-proxy-metadata";
+pub(crate) const X_CF_FORWARDED_URL: http::HeaderName =
+    http::HeaderName::from_static("x-cf-forwarded-url");
+pub(crate) const X_CF_PROXY_SIGNATURE: http::HeaderName =
+    http::HeaderName::from_static("x-cf-proxy-signature");
+pub(crate) const X_CF_PROXY_METADATA: http::HeaderName =
+    http::HeaderName::from_static("x-cf-proxy-metadata");
 
 /// Gorouter's PBKDF2 iterations for the route services key.
 const KEY_ITERATIONS: u32 = 100_001;

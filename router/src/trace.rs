@@ -3,28 +3,34 @@
 //! created otherwise. The W3C parent id is new at each hop and recorded in
 //! `tracestate` as `gorouter=<parent id>`.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub(crate) const X_B3_TRACE_ID: &str = "x-b3-traceid";
-pub(crate) const X_B3_SPAN_ID: &str = "x-b3-spanid";
-pub(crate) const X_B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
-pub(crate) const TRACEPARENT: &str = "traceparent";
-pub(crate) const TRACESTATE: &str = "tracestate";
+pub(crate) const X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub(crate) const X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub(crate) const X_B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
 }
 
-/// The low `digits` hex digits of `value`, lower case: what `format!("{:0N$x}")` gives,
-/// without the formatting machinery (this runs on every request).
-fn hex(value: u128, digits: usize) -> String {
-    (0..digits)
-        .rev()
-        .map(|i| char::from(b"0123456789abcdef"[((value >> (4 * i)) & 0xf) as usize]))
-        .collect()
+/// The low `N` hex digits of `value`, lower case: what `format!("{:0N$x}")` gives,
+/// without the formatting machinery or an allocation (this runs on every request).
+fn hex<const N: usize>(value: u128) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for (i, digit) in out.iter_mut().rev().enumerate() {
+        *digit = b"0123456789abcdef"[((value >> (4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
-fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// ASCII hex digits as text.
+fn hex_str(digits: &[u8]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
+}
+
+fn text(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -49,7 +55,35 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
 /// bits: `trace_id` (128) is used when the client sent no trace, `span_id` (64) is this
 /// hop's span / parent id.
 pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
-    let span = hex(span_id.into(), 16);
+    let span = hex::<16>(span_id.into());
+    let span = hex_str(&span);
+    let client_sent = [&X_B3_TRACE_ID, &X_B3_SPAN_ID, &TRACEPARENT]
+        .into_iter()
+        .any(|name| headers.contains_key(name));
+    if !client_sent {
+        // The common case: a new trace, its values made without intermediate strings.
+        let trace = hex::<32>(trace_id);
+        let trace = hex_str(&trace);
+        let mut parent = [0u8; 55];
+        for (at, part) in [(0, "00-"), (3, trace), (35, "-"), (36, span), (52, "-01")] {
+            parent[at..at + part.len()].copy_from_slice(part.as_bytes());
+        }
+        let mut state = [0u8; 25];
+        state[..9].copy_from_slice(b"gorouter=");
+        state[9..].copy_from_slice(span.as_bytes());
+        for (name, value) in [
+            (X_B3_TRACE_ID, trace.as_bytes()),
+            (X_B3_SPAN_ID, span.as_bytes()),
+            (TRACEPARENT, &parent),
+            (TRACESTATE, &state),
+        ] {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                headers.insert(name, v);
+            }
+        }
+        headers.remove(X_B3_PARENT_SPAN_ID);
+        return;
+    }
     let b3_trace = text(headers, X_B3_TRACE_ID)
         .filter(|t| is_hex(t, 32) || is_hex(t, 16))
         .map(str::to_ascii_lowercase);
@@ -67,7 +101,7 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
         .clone()
         .or_else(|| b3_trace.clone().filter(|t| t.len() == 32))
         .or_else(|| b3_trace.clone().map(|t| format!("{t:0>32}")))
-        .unwrap_or_else(|| hex(trace_id, 32));
+        .unwrap_or_else(|| hex_str(&hex::<32>(trace_id)).to_string());
 
     if !b3_valid {
         // Owned text becomes a header value without another copy.
@@ -75,7 +109,7 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
         if let Ok(v) = HeaderValue::try_from(b3) {
             headers.insert(X_B3_TRACE_ID, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&span) {
+        if let Ok(v) = HeaderValue::from_str(span) {
             headers.insert(X_B3_SPAN_ID, v);
         }
         headers.remove(X_B3_PARENT_SPAN_ID);
@@ -84,7 +118,7 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     // The client's flags, not its last field: a later version may add fields after them.
     let flags = w3c_flags.as_deref().unwrap_or("01");
     let mut parent = String::with_capacity(6 + trace.len() + span.len() + flags.len());
-    for part in ["00-", &trace, "-", &span, "-", flags] {
+    for part in ["00-", &trace, "-", span, "-", flags] {
         parent.push_str(part);
     }
     if let Ok(v) = HeaderValue::try_from(parent) {
@@ -102,7 +136,7 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     };
     let mut state = String::with_capacity(25);
     state.push_str("gorouter=");
-    state.push_str(&span);
+    state.push_str(span);
     for entry in prior.iter().take(31) {
         state.push(',');
         state.push_str(entry);
@@ -121,9 +155,9 @@ mod tests {
 
     #[test]
     fn hex_matches_format() {
-        assert_eq!(hex(TRACE, 32), format!("{TRACE:032x}"));
-        assert_eq!(hex(SPAN.into(), 16), format!("{SPAN:016x}"));
-        assert_eq!(hex(0xab, 16), "00000000000000ab");
+        assert_eq!(hex_str(&hex::<32>(TRACE)), format!("{TRACE:032x}"));
+        assert_eq!(hex_str(&hex::<16>(SPAN.into())), format!("{SPAN:016x}"));
+        assert_eq!(hex_str(&hex::<16>(0xab)), "00000000000000ab");
     }
 
     #[test]

@@ -2,6 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's allocator: the router's request path allocates a few
+/// dozen small objects a request and spends about an eighth less CPU with it
+/// (`bench/router.sh`, docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wfd", version, about = "Runs the Wasmfoundry platform")]
 struct Cli {
