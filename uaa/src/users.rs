@@ -179,7 +179,7 @@ pub(crate) async fn update(pool: &AnyPool, user: &User) -> Result<bool, UaaError
 
 /// Deletes the user and its failed logins; `Ok(false)` when there was none.
 pub(crate) async fn delete(pool: &AnyPool, id: &str) -> Result<bool, UaaError> {
-    let mut tx = pool.begin().await.map_err(db_error)?;
+    let mut tx = wf_db::begin_write(pool).await.map_err(db_error)?;
     sqlx::query("DELETE FROM failed_logins WHERE user_id = $1")
         .bind(id.to_string())
         .execute(&mut *tx)
