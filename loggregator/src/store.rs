@@ -3,11 +3,13 @@
 //! envelope to stream readers (the RLP gateway).
 //!
 //! Like Log Cache, each source keeps its newest envelopes in timestamp order and drops
-//! the oldest once full (counted as `expired`); reads select a time range and
-//! envelope types and return at most `limit` envelopes. Like Loggregator, ingest never
+//! the oldest once full (counted as `expired`), and the whole store keeps within a byte
+//! budget by dropping the oldest envelopes of all sources (also `expired`); reads select
+//! a time range and envelope types and return at most `limit` envelopes. Like Loggregator, ingest never
 //! waits for a reader: a reader that falls behind loses envelopes, and the loss is counted.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -23,6 +25,14 @@ use crate::{Envelope, EnvelopeBatch, EnvelopeMessage, ENVELOPE_SUBJECT};
 
 /// Envelopes kept per source id before the oldest are dropped.
 pub const DEFAULT_MAX_ENVELOPES_PER_SOURCE: usize = 100_000;
+
+/// Approximate bytes kept in the whole store ([`LogStoreConfig::max_bytes`]).
+pub const DEFAULT_MAX_BYTES: usize = 512 << 20;
+
+/// A store over its byte budget prunes down to this share of it (per cent), so that
+/// the next prune waits for a tenth of the budget to arrive: ingest stays O(1)
+/// amortised however full the store runs.
+const PRUNE_TO_PERCENT: usize = 90;
 
 /// Log Cache's default `limit` of a read.
 pub const DEFAULT_READ_LIMIT: usize = 100;
@@ -42,8 +52,18 @@ pub struct LogStoreConfig {
     /// is always kept, however large.
     pub max_bytes_per_source: usize,
     /// Source ids kept: 10,000. A new source beyond that evicts the source updated least
-    /// recently (Log Cache prunes whole sources, oldest first, when memory runs short).
+    /// recently.
     pub max_sources: usize,
+    /// Approximate bytes kept in the whole store: 512 MiB ([`DEFAULT_MAX_BYTES`]). The
+    /// per-source bounds alone allow 16 MiB x 10,000 sources; Log Cache instead fills a
+    /// share of its VM's memory (`MEMORY_LIMIT_PERCENT`, 50 on a VM of its own) and,
+    /// when over it, drops the oldest envelopes across all sources. Ours shares the
+    /// controller's process, so the default is a fixed size: at ~500 bytes per
+    /// container-metric envelope it holds about a million envelopes, some 25 minutes of
+    /// metrics from 10,000 instances reporting every 15 s. When the total passes this,
+    /// the oldest envelopes of the whole store are dropped (counted as `expired`) until
+    /// it is at 90% of it; a source left empty is dropped (counted as evicted).
+    pub max_bytes: usize,
     /// Envelopes buffered for every stream reader: 16,384. A reader further behind than
     /// that loses the oldest and is told how many (Loggregator's ring-buffer diodes).
     pub stream_buffer: usize,
@@ -56,6 +76,7 @@ impl Default for LogStoreConfig {
             max_bytes_per_source: 16 << 20,
             max_sources: 10_000,
             stream_buffer: 16_384,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -101,9 +122,11 @@ pub struct StoreStats {
     pub envelopes: u64,
     /// Approximate bytes held.
     pub bytes: u64,
-    /// Envelopes dropped because their source was full, summed over all sources ever.
+    /// Envelopes dropped because their source was full or the store over its byte
+    /// budget, summed over all sources ever.
     pub expired: u64,
-    /// Sources dropped whole to make room for new ones, and the envelopes they held.
+    /// Sources dropped whole (to make room for new ones, or left empty by the byte
+    /// budget), and the envelopes the former held.
     pub evicted_sources: u64,
     pub evicted_envelopes: u64,
     /// Envelopes stream readers lost because they fell behind.
@@ -149,13 +172,13 @@ impl StoreStats {
             (
                 "log_cache_envelopes_expired_total",
                 Kind::Counter,
-                "Envelopes dropped because their source was full.",
+                "Envelopes dropped because their source was full or the log cache over its byte budget.",
                 self.expired,
             ),
             (
                 "log_cache_sources_evicted_total",
                 Kind::Counter,
-                "Sources dropped whole to make room for new ones.",
+                "Sources dropped whole, to make room for new ones or emptied by the byte budget.",
                 self.evicted_sources,
             ),
             (
@@ -199,6 +222,9 @@ struct Sources {
     by_id: HashMap<String, SourceCache>,
     /// Envelopes ingested so far; orders sources by last update.
     sequence: u64,
+    /// Sums over `by_id` of their envelopes and bytes.
+    envelopes: usize,
+    bytes: usize,
 }
 
 pub struct LogStore {
@@ -230,6 +256,7 @@ impl LogStore {
             max_bytes_per_source: config.max_bytes_per_source.max(1),
             max_sources: config.max_sources.max(1),
             stream_buffer: config.stream_buffer.max(1),
+            max_bytes: config.max_bytes.max(1),
         };
         let (stream, _) = broadcast::channel(config.stream_buffer);
         LogStore {
@@ -270,7 +297,7 @@ impl LogStore {
         if !sources.by_id.contains_key(&envelope.source_id)
             && sources.by_id.len() >= self.config.max_sources
         {
-            self.evict_stalest(&mut sources.by_id);
+            self.evict_stalest(sources);
         }
         let cache = sources.by_id.entry(envelope.source_id.clone()).or_default();
         cache.updated = sources.sequence;
@@ -290,32 +317,96 @@ impl LogStore {
             cache.envelopes.insert(at, envelope);
         }
         let mut expired = 0;
+        let mut freed = 0;
         while cache.envelopes.len() > self.config.max_envelopes_per_source
             || (cache.bytes > self.config.max_bytes_per_source && cache.envelopes.len() > 1)
         {
             let Some(oldest) = cache.envelopes.pop_front() else {
                 break;
             };
-            cache.bytes = cache.bytes.saturating_sub(oldest.approximate_size());
+            let oldest = oldest.approximate_size();
+            cache.bytes = cache.bytes.saturating_sub(oldest);
+            freed += oldest;
             expired += 1;
         }
         if expired > 0 {
             cache.expired += expired;
             self.expired.fetch_add(expired, Ordering::Relaxed);
         }
+        sources.envelopes = (sources.envelopes + 1).saturating_sub(expired as usize);
+        sources.bytes = (sources.bytes + size).saturating_sub(freed);
+        if sources.bytes > self.config.max_bytes {
+            self.prune(sources);
+        }
+    }
+
+    /// Drops the oldest envelopes of the whole store, by timestamp, until it holds
+    /// [`PRUNE_TO_PERCENT`] of its byte budget, as Log Cache's truncation does when
+    /// memory runs short: every source keeps its newest envelopes, and the sources that
+    /// stopped sending (whose envelopes are all old) go first. A source left empty is
+    /// dropped. The last envelope of the store is kept, however large.
+    ///
+    /// O(sources + dropped x log sources), once per tenth of the budget ingested.
+    fn prune(&self, sources: &mut Sources) {
+        let started = Instant::now();
+        let target = self.config.max_bytes / 100 * PRUNE_TO_PERCENT;
+        let mut oldest: BinaryHeap<Reverse<(i64, String)>> = sources
+            .by_id
+            .iter()
+            .filter_map(|(id, cache)| {
+                Some(Reverse((cache.envelopes.front()?.timestamp, id.clone())))
+            })
+            .collect();
+        let (mut dropped, mut emptied) = (0u64, 0u64);
+        while sources.bytes > target && sources.envelopes > 1 {
+            let Some(Reverse((_, id))) = oldest.pop() else {
+                break;
+            };
+            let Some(cache) = sources.by_id.get_mut(&id) else {
+                continue;
+            };
+            let Some(envelope) = cache.envelopes.pop_front() else {
+                continue;
+            };
+            let size = envelope.approximate_size();
+            cache.bytes = cache.bytes.saturating_sub(size);
+            cache.expired += 1;
+            sources.bytes = sources.bytes.saturating_sub(size);
+            sources.envelopes -= 1;
+            dropped += 1;
+            match cache.envelopes.front() {
+                Some(next) => oldest.push(Reverse((next.timestamp, id))),
+                None => {
+                    sources.by_id.remove(&id);
+                    emptied += 1;
+                }
+            }
+        }
+        self.expired.fetch_add(dropped, Ordering::Relaxed);
+        self.evicted_sources.fetch_add(emptied, Ordering::Relaxed);
+        tracing::debug!(
+            dropped,
+            emptied_sources = emptied,
+            bytes = sources.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "log cache pruned its oldest envelopes to keep within its byte budget"
+        );
     }
 
     /// Drops the source updated least recently. A linear scan, but only when a new
     /// source arrives at the cap, so the ingest of known sources stays O(1).
-    fn evict_stalest(&self, by_id: &mut HashMap<String, SourceCache>) {
-        let Some(stalest) = by_id
+    fn evict_stalest(&self, sources: &mut Sources) {
+        let Some(stalest) = sources
+            .by_id
             .iter()
             .min_by_key(|(_, cache)| cache.updated)
             .map(|(id, _)| id.clone())
         else {
             return;
         };
-        if let Some(cache) = by_id.remove(&stalest) {
+        if let Some(cache) = sources.by_id.remove(&stalest) {
+            sources.envelopes = sources.envelopes.saturating_sub(cache.envelopes.len());
+            sources.bytes = sources.bytes.saturating_sub(cache.bytes);
             self.evicted_sources.fetch_add(1, Ordering::Relaxed);
             self.evicted_envelopes
                 .fetch_add(cache.envelopes.len() as u64, Ordering::Relaxed);
@@ -404,16 +495,11 @@ impl LogStore {
                 .sources
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            sources.by_id.values().fold(
-                (sources.sequence, sources.by_id.len() as u64, 0u64, 0u64),
-                |(ingested, n, envelopes, bytes), cache| {
-                    (
-                        ingested,
-                        n,
-                        envelopes + cache.envelopes.len() as u64,
-                        bytes + cache.bytes as u64,
-                    )
-                },
+            (
+                sources.sequence,
+                sources.by_id.len() as u64,
+                sources.envelopes as u64,
+                sources.bytes as u64,
             )
         };
         StoreStats {
@@ -708,6 +794,166 @@ mod tests {
         assert_eq!(stats.sources, 2);
     }
 
+    /// Store-wide totals match the sources', every envelope ingested is held or counted
+    /// as dropped, and meta agrees with what reads return.
+    fn assert_consistent(store: &LogStore) {
+        let stats = store.stats();
+        {
+            let sources = store.sources.read().unwrap();
+            let bytes: usize = sources.by_id.values().map(|c| c.bytes).sum();
+            let held: usize = sources.by_id.values().map(|c| c.envelopes.len()).sum();
+            let sizes: usize = sources
+                .by_id
+                .values()
+                .flat_map(|c| c.envelopes.iter().map(Envelope::approximate_size))
+                .sum();
+            assert_eq!((sources.bytes, sources.envelopes), (bytes, held));
+            assert_eq!(bytes, sizes);
+        }
+        assert_eq!(
+            stats.ingested,
+            stats.envelopes + stats.expired + stats.evicted_envelopes
+        );
+        let meta = store.meta();
+        assert_eq!(meta.len() as u64, stats.sources);
+        assert_eq!(meta.values().map(|m| m.count).sum::<u64>(), stats.envelopes);
+        for (id, m) in &meta {
+            assert!(m.count > 0, "{id}: no empty sources are listed");
+            let q = ReadQuery {
+                limit: Some(MAX_READ_LIMIT),
+                ..Default::default()
+            };
+            let read = store.read(id, &q);
+            assert_eq!(
+                read.len() as u64,
+                m.count.min(MAX_READ_LIMIT as u64),
+                "{id}"
+            );
+            assert_eq!(read[0].timestamp, m.oldest_timestamp, "{id}");
+            let newest = store.read(
+                id,
+                &ReadQuery {
+                    descending: true,
+                    limit: Some(1),
+                    ..Default::default()
+                },
+            );
+            assert_eq!(newest[0].timestamp, m.newest_timestamp, "{id}");
+        }
+    }
+
+    #[test]
+    fn the_whole_store_keeps_within_its_byte_budget_across_many_sources() {
+        let one = log_at("app-0000", 1, "0123456789").approximate_size();
+        let budget = 1000 * one;
+        let store = LogStore::with_config(LogStoreConfig {
+            max_bytes: budget,
+            ..LogStoreConfig::default()
+        });
+        // 2,000 sources, each well within its own bounds, twenty rounds: 40 times the
+        // budget arrives.
+        let mut ts = 0;
+        for _round in 0..20 {
+            for source in 0..2000 {
+                ts += 1;
+                store.ingest(log_at(&format!("app-{source:04}"), ts, "0123456789"));
+                assert!(
+                    store.stats().bytes as usize <= budget,
+                    "over budget at {ts}"
+                );
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.ingested, 40_000);
+        // Pruned to 90% at most a tenth of the budget ago.
+        assert!(stats.bytes as usize >= budget * 8 / 10, "{stats:?}");
+        assert!(stats.expired >= 39_000, "{stats:?}");
+        // What is left is the newest: the oldest envelope held is younger than every
+        // envelope dropped.
+        let meta = store.meta();
+        let oldest_held = meta.values().map(|m| m.oldest_timestamp).min().unwrap();
+        assert!(oldest_held > ts - 1000, "{oldest_held} vs {ts}");
+        assert_consistent(&store);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_idle_sources_first_and_keeps_an_active_one_newest() {
+        let one = log_at("idle-000", 1, "0123456789").approximate_size();
+        let store = LogStore::with_config(LogStoreConfig {
+            max_bytes: 500 * one,
+            ..LogStoreConfig::default()
+        });
+        // 100 sources sent four envelopes each, long ago, then stopped.
+        for ts in 0..400 {
+            store.ingest(log_at(&format!("idle-{:03}", ts % 100), ts, "0123456789"));
+        }
+        // One app keeps logging, in bursts with stale (out of order) envelopes too.
+        for ts in 1000..3000 {
+            store.ingest(log_at("active", ts, "0123456789"));
+            if ts % 100 == 0 {
+                store.ingest(log_at("active", ts - 50, "0123456789"));
+            }
+            assert_within_budget(&store, 500 * one);
+        }
+        let meta = store.meta();
+        assert!(
+            !meta.keys().any(|id| id.starts_with("idle-")),
+            "the idle sources' envelopes were the oldest: {:?}",
+            meta.keys().take(5).collect::<Vec<_>>()
+        );
+        let stats = store.stats();
+        assert_eq!(
+            stats.evicted_sources, 100,
+            "emptied sources count as evicted"
+        );
+        assert_eq!(
+            stats.evicted_envelopes, 0,
+            "their envelopes count as expired"
+        );
+        // The active source holds its newest envelopes, none missing at the top.
+        let newest = store.read(
+            "active",
+            &ReadQuery {
+                descending: true,
+                limit: Some(410),
+                ..Default::default()
+            },
+        );
+        let expected: Vec<i64> = (2600..3000).rev().collect();
+        // The late envelopes (at 2950, 2850, ...) sit beside their namesakes.
+        let mut got = timestamps(&newest);
+        got.dedup();
+        got.truncate(expected.len());
+        assert_eq!(got, expected);
+        assert_eq!(meta["active"].newest_timestamp, 2999);
+        assert_eq!(
+            meta["active"].expired,
+            stats.expired - 400,
+            "the active source's own drops are counted on it"
+        );
+        assert_consistent(&store);
+    }
+
+    fn assert_within_budget(store: &LogStore, budget: usize) {
+        let stats = store.stats();
+        assert!(stats.bytes as usize <= budget, "{stats:?}");
+    }
+
+    #[test]
+    fn one_envelope_over_the_whole_budget_is_still_kept() {
+        let store = LogStore::with_config(LogStoreConfig {
+            max_bytes: 100,
+            ..LogStoreConfig::default()
+        });
+        store.ingest(log_at("a", 1, "x"));
+        store.ingest(log_at("b", 2, &"x".repeat(1000)));
+        assert!(store.read("a", &ReadQuery::default()).is_empty());
+        assert_eq!(timestamps(&store.read("b", &ReadQuery::default())), vec![2]);
+        let stats = store.stats();
+        assert_eq!((stats.envelopes, stats.expired, stats.sources), (1, 1, 1));
+        assert_consistent(&store);
+    }
+
     #[test]
     fn stats_count_ingested_envelopes_and_readers_and_render_as_metrics() {
         let store = LogStore::with_config(LogStoreConfig {
@@ -750,6 +996,7 @@ mod tests {
             max_bytes_per_source: 0,
             max_sources: 0,
             stream_buffer: 0,
+            max_bytes: 0,
         });
         store.ingest(log_at("a", 1, "x"));
         store.ingest(log_at("b", 2, "x"));
