@@ -23,8 +23,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// The components [`generate`] issues a certificate for: `<name>.pem` and
-/// `<name>-key.pem` (the cells share `rep`'s, as Diego's reps share one).
-pub const COMPONENTS: [&str; 3] = ["bbs", "rep", "controller"];
+/// `<name>-key.pem` (the cells share `rep`'s, as Diego's reps share one). The routers'
+/// is their client certificate for NATS, and `nats` is `nats-server`'s, for a NATS
+/// with TLS on the same CA.
+pub const COMPONENTS: [&str; 5] = ["bbs", "rep", "controller", "router", "nats"];
 /// The CA's certificate and key in a [`generate`]d directory.
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca-key.pem";

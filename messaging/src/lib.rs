@@ -133,6 +133,16 @@ impl Subscription {
     }
 }
 
+/// TLS to NATS (`nats-server`'s `tls` block): the CA the server's certificate must be
+/// signed by, and this client's certificate and key when the server verifies clients
+/// (`verify: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca: std::path::PathBuf,
+    /// (certificate, key) PEM files.
+    pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 impl Bus {
     /// A bus that lives in this process only.
     pub fn in_process() -> Self {
@@ -155,8 +165,14 @@ impl Bus {
     /// sent on reconnect; once that queue is full they fail with
     /// [`BusError::Unavailable`] after [`SEND_TIMEOUT`] instead of blocking.
     pub async fn nats(urls: &str) -> Result<Bus, BusError> {
+        Bus::nats_with_tls(urls, None).await
+    }
+
+    /// [`Bus::nats`] over TLS with `tls`'s CA (and client certificate, for a
+    /// `nats-server` that verifies clients); `None`: as the URLs say.
+    pub async fn nats_with_tls(urls: &str, tls: Option<&NatsTls>) -> Result<Bus, BusError> {
         let status = Status::new();
-        let client = nats::connect(urls, status.clone()).await?;
+        let client = nats::connect(urls, status.clone(), tls).await?;
         Ok(Bus {
             transport: Transport::Nats(client),
             status,

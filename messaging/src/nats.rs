@@ -8,13 +8,16 @@ use std::sync::{Arc, OnceLock};
 use async_nats::{ConnectOptions, Event, RequestErrorKind, ServerAddr, Statistics};
 use bytes::Bytes;
 
-use crate::{BusError, Message, Status, OUTGOING_BUFFER, SEND_TIMEOUT, SUBSCRIPTION_BUFFER};
+use crate::{
+    BusError, Message, NatsTls, Status, OUTGOING_BUFFER, SEND_TIMEOUT, SUBSCRIPTION_BUFFER,
+};
 
 /// Connects to a server of `urls` (tried in random order). Reconnects (forever) bump
 /// `status.reconnects`; slow-consumer drops bump `status.dropped`.
 pub(crate) async fn connect(
     urls: &str,
     status: Arc<Status>,
+    tls: Option<&NatsTls>,
 ) -> Result<async_nats::Client, BusError> {
     let (servers, auth) = parse_servers(urls)?;
     // Set once connected: the client's own count of connections, which the event
@@ -33,6 +36,14 @@ pub(crate) async fn connect(
             on_event(event, &status, events_statistics.get());
             std::future::ready(())
         });
+    if let Some(tls) = tls {
+        options = options
+            .require_tls(true)
+            .add_root_certificates(tls.ca.clone());
+        if let Some((cert, key)) = &tls.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
     options = match auth {
         Some(Auth::UserPass(user, pass)) => options.user_and_password(user, pass),
         Some(Auth::Token(token)) => options.token(token),

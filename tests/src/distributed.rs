@@ -3,7 +3,8 @@
 //! the other waits), UAA, the controller, two routers and three cells, each with its
 //! own data dir, all on loopback ports. [`Distributed::start_cell`] adds a cell, with
 //! placement tags (an isolation segment's cells) if asked. The BBS API and the reps
-//! serve mutual TLS with certificates `wfd certs` made ([`Distributed::certs`]).
+//! serve mutual TLS, and NATS takes only TLS clients with a certificate, with
+//! certificates `wfd certs` made ([`Distributed::certs`]).
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -50,14 +51,25 @@ impl Distributed {
 
     /// Starts it all, on the fast-failover timers or on Diego's defaults.
     pub fn start_with(fast_failover: bool) -> Option<Distributed> {
-        let nats = NatsServer::start()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
+        let certs = root.join("certs");
+        generate_certs(&certs);
+        // NATS over TLS on the platform CA, verifying its clients' certificates.
+        let file = |name: &str| certs.join(name).display().to_string();
+        let nats = NatsServer::start_with_args(&[
+            "--tls",
+            "--tlscert",
+            &file("nats.pem"),
+            "--tlskey",
+            &file("nats-key.pem"),
+            "--tlscacert",
+            &file("ca.pem"),
+            "--tlsverify",
+        ])?;
         let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", root.join(name).display());
         let [bbs_a_port, bbs_b_port, uaa_port, api_port] = [(); 4].map(|()| free_port());
         let bbs_urls = [bbs_a_port, bbs_b_port].map(|p| format!("https://127.0.0.1:{p}"));
-        let certs = root.join("certs");
-        generate_certs(&certs);
         let uaa_url = format!("http://127.0.0.1:{uaa_port}");
         let api_url = format!("http://127.0.0.1:{api_port}");
         let nats_url = nats.url();
@@ -94,6 +106,7 @@ impl Distributed {
                 ])
                 .into_iter()
                 .chain(mtls_args(&certs, "bbs"))
+                .chain(nats_tls_args(&certs, "bbs"))
                 .chain(fast_failover.then(|| "--fast-failover".into()))
                 .collect(),
             )
@@ -133,6 +146,7 @@ impl Distributed {
             ])
             .into_iter()
             .chain(mtls_args(&certs, "controller"))
+            .chain(nats_tls_args(&certs, "controller"))
             .collect(),
         );
         controller.line_after("api: ", STARTUP);
@@ -146,7 +160,10 @@ impl Distributed {
                     &"127.0.0.1:0",
                     &"--nats-url",
                     &nats_url,
-                ]),
+                ])
+                .into_iter()
+                .chain(nats_tls_args(&certs, "router"))
+                .collect(),
             );
             let addr: SocketAddr = process
                 .line_after("router: http://", STARTUP)
@@ -330,6 +347,19 @@ fn mtls_args(certs: &Path, component: &str) -> Vec<OsString> {
     ]
 }
 
+/// `component`'s `--nats-tls-*` flags, with its certificate in `certs`.
+fn nats_tls_args(certs: &Path, component: &str) -> Vec<OsString> {
+    let file = |name: String| certs.join(name).into_os_string();
+    vec![
+        "--nats-tls-ca".into(),
+        file("ca.pem".into()),
+        "--nats-tls-cert".into(),
+        file(format!("{component}.pem")),
+        "--nats-tls-key".into(),
+        file(format!("{component}-key.pem")),
+    ]
+}
+
 fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
     items.iter().map(|i| i.as_ref().to_os_string()).collect()
 }
@@ -363,6 +393,7 @@ fn start_cell(
     }
     cell_args.extend(fast_failover.then(|| "--fast-failover".into()));
     cell_args.extend(mtls_args(&root.join("certs"), "rep"));
+    cell_args.extend(nats_tls_args(&root.join("certs"), "rep"));
     let process = Process::start(name, cell_args);
     let rep = process.line_after(&format!("cell {name}: rep "), STARTUP);
     (process, rep)

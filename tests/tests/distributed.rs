@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use wf_messaging::{Bus, NatsTls};
 use wf_tests::distributed::{
     eventually, generate_certs, mtls_client, Distributed, LOCK_TTL_SECS, ROUTERS,
 };
@@ -30,9 +31,9 @@ fn running(d: &Distributed, process_guid: &str) -> Vec<(String, String)> {
     rows
 }
 
-/// The BBS API and the reps answer only clients with a certificate of the platform
-/// CA: not a client without one, nor one whose certificate another CA signed (even
-/// one trusting the platform CA), nor plain HTTP.
+/// The BBS API, the reps and NATS answer only clients with a certificate of the
+/// platform CA: not a client without one, nor one whose certificate another CA signed
+/// (even one trusting the platform CA), nor plain HTTP or NATS.
 fn assert_internal_apis_refuse_strangers(d: &Distributed) {
     let bbs = format!("{}/v1/actual_lrps/list", d.bbs_urls[0]);
     let rep = format!("{}/state", d.reps[0]);
@@ -70,6 +71,40 @@ fn assert_internal_apis_refuse_strangers(d: &Distributed) {
             .and_then(|r| r.error_for_status());
         assert!(plain.is_err(), "{url} answered plain HTTP");
     }
+
+    // NATS takes TLS clients with a certificate of the platform CA only.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let nats = d.nats.url();
+    let connect = |tls: Option<NatsTls>| runtime.block_on(Bus::nats_with_tls(&nats, tls.as_ref()));
+    let ca = d.certs.join("ca.pem");
+    assert!(connect(None).is_err(), "NATS took a plain client");
+    let no_certificate = NatsTls {
+        ca: ca.clone(),
+        client_certificate: None,
+    };
+    assert!(
+        connect(Some(no_certificate)).is_err(),
+        "NATS took a client without a certificate"
+    );
+    let other_ca = NatsTls {
+        ca: both_cas.clone(),
+        client_certificate: Some((
+            other.path().join("controller.pem"),
+            other.path().join("controller-key.pem"),
+        )),
+    };
+    assert!(
+        connect(Some(other_ca)).is_err(),
+        "NATS took another CA's certificate"
+    );
+    let insider = NatsTls {
+        ca,
+        client_certificate: Some((
+            d.certs.join("controller.pem"),
+            d.certs.join("controller-key.pem"),
+        )),
+    };
+    connect(Some(insider)).expect("NATS refused the platform's certificate");
 }
 
 #[test]

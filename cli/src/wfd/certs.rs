@@ -1,6 +1,7 @@
 //! The internal APIs' mutual TLS on the command line: `wfd certs`, which makes the
 //! platform CA and the components' certificates, and the `--mtls-ca`, `--mtls-cert` and
-//! `--mtls-key` flags `wfd bbs`, `wfd cell` and `wfd controller` load them with.
+//! `--mtls-key` flags `wfd bbs`, `wfd cell` and `wfd controller` load them with (NATS
+//! takes them through `--nats-tls-*`).
 
 use std::path::PathBuf;
 
@@ -9,8 +10,9 @@ use wf_bbs::mtls::{self, MutualTls};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertsArgs {
-    /// Where to write `ca.pem`, `ca-key.pem` and, per component (bbs, rep, controller),
-    /// `<component>.pem` and `<component>-key.pem` (keys readable by the owner only).
+    /// Where to write `ca.pem`, `ca-key.pem` and, per component (bbs, rep, controller,
+    /// router, nats), `<component>.pem` and `<component>-key.pem` (keys readable by the
+    /// owner only).
     /// A CA already there is kept: run it again to re-issue the certificates.
     #[arg(long)]
     pub dir: PathBuf,

@@ -30,11 +30,30 @@ pub struct NatsArgs {
     /// NATS servers, comma-separated (`nats://user:pass@host:4222,...`).
     #[arg(long, env = "WFD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// TLS to NATS: the CA its certificate is signed by (e.g. `ca.pem` of `wfd certs`).
+    #[arg(long, env = "WFD_NATS_TLS_CA", value_name = "PEM")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// This process's certificate for a NATS server that verifies clients (with
+    /// `--nats-tls-key`).
+    #[arg(long, env = "WFD_NATS_TLS_CERT", value_name = "PEM",
+          requires_all = ["nats_tls_ca", "nats_tls_key"])]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "WFD_NATS_TLS_KEY",
+        value_name = "PEM",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 impl NatsArgs {
     pub(super) async fn connect(&self) -> anyhow::Result<Bus> {
-        Bus::nats(&self.nats_url)
+        let tls = self.nats_tls_ca.as_ref().map(|ca| wf_messaging::NatsTls {
+            ca: ca.clone(),
+            client_certificate: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+        });
+        Bus::nats_with_tls(&self.nats_url, tls.as_ref())
             .await
             .context("connecting to NATS")
     }
