@@ -8,7 +8,8 @@
 #   restarted as a supervisor would, after 2 s; NATS at once); the blobstore gone for
 #   10 s; PostgreSQL (the BBS, CC and UAA databases, a private server) crashed for 3 s;
 #   a fourth cell's disk (a 64 MB tmpfs in a private mount namespace: needs root) full
-#   for 15 s.
+#   for 15 s; the active BBS's wall clock stepped 2 min ahead, then behind, for 10 s
+#   each (libfaketime: apt-get install faketime).
 #
 # Columns: requests sent from the injection until the platform was healthy again,
 # those that failed, time to heal (injection -> every instance running, both routers
@@ -18,7 +19,7 @@
 # DesiredLRP's sha256), log lines written outside any fault ("quiet", must all arrive)
 # and, best effort, log lines written during the fault. The test fails on any loss.
 #
-#   bench/faults.sh                      # the three tests, ~3.5 min on 2 cores
+#   bench/faults.sh                      # the four tests, ~5.5 min on 2 cores
 #   bench/faults.sh kill_9               # only the kill -9 sequence
 #
 # Needs nats-server; the PostgreSQL row needs PostgreSQL's server programs (initdb,

@@ -1115,3 +1115,71 @@ pub fn fill_disk(dir: &std::path::Path) {
     while file.write_all(&[0x5a; 4096]).is_ok() {}
     let _ = file.sync_all();
 }
+
+/// libfaketime (Debian's `faketime` package), to move one component's wall clock:
+/// `None` (the test is skipped, and says so) without it, unless `WF_REQUIRE_FAKETIME`
+/// is set: then it panics.
+pub fn libfaketime() -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+        "/usr/local/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WF_REQUIRE_FAKETIME").is_none(),
+            "WF_REQUIRE_FAKETIME is set but libfaketime is not installed (apt-get install faketime)"
+        );
+        eprintln!("skipping: libfaketime is not installed (apt-get install faketime)");
+    }
+    found
+}
+
+/// A wall clock offset that one component reads through libfaketime: `offset` writes
+/// it (`+120`, `-120`, `+0`: seconds), and the component sees it within a second. Only
+/// the wall clock moves (as an NTP step does), not the monotonic one.
+pub struct FakeClock {
+    lib: std::path::PathBuf,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeClock {
+    pub fn new(lib: std::path::PathBuf) -> FakeClock {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("clock");
+        std::fs::write(&file, "+0").expect("the clock file");
+        FakeClock {
+            lib,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// Restarts `process` with its clock read through this one.
+    pub fn restart(&self, process: &mut crate::platform::Process) {
+        // Process::start passes this process's environment on; the moment it is set
+        // the offset is 0, so a `wf` the workload starts meanwhile is unaffected.
+        let vars = [
+            ("LD_PRELOAD", self.lib.as_os_str().to_owned()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.as_os_str().to_owned()),
+            ("FAKETIME_CACHE_DURATION", "1".into()),
+            ("DONT_FAKE_MONOTONIC", "1".into()),
+        ];
+        for (k, v) in &vars {
+            std::env::set_var(k, v);
+        }
+        process.restart();
+        for (k, _) in &vars {
+            std::env::remove_var(k);
+        }
+    }
+
+    pub fn offset(&self, offset: &str) {
+        std::fs::write(&self.file, offset).expect("the clock file");
+    }
+}

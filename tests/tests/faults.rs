@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use wf_tests::distributed::{Distributed, CELLS, ROUTERS};
 use wf_tests::faults::{
-    fill_disk, in_private_mount_namespace, mount_tmpfs, move_to_postgres, print_report, FaultRow,
-    FaultRun, PrivatePostgres,
+    fill_disk, in_private_mount_namespace, libfaketime, mount_tmpfs, move_to_postgres,
+    print_report, FakeClock, FaultRow, FaultRun, PrivatePostgres,
 };
 
 /// One platform at a time: two beside each other on 2 cores would skew the times to
@@ -268,4 +268,52 @@ fn a_full_disk_on_a_cell_sends_work_elsewhere_and_the_cell_recovers() {
         assert_nothing_lost("disk full on a cell", &run, &last);
         run.d.platform.stop();
     });
+}
+
+#[test]
+fn clock_jumps_on_the_active_bbs_lose_nothing_acknowledged() {
+    let _one = one_at_a_time();
+    let Some(lib) = libfaketime() else {
+        return;
+    };
+    let Some(mut d) = Distributed::start() else {
+        return;
+    };
+    // bbs-b reads its wall clock through libfaketime and is made the active BBS.
+    let clock = FakeClock::new(lib);
+    clock.restart(d.platform.process("bbs-b"));
+    d.platform.process("bbs-a").kill();
+    d.platform
+        .process("bbs-b")
+        .line_after("bbs: ", Duration::from_secs(30));
+    d.platform.process("bbs-a").restart();
+    let mut run = FaultRun::start(d, true);
+    run.quiet(Duration::from_secs(5));
+
+    // Its clock steps 2 minutes ahead (its lock, the cells' presences and the
+    // ActualLRPs' timestamps are read against it) for 10 s, and back.
+    for (name, offset) in [
+        ("active BBS clock 2 min ahead for 10 s, then back", "+120"),
+        ("active BBS clock 2 min behind for 10 s, then back", "-120"),
+    ] {
+        run.fault(
+            name,
+            |_| {
+                clock.offset(offset);
+                std::thread::sleep(Duration::from_secs(10));
+                clock.offset("+0");
+                Instant::now()
+            },
+            |run, undone| run.pushed_since(undone),
+        );
+        run.quiet(Duration::from_secs(3));
+    }
+
+    let last = run.finish();
+    assert_nothing_lost("clock jumps", &run, &last);
+    // The BBS kept its lock through both steps: no failover, nothing restarted.
+    for row in &run.rows {
+        assert!(row.restarted.is_empty(), "{}: {row:?}", row.fault);
+    }
+    run.d.platform.stop();
 }
