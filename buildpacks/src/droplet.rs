@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::{DropletMetadata, StagingError, DROPLET_APP_DIR, DROPLET_METADATA, DROPLET_WASM};
 
+/// The largest `app.wasm` a droplet may hold: a cell reads it whole to check and compile
+/// it, and a sparse tar entry makes a huge one out of a few bytes.
+pub const MAX_WASM_BYTES: u64 = 512 << 20;
+
 /// Writes the droplet of the app in `app_dir` (whose wasm is `wasm_name`); returns its size.
 pub fn write(
     droplet: &Path,
@@ -95,9 +99,16 @@ pub fn unpack(droplet: &Path, dest: &Path) -> Result<DropletMetadata, StagingErr
             metadata.wasm
         )));
     }
-    let wasm = std::fs::read(dest.join(DROPLET_WASM))
-        .map_err(|e| invalid(format!("{}: {e}", metadata.wasm)))?;
-    if crate::sha256_hex(&wasm) != metadata.wasm_sha256 {
+    let wasm_error = |e: std::io::Error| invalid(format!("{}: {e}", metadata.wasm));
+    let mut wasm = File::open(dest.join(DROPLET_WASM)).map_err(wasm_error)?;
+    if wasm.metadata().map_err(wasm_error)?.len() > MAX_WASM_BYTES {
+        return Err(invalid(format!(
+            "{DROPLET_WASM} is larger than {MAX_WASM_BYTES} bytes"
+        )));
+    }
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut wasm, &mut hasher).map_err(wasm_error)?;
+    if hex::encode(hasher.finalize()) != metadata.wasm_sha256 {
         return Err(invalid(format!(
             "{} does not match its sha256",
             metadata.wasm
@@ -140,6 +151,11 @@ pub fn inspect(tgz: &Path, max_unpacked_bytes: u64) -> Result<DropletMetadata, S
                 .map_err(|e| invalid(format!("{DROPLET_METADATA}: {e}")))?;
             metadata = Some(parsed);
         } else if name == Path::new(DROPLET_WASM) {
+            if entry.size() > MAX_WASM_BYTES {
+                return Err(invalid(format!(
+                    "{DROPLET_WASM} is larger than {MAX_WASM_BYTES} bytes"
+                )));
+            }
             let mut hasher = Sha256::new();
             std::io::copy(&mut entry, &mut hasher)
                 .map_err(|e| invalid(format!("{DROPLET_WASM}: {e}")))?;
@@ -228,6 +244,54 @@ pub fn unpack_cache(tgz: &Path, dir: &Path) -> Result<(), StagingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found from the `droplet_tgz` fuzz target's sparse seed: a 266-byte droplet whose
+    /// `app.wasm` is a GNU sparse entry of 3 GiB passed the controller's check (under
+    /// its 4 GiB bound) and made a cell read 3 GiB into memory. Both now refuse it
+    /// without reading it.
+    #[test]
+    fn a_droplet_with_a_huge_sparse_wasm_is_refused() {
+        let real_size: u64 = 3 << 30;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_path(DROPLET_WASM).unwrap();
+        header.set_mode(0o644);
+        header.set_size(512);
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(real_size - 512);
+        gnu.sparse[0].set_length(512);
+        gnu.set_real_size(real_size);
+        header.set_cksum();
+        tar.append(&header, &[1u8; 512][..]).unwrap();
+        let json = serde_json::to_vec(&DropletMetadata {
+            kind: crate::AppKind::Server,
+            wasm: DROPLET_WASM.into(),
+            wasm_sha256: "0".repeat(64),
+            buildpack: "wasm_buildpack".into(),
+            buildpacks: Vec::new(),
+            process_types: Default::default(),
+        })
+        .unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, DROPLET_METADATA, &json[..])
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = dir.path().join("droplet.tgz");
+        let mut gz = GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap();
+
+        let err = inspect(&tgz, 4 << 30).unwrap_err().to_string();
+        assert!(err.contains("app.wasm is larger than"), "{err}");
+        let err = unpack(&tgz, &dir.path().join("out"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("app.wasm is larger than"), "{err}");
+    }
 
     #[test]
     fn a_cache_with_sparse_files_round_trips() {
