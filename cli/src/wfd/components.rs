@@ -275,6 +275,49 @@ impl LockoutArgs {
     }
 }
 
+/// The log cache's memory bound, for `wfd controller` and `wfd dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogCacheArgs {
+    /// Bytes the log cache may hold, all sources together (the envelopes' approximate
+    /// size; `KiB`, `MiB` and `GiB` suffixes). Over it the oldest envelopes are dropped
+    /// down to 90% of it, as Log Cache does over its `MEMORY_LIMIT_PERCENT`.
+    #[arg(long, env = "WFD_LOG_CACHE_MAX_BYTES", value_name = "BYTES",
+          default_value_t = wf_loggregator::LogStoreConfig::default().max_bytes,
+          value_parser = parse_bytes)]
+    pub log_cache_max_bytes: usize,
+}
+
+impl LogCacheArgs {
+    pub fn store(&self) -> wf_loggregator::LogStore {
+        wf_loggregator::LogStore::with_config(wf_loggregator::LogStoreConfig {
+            max_bytes: self.log_cache_max_bytes,
+            ..Default::default()
+        })
+    }
+}
+
+/// A size in bytes: `536870912`, `512MiB`, `512 MiB`, `1GiB`, `64k`. Every unit is a
+/// power of 1,024 (`MB` and `M` mean MiB).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit {other:?} (KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
 /// UAA on its own port.
 pub async fn uaa(args: UaaArgs) -> anyhow::Result<()> {
     let cancel = stop_signal(&args.stop);
@@ -403,6 +446,8 @@ pub struct ControllerArgs {
     /// platform CA (`bbs=https://...`).
     #[arg(long = "metrics-target", value_name = "NAME=URL", value_parser = wf_loggregator::MetricsTarget::parse)]
     pub metrics_targets: Vec<wf_loggregator::MetricsTarget>,
+    #[command(flatten)]
+    pub log_cache: LogCacheArgs,
     /// The controller's certificate for the BBS API.
     #[command(flatten)]
     pub mtls: MtlsArgs,
@@ -420,9 +465,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let bus = args.nats.connect().await?;
     let bbs = wf_bbs::BbsClient::with_tls(args.bbs_url.clone(), mutual_tls.as_ref())?;
     let verifier = fetch_verifier(&args.uaa_url, &cancel).await?;
-    let logs = Arc::new(wf_loggregator::LogStore::new(
-        wf_loggregator::DEFAULT_MAX_ENVELOPES_PER_SOURCE,
-    ));
+    let logs = Arc::new(args.log_cache.store());
     let ingest = wf_loggregator::spawn_ingest(bus.clone(), logs.clone(), cancel.clone());
     let controller = wf_controller::Controller::open(
         wf_controller::ControllerConfig {
@@ -646,4 +689,56 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     };
     wf_router::serve(config, listeners, bus, cancel).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::parse_bytes;
+
+    #[derive(clap::Parser)]
+    struct Controller {
+        #[command(flatten)]
+        args: super::ControllerArgs,
+    }
+
+    #[derive(clap::Parser)]
+    struct Dev {
+        #[command(flatten)]
+        args: super::super::dev::DevArgs,
+    }
+
+    #[test]
+    fn the_log_cache_budget_is_a_flag_of_the_controller_and_dev() {
+        Controller::command().debug_assert();
+        Dev::command().debug_assert();
+        let dev = Dev::try_parse_from(["wfd", "--log-cache-max-bytes", "256MiB"]).unwrap();
+        assert_eq!(dev.args.log_cache.log_cache_max_bytes, 256 << 20);
+        let dev = Dev::try_parse_from(["wfd"]).unwrap();
+        assert_eq!(
+            dev.args.log_cache.store().config().max_bytes,
+            wf_loggregator::LogStoreConfig::default().max_bytes
+        );
+        assert!(Dev::try_parse_from(["wfd", "--log-cache-max-bytes", "lots"]).is_err());
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes() {
+        assert_eq!(parse_bytes("536870912"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        for bad in [
+            "",
+            "MiB",
+            "0",
+            "12 parsecs",
+            "-1",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

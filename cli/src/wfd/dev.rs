@@ -52,6 +52,8 @@ pub struct DevArgs {
     pub admin_client_secret: Option<String>,
     #[command(flatten)]
     pub lockout: super::components::LockoutArgs,
+    #[command(flatten)]
+    pub log_cache: super::components::LogCacheArgs,
     /// Memory the cell offers to app instances, in MB.
     #[arg(long, default_value_t = 16_384)]
     pub cell_memory_mb: u64,
@@ -116,9 +118,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let bus = Bus::in_process();
     let sync_interval = Duration::from_secs(args.sync_interval.max(1));
 
-    let logs = Arc::new(wf_loggregator::LogStore::new(
-        wf_loggregator::DEFAULT_MAX_ENVELOPES_PER_SOURCE,
-    ));
+    let logs = Arc::new(args.log_cache.store());
     let mut tasks = vec![wf_loggregator::spawn_ingest(
         bus.clone(),
         logs.clone(),
