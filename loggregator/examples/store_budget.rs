@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use wf_loggregator::envelope::{Gauge, GaugeValue};
 use wf_loggregator::{Envelope, EnvelopeMessage, LogStore, LogStoreConfig, ReadQuery};
 
+// wfd's allocator, so that RSS is what the controller would show.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const APPS: usize = 1000;
 const INSTANCES: usize = 10;
 const INTERVAL_NS: i64 = 15_000_000_000;
