@@ -60,9 +60,9 @@ pub struct LogStoreConfig {
     /// share of its VM's memory (`MEMORY_LIMIT_PERCENT`, 50 on a VM of its own) and,
     /// when over it, drops the oldest envelopes across all sources. Ours shares the
     /// controller's process, so the default is a fixed size: a container-metric
-    /// envelope counts ~1 KB (and takes ~2.4 KB of resident memory), so 512 MiB holds
+    /// envelope counts ~1 KB (and takes 2-2.4 KB of resident memory), so 512 MiB holds
     /// half a million of them, 12 minutes of metrics from 10,000 instances reporting
-    /// every 15 s, in ~1.2 GiB of RSS (`examples/store_budget.rs`). When the total
+    /// every 15 s, in 1.0-1.3 GiB of RSS (`examples/store_budget.rs`). When the total
     /// passes this, the oldest envelopes of the whole store are dropped (counted as
     /// `expired`) until it is at 90% of it; a source left empty is dropped (counted as
     /// evicted).
