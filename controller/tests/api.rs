@@ -322,7 +322,11 @@ async fn push_by_hand(api: Api) {
         "{events:?}"
     );
     assert!(events.len() >= 3, "{events:?}");
-    assert_eq!(events.last().map(|e| e.0.as_str()), Some("STOPPED"), "{events:?}");
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("STOPPED"),
+        "{events:?}"
+    );
 
     let env = api.get(&format!("/v3/apps/{app_guid}/env")).await;
     assert_eq!(

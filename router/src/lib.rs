@@ -637,6 +637,9 @@ mod tests {
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("REDACTED") && shown.contains("status"), "{shown}");
+        assert!(
+            shown.contains("REDACTED") && shown.contains("status"),
+            "{shown}"
+        );
     }
 }
