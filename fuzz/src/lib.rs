@@ -275,6 +275,54 @@ pub fn router_request(data: &[u8]) {
         };
         headers.append(name, value);
     }
+    // The proxy's own parsing of the client's headers: the values it reads must be
+    // well formed, and no hop-by-hop header survives.
+    let sessions = ["JSESSIONID".to_string()];
+    let read = wf_router::fuzzing::client_headers(&mut headers, &sessions);
+    if let Ok(Some((guid, index))) = &read.app_instance {
+        assert!(!guid.is_empty() && index.bytes().all(|b| b.is_ascii_digit()));
+    }
+    assert!(read
+        .sticky_instance
+        .as_deref()
+        .is_none_or(|id| !id.is_empty()));
+    for name in [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+    ] {
+        assert!(!headers.contains_key(name), "{name} survived");
+    }
+    // A backend answering with the client's headers as its own: the sticky cookie the
+    // router adds must be a valid header, once.
+    let mut response = headers.clone();
+    let vcap_cookies = |h: &http::HeaderMap| {
+        h.get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter(|c| c.as_bytes().starts_with(b"__VCAP_ID__="))
+            .count()
+    };
+    let before = vcap_cookies(&response);
+    let endpoint = wf_router::Endpoint::new(
+        "127.0.0.1:8080".into(),
+        Some("app".into()),
+        Some("0".into()),
+        "instance-a".into(),
+    );
+    wf_router::fuzzing::set_sticky_cookie(
+        &mut response,
+        &endpoint,
+        &path,
+        &sessions,
+        read.sticky_instance.as_deref(),
+    );
+    let after = vcap_cookies(&response);
+    assert!(
+        after == before || (before == 0 && after == 1),
+        "{before} __VCAP_ID__ cookies from the backend, {after} to the client"
+    );
     let client_traceparent = headers.get("traceparent").cloned();
     wf_router::fuzzing::propagate_trace(
         &mut headers,

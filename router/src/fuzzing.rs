@@ -62,3 +62,45 @@ impl RouteServiceKeys {
 pub fn parse_registration(payload: &[u8]) -> Option<crate::RegistryMessage> {
     crate::parse_registration(payload)
 }
+
+/// The proxy's reading of a client request's own headers, as it runs them for each
+/// request: `X-CF-App-Instance`, the sticky session (`__VCAP_ID__` with a session
+/// cookie), an upgrade, and the removal of hop-by-hop headers (those `Connection` names).
+pub struct ClientHeaders {
+    /// `Ok(Some((app guid, index)))`, `Ok(None)` when absent, `Err(value)` when malformed.
+    pub app_instance: Result<Option<(String, String)>, String>,
+    /// The instance a sticky session asks for.
+    pub sticky_instance: Option<String>,
+    /// The protocol asked for with `Connection: upgrade`.
+    pub upgrade: Option<http::HeaderValue>,
+}
+
+/// Reads `headers` as the proxy does, then strips their hop-by-hop headers in place.
+pub fn client_headers(headers: &mut HeaderMap, session_cookies: &[String]) -> ClientHeaders {
+    let read = ClientHeaders {
+        app_instance: crate::proxy::app_instance_header(headers),
+        sticky_instance: crate::proxy::sticky_instance(headers, session_cookies),
+        upgrade: crate::proxy::upgrade_protocol(headers),
+    };
+    crate::proxy::remove_hop_by_hop(headers);
+    read
+}
+
+/// Adds the `__VCAP_ID__` cookie to a backend's response headers as the proxy does for
+/// `endpoint` on the route at `route_path`, when a session cookie or a moved sticky
+/// session calls for it.
+pub fn set_sticky_cookie(
+    headers: &mut HeaderMap,
+    endpoint: &crate::Endpoint,
+    route_path: &str,
+    session_cookies: &[String],
+    requested_instance: Option<&str>,
+) {
+    crate::proxy::set_sticky_cookie(
+        headers,
+        endpoint,
+        route_path,
+        session_cookies,
+        requested_instance,
+    );
+}

@@ -683,7 +683,7 @@ fn attempt_order(mut endpoints: Vec<Arc<Endpoint>>, sticky: Option<&str>) -> Vec
 
 /// `X-CF-App-Instance: <app guid>:<index>`: `Ok(None)` when absent, `Err(value)` when
 /// malformed.
-fn app_instance_header(headers: &HeaderMap) -> Result<Option<(String, String)>, String> {
+pub(crate) fn app_instance_header(headers: &HeaderMap) -> Result<Option<(String, String)>, String> {
     let Some(value) = headers.get(X_CF_APP_INSTANCE) else {
         return Ok(None);
     };
@@ -707,7 +707,7 @@ fn app_instance_header(headers: &HeaderMap) -> Result<Option<(String, String)>, 
 }
 
 /// The protocol a request asks to switch to, when it sends `Connection: upgrade`.
-fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -719,7 +719,7 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// The `__VCAP_ID__` of a request that carries a session cookie too.
-fn sticky_instance(headers: &HeaderMap, session_cookies: &[String]) -> Option<String> {
+pub(crate) fn sticky_instance(headers: &HeaderMap, session_cookies: &[String]) -> Option<String> {
     let mut has_session = false;
     let mut instance = None;
     let pairs = headers
@@ -741,7 +741,7 @@ fn sticky_instance(headers: &HeaderMap, session_cookies: &[String]) -> Option<St
 /// Gorouter's sticky sessions: when the app sets a session cookie, add `__VCAP_ID__`
 /// with the instance id (its lifetime attributes copied from the session cookie); when
 /// a sticky request had to go to another instance, point the cookie at the new one.
-fn set_sticky_cookie(
+pub(crate) fn set_sticky_cookie(
     headers: &mut HeaderMap,
     endpoint: &Endpoint,
     route_path: &str,
@@ -901,7 +901,7 @@ fn error_response(
 
 /// Removes the headers that describe one hop (RFC 9110 7.6.1), including those the
 /// `Connection` header names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
