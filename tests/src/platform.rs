@@ -173,6 +173,11 @@ impl Process {
         &self.args
     }
 
+    /// The process id, e.g. to read its memory and descriptors from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has ended (by itself, or killed).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

@@ -367,7 +367,7 @@ fn a_stack_overflow_ends_only_its_instance() {
 /// The resident memory (KiB) and open descriptors of the platform's `wfd` (found by
 /// its data dir on its command line).
 fn rss_and_fds(platform: &Platform) -> (u64, usize) {
-    let pid = wfd_pid(platform);
+    let pid = platform.processes[0].pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let rss = status
         .lines()
@@ -391,26 +391,6 @@ fn open_file_limit(pid: u32) -> usize {
         .unwrap_or(usize::MAX / 8)
 }
 
-fn wfd_pid(platform: &Platform) -> u32 {
-    let data_dir = platform.data_dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-    {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_wfd = args.first().is_some_and(|a| a.ends_with(b"wfd"));
-        if is_wfd && args.iter().any(|a| *a == data_dir.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no wfd process with data dir {data_dir}");
-}
 
 /// Streams a 2 GiB response through the router (once read as fast as it comes, once
 /// not read for a while): the router and the cell pass it through in bounded
@@ -557,7 +537,7 @@ fn an_app_cannot_exhaust_the_cells_descriptors() {
     wf.push_fixture("fds", "hostile");
     neighbour_of(platform, &wf, "before the descriptors");
     let (_, fds_before) = rss_and_fds(platform);
-    let pid = wfd_pid(platform);
+    let pid = platform.processes[0].pid();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let done = done.clone();

@@ -154,7 +154,7 @@ fn pushes_by_concurrent_clients_then_a_soak_with_flat_memory_and_descriptors() {
             })
         })
         .collect();
-    let pid = wfd_pid(&platform);
+    let pid = platform.processes[0].pid();
     let soak_started = Instant::now();
     let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
     while soak_started.elapsed() < SOAK {
@@ -223,24 +223,3 @@ fn rss_and_fds(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
-/// The platform's `wfd` (found by its data dir on its command line).
-fn wfd_pid(platform: &Platform) -> u32 {
-    let data_dir = platform.data_dir.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-    {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_wfd = args.first().is_some_and(|a| a.ends_with(b"wfd"));
-        if is_wfd && args.iter().any(|a| *a == data_dir.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no wfd process with data dir {data_dir}");
-}
