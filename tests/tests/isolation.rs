@@ -391,7 +391,6 @@ fn open_file_limit(pid: u32) -> usize {
         .unwrap_or(usize::MAX / 8)
 }
 
-
 /// Streams a 2 GiB response through the router (once read as fast as it comes, once
 /// not read for a while): the router and the cell pass it through in bounded
 /// buffers, and the neighbour keeps its pace.

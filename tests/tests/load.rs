@@ -222,4 +222,3 @@ fn rss_and_fds(pid: u32) -> (u64, usize) {
         .count();
     (rss, fds)
 }
-
