@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+/// A fuzz target's body: it takes the fuzzer's input.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the `[[bin]]` names of `Cargo.toml`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("package_zip", package_zip),
     ("droplet_tgz", droplet_tgz),

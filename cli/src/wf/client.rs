@@ -725,6 +725,26 @@ pub fn token_claim(token: &str, claim: &str) -> Option<String> {
     claims[claim].as_str().map(str::to_string)
 }
 
+/// Waits between polls of something the platform is doing: 25 ms at first, doubling up
+/// to 500 ms, so quick operations return quickly and slow ones cost few requests.
+pub(crate) struct Poll {
+    next: Duration,
+}
+
+impl Poll {
+    const FIRST: Duration = Duration::from_millis(25);
+    const MAX: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new() -> Poll {
+        Poll { next: Self::FIRST }
+    }
+
+    pub(crate) fn wait(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,25 +846,5 @@ mod tests {
         assert_eq!(client.url("http://other/x").unwrap(), "http://other/x");
         let client = Client::new(Config::default(), PathBuf::from("/nonexistent")).unwrap();
         assert!(matches!(client.url("/v3"), Err(ClientError::NoApi)));
-    }
-}
-
-/// Waits between polls of something the platform is doing: 25 ms at first, doubling up
-/// to 500 ms, so quick operations return quickly and slow ones cost few requests.
-pub(crate) struct Poll {
-    next: Duration,
-}
-
-impl Poll {
-    const FIRST: Duration = Duration::from_millis(25);
-    const MAX: Duration = Duration::from_millis(500);
-
-    pub(crate) fn new() -> Poll {
-        Poll { next: Self::FIRST }
-    }
-
-    pub(crate) fn wait(&mut self) {
-        std::thread::sleep(self.next);
-        self.next = (self.next * 2).min(Self::MAX);
     }
 }
