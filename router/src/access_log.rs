@@ -3,8 +3,9 @@
 //!
 //! Per-request telemetry was Gorouter's main CPU cost, so a request only hands its
 //! record to a bounded channel ([`AccessLogger::submit`]); a single task formats the
-//! lines and publishes the envelopes in batches (one bus message a batch). When the channel is full, records are
-//! dropped and counted rather than slowing requests down (loggregator's rule).
+//! lines and publishes the envelopes in batches (one bus message a batch). When the
+//! channel is full, records are dropped and counted rather than slowing requests down
+//! (loggregator's rule).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -57,33 +57,6 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
 pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     let span = hex::<16>(span_id.into());
     let span = hex_str(&span);
-    let client_sent = [&X_B3_TRACE_ID, &X_B3_SPAN_ID, &TRACEPARENT]
-        .into_iter()
-        .any(|name| headers.contains_key(name));
-    if !client_sent {
-        // The common case: a new trace, its values made without intermediate strings.
-        let trace = hex::<32>(trace_id);
-        let trace = hex_str(&trace);
-        let mut parent = [0u8; 55];
-        for (at, part) in [(0, "00-"), (3, trace), (35, "-"), (36, span), (52, "-01")] {
-            parent[at..at + part.len()].copy_from_slice(part.as_bytes());
-        }
-        let mut state = [0u8; 25];
-        state[..9].copy_from_slice(b"gorouter=");
-        state[9..].copy_from_slice(span.as_bytes());
-        for (name, value) in [
-            (X_B3_TRACE_ID, trace.as_bytes()),
-            (X_B3_SPAN_ID, span.as_bytes()),
-            (TRACEPARENT, &parent),
-            (TRACESTATE, &state),
-        ] {
-            if let Ok(v) = HeaderValue::from_bytes(value) {
-                headers.insert(name, v);
-            }
-        }
-        headers.remove(X_B3_PARENT_SPAN_ID);
-        return;
-    }
     let b3_trace = text(headers, X_B3_TRACE_ID)
         .filter(|t| is_hex(t, 32) || is_hex(t, 16))
         .map(str::to_ascii_lowercase);
@@ -97,20 +70,24 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     };
 
     // One trace id for both formats: the client's if any, else a new one.
-    let trace = w3c_trace
-        .clone()
-        .or_else(|| b3_trace.clone().filter(|t| t.len() == 32))
-        .or_else(|| b3_trace.clone().map(|t| format!("{t:0>32}")))
-        .unwrap_or_else(|| hex_str(&hex::<32>(trace_id)).to_string());
+    let new_trace = hex::<32>(trace_id);
+    let padded_b3;
+    let trace = match (&w3c_trace, &b3_trace) {
+        (Some(w3c), _) => w3c.as_str(),
+        (None, Some(b3)) if b3.len() == 32 => b3.as_str(),
+        (None, Some(b3)) => {
+            padded_b3 = format!("{b3:0>32}");
+            padded_b3.as_str()
+        }
+        (None, None) => hex_str(&new_trace),
+    };
 
     if !b3_valid {
-        // Owned text becomes a header value without another copy.
-        let b3 = b3_trace.unwrap_or_else(|| trace.clone());
-        if let Ok(v) = HeaderValue::try_from(b3) {
-            headers.insert(X_B3_TRACE_ID, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(span) {
-            headers.insert(X_B3_SPAN_ID, v);
+        let b3 = b3_trace.as_deref().unwrap_or(trace);
+        for (name, value) in [(X_B3_TRACE_ID, b3), (X_B3_SPAN_ID, span)] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
         }
         headers.remove(X_B3_PARENT_SPAN_ID);
     }
@@ -118,31 +95,30 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     // The client's flags, not its last field: a later version may add fields after them.
     let flags = w3c_flags.as_deref().unwrap_or("01");
     let mut parent = String::with_capacity(6 + trace.len() + span.len() + flags.len());
-    for part in ["00-", &trace, "-", span, "-", flags] {
+    for part in ["00-", trace, "-", span, "-", flags] {
         parent.push_str(part);
     }
-    if let Ok(v) = HeaderValue::try_from(parent) {
-        headers.insert(TRACEPARENT, v);
-    }
-    let prior: Vec<String> = match w3c_trace {
-        Some(_) => text(headers, TRACESTATE)
+    // The client's other vendors' entries follow ours when it continues a W3C trace.
+    let mut state = String::with_capacity(25);
+    state.push_str("gorouter=");
+    state.push_str(span);
+    if w3c_trace.is_some() {
+        let prior = text(headers, TRACESTATE)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty() && !e.starts_with("gorouter="))
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
-    };
-    let mut state = String::with_capacity(25);
-    state.push_str("gorouter=");
-    state.push_str(span);
-    for entry in prior.iter().take(31) {
-        state.push(',');
-        state.push_str(entry);
+            .take(31);
+        for entry in prior {
+            state.push(',');
+            state.push_str(entry);
+        }
     }
-    if let Ok(v) = HeaderValue::try_from(state) {
-        headers.insert(TRACESTATE, v);
+    // Owned text becomes a header value without another copy.
+    for (name, value) in [(TRACEPARENT, parent), (TRACESTATE, state)] {
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(name, v);
+        }
     }
 }
 
