@@ -178,6 +178,21 @@ impl Process {
         self.child.id()
     }
 
+    /// Its resident memory (KiB) and open descriptors, from `/proc`.
+    pub fn rss_kib_and_fds(&self) -> (u64, usize) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .count();
+        (rss, fds)
+    }
+
     /// Whether the process has ended (by itself, or killed).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

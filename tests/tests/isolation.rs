@@ -364,22 +364,6 @@ fn a_stack_overflow_ends_only_its_instance() {
     neighbour_of(platform, &wf, "after the stack overflow");
 }
 
-/// The resident memory (KiB) and open descriptors of the platform's `wfd` (found by
-/// its data dir on its command line).
-fn rss_and_fds(platform: &Platform) -> (u64, usize) {
-    let pid = platform.processes[0].pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fds")
-        .count();
-    (rss, fds)
-}
-
 /// The soft open-file limit of process `pid`.
 fn open_file_limit(pid: u32) -> usize {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
@@ -401,7 +385,7 @@ fn a_huge_response_streams_through_in_bounded_memory() {
     let wf = platform.user();
     wf.push_fixture("huge", "hostile");
     neighbour_of(platform, &wf, "before the huge response");
-    let (rss_before, _) = rss_and_fds(platform);
+    let (rss_before, _) = platform.processes[0].rss_kib_and_fds();
     let mut rss_max = rss_before;
 
     const MIB: u64 = 1 << 20;
@@ -447,7 +431,7 @@ fn a_huge_response_streams_through_in_bounded_memory() {
             "hello from 0\n",
             "while 2 GiB stream",
         );
-        rss_max = rss_max.max(rss_and_fds(platform).0);
+        rss_max = rss_max.max(platform.processes[0].rss_kib_and_fds().0);
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, body, took) = download.join().expect("download");
@@ -469,11 +453,11 @@ fn a_huge_response_streams_through_in_bounded_memory() {
     stream.write_all(request.as_bytes()).expect("request");
     let mut buf = vec![0u8; 1 << 20];
     stream.read_exact(&mut buf).expect("the first MiB");
-    let (rss_before, _) = rss_and_fds(platform);
+    let (rss_before, _) = platform.processes[0].rss_kib_and_fds();
     let mut rss_max = rss_before;
     for _ in 0..15 {
         std::thread::sleep(Duration::from_millis(200));
-        rss_max = rss_max.max(rss_and_fds(platform).0);
+        rss_max = rss_max.max(platform.processes[0].rss_kib_and_fds().0);
     }
     neighbour_of(platform, &wf, "while a huge response waits for its reader");
     drop(stream);
@@ -535,7 +519,7 @@ fn an_app_cannot_exhaust_the_cells_descriptors() {
     let wf = platform.user();
     wf.push_fixture("fds", "hostile");
     neighbour_of(platform, &wf, "before the descriptors");
-    let (_, fds_before) = rss_and_fds(platform);
+    let (_, fds_before) = platform.processes[0].rss_kib_and_fds();
     let pid = platform.processes[0].pid();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -571,7 +555,7 @@ fn an_app_cannot_exhaust_the_cells_descriptors() {
     platform.wait_for("fds", "/", START_WITHIN, |r| r.body == "hostile 0\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, fds) = rss_and_fds(platform);
+        let (_, fds) = platform.processes[0].rss_kib_and_fds();
         if fds <= fds_before + 16 {
             break;
         }

@@ -154,11 +154,11 @@ fn pushes_by_concurrent_clients_then_a_soak_with_flat_memory_and_descriptors() {
             })
         })
         .collect();
-    let pid = platform.processes[0].pid();
+    let wfd = &platform.processes[0];
     let soak_started = Instant::now();
     let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
     while soak_started.elapsed() < SOAK {
-        let (rss, fds) = rss_and_fds(pid);
+        let (rss, fds) = wfd.rss_kib_and_fds();
         samples.push((soak_started.elapsed(), rss, fds));
         std::thread::sleep(SAMPLE_EVERY);
     }
@@ -208,17 +208,4 @@ fn routed_endpoints(status_port: u16) -> usize {
     let routes: BTreeMap<String, Vec<serde_json::Value>> =
         serde_json::from_str(&resp.body).unwrap_or_default();
     routes.values().map(Vec::len).sum()
-}
-
-fn rss_and_fds(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fds")
-        .count();
-    (rss, fds)
 }
