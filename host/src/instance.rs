@@ -752,11 +752,17 @@ impl InstanceLogs {
         }
         let logs = self.clone();
         let sink: LogBatchSink = Arc::new(move |lines: &[(LogType, Bytes)]| {
-            let batch = lines
-                .iter()
-                .map(|(log_type, line)| logs.envelope(&logs.source_type, *log_type, line))
-                .collect();
-            wf_loggregator::emit_batch(&logs.bus, &wf_loggregator::EnvelopeBatch { batch });
+            let mut batch = wf_loggregator::LogBatch::default();
+            for (log_type, line) in lines {
+                batch.push(
+                    &logs.source_id,
+                    &logs.instance_id,
+                    &logs.source_type,
+                    *log_type,
+                    line,
+                );
+            }
+            wf_loggregator::emit_log_batch(&logs.bus, batch);
         });
         crate::app_logs::limit(sink, limits, self.counters.clone())
     }

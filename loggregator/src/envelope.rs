@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+
 use serde::{Deserialize, Serialize};
 
 /// Subject on the message bus that carries envelopes: JSON, one [`Envelope`] or an
@@ -37,10 +39,12 @@ impl EnvelopeBatch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Serialize` is written out (below) rather than derived: the derived one goes through
+/// serde's flattening map, and every RTR access line is serialized.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Envelope {
     /// Unix time in nanoseconds.
-    #[serde(with = "i64_as_string")]
+    #[serde(deserialize_with = "i64_as_string::deserialize")]
     pub timestamp: i64,
     /// For app logs the app guid; for platform components their name.
     pub source_id: String,
@@ -153,6 +157,101 @@ impl Envelope {
     }
 }
 
+impl Serialize for Envelope {
+    /// The derived shape: the message's variant is a key beside the envelope's fields.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut timestamp = itoa::Buffer::new();
+        let mut envelope = s.serialize_struct("Envelope", 5)?;
+        envelope.serialize_field("timestamp", timestamp.format(self.timestamp))?;
+        envelope.serialize_field("source_id", &self.source_id)?;
+        envelope.serialize_field("instance_id", &self.instance_id)?;
+        envelope.serialize_field("tags", &self.tags)?;
+        match &self.message {
+            EnvelopeMessage::Log(log) => envelope.serialize_field("log", log)?,
+            EnvelopeMessage::Counter(counter) => envelope.serialize_field("counter", counter)?,
+            EnvelopeMessage::Gauge(gauge) => envelope.serialize_field("gauge", gauge)?,
+        }
+        envelope.end()
+    }
+}
+
+/// An [`EnvelopeBatch`] of log envelopes, written as JSON as they are added: the bytes
+/// `serde_json::to_vec` gives for a batch of the same [`Envelope::log`]s, without
+/// building them. The router writes an envelope for every request it serves, and a
+/// chatty app one a line.
+pub struct LogBatch {
+    json: Vec<u8>,
+    len: usize,
+}
+
+impl Default for LogBatch {
+    fn default() -> Self {
+        LogBatch {
+            json: b"{\"batch\":[".to_vec(),
+            len: 0,
+        }
+    }
+}
+
+impl LogBatch {
+    /// Adds what `Envelope::log(source_id, instance_id, source_type, log_type, payload)`
+    /// would make now.
+    pub fn push(
+        &mut self,
+        source_id: &str,
+        instance_id: &str,
+        source_type: &str,
+        log_type: LogType,
+        payload: &[u8],
+    ) {
+        // Writing into a Vec cannot fail, nor can serializing a str.
+        fn string(json: &mut Vec<u8>, s: &str) {
+            let _ = serde_json::to_writer(&mut *json, s);
+        }
+        let json = &mut self.json;
+        if self.len > 0 {
+            json.push(b',');
+        }
+        self.len += 1;
+        json.extend_from_slice(b"{\"timestamp\":\"");
+        json.extend_from_slice(itoa::Buffer::new().format(now_ns()).as_bytes());
+        json.extend_from_slice(b"\",\"source_id\":");
+        string(json, source_id);
+        json.extend_from_slice(b",\"instance_id\":");
+        string(json, instance_id);
+        json.extend_from_slice(b",\"tags\":{\"source_type\":");
+        string(json, source_type);
+        json.extend_from_slice(b"},\"log\":{\"payload\":\"");
+        let start = json.len();
+        json.resize(
+            start + base64::encoded_len(payload.len(), true).unwrap_or(0),
+            0,
+        );
+        // The buffer was sized for the encoding.
+        let _ = base64::engine::general_purpose::STANDARD.encode_slice(payload, &mut json[start..]);
+        json.extend_from_slice(match log_type {
+            LogType::Out => b"\",\"type\":\"OUT\"}}",
+            LogType::Err => b"\",\"type\":\"ERR\"}}",
+        });
+    }
+
+    /// Envelopes in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The batch's JSON.
+    pub fn into_json(mut self) -> Vec<u8> {
+        self.json.extend_from_slice(b"]}");
+        self.json
+    }
+}
+
 /// Unix time now, in nanoseconds.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -161,12 +260,9 @@ pub fn now_ns() -> i64 {
         .unwrap_or_default()
 }
 
+/// Serialized by `Envelope`'s own `Serialize`; read as a string or a number.
 mod i64_as_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&v.to_string())
-    }
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         #[derive(Deserialize)]
@@ -239,5 +335,48 @@ mod tests {
         assert_eq!(v["tags"]["source_type"], "APP/PROC/WEB");
         let back: Envelope = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn log_batches_are_written_as_serde_writes_them() {
+        let lines: [(&str, &str, &str, LogType, &[u8]); 3] = [
+            ("app-guid", "0", "RTR", LogType::Out, b"GET / 200"),
+            (
+                "we\"ird\\id\n",
+                "12",
+                "APP/PROC/WEB",
+                LogType::Err,
+                b"\xff\x00 not utf-8",
+            ),
+            ("app-guid", "", "STG", LogType::Out, b""),
+        ];
+        let before = now_ns();
+        let mut batch = LogBatch::default();
+        assert!(batch.is_empty());
+        for (source, instance, source_type, log_type, payload) in lines {
+            batch.push(source, instance, source_type, log_type, payload);
+        }
+        assert_eq!(batch.len(), 3);
+        let json = batch.into_json();
+        let decoded = EnvelopeBatch::decode(&json).unwrap();
+        let expected: Vec<Envelope> = lines
+            .iter()
+            .zip(&decoded)
+            .map(
+                |((source, instance, source_type, log_type, payload), got)| {
+                    assert!((before..=now_ns()).contains(&got.timestamp));
+                    let mut e = Envelope::log(source, instance, source_type, *log_type, *payload);
+                    e.timestamp = got.timestamp;
+                    e
+                },
+            )
+            .collect();
+        assert_eq!(decoded, expected);
+        let serde_bytes = serde_json::to_vec(&EnvelopeBatch { batch: expected }).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            String::from_utf8(serde_bytes).unwrap()
+        );
+        assert_eq!(LogBatch::default().into_json(), b"{\"batch\":[]}");
     }
 }

@@ -13,13 +13,13 @@ pub use api::{log_cache_router, AccessDecision, SourceAuthorizer};
 pub use collector::{
     Collector, LocalMetrics, MetricsTarget, TargetError, TargetSource, DEFAULT_SCRAPE_TIMEOUT,
 };
-pub use envelope::{Envelope, EnvelopeBatch, EnvelopeMessage, LogType, ENVELOPE_SUBJECT};
+pub use envelope::{Envelope, EnvelopeBatch, EnvelopeMessage, LogBatch, LogType, ENVELOPE_SUBJECT};
 pub use rlp::{
     rlp_router, rlp_router_with_config, RlpConfig, Selector, SelectorError, FIREHOSE_SOURCE_ID,
 };
 pub use store::{
-    emit, emit_batch, spawn_ingest, LogStore, LogStoreConfig, ReadQuery, SourceMeta, StoreStats,
-    DEFAULT_MAX_ENVELOPES_PER_SOURCE, DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
+    emit, emit_log_batch, spawn_ingest, LogStore, LogStoreConfig, ReadQuery, SourceMeta,
+    StoreStats, DEFAULT_MAX_ENVELOPES_PER_SOURCE, DEFAULT_READ_LIMIT, MAX_READ_LIMIT,
 };
 pub use syslog::{
     DrainScheme, DrainStats, DrainType, DrainUrl, DrainUrlError, SyslogConfig, SyslogDrains,

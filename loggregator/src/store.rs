@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use wf_messaging::Bus;
 use wf_metrics::{Exposition, Kind};
 
-use crate::{Envelope, EnvelopeBatch, EnvelopeMessage, ENVELOPE_SUBJECT};
+use crate::{Envelope, EnvelopeBatch, EnvelopeMessage, LogBatch, ENVELOPE_SUBJECT};
 
 /// Envelopes kept per source id before the oldest are dropped.
 pub const DEFAULT_MAX_ENVELOPES_PER_SOURCE: usize = 100_000;
@@ -614,9 +614,9 @@ pub fn emit(bus: &Bus, envelope: &Envelope) {
 
 /// Publishes `batch` on the bus as one message, as [`emit`] does one envelope. Keep
 /// batches well under the bus's largest message (NATS: 1 MB by default).
-pub fn emit_batch(bus: &Bus, batch: &EnvelopeBatch) {
-    if !batch.batch.is_empty() {
-        publish(bus, serde_json::to_vec(batch));
+pub fn emit_log_batch(bus: &Bus, batch: LogBatch) {
+    if !batch.is_empty() {
+        publish(bus, Ok(batch.into_json()));
     }
 }
 
@@ -1069,10 +1069,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // A batch is one message; its envelopes are kept in order.
-        let batch = EnvelopeBatch {
-            batch: (2..5).map(|ts| log_at("batched", ts, "line")).collect(),
-        };
-        emit_batch(&bus, &batch);
+        let mut batch = LogBatch::default();
+        for n in 2..5 {
+            let line = format!("line {n}");
+            batch.push(
+                "batched",
+                "0",
+                "APP/PROC/WEB",
+                LogType::Out,
+                line.as_bytes(),
+            );
+        }
+        emit_log_batch(&bus, batch);
         bus.publish(ENVELOPE_SUBJECT, "not json").await.unwrap();
         bus.publish(ENVELOPE_SUBJECT, r#"{"batch": [{"no": "envelope"}]}"#)
             .await
@@ -1082,7 +1090,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let batched = store.read("batched", &ReadQuery::default());
-        assert_eq!(timestamps(&batched), [2, 3, 4]);
+        let lines: Vec<_> = batched
+            .iter()
+            .map(|e| match &e.message {
+                EnvelopeMessage::Log(log) => String::from_utf8_lossy(&log.payload).into_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lines, ["line 2", "line 3", "line 4"]);
         cancel.cancel();
         task.await.unwrap();
     }

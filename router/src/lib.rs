@@ -9,7 +9,7 @@
 //! separate status port.
 
 mod access_log;
-mod connector;
+mod backend;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod message;
@@ -49,7 +49,7 @@ use wf_messaging::{Bus, BusError, Subscription};
 use access_log::AccessLogger;
 use message::{GREET_SUBJECT, REGISTER_SUBJECT, START_SUBJECT, UNREGISTER_SUBJECT};
 use metrics::Metrics;
-use proxy::{Proxy, Scheme};
+use proxy::{ClientConn, Proxy, Scheme};
 
 /// How long open connections get to finish their requests once the router stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -504,10 +504,11 @@ fn proxy_service(
     Error = Infallible,
     Future = impl Future<Output = Result<http::Response<proxy::ResponseBody>, Infallible>> + Send,
 > + Clone {
+    let client = Arc::new(ClientConn::new(remote, scheme));
     service_fn(move |req| {
-        let proxy = proxy.clone();
+        let (proxy, client) = (proxy.clone(), client.clone());
         // Boxed: the request future is large, and hyper would otherwise move it.
-        let handling = Box::pin(async move { proxy.handle(req, remote, scheme).await });
+        let handling = Box::pin(async move { proxy.handle(req, &client).await });
         async move { Ok::<_, Infallible>(handling.await) }
     })
 }

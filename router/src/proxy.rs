@@ -1,14 +1,13 @@
 //! The proxy: resolves each request in the route table and forwards it to a backend
-//! over pooled HTTP/1.1 connections (TLS for endpoints registered with `tls_port`),
-//! streaming bodies both ways; writes Gorouter's
+//! over pooled HTTP/1.1 connections (TLS for endpoints registered with `tls_port`; the
+//! client is [`crate::backend`]), streaming bodies both ways; writes Gorouter's
 //! headers (forwarding, trace context, sticky sessions), error responses and access
 //! log, retries connection errors on other endpoints and passes HTTP upgrades
 //! (WebSockets) through as byte tunnels. Requests for a route bound to a route service
 //! go there first, signed; the signed requests it sends back go to the app.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLogger, AccessRecord};
-use crate::connector::{BackendConnector, ConnectError};
+use crate::backend::{BackendBody, BackendError, Backends, Conn, RequestBody, RequestHead, Target};
 use crate::metrics::Metrics;
 use crate::route_service::{
     RouteServiceKeys, SignatureError, SignedHeaders, X_CF_FORWARDED_URL, X_CF_PROXY_METADATA,
@@ -51,15 +50,6 @@ const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance
 /// The cookie naming the instance of a sticky session.
 pub(crate) const VCAP_ID_COOKIE: &str = "__VCAP_ID__";
 
-/// Why a request body was cut off on its way to the backend.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RequestBodyError {
-    #[error("request body exceeds the limit of {0} bytes")]
-    TooLarge(u64),
-    #[error("reading the client's request body: {0}")]
-    Client(#[from] hyper::Error),
-}
-
 /// How a client reached the router: its `X-Forwarded-Proto` when it sent none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scheme {
@@ -80,6 +70,26 @@ impl Scheme {
     }
 }
 
+/// The client end of a connection, as its requests' headers and access lines name it;
+/// made once a connection.
+pub(crate) struct ClientConn {
+    addr: std::net::SocketAddr,
+    scheme: Scheme,
+    /// The client's IP as `X-Forwarded-For` names it.
+    forwarded_for: HeaderValue,
+}
+
+impl ClientConn {
+    pub(crate) fn new(addr: std::net::SocketAddr, scheme: Scheme) -> ClientConn {
+        ClientConn {
+            addr,
+            scheme,
+            forwarded_for: HeaderValue::try_from(addr.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        }
+    }
+}
+
 /// Where a request for a route bound to a route service goes.
 enum RouteServiceStep {
     /// First to the route service, signed.
@@ -94,7 +104,7 @@ enum RouteServiceStep {
 
 pub(crate) struct Proxy {
     table: Arc<RwLock<RouteTable>>,
-    client: Client<BackendConnector, RequestBody>,
+    backends: Backends,
     log: AccessLogger,
     metrics: Arc<Metrics>,
     sticky_cookie_names: Vec<String>,
@@ -124,18 +134,15 @@ impl Proxy {
         tunnels: TaskTracker,
         cancel: CancellationToken,
     ) -> Proxy {
-        let connector = BackendConnector::new(
+        let backends = Backends::new(
             config.backend_connect_timeout,
             config.tls_handshake_timeout,
+            BACKEND_IDLE_TIMEOUT,
             backend_tls,
         );
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(BACKEND_IDLE_TIMEOUT)
-            .build(connector);
         Proxy {
             table,
-            client,
+            backends,
             log,
             metrics,
             sticky_cookie_names: config.sticky_session_cookie_names.clone(),
@@ -152,10 +159,12 @@ impl Proxy {
     pub(crate) async fn handle(
         &self,
         mut req: Request<Incoming>,
-        remote: std::net::SocketAddr,
-        scheme: Scheme,
+        client: &ClientConn,
     ) -> Response<ResponseBody> {
+        let scheme = client.scheme;
         let started = Instant::now();
+        // The wall clock, read once: the access log's start and `X-Request-Start`.
+        let started_wall = std::time::SystemTime::now();
         // One random draw gives the request id and, when the client sent none, the
         // trace id (Gorouter derives one from the other).
         let request_id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
@@ -174,7 +183,7 @@ impl Proxy {
             .unwrap_or_default();
         let mut record = AccessRecord {
             host: host.clone(),
-            started_at: Some(time::OffsetDateTime::now_utc()),
+            started_at: Some(time::OffsetDateTime::from(started_wall)),
             method: req.method().clone(),
             uri: req
                 .uri()
@@ -183,7 +192,7 @@ impl Proxy {
             proto: version_text(req.version()),
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            remote_addr: Some(remote),
+            remote_addr: Some(client.addr),
             vcap_request_id: Some(request_id_value.clone()),
             ..Default::default()
         };
@@ -214,7 +223,7 @@ impl Proxy {
                 .table
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            table.lookup(&host, req.uri().path(), Instant::now())
+            table.lookup(&host, req.uri().path(), started)
         };
         let route_host = host.split(':').next().unwrap_or_default();
         let (route_path, endpoints, route_service_url) = match lookup {
@@ -312,7 +321,7 @@ impl Proxy {
         }
         remove_hop_by_hop(&mut headers);
         headers.remove(X_CF_APP_INSTANCE);
-        add_forwarding_headers(&mut headers, remote, request_id_value, scheme);
+        add_forwarding_headers(&mut headers, client, request_id_value, started_wall);
         trace::propagate(&mut headers, request_id.as_u128(), rand::random());
         if let Some(upgrade) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -320,21 +329,13 @@ impl Proxy {
         }
         record.x_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
         record.x_forwarded_proto = headers.get(X_FORWARDED_PROTO).cloned();
-        let slot = Arc::new(BodySlot {
-            body: Mutex::new(Some(body)),
-            received: AtomicU64::new(0),
-            limit: self.max_request_body_bytes,
-            too_large: AtomicBool::new(false),
-        });
+        let mut body = RequestBody::new(body, self.max_request_body_bytes);
         match route_service {
             Some(RouteServiceStep::ToRouteService {
                 url,
                 forwarded_url,
                 signed,
             }) => {
-                let mut rs_req = Request::new(RequestBody { slot, taken: None });
-                *rs_req.method_mut() = parts.method;
-                *rs_req.version_mut() = Version::HTTP_11;
                 if let Ok(v) = HeaderValue::from_str(&forwarded_url) {
                     headers.insert(X_CF_FORWARDED_URL, v);
                 }
@@ -356,9 +357,14 @@ impl Proxy {
                 {
                     headers.insert(header::HOST, v);
                 }
-                *rs_req.uri_mut() = url;
-                *rs_req.headers_mut() = headers;
-                return self.to_route_service(rs_req, record, started).await;
+                let head = RequestHead {
+                    method: &parts.method,
+                    path_and_query: url.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: &headers,
+                };
+                // Boxed, as the rarer path: it would add its size to every request's future.
+                return Box::pin(self.to_route_service(&url, &head, &mut body, record, started))
+                    .await;
             }
             Some(RouteServiceStep::FromRouteService) => {
                 for name in [
@@ -381,38 +387,20 @@ impl Proxy {
                 Metrics::count(&self.metrics.backend_retries);
             }
             tried = Some(endpoint.clone());
-            let uri = match endpoint.uri(&record.uri) {
-                Ok(uri) => uri,
-                Err(e) => {
-                    last_error = format!("bad backend address {}: {e}", endpoint.addr);
-                    continue;
-                }
+            set_endpoint_headers(&mut headers, endpoint);
+            let head = RequestHead {
+                method: &parts.method,
+                path_and_query: &record.uri,
+                headers: &headers,
             };
-            let mut backend_req = Request::new(RequestBody {
-                slot: slot.clone(),
-                taken: None,
-            });
-            *backend_req.method_mut() = parts.method.clone();
-            *backend_req.uri_mut() = uri;
-            *backend_req.version_mut() = Version::HTTP_11;
-            // The last attempt takes the headers instead of copying them.
-            *backend_req.headers_mut() = if attempt + 1 == attempts.len() {
-                std::mem::take(&mut headers)
-            } else {
-                headers.clone()
-            };
-            set_endpoint_headers(backend_req.headers_mut(), endpoint);
             record.gorouter_time = started.elapsed();
             let active = endpoint.begin_request();
-            let result =
-                tokio::time::timeout(self.response_timeout, self.client.request(backend_req)).await;
+            let sent = self.backends.send(endpoint.target(), &head, &mut body);
+            let result = tokio::time::timeout(self.response_timeout, sent).await;
             match result {
                 Ok(Ok(resp)) => {
-                    record.bytes_received = slot.received.load(Ordering::Relaxed);
-                    let mut resp = resp;
-                    let backend_upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-                        .then(|| hyper::upgrade::on(&mut resp));
-                    let (mut parts, body) = resp.into_parts();
+                    record.bytes_received = body.received();
+                    let (mut parts, backend_body) = resp.into_parts();
                     let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
                     prepare_response_headers(&mut parts.headers, record.vcap_request_id.as_ref());
                     set_sticky_cookie(
@@ -423,7 +411,14 @@ impl Proxy {
                         sticky_instance.as_deref(),
                     );
                     let mut active = Some(active);
-                    if let (Some(backend), Some(client)) = (backend_upgrade, upgrade.take()) {
+                    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        let (Some(backend), Some(client)) =
+                            (backend_body.into_upgraded(), upgrade.take())
+                        else {
+                            last_error =
+                                "101 Switching Protocols to a request without an upgrade".into();
+                            break;
+                        };
                         parts
                             .headers
                             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -437,26 +432,27 @@ impl Proxy {
                             active.take(),
                             self.cancel.clone(),
                         ));
+                        let resp = Response::from_parts(parts, ResponseBody::full(Bytes::new()));
+                        return self.finish(resp, record, started, Some(endpoint), active);
                     }
-                    let resp = Response::from_parts(parts, ResponseBody::backend(body));
+                    let resp = Response::from_parts(parts, ResponseBody::backend(backend_body));
                     return self.finish(resp, record, started, Some(endpoint), active);
                 }
+                Ok(Err(BackendError::RequestBodyTooLarge(limit))) => {
+                    record.bytes_received = body.received();
+                    return self.finish(body_too_large(limit), record, started, None, None);
+                }
                 Ok(Err(e)) => {
-                    if slot.too_large.load(Ordering::Relaxed) {
-                        let limit = self.max_request_body_bytes.unwrap_or_default();
-                        record.bytes_received = slot.received.load(Ordering::Relaxed);
-                        return self.finish(body_too_large(limit), record, started, None, None);
-                    }
                     last_error = error_chain(&e);
-                    failure_status = connect_error(&e)
-                        .and_then(ConnectError::tls_failure)
+                    let connect = e.connect_error();
+                    failure_status = connect
+                        .and_then(|c| c.tls_failure())
                         .map_or(StatusCode::BAD_GATEWAY, TlsFailure::status);
-                    let connect = e.is_connect();
-                    if connect {
+                    if connect.is_some() {
                         Metrics::count(&self.metrics.backend_connect_errors);
                         endpoint.mark_failed();
                     }
-                    let retryable = connect && slot.has_body();
+                    let retryable = connect.is_some() && body.is_unread();
                     tracing::debug!(backend = %endpoint.addr, error = %last_error, retryable, "backend attempt failed");
                     if !retryable {
                         break;
@@ -473,7 +469,7 @@ impl Proxy {
                 }
             }
         }
-        record.bytes_received = slot.received.load(Ordering::Relaxed);
+        record.bytes_received = body.received();
         tracing::info!(host = %host, error = %last_error, "all backend attempts failed");
         let resp = endpoint_failure(failure_status, &last_error);
         self.finish(resp, record, started, tried.as_ref(), None)
@@ -564,15 +560,31 @@ impl Proxy {
     /// answer back.
     async fn to_route_service(
         &self,
-        req: Request<RequestBody>,
+        url: &http::Uri,
+        head: &RequestHead<'_>,
+        body: &mut RequestBody,
         mut record: AccessRecord,
         started: Instant,
     ) -> Response<ResponseBody> {
-        let slot = req.body().slot.clone();
-        record.backend_addr = req.uri().authority().map(|a| a.to_string());
+        let https = url.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = url.host().unwrap_or_default();
+        let addr = format!(
+            "{host}:{}",
+            url.port_u16().unwrap_or(if https { 443 } else { 80 })
+        );
+        let tls_name = https.then(|| host.trim_start_matches('[').trim_end_matches(']'));
+        record.backend_addr = url.authority().map(|a| a.to_string());
         record.gorouter_time = started.elapsed();
-        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        record.bytes_received = slot.received.load(Ordering::Relaxed);
+        let sent = self.backends.send(
+            Target {
+                addr: &addr,
+                tls_name,
+            },
+            head,
+            body,
+        );
+        let result = tokio::time::timeout(self.response_timeout, sent).await;
+        record.bytes_received = body.received();
         let resp = match result {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
@@ -580,9 +592,7 @@ impl Proxy {
                 parts.headers.remove(X_CF_PROXY_SIGNATURE);
                 Response::from_parts(parts, ResponseBody::backend(body))
             }
-            Ok(Err(_)) if slot.too_large.load(Ordering::Relaxed) => {
-                body_too_large(self.max_request_body_bytes.unwrap_or_default())
-            }
+            Ok(Err(BackendError::RequestBodyTooLarge(limit))) => body_too_large(limit),
             Ok(Err(e)) => endpoint_failure(StatusCode::BAD_GATEWAY, &error_chain(&e)),
             Err(_) => endpoint_failure(
                 StatusCode::BAD_GATEWAY,
@@ -628,18 +638,26 @@ impl Proxy {
 /// either side closes or the router stops.
 async fn tunnel(
     client: OnUpgrade,
-    backend: OnUpgrade,
+    backend: Conn,
     active: Option<ActiveRequest>,
     cancel: CancellationToken,
 ) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
-        Ok(pair) => pair,
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    let (mut backend, early) = backend.into_parts();
+    let mut client = TokioIo::new(client);
+    // What the backend sent right after its 101 belongs to the new protocol.
+    if !early.is_empty() {
+        if let Err(e) = client.write_all(&early).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+            return;
+        }
+    }
     tokio::select! {
         _ = cancel.cancelled() => {}
         copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
@@ -832,18 +850,6 @@ fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The backend connector's error among the causes of a client error.
-fn connect_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
-    let mut source = e.source();
-    while let Some(cause) = source {
-        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
-            return Some(connect);
-        }
-        source = cause.source();
-    }
-    None
-}
-
 /// The error and its causes, as one header-safe line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -902,6 +908,10 @@ fn error_response(
 /// Removes the headers that describe one hop (RFC 9110 7.6.1), including those the
 /// `Connection` header names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names is cheaper than a lookup of each.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -912,42 +922,52 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
+/// The headers that only describe one hop, whatever `Connection` names besides.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// `X-Forwarded-For` (client appended), `X-Forwarded-Proto` (the client's scheme) and
-/// `X-Request-Start` (when absent), and a new `X-Vcap-Request-Id`.
+/// `X-Request-Start` (when absent: `started`, in milliseconds), and a new
+/// `X-Vcap-Request-Id`.
 fn add_forwarding_headers(
     headers: &mut HeaderMap,
-    remote: std::net::SocketAddr,
+    client: &ClientConn,
     request_id: HeaderValue,
-    scheme: Scheme,
+    started: std::time::SystemTime,
 ) {
     let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {}", remote.ip()),
-        _ => remote.ip().to_string(),
+        // Owned text becomes the header value without another copy.
+        Some(prior) if !prior.trim().is_empty() => {
+            HeaderValue::try_from(format!("{prior}, {}", client.addr.ip())).ok()
+        }
+        _ => Some(client.forwarded_for.clone()),
     };
-    // Owned text becomes the header value without another copy.
-    if let Ok(v) = HeaderValue::try_from(forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, scheme.header_value());
+        headers.insert(X_FORWARDED_PROTO, client.scheme.header_value());
     }
     if !headers.contains_key(X_REQUEST_START) {
-        let ms = std::time::SystemTime::now()
+        let ms = started
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
@@ -972,88 +992,6 @@ fn set_endpoint_headers(headers: &mut HeaderMap, endpoint: &Endpoint) {
     }
 }
 
-/// The client's request body, shared by the attempts of one request: an attempt takes
-/// it when the backend connection starts reading it, so a failed connect leaves it for
-/// the next attempt.
-struct BodySlot {
-    body: Mutex<Option<Incoming>>,
-    received: AtomicU64,
-    limit: Option<u64>,
-    too_large: AtomicBool,
-}
-
-impl BodySlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
-        self.body
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn has_body(&self) -> bool {
-        self.lock().is_some()
-    }
-}
-
-pub(crate) struct RequestBody {
-    slot: Arc<BodySlot>,
-    taken: Option<Incoming>,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let this = self.get_mut();
-        if this.taken.is_none() {
-            this.taken = this.slot.lock().take();
-        }
-        let Some(body) = this.taken.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let received = this
-                        .slot
-                        .received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed)
-                        + data.len() as u64;
-                    if let Some(limit) = this.slot.limit.filter(|l| received > *l) {
-                        this.slot.too_large.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge(limit))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.taken {
-            Some(body) => body.is_end_stream(),
-            None => self.slot.lock().as_ref().is_none_or(Body::is_end_stream),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.taken {
-            Some(body) => body.size_hint(),
-            None => self
-                .slot
-                .lock()
-                .as_ref()
-                .map_or_else(|| SizeHint::with_exact(0), Body::size_hint),
-        }
-    }
-}
-
 /// The access log of a request, written when its response body is done (or dropped).
 struct PendingLog {
     record: AccessRecord,
@@ -1062,7 +1000,7 @@ struct PendingLog {
 }
 
 enum ResponseInner {
-    Backend(Incoming),
+    Backend(BackendBody),
     Full(Option<Bytes>),
 }
 
@@ -1077,7 +1015,7 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    fn backend(body: Incoming) -> Self {
+    fn backend(body: BackendBody) -> Self {
         ResponseBody {
             inner: ResponseInner::Backend(body),
             sent: 0,
@@ -1098,12 +1036,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             ResponseInner::Backend(body) => Pin::new(body).poll_frame(cx),
@@ -1176,9 +1114,9 @@ mod tests {
         h.insert(X_VCAP_REQUEST_ID, HeaderValue::from_static("client-chosen"));
         add_forwarding_headers(
             &mut h,
-            remote,
+            &ClientConn::new(remote, Scheme::Http),
             HeaderValue::from_static("rid"),
-            Scheme::Http,
+            std::time::SystemTime::now(),
         );
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
@@ -1188,13 +1126,13 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarding_headers(
             &mut h,
-            remote,
+            &ClientConn::new(remote, Scheme::Https),
             HeaderValue::from_static("rid"),
-            Scheme::Https,
+            std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
-        assert!(h[X_REQUEST_START].to_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
+        assert_eq!(h[X_REQUEST_START], "1700000000123");
     }
 
     #[test]

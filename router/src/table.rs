@@ -101,15 +101,13 @@ impl Endpoint {
         self.tls_server_name.is_some()
     }
 
-    /// The URI of `path_and_query` on this endpoint: `http://host:port/...`, or for a
-    /// TLS endpoint `https://<server_cert_domain_san>@host:tls_port/...` (the backend
-    /// connector takes the name to check from the user-info).
-    pub(crate) fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
-        // From an owned String, the URI keeps the text without copying it.
-        http::Uri::try_from(match &self.tls_server_name {
-            Some(name) => format!("https://{name}@{}{path_and_query}", self.addr),
-            None => format!("http://{}{path_and_query}", self.addr),
-        })
+    /// Where the proxy connects for this endpoint: its address, and for a TLS endpoint
+    /// the `server_cert_domain_san` its certificate must name.
+    pub(crate) fn target(&self) -> crate::backend::Target<'_> {
+        crate::backend::Target {
+            addr: &self.addr,
+            tls_name: self.tls_server_name.as_deref(),
+        }
     }
 
     /// Requests (or upgraded connections) currently being served by this endpoint.

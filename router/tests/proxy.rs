@@ -482,6 +482,213 @@ async fn dead_backends_get_502_and_live_ones_are_retried() {
     h.stop().await;
 }
 
+/// A backend written against the socket, to control HTTP/1.1 framing and connection
+/// reuse exactly. Each connection is numbered; on it, by path:
+/// - `/conn` (and `/`): `conn <n>`, kept alive;
+/// - `/then-close`: an answer that keeps the connection alive, then the connection
+///   closed anyway (as a backend's idle timeout does);
+/// - `/chunked`: `hello world` in two chunks written 20 ms apart, with a trailer;
+/// - `/until-close`: an HTTP/1.0 answer without a length, ended by closing;
+/// - `/echo`: the request body, with how it was framed in `seen-framing`.
+async fn raw_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for conn in 1.. {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    buf.drain(..head_end);
+                    let mut words = head.split_whitespace();
+                    let (method, path) = (
+                        words.next().unwrap().to_string(),
+                        words.next().unwrap().to_string(),
+                    );
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                            .map(|v| v.trim().to_string())
+                    };
+                    let (framing, body) = if let Some(len) = header("content-length") {
+                        let len: usize = len.parse().unwrap();
+                        while buf.len() < len {
+                            let mut chunk = [0u8; 4096];
+                            let n = stream.read(&mut chunk).await.unwrap();
+                            assert!(n > 0);
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        ("length", buf.drain(..len).collect::<Vec<u8>>())
+                    } else if header("transfer-encoding").as_deref() == Some("chunked") {
+                        let mut body = Vec::new();
+                        loop {
+                            while !buf.windows(2).any(|w| w == b"\r\n") {
+                                let mut chunk = [0u8; 4096];
+                                let n = stream.read(&mut chunk).await.unwrap();
+                                assert!(n > 0);
+                                buf.extend_from_slice(&chunk[..n]);
+                            }
+                            let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                            let size = usize::from_str_radix(
+                                std::str::from_utf8(&buf[..line_end]).unwrap(),
+                                16,
+                            )
+                            .unwrap();
+                            while buf.len() < line_end + 2 + size + 2 {
+                                let mut chunk = [0u8; 4096];
+                                let n = stream.read(&mut chunk).await.unwrap();
+                                assert!(n > 0);
+                                buf.extend_from_slice(&chunk[..n]);
+                            }
+                            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+                            buf.drain(..line_end + 2 + size + 2);
+                            if size == 0 {
+                                break;
+                            }
+                        }
+                        ("chunked", body)
+                    } else {
+                        ("none", Vec::new())
+                    };
+                    let fixed = |text: &str| {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{}",
+                            text.len(),
+                            if method == "head" { "" } else { text }
+                        )
+                    };
+                    match path.as_str() {
+                        "/" | "/conn" => stream
+                            .write_all(fixed(&format!("conn {conn}")).as_bytes())
+                            .await
+                            .unwrap(),
+                        "/then-close" => {
+                            stream.write_all(fixed("closing").as_bytes()).await.unwrap();
+                            return;
+                        }
+                        "/chunked" => {
+                            stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                                .await
+                                .unwrap();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            stream
+                                .write_all(b"6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n")
+                                .await
+                                .unwrap();
+                        }
+                        "/until-close" => {
+                            stream
+                                .write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil ")
+                                .await
+                                .unwrap();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            stream.write_all(b"closed").await.unwrap();
+                            return;
+                        }
+                        "/echo" => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nseen-framing: {framing}\r\ncontent-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            stream.write_all(head.as_bytes()).await.unwrap();
+                            stream.write_all(&body).await.unwrap();
+                        }
+                        other => panic!("raw backend: no {other}"),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The router's own HTTP/1.1 client: connections are reused, one the backend closed
+/// while idle is replaced without the client seeing an error, and every way of framing
+/// a body arrives whole, both ways.
+#[tokio::test]
+async fn backend_connections_are_reused_and_every_body_framing_arrives_whole() {
+    let h = Harness::start(RouterConfig::default()).await;
+    let host = "framing.apps.localhost";
+    h.register(REGISTER_SUBJECT, host, raw_backend().await, "i-raw")
+        .await;
+    h.wait_for(host, |r| r.status == StatusCode::OK).await;
+
+    let first = h.get(host, "/conn").await.body;
+    assert!(first.starts_with("conn "), "{first}");
+    assert_eq!(
+        h.get(host, "/conn").await.body,
+        first,
+        "the connection is reused"
+    );
+
+    // A HEAD answer has a length but no body; the connection stays usable.
+    let head = h.send("HEAD", host, "/conn", "", &[]).await;
+    assert_eq!((head.status, head.body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(header(&head, "content-length"), first.len().to_string());
+    assert_eq!(h.get(host, "/conn").await.body, first);
+
+    // The backend closes the connection after answering; the next request finds it
+    // closed in the pool and goes on a new one.
+    assert_eq!(h.get(host, "/then-close").await.body, "closing");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = h.get(host, "/conn").await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+    assert_ne!(after.body, first, "a new connection");
+    assert_eq!(
+        h.send("POST", host, "/then-close", "x", &[]).await.body,
+        "closing"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let echoed = h
+        .send("POST", host, "/echo", "after a stale connection", &[])
+        .await;
+    assert_eq!(echoed.body, "after a stale connection");
+
+    let chunked = h.get(host, "/chunked").await;
+    assert_eq!(
+        (chunked.status, chunked.body.as_str()),
+        (StatusCode::OK, "hello world")
+    );
+    let until_close = h.get(host, "/until-close").await;
+    assert_eq!(until_close.body, "until closed");
+
+    // Request bodies: with a length, and chunked (the client's framing is one hop's,
+    // so the router frames the body anew).
+    let echoed = h.send("POST", host, "/echo", "sized body", &[]).await;
+    assert_eq!(
+        (echoed.body.as_str(), header(&echoed, "seen-framing")),
+        ("sized body", "length")
+    );
+    let reply = raw_exchange(
+        h.router,
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+        "",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("seen-framing: chunked"), "{reply}");
+    assert!(reply.ends_with("abcdefg"), "{reply}");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn round_robin_over_two_backends() {
     let h = Harness::start(RouterConfig::default()).await;
