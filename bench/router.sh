@@ -4,7 +4,9 @@
 #   direct  - wrk -> backend
 #   router  - wrk -> wf-router (in-process bus, 100k routes, RTR envelopes drained) -> backend
 #   nginx   - wrk -> nginx (Debian's, one worker, keep-alive upstream) -> backend
-# Servers are pinned to CPU 0, wrk to CPU 1; 10 s per run at c=1 and c=50. Prints req/s,
+# Servers are pinned to CPU 0, wrk to CPU 1; 10 s per run at c=1 and c=50, in ROUNDS
+# rounds (direct, router and nginx back to back in each, so a ratio compares runs made
+# under the same conditions; the summary gives the medians over the rounds). Prints req/s,
 # p50/p99 latency, the CPU time the serving process (backend, router, nginx's master and
 # worker) spent per request (steadier than req/s on a busy machine), and the ratios
 # router/direct and router/nginx.
@@ -13,7 +15,7 @@
 # the fixture serves one connection at a time with `Connection: close`, so it would
 # measure itself, not the proxy hop.
 #
-#   bench/router.sh                      # DURATION=10s ROUTES=100000 CONNS="1 50"
+#   bench/router.sh                      # DURATION=10s ROUTES=100000 CONNS="1 50" ROUNDS=3
 #   ROUTER_THREADS=1 bench/router.sh     # router on a 1-worker multi-thread runtime (default 0: current thread, like one nginx worker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 ROUTES=${ROUTES:-100000}
 CONNS=${CONNS:-"1 50"}
+ROUNDS=${ROUNDS:-3}
 ROUTER_THREADS=${ROUTER_THREADS:-0}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -110,8 +113,8 @@ router_pid=${pids[1]}
 nginx_pids="${pids[2]} $(pgrep -P "${pids[2]}" | tr '\n' ' ')"
 
 declare -A RPS P50 P99 CPU
-run() { # name addr conns
-    local threads=1 procs before after
+run() { # name addr conns round
+    local threads=1 procs before after key=$1.$3.$4
     case $1 in
         direct) procs=$backend_pid ;;
         router) procs=$router_pid ;;
@@ -119,39 +122,59 @@ run() { # name addr conns
     esac
     taskset -c "$LOAD_CPU" wrk -t1 -c"$3" -d2s -H "Host: $host" "http://$2/" > /dev/null
     before=$(cpu_ticks $procs)
-    taskset -c "$LOAD_CPU" wrk -t$threads -c"$3" -d"$DURATION" --latency -H "Host: $host" "http://$2/" > "$work/wrk.$1.$3"
+    taskset -c "$LOAD_CPU" wrk -t$threads -c"$3" -d"$DURATION" --latency -H "Host: $host" "http://$2/" > "$work/wrk.$key"
     after=$(cpu_ticks $procs)
-    CPU[$1.$3]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" '/requests in/ {printf "%.1f", t / hz * 1e6 / $1}' "$work/wrk.$1.$3")
-    RPS[$1.$3]=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.$1.$3")
-    P50[$1.$3]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.$1.$3")")
-    P99[$1.$3]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.$1.$3")")
+    CPU[$key]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" '/requests in/ {printf "%.1f", t / hz * 1e6 / $1}' "$work/wrk.$key")
+    RPS[$key]=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.$key")
+    P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.$key")")
+    P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.$key")")
     local errors
-    errors=$(grep -E 'Non-2xx|Socket errors' "$work/wrk.$1.$3" || true)
+    errors=$(grep -E 'Non-2xx|Socket errors' "$work/wrk.$key" || true)
     [ -z "$errors" ] || echo "  $1 c=$3: $errors" >&2
+}
+
+# The median of the numbers on stdin.
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+# The median over the rounds of an awk expression of one round's figures (r, d, n:
+# router, direct and nginx req/s; r50, d50, n50, r99, d99, n99: their latencies).
+over_rounds() { # conns expression
+    for round in $(seq 1 "$ROUNDS"); do
+        local k=$1.$round
+        awk -v r="${RPS[router.$k]}" -v d="${RPS[direct.$k]}" -v n="${RPS[nginx.$k]}" \
+            -v r50="${P50[router.$k]}" -v d50="${P50[direct.$k]}" -v n50="${P50[nginx.$k]}" \
+            -v r99="${P99[router.$k]}" -v d99="${P99[direct.$k]}" -v n99="${P99[nginx.$k]}" \
+            "BEGIN { printf \"%.4f\\n\", $2 }"
+    done | median
 }
 
 echo "router benchmark: $ROUTES extra routes, $DURATION per run, servers on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
 echo "backend $backend, router $router (status $status, threads $ROUTER_THREADS), nginx 127.0.0.1:$nginx_port"
-printf '%-8s %4s %12s %10s %10s %12s\n' target conns 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req'
+printf '%-8s %4s %5s %12s %10s %10s %12s\n' target conns round 'req/s' 'p50 ms' 'p99 ms' 'cpu us/req'
 for c in $CONNS; do
-    for name in direct router nginx; do
-        case $name in
-            direct) addr=$backend ;;
-            router) addr=$router ;;
-            nginx) addr=127.0.0.1:$nginx_port ;;
-        esac
-        run "$name" "$addr" "$c"
-        printf '%-8s %4s %12s %10s %10s %12s\n' "$name" "$c" "${RPS[$name.$c]}" "${P50[$name.$c]}" "${P99[$name.$c]}" "${CPU[$name.$c]}"
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in direct router nginx; do
+            case $name in
+                direct) addr=$backend ;;
+                router) addr=$router ;;
+                nginx) addr=127.0.0.1:$nginx_port ;;
+            esac
+            run "$name" "$addr" "$c" "$round"
+            k=$name.$c.$round
+            printf '%-8s %4s %5s %12s %10s %10s %12s\n' "$name" "$c" "$round" "${RPS[$k]}" "${P50[$k]}" "${P99[$k]}" "${CPU[$k]}"
+        done
     done
 done
 echo
-echo "ratios (throughput) and latency added by the router over direct:"
+echo "medians over $ROUNDS rounds of each round's ratios (throughput) and of the latency the router adds over direct:"
 for c in $CONNS; do
-    awk -v c="$c" -v r="${RPS[router.$c]}" -v d="${RPS[direct.$c]}" -v n="${RPS[nginx.$c]}" \
-        -v r50="${P50[router.$c]}" -v d50="${P50[direct.$c]}" -v r99="${P99[router.$c]}" -v d99="${P99[direct.$c]}" \
-        -v n50="${P50[nginx.$c]}" -v n99="${P99[nginx.$c]}" \
-        'BEGIN { printf "c=%-3s router/direct %.2f  router/nginx %.2f  added p50 %.3f ms p99 %.3f ms (nginx adds p50 %.3f ms p99 %.3f ms)\n",
-                 c, r / d, r / n, r50 - d50, r99 - d99, n50 - d50, n99 - d99 }'
+    printf 'c=%-3s router/direct %.2f  router/nginx %.2f  added p50 %.3f ms p99 %.3f ms (nginx adds p50 %.3f ms p99 %.3f ms)\n' "$c" \
+        "$(over_rounds "$c" 'r / d')" "$(over_rounds "$c" 'r / n')" \
+        "$(over_rounds "$c" 'r50 - d50')" "$(over_rounds "$c" 'r99 - d99')" \
+        "$(over_rounds "$c" 'n50 - d50')" "$(over_rounds "$c" 'n99 - d99')"
+    for name in direct router nginx; do
+        printf '      %-6s cpu us/req %s\n' "$name" \
+            "$(for round in $(seq 1 "$ROUNDS"); do echo "${CPU[$name.$c.$round]}"; done | median)"
+    done
 done
 metrics=$(curl -s "http://$status/metrics")
 echo

@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wasm_validate", wasm_validate),
     ("router_request", router_request),
     ("route_service", route_service),
+    ("backend_response", backend_response),
     ("bus_messages", bus_messages),
     ("log_envelope", log_envelope),
     ("jwt", jwt),
@@ -381,6 +382,33 @@ fn route_service_keys() -> &'static wf_router::fuzzing::RouteServiceKeys {
         )
         .expect("route service keys")
     })
+}
+
+/// A backend's response as the router's client reads it (`router/src/backend.rs`):
+/// backends are apps, untrusted, and the router parses their answers itself. The first
+/// byte picks the request's method (its low bit: HEAD, else GET) and how many bytes
+/// each read delivers; the rest is the response. However the bytes arrive, the outcome
+/// is the same, and a body is never longer than what was sent.
+pub fn backend_response(data: &[u8]) {
+    let Some((&first, response)) = data.split_first() else {
+        return;
+    };
+    let method = if first & 1 == 1 {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let piece = usize::from(first >> 1) + 1;
+    let whole = wf_router::fuzzing::backend_response(response, &method, response.len());
+    let in_pieces = wf_router::fuzzing::backend_response(response, &method, piece);
+    assert_eq!(
+        whole.as_ref().ok(),
+        in_pieces.as_ref().ok(),
+        "{whole:?} / {in_pieces:?}"
+    );
+    if let Ok((_, body)) = &whole {
+        assert!(body.len() <= response.len());
+    }
 }
 
 /// Route service signatures (`router/src/route_service.rs`): the router's check of

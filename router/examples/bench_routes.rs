@@ -156,11 +156,17 @@ async fn router(backend: SocketAddr, routes: usize) -> Result<(), Error> {
         private_instance_index: Some("0".into()),
         ..Default::default()
     };
+    // The registrations are serialized once: a route-emitter's work, not the router's
+    // (it runs on other machines in CF), so not counted in the router's CPU time.
+    let mut registrations = vec![Bytes::from(serde_json::to_vec(&hello)?)];
+    for i in 0..routes {
+        registrations.push(Bytes::from(serde_json::to_vec(&filler_route(i))?));
+    }
     tokio::time::timeout(Duration::from_secs(30), started.next())
         .await?
         .ok_or("the router did not start")?;
     let started = Instant::now();
-    register_all(&bus, &hello, routes, status).await?;
+    register_all(&bus, &registrations, status).await?;
     eprintln!(
         "registered {} routes in {:.1?}",
         routes + 1,
@@ -173,7 +179,7 @@ async fn router(backend: SocketAddr, routes: usize) -> Result<(), Error> {
     let refresh = async move {
         loop {
             tokio::time::sleep(Duration::from_secs(20)).await;
-            if let Err(e) = publish_all(&refresh_bus, &hello, routes).await {
+            if let Err(e) = publish_all(&refresh_bus, &registrations).await {
                 eprintln!("re-registration failed: {e}");
             }
         }
@@ -189,12 +195,9 @@ async fn router(backend: SocketAddr, routes: usize) -> Result<(), Error> {
 
 /// Publishes the registrations, pausing so the router's subscription buffer never
 /// overflows.
-async fn publish_all(bus: &Bus, hello: &RegistryMessage, routes: usize) -> Result<(), Error> {
-    bus.publish(REGISTER_SUBJECT, serde_json::to_vec(hello)?)
-        .await?;
-    for i in 0..routes {
-        bus.publish(REGISTER_SUBJECT, serde_json::to_vec(&filler_route(i))?)
-            .await?;
+async fn publish_all(bus: &Bus, registrations: &[Bytes]) -> Result<(), Error> {
+    for (i, registration) in registrations.iter().enumerate() {
+        bus.publish(REGISTER_SUBJECT, registration.clone()).await?;
         if i % 1000 == 999 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -203,13 +206,9 @@ async fn publish_all(bus: &Bus, hello: &RegistryMessage, routes: usize) -> Resul
 }
 
 /// Registers everything and waits until the router's `/metrics` counts every route.
-async fn register_all(
-    bus: &Bus,
-    hello: &RegistryMessage,
-    routes: usize,
-    status: SocketAddr,
-) -> Result<(), Error> {
-    publish_all(bus, hello, routes).await?;
+async fn register_all(bus: &Bus, registrations: &[Bytes], status: SocketAddr) -> Result<(), Error> {
+    publish_all(bus, registrations).await?;
+    let routes = registrations.len() - 1;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

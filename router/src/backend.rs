@@ -394,33 +394,12 @@ impl Backends {
 
     /// The response, with a body that reads the rest of it from the connection.
     fn response(&self, conn: Conn, head: ResponseHead, method: &Method) -> Response<BackendBody> {
+        let (framing, keep_alive) = head.framing(method);
         let ResponseHead {
             status,
             version,
             headers,
         } = head;
-        let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
-            Framing::Upgrade
-        } else if method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            Framing::Length(0)
-        } else if let Some(te) = last_transfer_coding(&headers) {
-            if te.eq_ignore_ascii_case("chunked") {
-                Framing::Chunked(ChunkState::Size)
-            } else {
-                Framing::Close
-            }
-        } else {
-            match content_length(&headers) {
-                Some(n) => Framing::Length(n),
-                None => Framing::Close,
-            }
-        };
-        let keep_alive = version == Version::HTTP_11
-            && !matches!(framing, Framing::Close | Framing::Upgrade)
-            && !connection_has(&headers, "close");
         let mut body = BackendBody {
             conn: Some(conn),
             framing,
@@ -456,9 +435,6 @@ async fn exchange(
                 continue;
             }
             return Ok(head);
-        }
-        if conn.buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(BackendError::InvalidResponse("response head too large"));
         }
         conn.buf.reserve(READ_SIZE);
         let n =
@@ -561,6 +537,95 @@ struct ResponseHead {
     headers: HeaderMap,
 }
 
+impl ResponseHead {
+    /// How the body of this response to `method` ends, and whether the connection can
+    /// take another request after it (RFC 9112 6.3).
+    fn framing(&self, method: &Method) -> (Framing, bool) {
+        let status = self.status;
+        let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+            Framing::Upgrade
+        } else if method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if let Some(te) = last_transfer_coding(&self.headers) {
+            if te.eq_ignore_ascii_case("chunked") {
+                Framing::Chunked(ChunkState::Size)
+            } else {
+                Framing::Close
+            }
+        } else {
+            match content_length(&self.headers) {
+                Some(n) => Framing::Length(n),
+                None => Framing::Close,
+            }
+        };
+        let keep_alive = self.version == Version::HTTP_11
+            && !matches!(framing, Framing::Close | Framing::Upgrade)
+            && !connection_has(&self.headers, "close");
+        (framing, keep_alive)
+    }
+}
+
+/// A whole response as the client reads it from a connection that delivers `bytes` in
+/// pieces of `piece` bytes and then closes: its status and body, or why it was refused.
+/// The fuzz target `backend_response` runs it (backends are apps: untrusted).
+pub(crate) fn read_response(
+    bytes: &[u8],
+    method: &Method,
+    piece: usize,
+) -> Result<(StatusCode, Vec<u8>), String> {
+    let mut pieces = bytes.chunks(piece.max(1));
+    let mut buf = BytesMut::new();
+    let head = loop {
+        match parse_response_head(&buf).map_err(|e| e.to_string())? {
+            Some((len, head))
+                if head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                buf.advance(len);
+            }
+            Some((len, head)) => {
+                buf.advance(len);
+                break head;
+            }
+            None => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None => return Err(BackendError::Closed.to_string()),
+            },
+        }
+    };
+    let (mut framing, _) = head.framing(method);
+    let mut body = Vec::new();
+    loop {
+        match &mut framing {
+            Framing::Upgrade | Framing::Length(0) => return Ok((head.status, body)),
+            Framing::Length(remaining) if !buf.is_empty() => {
+                let n = (*remaining).min(buf.len() as u64);
+                *remaining -= n;
+                body.extend_from_slice(&buf.split_to(n as usize));
+                continue;
+            }
+            Framing::Chunked(state) => match state.decode(&mut buf).map_err(|e| e.to_string())? {
+                Decoded::Data(data) => {
+                    body.extend_from_slice(&data);
+                    continue;
+                }
+                Decoded::Trailers(_) | Decoded::End => return Ok((head.status, body)),
+                Decoded::NeedMore => {}
+            },
+            Framing::Close => body.extend_from_slice(&buf.split()),
+            Framing::Length(_) => {}
+        }
+        match pieces.next() {
+            Some(p) => buf.extend_from_slice(p),
+            None if matches!(framing, Framing::Close) => return Ok((head.status, body)),
+            None => return Err("the backend closed the connection within the response body".into()),
+        }
+    }
+}
+
 /// The response head at the start of `buf` and its length, `None` while incomplete.
 fn parse_response_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, BackendError> {
     if buf.is_empty() {
@@ -568,8 +633,15 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, Back
     }
     let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
+    // However the head arrives, one larger than the limit is refused.
     let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_RESPONSE_HEAD => {
+            return Err(BackendError::InvalidResponse("response head too large"))
+        }
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(BackendError::InvalidResponse("response head too large"))
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(BackendError::InvalidResponse("too many header fields"))
@@ -763,6 +835,7 @@ impl ChunkState {
 /// incomplete.
 fn take_line(buf: &mut BytesMut, max: usize) -> io::Result<Option<Bytes>> {
     match buf.iter().position(|b| *b == b'\n') {
+        Some(end) if end > max => Err(invalid_chunk("chunked body line too long")),
         Some(end) => {
             let mut line = buf.split_to(end + 1).freeze();
             line.truncate(end);
@@ -1077,6 +1150,49 @@ mod tests {
             &headers(&[("connection", "Keep-Alive, Close")]),
             "close"
         ));
+    }
+
+    #[test]
+    fn whole_responses_read_the_same_however_they_arrive() {
+        let cases: [(&Method, &[u8], Result<(u16, &[u8]), ()>); 7] = [
+            (&Method::GET, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", Ok((200, b"hello"))),
+            (&Method::HEAD, b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Ok((200, b""))),
+            (
+                &Method::GET,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx: 1\r\n\r\n",
+                Ok((200, b"hello")),
+            ),
+            (&Method::GET, b"HTTP/1.0 200 OK\r\n\r\nuntil the end", Ok((200, b"until the end"))),
+            (&Method::GET, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", Ok((204, b""))),
+            // A transfer coding other than chunked last: the body runs to the close.
+            (
+                &Method::GET,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 3\r\n\r\nabcdef",
+                Ok((200, b"abcdef")),
+            ),
+            (&Method::GET, b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort", Err(())),
+        ];
+        for (method, bytes, expected) in cases {
+            for piece in [1, 3, bytes.len()] {
+                let got = read_response(bytes, method, piece);
+                let got = got
+                    .as_ref()
+                    .map(|(s, b)| (s.as_u16(), b.as_slice()))
+                    .map_err(|_| ());
+                assert_eq!(
+                    got,
+                    expected,
+                    "{:?} in pieces of {piece}",
+                    String::from_utf8_lossy(bytes)
+                );
+            }
+        }
+        let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
+        huge.extend_from_slice(b"\r\n\r\n");
+        for piece in [4096, huge.len()] {
+            assert!(read_response(&huge, &Method::GET, piece).is_err());
+        }
     }
 
     #[test]

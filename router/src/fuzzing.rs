@@ -1,5 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/` into the router's request parsing that
-//! is otherwise private: trace context headers and route service signatures. Not an
+//! is otherwise private: trace context headers, route service signatures, and the
+//! backends' responses. Not an
 //! API (hidden from the docs); the targets call exactly the functions the proxy runs.
 
 use std::time::Duration;
@@ -103,4 +104,16 @@ pub fn set_sticky_cookie(
         session_cookies,
         requested_instance,
     );
+}
+
+/// A backend's whole response to a request with `method`, read as the proxy's client
+/// reads it from a connection delivering `bytes` in pieces of `piece` bytes: the status
+/// and the body, or why it was refused.
+pub fn backend_response(
+    bytes: &[u8],
+    method: &http::Method,
+    piece: usize,
+) -> Result<(u16, Vec<u8>), String> {
+    crate::backend::read_response(bytes, method, piece)
+        .map(|(status, body)| (status.as_u16(), body))
 }
