@@ -491,7 +491,7 @@ async fn dead_backends_get_502_and_live_ones_are_retried() {
 /// - `/until-close`: an HTTP/1.0 answer without a length, ended by closing;
 /// - `/echo`: the request body, with how it was framed in `seen-framing`.
 async fn raw_backend() -> SocketAddr {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -502,16 +502,11 @@ async fn raw_backend() -> SocketAddr {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
+                    let end_of_head = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n");
+                    if !read_until(&mut stream, &mut buf, |b| end_of_head(b).is_some()).await {
+                        return;
+                    }
+                    let head_end = end_of_head(&buf).unwrap() + 4;
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
                     buf.drain(..head_end);
                     let mut words = head.split_whitespace();
@@ -526,36 +521,27 @@ async fn raw_backend() -> SocketAddr {
                     };
                     let (framing, body) = if let Some(len) = header("content-length") {
                         let len: usize = len.parse().unwrap();
-                        while buf.len() < len {
-                            let mut chunk = [0u8; 4096];
-                            let n = stream.read(&mut chunk).await.unwrap();
-                            assert!(n > 0);
-                            buf.extend_from_slice(&chunk[..n]);
-                        }
+                        assert!(read_until(&mut stream, &mut buf, |b| b.len() >= len).await);
                         ("length", buf.drain(..len).collect::<Vec<u8>>())
                     } else if header("transfer-encoding").as_deref() == Some("chunked") {
                         let mut body = Vec::new();
                         loop {
-                            while !buf.windows(2).any(|w| w == b"\r\n") {
-                                let mut chunk = [0u8; 4096];
-                                let n = stream.read(&mut chunk).await.unwrap();
-                                assert!(n > 0);
-                                buf.extend_from_slice(&chunk[..n]);
-                            }
-                            let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                            let line_end = |b: &[u8]| b.windows(2).position(|w| w == b"\r\n");
+                            assert!(
+                                read_until(&mut stream, &mut buf, |b| line_end(b).is_some()).await
+                            );
+                            let line_end = line_end(&buf).unwrap();
                             let size = usize::from_str_radix(
                                 std::str::from_utf8(&buf[..line_end]).unwrap(),
                                 16,
                             )
                             .unwrap();
-                            while buf.len() < line_end + 2 + size + 2 {
-                                let mut chunk = [0u8; 4096];
-                                let n = stream.read(&mut chunk).await.unwrap();
-                                assert!(n > 0);
-                                buf.extend_from_slice(&chunk[..n]);
-                            }
-                            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
-                            buf.drain(..line_end + 2 + size + 2);
+                            let chunk_end = line_end + 2 + size + 2;
+                            assert!(
+                                read_until(&mut stream, &mut buf, |b| b.len() >= chunk_end).await
+                            );
+                            body.extend_from_slice(&buf[line_end + 2..chunk_end - 2]);
+                            buf.drain(..chunk_end);
                             if size == 0 {
                                 break;
                             }
@@ -615,6 +601,23 @@ async fn raw_backend() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Reads from `stream` into `buf` until `done(buf)`; false if the peer closed first.
+async fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    while !done(buf) {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
 }
 
 /// The router's own HTTP/1.1 client: connections are reused, one the backend closed
