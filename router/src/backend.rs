@@ -12,10 +12,12 @@
 //! two tasks and their channels, and its pool's checkout and return cost more again;
 //! together about half the router's CPU time a request (docs/performance.md).
 //!
-//! A connection taken from the pool may have been closed by the backend meanwhile. When
-//! such a connection fails before any byte of a response arrived, and the request's body
-//! was not read yet, the request goes again on a new connection to the same backend,
-//! as hyper's and Go's clients do.
+//! A connection taken from the pool may have been closed by the backend meanwhile: it is
+//! peeked at before reuse, and one found closed is dropped. When a reused connection
+//! still fails before the request's body was read, the request goes again on a new
+//! connection to the same backend if it could not be written, or if nothing of a
+//! response arrived and its method is one that Go's client replays (GET, HEAD,
+//! OPTIONS, TRACE).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -117,17 +119,27 @@ impl BackendError {
         }
     }
 
-    /// Whether a reused connection failed this way because the backend had closed it
-    /// while it was idle (nothing of a response arrived).
-    fn is_stale_connection(&self) -> bool {
+    /// Whether a request with `method` that failed this way on a reused connection can
+    /// go again on a new one: the request could not be written (the backend had closed
+    /// the idle connection), or the connection ended before any byte of a response and
+    /// the method is one Go's client replays too (the backend may have seen it).
+    fn may_resend(&self, method: &Method) -> bool {
+        let replayable = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
         match self {
-            BackendError::Closed | BackendError::Write(_) => true,
-            BackendError::Read(e) => matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            ),
+            BackendError::Write(_) => true,
+            BackendError::Closed => replayable,
+            BackendError::Read(e) => {
+                replayable
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                    )
+            }
             _ => false,
         }
     }
@@ -288,7 +300,7 @@ impl Backends {
             };
             match exchange(&mut conn, head, body).await {
                 Ok(response) => return Ok(self.response(conn, response, head.method)),
-                Err(e) if reused && e.is_stale_connection() && body.is_unread() => {
+                Err(e) if reused && body.is_unread() && e.may_resend(head.method) => {
                     tracing::debug!(backend = %target.addr, error = %e, "pooled connection was closed; sending on a new one");
                 }
                 Err(e) => return Err(e),
@@ -1193,6 +1205,24 @@ mod tests {
         for piece in [4096, huge.len()] {
             assert!(read_response(&huge, &Method::GET, piece).is_err());
         }
+    }
+
+    #[test]
+    fn only_unwritten_or_replayable_requests_go_again_on_a_new_connection() {
+        let reset = || BackendError::Read(io::ErrorKind::ConnectionReset.into());
+        let refused = || BackendError::Write(io::ErrorKind::BrokenPipe.into());
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(BackendError::Closed.may_resend(&method));
+            assert!(reset().may_resend(&method));
+        }
+        for method in [Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+            assert!(!BackendError::Closed.may_resend(&method), "{method}");
+            assert!(!reset().may_resend(&method), "{method}");
+            assert!(refused().may_resend(&method), "{method}");
+        }
+        let timeout = BackendError::Read(io::ErrorKind::TimedOut.into());
+        assert!(!timeout.may_resend(&Method::GET));
+        assert!(!BackendError::InvalidResponse("x").may_resend(&Method::GET));
     }
 
     #[test]
