@@ -440,12 +440,7 @@ async fn exchange(
     write_request(&mut conn.io, head, body).await?;
     let mut received_any = false;
     loop {
-        if let Some((len, head)) = parse_response_head(&conn.buf)? {
-            conn.buf.advance(len);
-            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
-                received_any = true;
-                continue;
-            }
+        if let Some(head) = take_final_head(&mut conn.buf, &mut received_any)? {
             return Ok(head);
         }
         conn.buf.reserve(READ_SIZE);
@@ -471,9 +466,10 @@ async fn write_request(
     body: &mut RequestBody,
 ) -> Result<(), BackendError> {
     let has_body = !body.incoming.is_end_stream();
-    let chunked = has_body
-        && !head.headers.contains_key(header::CONTENT_LENGTH)
-        && body.incoming.size_hint().exact().is_none();
+    // The client's `Content-Length` stands; else the body's known length, else chunks.
+    let length = (has_body && !head.headers.contains_key(header::CONTENT_LENGTH))
+        .then(|| body.incoming.size_hint().exact());
+    let chunked = length == Some(None);
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
@@ -485,11 +481,12 @@ async fn write_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if has_body && !head.headers.contains_key(header::CONTENT_LENGTH) {
-        let exact = body.incoming.size_hint().exact().unwrap_or_default();
-        out.extend_from_slice(format!("content-length: {exact}\r\n").as_bytes());
+    match length {
+        Some(None) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Some(Some(exact)) => {
+            out.extend_from_slice(format!("content-length: {exact}\r\n").as_bytes())
+        }
+        None => {}
     }
     out.extend_from_slice(b"\r\n");
     if has_body {
@@ -591,51 +588,51 @@ pub(crate) fn read_response(
     let mut pieces = bytes.chunks(piece.max(1));
     let mut buf = BytesMut::new();
     let head = loop {
-        match parse_response_head(&buf).map_err(|e| e.to_string())? {
-            Some((len, head))
-                if head.status.is_informational()
-                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
-            {
-                buf.advance(len);
-            }
-            Some((len, head)) => {
-                buf.advance(len);
-                break head;
-            }
-            None => match pieces.next() {
-                Some(p) => buf.extend_from_slice(p),
-                None => return Err(BackendError::Closed.to_string()),
-            },
+        if let Some(head) = take_final_head(&mut buf, &mut false).map_err(|e| e.to_string())? {
+            break head;
+        }
+        match pieces.next() {
+            Some(p) => buf.extend_from_slice(p),
+            None => return Err(BackendError::Closed.to_string()),
         }
     };
     let (mut framing, _) = head.framing(method);
     let mut body = Vec::new();
-    loop {
-        match &mut framing {
-            Framing::Upgrade | Framing::Length(0) => return Ok((head.status, body)),
-            Framing::Length(remaining) if !buf.is_empty() => {
-                let n = (*remaining).min(buf.len() as u64);
-                *remaining -= n;
-                body.extend_from_slice(&buf.split_to(n as usize));
-                continue;
-            }
-            Framing::Chunked(state) => match state.decode(&mut buf).map_err(|e| e.to_string())? {
-                Decoded::Data(data) => {
-                    body.extend_from_slice(&data);
-                    continue;
-                }
-                Decoded::Trailers(_) | Decoded::End => return Ok((head.status, body)),
-                Decoded::NeedMore => {}
-            },
-            Framing::Close => body.extend_from_slice(&buf.split()),
-            Framing::Length(_) => {}
+    let mut append = |frame: Option<Frame<Bytes>>| {
+        if let Some(data) = frame.and_then(|f| f.into_data().ok()) {
+            body.extend_from_slice(&data);
         }
-        match pieces.next() {
-            Some(p) => buf.extend_from_slice(p),
-            None if matches!(framing, Framing::Close) => return Ok((head.status, body)),
-            None => return Err("the backend closed the connection within the response body".into()),
+    };
+    loop {
+        match framing.step(&mut buf).map_err(|e| e.to_string())? {
+            Step::More(frame) => append(Some(frame)),
+            Step::Last(frame) => {
+                append(frame);
+                return Ok((head.status, body));
+            }
+            Step::NeedMore => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None if matches!(framing, Framing::Close) => return Ok((head.status, body)),
+                None => return Err(BODY_CUT_SHORT.into()),
+            },
         }
     }
+}
+
+/// The final response head at the start of `buf`, taken from it past any interim ones
+/// (`1xx` but `101`, noted in `interim`); `None` while incomplete.
+fn take_final_head(
+    buf: &mut BytesMut,
+    interim: &mut bool,
+) -> Result<Option<ResponseHead>, BackendError> {
+    while let Some((len, head)) = parse_response_head(buf)? {
+        buf.advance(len);
+        if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Some(head));
+        }
+        *interim = true;
+    }
+    Ok(None)
 }
 
 /// The response head at the start of `buf` and its length, `None` while incomplete.
@@ -736,6 +733,46 @@ enum Framing {
     Close,
     /// It has none: the connection now belongs to the upgraded protocol.
     Upgrade,
+}
+
+/// What a body's buffered bytes give.
+enum Step {
+    /// A frame, and more after it.
+    More(Frame<Bytes>),
+    /// The body ends, with this frame last.
+    Last(Option<Frame<Bytes>>),
+    /// More bytes are needed (for a body running until close: or its end).
+    NeedMore,
+}
+
+/// The end of the connection within a body framed by length or chunks.
+const BODY_CUT_SHORT: &str = "the backend closed the connection within the response body";
+
+impl Framing {
+    /// Decodes what it can of the body from the start of `buf`, consuming it.
+    fn step(&mut self, buf: &mut BytesMut) -> io::Result<Step> {
+        Ok(match self {
+            Framing::Upgrade | Framing::Length(0) => Step::Last(None),
+            Framing::Length(remaining) if !buf.is_empty() => {
+                let n = (*remaining).min(buf.len() as u64);
+                *remaining -= n;
+                let data = Frame::data(buf.split_to(n as usize).freeze());
+                if *remaining == 0 {
+                    Step::Last(Some(data))
+                } else {
+                    Step::More(data)
+                }
+            }
+            Framing::Chunked(state) => match state.decode(buf)? {
+                Decoded::Data(data) => Step::More(Frame::data(data)),
+                Decoded::Trailers(trailers) => Step::Last(Some(Frame::trailers(trailers))),
+                Decoded::End => Step::Last(None),
+                Decoded::NeedMore => Step::NeedMore,
+            },
+            Framing::Close if !buf.is_empty() => Step::More(Frame::data(buf.split().freeze())),
+            Framing::Length(_) | Framing::Close => Step::NeedMore,
+        })
+    }
 }
 
 /// Where a chunked body's decoding is.
@@ -898,7 +935,7 @@ impl BackendBody {
             if !matches!(self.framing, Framing::Close) {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "the backend closed the connection within the response body",
+                    BODY_CUT_SHORT,
                 )));
             }
         }
@@ -929,37 +966,14 @@ impl Body for BackendBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            // What the buffered bytes give, and whether the body ends with it.
-            let (frame, ends) = match &mut this.framing {
-                Framing::Upgrade => return Poll::Ready(None),
-                Framing::Length(0) => (None, true),
-                Framing::Length(remaining) if !conn.buf.is_empty() => {
-                    let n = (*remaining).min(conn.buf.len() as u64);
-                    *remaining -= n;
-                    let data = conn.buf.split_to(n as usize).freeze();
-                    (Some(Frame::data(data)), *remaining == 0)
+            match this.framing.step(&mut conn.buf)? {
+                Step::More(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::Last(frame) => {
+                    this.finish();
+                    return Poll::Ready(frame.map(Ok));
                 }
-                Framing::Chunked(state) => match state.decode(&mut conn.buf)? {
-                    Decoded::Data(data) => (Some(Frame::data(data)), false),
-                    Decoded::Trailers(trailers) => (Some(Frame::trailers(trailers)), true),
-                    Decoded::End => (None, true),
-                    Decoded::NeedMore => {
-                        ready!(this.poll_read(cx))?;
-                        continue;
-                    }
-                },
-                Framing::Close if !conn.buf.is_empty() => {
-                    (Some(Frame::data(conn.buf.split().freeze())), false)
-                }
-                Framing::Length(_) | Framing::Close => {
-                    ready!(this.poll_read(cx))?;
-                    continue;
-                }
-            };
-            if ends {
-                this.finish();
+                Step::NeedMore => ready!(this.poll_read(cx))?,
             }
-            return Poll::Ready(frame.map(Ok));
         }
     }
 

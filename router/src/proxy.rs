@@ -572,7 +572,7 @@ impl Proxy {
             "{host}:{}",
             url.port_u16().unwrap_or(if https { 443 } else { 80 })
         );
-        let tls_name = https.then(|| host.trim_start_matches('[').trim_end_matches(']'));
+        let tls_name = https.then_some(host);
         record.backend_addr = url.authority().map(|a| a.to_string());
         record.gorouter_time = started.elapsed();
         let sent = self.backends.send(
