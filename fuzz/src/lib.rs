@@ -341,6 +341,11 @@ pub fn router_request(data: &[u8]) {
         is_traceparent(traceparent),
         "the router sends traceparent {traceparent:?} (client's: {client_traceparent:?})"
     );
+    assert_eq!(
+        headers.get_all("traceparent").iter().count(),
+        1,
+        "the client's traceparent is replaced, not repeated"
+    );
     let span = &traceparent[36..52];
     let b3_span = headers
         .get("x-b3-spanid")

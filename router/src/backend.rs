@@ -20,7 +20,6 @@
 //! OPTIONS, TRACE).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -164,10 +163,70 @@ impl<'a> Target<'a> {
 }
 
 /// The head of a request to a backend; the path is in origin form (`/path?query`).
+/// The router's own headers are `added` after the client's `headers` (which the
+/// proxy stripped of the names it replaces).
 pub(crate) struct RequestHead<'a> {
     pub(crate) method: &'a Method,
     pub(crate) path_and_query: &'a str,
     pub(crate) headers: &'a HeaderMap,
+    pub(crate) added: &'a [&'a HeaderLines],
+}
+
+/// Header lines as they go on the wire (`name: value\r\n`). The headers the router
+/// adds to every request are written this way rather than inserted into the client's
+/// header map: no hashing, no value to allocate and no map to grow or drop for each.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HeaderLines(Vec<u8>);
+
+impl HeaderLines {
+    pub(crate) fn with_capacity(bytes: usize) -> HeaderLines {
+        HeaderLines(Vec::with_capacity(bytes))
+    }
+
+    /// Adds `name: <the parts of the value>`. A value that a header cannot carry
+    /// (control characters, as `HeaderValue` refuses them) is left out.
+    pub(crate) fn push(&mut self, name: &HeaderName, value: &[&[u8]]) {
+        // Without an early exit the check compiles to vector instructions.
+        let invalid = |b: &u8| u8::from((*b < 0x20 && *b != b'\t') || *b == 0x7f);
+        if value
+            .iter()
+            .flat_map(|part| part.iter())
+            .fold(0, |any, b| any | invalid(b))
+            != 0
+        {
+            return;
+        }
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        for part in value {
+            self.0.extend_from_slice(part);
+        }
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The lines as a header map (tests and fuzzing read them so).
+    pub(crate) fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        let mut rest = &self.0[..];
+        while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+            let line = &rest[..end];
+            rest = &rest[end + 2..];
+            let Some(colon) = line.windows(2).position(|w| w == b": ") else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_bytes(&line[colon + 2..]),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
 }
 
 /// The client's request body, read by the attempt that sends it; counts what was read
@@ -234,7 +293,7 @@ struct Pool {
 
 struct IdleConnections {
     /// Per pool key, oldest first.
-    by_backend: HashMap<Box<str>, Vec<Idle>>,
+    by_backend: foldhash::HashMap<Box<str>, Vec<Idle>>,
     count: usize,
     swept: Instant,
 }
@@ -268,7 +327,7 @@ impl Backends {
     ) -> Backends {
         Backends(Arc::new(Pool {
             idle: Mutex::new(IdleConnections {
-                by_backend: HashMap::new(),
+                by_backend: foldhash::HashMap::default(),
                 count: 0,
                 swept: Instant::now(),
             }),
@@ -470,7 +529,11 @@ async fn write_request(
     let length = (has_body && !head.headers.contains_key(header::CONTENT_LENGTH))
         .then(|| body.incoming.size_hint().exact());
     let chunked = length == Some(None);
-    let mut out = Vec::with_capacity(512);
+    let head_len = head.headers.iter().fold(0, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    });
+    let added_len: usize = head.added.iter().map(|lines| lines.as_bytes().len()).sum();
+    let mut out = Vec::with_capacity(64 + head.path_and_query.len() + head_len + added_len);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.path_and_query.as_bytes());
@@ -480,6 +543,9 @@ async fn write_request(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    for lines in head.added {
+        out.extend_from_slice(lines.as_bytes());
     }
     match length {
         Some(None) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

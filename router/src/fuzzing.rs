@@ -8,9 +8,16 @@ use std::time::Duration;
 use http::HeaderMap;
 use time::OffsetDateTime;
 
-/// Sets the B3 and W3C trace headers of a request going to a backend, as the proxy does.
+/// Sets the B3 and W3C trace headers of a request going to a backend, as the proxy does:
+/// `headers` become those the backend gets.
 pub fn propagate_trace(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
-    crate::trace::propagate(headers, trace_id, span_id);
+    let mut lines = crate::backend::HeaderLines::default();
+    crate::trace::propagate(headers, true, &mut lines, trace_id, span_id);
+    for (name, value) in lines.to_map() {
+        if let Some(name) = name {
+            headers.append(name, value);
+        }
+    }
 }
 
 /// The route service keys: signing, and verifying `X-CF-Proxy-Signature` and

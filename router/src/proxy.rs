@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLogger, AccessRecord};
-use crate::backend::{BackendBody, BackendError, Backends, Conn, RequestBody, RequestHead, Target};
+use crate::backend::{
+    BackendBody, BackendError, Backends, Conn, HeaderLines, RequestBody, RequestHead, Target,
+};
 use crate::metrics::Metrics;
 use crate::route_service::{
     RouteServiceKeys, SignatureError, SignedHeaders, X_CF_FORWARDED_URL, X_CF_PROXY_METADATA,
@@ -206,7 +208,12 @@ impl Proxy {
             );
             return self.finish(resp, record, started, None, None);
         }
-        let app_instance = match app_instance_header(req.headers()) {
+        let sent = Sent::scan(req.headers());
+        let app_instance = match sent
+            .has(Watched::AppInstance)
+            .then(|| app_instance_header(req.headers()))
+            .unwrap_or(Ok(None))
+        {
             Ok(target) => target,
             Err(value) => {
                 let resp = error_response(
@@ -282,7 +289,10 @@ impl Proxy {
             None => None,
         };
 
-        let sticky_instance = sticky_instance(req.headers(), &self.sticky_cookie_names);
+        let sticky_instance = sent
+            .has(Watched::Cookie)
+            .then(|| sticky_instance(req.headers(), &self.sticky_cookie_names))
+            .flatten();
         let attempts = match &app_instance {
             Some((guid, index)) => {
                 let target = endpoints.iter().find(|e| {
@@ -307,10 +317,15 @@ impl Proxy {
             None => attempt_order(endpoints, sticky_instance.as_deref()),
         };
 
-        let upgrade = upgrade_protocol(req.headers()).map(|protocol| Upgrade {
-            protocol,
-            client: hyper::upgrade::on(&mut req),
-        });
+        // An upgrade is asked for in `Connection`, a hop-by-hop header.
+        let upgrade = sent
+            .has(Watched::HopByHop)
+            .then(|| upgrade_protocol(req.headers()))
+            .flatten()
+            .map(|protocol| Upgrade {
+                protocol,
+                client: hyper::upgrade::on(&mut req),
+            });
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         if !headers.contains_key(header::HOST) {
@@ -319,16 +334,29 @@ impl Proxy {
                 headers.insert(header::HOST, v);
             }
         }
-        remove_hop_by_hop(&mut headers);
-        headers.remove(X_CF_APP_INSTANCE);
-        add_forwarding_headers(&mut headers, client, request_id_value, started_wall);
-        trace::propagate(&mut headers, request_id.as_u128(), rand::random());
+        remove_replaced(&mut headers, sent);
+        let mut added = HeaderLines::with_capacity(512);
+        let (forwarded_for, forwarded_proto) = add_forwarding_headers(
+            &mut headers,
+            sent,
+            &mut added,
+            client,
+            &request_id_value,
+            started_wall,
+        );
+        record.x_forwarded_for = Some(forwarded_for);
+        record.x_forwarded_proto = Some(forwarded_proto);
+        trace::propagate(
+            &mut headers,
+            sent.has(Watched::Trace),
+            &mut added,
+            request_id.as_u128(),
+            rand::random(),
+        );
         if let Some(upgrade) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, upgrade.protocol.clone());
+            added.push(&header::CONNECTION, &[b"upgrade"]);
+            added.push(&header::UPGRADE, &[upgrade.protocol.as_bytes()]);
         }
-        record.x_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
-        record.x_forwarded_proto = headers.get(X_FORWARDED_PROTO).cloned();
         let mut body = RequestBody::new(body, self.max_request_body_bytes);
         match route_service {
             Some(RouteServiceStep::ToRouteService {
@@ -336,46 +364,35 @@ impl Proxy {
                 forwarded_url,
                 signed,
             }) => {
-                if let Ok(v) = HeaderValue::from_str(&forwarded_url) {
-                    headers.insert(X_CF_FORWARDED_URL, v);
-                }
                 for (name, value) in [
-                    (X_CF_PROXY_SIGNATURE, signed.signature),
-                    (X_CF_PROXY_METADATA, signed.metadata),
+                    (&X_CF_FORWARDED_URL, &forwarded_url),
+                    (&X_CF_PROXY_SIGNATURE, &signed.signature),
+                    (&X_CF_PROXY_METADATA, &signed.metadata),
                 ] {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        headers.insert(name, v);
-                    }
+                    added.push(name, &[value.as_bytes()]);
                 }
-                if let Some(v) = url
-                    .host()
-                    .map(|h| match url.port() {
-                        Some(port) => format!("{h}:{port}"),
-                        None => h.to_string(),
-                    })
-                    .and_then(|h| HeaderValue::from_str(&h).ok())
-                {
-                    headers.insert(header::HOST, v);
+                if let Some(host) = url.host() {
+                    headers.remove(header::HOST);
+                    match url.port() {
+                        Some(port) => added.push(
+                            &header::HOST,
+                            &[host.as_bytes(), b":", port.as_str().as_bytes()],
+                        ),
+                        None => added.push(&header::HOST, &[host.as_bytes()]),
+                    }
                 }
                 let head = RequestHead {
                     method: &parts.method,
                     path_and_query: url.path_and_query().map_or("/", |p| p.as_str()),
                     headers: &headers,
+                    added: &[&added],
                 };
                 // Boxed, as the rarer path: it would add its size to every request's future.
                 return Box::pin(self.to_route_service(&url, &head, &mut body, record, started))
                     .await;
             }
-            Some(RouteServiceStep::FromRouteService) => {
-                for name in [
-                    X_CF_FORWARDED_URL,
-                    X_CF_PROXY_SIGNATURE,
-                    X_CF_PROXY_METADATA,
-                ] {
-                    headers.remove(name);
-                }
-            }
-            None => {}
+            // Its signature headers were removed above.
+            Some(RouteServiceStep::FromRouteService) | None => {}
         }
 
         let mut upgrade = upgrade;
@@ -387,11 +404,11 @@ impl Proxy {
                 Metrics::count(&self.metrics.backend_retries);
             }
             tried = Some(endpoint.clone());
-            set_endpoint_headers(&mut headers, endpoint);
             let head = RequestHead {
                 method: &parts.method,
                 path_and_query: &record.uri,
                 headers: &headers,
+                added: &[&added, endpoint.header_lines()],
             };
             record.gorouter_time = started.elapsed();
             let active = endpoint.begin_request();
@@ -922,13 +939,15 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
 /// The headers that only describe one hop, whatever `Connection` names besides.
-const HOP_BY_HOP: [HeaderName; 9] = [
+// Statics, not consts: a const array of header names would be made and dropped at
+// each use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -944,51 +963,158 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// `X-Forwarded-For` (client appended), `X-Forwarded-Proto` (the client's scheme) and
-/// `X-Request-Start` (when absent: `started`, in milliseconds), and a new
-/// `X-Vcap-Request-Id`.
+/// Writes `X-Forwarded-For` (the client appended), `X-Forwarded-Proto` (when absent:
+/// the client's scheme), `X-Request-Start` (when absent: `started`, in milliseconds)
+/// and the new `X-Vcap-Request-Id` to `added`, removing the client's values they
+/// replace. Returns the `X-Forwarded-For` and `X-Forwarded-Proto` the backend gets.
 fn add_forwarding_headers(
     headers: &mut HeaderMap,
+    sent: Sent,
+    added: &mut HeaderLines,
     client: &ClientConn,
-    request_id: HeaderValue,
+    request_id: &HeaderValue,
     started: std::time::SystemTime,
-) {
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        // Owned text becomes the header value without another copy.
-        Some(prior) if !prior.trim().is_empty() => {
-            HeaderValue::try_from(format!("{prior}, {}", client.addr.ip())).ok()
+) -> (HeaderValue, HeaderValue) {
+    let prior = sent
+        .has(Watched::ForwardedFor)
+        .then(|| headers.get(X_FORWARDED_FOR))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .filter(|prior| !prior.trim().is_empty());
+    // Owned text becomes the header value without another copy.
+    let forwarded_for = prior
+        .and_then(|prior| HeaderValue::try_from(format!("{prior}, {}", client.addr.ip())).ok())
+        .unwrap_or_else(|| client.forwarded_for.clone());
+    if sent.has(Watched::ForwardedFor) {
+        headers.remove(X_FORWARDED_FOR);
+    }
+    added.push(&X_FORWARDED_FOR, &[forwarded_for.as_bytes()]);
+    let forwarded_proto = match sent
+        .has(Watched::ForwardedProto)
+        .then(|| headers.get(X_FORWARDED_PROTO))
+        .flatten()
+    {
+        Some(proto) => proto.clone(),
+        None => {
+            added.push(&X_FORWARDED_PROTO, &[client.scheme.as_str().as_bytes()]);
+            client.scheme.header_value()
         }
-        _ => Some(client.forwarded_for.clone()),
     };
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, client.scheme.header_value());
-    }
-    if !headers.contains_key(X_REQUEST_START) {
+    if !sent.has(Watched::RequestStart) {
         let ms = started
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
+            .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        headers.insert(X_REQUEST_START, HeaderValue::from(ms as u64));
+        added.push(
+            &X_REQUEST_START,
+            &[itoa::Buffer::new().format(ms).as_bytes()],
+        );
     }
-    headers.insert(X_VCAP_REQUEST_ID, request_id);
+    if sent.has(Watched::RequestId) {
+        headers.remove(X_VCAP_REQUEST_ID);
+    }
+    added.push(&X_VCAP_REQUEST_ID, &[request_id.as_bytes()]);
+    (forwarded_for, forwarded_proto)
 }
 
-/// `X-CF-ApplicationID`, `X-CF-InstanceIndex`, `X-CF-InstanceID` of the endpoint,
-/// overwriting whatever the client sent.
-fn set_endpoint_headers(headers: &mut HeaderMap, endpoint: &Endpoint) {
-    let names = [X_CF_APPLICATION_ID, X_CF_INSTANCE_INDEX, X_CF_INSTANCE_ID];
-    for (name, value) in names.into_iter().zip(endpoint.header_values()) {
-        match value {
-            Some(v) => {
-                headers.insert(name, v.clone());
-            }
-            None => {
+/// Removes from a client's request its hop-by-hop headers and its copies of those the
+/// router sets itself (which it writes after the client's): `X-CF-App-Instance`, the
+/// endpoint's and the route service's headers. The forwarding and trace headers are
+/// replaced where they are written.
+fn remove_replaced(headers: &mut HeaderMap, sent: Sent) {
+    if sent.has(Watched::HopByHop) {
+        remove_hop_by_hop(headers);
+    }
+    for (watched, names) in [
+        (
+            Watched::AppInstance,
+            std::slice::from_ref(&X_CF_APP_INSTANCE),
+        ),
+        (Watched::Endpoint, &ENDPOINT_HEADERS[..]),
+        (Watched::RouteService, &ROUTE_SERVICE_HEADERS[..]),
+    ] {
+        if sent.has(watched) {
+            for name in names {
                 headers.remove(name);
             }
         }
+    }
+}
+
+/// `X-CF-ApplicationID`, `X-CF-InstanceIndex`, `X-CF-InstanceID`: the endpoint's, never
+/// the client's.
+pub(crate) static ENDPOINT_HEADERS: [HeaderName; 3] =
+    [X_CF_APPLICATION_ID, X_CF_INSTANCE_INDEX, X_CF_INSTANCE_ID];
+
+/// The headers of a request signed for a route service: the router's, never the
+/// client's, and not passed on to the app.
+static ROUTE_SERVICE_HEADERS: [HeaderName; 3] = [
+    X_CF_FORWARDED_URL,
+    X_CF_PROXY_SIGNATURE,
+    X_CF_PROXY_METADATA,
+];
+
+/// A kind of client header that the proxy reads or replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    ForwardedFor,
+    ForwardedProto,
+    RequestStart,
+    RequestId,
+    AppInstance,
+    /// One of [`ENDPOINT_HEADERS`].
+    Endpoint,
+    /// One of [`ROUTE_SERVICE_HEADERS`].
+    RouteService,
+    /// B3 or W3C trace context.
+    Trace,
+    /// One of [`HOP_BY_HOP`].
+    HopByHop,
+    /// `Cookie`: a sticky session's.
+    Cookie,
+}
+
+impl Watched {
+    fn of(name: &HeaderName) -> Option<Watched> {
+        if is_hop_by_hop(name) {
+            return Some(Watched::HopByHop);
+        }
+        Some(match name.as_str() {
+            "cookie" => Watched::Cookie,
+            "x-forwarded-for" => Watched::ForwardedFor,
+            "x-forwarded-proto" => Watched::ForwardedProto,
+            "x-request-start" => Watched::RequestStart,
+            "x-vcap-request-id" => Watched::RequestId,
+            "x-cf-app-instance" => Watched::AppInstance,
+            "x-cf-applicationid" | "x-cf-instanceindex" | "x-cf-instanceid" => Watched::Endpoint,
+            "x-cf-forwarded-url" | "x-cf-proxy-signature" | "x-cf-proxy-metadata" => {
+                Watched::RouteService
+            }
+            "x-b3-traceid" | "x-b3-spanid" | "x-b3-parentspanid" | "traceparent" | "tracestate" => {
+                Watched::Trace
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Which [`Watched`] headers a client sent, found in one pass over the names: a
+/// request with none of them (the common case) costs no lookup of each.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent(u16);
+
+impl Sent {
+    fn scan(headers: &HeaderMap) -> Sent {
+        Sent(
+            headers
+                .keys()
+                .filter_map(Watched::of)
+                .fold(0, |bits, w| bits | 1 << w as u16),
+        )
+    }
+
+    fn has(self, watched: Watched) -> bool {
+        self.0 & 1 << watched as u16 != 0
     }
 }
 
@@ -1112,27 +1238,106 @@ mod tests {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(X_REQUEST_START, HeaderValue::from_static("42"));
         h.insert(X_VCAP_REQUEST_ID, HeaderValue::from_static("client-chosen"));
-        add_forwarding_headers(
-            &mut h,
-            &ClientConn::new(remote, Scheme::Http),
-            HeaderValue::from_static("rid"),
-            std::time::SystemTime::now(),
-        );
+        let (h, recorded) = forwarded(h, Scheme::Http, remote, std::time::SystemTime::now());
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_REQUEST_START], "42");
         assert_eq!(h[X_VCAP_REQUEST_ID], "rid");
+        assert_eq!(recorded, ("1.2.3.4, 10.0.0.9".into(), "https".into()));
+        // Replaced, not repeated.
+        for name in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_REQUEST_START,
+            X_VCAP_REQUEST_ID,
+        ] {
+            assert_eq!(h.get_all(&name).iter().count(), 1, "{name}");
+        }
 
-        let mut h = HeaderMap::new();
-        add_forwarding_headers(
-            &mut h,
-            &ClientConn::new(remote, Scheme::Https),
-            HeaderValue::from_static("rid"),
+        let (h, recorded) = forwarded(
+            HeaderMap::new(),
+            Scheme::Https,
+            remote,
             std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[X_FORWARDED_PROTO], "https");
         assert_eq!(h[X_REQUEST_START], "1700000000123");
+        assert_eq!(recorded, ("10.0.0.9".into(), "https".into()));
+    }
+
+    /// The headers a backend gets after `add_forwarding_headers`, and the forwarding
+    /// headers recorded for the access log.
+    fn forwarded(
+        mut h: HeaderMap,
+        scheme: Scheme,
+        remote: std::net::SocketAddr,
+        started: std::time::SystemTime,
+    ) -> (HeaderMap, (String, String)) {
+        let mut added = HeaderLines::default();
+        let sent = Sent::scan(&h);
+        let (xff, xfp) = add_forwarding_headers(
+            &mut h,
+            sent,
+            &mut added,
+            &ClientConn::new(remote, scheme),
+            &HeaderValue::from_static("rid"),
+            started,
+        );
+        let recorded = (
+            xff.to_str().unwrap().to_string(),
+            xfp.to_str().unwrap().to_string(),
+        );
+        (with_lines(h, &[&added]), recorded)
+    }
+
+    /// What a backend gets: the client's headers, then the lines.
+    fn with_lines(mut h: HeaderMap, lines: &[&HeaderLines]) -> HeaderMap {
+        for (name, value) in lines.iter().flat_map(|l| l.to_map()) {
+            h.append(name.unwrap(), value);
+        }
+        h
+    }
+
+    #[test]
+    fn every_header_the_router_replaces_is_watched() {
+        let names = [
+            (X_FORWARDED_FOR, Watched::ForwardedFor),
+            (X_FORWARDED_PROTO, Watched::ForwardedProto),
+            (X_REQUEST_START, Watched::RequestStart),
+            (X_VCAP_REQUEST_ID, Watched::RequestId),
+            (X_CF_APP_INSTANCE, Watched::AppInstance),
+            (header::COOKIE, Watched::Cookie),
+        ];
+        let groups = [
+            (&ENDPOINT_HEADERS[..], Watched::Endpoint),
+            (&ROUTE_SERVICE_HEADERS, Watched::RouteService),
+            (&HOP_BY_HOP, Watched::HopByHop),
+            (
+                &[
+                    trace::X_B3_TRACE_ID,
+                    trace::X_B3_SPAN_ID,
+                    trace::X_B3_PARENT_SPAN_ID,
+                    trace::TRACEPARENT,
+                    trace::TRACESTATE,
+                ],
+                Watched::Trace,
+            ),
+        ];
+        let all = names.iter().cloned().chain(
+            groups
+                .iter()
+                .flat_map(|(ns, w)| ns.iter().map(|n| (n.clone(), *w))),
+        );
+        for (name, watched) in all {
+            assert_eq!(Watched::of(&name), Some(watched), "{name}");
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            assert!(Sent::scan(&h).has(watched), "{name}");
+        }
+        assert_eq!(Watched::of(&header::ACCEPT), None);
+        assert_eq!(Sent::scan(&HeaderMap::new()).0, 0);
     }
 
     #[test]
@@ -1174,8 +1379,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_CF_APPLICATION_ID, HeaderValue::from_static("spoofed"));
         h.insert(X_CF_INSTANCE_INDEX, HeaderValue::from_static("7"));
+        h.insert(X_CF_APP_INSTANCE, HeaderValue::from_static("app:0"));
+        h.insert(
+            X_CF_FORWARDED_URL,
+            HeaderValue::from_static("http://elsewhere/"),
+        );
         let endpoint = Endpoint::new("127.0.0.1:1".into(), Some("app".into()), None, "iid".into());
-        set_endpoint_headers(&mut h, &endpoint);
+        let sent = Sent::scan(&h);
+        remove_replaced(&mut h, sent);
+        assert!(h.is_empty(), "{h:?}");
+        let h = with_lines(h, &[endpoint.header_lines()]);
         assert_eq!(h[X_CF_APPLICATION_ID], "app");
         assert!(!h.contains_key(X_CF_INSTANCE_INDEX));
         assert_eq!(h[X_CF_INSTANCE_ID], "iid");

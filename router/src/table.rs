@@ -12,13 +12,17 @@
 //! a connection are offered last, so the proxy can skip them (Gorouter's back-off).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap as FoldMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::backend::HeaderLines;
+use crate::proxy::ENDPOINT_HEADERS;
 use crate::RegistryMessage;
 
 /// Gorouter skips an endpoint that failed for `droplet_stale_threshold / 4`.
@@ -37,8 +41,10 @@ pub struct Endpoint {
     pub instance_index: Option<String>,
     /// `private_instance_id`, else `host:port`.
     pub instance_id: String,
-    /// `app_id`, `instance_index` and `instance_id` as header values, made once.
-    header_values: [Option<http::HeaderValue>; 3],
+    /// `X-CF-ApplicationID`, `X-CF-InstanceIndex` and `X-CF-InstanceID` of requests
+    /// to this endpoint, written once (a value not known, or not valid in a header, is
+    /// left out).
+    header_lines: HeaderLines,
     active: AtomicUsize,
     /// Milliseconds since the Unix epoch of the last connect failure; 0 when none.
     failed_at_ms: AtomicU64,
@@ -71,16 +77,21 @@ impl Endpoint {
         instance_index: Option<String>,
         instance_id: String,
     ) -> Endpoint {
-        let header_values = [
+        let mut header_lines = HeaderLines::default();
+        let values = [
             app_id.as_deref(),
             instance_index.as_deref(),
             Some(instance_id.as_str()),
-        ]
-        .map(|v| v.and_then(|v| http::HeaderValue::from_str(v).ok()));
+        ];
+        for (name, value) in ENDPOINT_HEADERS.iter().zip(values) {
+            if let Some(value) = value {
+                header_lines.push(name, &[value.as_bytes()]);
+            }
+        }
         Endpoint {
             addr,
             tls_server_name: None,
-            header_values,
+            header_lines,
             app_id,
             instance_index,
             instance_id,
@@ -90,10 +101,10 @@ impl Endpoint {
         }
     }
 
-    /// The values of `X-CF-ApplicationID`, `X-CF-InstanceIndex` and `X-CF-InstanceID`
-    /// for requests to this endpoint (`None`: not known, or not valid in a header).
-    pub(crate) fn header_values(&self) -> &[Option<http::HeaderValue>; 3] {
-        &self.header_values
+    /// The `X-CF-ApplicationID`, `X-CF-InstanceIndex` and `X-CF-InstanceID` lines of
+    /// requests to this endpoint.
+    pub(crate) fn header_lines(&self) -> &HeaderLines {
+        &self.header_lines
     }
 
     /// Whether the router talks TLS to this endpoint.
@@ -223,7 +234,9 @@ pub enum Lookup {
 
 pub struct RouteTable {
     /// Host -> context path ("" for the whole host) -> pool.
-    hosts: HashMap<String, HashMap<String, Pool>>,
+    /// foldhash rather than SipHash: looked up on every request, and its keys come
+    /// from registrations, not from clients.
+    hosts: FoldMap<String, FoldMap<String, Pool>>,
     prune_threshold: Duration,
     endpoint_backoff: Duration,
 }
@@ -277,7 +290,7 @@ impl RouteTable {
     /// `prune_threshold`: endpoints not re-registered for this long are stale (CF: 120 s).
     pub fn new(prune_threshold: Duration) -> RouteTable {
         RouteTable {
-            hosts: HashMap::new(),
+            hosts: FoldMap::default(),
             prune_threshold,
             endpoint_backoff: DEFAULT_ENDPOINT_BACKOFF,
         }
@@ -423,11 +436,11 @@ impl RouteTable {
                 // Stable: ties keep the rotated order, spreading them.
                 fresh.sort_by_key(|e| e.active_requests());
             }
-            let backed_off: Vec<bool> = fresh.iter().map(|e| e.is_backed_off()).collect();
-            if backed_off.iter().all(|b| *b) {
+            let backed_off = fresh.iter().filter(|e| e.is_backed_off()).count();
+            if backed_off == fresh.len() {
                 // Gorouter clears the marks when every endpoint is marked.
                 fresh.iter().for_each(|e| e.clear_failure());
-            } else if backed_off.iter().any(|b| *b) {
+            } else if backed_off > 0 {
                 let (mut healthy, failing): (Vec<_>, Vec<_>) =
                     fresh.into_iter().partition(|e| !e.is_backed_off());
                 healthy.extend(failing);
@@ -472,11 +485,11 @@ impl RouteTable {
 
     /// How many routes (host + context path) are registered.
     pub fn route_count(&self) -> usize {
-        self.hosts.values().map(HashMap::len).sum()
+        self.hosts.values().map(FoldMap::len).sum()
     }
 
     /// The routes of `host`, else of the nearest `*.` wildcard above it.
-    fn host_routes(&self, host: &str) -> Option<&HashMap<String, Pool>> {
+    fn host_routes(&self, host: &str) -> Option<&FoldMap<String, Pool>> {
         if let Some(paths) = self.hosts.get(host) {
             return Some(paths);
         }

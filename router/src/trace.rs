@@ -3,7 +3,9 @@
 //! created otherwise. The W3C parent id is new at each hop and recorded in
 //! `tracestate` as `gorouter=<parent id>`.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
+
+use crate::backend::HeaderLines;
 
 pub(crate) const X_B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 pub(crate) const X_B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -23,11 +25,6 @@ fn hex<const N: usize>(value: u128) -> [u8; N] {
         *digit = b"0123456789abcdef"[((value >> (4 * i)) & 0xf) as usize];
     }
     out
-}
-
-/// ASCII hex digits as text.
-fn hex_str(digits: &[u8]) -> &str {
-    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 fn text(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
@@ -51,17 +48,25 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str, &str)> {
     valid.then_some((trace, parent, flags))
 }
 
-/// Sets B3 and W3C headers on a request going to a backend. `random` supplies fresh
-/// bits: `trace_id` (128) is used when the client sent no trace, `span_id` (64) is this
-/// hop's span / parent id.
-pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
+/// Writes the B3 and W3C headers of a request going to a backend to `lines`, and
+/// removes from `headers` the client's that they replace. `client_sent`: whether the
+/// client sent any trace header (when not, none is looked up). `trace_id` (128 random
+/// bits) is used when the client sent no trace, `span_id` (64) is this hop's span /
+/// parent id.
+pub(crate) fn propagate(
+    headers: &mut HeaderMap,
+    client_sent: bool,
+    lines: &mut HeaderLines,
+    trace_id: u128,
+    span_id: u64,
+) {
     let span = hex::<16>(span_id.into());
-    let span = hex_str(&span);
-    let b3_trace = text(headers, X_B3_TRACE_ID)
+    let client = |name| client_sent.then(|| text(headers, name)).flatten();
+    let b3_trace = client(X_B3_TRACE_ID)
         .filter(|t| is_hex(t, 32) || is_hex(t, 16))
         .map(str::to_ascii_lowercase);
-    let b3_valid = b3_trace.is_some() && text(headers, X_B3_SPAN_ID).is_some_and(|s| is_hex(s, 16));
-    let (w3c_trace, w3c_flags) = match text(headers, TRACEPARENT).and_then(parse_traceparent) {
+    let b3_valid = b3_trace.is_some() && client(X_B3_SPAN_ID).is_some_and(|s| is_hex(s, 16));
+    let (w3c_trace, w3c_flags) = match client(TRACEPARENT).and_then(parse_traceparent) {
         Some((trace, _, flags)) => (
             Some(trace.to_ascii_lowercase()),
             Some(flags.to_ascii_lowercase()),
@@ -73,51 +78,49 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     let new_trace = hex::<32>(trace_id);
     let padded_b3;
     let trace = match (&w3c_trace, &b3_trace) {
-        (Some(w3c), _) => w3c.as_str(),
-        (None, Some(b3)) if b3.len() == 32 => b3.as_str(),
+        (Some(w3c), _) => w3c.as_bytes(),
+        (None, Some(b3)) if b3.len() == 32 => b3.as_bytes(),
         (None, Some(b3)) => {
             padded_b3 = format!("{b3:0>32}");
-            padded_b3.as_str()
+            padded_b3.as_bytes()
         }
-        (None, None) => hex_str(&new_trace),
+        (None, None) => &new_trace[..],
     };
 
     if !b3_valid {
-        let b3 = b3_trace.as_deref().unwrap_or(trace);
-        for (name, value) in [(X_B3_TRACE_ID, b3), (X_B3_SPAN_ID, span)] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name, v);
-            }
-        }
-        headers.remove(X_B3_PARENT_SPAN_ID);
+        let b3 = b3_trace.as_deref().map_or(trace, str::as_bytes);
+        lines.push(&X_B3_TRACE_ID, &[b3]);
+        lines.push(&X_B3_SPAN_ID, &[&span]);
     }
 
     // The client's flags, not its last field: a later version may add fields after them.
-    let flags = w3c_flags.as_deref().unwrap_or("01");
-    let mut parent = String::with_capacity(6 + trace.len() + span.len() + flags.len());
-    for part in ["00-", trace, "-", span, "-", flags] {
-        parent.push_str(part);
-    }
+    let flags = w3c_flags.as_deref().unwrap_or("01").as_bytes();
+    lines.push(&TRACEPARENT, &[b"00-", trace, b"-", &span, b"-", flags]);
     // The client's other vendors' entries follow ours when it continues a W3C trace.
-    let mut state = String::with_capacity(25);
-    state.push_str("gorouter=");
-    state.push_str(span);
-    if w3c_trace.is_some() {
-        let prior = text(headers, TRACESTATE)
+    let prior = match &w3c_trace {
+        Some(_) => client(TRACESTATE)
             .unwrap_or_default()
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty() && !e.starts_with("gorouter="))
-            .take(31);
-        for entry in prior {
-            state.push(',');
-            state.push_str(entry);
-        }
-    }
-    // Owned text becomes a header value without another copy.
-    for (name, value) in [(TRACEPARENT, parent), (TRACESTATE, state)] {
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(name, v);
+            .take(31)
+            .fold(String::new(), |mut state, entry| {
+                state.push(',');
+                state.push_str(entry);
+                state
+            }),
+        None => String::new(),
+    };
+    lines.push(&TRACESTATE, &[b"gorouter=", &span, prior.as_bytes()]);
+
+    if client_sent {
+        let replaced = [TRACEPARENT, TRACESTATE];
+        let b3 = [X_B3_TRACE_ID, X_B3_SPAN_ID, X_B3_PARENT_SPAN_ID];
+        for name in replaced
+            .into_iter()
+            .chain(b3.into_iter().filter(|_| !b3_valid))
+        {
+            headers.remove(name);
         }
     }
 }
@@ -125,6 +128,25 @@ pub(crate) fn propagate(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
+
+    /// The request's headers after `propagate`: what is left of the client's and the
+    /// lines written.
+    fn propagated(mut h: HeaderMap) -> HeaderMap {
+        let mut lines = HeaderLines::default();
+        let client_sent = !h.is_empty();
+        propagate(&mut h, client_sent, &mut lines, TRACE, SPAN);
+        for (name, value) in lines.to_map() {
+            if let Some(name) = name {
+                h.append(name, value);
+            }
+        }
+        h
+    }
+
+    fn hex_str(digits: &[u8]) -> &str {
+        std::str::from_utf8(digits).unwrap()
+    }
 
     const TRACE: u128 = 0x0af7651916cd43dd8448eb211c80319c;
     const SPAN: u64 = 0xb7ad6b7169203331;
@@ -138,8 +160,7 @@ mod tests {
 
     #[test]
     fn creates_b3_and_w3c_headers_when_absent() {
-        let mut h = HeaderMap::new();
-        propagate(&mut h, TRACE, SPAN);
+        let h = propagated(HeaderMap::new());
         assert_eq!(h[X_B3_TRACE_ID], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(h[X_B3_SPAN_ID], "b7ad6b7169203331");
         assert_eq!(
@@ -160,12 +181,14 @@ mod tests {
             TRACESTATE,
             HeaderValue::from_static("gorouter=1111111111111111,congo=t61"),
         );
-        propagate(&mut h, TRACE, SPAN);
+        let h = propagated(h);
         assert_eq!(
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-00"
         );
         assert_eq!(h[TRACESTATE], "gorouter=b7ad6b7169203331,congo=t61");
+        assert_eq!(h.get_all(TRACEPARENT).iter().count(), 1);
+        assert_eq!(h.get_all(TRACESTATE).iter().count(), 1);
         assert_eq!(h[X_B3_TRACE_ID], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
@@ -175,7 +198,7 @@ mod tests {
         h.insert(X_B3_TRACE_ID, HeaderValue::from_static("463ac35c9f6413ad"));
         h.insert(X_B3_SPAN_ID, HeaderValue::from_static("a2fb4a1d1a96d312"));
         h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
-        propagate(&mut h, TRACE, SPAN);
+        let h = propagated(h);
         assert_eq!(h[X_B3_TRACE_ID], "463ac35c9f6413ad");
         assert_eq!(h[X_B3_SPAN_ID], "a2fb4a1d1a96d312");
         assert_eq!(
@@ -185,7 +208,7 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(X_B3_TRACE_ID, HeaderValue::from_static("not-hex"));
-        propagate(&mut h, TRACE, SPAN);
+        let h = propagated(h);
         assert_eq!(h[X_B3_TRACE_ID], "0af7651916cd43dd8448eb211c80319c");
     }
 
@@ -201,7 +224,7 @@ mod tests {
                 "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A-extra",
             ),
         );
-        propagate(&mut h, TRACE, SPAN);
+        let h = propagated(h);
         assert_eq!(
             h[TRACEPARENT],
             "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-0a"
