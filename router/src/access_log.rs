@@ -7,8 +7,6 @@
 //! channel is full, records are dropped and counted rather than slowing requests down
 //! (loggregator's rule).
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +96,8 @@ pub(crate) struct AccessRecord {
     pub(crate) bytes_received: u64,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) remote_addr: Option<SocketAddr>,
+    /// The client's `ip:port`, as text made once per connection.
+    pub(crate) remote_addr: Option<Arc<str>>,
     pub(crate) backend_addr: Option<String>,
     pub(crate) x_forwarded_for: Option<HeaderValue>,
     pub(crate) x_forwarded_proto: Option<HeaderValue>,
@@ -163,13 +162,9 @@ impl AccessRecord {
         quoted(&mut line, text(&self.referer));
         line.push(' ');
         quoted(&mut line, text(&self.user_agent));
-        match self.remote_addr {
-            Some(addr) => {
-                // Writing to a String cannot fail.
-                let _ = write!(line, " \"{addr}\" ");
-            }
-            None => line.push_str(" \"-\" "),
-        }
+        line.push(' ');
+        quoted(&mut line, self.remote_addr.as_deref());
+        line.push(' ');
         quoted(&mut line, self.backend_addr.as_deref());
         line.push_str(" x_forwarded_for:");
         quoted(&mut line, text(&self.x_forwarded_for));
@@ -257,7 +252,7 @@ mod tests {
             status: 200,
             bytes_received: 0,
             user_agent: Some(HeaderValue::from_static("curl/8")),
-            remote_addr: Some("127.0.0.1:5000".parse().unwrap()),
+            remote_addr: Some("127.0.0.1:5000".into()),
             backend_addr: Some("127.0.0.1:61000".into()),
             x_forwarded_for: Some(HeaderValue::from_static("127.0.0.1")),
             x_forwarded_proto: Some(HeaderValue::from_static("http")),

@@ -187,13 +187,8 @@ impl HeaderLines {
     /// (control characters, as `HeaderValue` refuses them) is left out.
     pub(crate) fn push(&mut self, name: &HeaderName, value: &[&[u8]]) {
         // Without an early exit the check compiles to vector instructions.
-        let invalid = |b: &u8| u8::from((*b < 0x20 && *b != b'\t') || *b == 0x7f);
-        if value
-            .iter()
-            .flat_map(|part| part.iter())
-            .fold(0, |any, b| any | invalid(b))
-            != 0
-        {
+        let invalid = |any: u8, b: &u8| any | u8::from((*b < 0x20 && *b != b'\t') || *b == 0x7f);
+        if value.iter().any(|part| part.iter().fold(0, invalid) != 0) {
             return;
         }
         self.0.extend_from_slice(name.as_str().as_bytes());

@@ -79,6 +79,8 @@ pub(crate) struct ClientConn {
     scheme: Scheme,
     /// The client's IP as `X-Forwarded-For` names it.
     forwarded_for: HeaderValue,
+    /// `ip:port`, as the access log names the client.
+    addr_text: Arc<str>,
 }
 
 impl ClientConn {
@@ -88,6 +90,7 @@ impl ClientConn {
             scheme,
             forwarded_for: HeaderValue::try_from(addr.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            addr_text: addr.to_string().into(),
         }
     }
 }
@@ -194,7 +197,7 @@ impl Proxy {
             proto: version_text(req.version()),
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            remote_addr: Some(client.addr),
+            remote_addr: Some(client.addr_text.clone()),
             vcap_request_id: Some(request_id_value.clone()),
             ..Default::default()
         };
