@@ -17,6 +17,7 @@ use wf_loggregator::{LogBatch, LogType};
 use wf_messaging::Bus;
 
 use crate::metrics::Metrics;
+use crate::table::Endpoint;
 
 /// Records waiting to be published before new ones are dropped.
 const QUEUE: usize = 16_384;
@@ -52,7 +53,7 @@ impl AccessLogger {
     /// Counts the request in the metrics and queues its access log line.
     pub(crate) fn submit(&self, record: AccessRecord, bytes_sent: u64, response_time: Duration) {
         self.metrics.observe(record.status, response_time);
-        let for_app = record.app_id.as_deref().is_some_and(|a| !a.is_empty());
+        let for_app = record.app_id().is_some();
         if !for_app && !tracing::enabled!(target: TARGET, tracing::Level::DEBUG) {
             return;
         }
@@ -98,19 +99,27 @@ pub(crate) struct AccessRecord {
     pub(crate) user_agent: Option<HeaderValue>,
     /// The client's `ip:port`, as text made once per connection.
     pub(crate) remote_addr: Option<Arc<str>>,
+    /// The endpoint that served the request: its address, app and instance.
+    pub(crate) endpoint: Option<Arc<Endpoint>>,
+    /// Where the request went when not to an endpoint (a route service).
     pub(crate) backend_addr: Option<String>,
     pub(crate) x_forwarded_for: Option<HeaderValue>,
     pub(crate) x_forwarded_proto: Option<HeaderValue>,
     pub(crate) vcap_request_id: Option<HeaderValue>,
     /// Time spent in the router before the request went to the backend.
     pub(crate) gorouter_time: Duration,
-    pub(crate) app_id: Option<String>,
-    pub(crate) app_index: Option<String>,
-    pub(crate) instance_id: Option<String>,
     pub(crate) router_error: Option<String>,
 }
 
 impl AccessRecord {
+    /// The app the request went to: the line is its log too.
+    fn app_id(&self) -> Option<&str> {
+        self.endpoint
+            .as_ref()
+            .and_then(|e| e.app_id.as_deref())
+            .filter(|a| !a.is_empty())
+    }
+
     /// The line, as Gorouter writes it, built in one buffer.
     pub(crate) fn line(&self, bytes_sent: u64, response_time: Duration) -> String {
         fn quoted(line: &mut String, value: Option<&str>) {
@@ -165,7 +174,13 @@ impl AccessRecord {
         line.push(' ');
         quoted(&mut line, self.remote_addr.as_deref());
         line.push(' ');
-        quoted(&mut line, self.backend_addr.as_deref());
+        let endpoint = self.endpoint.as_deref();
+        quoted(
+            &mut line,
+            endpoint
+                .map(|e| e.addr.as_str())
+                .or(self.backend_addr.as_deref()),
+        );
         line.push_str(" x_forwarded_for:");
         quoted(&mut line, text(&self.x_forwarded_for));
         line.push_str(" x_forwarded_proto:");
@@ -177,11 +192,14 @@ impl AccessRecord {
         line.push_str(" gorouter_time:");
         push_seconds(&mut line, self.gorouter_time.min(response_time));
         line.push_str(" app_id:");
-        quoted(&mut line, self.app_id.as_deref());
+        quoted(&mut line, endpoint.and_then(|e| e.app_id.as_deref()));
         line.push_str(" app_index:");
-        quoted(&mut line, self.app_index.as_deref());
+        quoted(
+            &mut line,
+            endpoint.and_then(|e| e.instance_index.as_deref()),
+        );
         line.push_str(" instance_id:");
-        quoted(&mut line, self.instance_id.as_deref());
+        quoted(&mut line, endpoint.map(|e| e.instance_id.as_str()));
         line.push_str(" x_cf_routererror:");
         quoted(&mut line, self.router_error.as_deref());
         line
@@ -192,8 +210,12 @@ impl AccessRecord {
     fn finish(&self, bytes_sent: u64, response_time: Duration, envelopes: &mut LogBatch) {
         let line = self.line(bytes_sent, response_time);
         tracing::debug!(target: TARGET, "{line}");
-        if let Some(app_id) = self.app_id.as_deref().filter(|a| !a.is_empty()) {
-            let index = self.app_index.as_deref().unwrap_or_default();
+        if let Some(app_id) = self.app_id() {
+            let index = self
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.instance_index.as_deref())
+                .unwrap_or_default();
             envelopes.push(app_id, index, "RTR", LogType::Out, line.as_bytes());
         }
     }
@@ -253,14 +275,16 @@ mod tests {
             bytes_received: 0,
             user_agent: Some(HeaderValue::from_static("curl/8")),
             remote_addr: Some("127.0.0.1:5000".into()),
-            backend_addr: Some("127.0.0.1:61000".into()),
+            endpoint: Some(Arc::new(Endpoint::new(
+                "127.0.0.1:61000".into(),
+                Some("app-guid".into()),
+                Some("0".into()),
+                "iid".into(),
+            ))),
             x_forwarded_for: Some(HeaderValue::from_static("127.0.0.1")),
             x_forwarded_proto: Some(HeaderValue::from_static("http")),
             vcap_request_id: Some(HeaderValue::from_static("rid")),
             gorouter_time: Duration::from_micros(150),
-            app_id: Some("app-guid".into()),
-            app_index: Some("0".into()),
-            instance_id: Some("iid".into()),
             ..Default::default()
         };
         assert_eq!(

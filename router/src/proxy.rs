@@ -187,7 +187,7 @@ impl Proxy {
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
         let mut record = AccessRecord {
-            host: host.clone(),
+            host,
             started_at: Some(time::OffsetDateTime::from(started_wall)),
             method: req.method().clone(),
             uri: req
@@ -201,6 +201,7 @@ impl Proxy {
             vcap_request_id: Some(request_id_value.clone()),
             ..Default::default()
         };
+        let host = record.host.as_str();
 
         if host.trim().is_empty() {
             let resp = error_response(
@@ -212,11 +213,12 @@ impl Proxy {
             return self.finish(resp, record, started, None, None);
         }
         let sent = Sent::scan(req.headers());
-        let app_instance = match sent
-            .has(Watched::AppInstance)
-            .then(|| app_instance_header(req.headers()))
-            .unwrap_or(Ok(None))
-        {
+        let app_instance = if sent.has(Watched::AppInstance) {
+            app_instance_header(req.headers())
+        } else {
+            Ok(None)
+        };
+        let app_instance = match app_instance {
             Ok(target) => target,
             Err(value) => {
                 let resp = error_response(
@@ -233,7 +235,7 @@ impl Proxy {
                 .table
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            table.lookup(&host, req.uri().path(), started)
+            table.lookup(host, req.uri().path(), started)
         };
         let route_host = host.split(':').next().unwrap_or_default();
         let (route_path, endpoints, route_service_url) = match lookup {
@@ -333,7 +335,7 @@ impl Proxy {
         let mut headers = parts.headers;
         if !headers.contains_key(header::HOST) {
             // HTTP/2 clients name the host in the request's authority.
-            if let Ok(v) = HeaderValue::from_str(&host) {
+            if let Ok(v) = HeaderValue::from_str(host) {
                 headers.insert(header::HOST, v);
             }
         }
@@ -637,12 +639,7 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         record.status = resp.status().as_u16();
         record.router_error = header_str(resp.headers(), X_CF_ROUTER_ERROR);
-        if let Some(e) = endpoint {
-            record.backend_addr = Some(e.addr.clone());
-            record.app_id = e.app_id.clone();
-            record.app_index = e.instance_index.clone();
-            record.instance_id = Some(e.instance_id.clone());
-        }
+        record.endpoint = endpoint.cloned();
         let (parts, mut body) = resp.into_parts();
         body.log = Some(Box::new(PendingLog {
             record,
