@@ -752,7 +752,9 @@ impl InstanceLogs {
         }
         let logs = self.clone();
         let sink: LogBatchSink = Arc::new(move |lines: &[(LogType, Bytes)]| {
-            let mut batch = wf_loggregator::LogBatch::default();
+            // Each envelope: the line in base64 and some 250 bytes of JSON around it.
+            let bytes = lines.iter().map(|(_, l)| l.len() * 4 / 3 + 256).sum();
+            let mut batch = wf_loggregator::LogBatch::with_capacity(bytes);
             for (log_type, line) in lines {
                 batch.push(
                     &logs.source_id,

@@ -195,6 +195,14 @@ impl Default for LogBatch {
 }
 
 impl LogBatch {
+    /// A batch with room for about `bytes` of JSON, so that adding envelopes does not
+    /// grow (and copy) it again and again.
+    pub fn with_capacity(bytes: usize) -> LogBatch {
+        let mut batch = LogBatch::default();
+        batch.json.reserve(bytes);
+        batch
+    }
+
     /// Adds what `Envelope::log(source_id, instance_id, source_type, log_type, payload)`
     /// would make now.
     pub fn push(

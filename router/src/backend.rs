@@ -726,7 +726,8 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<(usize, ResponseHead)>, Back
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for the two the proxy may add (`X-Vcap-Request-Id`, a sticky `Set-Cookie`).
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 2);
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| BackendError::InvalidResponse("invalid header name"))?;

@@ -306,25 +306,41 @@ impl RouteTable {
     /// unchanged endpoint keeps its live load and failure state.
     pub fn register(&mut self, msg: &RegistryMessage, now: Instant) {
         let (addr, tls_server_name) = endpoint_addr(msg);
-        let mut endpoint = Endpoint::new(
-            addr.clone(),
-            msg.app.clone().filter(|a| !a.is_empty()),
-            msg.private_instance_index.clone(),
-            msg.private_instance_id
+        let app_id = msg.app.as_deref().filter(|a| !a.is_empty());
+        let instance_id = msg
+            .private_instance_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .unwrap_or(&addr);
+        // Route-emitters re-register every endpoint every 20 s: most registrations
+        // change nothing but the time, so the endpoint and its tags are only made
+        // when new or changed.
+        let mut endpoint: Option<Arc<Endpoint>> = None;
+        let mut new_endpoint = || {
+            endpoint
+                .get_or_insert_with(|| {
+                    let mut endpoint = Endpoint::new(
+                        addr.clone(),
+                        app_id.map(str::to_string),
+                        msg.private_instance_index.clone(),
+                        instance_id.to_string(),
+                    );
+                    endpoint.backoff = self.endpoint_backoff;
+                    endpoint.tls_server_name = tls_server_name.clone();
+                    Arc::new(endpoint)
+                })
                 .clone()
-                .filter(|id| !id.is_empty())
-                .unwrap_or(addr),
-        );
-        endpoint.backoff = self.endpoint_backoff;
-        endpoint.tls_server_name = tls_server_name;
-        let endpoint = Arc::new(endpoint);
-        let tags = Arc::new(msg.tags.clone());
+        };
+        let mut tags: Option<Arc<BTreeMap<String, String>>> = None;
+        let mut new_tags = || {
+            tags.get_or_insert_with(|| Arc::new(msg.tags.clone()))
+                .clone()
+        };
         let load_balancing = LoadBalancing::from_registration(msg);
-        let route_service_url: Option<Arc<str>> = msg
+        let route_service_url = msg
             .route_service_url
             .as_deref()
-            .filter(|url| !url.is_empty())
-            .map(Arc::from);
+            .filter(|url| !url.is_empty());
         let stale_threshold = msg
             .stale_threshold_in_seconds
             .filter(|s| *s > 0)
@@ -338,22 +354,31 @@ impl RouteTable {
             }
             let pool = self.hosts.entry(host).or_default().entry(path).or_default();
             pool.load_balancing = load_balancing;
-            pool.route_service_url = route_service_url.clone();
-            let same = |e: &&mut RegisteredEndpoint| e.endpoint.instance_id == endpoint.instance_id;
+            if pool.route_service_url.as_deref() != route_service_url {
+                pool.route_service_url = route_service_url.map(Arc::from);
+            }
+            let same = |e: &&mut RegisteredEndpoint| e.endpoint.instance_id == instance_id;
             match pool.endpoints.iter_mut().find(same) {
                 Some(existing) => {
-                    if *existing.endpoint != *endpoint {
-                        existing.endpoint = endpoint.clone();
+                    let e = &existing.endpoint;
+                    let unchanged = e.addr == addr
+                        && e.tls_server_name == tls_server_name
+                        && e.app_id.as_deref() == app_id
+                        && e.instance_index == msg.private_instance_index;
+                    if !unchanged {
+                        existing.endpoint = new_endpoint();
                     }
                     existing.updated = now;
                     existing.stale_threshold = stale_threshold;
-                    existing.tags = tags.clone();
+                    if *existing.tags != msg.tags {
+                        existing.tags = new_tags();
+                    }
                 }
                 None => pool.endpoints.push(RegisteredEndpoint {
-                    endpoint: endpoint.clone(),
+                    endpoint: new_endpoint(),
                     updated: now,
                     stale_threshold,
-                    tags: tags.clone(),
+                    tags: new_tags(),
                 }),
             }
         }
@@ -610,6 +635,40 @@ mod tests {
             ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1", "127.0.0.1:2"]
         );
         assert_eq!(addrs(table.lookup("rr.example.com", "/", now)).len(), 2);
+    }
+
+    #[test]
+    fn a_re_registration_keeps_an_unchanged_endpoint_and_replaces_a_changed_one() {
+        let now = Instant::now();
+        let mut table = RouteTable::new(Duration::from_secs(120));
+        let endpoint = |table: &RouteTable| match table.lookup("app.example.com", "/", now) {
+            Lookup::Endpoints { endpoints, .. } => endpoints[0].clone(),
+            other => panic!("no endpoints: {other:?}"),
+        };
+        let tags = |table: &RouteTable| table.dump()["app.example.com"][0].tags.clone();
+        let mut msg = reg("app.example.com", 1, "a");
+        table.register(&msg, now);
+        let first = endpoint(&table);
+        // The same registration later: the same endpoint (its connection counts and
+        // back-off stay), fresh again.
+        table.register(&msg, now + Duration::from_secs(100));
+        assert!(Arc::ptr_eq(&first, &endpoint(&table)));
+        assert!(matches!(
+            table.lookup("app.example.com", "/", now + Duration::from_secs(150)),
+            Lookup::Endpoints { .. }
+        ));
+        // New tags replace the old ones, the endpoint stays.
+        msg.tags.insert("component".into(), "route-emitter".into());
+        table.register(&msg, now);
+        assert!(Arc::ptr_eq(&first, &endpoint(&table)));
+        assert_eq!(tags(&table)["component"], "route-emitter");
+        // A new index (or app, address, TLS name) is a new endpoint.
+        msg.private_instance_index = Some("3".into());
+        table.register(&msg, now);
+        let changed = endpoint(&table);
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed.instance_index.as_deref(), Some("3"));
+        assert_eq!(table.endpoint_count(), 1);
     }
 
     #[test]
