@@ -28,21 +28,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-build() { # dir name -> path of its bench_routes (built in the workspace's target
-    # directory, so only what changed between revisions is rebuilt)
-    CARGO_TARGET_DIR=$PWD/target cargo build -q --release --manifest-path "$1/Cargo.toml" \
+build() { # dir name target-dir -> path of its bench_routes. Revisions share one target
+    # directory (only what changed between them is rebuilt), apart from the working
+    # tree's: cargo would take the binary another checkout wrote there for its own.
+    CARGO_TARGET_DIR=$3 cargo build -q --release --manifest-path "$1/Cargo.toml" \
         -p wf-router --example bench_routes
-    cp target/release/examples/bench_routes "$work/bench_routes.$2"
+    cp "$3/release/examples/bench_routes" "$work/bench_routes.$2"
     echo "$work/bench_routes.$2"
 }
 
 harnesses=()
 for rev in ${REVS:-}; do
     git worktree add -q --detach "$work/tree" "$rev"
-    harnesses+=("$rev=$(build "$work/tree" "$(git rev-parse --short "$rev")")")
+    harnesses+=("$rev=$(build "$work/tree" "$(git rev-parse --short "$rev")" "$PWD/target/revisions")")
     git worktree remove --force "$work/tree"
 done
-harnesses+=("working-tree=$(build . work)")
+harnesses+=("working-tree=$(build . work "$PWD/target")")
 
 first=${harnesses[0]#*=}
 mkfifo "$work/backend.in"
@@ -65,9 +66,9 @@ for entry in "${harnesses[@]}"; do
     router=$(sed -n 's#^router http://\([^ ]*\).*#\1#p' "$work/router.out")
     host=$(sed -n 's#.* host \([^ ]*\)$#\1#p' "$work/router.out")
     taskset -c 1 wrk -t1 -c50 -d3s -H "Host: $host" "http://$router/" > /dev/null
-    callgrind_control -z "$vg" > /dev/null
+    callgrind_control -z "$vg" > /dev/null 2>&1
     taskset -c 1 wrk -t1 -c50 -d"$DURATION" -H "Host: $host" "http://$router/" > "$work/wrk.out"
-    callgrind_control -d "$vg" > /dev/null
+    callgrind_control -d "$vg" > /dev/null 2>&1
     exec 4>&-
     wait "$vg" 2> /dev/null || true
     requests=$(awk '/requests in/ {print $1}' "$work/wrk.out")
