@@ -5,6 +5,18 @@ wait_line() { # file pattern: waits up to 180 s for a line matching pattern in f
     echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 
+# start_harness_backend HARNESS WORK CPU: starts the hello-world backend of the router
+# harness (router/examples/bench_routes.rs) on CPU until the script's fd 3 closes (its
+# stdin, a fifo). Sets `backend` (host:port) and `backend_pid`.
+start_harness_backend() {
+    mkfifo "$2/backend.in"
+    taskset -c "$3" "$1" backend --threads 0 < "$2/backend.in" > "$2/backend.out" &
+    backend_pid=$!
+    exec 3> "$2/backend.in"
+    wait_line "$2/backend.out" '^backend '
+    backend=$(sed -n 's#^backend http://##p' "$2/backend.out")
+}
+
 free_port() { # a port free on 127.0.0.1 a moment ago
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -45,13 +45,8 @@ for rev in ${REVS:-}; do
 done
 harnesses+=("working-tree=$(build . work "$PWD/target")")
 
-first=${harnesses[0]#*=}
-mkfifo "$work/backend.in"
-taskset -c 0 "$first" backend --threads 0 < "$work/backend.in" > "$work/backend.out" &
-pids+=($!)
-exec 3> "$work/backend.in"
-wait_line "$work/backend.out" '^backend '
-backend=$(sed -n 's#^backend http://##p' "$work/backend.out")
+start_harness_backend "${harnesses[0]#*=}" "$work" 0
+pids+=("$backend_pid")
 
 printf '%-14s %10s %14s\n' target requests instr/request
 for entry in "${harnesses[@]}"; do

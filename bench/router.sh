@@ -47,12 +47,9 @@ trap cleanup EXIT
 
 
 # Backend and router run until their stdin (a fifo held open here) closes.
-mkfifo "$work/backend.in" "$work/router.in"
-taskset -c "$SERVER_CPU" "$HARNESS" backend --threads 0 < "$work/backend.in" > "$work/backend.out" &
-pids+=($!)
-exec 3> "$work/backend.in"
-wait_line "$work/backend.out" '^backend '
-backend=$(sed -n 's#^backend http://##p' "$work/backend.out")
+start_harness_backend "$HARNESS" "$work" "$SERVER_CPU"
+pids+=("$backend_pid")
+mkfifo "$work/router.in"
 
 taskset -c "$SERVER_CPU" "$HARNESS" router --backend "$backend" --routes "$ROUTES" \
     --threads "$ROUTER_THREADS" < "$work/router.in" > "$work/router.out" 2> "$work/router.err" &
@@ -108,7 +105,6 @@ to_ms() { awk -v v="$1" 'BEGIN {
 # CPU time (user + system, in clock ticks) of processes so far.
 cpu_ticks() { awk '{t += $14 + $15} END {print t}' $(printf '/proc/%s/stat ' "$@"); }
 clock_ticks=$(getconf CLK_TCK)
-backend_pid=${pids[0]}
 router_pid=${pids[1]}
 nginx_pids="${pids[2]} $(pgrep -P "${pids[2]}" | tr '\n' ' ')"
 

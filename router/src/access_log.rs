@@ -121,6 +121,13 @@ impl AccessRecord {
             .filter(|a| !a.is_empty())
     }
 
+    /// The index of the instance the request went to.
+    fn app_index(&self) -> Option<&str> {
+        self.endpoint
+            .as_ref()
+            .and_then(|e| e.instance_index.as_deref())
+    }
+
     /// The line, as Gorouter writes it, built in one buffer.
     pub(crate) fn line(&self, bytes_sent: u64, response_time: Duration) -> String {
         fn quoted(line: &mut String, value: Option<&str>) {
@@ -193,12 +200,9 @@ impl AccessRecord {
         line.push_str(" gorouter_time:");
         push_seconds(&mut line, self.gorouter_time.min(response_time));
         line.push_str(" app_id:");
-        quoted(&mut line, endpoint.and_then(|e| e.app_id.as_deref()));
+        quoted(&mut line, self.app_id());
         line.push_str(" app_index:");
-        quoted(
-            &mut line,
-            endpoint.and_then(|e| e.instance_index.as_deref()),
-        );
+        quoted(&mut line, self.app_index());
         line.push_str(" instance_id:");
         quoted(&mut line, endpoint.map(|e| e.instance_id.as_str()));
         line.push_str(" x_cf_routererror:");
@@ -212,11 +216,7 @@ impl AccessRecord {
         let line = self.line(bytes_sent, response_time);
         tracing::debug!(target: TARGET, "{line}");
         if let Some(app_id) = self.app_id() {
-            let index = self
-                .endpoint
-                .as_ref()
-                .and_then(|e| e.instance_index.as_deref())
-                .unwrap_or_default();
+            let index = self.app_index().unwrap_or_default();
             envelopes.push(app_id, index, "RTR", LogType::Out, line.as_bytes());
         }
     }

@@ -203,9 +203,9 @@ impl HeaderLines {
         &self.0
     }
 
-    /// The lines as a header map (tests and fuzzing read them so).
-    pub(crate) fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::new();
+    /// Appends the lines to `map`, as a backend reads them after the headers already
+    /// there (tests and fuzzing read them so).
+    pub(crate) fn append_to(&self, map: &mut HeaderMap) {
         let mut rest = &self.0[..];
         while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
             let line = &rest[..end];
@@ -220,7 +220,6 @@ impl HeaderLines {
                 map.append(name, value);
             }
         }
-        map
     }
 }
 

@@ -13,11 +13,7 @@ use time::OffsetDateTime;
 pub fn propagate_trace(headers: &mut HeaderMap, trace_id: u128, span_id: u64) {
     let mut lines = crate::backend::HeaderLines::default();
     crate::trace::propagate(headers, true, &mut lines, trace_id, span_id);
-    for (name, value) in lines.to_map() {
-        if let Some(name) = name {
-            headers.append(name, value);
-        }
-    }
+    lines.append_to(headers);
 }
 
 /// The route service keys: signing, and verifying `X-CF-Proxy-Signature` and

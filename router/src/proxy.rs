@@ -1305,8 +1305,8 @@ mod tests {
 
     /// What a backend gets: the client's headers, then the lines.
     fn with_lines(mut h: HeaderMap, lines: &[&HeaderLines]) -> HeaderMap {
-        for (name, value) in lines.iter().flat_map(|l| l.to_map()) {
-            h.append(name.unwrap(), value);
+        for l in lines {
+            l.append_to(&mut h);
         }
         h
     }

@@ -53,11 +53,13 @@ pub struct Endpoint {
 
 impl PartialEq for Endpoint {
     fn eq(&self, other: &Self) -> bool {
-        self.addr == other.addr
-            && self.tls_server_name == other.tls_server_name
-            && self.app_id == other.app_id
-            && self.instance_index == other.instance_index
-            && self.instance_id == other.instance_id
+        self.is(
+            &other.addr,
+            other.tls_server_name.as_deref(),
+            other.app_id.as_deref(),
+            other.instance_index.as_deref(),
+            &other.instance_id,
+        )
     }
 }
 
@@ -99,6 +101,23 @@ impl Endpoint {
             failed_at_ms: AtomicU64::new(0),
             backoff: DEFAULT_ENDPOINT_BACKOFF,
         }
+    }
+
+    /// Whether this is the endpoint that these fields of a registration make (what
+    /// endpoints are compared by).
+    fn is(
+        &self,
+        addr: &str,
+        tls_server_name: Option<&str>,
+        app_id: Option<&str>,
+        instance_index: Option<&str>,
+        instance_id: &str,
+    ) -> bool {
+        self.addr == addr
+            && self.tls_server_name.as_deref() == tls_server_name
+            && self.app_id.as_deref() == app_id
+            && self.instance_index.as_deref() == instance_index
+            && self.instance_id == instance_id
     }
 
     /// The `X-CF-ApplicationID`, `X-CF-InstanceIndex` and `X-CF-InstanceID` lines of
@@ -360,11 +379,13 @@ impl RouteTable {
             let same = |e: &&mut RegisteredEndpoint| e.endpoint.instance_id == instance_id;
             match pool.endpoints.iter_mut().find(same) {
                 Some(existing) => {
-                    let e = &existing.endpoint;
-                    let unchanged = e.addr == addr
-                        && e.tls_server_name == tls_server_name
-                        && e.app_id.as_deref() == app_id
-                        && e.instance_index == msg.private_instance_index;
+                    let unchanged = existing.endpoint.is(
+                        &addr,
+                        tls_server_name.as_deref(),
+                        app_id,
+                        msg.private_instance_index.as_deref(),
+                        instance_id,
+                    );
                     if !unchanged {
                         existing.endpoint = new_endpoint();
                     }

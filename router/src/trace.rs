@@ -95,18 +95,7 @@ pub(crate) fn propagate(
 
     // The client's flags, not its last field: a later version may add fields after them.
     let flags = w3c_flags.as_deref().unwrap_or("01").as_bytes();
-    // One piece: a line of six would cost as much in copies as in the rest.
-    let mut parent = [0; 55];
-    let flags = flags.get(..2).unwrap_or(b"01");
-    if trace.len() == 32 {
-        parent[..3].copy_from_slice(b"00-");
-        parent[3..35].copy_from_slice(trace);
-        parent[35] = b'-';
-        parent[36..52].copy_from_slice(&span);
-        parent[52] = b'-';
-        parent[53..].copy_from_slice(flags);
-    }
-    lines.push(&TRACEPARENT, &[&parent]);
+    lines.push(&TRACEPARENT, &[b"00-", trace, b"-", &span, b"-", flags]);
     // The client's other vendors' entries follow ours when it continues a W3C trace.
     let prior = match &w3c_trace {
         Some(_) => client(TRACESTATE)
@@ -147,11 +136,7 @@ mod tests {
         let mut lines = HeaderLines::default();
         let client_sent = !h.is_empty();
         propagate(&mut h, client_sent, &mut lines, TRACE, SPAN);
-        for (name, value) in lines.to_map() {
-            if let Some(name) = name {
-                h.append(name, value);
-            }
-        }
+        lines.append_to(&mut h);
         h
     }
 
